@@ -1,0 +1,118 @@
+"""The chunked action-value ensemble of ALOE (Sec. IV-C, Appendix C-2).
+
+One transformer reads X = [q_1..q_K, s, a_1..a_h, ℓ] and K independent MLP heads map
+the K readout tokens to K scalar values Q_φ_i(s_t, a_{t:t+h}, ℓ): an ensemble in one
+vectorised module, returning (K, B). The members share the backbone; they differ by their
+readout tokens and heads, as in the paper.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from aloe.nn import Normalizer, mlp, transformer
+
+
+@dataclass
+class CriticConfig:
+    """Architecture and optimiser of the chunked critic (defaults sized for 2 CPU cores)."""
+
+    horizon: int = 10
+    """h, actions per chunk; must equal the actor's (paper: 50)."""
+    num_q: int = 4
+    """K, ensemble members. Not given in the paper; 4 makes min_i Q (Eq. 9) a tighter
+    lower bound than a pair, and costs only 2 more tokens and heads on a shared backbone."""
+    hidden_dim: int = 128
+    """Token width D (paper: 256; halved for CPU)."""
+    num_layers: int = 3
+    """Transformer layers (paper: 6; halved for CPU)."""
+    num_heads: int = 4
+    """Attention heads per layer (paper: 8, i.e. 32 dims per head, kept here)."""
+    mlp_ratio: int = 4
+    """Feed-forward width as a multiple of hidden_dim."""
+    head_hidden_dim: int = 128
+    """Hidden width of each member's MLP head (paper: unspecified)."""
+    dropout: float = 0.0
+    """Dropout in the transformer and the state encoder."""
+    lr: float = 3e-4
+    """Peak learning rate (paper: 3e-5 for a 256-wide critic on frozen SigLIP features;
+    a small critic trained from scratch on state wants more)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay (paper: unspecified)."""
+
+
+class EnsembleHead(nn.Module):
+    """K independent MLPs D -> H -> 1, one per readout token, as batched matmuls."""
+
+    def __init__(self, num_q: int, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(torch.empty(num_q, dim, hidden_dim))
+        self.b1 = nn.Parameter(torch.empty(num_q, hidden_dim))
+        self.w2 = nn.Parameter(torch.empty(num_q, hidden_dim))
+        self.b2 = nn.Parameter(torch.empty(num_q))
+        # nn.Linear's default init, drawn independently per member.
+        for w, b, fan_in in ((self.w1, self.b1, dim), (self.w2, self.b2, hidden_dim)):
+            bound = 1.0 / math.sqrt(fan_in)
+            nn.init.uniform_(w, -bound, bound)
+            nn.init.uniform_(b, -bound, bound)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Readout tokens (B, K, D) -> values (K, B)."""
+        x = F.gelu(torch.einsum("bkd,kdh->kbh", z, self.w1) + self.b1[:, None])
+        return torch.einsum("kbh,kh->kb", x, self.w2) + self.b2[:, None]
+
+
+class ChunkedQCritic(nn.Module):
+    """Q_φ_i(s_t, a_{t:t+h}, ℓ) for i = 1..K over the sequence [q_1..q_K, s, a_1..a_h, ℓ]."""
+
+    def __init__(
+        self,
+        config: CriticConfig,
+        state_dim: int,
+        action_dim: int,
+        num_tasks: int,
+        state_normalizer: Normalizer | None = None,
+    ) -> None:
+        super().__init__()
+        d = config.hidden_dim
+        self.config = config
+        self.num_q = config.num_q
+        self.state_norm = state_normalizer or Normalizer(state_dim)
+        self.q_tokens = nn.Parameter(0.02 * torch.randn(config.num_q, d))
+        self.state_encoder = mlp(state_dim, d, d, num_hidden=1, dropout=config.dropout)
+        # Actions are in [-1, 1] already (env units), so they enter unnormalised.
+        self.action_in = nn.Linear(action_dim, d)
+        self.action_pos = nn.Parameter(0.02 * torch.randn(config.horizon, d))
+        self.task_embedding = nn.Embedding(num_tasks, d)
+        self.backbone = transformer(
+            d, config.num_layers, config.num_heads, config.mlp_ratio, config.dropout
+        )
+        self.heads = EnsembleHead(config.num_q, d, config.head_hidden_dim)
+
+    def forward(
+        self, state: Tensor, task_index: Tensor, actions: Tensor, valid: Tensor | None = None
+    ) -> Tensor:
+        """Values (K, B) of chunks actions (B, h, A) at states (B, S) under instructions (B,).
+
+        valid (B, h), 1.0 on executed steps: padded steps are removed from attention as
+        keys, so their contents cannot change any value. None means all steps are valid.
+        """
+        b, h = actions.shape[:2]
+        q = self.q_tokens.expand(b, -1, -1)
+        s = self.state_encoder(self.state_norm.normalize(state))[:, None]
+        a = self.action_in(actions) + self.action_pos[:h]
+        instruction = self.task_embedding(task_index)[:, None]
+        # Visual tokens x_1..x_V (frozen SigLIP features, projected to D) will join here.
+        x = torch.cat([q, s, a, instruction], dim=1)
+        padding = None
+        if valid is not None:
+            keep = torch.ones(b, x.shape[1], dtype=torch.bool, device=x.device)
+            keep[:, self.num_q + 1 : self.num_q + 1 + h] = valid > 0.5
+            padding = ~keep
+        z = self.backbone(x, src_key_padding_mask=padding)
+        return self.heads(z[:, : self.num_q])

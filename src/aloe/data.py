@@ -1,0 +1,107 @@
+"""The data model every part of aloe shares: recorded episodes and sampled chunk batches.
+
+An *episode* is one attempt at a task from a reset. It is made of *fragments*: contiguous
+runs of steps produced by one source (`demo`, `policy` or `human`). Per-step columns use
+LeRobot's field names where LeRobot has one; ours are `source`, `policy_version`,
+`fragment_index`, `failure_reason`, `next.observation.state` and `sim.state`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+SOURCES = ("demo", "policy", "human")
+
+# Per-step columns an episode must carry, with their numpy dtype and per-step shape
+# (None = the state or action dimension, given by the task).
+STATE = "observation.state"
+NEXT_STATE = "next.observation.state"
+ACTION = "action"
+REWARD = "next.reward"
+DONE = "next.done"  # terminated: success or a labelled failure; never bootstrapped past
+TRUNCATED = "next.truncated"  # cut without an outcome (time limit when it is not a failure)
+SUCCESS = "next.success"
+INTERVENTION = "complementary_info.is_intervention"
+SOURCE = "source"
+POLICY_VERSION = "policy_version"  # iteration of the policy that acted; -1 for demo/human
+FRAGMENT = "fragment_index"  # index of the fragment within its episode
+FAILURE_REASON = "failure_reason"  # "" except on the last step of a failed fragment
+SIM_STATE = "sim.state"  # full simulator state before the step (float64), for evaluation
+
+STEP_COLUMNS: dict[str, Any] = {
+    STATE: np.float32,
+    NEXT_STATE: np.float32,
+    ACTION: np.float32,
+    REWARD: np.float32,
+    DONE: np.bool_,
+    TRUNCATED: np.bool_,
+    SUCCESS: np.bool_,
+    INTERVENTION: np.bool_,
+    SOURCE: object,
+    POLICY_VERSION: np.int32,
+    FRAGMENT: np.int32,
+    FAILURE_REASON: object,
+}
+OPTIONAL_STEP_COLUMNS: dict[str, Any] = {SIM_STATE: np.float64}
+
+
+@dataclass
+class Episode:
+    """One recorded attempt, as collection produces it and the store appends it.
+
+    `steps` maps each column of `STEP_COLUMNS` (and optionally `sim.state`) to an array whose
+    first axis is time. `meta` holds per-episode facts: `seed`, `iteration`, `sim_attrs`
+    (JSON-able env attributes needed to restore the simulator), anything else JSON-able.
+    """
+
+    task: str  # the task's name, e.g. "peg-insert-side-v3"
+    instruction: str  # the natural-language instruction (LeRobot's "task" string)
+    steps: dict[str, np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(len(self.steps[ACTION]))
+
+    @property
+    def success(self) -> bool:
+        return bool(self.steps[SUCCESS][-1]) if len(self) else False
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first column that is missing or inconsistent."""
+        n = len(self)
+        if n == 0:
+            raise ValueError(f"episode of task {self.task!r} has no steps")
+        for name in STEP_COLUMNS:
+            if name not in self.steps:
+                raise ValueError(f"episode column {name!r} is missing")
+        for name, arr in self.steps.items():
+            if len(arr) != n:
+                raise ValueError(f"episode column {name!r} has {len(arr)} rows, expected {n}")
+        bad = set(np.unique(self.steps[SOURCE]).tolist()) - set(SOURCES)
+        if bad:
+            raise ValueError(f"episode column 'source' has {sorted(bad)}, allowed {SOURCES}")
+
+
+class ChunkBatch(NamedTuple):
+    """A batch of action chunks for the chunked critic and the actor (B = batch, h = chunk).
+
+    The reward sum, the bootstrap state and the discount follow Eq. 7 with the chunk cut at
+    the fragment's end: n = number of valid steps (1..h),
+    y = reward + discount * bootstrap * Q'(next_state, a' ~ pi).
+    """
+
+    state: torch.Tensor  # (B, S) s_t
+    actions: torch.Tensor  # (B, h, A) the executed a_{t:t+h}; zeros past the fragment's end
+    valid: torch.Tensor  # (B, h) 1.0 where the action was executed, 0.0 for padding
+    reward: torch.Tensor  # (B,) sum_{k<n} gamma^k r_{t+k}
+    next_state: torch.Tensor  # (B, S) s_{t+n}, the state after the last valid action
+    discount: torch.Tensor  # (B,) gamma^n
+    bootstrap: torch.Tensor  # (B,) 0.0 where the chunk reaches a termination, else 1.0
+    mc_return: torch.Tensor  # (B,) Monte-Carlo return from t to the fragment's end (AWR)
+    task_index: torch.Tensor  # (B,) int64, index into the store's instructions
+    source: torch.Tensor  # (B,) int64, index into SOURCES
+    index: torch.Tensor  # (B,) int64, global frame index of s_t

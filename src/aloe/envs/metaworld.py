@@ -1,0 +1,198 @@
+"""A MetaWorld v3 task as the paper's episodic MDP (Section III-A, Eq. 14).
+
+`TaskEnv` wraps one MetaWorld environment and gives: the paper's reward (−1 per step,
+0 at a successful end, −C_fail at a failed end), episodes that end on success, on a detected
+failure (with a reason) and at the time limit, dict observations, seeded resets and an exact
+save/restore of the simulator (MuJoCo's integration state plus the env's own attributes).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from aloe.envs.failures import FailureConfig, FailureDetector
+from aloe.envs.tasks import INSTRUCTIONS, check_task
+
+CONTROL_HZ = 80.0  # MetaWorld: frame_skip 5 × 2.5 ms
+_MJ_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
+# Env attributes that are plain data (restored on `restore`); MuJoCo handles are not.
+_SKIP_ATTRS = {"model", "data", "mujoco_renderer", "np_random", "_np_random"}
+
+
+@dataclass
+class EnvConfig:
+    """How a MetaWorld task is turned into the paper's episodic task."""
+
+    task: str = "peg-insert-side-v3"
+    """MetaWorld v3 task name (`aloe tasks` lists them)."""
+    max_steps: int = 300
+    """Time limit of the policy's attempt, in steps (MetaWorld's own limit is 500)."""
+    c_fail: float | None = None
+    """Eq. 14 failure cost; None = mean length of the task's expert episodes (as the paper)."""
+    timeout_is_failure: bool = True
+    """The paper labels a time-out a failure (−C_fail, no bootstrap); False = truncation."""
+    failures: FailureConfig = field(default_factory=FailureConfig)
+    """Failure detectors."""
+
+
+@functools.cache
+def expert_episode_length(task: str, episodes: int = 10) -> float:
+    """Mean length of successful noise-free expert episodes: the default C_fail of Eq. 14."""
+    from aloe.operators.scripted import expert_policy
+
+    env, expert = _make_raw(task), expert_policy(task)
+    lengths = []
+    for seed in range(episodes):
+        env.seed(seed)
+        obs, _ = env.reset()
+        for t in range(500):
+            obs, _, _, _, info = env.step(expert.get_action(obs))
+            if info["success"]:
+                lengths.append(t + 1)
+                break
+    if not lengths:
+        raise RuntimeError(f"the scripted expert never solved {task}; set c_fail explicitly")
+    return float(np.mean(lengths))
+
+
+def _make_raw(task: str) -> Any:
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        env = ALL_V3_ENVIRONMENTS[task]()
+    env._partially_observable = False  # the goal is part of the state, as the experts need
+    env.__dict__.pop("sawyer_observation_space", None)  # cached with the hidden-goal bounds
+    env._freeze_rand_vec = False
+    env.seeded_rand_vec = True  # resets draw object/goal positions from env.seed(...)
+    env._set_task_called = True
+    env.max_path_length = 10**9  # the time limit is ours
+    return env
+
+
+class TaskEnv(gym.Env):
+    """One MetaWorld task with Eq. 14 rewards, failure detection and exact save/restore."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, cfg: EnvConfig) -> None:
+        self.cfg = cfg
+        self.task = check_task(cfg.task)
+        self.instruction = INSTRUCTIONS[self.task]
+        self.raw = _make_raw(self.task)
+        self.c_fail = cfg.c_fail if cfg.c_fail is not None else expert_episode_length(self.task)
+        self.detector = FailureDetector(cfg.failures)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+        self.observation_space = gym.spaces.Dict(
+            {"state": gym.spaces.Box(-np.inf, np.inf, (39,), np.float32)}
+        )
+        self.control_period = 1.0 / CONTROL_HZ
+        self.steps = 0
+        self.limit = cfg.max_steps  # the operator's correction gets its own limit
+        self._state = np.zeros(39)
+
+    @property
+    def state_dim(self) -> int:
+        return 39
+
+    @property
+    def action_dim(self) -> int:
+        return 4
+
+    def _obs(self, state: np.ndarray) -> dict[str, Any]:
+        return {"state": state.astype(np.float32), "instruction": self.instruction}
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        super().reset(seed=seed)
+        self.raw.seed(int(seed) if seed is not None else int(self.np_random.integers(2**31)))
+        state, _ = self.raw.reset()
+        self.steps = 0
+        self.limit = self.cfg.max_steps
+        self._state = state
+        self.detector.reset(state)
+        return self._obs(state), {"success": False, "failure_reason": ""}
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        state, progress, _, _, mw_info = self.raw.step(action)
+        self.steps += 1
+        self._state = state
+        success = bool(mw_info["success"])
+        reason = "" if success else (self.detector(state, float(progress)) or "")
+        if not success and not reason and self.steps >= self.limit:
+            reason = "timeout" if self.cfg.timeout_is_failure else ""
+        truncated = not success and not reason and self.steps >= self.limit
+        terminated = success or bool(reason)
+        reward = self.reward(success=success, failed=bool(reason))
+        info = {"success": success, "failure_reason": reason, "progress": float(progress)}
+        return self._obs(state), reward, terminated, truncated, info
+
+    def reward(self, *, success: bool, failed: bool) -> float:
+        """Eq. 14: 0 at a successful end, −C_fail at a failed end, −1 otherwise."""
+        if success:
+            return 0.0
+        if failed:
+            return -float(self.c_fail)
+        return -1.0
+
+    # --- exact save / restore -------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to put the simulator back exactly here (see `restore`)."""
+        mj = np.empty(mujoco.mj_stateSize(self.raw.model, _MJ_STATE))
+        mujoco.mj_getState(self.raw.model, self.raw.data, mj, _MJ_STATE)
+        attrs = {k: copy.deepcopy(v) for k, v in vars(self.raw).items() if _plain(k, v)}
+        return {
+            "mj_state": mj,
+            "attrs": attrs,
+            "steps": self.steps,
+            "state": self._state.copy(),
+            "detector": copy.deepcopy(vars(self.detector)),
+        }
+
+    def restore(self, snap: dict[str, Any]) -> dict[str, Any]:
+        """Put the simulator back to `snap` and return the observation there.
+
+        No mj_forward afterwards: stepping from the restored integration state reproduces
+        the original trajectory bit for bit, and a forward pass would perturb the warm start.
+        """
+        mujoco.mj_setState(self.raw.model, self.raw.data, snap["mj_state"], _MJ_STATE)
+        for k, v in snap["attrs"].items():
+            setattr(self.raw, k, copy.deepcopy(v))
+        self.steps = snap["steps"]
+        self._state = snap["state"].copy()
+        vars(self.detector).update(copy.deepcopy(snap["detector"]))
+        return self._obs(self._state)
+
+    def sim_state(self) -> np.ndarray:
+        """The MuJoCo integration state alone (what the store keeps per step)."""
+        mj = np.empty(mujoco.mj_stateSize(self.raw.model, _MJ_STATE))
+        mujoco.mj_getState(self.raw.model, self.raw.data, mj, _MJ_STATE)
+        return mj
+
+    @property
+    def sim_state_dim(self) -> int:
+        return int(mujoco.mj_stateSize(self.raw.model, _MJ_STATE))
+
+    def progress_state(self) -> np.ndarray:
+        return self._state
+
+
+def _plain(name: str, value: Any) -> bool:
+    if name in _SKIP_ATTRS:
+        return False
+    return isinstance(value, np.ndarray | int | float | bool | str | tuple | list | type(None))
+
+
+def make_env(cfg: EnvConfig) -> TaskEnv:
+    return TaskEnv(cfg)

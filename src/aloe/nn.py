@@ -1,0 +1,113 @@
+"""Small building blocks shared by the actor and the critic."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+
+class Normalizer(nn.Module):
+    """Affine feature normaliser, x -> (x - mean) / std, with its statistics as buffers.
+
+    The statistics live in buffers (not parameters) so they travel with `state_dict`, move
+    with `.to(device)`, and are never touched by an optimiser. `Normalizer(dim)` is the
+    identity; build one from dataset statistics with `from_stats`.
+    """
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @classmethod
+    def from_stats(cls, mean: Tensor, std: Tensor, eps: float = 1e-6) -> Normalizer:
+        """A normaliser from per-feature statistics (1-D tensors or array-likes).
+
+        Features whose std is below `eps` are only centred (std set to 1): a feature that is
+        constant in the data (a fixed goal, an unused slot) must not explode when it moves
+        at test time.
+        """
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
+        if mean_t.shape != std_t.shape:
+            raise ValueError(f"mean {tuple(mean_t.shape)} and std {tuple(std_t.shape)} differ")
+        norm = cls(mean_t.numel())
+        norm.mean.copy_(mean_t)
+        norm.std.copy_(torch.where(std_t < eps, torch.ones_like(std_t), std_t))
+        return norm
+
+    def normalize(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+    def unnormalize(self, x: Tensor) -> Tensor:
+        return x * self.std + self.mean
+
+
+def sinusoidal_embedding(
+    t: Tensor, dim: int, min_period: float = 4e-3, max_period: float = 4.0
+) -> Tensor:
+    """Sine-cosine embedding (B,) -> (B, dim) of a scalar in about [0, 1] (flow time η).
+
+    The periods span [min_period, max_period] geometrically (as in π0), so both the coarse
+    position in [0, 1] and differences of one Euler step (0.1) are resolved.
+    """
+    if dim % 2:
+        raise ValueError(f"embedding dim must be even, got {dim}")
+    fraction = torch.linspace(0.0, 1.0, dim // 2, device=t.device, dtype=torch.float32)
+    period = min_period * (max_period / min_period) ** fraction
+    angle = t.float()[:, None] * (2.0 * math.pi / period)[None, :]
+    return torch.cat([torch.sin(angle), torch.cos(angle)], dim=-1)
+
+
+def mlp(
+    in_dim: int, hidden_dim: int, out_dim: int, num_hidden: int = 1, dropout: float = 0.0
+) -> nn.Sequential:
+    """Linear-GELU stack with `num_hidden` hidden layers of width `hidden_dim`."""
+    layers: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(num_hidden):
+        layers += [nn.Linear(dim, hidden_dim), nn.GELU()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        dim = hidden_dim
+    layers.append(nn.Linear(dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+def transformer(
+    dim: int, num_layers: int, num_heads: int, mlp_ratio: int, dropout: float
+) -> nn.TransformerEncoder:
+    """A pre-norm transformer encoder over (B, L, dim) sequences, ending in a LayerNorm."""
+    layer = nn.TransformerEncoderLayer(
+        dim,
+        num_heads,
+        dim_feedforward=mlp_ratio * dim,
+        dropout=dropout,
+        activation="gelu",
+        batch_first=True,
+        norm_first=True,
+    )
+    # Pre-norm layers cannot use the nested-tensor fast path; saying so silences a warning.
+    return nn.TransformerEncoder(
+        layer, num_layers, norm=nn.LayerNorm(dim), enable_nested_tensor=False
+    )
+
+
+@contextmanager
+def evaluating(*modules: nn.Module) -> Iterator[None]:
+    """Put modules in eval mode (no dropout) for the block, then restore their modes."""
+    modes = [m.training for m in modules]
+    try:
+        for m in modules:
+            m.eval()
+        yield
+    finally:
+        for m, mode in zip(modules, modes, strict=True):
+            m.train(mode)

@@ -1,0 +1,74 @@
+"""The simulated operator: MetaWorld's scripted expert with noise and a reaction delay."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+IRRECOVERABLE = ("object fell off the table", "object left the workspace", "object dropped")
+
+
+@dataclass
+class OperatorConfig:
+    """How the simulated human behaves."""
+
+    noise_std: float = 0.1
+    """Std of Gaussian noise added to the expert's actions (actions live in [-1, 1])."""
+    delay_steps: int = 0
+    """Reaction delay: the operator acts on the observation this many steps old."""
+    patience: int = 60
+    """Take over when the policy makes no task progress for this many steps (imminent
+    failure); 0 = only take over on a detected failure or a time-out."""
+    min_gain: float = 0.05
+    """Progress (MetaWorld's dense reward) must beat its best by this much to count."""
+    rewind_steps: int = 20
+    """After an irrecoverable failure, restart this many steps before it (the last safe
+    state); other failures restart from the failure state itself."""
+
+
+def expert_policy(task: str) -> Any:
+    from metaworld.policies import ENV_POLICY_MAP
+
+    return ENV_POLICY_MAP[task]()
+
+
+class ScriptedOperator:
+    """Implements `aloe.operators.base.Operator` with the task's scripted expert."""
+
+    def __init__(self, task: str, cfg: OperatorConfig, seed: int = 0) -> None:
+        self.cfg = cfg
+        self.expert = expert_policy(task)
+        self.reset(seed)
+
+    def reset(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.seen: deque[np.ndarray] = deque(maxlen=self.cfg.delay_steps + 1)
+        self.start_watching()
+
+    def start_watching(self) -> None:
+        self.best = -np.inf
+        self.idle = 0
+
+    def act(self, obs: dict[str, Any]) -> np.ndarray:
+        self.seen.append(np.asarray(obs["state"], dtype=np.float64))
+        action = np.asarray(self.expert.get_action(self.seen[0]), dtype=np.float64)
+        action = action + self.cfg.noise_std * self.rng.standard_normal(action.shape)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+    def watch(self, obs: dict[str, Any], info: dict[str, Any]) -> str | None:
+        progress = float(info.get("progress", 0.0))
+        if progress > self.best + self.cfg.min_gain:
+            self.best, self.idle = progress, 0
+        else:
+            self.idle += 1
+        if self.cfg.patience and self.idle >= self.cfg.patience:
+            return f"imminent failure: no progress for {self.cfg.patience} steps"
+        return None
+
+    def restart_point(self, reason: str, history: list[dict[str, Any]]) -> int:
+        if reason.startswith(IRRECOVERABLE):
+            return max(0, len(history) - 1 - self.cfg.rewind_steps)
+        return len(history) - 1

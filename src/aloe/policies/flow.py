@@ -1,0 +1,159 @@
+"""A compact flow-matching VLA: the actor π_θ(a_{t:t+h} | s_t, ℓ) of ALOE (Sec. IV-C).
+
+One time convention, the paper's Eq. 15, written once below (`interpolate`):
+ã = η·a + (1 − η)·ε with η ~ U[0, 1], ε ~ N(0, I); the network f_θ(ã, s, ℓ, η) regresses
+ε − a. Sampling starts from ε at η = 0 and integrates dã/dη = a − ε = −f_θ to η = 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Generator, Tensor, nn
+
+from aloe.nn import Normalizer, evaluating, mlp, sinusoidal_embedding, transformer
+
+VelocityFn = Callable[[Tensor, Tensor], Tensor]  # (ã (B, h, A), η (B,)) -> f (B, h, A)
+
+
+@dataclass
+class ActorConfig:
+    """Architecture and optimiser of the compact actor (defaults: state-based MetaWorld, CPU)."""
+
+    horizon: int = 10
+    """h, actions per predicted chunk (paper: 50 at 30 Hz; MetaWorld needs fewer)."""
+    num_flow_steps: int = 10
+    """Euler steps from noise (η = 0) to action (η = 1) when sampling (paper: 10)."""
+    hidden_dim: int = 128
+    """Token width D of the action expert."""
+    num_layers: int = 3
+    """Transformer layers of the action expert."""
+    num_heads: int = 4
+    """Attention heads per layer (hidden_dim must be divisible by it)."""
+    mlp_ratio: int = 4
+    """Feed-forward width as a multiple of hidden_dim."""
+    dropout: float = 0.0
+    """Dropout in the transformer and the state encoder (0: the demos are few but clean)."""
+    lr: float = 3e-4
+    """Peak learning rate of the cosine schedule (paper fine-tunes π0.5; this is from scratch)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+
+
+def interpolate(actions: Tensor, noise: Tensor, eta: Tensor) -> tuple[Tensor, Tensor]:
+    """The noisy chunk ã and the regression target of Eq. 15, for chunks (B, h, A), η (B,)."""
+    eta = eta[:, None, None]
+    noisy = eta * actions + (1.0 - eta) * noise  # Eq. 15: ã = η a + (1 − η) ε
+    return noisy, noise - actions  # Eq. 15: f_θ(ã, s, ℓ, η) ≈ ε − a
+
+
+def flow_matching_loss(
+    velocity: VelocityFn, actions: Tensor, valid: Tensor, noise: Tensor, eta: Tensor
+) -> Tensor:
+    """Per-sample ||ε − a − f_θ(ã, s, ℓ, η)||² (Eq. 15–16), averaged over valid steps: (B,).
+
+    The squared norm sums over the action dimensions; padded steps (valid = 0) do not
+    count, and a row without a valid step has loss 0.
+    """
+    noisy, target = interpolate(actions, noise, eta)
+    err = (target - velocity(noisy, eta)).square().sum(-1)  # Eq. 15, per step (B, h)
+    return (err * valid).sum(-1) / valid.sum(-1).clamp_min(1.0)
+
+
+def euler_integrate(velocity: VelocityFn, noise: Tensor, num_steps: int) -> Tensor:
+    """Integrate from ã = ε at η = 0 to η = 1 with `num_steps` Euler steps: the chunk a."""
+    x, dt = noise, 1.0 / num_steps
+    for k in range(num_steps):
+        eta = torch.full((x.shape[0],), k * dt, device=x.device, dtype=x.dtype)
+        x = x - velocity(x, eta) * dt  # dã/dη = a − ε = −f_θ
+    return x
+
+
+class FlowPolicy(nn.Module):
+    """State + instruction encoders and a transformer action expert predicting f_θ for a chunk.
+
+    Tokens: [s, ℓ, ã_1..ã_h]. Each action token mixes its noisy action with the flow time η
+    (as π0's action-time MLP does: every token knows η directly) plus a learned position.
+    Actions are handled in normalised units inside; `sample` returns environment units.
+    """
+
+    def __init__(
+        self,
+        config: ActorConfig,
+        state_dim: int,
+        action_dim: int,
+        num_tasks: int,
+        state_normalizer: Normalizer | None = None,
+        action_normalizer: Normalizer | None = None,
+    ) -> None:
+        super().__init__()
+        d = config.hidden_dim
+        self.config = config
+        self.horizon = config.horizon
+        self.action_dim = action_dim
+        self.state_norm = state_normalizer or Normalizer(state_dim)
+        # MetaWorld actions are already in [-1, 1]: the identity is the natural default.
+        self.action_norm = action_normalizer or Normalizer(action_dim)
+        self.state_encoder = mlp(state_dim, d, d, num_hidden=1, dropout=config.dropout)
+        self.task_embedding = nn.Embedding(num_tasks, d)  # ℓ, one per instruction for now
+        self.action_in = nn.Linear(action_dim, d)
+        self.action_time = mlp(2 * d, d, d, num_hidden=1)
+        self.action_pos = nn.Parameter(0.02 * torch.randn(config.horizon, d))
+        self.backbone = transformer(
+            d, config.num_layers, config.num_heads, config.mlp_ratio, config.dropout
+        )
+        self.velocity_out = nn.Linear(d, action_dim)
+
+    def condition(self, state: Tensor, task_index: Tensor) -> Tensor:
+        """Conditioning tokens (B, C, D) from the observation and the instruction."""
+        s = self.state_encoder(self.state_norm.normalize(state))
+        instruction = self.task_embedding(task_index)
+        # Camera tokens x_1..x_V (frozen image encoder + projection) will join here.
+        return torch.stack([s, instruction], dim=1)
+
+    def velocity(self, noisy_actions: Tensor, eta: Tensor, cond: Tensor) -> Tensor:
+        """f_θ(ã, s, ℓ, η) in normalised action units: (B, h, A)."""
+        x = self.action_in(noisy_actions)
+        t = sinusoidal_embedding(eta, x.shape[-1]).to(x.dtype)
+        x = self.action_time(torch.cat([x, t[:, None].expand_as(x)], dim=-1)) + self.action_pos
+        z = self.backbone(torch.cat([cond, x], dim=1))
+        return self.velocity_out(z[:, cond.shape[1] :])
+
+    def flow_loss_per_sample(
+        self,
+        state: Tensor,
+        task_index: Tensor,
+        actions: Tensor,
+        valid: Tensor,
+        generator: Generator | None = None,
+    ) -> Tensor:
+        """Eq. 15's per-sample loss (B,); draws ε (B, h, A) then η (B,) from `generator`."""
+        a = self.action_norm.normalize(actions)
+        noise = torch.randn(a.shape, generator=generator, device=a.device, dtype=a.dtype)
+        eta = torch.rand(a.shape[0], generator=generator, device=a.device, dtype=a.dtype)
+        cond = self.condition(state, task_index)
+        return flow_matching_loss(
+            lambda x, t: self.velocity(x, t, cond), a, valid.to(a.dtype), noise, eta
+        )
+
+    @torch.no_grad()
+    def sample(
+        self,
+        state: Tensor,
+        task_index: Tensor,
+        num_samples: int = 1,
+        generator: Generator | None = None,
+    ) -> Tensor:
+        """Chunks a ~ π(·|s, ℓ): (B, num_samples, h, A), clipped to [-1, 1], in eval mode."""
+        b, h, a_dim = state.shape[0], self.horizon, self.action_dim
+        with evaluating(self):
+            cond = self.condition(state, task_index).repeat_interleave(num_samples, dim=0)
+            noise = torch.randn(
+                (b * num_samples, h, a_dim), generator=generator, device=cond.device
+            ).to(cond.dtype)
+            a = euler_integrate(
+                lambda x, t: self.velocity(x, t, cond), noise, self.config.num_flow_steps
+            )
+        return self.action_norm.unnormalize(a).clamp(-1.0, 1.0).view(b, num_samples, h, a_dim)
