@@ -102,7 +102,7 @@ def main() -> None:
     args = p.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    sample_reps, critic_reps = (200, 2) if args.quick else (2000, 10)
+    sample_reps, critic_reps = (300, 1) if args.quick else (3000, 5)
     state_dim, action_dim, feat_dim, k, cameras = 39, 4, 768, 2, 3
 
     frames = synthetic_frames(args.episodes, args.steps, state_dim, action_dim, seed=0)

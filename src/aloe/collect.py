@@ -30,6 +30,9 @@ class ChunkPolicy(Protocol):
     version: int  # the iteration that produced the policy; stored with its fragments
     exec_horizon: int  # actions executed from each sampled chunk before replanning
 
+    def reset(self, seed: int) -> None:
+        """A new episode: reseed sampling, so each episode depends on its seed alone."""
+
     def act_chunk(self, obs: dict[str, Any]) -> np.ndarray:
         """An action chunk (h, A) in [-1, 1] for one observation."""
 
@@ -40,7 +43,11 @@ class RandomPolicy:
     def __init__(self, action_dim: int = 4, horizon: int = 10, seed: int = 0) -> None:
         self.version, self.exec_horizon = 0, horizon
         self.shape = (horizon, action_dim)
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        self.rng = np.random.default_rng([self.seed, seed])
 
     def act_chunk(self, obs: dict[str, Any]) -> np.ndarray:
         return self.rng.uniform(-1.0, 1.0, self.shape).astype(np.float32)
@@ -135,9 +142,11 @@ def run_episode(
     """One episode: an operator demonstration (policy=None) or a policy run with takeovers."""
     obs, _ = env.reset(seed=seed)
     operator.reset(seed)
+    if policy is not None:
+        policy.reset(seed)
     rec, fragment, takeovers = _Recorder(record_sim_state), 0, 0
     if policy is None:
-        _operate(env, operator, rec, obs, "demo", fragment, env.cfg.max_steps, 0)
+        _operate(env, operator, rec, obs, "demo", fragment, env.cfg.max_steps)
         return rec.episode(env, {"seed": seed, "iteration": iteration, "takeovers": 0})
     while True:
         obs, ended, reason, history = _policy_fragment(env, operator, policy, rec, obs, fragment)
@@ -147,8 +156,9 @@ def run_episode(
         fragment += 1
         obs = env.restore(history[operator.restart_point(reason, list(history))])
         last_fragment = takeovers >= max_takeovers or not handback_steps
+        env.limit = env.steps + operator_max_steps
         budget = operator_max_steps if last_fragment else handback_steps
-        obs, ended = _operate(env, operator, rec, obs, "human", fragment, budget, -1)
+        obs, ended = _operate(env, operator, rec, obs, "human", fragment, budget)
         if ended or last_fragment:
             break
         rec.mark_end(reward=-1.0, done=False, truncated=True, reason="")  # handback: no outcome
@@ -202,14 +212,12 @@ def _operate(
     source: str,
     fragment: int,
     budget: int,
-    version: int,
 ) -> tuple[dict[str, Any], bool]:
     """The operator acts for up to `budget` steps; returns (obs, episode ended)."""
-    env.limit = env.steps + budget
     env.detector.reset_progress()
     for _ in range(budget):
         obs, term, trunc, _ = _step(
-            env, rec, obs, operator.act(obs), source=source, version=version, fragment=fragment
+            env, rec, obs, operator.act(obs), source=source, version=-1, fragment=fragment
         )
         if term or trunc:
             return obs, True
@@ -303,6 +311,7 @@ def evaluate(
     lengths, successes = [], []
     for seed in tqdm(seeds, desc="evaluate", disable=not progress, leave=False, unit="ep"):
         obs, _ = env.reset(seed=seed)
+        policy.reset(seed)
         done, steps, success = False, 0, False
         while not done:
             for action in policy.act_chunk(obs)[: policy.exec_horizon]:

@@ -186,24 +186,35 @@ class ChunkSampler:
 
     def _gather(self, rows_np: np.ndarray) -> ChunkBatch:
         rows = torch.as_tensor(rows_np, dtype=torch.int64).to(self.device)
-        n = self._n[rows]
-        valid = self._offsets < n[:, None]
-        steps = torch.where(valid, rows[:, None] + self._offsets, self._num)
-        floats = self._floats[rows]
-        ints = self._ints[rows]
+        valid = self._offsets < _take(self._n, rows)[:, None]
+        steps = torch.where(valid, rows[:, None] + self._offsets, self._num).view(-1)
+        # Transposed copies, so that each returned column is contiguous.
+        reward, discount, bootstrap, mc_return = _take(self._floats, rows).T.contiguous()
+        last, task_index, source, index = _take(self._ints, rows).T.contiguous()
         return ChunkBatch(
-            state=self._state[rows],
-            actions=self._actions[steps],
+            state=_take(self._state, rows),
+            actions=_take(self._actions, steps).view(*valid.shape, -1),
             valid=valid.float(),
-            reward=floats[:, 0],
-            next_state=self._next_state[ints[:, 0]],
-            discount=floats[:, 1],
-            bootstrap=floats[:, 2],
-            mc_return=floats[:, 3],
-            task_index=ints[:, 1],
-            source=ints[:, 2],
-            index=ints[:, 3],
+            reward=reward,
+            next_state=_take(self._next_state, last),
+            discount=discount,
+            bootstrap=bootstrap,
+            mc_return=mc_return,
+            task_index=task_index,
+            source=source,
+            index=index,
         )
+
+
+def _take(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """table[rows] along the first axis.
+
+    On CPU numpy's single-threaded gather: torch's multi-threaded one stalls for
+    milliseconds when another process holds a core, and a batch is too small to gain.
+    """
+    if table.device.type == "cpu":
+        return torch.from_numpy(table.numpy()[rows.numpy()])
+    return table.index_select(0, rows)
 
 
 def _check_frames(frames: Mapping[str, np.ndarray]) -> int:

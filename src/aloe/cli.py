@@ -1,0 +1,196 @@
+"""The `aloe` command line: one program, one sub-command per job.
+
+Every sub-command validates its arguments before doing any work and exits with a one-line
+error naming the offending value.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
+USAGE = """usage: aloe COMMAND [ARGS]
+
+commands:
+  tasks            list the supported MetaWorld tasks and their instructions
+  collect          record operator demonstrations, or run a policy with the operator in the loop
+  dataset info     summarise an episode store
+  dataset check    validate an episode store (non-zero exit on any problem)
+  train            run Algorithm 1 (BC warm start, then collect / critic / actor / evaluate)
+  eval             evaluate a trained run without the operator
+  bench            measure collection and sampling speed
+
+`aloe COMMAND --help` describes each command's options.
+"""
+
+
+class UsageError(Exception):
+    """A bad argument; printed as one line, exit code 2."""
+
+
+@dataclass
+class TasksArgs:
+    """List the supported tasks."""
+
+    verify: bool = False
+    """Also run each task's scripted expert on 10 seeds and report its success and length."""
+
+
+def cmd_tasks(args: TasksArgs) -> int:
+    from aloe.envs.tasks import INSTRUCTIONS, supported_tasks
+
+    for name in supported_tasks():
+        line = f"{name:32s} {INSTRUCTIONS[name]}"
+        if args.verify:
+            from aloe.envs.metaworld import expert_episode_length
+
+            line += f"   (expert: {expert_episode_length(name):.0f} steps)"
+        print(line)
+    return 0
+
+
+@dataclass
+class CollectArgs:
+    """Record operator demonstrations, or run a policy with the operator in the loop."""
+
+    task: str = "peg-insert-side-v3"
+    """MetaWorld v3 task (`aloe tasks`)."""
+    episodes: int = 20
+    """Number of episodes to record."""
+    out: Annotated[Path, tyro.conf.arg(aliases=["-o"])] = Path("data/demos")
+    """Episode store to create, or to grow if it is already an aloe store."""
+    policy: str | None = None
+    """None: operator demonstrations; `random`: a random policy; or a run directory."""
+    seed: int = 0
+    """Seed of the first episode; episode i uses seed + i."""
+    max_steps: int = 300
+    """Time limit of the policy's attempt (or of a demonstration)."""
+    noise: float = 0.1
+    """Operator action noise (std)."""
+    delay: int = 0
+    """Operator reaction delay in steps."""
+    patience: int = 60
+    """Operator takes over after this many steps without progress (0 = only on failure)."""
+    handback_steps: int = 0
+    """0: the operator completes the task; > 0: hands control back after this many steps."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+def cmd_collect(args: CollectArgs) -> int:
+    import itertools
+
+    from aloe.collect import CollectConfig, collect
+    from aloe.datasets.store import EpisodeStore, StoreError
+    from aloe.envs.metaworld import CONTROL_HZ, EnvConfig, TaskEnv
+    from aloe.envs.tasks import check_task
+    from aloe.operators.scripted import OperatorConfig, ScriptedOperator
+
+    try:
+        check_task(args.task)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    _require(args.episodes >= 1, f"--episodes must be >= 1, got {args.episodes}")
+    _require(args.max_steps >= 1, f"--max-steps must be >= 1, got {args.max_steps}")
+    _require(args.noise >= 0, f"--noise must be >= 0, got {args.noise}")
+    _require(args.delay >= 0, f"--delay must be >= 0, got {args.delay}")
+    _require(args.patience >= 0, f"--patience must be >= 0, got {args.patience}")
+    policy = _load_collect_policy(args.policy, args.seed)
+    env = TaskEnv(EnvConfig(task=args.task, max_steps=args.max_steps))
+    try:
+        store = EpisodeStore.open_or_create(
+            args.out, fps=CONTROL_HZ, state_dim=env.state_dim, action_dim=env.action_dim,
+            sim_state_dim=env.sim_state_dim,
+        )  # fmt: skip
+    except StoreError as e:
+        raise UsageError(str(e)) from None
+    op_cfg = OperatorConfig(noise_std=args.noise, delay_steps=args.delay, patience=args.patience)
+    operator = ScriptedOperator(args.task, op_cfg, seed=args.seed)
+    cfg = CollectConfig(
+        success_quota=args.episodes, max_episodes=args.episodes, handback_steps=args.handback_steps
+    )
+    _, stats = collect(
+        env, operator, cfg, policy=policy, seeds=itertools.count(args.seed), store=store,
+        progress=args.progress,
+    )  # fmt: skip
+    print(json.dumps({"out": str(args.out), **vars(stats)}, indent=1))
+    return 0
+
+
+def _load_collect_policy(spec: str | None, seed: int):  # type: ignore[no-untyped-def]
+    from aloe.collect import RandomPolicy
+
+    if spec is None:
+        return None
+    if spec == "random":
+        return RandomPolicy(seed=seed)
+    run = Path(spec)
+    _require(run.is_dir(), f"--policy must be 'random' or a run directory; {spec!r} is neither")
+    from aloe.run import load_run
+
+    return load_run(run).chunk_policy(seed=seed)
+
+
+@dataclass
+class DatasetArgs:
+    """Summarise or validate an episode store."""
+
+    action: tyro.conf.Positional[Literal["info", "check"]]
+    """`info` prints a summary; `check` validates every file (exit 1 on any problem)."""
+    root: tyro.conf.Positional[Path]
+    """The store's directory."""
+
+
+def cmd_dataset(args: DatasetArgs) -> int:
+    from aloe.datasets import cli as dataset_cli
+
+    return dataset_cli.info(args.root) if args.action == "info" else dataset_cli.check(args.root)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise UsageError(message)
+
+
+def _commands() -> dict[str, tuple[type, Callable[..., int]]]:
+    from aloe import bench, train
+
+    return {
+        "tasks": (TasksArgs, cmd_tasks),
+        "collect": (CollectArgs, cmd_collect),
+        "dataset": (DatasetArgs, cmd_dataset),
+        "train": (train.TrainArgs, train.cmd_train),
+        "eval": (train.EvalArgs, train.cmd_eval),
+        "bench": (bench.BenchArgs, bench.cmd_bench),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    warnings.filterwarnings("ignore", message=".*Constant\\(s\\) may be too high.*")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    commands = _commands()
+    name = argv[0]
+    if name not in commands:
+        print(f"aloe: unknown command {name!r}; commands: {', '.join(commands)}", file=sys.stderr)
+        return 2
+    arg_type, run = commands[name]
+    args = tyro.cli(arg_type, args=argv[1:], prog=f"aloe {name}")
+    try:
+        return run(args)
+    except UsageError as e:
+        print(f"aloe {name}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

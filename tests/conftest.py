@@ -1,0 +1,12 @@
+import warnings
+
+import pytest
+
+warnings.filterwarnings("ignore", message=".*Constant\\(s\\) may be too high.*")
+
+
+@pytest.fixture(scope="session")
+def peg_env():
+    from aloe.envs.metaworld import EnvConfig, TaskEnv
+
+    return TaskEnv(EnvConfig(task="peg-insert-side-v3", c_fail=100.0))

@@ -1,0 +1,97 @@
+import itertools
+
+import numpy as np
+
+from aloe import data as D
+from aloe.collect import CollectConfig, RandomPolicy, collect, evaluate, run_episode
+from aloe.envs.metaworld import EnvConfig, TaskEnv
+from aloe.operators.scripted import OperatorConfig, ScriptedOperator
+
+
+class ScriptedChunkPolicy:
+    """The expert as a 'policy' (noise-free), so a run never needs a takeover."""
+
+    version, exec_horizon = 3, 1
+
+    def __init__(self, task):
+        self.op = ScriptedOperator(task, OperatorConfig(noise_std=0.0))
+
+    def reset(self, seed):
+        pass
+
+    def act_chunk(self, obs):
+        return self.op.act(obs)[None]
+
+
+def _env(**kw):
+    return TaskEnv(EnvConfig(task="bin-picking-v3", c_fail=50.0, **kw))
+
+
+def test_demo_episode_is_one_demo_fragment():
+    env = _env()
+    ep = run_episode(env, ScriptedOperator(env.task, OperatorConfig()), 0, policy=None)
+    ep.validate()
+    assert set(ep.steps[D.SOURCE]) == {"demo"} and set(ep.steps[D.FRAGMENT]) == {0}
+    assert ep.success and ep.steps[D.DONE][-1] and not ep.steps[D.DONE][:-1].any()
+    assert not ep.steps[D.INTERVENTION].any()
+    # the next state of a step is the state of the following step
+    assert np.array_equal(ep.steps[D.NEXT_STATE][:-1], ep.steps[D.STATE][1:])
+
+
+def test_takeover_cuts_a_failed_policy_fragment_and_the_operator_completes():
+    env = _env()
+    op = ScriptedOperator(env.task, OperatorConfig(patience=30))
+    ep = run_episode(env, op, 1, policy=RandomPolicy(seed=1))
+    ep.validate()
+    src, frag = ep.steps[D.SOURCE], ep.steps[D.FRAGMENT]
+    cut = int(np.argmax(src == "human"))
+    assert cut > 0 and set(src[:cut]) == {"policy"} and set(src[cut:]) == {"human"}
+    assert set(frag[:cut]) == {0} and set(frag[cut:]) == {1}
+    # the policy fragment ends in a labelled failure (Eq. 14), the human fragment in success
+    assert ep.steps[D.DONE][cut - 1] and ep.steps[D.REWARD][cut - 1] == -50.0
+    assert ep.steps[D.FAILURE_REASON][cut - 1].startswith("takeover")
+    assert ep.steps[D.INTERVENTION][cut:].all() and not ep.steps[D.INTERVENTION][:cut].any()
+    assert ep.success and ep.meta["takeovers"] == 1
+    # the operator restarted from the failure state
+    assert np.array_equal(ep.steps[D.STATE][cut], ep.steps[D.NEXT_STATE][cut - 1])
+
+
+def test_handback_gives_several_fragments_joined_by_truncations():
+    env = _env()
+    op = ScriptedOperator(env.task, OperatorConfig(patience=20))
+    ep = run_episode(env, op, 2, policy=RandomPolicy(seed=2), handback_steps=10, max_takeovers=3)
+    ep.validate()
+    ends = np.flatnonzero(np.diff(ep.steps[D.FRAGMENT]))
+    assert ep.steps[D.FRAGMENT].max() >= 2
+    for i in ends:  # every fragment but the last ends in a failure label or a handback cut
+        assert ep.steps[D.DONE][i] or ep.steps[D.TRUNCATED][i]
+
+
+def test_collection_rule_stops_at_quota_or_budget():
+    env = _env()
+    op = ScriptedOperator(env.task, OperatorConfig(noise_std=0.0))
+    eps, stats = collect(
+        env,
+        op,
+        CollectConfig(success_quota=2, max_episodes=5),
+        policy=None,
+        seeds=itertools.count(),
+        progress=False,
+    )
+    assert stats.successes == 2 and len(eps) == stats.episodes == 2
+    eps, stats = collect(
+        env,
+        op,
+        CollectConfig(success_quota=99, max_episodes=3),
+        policy=RandomPolicy(),
+        seeds=itertools.count(),
+        progress=False,
+    )
+    assert stats.episodes == 3 and stats.takeovers >= 3 and stats.human_steps > 0
+    assert stats.env_steps == stats.policy_steps + stats.human_steps
+
+
+def test_evaluate_runs_without_operator():
+    env = _env()
+    res = evaluate(env, ScriptedChunkPolicy(env.task), seeds=[0, 1])
+    assert res.success_rate == 1.0 and res.mean_steps_to_success == np.mean(res.lengths)
