@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable
 
@@ -78,9 +79,10 @@ class Critic(nn.Module):
         return self.head(out[:, : q.shape[1]]).squeeze(-1)
 
 
-def timed(fn: Callable[[], object], reps: int, device: torch.device) -> float:
-    """Mean seconds per call after one warm-up call."""
-    fn()
+def timed(fn: Callable[[], object], reps: int, device: torch.device, warmup: int = 1) -> float:
+    """Mean seconds per call after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -93,7 +95,11 @@ def timed(fn: Callable[[], object], reps: int, device: torch.device) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--quick", action="store_true", help="fewer repetitions (< 30 s on 2 cores)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="one cold critic step, fewer sampler repetitions (< 30 s on 2 cores)",
+    )
     p.add_argument("--episodes", type=int, default=200)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--horizon", type=int, default=50)
@@ -123,11 +129,12 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    critic_s = timed(critic_step, critic_reps, device)
+    critic_s = timed(critic_step, critic_reps, device, warmup=0 if args.quick else 1)
     print(
         json.dumps(
             {
                 "device": str(device),
+                "load_avg_1m": round(os.getloadavg()[0], 2),
                 "torch_threads": torch.get_num_threads(),
                 "frames": len(frames["index"]),
                 "horizon": args.horizon,

@@ -6,13 +6,14 @@ error naming the offending value.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import tyro
 
@@ -124,7 +125,7 @@ def cmd_collect(args: CollectArgs) -> int:
     return 0
 
 
-def _load_collect_policy(spec: str | None, seed: int):  # type: ignore[no-untyped-def]
+def _load_collect_policy(spec: str | None, seed: int) -> Any:
     from aloe.collect import RandomPolicy
 
     if spec is None:
@@ -159,16 +160,49 @@ def _require(ok: bool, message: str) -> None:
         raise UsageError(message)
 
 
-def _commands() -> dict[str, tuple[type, Callable[..., int]]]:
+def _simple(arg_type: type, run: Callable[[Any], int]) -> Callable[[list[str], str], int]:
+    return lambda argv, prog: run(tyro.cli(arg_type, args=argv, prog=prog))
+
+
+def cmd_train(argv: list[str], prog: str) -> int:
+    """`aloe train [--preset P] [--task T] [--resume DIR] [--<any config field> V]`."""
+    from aloe import train
+    from aloe.config import TrainConfig, preset
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default="default")
+    pre.add_argument("--task", default=None)
+    pre.add_argument("--resume", type=Path, default=None)
+    known, rest = pre.parse_known_args(argv)
+    if known.resume is not None:
+        _require(not rest, f"--resume takes no other options, got {' '.join(rest)}")
+        cfg = TrainConfig(out=known.resume)
+    else:
+        try:
+            base = preset(known.preset, known.task)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        description = f"Run Algorithm 1. Defaults below are the {known.preset!r} preset."
+        cfg = tyro.cli(TrainConfig, default=base, args=rest + ["--preset", known.preset],
+                       prog=prog, description=description)  # fmt: skip
+    try:
+        history = train.train(cfg, resume=known.resume is not None)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(json.dumps(history[-1], indent=1))
+    return 0
+
+
+def _commands() -> dict[str, Callable[[list[str], str], int]]:
     from aloe import bench, train
 
     return {
-        "tasks": (TasksArgs, cmd_tasks),
-        "collect": (CollectArgs, cmd_collect),
-        "dataset": (DatasetArgs, cmd_dataset),
-        "train": (train.TrainArgs, train.cmd_train),
-        "eval": (train.EvalArgs, train.cmd_eval),
-        "bench": (bench.BenchArgs, bench.cmd_bench),
+        "tasks": _simple(TasksArgs, cmd_tasks),
+        "collect": _simple(CollectArgs, cmd_collect),
+        "dataset": _simple(DatasetArgs, cmd_dataset),
+        "train": cmd_train,
+        "eval": _simple(train.EvalArgs, train.cmd_eval),
+        "bench": _simple(bench.BenchArgs, bench.cmd_bench),
     }
 
 
@@ -183,10 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in commands:
         print(f"aloe: unknown command {name!r}; commands: {', '.join(commands)}", file=sys.stderr)
         return 2
-    arg_type, run = commands[name]
-    args = tyro.cli(arg_type, args=argv[1:], prog=f"aloe {name}")
     try:
-        return run(args)
+        return commands[name](argv[1:], f"aloe {name}")
     except UsageError as e:
         print(f"aloe {name}: error: {e}", file=sys.stderr)
         return 2

@@ -66,6 +66,23 @@ class CollectStats:
     human_steps: int = 0
     failure_reasons: dict[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def from_store(cls, store: Any, iteration: int) -> CollectStats:
+        """The counts of the episodes an earlier (interrupted) attempt stored for `iteration`."""
+        rows = [r for r in store.episodes().to_pylist() if r["iteration"] == iteration]
+        stats = cls()
+        for r in rows:
+            stats.episodes += 1
+            stats.successes += int(r["success"])
+            stats.takeovers += int(r["takeovers"])
+            stats.autonomous_successes += int(r["success"] and not r["takeovers"])
+            stats.env_steps += int(r["length"])
+            stats.policy_steps += int(r["policy_steps"])
+            stats.human_steps += int(r["human_steps"]) + int(r["demo_steps"])
+            for reason in r["failure_reasons"]:
+                stats.failure_reasons[reason] = stats.failure_reasons.get(reason, 0) + 1
+        return stats
+
     def add(self, ep: D.Episode) -> None:
         src = ep.steps[D.SOURCE]
         self.episodes += 1
@@ -253,13 +270,15 @@ def collect(
     store: Any = None,
     iteration: int = 0,
     progress: bool = True,
+    stats: CollectStats | None = None,
 ) -> tuple[list[D.Episode], CollectStats]:
     """Collect until `cfg.success_quota` successes or `cfg.max_episodes` episodes.
 
     Each finished episode is appended to `store` at once, so a crash loses at most the
     episode in flight.
     """
-    stats, episodes = CollectStats(), []
+    stats = stats or CollectStats()  # what an interrupted attempt already collected
+    episodes: list[D.Episode] = []
     bar = tqdm(
         total=cfg.max_episodes,
         desc=f"collect[{iteration}]",

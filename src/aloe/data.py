@@ -104,4 +104,4 @@ class ChunkBatch(NamedTuple):
     mc_return: torch.Tensor  # (B,) Monte-Carlo return from t to the fragment's end (AWR)
     task_index: torch.Tensor  # (B,) int64, index into the store's instructions
     source: torch.Tensor  # (B,) int64, index into SOURCES
-    index: torch.Tensor  # (B,) int64, global frame index of s_t
+    global_index: torch.Tensor  # (B,) int64, global frame index of s_t (LeRobot `index`)

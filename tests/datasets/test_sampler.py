@@ -94,7 +94,7 @@ def check_against_reference(frames: dict[str, np.ndarray], h: int, gamma: float)
             assert got == pytest.approx(ref[name], rel=1e-5, abs=1e-5), (name, t)
         np.testing.assert_array_equal(batch.next_state[t].numpy(), ref["next_state"])
         np.testing.assert_array_equal(batch.state[t].numpy(), frames[data.STATE][t])
-        assert int(batch.index[t]) == t
+        assert int(batch.global_index[t]) == t
         assert int(batch.task_index[t]) == frames["task_index"][t]
         assert data.SOURCES[int(batch.source[t])] == frames[data.SOURCE][t]
 
@@ -238,7 +238,7 @@ def test_state_dict_round_trip_and_seed_determinism() -> None:
         assert torch.equal(a, b)
     again = ChunkSampler(frames, horizon=4, gamma=GAMMA, seed=3)
     again.sample(8)
-    assert torch.equal(again.sample(16).index, expected.index)
+    assert torch.equal(again.sample(16).global_index, expected.global_index)
 
 
 def test_sample_shapes_and_dtypes() -> None:
@@ -296,3 +296,13 @@ def test_bad_frames_and_calls() -> None:
         s.sample(0)
     with pytest.raises(ValueError, match="indices"):
         s.chunks_at(np.array([15]))
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu() -> None:
+    frames = make_frames([[("policy", [-1, -1, -C_FAIL], "done"), ("human", [-1, -1, 0], "done")]])
+    rows = np.arange(6)
+    cpu = ChunkSampler(frames, horizon=4, gamma=GAMMA).chunks_at(rows)
+    gpu = ChunkSampler(frames, horizon=4, gamma=GAMMA, device="cuda").chunks_at(rows)
+    for a, b in zip(cpu, gpu, strict=True):
+        assert b.device.type == "cuda" and torch.equal(a, b.cpu())

@@ -20,7 +20,10 @@ from aloe.nn import Normalizer, mlp, transformer
 
 @dataclass
 class CriticConfig:
-    """Architecture and optimiser of the chunked critic (defaults sized for 2 CPU cores)."""
+    """Architecture of the chunked critic (defaults sized for 2 CPU cores; paper's in notes).
+
+    Optimiser settings belong to the algorithm that trains it (`AloeConfig.critic_lr`).
+    """
 
     horizon: int = 10
     """h, actions per chunk; must equal the actor's (paper: 50)."""
@@ -39,11 +42,6 @@ class CriticConfig:
     """Hidden width of each member's MLP head (paper: unspecified)."""
     dropout: float = 0.0
     """Dropout in the transformer and the state encoder."""
-    lr: float = 3e-4
-    """Peak learning rate (paper: 3e-5 for a 256-wide critic on frozen SigLIP features;
-    a small critic trained from scratch on state wants more)."""
-    weight_decay: float = 1e-4
-    """AdamW weight decay (paper: unspecified)."""
 
 
 class EnsembleHead(nn.Module):

@@ -202,7 +202,7 @@ class ChunkSampler:
             mc_return=mc_return,
             task_index=task_index,
             source=source,
-            index=index,
+            global_index=index,
         )
 
 

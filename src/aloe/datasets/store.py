@@ -52,6 +52,7 @@ EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.par
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 INFO_PATH, STATS_PATH, TASKS_PATH = "meta/info.json", "meta/stats.json", "meta/tasks.parquet"
 LOCK_PATH = "meta/.writer.lock"
+EPISODES = "meta/episodes"
 
 VECTOR_COLUMNS = (STATE, NEXT_STATE, ACTION, SIM_STATE)
 STATS_COLUMNS = (STATE, NEXT_STATE, ACTION, REWARD)
@@ -98,10 +99,10 @@ META_SCHEMA = pa.schema(
 # Lets pandas (and so LeRobot) read tasks.parquet as a frame indexed by the task string.
 _PANDAS_TASKS = {
     "index_columns": ["task"],
-    "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode"}],
+    "column_indexes": [],
     "columns": [
-        {"name": "task_index", "field_name": "task_index", "pandas_type": "int64"},
-        {"name": "task", "field_name": "task", "pandas_type": "unicode"},
+        {"name": n, "field_name": n, "pandas_type": p, "numpy_type": t, "metadata": None}
+        for n, p, t in (("task_index", "int64", "int64"), ("task", "unicode", "object"))
     ],
 }
 
@@ -165,6 +166,7 @@ class EpisodeStore:
         robot_type: str = "sawyer",
         sim_state_dim: int | None = None,
     ) -> EpisodeStore:
+        """Make an empty store at `root`, which must not exist or be an empty directory."""
         root = Path(root)
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             what = "is an aloe store already" if (root / INFO_PATH).exists() else "is not empty"
@@ -222,7 +224,7 @@ class EpisodeStore:
                 raise StoreError(f"{root}: existing store has {key}={have.get(key)}, not {value}")
         if store._state.stale:
             with _locked(root):
-                store._state = _load(root)
+                store._refresh()
                 store._write_summaries()
         return store
 
@@ -276,8 +278,12 @@ class EpisodeStore:
         with _locked(self.root):
             self._refresh()
             cs = self._info["chunks_size"]
-            number = 1 + max([-1, *_numbers(self.root, "data", cs, tmp=True)])
-            number = max(number, 1 + max([-1, *_numbers(self.root, "meta/episodes", cs, True)]))
+            # Past every file number on disk, uncommitted ones too: an orphan is never reused.
+            taken = [
+                *_numbers(self.root, "data", cs, True),
+                *_numbers(self.root, EPISODES, cs, True),
+            ]
+            number = 1 + max(taken, default=-1)
             for pattern in ("meta/*.tmp", "meta/episodes/chunk-*/*.tmp", "data/chunk-*/*.tmp"):
                 for tmp in self.root.glob(pattern):
                     tmp.unlink(missing_ok=True)
@@ -288,9 +294,9 @@ class EpisodeStore:
             if len(tasks) > len(self._state.tasks):
                 _write_tasks(self.root, tasks)
                 self._state.tasks = tasks
-            _write_parquet(self.root / _fmt(self._info["data_path"], number, cs), data)
+            _write_parquet(self.root / _fmt(DATA_PATH, number, cs), data)
             _write_parquet(self.root / _fmt(EPISODES_PATH, number, cs), meta)  # commit point
-            self._state.meta = pa.concat_tables([self._state.meta, meta])
+            self._state.meta = pa.concat_tables([self._state.meta, meta]).combine_chunks()
             self._state.files.append(number)
             self._state.bounds.append((first_ep + len(eps), first_frame + data.num_rows))
             self._write_summaries()
@@ -303,13 +309,8 @@ class EpisodeStore:
         if unknown:
             raise KeyError(f"{self.root}: no column(s) {unknown}; columns: {list(self._features)}")
         schema = pa.schema([_data_schema(self._features).field(name) for name in names])
-        tables = []
-        for run in _data_runs(self.root, self._info, self._state.meta):
-            table = _read_parquet(run.path, names)
-            try:
-                tables.append(table.select(names).cast(schema))
-            except (pa.ArrowException, ValueError) as e:
-                raise StoreError(f"{run.path}: unexpected column types ({_one_line(e)})") from None
+        runs = _data_runs(self.root, self._state.meta)
+        tables = [_read_parquet(run.path, names, schema) for run in runs]
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         return {name: _to_numpy(table[name], self._features[name]) for name in names}
 
@@ -342,14 +343,15 @@ class EpisodeStore:
         except StoreError as e:
             return [str(e)]
         problems = []
-        for run in _data_runs(self.root, state.info, state.meta):
+        for run in _data_runs(self.root, state.meta):
             problems += _check_data_file(run, state)
         try:
             stats = json.loads((self.root / STATS_PATH).read_text())
         except (OSError, ValueError) as e:
             return [*problems, f"{self.root / STATS_PATH}: unreadable ({_one_line(e)})"]
         frames = state.bounds[-1][1]
-        if not state.stale and frames and stats.get(STATE, {}).get("count") != [frames]:
+        count = stats.get(STATE, {}).get("count") if isinstance(stats, dict) else None
+        if not state.stale and frames and count != [frames]:
             problems.append(f"{self.root / STATS_PATH}: counts disagree with {frames} frames")
         return problems
 
@@ -376,7 +378,7 @@ class EpisodeStore:
 
     def _refresh(self) -> None:
         """Catch up with appends another writer committed since this store was opened."""
-        if _numbers(self.root, "meta/episodes", self._info["chunks_size"]) != self._state.files:
+        if _numbers(self.root, EPISODES, self._info["chunks_size"]) != self._state.files:
             self._state = _load(self.root)
         else:
             self._state.tasks = _read_tasks(self.root)
@@ -423,7 +425,8 @@ def _meta_row(ep: Episode, index: int, start: int, chunk: int, file: int) -> dic
         a == "policy" and b == "human" for a, b in zip(fragments, fragments[1:], strict=False)
     )
     meta = dict(ep.meta)
-    seed, sim_attrs = meta.pop("seed", None), meta.pop("sim_attrs", {})
+    seed, iteration = meta.pop("seed", None), meta.pop("iteration", None)
+    sim_attrs = meta.pop("sim_attrs", {})
     row: dict[str, Any] = {
         "episode_index": index,
         "tasks": [ep.instruction],
@@ -440,7 +443,7 @@ def _meta_row(ep: Episode, index: int, start: int, chunk: int, file: int) -> dic
         "takeovers": takeovers,
         **{f"{s}_steps": int((source == s).sum()) for s in SOURCES},
         "failure_reasons": [str(r) for r in np.asarray(steps[FAILURE_REASON]).reshape(-1) if r],
-        "iteration": int(meta.pop("iteration", -1)),
+        "iteration": -1 if iteration is None else int(iteration),
         "seed": None if seed is None else int(seed),
         "sim_attrs": json.dumps(sim_attrs, sort_keys=True, default=_jsonable),
         "meta_json": json.dumps(meta, sort_keys=True, default=_jsonable),
@@ -457,22 +460,25 @@ def _aggregate_stats(meta: pa.Table) -> dict[str, dict[str, list[float]]]:
     """Pool per-episode stats into dataset stats (LeRobot's stats.json layout)."""
     if meta.num_rows == 0:
         return {}
-    n = np.asarray(meta["length"].to_pylist(), dtype=np.float64)[:, None]
+    n = meta["length"].to_numpy().astype(np.float64)[:, None]
     stats = {}
     for key in STATS_COLUMNS:
-        col = {s: np.asarray(meta[f"stats/{key}/{s}"].to_pylist()) for s in ("min", "max")}
-        mean = np.asarray(meta[f"stats/{key}/mean"].to_pylist())
-        std = np.asarray(meta[f"stats/{key}/std"].to_pylist())
-        total_mean = (n * mean).sum(0) / n.sum()
-        var = (n * (std**2 + mean**2)).sum(0) / n.sum() - total_mean**2
+        col = {s: _matrix(meta[f"stats/{key}/{s}"]) for s in ("min", "max", "mean", "std")}
+        mean = (n * col["mean"]).sum(0) / n.sum()
+        var = (n * (col["std"] ** 2 + col["mean"] ** 2)).sum(0) / n.sum() - mean**2
         stats[key] = {
-            "mean": total_mean.tolist(),
+            "mean": mean.tolist(),
             "std": np.sqrt(np.maximum(var, 0.0)).tolist(),
             "min": col["min"].min(0).tolist(),
             "max": col["max"].max(0).tolist(),
             "count": [int(n.sum())],
         }
     return stats
+
+
+def _matrix(column: pa.ChunkedArray) -> np.ndarray:
+    """A list column whose rows have equal lengths, as a 2-D array."""
+    return column.combine_chunks().flatten().to_numpy().reshape(len(column), -1)
 
 
 def _load(root: Path) -> _State:
@@ -482,15 +488,18 @@ def _load(root: Path) -> _State:
         raise StoreError(f"{root}: not a directory")
     info = _read_info(root)
     cs = info["chunks_size"]
-    files = _numbers(root, "meta/episodes", cs)
-    tables = [_read_meta(root / _fmt(EPISODES_PATH, number, cs)) for number in files]
+    files = _numbers(root, EPISODES, cs)
+    tables = [
+        _read_parquet(root / _fmt(EPISODES_PATH, number, cs), META_SCHEMA.names, META_SCHEMA)
+        for number in files
+    ]
     tasks = _read_tasks(root)
     bounds = [(0, 0)]
     for number, table in zip(files, tables, strict=True):
         bounds.append(_check_meta(root / _fmt(EPISODES_PATH, number, cs), table, bounds[-1], tasks))
-    meta = pa.concat_tables(tables) if tables else META_SCHEMA.empty_table()
+    meta = pa.concat_tables(tables).combine_chunks() if tables else META_SCHEMA.empty_table()
     names = set(info["features"])
-    for run in _data_runs(root, info, meta):
+    for run in _data_runs(root, meta):
         if not run.path.is_file():
             raise StoreError(f"{run.path}: missing (holds episodes {run.lo}..{run.hi - 1})")
         try:
@@ -545,12 +554,8 @@ def _read_info(root: Path) -> dict[str, Any]:
         got = features.get(name) or {}
         if (got.get("dtype"), got.get("shape")) != (want["dtype"], want["shape"]):
             raise StoreError(f"{path}: feature {name!r} is {got}, expected {want}")
-    try:
-        _fmt(info["data_path"], 0, 1)
-    except (AttributeError, KeyError, IndexError, ValueError):
-        raise StoreError(
-            f"{path}: data_path {info['data_path']!r} is not a path template"
-        ) from None
+    if info["data_path"] != DATA_PATH:
+        raise StoreError(f"{path}: data_path {info['data_path']!r}, expected {DATA_PATH!r}")
     return info
 
 
@@ -571,14 +576,6 @@ def _read_tasks(root: Path) -> list[str]:
     if len(set(tasks)) != len(tasks):
         raise StoreError(f"{path}: a task string appears twice")
     return tasks
-
-
-def _read_meta(path: Path) -> pa.Table:
-    table = _read_parquet(path, META_SCHEMA.names)
-    try:
-        return table.select(META_SCHEMA.names).cast(META_SCHEMA)
-    except (pa.ArrowException, ValueError) as e:
-        raise StoreError(f"{path}: unexpected column types ({_one_line(e)})") from None
 
 
 def _check_meta(
@@ -605,7 +602,7 @@ def _check_meta(
     return episodes + table.num_rows, frames
 
 
-def _data_runs(root: Path, info: dict[str, Any], meta: pa.Table) -> list[_Run]:
+def _data_runs(root: Path, meta: pa.Table) -> list[_Run]:
     chunks, files = meta["data/chunk_index"].to_pylist(), meta["data/file_index"].to_pylist()
     keys = list(zip(chunks, files, strict=True))
     lo, hi = meta["dataset_from_index"].to_pylist(), meta["dataset_to_index"].to_pylist()
@@ -615,7 +612,7 @@ def _data_runs(root: Path, info: dict[str, Any], meta: pa.Table) -> list[_Run]:
         if row and key == keys[row - 1]:
             runs[-1] = _Run(runs[-1].path, runs[-1].lo, row + 1, (runs[-1].frames[0], hi[row]))
             continue
-        path = root / info["data_path"].format(chunk_index=key[0], file_index=key[1])
+        path = root / DATA_PATH.format(chunk_index=key[0], file_index=key[1])
         if path in seen:
             raise StoreError(f"{path}: its episodes are not contiguous in the episodes-meta files")
         seen.add(path)
@@ -680,7 +677,8 @@ def _to_arrow(values: Any, type_: pa.DataType) -> pa.Array:
         flat = np.asarray(values, dtype=type_.value_type.to_pandas_dtype()).reshape(-1)
         return pa.FixedSizeListArray.from_arrays(pa.array(flat), type_.list_size)
     if pa.types.is_string(type_):
-        return pa.array([str(v) for v in np.asarray(values).reshape(-1)], pa.string())
+        strings = ["" if v is None else str(v) for v in np.asarray(values).reshape(-1)]
+        return pa.array(strings, pa.string())
     return pa.array(np.asarray(values, dtype=type_.to_pandas_dtype()).reshape(-1))
 
 
@@ -693,17 +691,24 @@ def _to_numpy(column: pa.ChunkedArray, feature: dict[str, Any]) -> np.ndarray:
     return np.asarray(column.to_numpy(), dtype=dtype)
 
 
-def _read_parquet(path: Path, columns: Sequence[str]) -> pa.Table:
+def _read_parquet(path: Path, columns: Sequence[str], schema: pa.Schema | None = None) -> pa.Table:
+    """Read `columns` of a parquet file, cast to `schema`; StoreError names what is wrong."""
     if not path.is_file():
         raise StoreError(f"{path}: missing")
     try:
-        table = pq.read_table(path)
+        with pq.ParquetFile(path) as file:
+            missing = sorted(set(columns) - set(file.schema_arrow.names))
+            if missing:
+                raise StoreError(f"{path}: missing column {missing[0]!r}")
+            table = file.read(columns=list(columns), use_threads=False)
     except (OSError, pa.ArrowException) as e:
         raise StoreError(f"{path}: unreadable parquet ({_one_line(e)})") from None
-    missing = [name for name in columns if name not in table.column_names]
-    if missing:
-        raise StoreError(f"{path}: missing column {missing[0]!r}")
-    return table
+    if schema is None or table.schema.equals(schema):
+        return table
+    try:
+        return table.cast(schema)
+    except (pa.ArrowException, ValueError) as e:
+        raise StoreError(f"{path}: unexpected column types ({_one_line(e)})") from None
 
 
 def _numbers(root: Path, sub: str, chunks_size: int, tmp: bool = False) -> list[int]:

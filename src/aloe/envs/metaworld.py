@@ -82,6 +82,8 @@ class TaskEnv(gym.Env):
     """One MetaWorld task with Eq. 14 rewards, failure detection and exact save/restore."""
 
     metadata = {"render_modes": []}
+    STATE_DIM = 39  # hand xyz, gripper, two objects' xyz+quat, the previous frame, goal xyz
+    ACTION_DIM = 4  # end-effector xyz delta, gripper effort
 
     def __init__(self, cfg: EnvConfig) -> None:
         self.cfg = cfg
@@ -101,11 +103,11 @@ class TaskEnv(gym.Env):
 
     @property
     def state_dim(self) -> int:
-        return 39
+        return self.STATE_DIM
 
     @property
     def action_dim(self) -> int:
-        return 4
+        return self.ACTION_DIM
 
     def _obs(self, state: np.ndarray) -> dict[str, Any]:
         return {"state": state.astype(np.float32), "instruction": self.instruction}

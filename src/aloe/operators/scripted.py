@@ -32,7 +32,8 @@ class OperatorConfig:
 def expert_policy(task: str) -> Any:
     from metaworld.policies import ENV_POLICY_MAP
 
-    return ENV_POLICY_MAP[task]()
+    policy_cls: Any = ENV_POLICY_MAP[task]  # typed as the abstract base
+    return policy_cls()
 
 
 class ScriptedOperator:

@@ -20,7 +20,10 @@ VelocityFn = Callable[[Tensor, Tensor], Tensor]  # (ã (B, h, A), η (B,)) -> f 
 
 @dataclass
 class ActorConfig:
-    """Architecture and optimiser of the compact actor (defaults: state-based MetaWorld, CPU)."""
+    """Architecture of the compact actor (defaults: state-based MetaWorld on 2 CPU cores).
+
+    Optimiser settings belong to the algorithm that trains it (e.g. `AloeConfig.actor_lr`).
+    """
 
     horizon: int = 10
     """h, actions per predicted chunk (paper: 50 at 30 Hz; MetaWorld needs fewer)."""
@@ -28,18 +31,15 @@ class ActorConfig:
     """Euler steps from noise (η = 0) to action (η = 1) when sampling (paper: 10)."""
     hidden_dim: int = 128
     """Token width D of the action expert."""
-    num_layers: int = 3
-    """Transformer layers of the action expert."""
+    num_layers: int = 2
+    """Transformer layers of the action expert (sampling runs it num_flow_steps times per
+    chunk, M + 1 chunks per ALOE step: it dominates the update cost on CPU)."""
     num_heads: int = 4
     """Attention heads per layer (hidden_dim must be divisible by it)."""
     mlp_ratio: int = 4
     """Feed-forward width as a multiple of hidden_dim."""
     dropout: float = 0.0
-    """Dropout in the transformer and the state encoder (0: the demos are few but clean)."""
-    lr: float = 3e-4
-    """Peak learning rate of the cosine schedule (paper fine-tunes π0.5; this is from scratch)."""
-    weight_decay: float = 1e-4
-    """AdamW weight decay."""
+    """Dropout in the transformer and the state encoder."""
 
 
 def interpolate(actions: Tensor, noise: Tensor, eta: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,392 @@
+"""ALOE's update math, in the order of Algorithm 1.
+
+Critic (lines 4–9): sample a' ~ π_θ(·|s_{t+n}, ℓ), TD target y (Eq. 7), ensemble loss
+(Eq. 8), Polyak target update. Actor (lines 10–15): Q_pess of the data chunk (Eq. 9),
+V^π by sampling π_θ, advantage (Eq. 10), clipped exponential weight (Eq. 11), weighted
+flow-matching loss (Eq. 15). Warm start (line 1): behaviour cloning (Eq. 16).
+
+β and the reward scale. Eq. 14 pays −1 per step, 0 at a successful end and −C_fail
+(the mean episode length, ~100 or more) at a failed end, so Q ≈ −(discounted steps to go)
+− γ^T·C_fail·P(fail): of order −C_fail, with |Q| ≤ 1/(1 − γ) + C_fail. A chunk that
+finishes k steps sooner has an advantage of about k; one that avoids a failure has an
+advantage of order C_fail. β = 5 therefore gives a chunk 5 steps faster weight e, while
+with ε_clip = 3 anything beyond |A| = 15 (every success-versus-failure distinction)
+saturates at e^{±3} ≈ 20× / 0.05×: graded among near-equal chunks, bounded influence
+otherwise. Scale β with the reward; with `normalize_advantage` A is in units of its
+batch std and β ≈ 1 is the analogue.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import torch
+from torch import Generator, Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
+
+from aloe.algos.bc import bc_loss
+from aloe.critics.chunked_q import ChunkedQCritic
+from aloe.data import ChunkBatch
+from aloe.nn import evaluating
+from aloe.policies.base import Actor, as_module
+
+TargetReduce = Literal["min", "mean", "member"]
+CriticFn = Callable[[Tensor, Tensor, Tensor], Tensor]  # (state, task_index, actions) -> (K, B)
+
+
+@dataclass
+class AloeConfig:
+    """ALOE's hyper-parameters. "Paper" gives Appendix C's value; "open" marks a choice the
+    paper leaves to us."""
+
+    beta: float = 5.0
+    """β, advantage temperature of Eq. 11, in units of return (open; see module docstring)."""
+    eps_clip: float = 3.0
+    """ε_clip of Eq. 11: weights lie in [e^{−ε}, e^{ε}] ≈ [0.05, 20] (open; AWR's usual cap)."""
+    num_value_samples: int = 4
+    """M, chunks sampled from π_θ to estimate V^π in Eq. 10 (open; cost grows linearly)."""
+    polyak: float = 0.005
+    """ω of Alg. 1 line 8, φ⁻ ← ω φ + (1 − ω) φ⁻ (paper)."""
+    gamma: float = 0.99
+    """γ (paper). The sampler uses it to build `reward` and `discount` = γ^n of a batch."""
+    critic_steps: int = 1000
+    """N_Q, critic updates per iteration (open)."""
+    actor_steps: int = 500
+    """N_π, actor updates per iteration (open; the critic gets more since V and A rest on it)."""
+    batch_size: int = 256
+    """Chunks per minibatch (paper)."""
+    critic_lr: float = 3e-4
+    """Peak critic learning rate (paper: 3e-5 on a 256-wide critic over frozen SigLIP;
+    a small critic from scratch wants more)."""
+    actor_lr: float = 3e-4
+    """Peak actor learning rate (open: the paper fine-tunes π0.5; this actor is small)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay of both optimisers (open)."""
+    adam_betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW (β1, β2) (paper)."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip of both updates (paper)."""
+    warmup_steps: int = 100
+    """Linear warm-up steps of the cosine schedule (paper)."""
+    decay_steps: int = 50_000
+    """Steps from the start to the end of the cosine, after which the rate stays at
+    min_lr_ratio × peak; counted per optimiser over the whole run (open)."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of the peak (open)."""
+    target_reduce: TargetReduce = "min"
+    """How Eq. 7 reads the target ensemble at (s_{t+n}, a'): "min" (pessimistic, as in
+    clipped double-Q/REDQ; the paper trains all members on "the same target"), "mean", or
+    "member" (each member bootstraps from its own target). Open."""
+    normalize_advantage: bool = False
+    """Divide A by its batch std before Eq. 11 (open; off keeps β in return units)."""
+    q_abs_max: float = 1e4
+    """`check_finite` raises past this |Q|: ~10× the largest |Q| Eq. 14 allows."""
+    seed: int = 0
+    """Seed of the learner's generator (flow noise, η, sampled chunks)."""
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field outside its allowed range."""
+        checks: list[tuple[str, bool, str]] = [
+            ("beta", self.beta > 0, "> 0"),
+            ("eps_clip", self.eps_clip > 0, "> 0"),
+            ("num_value_samples", self.num_value_samples >= 1, ">= 1"),
+            ("polyak", 0 < self.polyak <= 1, "in (0, 1]"),
+            ("gamma", 0 < self.gamma <= 1, "in (0, 1]"),
+            ("critic_steps", self.critic_steps >= 0, ">= 0"),
+            ("actor_steps", self.actor_steps >= 0, ">= 0"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("critic_lr", self.critic_lr > 0, "> 0"),
+            ("actor_lr", self.actor_lr > 0, "> 0"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("adam_betas", all(0 <= b < 1 for b in self.adam_betas), "two values in [0, 1)"),
+            ("grad_clip", self.grad_clip > 0, "> 0"),
+            ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
+            ("decay_steps", self.decay_steps >= self.warmup_steps, ">= warmup_steps"),
+            ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
+            ("target_reduce", self.target_reduce in get_args(TargetReduce), "min|mean|member"),
+            ("q_abs_max", self.q_abs_max > 0, "> 0"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                value = getattr(self, name)
+                raise ValueError(
+                    f"config field aloe.{name} = {value!r} is not allowed: must be {allowed}"
+                )
+
+
+# Critic update (Alg. 1 lines 4–9).
+
+
+def reduce_target(next_q: Tensor, mode: TargetReduce) -> Tensor:
+    """Q_φ⁻(s_{t+n}, a') of the target ensemble (K, B) -> (B,) for min/mean, (K, B) for member."""
+    if mode == "min":
+        return next_q.min(dim=0).values
+    if mode == "mean":
+        return next_q.mean(dim=0)
+    if mode == "member":
+        return next_q
+    raise ValueError(f"target_reduce must be 'min', 'mean' or 'member', got {mode!r}")
+
+
+def td_target(batch: ChunkBatch, next_q_target: Tensor) -> Tensor:
+    """Chunked TD target y, (B,) or (K, B) like next_q_target.
+
+    batch.reward = Σ_{k<n} γ^k r_{t+k}, batch.discount = γ^n and batch.bootstrap = 0 where
+    the chunk reaches a termination (success or failure), 1 otherwise (truncation).
+    """
+    return batch.reward + batch.discount * batch.bootstrap * next_q_target  # Eq. 7
+
+
+def critic_loss(q: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """Eq. 8 for values q (K, B) and targets y (B,) or (K, B), treated as constants."""
+    loss = (q - y.detach()).square().mean()  # Eq. 8: 1/K Σ_i E_D[(Q_φ_i − y)²]
+    q = q.detach()
+    metrics = {
+        "critic/loss": float(loss.detach()),
+        "critic/q_mean": float(q.mean()),
+        "critic/q_min": float(q.min()),
+        "critic/q_max": float(q.max()),
+        "critic/q_member_std": float(q.std(dim=0, correction=0).mean()),
+        "critic/target_mean": float(y.detach().mean()),
+    }
+    return loss, metrics
+
+
+def polyak_update(target: nn.Module, online: nn.Module, omega: float) -> None:
+    """Move the target's parameters towards the online ones; copy buffers (normalisers)."""
+    with torch.no_grad():
+        for p_target, p in zip(target.parameters(), online.parameters(), strict=True):
+            p_target.lerp_(p, omega)  # Alg. 1 line 8: φ⁻ ← ω φ + (1 − ω) φ⁻
+        for b_target, b in zip(target.buffers(), online.buffers(), strict=True):
+            b_target.copy_(b)
+
+
+# Actor update (Alg. 1 lines 10–15).
+
+
+def q_pess(q: Tensor) -> Tensor:
+    """Pessimistic value (B,) of an ensemble's values (K, B)."""
+    return q.min(dim=0).values  # Eq. 9: Q_pess = min_i Q_φ_i
+
+
+@torch.no_grad()
+def estimate_value(
+    critic: CriticFn,
+    policy: Actor,
+    state: Tensor,
+    task_index: Tensor,
+    num_samples: int,
+    generator: Generator | None = None,
+) -> Tensor:
+    """V^π(s, ℓ) (B,) as the mean Q_pess of `num_samples` chunks sampled from π_θ."""
+    b = state.shape[0]
+    chunks = policy.sample(state, task_index, num_samples, generator).flatten(0, 1)
+    states = state.repeat_interleave(num_samples, dim=0)
+    tasks = task_index.repeat_interleave(num_samples, dim=0)
+    q = q_pess(critic(states, tasks, chunks))  # Eq. 9 at a' ~ π_θ(·|s, ℓ)
+    return q.view(b, num_samples).mean(dim=1)  # Eq. 10: V^π = E_{a'~π_θ}[Q_pess(s, a', ℓ)]
+
+
+def advantage_weights(
+    q_data_pess: Tensor, v: Tensor, beta: float, eps_clip: float, normalize: bool = False
+) -> tuple[Tensor, dict[str, float]]:
+    """Weights w (B,) of the data chunks from Q_pess (B,) and V^π (B,), without gradient."""
+    adv = q_data_pess.detach() - v.detach()  # Eq. 10: A = Q_pess − sg(V^π)
+    if normalize:
+        adv = adv / (adv.std(correction=0) + 1e-6)
+    scaled = adv / beta
+    w = torch.exp(scaled.clamp(-eps_clip, eps_clip))  # Eq. 11: w = exp(clip(A/β, −ε, ε))
+    metrics = {
+        "actor/advantage_mean": float(adv.mean()),
+        "actor/advantage_std": float(adv.std(correction=0)),
+        "actor/weight_mean": float(w.mean()),
+        "actor/weight_max": float(w.max()),
+        "actor/clip_frac": float((scaled.abs() > eps_clip).float().mean()),
+    }
+    return w, metrics
+
+
+def weighted_flow_loss(per_sample_loss: Tensor, w: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """Eq. 15: the advantage-weighted flow-matching loss, from the actor's per-sample loss (B,)."""
+    loss = (w.detach() * per_sample_loss).mean()  # Eq. 15: E_D[w ||ε − a − f_θ(ã, s, ℓ)||²]
+    metrics = {
+        "actor/loss": float(loss.detach()),
+        "actor/flow_loss": float(per_sample_loss.detach().mean()),
+    }
+    return loss, metrics
+
+
+# Guards and schedules.
+
+_VALUE_METRICS = ("q_", "target_", "v_")
+
+
+def check_finite(metrics: Mapping[str, float], q_abs_max: float = math.inf) -> None:
+    """Raise FloatingPointError naming the first metric that is NaN/inf, or a value metric
+    (q_*, target_*, v_*) whose magnitude exceeds q_abs_max: training has diverged."""
+    for key, value in metrics.items():
+        if not math.isfinite(value):
+            raise FloatingPointError(f"metric {key!r} is {value}: the update diverged")
+        name = key.rpartition("/")[2]
+        if name.startswith(_VALUE_METRICS) and abs(value) > q_abs_max:
+            raise FloatingPointError(
+                f"metric {key!r} = {value:.6g} exceeds q_abs_max = {q_abs_max:g}: "
+                "the critic is diverging (check rewards, γ and the learning rate)"
+            )
+
+
+def warmup_cosine(warmup_steps: int, decay_steps: int, min_ratio: float) -> Callable[[int], float]:
+    """LR factor: linear warm-up to 1, cosine down to min_ratio at decay_steps, then flat."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, decay_steps - warmup_steps))
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+# The learner: holds the models and optimisers and runs one update of each kind.
+
+
+class AloeLearner:
+    """Actor π_θ, critic ensemble Q_φ, target Q_φ⁻, their AdamW optimisers and schedules.
+
+    All randomness of an update (a' and V samples, flow noise ε and time η) comes from one
+    generator whose state is part of `state_dict`, so a resumed run continues bit-identically
+    on CPU (with dropout 0: dropout draws from torch's global generator).
+    """
+
+    def __init__(
+        self,
+        actor: Actor,
+        critic: ChunkedQCritic,
+        config: AloeConfig,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.actor = actor
+        self.actor_module = as_module(actor).to(self.device)
+        self.critic = critic.to(self.device)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False).eval()
+        self.actor_optim, self.actor_sched = self._optimizer(
+            self.actor_module.parameters(), config.actor_lr
+        )
+        self.critic_optim, self.critic_sched = self._optimizer(
+            self.critic.parameters(), config.critic_lr
+        )
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(config.seed)
+
+    def _optimizer(
+        self, params: Iterable[nn.Parameter], lr: float
+    ) -> tuple[torch.optim.AdamW, LambdaLR]:
+        cfg = self.config
+        optim = torch.optim.AdamW(
+            params, lr=lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay
+        )
+        factor = warmup_cosine(cfg.warmup_steps, cfg.decay_steps, cfg.min_lr_ratio)
+        return optim, LambdaLR(optim, factor)
+
+    def _to_device(self, batch: ChunkBatch) -> ChunkBatch:
+        return ChunkBatch._make(t.to(self.device, non_blocking=True) for t in batch)
+
+    def _update(
+        self,
+        loss: Tensor,
+        module: nn.Module,
+        optim: torch.optim.Optimizer,
+        sched: LambdaLR,
+        prefix: str,
+        metrics: dict[str, float],
+    ) -> dict[str, float]:
+        """Backward, clip, guard, step. Raises before stepping, so weights never hold NaN."""
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
+        metrics[f"{prefix}/grad_norm"] = float(grad_norm)
+        metrics[f"{prefix}/lr"] = float(sched.get_last_lr()[0])
+        check_finite(metrics, self.config.q_abs_max)
+        optim.step()
+        sched.step()
+        return metrics
+
+    def critic_step(self, batch: ChunkBatch) -> dict[str, float]:
+        """One critic update, Alg. 1 lines 5–8."""
+        cfg, b = self.config, self._to_device(batch)
+        self.critic.train()
+        with torch.no_grad():
+            # Alg. 1 line 5: a' ~ π_θ(·|s_{t+n}, ℓ), the current policy's next chunk.
+            next_actions = self.actor.sample(b.next_state, b.task_index, 1, self.generator)
+            next_q = self.target_critic(b.next_state, b.task_index, next_actions[:, 0])
+            y = td_target(b, reduce_target(next_q, cfg.target_reduce))  # Eq. 7
+        q = self.critic(b.state, b.task_index, b.actions, b.valid)
+        loss, metrics = critic_loss(q, y)  # Eq. 8
+        self._update(loss, self.critic, self.critic_optim, self.critic_sched, "critic", metrics)
+        polyak_update(self.target_critic, self.critic, cfg.polyak)  # Alg. 1 line 8
+        return metrics
+
+    def actor_step(self, batch: ChunkBatch) -> dict[str, float]:
+        """One actor update, Alg. 1 lines 11–14."""
+        cfg, b = self.config, self._to_device(batch)
+        with torch.no_grad(), evaluating(self.critic):
+            q_data = q_pess(self.critic(b.state, b.task_index, b.actions, b.valid))  # Eq. 9
+            m = cfg.num_value_samples
+            # Eq. 10: V^π(s, ℓ) from M chunks sampled from π_θ
+            v = estimate_value(self.critic, self.actor, b.state, b.task_index, m, self.generator)
+        w, metrics = advantage_weights(  # Eq. 10–11
+            q_data, v, cfg.beta, cfg.eps_clip, cfg.normalize_advantage
+        )
+        metrics["actor/q_data_mean"] = float(q_data.mean())
+        metrics["actor/v_mean"] = float(v.mean())
+        self.actor_module.train()
+        per_sample = self.actor.flow_loss_per_sample(
+            b.state, b.task_index, b.actions, b.valid, self.generator
+        )
+        loss, loss_metrics = weighted_flow_loss(per_sample, w)  # Eq. 15
+        metrics |= loss_metrics
+        return self._update(
+            loss, self.actor_module, self.actor_optim, self.actor_sched, "actor", metrics
+        )
+
+    def bc_step(self, batch: ChunkBatch, valid_rows_mask: Tensor | None = None) -> dict[str, float]:
+        """One behaviour-cloning update (Alg. 1 line 1, Eq. 16) on the actor's optimiser."""
+        b = self._to_device(batch)
+        self.actor_module.train()
+        per_sample = self.actor.flow_loss_per_sample(
+            b.state, b.task_index, b.actions, b.valid, self.generator
+        )
+        mask = None if valid_rows_mask is None else valid_rows_mask.to(self.device)
+        loss, metrics = bc_loss(per_sample, mask)  # Eq. 16
+        return self._update(
+            loss, self.actor_module, self.actor_optim, self.actor_sched, "bc", metrics
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs: modules, optimisers, schedules, the generator."""
+        return {
+            "actor": self.actor_module.state_dict(),
+            "critic": self.critic.state_dict(),
+            "target_critic": self.target_critic.state_dict(),
+            "actor_optim": self.actor_optim.state_dict(),
+            "critic_optim": self.critic_optim.state_dict(),
+            "actor_sched": self.actor_sched.state_dict(),
+            "critic_sched": self.critic_sched.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.actor_module.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.target_critic.load_state_dict(state["target_critic"])
+        self.actor_optim.load_state_dict(state["actor_optim"])
+        self.critic_optim.load_state_dict(state["critic_optim"])
+        self.actor_sched.load_state_dict(state["actor_sched"])
+        self.critic_sched.load_state_dict(state["critic_sched"])
+        self.generator.set_state(state["generator"].cpu())

@@ -1,0 +1,51 @@
+"""Read-only views of an episode store for a human: `info` and `check`; both return an exit code."""
+
+from __future__ import annotations
+
+import os
+
+from aloe.datasets.store import EpisodeStore, StoreError
+
+
+def info(root: str | os.PathLike[str]) -> int:
+    """Print what the store holds: episodes, frames by source, takeovers, outcomes."""
+    try:
+        store = EpisodeStore.open(root)
+    except StoreError as e:
+        print(f"error: {e}")
+        return 1
+    s = store.summary()
+    rate = "n/a" if s["success_rate"] is None else f"{s['success_rate']:.1%}"
+    print(f"store:         {store.root}")
+    print(f"episodes:      {s['episodes']}")
+    print(f"frames:        {s['frames']} at {store.fps:g} fps")
+    print("by source:     " + ", ".join(f"{k} {v}" for k, v in s["frames_by_source"].items()))
+    print(f"tasks:         {s['tasks']}")
+    print(f"takeovers:     {s['takeovers']}")
+    print(f"human steps:   {s['human_steps']}")
+    print(f"success rate:  {rate}")
+    per_iteration = [
+        f"{it}: {n} episodes / {s['frames_per_iteration'][it]} frames"
+        for it, n in s["episodes_per_iteration"].items()
+    ]
+    print(f"per iteration: {', '.join(per_iteration) or 'none'}")
+    print("failure reasons:" + ("" if s["failure_reasons"] else " none"))
+    for reason, count in s["failure_reasons"].items():
+        print(f"  {reason}: {count}")
+    return 0
+
+
+def check(root: str | os.PathLike[str]) -> int:
+    """Validate every file of the store; print each problem, or one `ok` line."""
+    try:
+        store = EpisodeStore.open(root)
+    except StoreError as e:
+        print(f"error: {e}")
+        return 1
+    problems = store.check()
+    for problem in problems:
+        print(problem)
+    if problems:
+        return 1
+    print(f"ok: {store.num_episodes} episodes, {store.num_frames} frames")
+    return 0

@@ -1,0 +1,138 @@
+"""A trained run as a Python object: `aloe.load_run(DIR)`.
+
+run = aloe.load_run("runs/aloe")
+chunks = run.sample(obs["state"], num_samples=4)        # (4, h, A) action chunks
+q, q_pess = run.q_values(obs["state"], chunks[0])        # every member's Q, and Eq. 9
+v = run.value(obs["state"])                               # V^π(s), Eq. 10
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aloe import checkpoint
+from aloe.algos.aloe import AloeLearner, q_pess
+from aloe.config import TrainConfig
+from aloe.critics.chunked_q import ChunkedQCritic
+from aloe.envs.metaworld import TaskEnv
+from aloe.envs.tasks import INSTRUCTIONS
+from aloe.nn import Normalizer
+from aloe.policies.flow import FlowPolicy
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_learner(
+    cfg: TrainConfig, state_mean: np.ndarray | None = None, state_std: np.ndarray | None = None
+) -> AloeLearner:
+    """Actor, critic and their optimisers for `cfg`; normalisers from dataset statistics.
+
+    Without statistics (when a checkpoint will be loaded over it) the normalisers are
+    placeholders whose buffers the checkpoint overwrites.
+    """
+    dim = TaskEnv.STATE_DIM
+    mean = torch.zeros(dim) if state_mean is None else torch.as_tensor(state_mean).float()
+    std = torch.ones(dim) if state_std is None else torch.as_tensor(state_std).float()
+    actor = FlowPolicy(cfg.actor, state_dim=dim, action_dim=TaskEnv.ACTION_DIM, num_tasks=1,
+                       state_normalizer=Normalizer.from_stats(mean, std))  # fmt: skip
+    critic = ChunkedQCritic(cfg.critic, state_dim=dim, action_dim=TaskEnv.ACTION_DIM, num_tasks=1,
+                            state_normalizer=Normalizer.from_stats(mean, std))  # fmt: skip
+    return AloeLearner(actor, critic, cfg.aloe, device=resolve_device(cfg.device))
+
+
+class FlowChunkPolicy:
+    """The actor as a `ChunkPolicy` for collection and evaluation (one observation at a time).
+
+    Sampling noise comes from a generator reseeded per episode from (run seed, episode seed),
+    so every episode depends on its seed alone: collection resumes mid-iteration exactly.
+    """
+
+    def __init__(self, actor: FlowPolicy, *, version: int, exec_horizon: int, seed: int,
+                 device: torch.device, task_index: int = 0) -> None:  # fmt: skip
+        self.actor, self.version, self.exec_horizon = actor, version, exec_horizon
+        self.seed, self.device = seed, device
+        self.task_index = torch.tensor([task_index], device=device)
+        self.generator = torch.Generator(device=device)
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        self.generator.manual_seed(hash((self.seed, seed)) % 2**63)
+
+    def act_chunk(self, obs: dict[str, Any]) -> np.ndarray:
+        state = torch.as_tensor(obs["state"], dtype=torch.float32, device=self.device)[None]
+        chunk = self.actor.sample(state, self.task_index, 1, self.generator)
+        return chunk[0, 0].cpu().numpy()
+
+
+class Run:
+    """A run directory's config and its latest (or a chosen) checkpoint, ready to query."""
+
+    def __init__(self, root: Path, iteration: int | None = None) -> None:
+        self.root = Path(root)
+        self.config = TrainConfig.from_json((self.root / "config.json").read_text())
+        found = dict(checkpoint.complete(self.root / "checkpoints"))
+        if not found:
+            raise FileNotFoundError(f"{self.root}: no complete checkpoint")
+        self.iteration = max(found) if iteration is None else iteration
+        if self.iteration not in found:
+            raise FileNotFoundError(f"{self.root}: no checkpoint for iteration {self.iteration}")
+        self.state = checkpoint.load(found[self.iteration])
+        self.learner = build_learner(self.config)
+        self.learner.load_state_dict(self.state["learner"])
+        self.actor: FlowPolicy = self.learner.actor  # type: ignore[assignment]
+        self.critic: ChunkedQCritic = self.learner.critic
+        self.device = self.learner.device
+        self.instruction = INSTRUCTIONS[self.config.task]
+
+    def _state(self, state: Any) -> torch.Tensor:
+        s = torch.as_tensor(np.asarray(state), dtype=torch.float32, device=self.device)
+        return s[None] if s.ndim == 1 else s
+
+    def _tasks(self, n: int) -> torch.Tensor:
+        return torch.zeros(n, dtype=torch.long, device=self.device)
+
+    def sample(self, state: Any, num_samples: int = 1, seed: int | None = None) -> np.ndarray:
+        """Action chunks for one state (num_samples, h, A) or a batch (B, num_samples, h, A)."""
+        s = self._state(state)
+        gen = None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
+        out = self.actor.sample(s, self._tasks(len(s)), num_samples, gen).cpu().numpy()
+        return out[0] if np.asarray(state).ndim == 1 else out
+
+    @torch.no_grad()
+    def q_values(self, state: Any, chunk: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Every member's Q (K, B) and Q_pess (B,) (Eq. 9) of chunks (B, h, A) at states."""
+        s = self._state(state)
+        a = torch.as_tensor(np.asarray(chunk), dtype=torch.float32, device=self.device)
+        a = a[None] if a.ndim == 2 else a
+        self.critic.eval()
+        q = self.critic(s, self._tasks(len(s)), a)
+        return q.cpu().numpy(), q_pess(q).cpu().numpy()
+
+    @torch.no_grad()
+    def value(self, state: Any, num_samples: int = 16, seed: int = 0) -> np.ndarray:
+        """V^π(s) (B,): the mean Q_pess of chunks sampled from the policy (Eq. 10)."""
+        from aloe.algos.aloe import estimate_value
+
+        s = self._state(state)
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        self.critic.eval()
+        return estimate_value(self.critic, self.actor, s, self._tasks(len(s)), num_samples,
+                              gen).cpu().numpy()  # fmt: skip
+
+    def chunk_policy(self, seed: int = 0) -> FlowChunkPolicy:
+        return FlowChunkPolicy(self.actor, version=self.iteration,
+                               exec_horizon=self.config.exec_horizon, seed=seed,
+                               device=self.device)  # fmt: skip
+
+
+def load_run(root: str | Path, iteration: int | None = None) -> Run:
+    """Load a run directory written by `aloe train` (its latest checkpoint by default)."""
+    return Run(Path(root), iteration)

@@ -1,0 +1,277 @@
+"""`aloe train`: Algorithm 1 end to end, resumable; `aloe eval`: evaluate a run.
+
+    iteration 0   collect operator demonstrations → BC warm start (Eq. 16) → evaluate
+    iteration k   collect with π_{k-1} and the operator → N_Q critic steps (Eq. 7–8)
+                  → N_π actor steps (Eq. 9–11, 15) → evaluate → checkpoint → log
+
+Critic and actor are fine-tuned continually across iterations (Appendix C-4) on the whole
+growing store (D_i = D_{i-1} ∪ new data).
+
+Resume. All randomness derives from (seed, iteration, episode): each episode's seed is a
+function of its position in the run, the policy's sampling noise is reseeded per episode,
+and the sampler and update generators are reseeded per iteration from the checkpointed
+learner. A run killed at any moment restarts from its last complete checkpoint, keeps the
+episodes already committed for the interrupted iteration (collection continues with the
+next episode seed) and ends with the same metrics as an uninterrupted run on CPU.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import trange
+
+from aloe import checkpoint
+from aloe import data as D
+from aloe.algos.aloe import AloeLearner
+from aloe.collect import CollectConfig, CollectStats, collect, evaluate
+from aloe.config import TrainConfig
+from aloe.datasets.sampler import ChunkSampler
+from aloe.datasets.store import EpisodeStore
+from aloe.envs.metaworld import CONTROL_HZ, TaskEnv
+from aloe.operators.scripted import ScriptedOperator
+from aloe.run import FlowChunkPolicy, build_learner
+
+EVAL_SEED = 1_000_000  # evaluation seeds: EVAL_SEED + i, never used for collection
+
+
+def episode_seed(seed: int, iteration: int, i: int) -> int:
+    return seed * 1_000_003 + iteration * 10_000 + i
+
+
+class Trainer:
+    """Owns a run directory and carries Algorithm 1 through it."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.root = cfg.out
+        self.env = TaskEnv(cfg.env)
+        self.eval_env = TaskEnv(cfg.env)
+        self.operator = ScriptedOperator(cfg.task, cfg.operator, seed=cfg.seed)
+        self.store = EpisodeStore.open_or_create(
+            self.root / "dataset", fps=CONTROL_HZ, state_dim=self.env.state_dim,
+            action_dim=self.env.action_dim, sim_state_dim=self.env.sim_state_dim,
+        )  # fmt: skip
+        self.history: list[dict[str, Any]] = []
+        self.learner: AloeLearner | None = None
+
+    # --- Algorithm 1 -----------------------------------------------------------------------
+
+    def run(self) -> list[dict[str, Any]]:
+        last = checkpoint.latest(self.root / "checkpoints")
+        if last is None:
+            self.warm_start()
+        else:
+            self.restore(last[1])
+        self.writer = _tensorboard(self.root / "tb", purge_step=len(self.history))
+        final = 0 if self.cfg.algo == "bc" else self.cfg.iterations
+        for k in range(len(self.history), final + 1):
+            self.iteration(k)
+        return self.history
+
+    def warm_start(self) -> None:
+        """Algorithm 1, line 1: imitation on successful operator demonstrations."""
+        cfg, start = self.cfg, time.time()
+        quota = CollectConfig(success_quota=cfg.num_demos, max_episodes=3 * cfg.num_demos,
+                              record_sim_state=cfg.collect.record_sim_state)  # fmt: skip
+        stats = self._collect(0, quota, policy=None)
+        frames = self.store.load_frames()
+        demo = _successful(frames) & (frames[D.SOURCE] == "demo")
+        if not demo.any():
+            raise RuntimeError("no successful demonstration: lower operator.noise_std")
+        states = frames[D.STATE][demo]
+        self.learner = build_learner(cfg, states.mean(0), states.std(0))
+        sampler = self._sampler({k: v[demo] for k, v in frames.items()}, 0)
+        self.writer = _tensorboard(self.root / "tb", purge_step=0)
+        for _ in trange(cfg.bc_steps, desc="bc warm start", disable=not cfg.progress, leave=False):
+            m = self.learner.bc_step(sampler.sample(cfg.aloe.batch_size))
+        row = {"bc_loss": m["bc/loss"]} if cfg.bc_steps else {}
+        self._finish(0, stats, row, start)
+
+    def iteration(self, k: int) -> None:
+        """Algorithm 1, lines 3–15, then evaluation and a checkpoint."""
+        cfg, learner, start = self.cfg, self._learner(), time.time()
+        policy = self._policy(k - 1, seed=cfg.seed)
+        stats = self._collect(k, cfg.collect, policy=policy)  # line 3
+        sampler = self._sampler(self.store.load_frames(), k)
+        learner.generator.manual_seed(episode_seed(cfg.seed, k, 0) ^ 0x5EED)
+        crit, act = [], []
+        for _ in trange(cfg.aloe.critic_steps, desc=f"critic[{k}]", disable=not cfg.progress,
+                        leave=False):  # fmt: skip
+            crit.append(learner.critic_step(sampler.sample(cfg.aloe.batch_size)))  # lines 4–9
+        for _ in trange(cfg.aloe.actor_steps, desc=f"actor[{k}]", disable=not cfg.progress,
+                        leave=False):  # fmt: skip
+            act.append(learner.actor_step(sampler.sample(cfg.aloe.batch_size)))  # lines 10–15
+        row = {
+            "critic_loss": _mean(crit, "critic/loss"),
+            "q_mean": _mean(crit, "critic/q_mean"),
+            "q_pess_mean": _mean(act, "actor/q_data_mean"),
+            "v_mean": _mean(act, "actor/v_mean"),
+            "advantage_mean": _mean(act, "actor/advantage_mean"),
+            "advantage_std": _mean(act, "actor/advantage_std"),
+            "weight_mean": _mean(act, "actor/weight_mean"),
+            "weight_max": _mean(act, "actor/weight_max"),
+            "weight_clipped_frac": _mean(act, "actor/clip_frac"),
+            "actor_flow_loss": _mean(act, "actor/flow_loss"),
+        }
+        self._finish(k, stats, row, start)
+
+    # --- pieces ----------------------------------------------------------------------------
+
+    def _learner(self) -> AloeLearner:
+        assert self.learner is not None
+        return self.learner
+
+    def _policy(self, version: int, seed: int) -> FlowChunkPolicy:
+        learner = self._learner()
+        return FlowChunkPolicy(learner.actor, version=version,  # type: ignore[arg-type]
+                               exec_horizon=self.cfg.exec_horizon, seed=seed,
+                               device=learner.device)  # fmt: skip
+
+    def _collect(self, k: int, rule: CollectConfig, policy: Any) -> CollectStats:
+        """Collect for iteration k, counting what an interrupted attempt already stored."""
+        stats = CollectStats.from_store(self.store, iteration=k)
+        seeds: Iterator[int] = (
+            episode_seed(self.cfg.seed, k, i) for i in itertools.count(stats.episodes)
+        )
+        _, stats = collect(self.env, self.operator, rule, policy=policy, seeds=seeds,
+                           store=self.store, iteration=k, progress=self.cfg.progress,
+                           stats=stats)  # fmt: skip
+        return stats
+
+    def _sampler(self, frames: dict[str, np.ndarray], k: int) -> ChunkSampler:
+        return ChunkSampler(frames, horizon=self.cfg.horizon, gamma=self.cfg.aloe.gamma,
+                            seed=episode_seed(self.cfg.seed, k, 0),
+                            device=self._learner().device)  # fmt: skip
+
+    def _finish(self, k: int, stats: CollectStats, row: dict[str, Any], start: float) -> None:
+        cfg = self.cfg
+        seeds = [EVAL_SEED + i for i in range(cfg.eval_episodes)]
+        result = evaluate(self.eval_env, self._policy(k, seed=EVAL_SEED), seeds, cfg.progress)
+        prev = self.history[-1] if self.history else {}
+        metrics = {
+            "iteration": k,
+            "success_rate": result.success_rate,
+            "mean_steps_to_success": result.mean_steps_to_success,
+            "episodes": stats.episodes,
+            "env_steps": stats.env_steps,
+            "human_steps": stats.human_steps,
+            "policy_steps": stats.policy_steps,
+            "takeovers": stats.takeovers,
+            "collect_successes": stats.successes,
+            "total_env_steps": prev.get("total_env_steps", 0) + stats.env_steps,
+            "total_human_steps": prev.get("total_human_steps", 0) + stats.human_steps,
+            **row,
+            "wall_s": time.time() - start,
+        }
+        self.history.append(metrics)
+        state = {"learner": self._learner().state_dict(), "history": self.history}
+        checkpoint.save(self.root / "checkpoints", k, state)
+        _write_jsonl(self.root / "metrics.jsonl", self.history)
+        for key, value in metrics.items():
+            if isinstance(value, int | float) and key != "iteration" and math.isfinite(value):
+                self.writer.add_scalar(f"aloe/{key}", value, k)
+        self.writer.flush()
+        if cfg.progress:
+            brief = {
+                k: metrics[k] for k in ("iteration", "success_rate", "takeovers", "human_steps")
+            }
+            print(json.dumps(brief), file=sys.stderr)
+
+    def restore(self, path: Path) -> None:
+        state = checkpoint.load(path)
+        self.learner = build_learner(self.cfg)
+        self.learner.load_state_dict(state["learner"])
+        self.history = state["history"]
+        _write_jsonl(self.root / "metrics.jsonl", self.history)
+
+
+def _successful(frames: dict[str, np.ndarray]) -> np.ndarray:
+    """Rows of episodes that ended in success."""
+    ep = frames["episode_index"]
+    last = np.r_[ep[1:] != ep[:-1], True]
+    ok = set(ep[last & frames[D.SUCCESS]].tolist())
+    return np.isin(ep, list(ok))
+
+
+def _mean(rows: list[dict[str, float]], key: str) -> float:
+    return float(np.mean([r[key] for r in rows])) if rows else float("nan")
+
+
+def _tensorboard(path: Path, purge_step: int) -> Any:
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(path), purge_step=purge_step)
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """metrics.jsonl is derived from the checkpoints' history, and replaced atomically."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def prepare_run(cfg: TrainConfig, resume: bool) -> TrainConfig:
+    """Validate, then create the run directory (or reload its config to resume)."""
+    out = cfg.out
+    if resume:
+        if not (out / "config.json").is_file():
+            raise ValueError(f"--resume {out}: not a run directory (no config.json)")
+        return TrainConfig.from_json((out / "config.json").read_text())
+    cfg.validate()
+    cfg = cfg.resolved()
+    if out.exists() and any(out.iterdir()):
+        hint = " (use --resume to continue it)" if (out / "config.json").exists() else ""
+        raise ValueError(f"--out {out}: directory exists and is not empty{hint}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(cfg.to_json())
+    return cfg
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> list[dict[str, Any]]:
+    cfg = prepare_run(cfg, resume)
+    torch.manual_seed(cfg.seed)
+    return Trainer(cfg).run()
+
+
+@dataclass
+class EvalArgs:
+    """Evaluate a run's latest checkpoint without the operator."""
+
+    run: Path
+    """Run directory written by `aloe train`."""
+    episodes: int = 50
+    """Evaluation episodes."""
+    seed: int = EVAL_SEED
+    """Seed of the first episode; episode i uses seed + i."""
+
+
+def cmd_eval(args: EvalArgs) -> int:
+    from aloe.run import load_run
+
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    run = load_run(args.run)
+    env = TaskEnv(run.config.env)
+    seeds = [args.seed + i for i in range(args.episodes)]
+    result = evaluate(env, run.chunk_policy(seed=args.seed), seeds, progress=True)
+    out = {"iteration": run.iteration, **result.as_dict()}
+    text = json.dumps(out, indent=1)
+    print(text)
+    (args.run / "eval.json").write_text(text)
+    return 0

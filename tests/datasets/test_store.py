@@ -1,0 +1,453 @@
+"""The episode store: round trips, growth, crash safety under SIGKILL, refusing corruption."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aloe.data import (
+    ACTION,
+    DONE,
+    FAILURE_REASON,
+    FRAGMENT,
+    INTERVENTION,
+    NEXT_STATE,
+    POLICY_VERSION,
+    REWARD,
+    SIM_STATE,
+    SOURCE,
+    STATE,
+    SUCCESS,
+    TRUNCATED,
+    Episode,
+)
+from aloe.datasets import cli
+from aloe.datasets import store as store_module
+from aloe.datasets.store import EpisodeStore, StoreError
+
+STORE_KW: dict[str, Any] = {"fps": 10.0, "state_dim": 4, "action_dim": 2}
+
+
+def make_episode(
+    seed: int = 0,
+    *,
+    n: int | None = None,
+    state_dim: int = 4,
+    action_dim: int = 2,
+    sim_state_dim: int | None = None,
+    fragments: tuple[str, ...] = ("policy", "human"),
+    instruction: str = "insert the peg",
+) -> Episode:
+    """A deterministic episode: its contents are a function of `seed` and the arguments."""
+    rng = np.random.default_rng(seed)
+    n = 4 + seed % 5 if n is None else n
+    fragment = np.arange(n) * len(fragments) // n
+    source = np.array([fragments[f] for f in fragment], dtype=object)
+    cut = np.r_[fragment[1:] != fragment[:-1], False]  # last step of a fragment followed by another
+    success = np.zeros(n, bool)
+    success[-1] = seed % 2 == 0
+    steps = {
+        STATE: rng.normal(size=(n, state_dim)).astype(np.float32),
+        NEXT_STATE: rng.normal(size=(n, state_dim)).astype(np.float32),
+        ACTION: rng.uniform(-1, 1, size=(n, action_dim)).astype(np.float32),
+        REWARD: np.where(success, 0.0, -1.0).astype(np.float32),
+        DONE: success.copy(),
+        TRUNCATED: cut,
+        SUCCESS: success,
+        INTERVENTION: source == "human",
+        SOURCE: source,
+        POLICY_VERSION: np.where(source == "policy", 3, -1).astype(np.int32),
+        FRAGMENT: fragment.astype(np.int32),
+        FAILURE_REASON: np.where(cut & (source == "policy"), "drifted", "").astype(object),
+    }
+    if sim_state_dim:
+        steps[SIM_STATE] = rng.normal(size=(n, sim_state_dim))
+    meta = {"seed": seed, "iteration": seed % 3, "sim_attrs": {"pos": [0.1, 0.2]}, "noise": 0.1}
+    return Episode("peg-insert-side-v3", instruction, steps, meta)
+
+
+def concat(episodes: list[Episode]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([ep.steps[k] for ep in episodes]) for k in episodes[0].steps}
+
+
+def assert_frames_equal(store: EpisodeStore, episodes: list[Episode]) -> None:
+    frames = store.load_frames()
+    for name, want in concat(episodes).items():
+        assert frames[name].dtype == want.dtype, name
+        np.testing.assert_array_equal(frames[name], want, err_msg=name)
+
+
+@pytest.fixture
+def filled(tmp_path: Path) -> Path:
+    """A store with three appends: episodes 0-1, 2, 3-4 in data files 0, 1, 2."""
+    store = EpisodeStore.create(tmp_path / "store", **STORE_KW)
+    for seeds in ([0, 1], [2], [3, 4]):
+        store.append([make_episode(s) for s in seeds])
+    return tmp_path / "store"
+
+
+def test_round_trip_columns_and_meta(tmp_path: Path) -> None:
+    eps = [make_episode(0, sim_state_dim=3), make_episode(1, sim_state_dim=3, n=6)]
+    eps[1].meta.pop("seed")
+    store = EpisodeStore.create(tmp_path / "s", **STORE_KW, sim_state_dim=3)
+    assert store.append(eps) == [0, 1]
+
+    store = EpisodeStore.open(tmp_path / "s")
+    assert (store.num_episodes, store.num_frames) == (2, len(eps[0]) + 6)
+    assert (store.state_dim, store.action_dim, store.sim_state_dim, store.fps) == (4, 2, 3, 10.0)
+    assert_frames_equal(store, eps)
+    frames = store.load_frames(["index", "episode_index", "frame_index", "timestamp"])
+    np.testing.assert_array_equal(frames["index"], np.arange(store.num_frames))
+    np.testing.assert_array_equal(frames["episode_index"], np.repeat([0, 1], [len(e) for e in eps]))
+    np.testing.assert_allclose(frames["timestamp"], frames["frame_index"] / 10.0)
+
+    rows = store.episodes().to_pylist()
+    assert rows[0]["tasks"] == ["insert the peg"] and rows[0]["task_name"] == "peg-insert-side-v3"
+    assert (rows[0]["num_fragments"], rows[0]["takeovers"], rows[0]["success"]) == (2, 1, True)
+    assert rows[0]["human_steps"] + rows[0]["policy_steps"] == len(eps[0])
+    assert rows[0]["failure_reasons"] == ["drifted"]
+    assert (rows[0]["seed"], rows[1]["seed"], rows[1]["iteration"]) == (0, None, 1)
+    assert json.loads(rows[0]["sim_attrs"]) == {"pos": [0.1, 0.2]}
+    assert json.loads(rows[0]["meta_json"]) == {"noise": 0.1}
+    assert (rows[1]["dataset_from_index"], rows[1]["dataset_to_index"]) == (len(eps[0]), 10)
+    assert store.check() == []
+
+
+def test_disk_layout_follows_lerobot_v3(filled: Path) -> None:
+    info = json.loads((filled / "meta/info.json").read_text())
+    assert info["codebase_version"] == "v3.0" and info["aloe_format"] == 1
+    assert (info["total_episodes"], info["total_tasks"], info["chunks_size"]) == (5, 1, 1000)
+    assert info["splits"] == {"train": "0:5"}
+    assert info["features"][STATE] == {
+        "dtype": "float32",
+        "shape": [4],
+        "names": ["state_0", "state_1", "state_2", "state_3"],
+    }
+    assert pq.read_table(filled / "meta/tasks.parquet").to_pylist() == [
+        {"task_index": 0, "task": "insert the peg"}
+    ]
+    data = pq.read_table(filled / "data/chunk-000/file-002.parquet")
+    assert data.schema.field(ACTION).type.list_size == 2
+    assert data["index"].to_pylist()[0] == info["total_frames"] - data.num_rows
+    stats = json.loads((filled / "meta/stats.json").read_text())
+    state = EpisodeStore.open(filled).load_frames([STATE])[STATE].astype(np.float64)
+    np.testing.assert_allclose(stats[STATE]["mean"], state.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(stats[STATE]["std"], state.std(0), rtol=1e-6)
+    assert stats[REWARD]["count"] == [info["total_frames"]]
+
+
+def test_appends_grow_one_dataset(tmp_path: Path) -> None:
+    root, eps = tmp_path / "s", list[Episode]()
+    for i in range(4):
+        store = EpisodeStore.open_or_create(root, **STORE_KW)
+        batch = [make_episode(10 * i + j, instruction=f"task {i % 2}") for j in range(i + 1)]
+        assert store.append(batch) == list(range(len(eps), len(eps) + len(batch)))
+        eps += batch
+    store = EpisodeStore.open(root)
+    assert store.num_episodes == 10 and store.tasks() == ["task 0", "task 1"]
+    assert_frames_equal(store, eps)
+    assert store.load_frames(["task_index"])["task_index"].tolist() == [
+        int(ep.instruction[-1]) for ep in eps for _ in range(len(ep))
+    ]
+    meta = store.episodes()
+    assert meta["dataset_to_index"].to_pylist()[:-1] == meta["dataset_from_index"].to_pylist()[1:]
+    assert len(list(root.glob("data/chunk-000/*.parquet"))) == 4
+    summary = store.summary()
+    assert (
+        summary["frames"] == sum(len(e) for e in eps) == sum(summary["frames_by_source"].values())
+    )
+    assert summary["takeovers"] == 10 and summary["failure_reasons"] == {"drifted": 10}
+    assert sum(summary["episodes_per_iteration"].values()) == 10
+    assert store.check() == []
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.lists(st.lists(st.integers(1, 6), min_size=1, max_size=3), min_size=1, max_size=4))
+def test_any_append_pattern_reads_back_in_order(
+    tmp_path_factory: pytest.TempPathFactory, batches: list[list[int]]
+) -> None:
+    root = tmp_path_factory.mktemp("store")
+    eps, seed = [], 0
+    for lengths in batches:
+        batch = []
+        for n in lengths:
+            batch.append(
+                make_episode(seed, n=n, fragments=("policy",) if n == 1 else ("demo", "human"))
+            )
+            seed += 1
+        EpisodeStore.open_or_create(root, **STORE_KW).append(batch)
+        eps += batch
+    store = EpisodeStore.open(root)
+    assert_frames_equal(store, eps)
+    assert store.episodes()["length"].to_pylist() == [len(ep) for ep in eps]
+    assert store.check() == []
+
+
+def test_two_writers_take_turns(tmp_path: Path) -> None:
+    first = EpisodeStore.create(tmp_path / "s", **STORE_KW)
+    second = EpisodeStore.open(tmp_path / "s")
+    assert first.append(make_episode(0)) == [0]
+    assert second.append(make_episode(1, instruction="other")) == [1]
+    assert first.append(make_episode(2, instruction="other")) == [2]
+    store = EpisodeStore.open(tmp_path / "s")
+    assert store.tasks() == ["insert the peg", "other"]
+    assert_frames_equal(store, [make_episode(0), make_episode(1), make_episode(2)])
+    assert store.check() == []
+
+
+def test_files_roll_into_the_next_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "CHUNKS_SIZE", 2)
+    store = EpisodeStore.create(tmp_path / "s", **STORE_KW)
+    eps = [make_episode(s) for s in range(5)]
+    for ep in eps:
+        store.append(ep)
+    assert (tmp_path / "s/data/chunk-002/file-000.parquet").is_file()
+    assert (tmp_path / "s/meta/episodes/chunk-001/file-001.parquet").is_file()
+    store = EpisodeStore.open(tmp_path / "s")
+    assert_frames_equal(store, eps)
+    assert store.check() == []
+
+
+def test_empty_store(tmp_path: Path) -> None:
+    store = EpisodeStore.create(tmp_path / "s", **STORE_KW)
+    frames = store.load_frames()
+    assert frames[STATE].shape == (0, 4) and frames[SOURCE].dtype == object
+    assert store.summary()["success_rate"] is None
+    assert store.append([]) == [] and store.check() == []
+
+
+# The child imports once, then forks writers and SIGKILLs each after a random delay;
+# a writer prints the indices an append returned only after it returned.
+CHILD = r"""
+import os, random, signal, sys, time, traceback
+sys.path.insert(0, sys.argv[2])
+from test_store import STORE_KW, make_episode
+from aloe.datasets.store import EpisodeStore
+
+root, rng = sys.argv[1], random.Random(int(sys.argv[3]))
+for r, delay in enumerate(float(d) for d in sys.argv[4:]):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            store = EpisodeStore.open_or_create(root, **STORE_KW)
+            for k in range(10**6):
+                seed = 1_000_000 * int(sys.argv[3]) + 10_000 * r + 2 * k
+                idx = store.append([make_episode(seed), make_episode(seed + 1)])
+                os.write(1, ("ok " + " ".join(map(str, idx)) + "\n").encode())
+        except BaseException:
+            traceback.print_exc()
+        os._exit(1)
+    time.sleep(delay + rng.uniform(0, 0.05))
+    os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    print("killed" if os.WIFSIGNALED(status) else "writer died", flush=True)
+"""
+
+
+def test_sigkill_never_loses_a_committed_episode(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    delays = ["0.0", "0.02", "0.05", "0.1", "0.2", "0.3", "0.4"]
+    args = [sys.executable, "-c", CHILD, str(root), str(Path(__file__).parent), "7", *delays]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    lines = out.stdout.splitlines()
+    assert lines.count("killed") == len(delays), out.stderr
+    returned = [int(i) for line in lines if line.startswith("ok ") for i in line.split()[1:]]
+    assert returned, "no append finished before the kills; lengthen the delays"
+
+    store = EpisodeStore.open(root)
+    assert store.check() == []
+    assert set(returned) <= set(range(store.num_episodes))
+    seeds = store.episodes()["seed"].to_pylist()
+    assert len(set(seeds)) == len(seeds)
+    assert_frames_equal(store, [make_episode(s) for s in seeds])
+    store = EpisodeStore.open_or_create(root, **STORE_KW)
+    info = json.loads((root / "meta/info.json").read_text())
+    assert info["total_episodes"] == store.num_episodes
+
+
+def test_crash_after_the_commit_point_is_repaired(
+    filled: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(self: EpisodeStore) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EpisodeStore, "_write_summaries", crash)
+    with pytest.raises(KeyboardInterrupt):
+        EpisodeStore.open(filled).append([make_episode(7, instruction="new task")])
+    monkeypatch.undo()
+    assert json.loads((filled / "meta/info.json").read_text())["total_episodes"] == 5
+    store = EpisodeStore.open(filled)
+    assert store.num_episodes == 6 and store.tasks()[-1] == "new task"
+    assert store.check() == []
+    EpisodeStore.open_or_create(filled)
+    info = json.loads((filled / "meta/info.json").read_text())
+    assert (info["total_episodes"], info["total_tasks"]) == (6, 2)
+
+
+def test_uncommitted_files_are_ignored(filled: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write = store_module._write_parquet
+
+    def crash_at_commit(path: Path, table: pa.Table) -> None:
+        if "episodes" in path.parts:
+            raise KeyboardInterrupt
+        write(path, table)
+
+    monkeypatch.setattr(store_module, "_write_parquet", crash_at_commit)
+    with pytest.raises(KeyboardInterrupt):
+        EpisodeStore.open(filled).append(make_episode(8))
+    monkeypatch.undo()
+    assert (filled / "data/chunk-000/file-003.parquet").is_file()  # the orphan
+    for leftover in ("data/chunk-000/file-004.parquet.tmp", "meta/info.json.tmp"):
+        (filled / leftover).write_bytes(b"half a file")
+
+    store = EpisodeStore.open(filled)
+    assert store.num_episodes == 5 and store.check() == []
+    store.append(make_episode(9))
+    assert (filled / "data/chunk-000/file-005.parquet").is_file()  # no index reused
+    assert not list(filled.glob("**/*.tmp"))
+    store = EpisodeStore.open(filled)
+    assert store.num_episodes == 6 and store.check() == []
+    assert_frames_equal(store, [make_episode(s) for s in (0, 1, 2, 3, 4, 9)])
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _edit_info(root: Path, **changes: object) -> None:
+    info = json.loads((root / "meta/info.json").read_text())
+    (root / "meta/info.json").write_text(json.dumps(info | changes))
+
+
+def _drop_column(path: Path, name: str) -> None:
+    table = pq.read_table(path)
+    pq.write_table(table.drop_columns([name]), path)
+
+
+CORRUPTIONS = {
+    "truncated data file": (
+        lambda r: _truncate(r / "data/chunk-000/file-001.parquet"),
+        "data/chunk-000/file-001.parquet: unreadable parquet",
+    ),
+    "truncated meta file": (
+        lambda r: _truncate(r / "meta/episodes/chunk-000/file-002.parquet"),
+        "meta/episodes/chunk-000/file-002.parquet: unreadable parquet",
+    ),
+    "garbage info.json": (
+        lambda r: (r / "meta/info.json").write_text("{not json"),
+        "meta/info.json: unreadable JSON",
+    ),
+    "deleted data file": (
+        lambda r: (r / "data/chunk-000/file-000.parquet").unlink(),
+        "data/chunk-000/file-000.parquet: missing",
+    ),
+    "wrong codebase_version": (
+        lambda r: _edit_info(r, codebase_version="v2.1"),
+        "meta/info.json: codebase_version 'v2.1'",
+    ),
+    "missing column": (
+        lambda r: _drop_column(r / "data/chunk-000/file-002.parquet", ACTION),
+        "data/chunk-000/file-002.parquet: missing column 'action'",
+    ),
+    "episode gap": (
+        lambda r: (r / "meta/episodes/chunk-000/file-001.parquet").unlink(),
+        "meta/episodes/chunk-000/file-002.parquet: episode_index [3, 4] does not continue",
+    ),
+    "totals off": (
+        lambda r: _edit_info(r, total_frames=3),
+        "meta/info.json: totals (5, 3)",
+    ),
+    "garbage tasks": (
+        lambda r: (r / "meta/tasks.parquet").write_text("task"),
+        "meta/tasks.parquet: unreadable parquet",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_corrupt_store_is_refused(
+    filled: Path, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    damage, message = CORRUPTIONS[name]
+    damage(filled)
+    with pytest.raises(StoreError) as error:
+        EpisodeStore.open(filled)
+    assert str(error.value).startswith(str(filled / message.split(":")[0]))
+    assert message in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(StoreError, match="refusing"):
+        EpisodeStore.create(filled, **STORE_KW)
+    assert cli.check(filled) == 1
+    assert capsys.readouterr().out.strip().endswith(str(error.value))
+
+
+def test_check_reads_the_data_itself(filled: Path) -> None:
+    path = filled / "data/chunk-000/file-001.parquet"
+    table = pq.read_table(path)
+    index = table.schema.get_field_index("frame_index")
+    pq.write_table(table.set_column(index, "frame_index", table["frame_index"][::-1]), path)
+    EpisodeStore.open(filled)  # footers still agree
+    assert EpisodeStore.open(filled).check() == [
+        f"{path}: column 'frame_index' disagrees with the episodes-meta rows"
+    ]
+
+
+def test_foreign_directory_is_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for name in ("notes.txt", "meta/info.jsonl", "data/blob.bin"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(rng.bytes(64))
+    with pytest.raises(StoreError, match=f"^{tmp_path}/meta/info.json: missing"):
+        EpisodeStore.open(tmp_path)
+    with pytest.raises(StoreError, match=f"^{tmp_path}: is not empty; refusing"):
+        EpisodeStore.create(tmp_path, **STORE_KW)
+    with pytest.raises(StoreError, match="refusing"):
+        EpisodeStore.open_or_create(tmp_path, **STORE_KW)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
+        ["notes.txt", "meta", "info.jsonl", "data", "blob.bin"]
+    )
+
+
+def test_create_in_an_existing_empty_directory(tmp_path: Path) -> None:
+    EpisodeStore.create(tmp_path, **STORE_KW)
+    assert EpisodeStore.open(tmp_path).num_episodes == 0
+
+
+def test_append_refuses_mismatched_episodes(filled: Path) -> None:
+    store = EpisodeStore.open(filled)
+    before = sorted(filled.rglob("*"))
+    with pytest.raises(ValueError, match=r"'observation.state' has shape \(5, 3\), .* \(5, 4\)"):
+        store.append([make_episode(0), make_episode(1, n=5, state_dim=3)])
+    with pytest.raises(ValueError, match="'sim.state'.* not features"):
+        store.append(make_episode(0, sim_state_dim=2))
+    bad = make_episode(0)
+    bad.steps[SOURCE][0] = "robot"
+    with pytest.raises(ValueError, match="'source' has"):
+        store.append(bad)
+    assert sorted(filled.rglob("*")) == before
+    with pytest.raises(StoreError, match="state_dim=4, not 3"):
+        EpisodeStore.open_or_create(filled, **(STORE_KW | {"state_dim": 3}))
+
+
+def test_cli_info_and_check(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.info(filled) == 0
+    out = capsys.readouterr().out
+    assert "episodes" in out and "takeovers" in out and "drifted" in out
+    assert cli.check(filled) == 0
+    frames = EpisodeStore.open(filled).num_frames
+    assert capsys.readouterr().out.strip() == f"ok: 5 episodes, {frames} frames"
+
+
+def test_episode_helper_is_deterministic() -> None:
+    a, b = make_episode(3), make_episode(3)
+    assert all(np.array_equal(a.steps[k], b.steps[k]) for k in a.steps)
+    a.validate()
