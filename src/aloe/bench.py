@@ -43,7 +43,9 @@ def _rate(fn: Callable[[], int], min_seconds: float = 1.0) -> float:
             return done / elapsed
 
 
-def bench_collection(task: str, steps: int) -> dict[str, float]:
+def bench_collection(task: str, steps: int, root: Path) -> dict[str, float]:
+    """Raw env steps/s vs collection with the operator (demos, and takeovers of a random
+    policy), both appending every episode to a crash-safe store under `root`."""
     from aloe.collect import CollectConfig, RandomPolicy, collect
     from aloe.datasets.store import EpisodeStore
     from aloe.envs.metaworld import CONTROL_HZ, EnvConfig, TaskEnv
@@ -61,61 +63,52 @@ def bench_collection(task: str, steps: int) -> dict[str, float]:
     figures = {"env_raw_steps_per_s": raw}
     operator = ScriptedOperator(task, OperatorConfig())
     for name, policy in [("demo", None), ("takeover", RandomPolicy())]:
-        with tempfile.TemporaryDirectory() as tmp:
-            store = EpisodeStore.create(
-                Path(tmp) / "d", fps=CONTROL_HZ, state_dim=39, action_dim=4,
-                sim_state_dim=env.sim_state_dim,
-            )  # fmt: skip
-            cfg = CollectConfig(success_quota=10**9, max_episodes=10**9)
-            start, done = time.perf_counter(), 0
-            seeds = itertools.count()
-            while done < steps:
-                cfg.max_episodes = 1
-                _, stats = collect(env, operator, cfg, policy=policy, seeds=seeds, store=store,
-                                   progress=False)  # fmt: skip
-                done += stats.env_steps
-            rate = done / (time.perf_counter() - start)
+        store = EpisodeStore.create(root / name, fps=CONTROL_HZ, state_dim=env.state_dim,
+                                    action_dim=env.action_dim, sim_state_dim=env.sim_state_dim)  # fmt: skip
+        seeds, done, start = itertools.count(), 0, time.perf_counter()
+        while done < steps:
+            cfg = CollectConfig(success_quota=10**9, max_episodes=1)
+            _, stats = collect(env, operator, cfg, policy=policy, seeds=seeds, store=store,
+                               progress=False)  # fmt: skip
+            done += stats.env_steps
+        rate = done / (time.perf_counter() - start)
         figures[f"collect_{name}_steps_per_s"] = rate
         figures[f"collect_{name}_vs_raw"] = rate / raw
     return figures
 
 
-def bench_sampler(horizon: int, batch_size: int) -> dict[str, float]:
+def bench_sampler(root: Path, horizon: int, batch_size: int) -> dict[str, float]:
+    """Sampler batches/s on the collected takeover data vs one critic step (default size)."""
     import torch
-    from tests_support import synthetic_frames  # type: ignore[import-not-found]
 
+    from aloe.algos.aloe import AloeConfig, AloeLearner
     from aloe.critics.chunked_q import ChunkedQCritic, CriticConfig
     from aloe.datasets.sampler import ChunkSampler
+    from aloe.datasets.store import EpisodeStore
+    from aloe.policies.flow import ActorConfig, FlowPolicy
 
-    frames = synthetic_frames(episodes=200, steps=300)
+    frames = EpisodeStore.open(root / "takeover").load_frames()
     sampler = ChunkSampler(frames, horizon=horizon, gamma=0.99)
     sample_rate = _rate(lambda: (sampler.sample(batch_size), 1)[1])
-    critic = ChunkedQCritic(
-        CriticConfig(), state_dim=39, action_dim=4, horizon=horizon, num_tasks=1
-    )
-    opt = torch.optim.AdamW(critic.parameters())
-    batch = sampler.sample(batch_size)
-
-    def critic_step() -> int:
-        q = critic(batch.state, batch.task_index, batch.actions, batch.valid)
-        loss = (q - batch.reward).pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return 1
-
-    critic_rate = _rate(critic_step, min_seconds=2.0)
+    actor = FlowPolicy(ActorConfig(horizon=horizon), state_dim=39, action_dim=4, num_tasks=1)
+    critic = ChunkedQCritic(CriticConfig(horizon=horizon), state_dim=39, action_dim=4, num_tasks=1)
+    learner = AloeLearner(actor, critic, AloeConfig(batch_size=batch_size))
+    torch.manual_seed(0)
+    critic_rate = _rate(lambda: (learner.critic_step(sampler.sample(batch_size)), 1)[1], 3.0)
+    actor_rate = _rate(lambda: (learner.actor_step(sampler.sample(batch_size)), 1)[1], 3.0)
     return {
         "sampler_batches_per_s": sample_rate,
         "critic_steps_per_s": critic_rate,
+        "actor_steps_per_s": actor_rate,
         "sampler_vs_critic_step": sample_rate / critic_rate,
     }
 
 
 def cmd_bench(args: BenchArgs) -> int:
     figures: dict[str, Any] = {"task": args.task, "horizon": args.horizon, "batch": args.batch_size}
-    figures.update(bench_collection(args.task, args.steps))
-    figures.update(bench_sampler(args.horizon, args.batch_size))
+    with tempfile.TemporaryDirectory() as tmp:
+        figures.update(bench_collection(args.task, args.steps, Path(tmp)))
+        figures.update(bench_sampler(Path(tmp), args.horizon, args.batch_size))
     text = json.dumps(figures, indent=1)
     print(text)
     if args.out:

@@ -189,7 +189,7 @@ def cmd_train(argv: list[str], prog: str) -> int:
         history = train.train(cfg, resume=known.resume is not None)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    print(json.dumps(history[-1], indent=1))
+    print(json.dumps(train.json_safe(history[-1]), indent=1))
     return 0
 
 

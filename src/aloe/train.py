@@ -23,7 +23,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,24 @@ from aloe.envs.metaworld import CONTROL_HZ, TaskEnv
 from aloe.operators.scripted import ScriptedOperator
 from aloe.run import FlowChunkPolicy, build_learner
 
+# what training reads of the store: everything but the simulator states (evaluation's)
+FRAME_COLUMNS = [*D.STEP_COLUMNS, "episode_index", "frame_index", "index", "task_index"]
 EVAL_SEED = 1_000_000  # evaluation seeds: EVAL_SEED + i, never used for collection
+
+
+# metrics.jsonl name -> the learner's metric, averaged over the iteration's update steps
+UPDATE_METRICS = {
+    "critic_loss": "critic/loss",
+    "q_mean": "critic/q_mean",
+    "q_pess_mean": "actor/q_data_mean",
+    "v_mean": "actor/v_mean",
+    "advantage_mean": "actor/advantage_mean",
+    "advantage_std": "actor/advantage_std",
+    "weight_mean": "actor/weight_mean",
+    "weight_max": "actor/weight_max",
+    "weight_clipped_frac": "actor/clip_frac",
+    "actor_flow_loss": "actor/flow_loss",
+}
 
 
 def episode_seed(seed: int, iteration: int, i: int) -> int:
@@ -86,7 +103,7 @@ class Trainer:
         quota = CollectConfig(success_quota=cfg.num_demos, max_episodes=3 * cfg.num_demos,
                               record_sim_state=cfg.collect.record_sim_state)  # fmt: skip
         stats = self._collect(0, quota, policy=None)
-        frames = self.store.load_frames()
+        frames = self.store.load_frames(FRAME_COLUMNS)
         demo = _successful(frames) & (frames[D.SOURCE] == "demo")
         if not demo.any():
             raise RuntimeError("no successful demonstration: lower operator.noise_std")
@@ -94,38 +111,25 @@ class Trainer:
         self.learner = build_learner(cfg, states.mean(0), states.std(0))
         sampler = self._sampler({k: v[demo] for k, v in frames.items()}, 0)
         self.writer = _tensorboard(self.root / "tb", purge_step=0)
-        for _ in trange(cfg.bc_steps, desc="bc warm start", disable=not cfg.progress, leave=False):
-            m = self.learner.bc_step(sampler.sample(cfg.aloe.batch_size))
-        row = {"bc_loss": m["bc/loss"]} if cfg.bc_steps else {}
+        bc = self.steps(cfg.bc_steps, self.learner.bc_step, sampler, "bc warm start")
+        row = dict.fromkeys(UPDATE_METRICS, math.nan)  # no critic yet: null in metrics.jsonl
+        row["bc_loss"] = _mean(bc[-100:], "bc/loss")
         self._finish(0, stats, row, start)
 
     def iteration(self, k: int) -> None:
         """Algorithm 1, lines 3–15, then evaluation and a checkpoint."""
         cfg, learner, start = self.cfg, self._learner(), time.time()
-        policy = self._policy(k - 1, seed=cfg.seed)
-        stats = self._collect(k, cfg.collect, policy=policy)  # line 3
-        sampler = self._sampler(self.store.load_frames(), k)
+        stats = self._collect(k, cfg.collect, policy=self._policy(k - 1, seed=cfg.seed))  # line 3
+        sampler = self._sampler(self.store.load_frames(FRAME_COLUMNS), k)
         learner.generator.manual_seed(episode_seed(cfg.seed, k, 0) ^ 0x5EED)
-        crit, act = [], []
-        for _ in trange(cfg.aloe.critic_steps, desc=f"critic[{k}]", disable=not cfg.progress,
-                        leave=False):  # fmt: skip
-            crit.append(learner.critic_step(sampler.sample(cfg.aloe.batch_size)))  # lines 4–9
-        for _ in trange(cfg.aloe.actor_steps, desc=f"actor[{k}]", disable=not cfg.progress,
-                        leave=False):  # fmt: skip
-            act.append(learner.actor_step(sampler.sample(cfg.aloe.batch_size)))  # lines 10–15
-        row = {
-            "critic_loss": _mean(crit, "critic/loss"),
-            "q_mean": _mean(crit, "critic/q_mean"),
-            "q_pess_mean": _mean(act, "actor/q_data_mean"),
-            "v_mean": _mean(act, "actor/v_mean"),
-            "advantage_mean": _mean(act, "actor/advantage_mean"),
-            "advantage_std": _mean(act, "actor/advantage_std"),
-            "weight_mean": _mean(act, "actor/weight_mean"),
-            "weight_max": _mean(act, "actor/weight_max"),
-            "weight_clipped_frac": _mean(act, "actor/clip_frac"),
-            "actor_flow_loss": _mean(act, "actor/flow_loss"),
-        }
+        row = UPDATES[cfg.algo](self, k, sampler)
         self._finish(k, stats, row, start)
+
+    def steps(self, n: int, step: Callable[[Any], dict[str, float]], sampler: ChunkSampler,
+              desc: str) -> list[dict[str, float]]:  # fmt: skip
+        """n update steps on fresh batches, with a progress bar."""
+        bar = trange(n, desc=desc, disable=not self.cfg.progress, leave=False)
+        return [step(sampler.sample(self.cfg.aloe.batch_size)) for _ in bar]
 
     # --- pieces ----------------------------------------------------------------------------
 
@@ -197,12 +201,33 @@ class Trainer:
         _write_jsonl(self.root / "metrics.jsonl", self.history)
 
 
+def aloe_update(trainer: Trainer, k: int, sampler: ChunkSampler) -> dict[str, float]:
+    """N_Q critic steps (Algorithm 1, lines 4–9), then N_π actor steps (lines 10–15)."""
+    learner, cfg = trainer._learner(), trainer.cfg.aloe
+    crit = trainer.steps(cfg.critic_steps, learner.critic_step, sampler, f"critic[{k}]")
+    act = trainer.steps(cfg.actor_steps, learner.actor_step, sampler, f"actor[{k}]")
+    return {name: _mean(crit if key.startswith("critic/") else act, key)
+            for name, key in UPDATE_METRICS.items()}  # fmt: skip
+
+
+# algorithm name -> its per-iteration update (after collection, before evaluation). BC has
+# none: it is the warm start alone (iteration 0).
+UPDATES: dict[str, Callable[[Trainer, int, ChunkSampler], dict[str, float]]] = {
+    "aloe": aloe_update,
+}
+
+
 def _successful(frames: dict[str, np.ndarray]) -> np.ndarray:
     """Rows of episodes that ended in success."""
     ep = frames["episode_index"]
     last = np.r_[ep[1:] != ep[:-1], True]
     ok = set(ep[last & frames[D.SUCCESS]].tolist())
     return np.isin(ep, list(ok))
+
+
+def json_safe(row: dict[str, Any]) -> dict[str, Any]:
+    """NaN (e.g. steps to success when nothing succeeded) is written as null: valid JSON."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
 
 
 def _mean(rows: list[dict[str, float]], key: str) -> float:
@@ -220,7 +245,7 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w") as f:
         for row in rows:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(json_safe(row)) + "\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -270,7 +295,7 @@ def cmd_eval(args: EvalArgs) -> int:
     env = TaskEnv(run.config.env)
     seeds = [args.seed + i for i in range(args.episodes)]
     result = evaluate(env, run.chunk_policy(seed=args.seed), seeds, progress=True)
-    out = {"iteration": run.iteration, **result.as_dict()}
+    out = json_safe({"iteration": run.iteration, **result.as_dict()})
     text = json.dumps(out, indent=1)
     print(text)
     (args.run / "eval.json").write_text(text)

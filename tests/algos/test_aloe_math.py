@@ -46,7 +46,7 @@ def chunk_batch(b: int = 2, seed: int = 0, **fields: torch.Tensor) -> ChunkBatch
         mc_return=torch.zeros(b),
         task_index=torch.randint(0, T, (b,), generator=g),
         source=torch.zeros(b, dtype=torch.long),
-        index=torch.arange(b),
+        global_index=torch.arange(b),
     )
     base.update(fields)
     return ChunkBatch(**base)

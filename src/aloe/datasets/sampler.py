@@ -109,7 +109,12 @@ class ChunkSampler:
         bootstrap = 1.0 - frames[DONE][last].astype(np.float64)
 
         def put(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-            return torch.as_tensor(np.ascontiguousarray(a)).to(self.device, dtype)
+            a = np.ascontiguousarray(a)
+            if (
+                not a.flags.writeable
+            ):  # arrays read from parquet are read-only; torch wants writable
+                a = a.copy()
+            return torch.as_tensor(a).to(self.device, dtype)
 
         self._num = num
         self._state = put(frames[STATE], torch.float32)

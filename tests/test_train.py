@@ -1,0 +1,104 @@
+"""End-to-end runs of `aloe train` (smoke preset): metrics, checkpoints, resume after kill -9."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from aloe import checkpoint
+from aloe.config import TrainConfig, preset
+
+pytestmark = pytest.mark.slow
+
+METRIC_KEYS = {
+    "iteration", "success_rate", "mean_steps_to_success", "env_steps", "human_steps",
+    "takeovers", "episodes", "critic_loss", "q_pess_mean", "advantage_mean", "weight_mean",
+    "weight_clipped_frac", "wall_s",
+}  # fmt: skip
+
+
+def _train(out, *extra):
+    cmd = [sys.executable, "-m", "aloe.cli", "train", "--preset", "smoke", "--out", str(out),
+           "--no-progress", *extra]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _metrics(out):
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        row.pop("wall_s")
+    return rows
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    proc = _train(out)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    return out
+
+
+def test_smoke_run_writes_the_run_directory(smoke_run):
+    rows = [json.loads(line) for line in (smoke_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [0, 1, 2]
+    for row in rows:
+        assert METRIC_KEYS <= set(row)
+    assert rows[1]["takeovers"] >= 0 and rows[1]["env_steps"] > 0
+    cfg = TrainConfig.from_json((smoke_run / "config.json").read_text())
+    assert cfg.preset == "smoke" and cfg.actor.horizon == cfg.critic.horizon == cfg.horizon
+    assert [k for k, _ in checkpoint.complete(smoke_run / "checkpoints")] == [0, 1, 2]
+    assert list((smoke_run / "tb").glob("events.*"))
+    assert (smoke_run / "dataset" / "meta" / "info.json").exists()
+
+
+def test_load_run_api(smoke_run):
+    import aloe
+
+    run = aloe.load_run(smoke_run)
+    state = np.zeros(39, dtype=np.float32)
+    chunks = run.sample(state, num_samples=3, seed=0)
+    assert chunks.shape == (3, run.config.horizon, 4) and np.abs(chunks).max() <= 1.0
+    assert np.array_equal(chunks, run.sample(state, num_samples=3, seed=0))
+    q, q_pess = run.q_values(np.stack([state] * 3), chunks)
+    assert q.shape == (run.config.critic.num_q, 3) and np.allclose(q_pess, q.min(0))
+    assert run.value(state).shape == (1,)
+
+
+def test_killed_and_resumed_run_equals_uninterrupted(smoke_run, tmp_path):
+    out = tmp_path / "killed"
+    proc = _train(out)
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "iter-0001").exists():  # kill inside iteration 2
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.latest(out / "checkpoints")[0] >= 1
+    resumed = subprocess.run([sys.executable, "-m", "aloe.cli", "train", "--resume", str(out)],
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert _metrics(out) == _metrics(smoke_run)
+
+
+def test_bad_config_is_refused_before_any_work(tmp_path):
+    for args, message in [
+        (["--horizon", "0"], "horizon = 0"),
+        (["--aloe.beta", "-1"], "beta"),
+        (["--task", "no-such-task-v3"], "unknown task"),
+        (["--exec-horizon", "50"], "exec_horizon"),
+    ]:
+        out = tmp_path / "bad"
+        proc = _train(out, *args)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2 and message in err, err
+        assert not out.exists()
+
+
+def test_preset_rejects_unknown_name():
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset("fast")
