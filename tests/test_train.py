@@ -102,3 +102,12 @@ def test_bad_config_is_refused_before_any_work(tmp_path):
 def test_preset_rejects_unknown_name():
     with pytest.raises(ValueError, match="unknown preset"):
         preset("fast")
+
+
+def test_exploding_q_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    out = tmp_path / "nan"
+    proc = _train(out, "--aloe.q-abs-max", "1e-6")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 3 and "stopped: metric" in err and "iter-0000" in err, err
+    assert checkpoint.latest(out / "checkpoints")[0] == 0
+    checkpoint.load(out / "checkpoints" / "iter-0000")

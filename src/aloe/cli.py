@@ -189,6 +189,13 @@ def cmd_train(argv: list[str], prog: str) -> int:
         history = train.train(cfg, resume=known.resume is not None)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    except FloatingPointError as e:  # the guard fired before the bad update was applied
+        from aloe import checkpoint
+
+        last = checkpoint.latest(cfg.out / "checkpoints")
+        kept = f"the last good checkpoint is {last[1]}" if last else "no checkpoint was written"
+        print(f"aloe train: stopped: {e}; {kept}", file=sys.stderr)
+        return 3
     print(json.dumps(train.json_safe(history[-1]), indent=1))
     return 0
 

@@ -3,7 +3,8 @@
 One transformer reads X = [q_1..q_K, s, a_1..a_h, ℓ] and K independent MLP heads map
 the K readout tokens to K scalar values Q_φ_i(s_t, a_{t:t+h}, ℓ): an ensemble in one
 vectorised module, returning (K, B). The members share the backbone; they differ by their
-readout tokens and heads, as in the paper.
+readout tokens and heads, as in the paper. Built with action_dim = 0 and K = 1 it is the
+state-only value network of the AWR baseline (Appendix C-3), which brings its own head.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class ChunkedQCritic(nn.Module):
         action_dim: int,
         num_tasks: int,
         state_normalizer: Normalizer | None = None,
+        head: nn.Module | None = None,
     ) -> None:
         super().__init__()
         d = config.hidden_dim
@@ -84,33 +86,59 @@ class ChunkedQCritic(nn.Module):
         self.q_tokens = nn.Parameter(0.02 * torch.randn(config.num_q, d))
         self.state_encoder = mlp(state_dim, d, d, num_hidden=1, dropout=config.dropout)
         # Actions are in [-1, 1] already (env units), so they enter unnormalised.
-        self.action_in = nn.Linear(action_dim, d)
-        self.action_pos = nn.Parameter(0.02 * torch.randn(config.horizon, d))
+        # action_dim = 0 builds the state-only variant (AWR's and PPO's V(s)): no action tokens.
+        self.action_in = nn.Linear(action_dim, d) if action_dim else None
+        self.action_pos = (
+            nn.Parameter(0.02 * torch.randn(config.horizon, d)) if action_dim else None
+        )
         self.task_embedding = nn.Embedding(num_tasks, d)
         self.backbone = transformer(
             d, config.num_layers, config.num_heads, config.mlp_ratio, config.dropout
         )
-        self.heads = EnsembleHead(config.num_q, d, config.head_hidden_dim)
+        self.heads = (
+            head if head is not None else EnsembleHead(config.num_q, d, config.head_hidden_dim)
+        )
 
     def forward(
-        self, state: Tensor, task_index: Tensor, actions: Tensor, valid: Tensor | None = None
+        self,
+        state: Tensor,
+        task_index: Tensor,
+        actions: Tensor | None = None,
+        valid: Tensor | None = None,
     ) -> Tensor:
         """Values (K, B) of chunks actions (B, h, A) at states (B, S) under instructions (B,).
 
         valid (B, h), 1.0 on executed steps: padded steps are removed from attention as
         keys, so their contents cannot change any value. None means all steps are valid.
+        A custom `head` maps the readout tokens (B, K, D) to whatever it returns.
         """
-        b, h = actions.shape[:2]
+        return self.heads(self.readout(state, task_index, actions, valid))
+
+    def readout(
+        self,
+        state: Tensor,
+        task_index: Tensor,
+        actions: Tensor | None = None,
+        valid: Tensor | None = None,
+    ) -> Tensor:
+        """The K readout tokens (B, K, D) after the transformer; actions None = state only."""
+        b = state.shape[0]
         q = self.q_tokens.expand(b, -1, -1)
         s = self.state_encoder(self.state_norm.normalize(state))[:, None]
-        a = self.action_in(actions) + self.action_pos[:h]
-        instruction = self.task_embedding(task_index)[:, None]
+        tokens = [q, s]
+        h = 0
+        if actions is not None:
+            if self.action_in is None or self.action_pos is None:
+                raise ValueError("this critic was built state-only (action_dim = 0)")
+            h = actions.shape[1]
+            tokens.append(self.action_in(actions) + self.action_pos[:h])
+        tokens.append(self.task_embedding(task_index)[:, None])
         # Visual tokens x_1..x_V (frozen SigLIP features, projected to D) will join here.
-        x = torch.cat([q, s, a, instruction], dim=1)
+        x = torch.cat(tokens, dim=1)
         padding = None
-        if valid is not None:
+        if valid is not None and actions is not None:
             keep = torch.ones(b, x.shape[1], dtype=torch.bool, device=x.device)
             keep[:, self.num_q + 1 : self.num_q + 1 + h] = valid > 0.5
             padding = ~keep
         z = self.backbone(x, src_key_padding_mask=padding)
-        return self.heads(z[:, : self.num_q])
+        return z[:, : self.num_q]
