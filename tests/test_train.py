@@ -111,3 +111,17 @@ def test_exploding_q_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     assert proc.returncode == 3 and "stopped: metric" in err and "iter-0000" in err, err
     assert checkpoint.latest(out / "checkpoints")[0] == 0
     checkpoint.load(out / "checkpoints" / "iter-0000")
+
+
+def test_collect_with_a_trained_policy_and_eval(smoke_run, tmp_path):
+    d = tmp_path / "d"
+    res = subprocess.run([sys.executable, "-m", "aloe.cli", "collect", "--task", "peg-insert-side-v3",
+                          "--episodes", "1", "--out", str(d), "--policy", str(smoke_run),
+                          "--no-progress"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["policy_steps"] > 0
+    res = subprocess.run([sys.executable, "-m", "aloe.cli", "eval", "--run", str(smoke_run),
+                          "--episodes", "2"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    result = json.loads((smoke_run / "eval.json").read_text())
+    assert result["episodes"] == 2 and 0.0 <= result["success_rate"] <= 1.0

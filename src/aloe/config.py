@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from aloe.algos.aloe import AloeConfig
+from aloe.algos.awr import AwrConfig
+from aloe.algos.ppo_sbc import PpoConfig
 from aloe.collect import CollectConfig
 from aloe.critics.chunked_q import CriticConfig
 from aloe.envs.metaworld import EnvConfig
@@ -21,7 +23,7 @@ from aloe.envs.tasks import check_task
 from aloe.operators.scripted import OperatorConfig
 from aloe.policies.flow import ActorConfig
 
-ALGOS = ("aloe", "bc")
+ALGOS = ("aloe", "awr", "dagger", "bc", "ppo-sbc")
 PRESETS = ("smoke", "default", "paper")
 
 
@@ -32,7 +34,7 @@ class TrainConfig:
     task: str = "peg-insert-side-v3"
     """MetaWorld v3 task (`aloe tasks`)."""
     algo: str = "aloe"
-    """Algorithm: aloe | bc."""
+    """Algorithm: aloe | awr | dagger | bc | ppo-sbc (BC = the warm start alone)."""
     preset: str = "default"
     """Preset the run started from (smoke | default | paper); fields below override it."""
     out: Path = Path("runs/aloe")
@@ -62,6 +64,12 @@ class TrainConfig:
     actor: ActorConfig = field(default_factory=ActorConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
     aloe: AloeConfig = field(default_factory=AloeConfig)
+    """ALOE; also the optimiser, batch size and γ every algorithm shares (and DAgger's
+    aloe.actor_steps BC steps per iteration)."""
+    awr: AwrConfig = field(default_factory=AwrConfig)
+    """AWR with a distributional value (algo awr)."""
+    ppo: PpoConfig = field(default_factory=PpoConfig)
+    """Action-chunked PPO with self behaviour cloning (algo ppo-sbc)."""
 
     def resolved(self) -> TrainConfig:
         """Copy shared fields into the sub-configs so that each part reads one value."""
@@ -109,6 +117,8 @@ class TrainConfig:
         _check(self.critic.hidden_dim % self.critic.num_heads == 0, "critic.hidden_dim",
                self.critic.hidden_dim, f"a multiple of critic.num_heads ({self.critic.num_heads})")  # fmt: skip
         self.aloe.validate()
+        self.awr.validate()
+        self.ppo.validate()
 
     def to_json(self) -> str:
         return json.dumps(_jsonable(dataclasses.asdict(self)), indent=1)
@@ -170,6 +180,8 @@ def preset(name: str, task: str | None = None) -> TrainConfig:
                                          num_q=2)  # fmt: skip
         cfg.aloe = dataclasses.replace(cfg.aloe, critic_steps=20, actor_steps=10, batch_size=32,
                                        num_value_samples=2, warmup_steps=5)  # fmt: skip
+        cfg.ppo = dataclasses.replace(cfg.ppo, epochs=2, minibatch_size=32, bc_batch_size=16,
+                                      sbc_buffer_episodes=10)  # fmt: skip
     elif name == "default":  # ≤ 20 minutes on 2 CPU cores (see README for the measured time)
         cfg.actor = dataclasses.replace(cfg.actor, hidden_dim=64, num_layers=2, num_heads=4)
         cfg.critic = dataclasses.replace(cfg.critic, hidden_dim=64, num_layers=2, num_heads=4)
@@ -180,4 +192,7 @@ def preset(name: str, task: str | None = None) -> TrainConfig:
         cfg.critic = dataclasses.replace(cfg.critic, hidden_dim=256, num_layers=6, num_heads=8)
         cfg.aloe = dataclasses.replace(cfg.aloe, batch_size=256, gamma=0.99, polyak=0.005,
                                        critic_lr=3e-5, warmup_steps=100)  # fmt: skip
+    # AWR gets ALOE's update budget, so that the two differ only in the value they weight with.
+    cfg.awr = dataclasses.replace(cfg.awr, value_steps=cfg.aloe.critic_steps,
+                                  actor_steps=cfg.aloe.actor_steps)  # fmt: skip
     return cfg

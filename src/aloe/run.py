@@ -43,9 +43,29 @@ def build_learner(
     std = torch.ones(dim) if state_std is None else torch.as_tensor(state_std).float()
     actor = FlowPolicy(cfg.actor, state_dim=dim, action_dim=TaskEnv.ACTION_DIM, num_tasks=1,
                        state_normalizer=Normalizer.from_stats(mean, std))  # fmt: skip
+    device = resolve_device(cfg.device)
+    if cfg.algo in ("awr", "ppo-sbc"):  # a state-value critic instead of ALOE's Q ensemble
+        return _baseline_learner(cfg, actor, Normalizer.from_stats(mean, std), device)
     critic = ChunkedQCritic(cfg.critic, state_dim=dim, action_dim=TaskEnv.ACTION_DIM, num_tasks=1,
                             state_normalizer=Normalizer.from_stats(mean, std))  # fmt: skip
-    return AloeLearner(actor, critic, cfg.aloe, device=resolve_device(cfg.device))
+    # BC and DAgger train only the actor; they keep ALOE's learner (the critic stays idle).
+    return AloeLearner(actor, critic, cfg.aloe, device=device)
+
+
+def _baseline_learner(
+    cfg: TrainConfig, actor: FlowPolicy, norm: Normalizer, device: torch.device
+) -> AloeLearner:
+    from aloe.algos.awr import AwrLearner, value_critic, value_range
+    from aloe.algos.ppo_sbc import build_ppo_learner
+    from aloe.envs.metaworld import expert_episode_length
+
+    dim = TaskEnv.STATE_DIM
+    if cfg.algo == "ppo-sbc":
+        return build_ppo_learner(actor, cfg.critic, dim, norm, cfg.aloe, cfg.ppo, device)
+    c_fail = cfg.env.c_fail if cfg.env.c_fail is not None else expert_episode_length(cfg.task)
+    critic = value_critic(cfg.critic, dim, 1, cfg.awr.num_bins, norm)
+    v_range = value_range(cfg.awr, c_fail, cfg.aloe.gamma)
+    return AwrLearner(actor, critic, cfg.aloe, cfg.awr, v_range, device=device)
 
 
 class FlowChunkPolicy:

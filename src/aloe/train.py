@@ -34,7 +34,9 @@ from tqdm.auto import trange
 
 from aloe import checkpoint
 from aloe import data as D
+from aloe.algos import ppo_sbc
 from aloe.algos.aloe import AloeLearner
+from aloe.algos.dagger import dagger_rows
 from aloe.collect import CollectConfig, CollectStats, collect, evaluate
 from aloe.config import TrainConfig
 from aloe.datasets.sampler import ChunkSampler
@@ -119,7 +121,7 @@ class Trainer:
     def iteration(self, k: int) -> None:
         """Algorithm 1, lines 3–15, then evaluation and a checkpoint."""
         cfg, learner, start = self.cfg, self._learner(), time.time()
-        stats = self._collect(k, cfg.collect, policy=self._policy(k - 1, seed=cfg.seed))  # line 3
+        stats = COLLECTORS.get(cfg.algo, collect_with_operator)(self, k)  # line 3
         sampler = self._sampler(self.store.load_frames(FRAME_COLUMNS), k)
         learner.generator.manual_seed(episode_seed(cfg.seed, k, 0) ^ 0x5EED)
         row = UPDATES[cfg.algo](self, k, sampler)
@@ -153,6 +155,10 @@ class Trainer:
                            store=self.store, iteration=k, progress=self.cfg.progress,
                            stats=stats)  # fmt: skip
         return stats
+
+    def frames(self) -> dict[str, np.ndarray]:
+        """Everything training reads of the store (all episodes so far)."""
+        return self.store.load_frames(FRAME_COLUMNS)
 
     def _sampler(self, frames: dict[str, np.ndarray], k: int) -> ChunkSampler:
         return ChunkSampler(frames, horizon=self.cfg.horizon, gamma=self.cfg.aloe.gamma,
@@ -203,17 +209,53 @@ class Trainer:
 
 def aloe_update(trainer: Trainer, k: int, sampler: ChunkSampler) -> dict[str, float]:
     """N_Q critic steps (Algorithm 1, lines 4–9), then N_π actor steps (lines 10–15)."""
-    learner, cfg = trainer._learner(), trainer.cfg.aloe
-    crit = trainer.steps(cfg.critic_steps, learner.critic_step, sampler, f"critic[{k}]")
-    act = trainer.steps(cfg.actor_steps, learner.actor_step, sampler, f"actor[{k}]")
+    cfg = trainer.cfg.aloe
+    return _critic_then_actor(trainer, k, sampler, cfg.critic_steps, cfg.actor_steps)
+
+
+def awr_update(trainer: Trainer, k: int, sampler: ChunkSampler) -> dict[str, float]:
+    """AWR (algos/awr.py): value steps on Monte-Carlo returns, then weighted actor steps."""
+    cfg = trainer.cfg.awr
+    return _critic_then_actor(trainer, k, sampler, cfg.value_steps, cfg.actor_steps)
+
+
+def _critic_then_actor(trainer: Trainer, k: int, sampler: ChunkSampler, critic_steps: int,
+                       actor_steps: int) -> dict[str, float]:  # fmt: skip
+    learner = trainer._learner()
+    crit = trainer.steps(critic_steps, learner.critic_step, sampler, f"critic[{k}]")
+    act = trainer.steps(actor_steps, learner.actor_step, sampler, f"actor[{k}]")
     return {name: _mean(crit if key.startswith("critic/") else act, key)
             for name, key in UPDATE_METRICS.items()}  # fmt: skip
+
+
+def dagger_update(trainer: Trainer, k: int, sampler: ChunkSampler) -> dict[str, float]:
+    """HG-DAgger (algos/dagger.py): BC (Eq. 16) on corrections and successful data."""
+    frames = trainer.frames()
+    keep = dagger_rows(frames)
+    rows = {c: v[keep] for c, v in frames.items()}
+    bc = trainer.steps(trainer.cfg.aloe.actor_steps, trainer._learner().bc_step,
+                       trainer._sampler(rows, k), f"dagger[{k}]")  # fmt: skip
+    row = dict.fromkeys(UPDATE_METRICS, math.nan)  # no value function
+    return {**row, "bc_loss": _mean(bc, "bc/loss"), "dagger_rows": int(keep.sum())}
+
+
+def collect_with_operator(trainer: Trainer, k: int) -> CollectStats:
+    """Algorithm 1, line 3: π_{k−1} acts, the operator takes over and corrects."""
+    policy = trainer._policy(k - 1, seed=trainer.cfg.seed)
+    return trainer._collect(k, trainer.cfg.collect, policy=policy)
 
 
 # algorithm name -> its per-iteration update (after collection, before evaluation). BC has
 # none: it is the warm start alone (iteration 0).
 UPDATES: dict[str, Callable[[Trainer, int, ChunkSampler], dict[str, float]]] = {
     "aloe": aloe_update,
+    "awr": awr_update,
+    "dagger": dagger_update,
+    "ppo-sbc": ppo_sbc.ppo_update,
+}
+# algorithm name -> its own collection for iteration k; the rest use `collect_with_operator`.
+COLLECTORS: dict[str, Callable[[Trainer, int], CollectStats]] = {
+    "ppo-sbc": ppo_sbc.collect_rollouts,
 }
 
 

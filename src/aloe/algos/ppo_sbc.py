@@ -1,0 +1,489 @@
+"""Action-chunked PPO with self behaviour cloning (papers/chunked-ppo-sbc-summary.txt).
+
+On-policy, without the operator: after the shared BC warm start, each iteration rolls the
+policy out alone for an environment-step budget, runs PPO over action chunks (one
+decision per executed chunk) with chunk-level GAE, and adds a BC loss on a buffer of
+successful episodes whose weight adapts online.
+
+Likelihood surrogate. A flow policy has no tractable chunk likelihood, so the policy PPO
+optimises is a Gaussian around a deterministic flow sample:
+    μ_θ(s) = Euler-integrate the flow from the fixed noise ε = 0 (the prior's mean),
+    a ~ N(μ_θ(s), diag σ²),  σ = exp(log σ) learnable per action dimension,
+    log π(a|s) = Σ_{k<e, valid} Σ_d log N(a_{k,d}; μ_θ(s)_{k,d}, σ_d²)       (`gaussian_log_prob`)
+over the e = exec_horizon executed actions of the chunk (the rest never reach the
+environment). The gradient flows through all Euler steps into θ. Rollouts store the
+sampled (unclipped) a; the environment clips it. Evaluation, like PPO's usual
+deterministic test, runs μ_θ(s) without noise. π_old is the checkpointed policy the
+rollouts came from, so log π_old is recomputed before the first update step.
+
+Chunk-level GAE (`chunk_gae`). Decision j covers n_j ≤ e steps with discounted reward
+R_j = Σ_{k<n_j} γ^k r, then
+    δ_j = R_j + γ^{n_j} b_j V(s_{j+1}) − V(s_j),   A_j = δ_j + γ^{n_j} λ (1 − last_j) A_{j+1},
+with b_j = 0 at a termination (success or failure) and last_j = 1 on an episode's last
+decision; the value target is A_j + V(s_j). Rewards are multiplied by `reward_scale` first.
+
+Adaptive weight (`sbc_weight`). L = L_PPO + w_k L_BC with
+    s̄_k = (1 − ρ) s̄_{k−1} + ρ ŝ_k   (ŝ_k: the success rate of iteration k's rollouts),
+    w_k = w_max − (w_max − w_min) s̄_k.
+While the policy mostly fails, PPO's advantages are sparse and noisy and the BC term holds
+it on successful behaviour; as it succeeds, BC gives way and PPO refines (shortens) what
+works; a collapse raises s̄'s complement and pulls it back. s̄ starts at the first ŝ.
+
+Self-demonstration buffer (`self_demo_rows`): the most recent `sbc_buffer_episodes`
+successful episodes without operator help — initially the demonstrations, then the
+policy's own successes displace the oldest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Generator, Tensor, nn
+from tqdm.auto import tqdm
+
+from aloe import data as D
+from aloe.algos.aloe import AloeConfig, AloeLearner
+from aloe.collect import CollectStats, _policy_fragment, _Recorder
+from aloe.critics.chunked_q import ChunkedQCritic, CriticConfig
+from aloe.data import ChunkBatch
+from aloe.datasets.sampler import ChunkSampler
+from aloe.envs.metaworld import TaskEnv
+from aloe.nn import Normalizer, evaluating
+from aloe.policies.flow import FlowPolicy, euler_integrate
+
+if TYPE_CHECKING:
+    from aloe.train import Trainer
+
+EPISODE = "episode_index"
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass
+class PpoConfig:
+    """Action-chunked PPO + self behaviour cloning. Optimisers are ALOE's (`aloe.*`)."""
+
+    rollout_steps: int | None = None
+    """Environment steps of rollouts per iteration (whole episodes, stopping once reached);
+    None = collect.max_episodes × env.max_steps, the most the operator-in-the-loop
+    collection lets the policy act per iteration."""
+    init_std: float = 0.1
+    """Initial σ of the Gaussian around μ_θ(s), in action units (actions lie in [−1, 1])."""
+    min_std: float = 0.02
+    """Lower clamp of σ."""
+    max_std: float = 0.5
+    """Upper clamp of σ."""
+    learn_std: bool = True
+    """Learn log σ by PPO (False keeps σ = init_std)."""
+    clip: float = 0.2
+    """ε of PPO's clipped ratio, clip(ρ, 1 − ε, 1 + ε)."""
+    gae_lambda: float = 0.95
+    """λ of GAE, applied per decision (per executed chunk)."""
+    reward_scale: float = 0.01
+    """Rewards are multiplied by this before GAE and the value fit (Eq. 14 returns reach
+    −(C_fail + 1/(1 − γ)) ≈ −200; scaled, they are of order 1)."""
+    epochs: int = 4
+    """Passes over the iteration's decisions."""
+    minibatch_size: int = 64
+    """Decisions per PPO update."""
+    target_kl: float | None = 0.1
+    """Stop the iteration's updates once a step's approximate KL(π_old‖π) exceeds 1.5 ×
+    this (SB3's rule). A chunk's log π sums e × A Gaussian terms, so a mean shift of δ
+    per action costs e·A·δ²/(2σ²): 0.1 allows δ ≈ 0.01 at σ = 0.1, e = 5. None = never."""
+    normalize_advantage: bool = True
+    """Standardise the iteration's advantages (zero mean, unit std) before the updates."""
+    entropy_coef: float = 0.0
+    """Weight of the Gaussian's entropy bonus (Σ_d log σ_d + const)."""
+    bc_batch_size: int = 64
+    """Chunks from the self-demonstration buffer per update (the BC term)."""
+    sbc_buffer_episodes: int = 50
+    """Capacity of the self-demonstration buffer, in successful episodes (FIFO)."""
+    sbc_weight_min: float = 0.1
+    """w_min: the BC weight when every recent rollout succeeds."""
+    sbc_weight_max: float = 1.0
+    """w_max: the BC weight when every recent rollout fails."""
+    sbc_success_rate: float = 0.5
+    """ρ, the rate of the success-rate moving average s̄ that sets the BC weight."""
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first field outside its allowed range."""
+        checks: list[tuple[str, bool, str]] = [
+            ("rollout_steps", self.rollout_steps is None or self.rollout_steps >= 1,
+             "None or >= 1"),
+            ("init_std", self.min_std <= self.init_std <= self.max_std, "in [min_std, max_std]"),
+            ("min_std", self.min_std > 0, "> 0"),
+            ("max_std", self.max_std >= self.min_std, ">= min_std"),
+            ("clip", 0 < self.clip < 1, "in (0, 1)"),
+            ("gae_lambda", 0 <= self.gae_lambda <= 1, "in [0, 1]"),
+            ("reward_scale", self.reward_scale > 0, "> 0"),
+            ("epochs", self.epochs >= 0, ">= 0"),
+            ("target_kl", self.target_kl is None or self.target_kl > 0, "None or > 0"),
+            ("minibatch_size", self.minibatch_size >= 1, ">= 1"),
+            ("entropy_coef", self.entropy_coef >= 0, ">= 0"),
+            ("bc_batch_size", self.bc_batch_size >= 1, ">= 1"),
+            ("sbc_buffer_episodes", self.sbc_buffer_episodes >= 1, ">= 1"),
+            ("sbc_weight_min", self.sbc_weight_min >= 0, ">= 0"),
+            ("sbc_weight_max", self.sbc_weight_max >= self.sbc_weight_min, ">= sbc_weight_min"),
+            ("sbc_success_rate", 0 < self.sbc_success_rate <= 1, "in (0, 1]"),
+        ]  # fmt: skip
+        for name, ok, allowed in checks:
+            if not ok:
+                value = getattr(self, name)
+                raise ValueError(
+                    f"config field ppo.{name} = {value!r} is not allowed: must be {allowed}"
+                )
+
+
+# The losses, as pure functions.
+
+
+def gaussian_log_prob(actions: Tensor, mean: Tensor, log_std: Tensor, valid: Tensor) -> Tensor:
+    """log N(a; μ, diag σ²) summed over valid steps and action dims: (B,) for (B, e, A)."""
+    z = (actions - mean) / log_std.exp()
+    per_step = (-0.5 * z.square() - log_std - 0.5 * LOG_2PI).sum(-1)  # (B, e)
+    return (per_step * valid).sum(-1)
+
+
+def ppo_clip_loss(
+    logp_new: Tensor, logp_old: Tensor, advantage: Tensor, clip: float
+) -> tuple[Tensor, dict[str, float]]:
+    """PPO's clipped surrogate −E[min(ρA, clip(ρ, 1 − ε, 1 + ε)A)], ρ = π/π_old."""
+    log_ratio = logp_new - logp_old.detach()
+    ratio = log_ratio.exp()
+    adv = advantage.detach()
+    surrogate = torch.minimum(ratio * adv, ratio.clamp(1.0 - clip, 1.0 + clip) * adv)
+    loss = -surrogate.mean()
+    with torch.no_grad():
+        metrics = {
+            "ppo/loss": float(loss),
+            "ppo/ratio_mean": float(ratio.mean()),
+            "ppo/clip_frac": float(((ratio - 1.0).abs() > clip).float().mean()),
+            "ppo/approx_kl": float(((ratio - 1.0) - log_ratio).mean()),
+        }
+    return loss, metrics
+
+
+def chunk_gae(
+    reward: Tensor,
+    discount: Tensor,
+    bootstrap: Tensor,
+    value: Tensor,
+    next_value: Tensor,
+    last: Tensor,
+    lam: float,
+) -> tuple[Tensor, Tensor]:
+    """Advantages and value targets (D,) of decisions in time order (see module docstring)."""
+    delta = reward + discount * bootstrap * next_value - value  # δ_j
+    adv = torch.zeros_like(delta)
+    running = torch.zeros((), dtype=delta.dtype)
+    for j in range(delta.shape[0] - 1, -1, -1):
+        running = delta[j] + discount[j] * lam * (1.0 - last[j]) * running  # A_j
+        adv[j] = running
+    return adv, adv + value
+
+
+def update_success_average(average: float | None, success_rate: float, rate: float) -> float:
+    """s̄_k = (1 − ρ) s̄_{k−1} + ρ ŝ_k, starting from the first ŝ."""
+    return success_rate if average is None else (1.0 - rate) * average + rate * success_rate
+
+
+def sbc_weight(success_average: float, w_min: float, w_max: float) -> float:
+    """w_k = w_max − (w_max − w_min) s̄_k: the BC weight falls as the policy succeeds."""
+    return w_max - (w_max - w_min) * min(1.0, max(0.0, success_average))
+
+
+def self_demo_rows(frames: Mapping[str, np.ndarray], capacity: int) -> np.ndarray:
+    """Bool mask (N,) of the buffer: the last `capacity` successful episodes without help."""
+    episode = np.asarray(frames[EPISODE])
+    if episode.size == 0:
+        return np.zeros(0, dtype=bool)
+    last = np.r_[episode[1:] != episode[:-1], True]
+    helped = set(episode[np.asarray(frames[D.SOURCE]).astype(str) == "human"].tolist())
+    ok = [e for e in episode[last & np.asarray(frames[D.SUCCESS], bool)].tolist()
+          if e not in helped]  # fmt: skip
+    return np.isin(episode, sorted(ok)[-capacity:])
+
+
+# The policy: a Gaussian around the flow's sample from ε = 0.
+
+
+class GaussianFlowActor(nn.Module):
+    """The flow actor plus a learnable log σ; implements the `Actor` protocol.
+
+    `flow_loss_per_sample` is the flow's (BC); `sample` returns μ_θ(s), the deterministic
+    policy that is evaluated; `mean_chunk` is μ_θ(s) with gradient, for PPO.
+    """
+
+    def __init__(self, flow: FlowPolicy, init_std: float, min_std: float, max_std: float,
+                 learn_std: bool = True) -> None:  # fmt: skip
+        super().__init__()
+        self.flow = flow
+        self.horizon, self.action_dim = flow.horizon, flow.action_dim
+        self.log_std = nn.Parameter(torch.full((flow.action_dim,), math.log(init_std)),
+                                    requires_grad=learn_std)  # fmt: skip
+        self.log_std_range = (math.log(min_std), math.log(max_std))
+
+    def clamped_log_std(self) -> Tensor:
+        return self.log_std.clamp(*self.log_std_range)
+
+    def mean_chunk(self, state: Tensor, task_index: Tensor) -> Tensor:
+        """μ_θ(s) (B, h, A): the flow integrated from ε = 0, unclipped, with gradient."""
+        f = self.flow
+        cond = f.condition(state, task_index)
+        zero = torch.zeros(state.shape[0], f.horizon, f.action_dim, device=cond.device,
+                           dtype=cond.dtype)  # fmt: skip
+        a = euler_integrate(lambda x, t: f.velocity(x, t, cond), zero, f.config.num_flow_steps)
+        return f.action_norm.unnormalize(a)
+
+    def flow_loss_per_sample(self, state: Tensor, task_index: Tensor, actions: Tensor,
+                             valid: Tensor, generator: Generator | None = None) -> Tensor:  # fmt: skip
+        return self.flow.flow_loss_per_sample(state, task_index, actions, valid, generator)
+
+    @torch.no_grad()
+    def sample(self, state: Tensor, task_index: Tensor, num_samples: int = 1,
+               generator: Generator | None = None) -> Tensor:  # fmt: skip
+        """The deterministic μ_θ(s), repeated: (B, num_samples, h, A), clipped to [−1, 1]."""
+        with evaluating(self):
+            mean = self.mean_chunk(state, task_index).clamp(-1.0, 1.0)
+        return mean[:, None].expand(-1, num_samples, -1, -1).contiguous()
+
+
+class ExploringChunkPolicy:
+    """A `ChunkPolicy` drawing a ~ N(μ_θ(s), σ²) per decision; noise reseeded per episode."""
+
+    def __init__(self, actor: GaussianFlowActor, *, version: int, exec_horizon: int,
+                 seed: int, device: torch.device) -> None:  # fmt: skip
+        self.actor, self.version, self.exec_horizon = actor, version, exec_horizon
+        self.seed, self.device = seed, device
+        self.task_index = torch.zeros(1, dtype=torch.long, device=device)
+        self.generator = torch.Generator(device=device)
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        self.generator.manual_seed(hash((self.seed, seed)) % 2**63)
+
+    @torch.no_grad()
+    def act_chunk(self, obs: dict[str, Any]) -> np.ndarray:
+        state = torch.as_tensor(obs["state"], dtype=torch.float32, device=self.device)[None]
+        with evaluating(self.actor):
+            mean = self.actor.mean_chunk(state, self.task_index)[0]
+        noise = torch.randn(mean.shape, generator=self.generator, device=self.device)
+        return (mean + self.actor.clamped_log_std().exp() * noise).cpu().numpy()
+
+
+class _NoOperator:
+    """Watches nothing: the policy acts alone until success, failure or the time limit."""
+
+    def reset(self, seed: int) -> None:
+        pass
+
+    def act(self, obs: dict[str, Any]) -> np.ndarray:
+        raise RuntimeError("PPO rollouts have no operator")
+
+    def start_watching(self) -> None:
+        pass
+
+    def watch(self, obs: dict[str, Any], info: dict[str, Any]) -> str | None:
+        return None
+
+    def restart_point(self, reason: str, history: list[dict[str, Any]]) -> int:
+        return len(history) - 1
+
+
+def rollout_episode(env: TaskEnv, policy: ExploringChunkPolicy, seed: int, *, iteration: int,
+                    record_sim_state: bool) -> D.Episode:  # fmt: skip
+    """One operator-free episode, recorded like any other (one `policy` fragment)."""
+    obs, _ = env.reset(seed=seed)
+    policy.reset(seed)
+    rec = _Recorder(record_sim_state)
+    _policy_fragment(env, _NoOperator(), policy, rec, obs, 0)
+    return rec.episode(env, {"seed": seed, "iteration": iteration, "takeovers": 0})
+
+
+# The learner.
+
+
+class Decisions(NamedTuple):
+    """One iteration's decisions (D = decisions, e = exec_horizon), in time order."""
+
+    state: Tensor  # (D, S)
+    task_index: Tensor  # (D,)
+    actions: Tensor  # (D, e, A) the executed actions
+    valid: Tensor  # (D, e)
+    logp_old: Tensor  # (D,) log π_old(a|s)
+    advantage: Tensor  # (D,)
+    returns: Tensor  # (D,) value targets, scaled rewards
+
+
+class PpoSbcLearner(AloeLearner):
+    """ALOE's learner holding the Gaussian flow actor and a state-value V(s) as its critic.
+
+    The critic is ALOE's transformer with K = 1 and no action tokens (scalar head); the
+    inherited target network is unused. Optimisers and schedules are ALOE's.
+    """
+
+    actor: GaussianFlowActor
+
+    def __init__(self, actor: GaussianFlowActor, critic: ChunkedQCritic, config: AloeConfig,
+                 ppo: PpoConfig, device: str | torch.device = "cpu") -> None:  # fmt: skip
+        super().__init__(actor, critic, config, device)
+        self.actor = actor
+        self.ppo = ppo
+        self.success_average: float | None = None
+
+    @torch.no_grad()
+    def value(self, state: Tensor, task_index: Tensor) -> Tensor:
+        with evaluating(self.critic):
+            return self.critic(state.to(self.device), task_index.to(self.device))[0]
+
+    def log_prob(self, state: Tensor, task_index: Tensor, actions: Tensor, valid: Tensor) -> Tensor:
+        mean = self.actor.mean_chunk(state, task_index)[:, : actions.shape[1]]
+        return gaussian_log_prob(actions, mean, self.actor.clamped_log_std(), valid)
+
+    def decisions(self, batch: ChunkBatch, last: Tensor, reward_scale: float) -> Decisions:
+        """log π_old, GAE advantages and value targets of a time-ordered decision batch."""
+        b = self._to_device(batch)
+        with torch.no_grad(), evaluating(self.actor_module):
+            logp_old = self.log_prob(b.state, b.task_index, b.actions, b.valid)
+        v, v_next = self.value(b.state, b.task_index), self.value(b.next_state, b.task_index)
+        adv, ret = chunk_gae(b.reward * reward_scale, b.discount, b.bootstrap, v, v_next,
+                             last.to(self.device), self.ppo.gae_lambda)  # fmt: skip
+        if self.ppo.normalize_advantage and adv.numel() > 1:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        return Decisions(b.state, b.task_index, b.actions, b.valid, logp_old, adv, ret)
+
+    def ppo_step(self, d: Decisions, demos: ChunkBatch, bc_weight: float) -> dict[str, float]:
+        """One actor update: L = L_PPO − c_H H + w L_BC; then one value update."""
+        cfg, b = self.ppo, self._to_device(demos)
+        self.actor_module.train()
+        logp = self.log_prob(d.state, d.task_index, d.actions, d.valid)
+        loss, metrics = ppo_clip_loss(logp, d.logp_old, d.advantage, cfg.clip)
+        entropy = self.actor.clamped_log_std().sum()  # Gaussian entropy up to a constant
+        per_sample = self.actor.flow_loss_per_sample(b.state, b.task_index, b.actions, b.valid,
+                                                     self.generator)  # fmt: skip
+        bc = per_sample.mean()  # Eq. 16 on the self-demonstration buffer
+        total = loss - cfg.entropy_coef * entropy + bc_weight * bc
+        metrics |= {"sbc/bc_loss": float(bc.detach()), "sbc/weight": bc_weight,
+                    "ppo/std": float(self.actor.clamped_log_std().exp().mean())}  # fmt: skip
+        self._update(total, self.actor_module, self.actor_optim, self.actor_sched, "actor",
+                     metrics)  # fmt: skip
+        self.critic.train()
+        value = self.critic(d.state, d.task_index)[0]
+        value_loss = (value - d.returns).square().mean()
+        metrics["ppo/value_loss"] = float(value_loss.detach())
+        return self._update(value_loss, self.critic, self.critic_optim, self.critic_sched,
+                            "critic", metrics)  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "success_average": self.success_average}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.success_average = state["success_average"]
+
+
+def build_ppo_learner(actor: FlowPolicy, critic_cfg: CriticConfig, state_dim: int,
+                      state_norm: Normalizer, aloe: AloeConfig, ppo: PpoConfig,
+                      device: torch.device) -> PpoSbcLearner:  # fmt: skip
+    """The Gaussian flow actor and V(s): ALOE's critic transformer, K = 1, state only."""
+    gauss = GaussianFlowActor(actor, ppo.init_std, ppo.min_std, ppo.max_std, ppo.learn_std)
+    cfg = CriticConfig(**{**vars(critic_cfg), "num_q": 1})
+    critic = ChunkedQCritic(cfg, state_dim, 0, 1, state_norm)
+    return PpoSbcLearner(gauss, critic, aloe, ppo, device)
+
+
+# The Trainer's hooks: collection without the operator, and the update.
+
+
+def rollout_budget(trainer: Trainer) -> int:
+    cfg = trainer.cfg
+    return cfg.ppo.rollout_steps or cfg.collect.max_episodes * cfg.env.max_steps
+
+
+def collect_rollouts(trainer: Trainer, k: int) -> CollectStats:
+    """Iteration k's operator-free rollouts of π_{k−1}, until the env-step budget is used."""
+    from aloe.train import episode_seed
+
+    cfg, learner = trainer.cfg, _ppo_learner(trainer)
+    stats = CollectStats.from_store(trainer.store, iteration=k)  # resumes a partial round
+    policy = ExploringChunkPolicy(learner.actor, version=k - 1, exec_horizon=cfg.exec_horizon,
+                                  seed=cfg.seed, device=learner.device)  # fmt: skip
+    budget = rollout_budget(trainer)
+    bar = tqdm(total=budget, initial=min(budget, stats.env_steps), desc=f"rollouts[{k}]",
+               disable=not cfg.progress, leave=False, unit="step")  # fmt: skip
+    while stats.env_steps < budget:
+        ep = rollout_episode(trainer.env, policy, episode_seed(cfg.seed, k, stats.episodes),
+                             iteration=k, record_sim_state=cfg.collect.record_sim_state)  # fmt: skip
+        trainer.store.append(ep)
+        stats.add(ep)
+        bar.update(len(ep))
+    bar.close()
+    return stats
+
+
+def ppo_update(trainer: Trainer, k: int, sampler: ChunkSampler) -> dict[str, float]:
+    """PPO epochs over iteration k's decisions, each step with a BC batch from the buffer."""
+    cfg, learner = trainer.cfg, _ppo_learner(trainer)
+    frames = trainer.frames()
+    mine = (frames[D.SOURCE] == "policy") & (frames[D.POLICY_VERSION] == k - 1)
+    rollouts = {c: v[mine] for c, v in frames.items()}
+    rows = np.flatnonzero(rollouts["frame_index"] % cfg.exec_horizon == 0)
+    episode = rollouts[EPISODE][rows]
+    last = torch.as_tensor(np.r_[episode[1:] != episode[:-1], True], dtype=torch.float32)
+    chunks = ChunkSampler(rollouts, horizon=cfg.exec_horizon, gamma=cfg.aloe.gamma,
+                          device=learner.device).chunks_at(rows)  # fmt: skip
+    decisions = learner.decisions(chunks, last, cfg.ppo.reward_scale)
+
+    ends = np.r_[rollouts[EPISODE][1:] != rollouts[EPISODE][:-1], True]
+    won = rollouts[D.SUCCESS][ends].astype(bool)
+    learner.success_average = update_success_average(
+        learner.success_average, float(won.mean()), cfg.ppo.sbc_success_rate
+    )
+    weight = sbc_weight(learner.success_average, cfg.ppo.sbc_weight_min, cfg.ppo.sbc_weight_max)
+    buffer = self_demo_rows(frames, cfg.ppo.sbc_buffer_episodes)
+    demos = trainer._sampler({c: v[buffer] for c, v in frames.items()}, k)
+
+    steps = _ppo_epochs(learner, decisions, demos, weight)
+    mean = {key: float(np.mean([s[key] for s in steps])) if steps else math.nan
+            for key in ("ppo/loss", "ppo/clip_frac", "ppo/approx_kl", "ppo/value_loss",
+                        "ppo/std", "sbc/bc_loss")}  # fmt: skip
+    lengths = np.diff(np.r_[0, np.flatnonzero(ends) + 1])
+    return {
+        "ppo_loss": mean["ppo/loss"],
+        "ppo_clip_frac": mean["ppo/clip_frac"],
+        "ppo_approx_kl": mean["ppo/approx_kl"],
+        "ppo_value_loss": mean["ppo/value_loss"],
+        "ppo_std": mean["ppo/std"],
+        "ppo_decisions": len(rows),
+        "ppo_updates": len(steps),
+        "rollout_success_rate": float(won.mean()),
+        "rollout_steps_to_success": float(lengths[won].mean()) if won.any() else math.nan,
+        "sbc_bc_loss": mean["sbc/bc_loss"],
+        "sbc_weight": weight,
+        "sbc_buffer_episodes": len(np.unique(frames[EPISODE][buffer])),
+    }
+
+
+def _ppo_epochs(learner: PpoSbcLearner, decisions: Decisions, demos: ChunkSampler,
+                weight: float) -> list[dict[str, float]]:  # fmt: skip
+    """Minibatch passes over the decisions, stopped early by the KL guard."""
+    cfg, steps = learner.ppo, []
+    for _ in range(cfg.epochs):
+        order = torch.randperm(decisions.state.shape[0], generator=learner.generator)
+        for mb in order.split(cfg.minibatch_size):
+            part = Decisions._make(t[mb.to(learner.device)] for t in decisions)
+            steps.append(learner.ppo_step(part, demos.sample(cfg.bc_batch_size), weight))
+            if cfg.target_kl is not None and steps[-1]["ppo/approx_kl"] > 1.5 * cfg.target_kl:
+                return steps
+    return steps
+
+
+def _ppo_learner(trainer: Trainer) -> PpoSbcLearner:
+    learner = trainer._learner()
+    if not isinstance(learner, PpoSbcLearner):
+        raise TypeError(f"algo ppo-sbc needs a PpoSbcLearner, got {type(learner).__name__}")
+    return learner

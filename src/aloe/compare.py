@@ -1,0 +1,308 @@
+"""`aloe compare`: every algorithm on the same task, seeds and budgets, then one report.
+
+    DIR/compare.json          task, preset and extra train options (a re-run must match)
+    DIR/runs/<algo>-s<seed>/  one `aloe train` run each (config.json, metrics.jsonl, ...)
+    DIR/logs/<algo>-s<seed>.log
+    DIR/summary.json          per algorithm, aggregated over seeds (`summarize`)
+    DIR/report.html           self-contained: plots embedded as PNG (`write_report`)
+
+Runs are separate processes (`--jobs` at a time, OMP_NUM_THREADS=1 each), so a comparison
+is only as parallel as the machine. Re-running the same command resumes it: finished runs
+are skipped, started ones continue with `aloe train --resume`, the rest start afresh.
+`aloe report DIR` rebuilds summary.json and report.html from what is on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from aloe.config import ALGOS, PRESETS
+
+SUMMARY, REPORT, SETTINGS = "summary.json", "report.html", "compare.json"
+
+
+@dataclass
+class CompareArgs:
+    """Run several algorithms × seeds with `aloe train` and compare them in one report."""
+
+    task: str = "peg-insert-side-v3"
+    """MetaWorld v3 task (`aloe tasks`)."""
+    algos: str = "aloe,awr,dagger,bc,ppo-sbc"
+    """Comma-separated algorithms, in the order the report lists them."""
+    seeds: int = 3
+    """Seeds 0..N−1, the same for every algorithm."""
+    preset: str = "default"
+    """Preset of every run (smoke | default | paper)."""
+    out: Path = Path("runs/compare")
+    """Comparison directory (created, or resumed when it holds the same comparison)."""
+    jobs: int = max(1, os.cpu_count() or 1)
+    """Runs at a time; each uses one thread (OMP_NUM_THREADS=1)."""
+    train_args: str = ""
+    """Extra `aloe train` options for every run, e.g. "--iterations 3 --eval-episodes 10"."""
+    progress: bool = True
+    """Print which runs are going and how far along they are."""
+
+
+@dataclass
+class RunSpec:
+    algo: str
+    seed: int
+    root: Path  # the comparison directory
+
+    @property
+    def name(self) -> str:
+        return f"{self.algo}-s{self.seed}"
+
+    @property
+    def dir(self) -> Path:
+        return self.root / "runs" / self.name
+
+    @property
+    def log(self) -> Path:
+        return self.root / "logs" / f"{self.name}.log"
+
+
+@dataclass
+class RunState:
+    """What a run directory says about its progress."""
+
+    done: int  # completed iterations (metrics.jsonl rows)
+    total: int  # iterations a finished run has (BC: 1, the warm start)
+    started: bool  # config.json exists: resume rather than start
+
+    @property
+    def finished(self) -> bool:
+        return self.started and self.done >= self.total
+
+
+def parse_algos(text: str) -> list[str]:
+    algos = [a.strip() for a in text.split(",") if a.strip()]
+    bad = [a for a in algos if a not in ALGOS]
+    if not algos or bad:
+        raise ValueError(f"--algos {text!r}: each must be one of {', '.join(ALGOS)}")
+    if len(set(algos)) != len(algos):
+        raise ValueError(f"--algos {text!r}: an algorithm is listed twice")
+    return algos
+
+
+def validate(args: CompareArgs) -> list[str]:
+    """Check the arguments before any work; returns the algorithms."""
+    from aloe.envs.tasks import check_task
+
+    check_task(args.task)
+    algos = parse_algos(args.algos)
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.preset not in PRESETS:
+        raise ValueError(f"--preset {args.preset!r}: must be one of {', '.join(PRESETS)}")
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    shlex.split(args.train_args)  # raises ValueError on unbalanced quotes
+    return algos
+
+
+def run_state(run: Path) -> RunState:
+    started = (run / "config.json").is_file()
+    total = 1
+    if started:
+        cfg = json.loads((run / "config.json").read_text())
+        total = 1 if cfg["algo"] == "bc" else int(cfg["iterations"]) + 1
+    return RunState(done=len(read_metrics(run)), total=total, started=started)
+
+
+def read_metrics(run: Path) -> list[dict[str, Any]]:
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def train_command(args: CompareArgs, spec: RunSpec, state: RunState) -> list[str]:
+    base = [sys.executable, "-m", "aloe.cli", "train"]
+    if state.started:
+        return [*base, "--resume", str(spec.dir)]
+    return [*base, "--preset", args.preset, "--task", args.task, "--algo", spec.algo,
+            "--seed", str(spec.seed), "--out", str(spec.dir), "--no-progress",
+            *shlex.split(args.train_args)]  # fmt: skip
+
+
+def _check_settings(args: CompareArgs) -> None:
+    """A comparison directory holds one comparison: refuse to mix settings."""
+    settings = {"task": args.task, "preset": args.preset, "train_args": args.train_args}
+    path = args.out / SETTINGS
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diff = {k: old.get(k) for k, v in settings.items() if old.get(k) != v}
+        if diff:
+            raise ValueError(f"--out {args.out} holds a comparison with other settings "
+                             f"{diff}; choose another --out")  # fmt: skip
+        algos = list(dict.fromkeys([*old.get("algos", []), *parse_algos(args.algos)]))
+    else:
+        args.out.mkdir(parents=True, exist_ok=True)
+        algos = parse_algos(args.algos)
+    path.write_text(json.dumps({**settings, "algos": algos}, indent=1))
+
+
+@dataclass
+class _Running:
+    spec: RunSpec
+    proc: subprocess.Popen[bytes]
+    log: IO[bytes]
+    start: float = field(default_factory=time.time)
+
+
+def run_comparison(args: CompareArgs) -> dict[str, Any]:
+    """Run (or resume) every (algo, seed), then write summary.json and report.html."""
+    algos = validate(args)
+    _check_settings(args)
+    specs = [RunSpec(a, s, args.out) for a in algos for s in range(args.seeds)]
+    pending = [s for s in specs if not run_state(s.dir).finished]
+    failed: dict[str, int] = {}
+    running: list[_Running] = []
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    (args.out / "logs").mkdir(parents=True, exist_ok=True)
+    shown = ""
+    try:
+        while pending or running:
+            while pending and len(running) < args.jobs:
+                running.append(_start(args, pending.pop(0), env))
+            time.sleep(0.5)
+            for r in [r for r in running if r.proc.poll() is not None]:
+                running.remove(r)
+                r.log.close()
+                if r.proc.returncode != 0:
+                    failed[r.spec.name] = r.proc.returncode
+            line = _progress_line(specs, running, failed)
+            if args.progress and line != shown:
+                print(line, file=sys.stderr, flush=True)
+                shown = line
+    except KeyboardInterrupt:
+        for r in running:  # our own children; they resume from their last checkpoint
+            r.proc.terminate()
+            r.proc.wait()
+        raise
+    summary = write_report(args.out)
+    if failed:
+        names = ", ".join(f"{n} (exit {c}, see logs/{n}.log)" for n, c in failed.items())
+        raise RuntimeError(f"runs failed: {names}; re-run the same command to retry them")
+    return summary
+
+
+def _start(args: CompareArgs, spec: RunSpec, env: dict[str, str]) -> _Running:
+    state = run_state(spec.dir)
+    if not state.started and spec.dir.exists():
+        shutil.rmtree(spec.dir)  # killed before its config was written: nothing to keep
+    log = open(spec.log, "ab")  # noqa: SIM115 (closed when the run ends)
+    cmd = train_command(args, spec, state)
+    log.write(f"\n$ {shlex.join(cmd)}\n".encode())
+    log.flush()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return _Running(spec, proc, log)
+
+
+def _progress_line(specs: list[RunSpec], running: list[_Running], failed: dict[str, int]) -> str:
+    states = {s.name: run_state(s.dir) for s in specs}
+    done = sum(st.finished for st in states.values())
+    going = ", ".join(
+        f"{r.spec.name} {states[r.spec.name].done}/{states[r.spec.name].total}" for r in running
+    )
+    line = f"[compare] {done}/{len(specs)} runs done; running: {going or '-'}"
+    return line + (f"; failed: {', '.join(failed)}" if failed else "")
+
+
+# Summary.
+
+
+def _discover(root: Path) -> dict[str, list[Path]]:
+    """Run directories under root/runs by algorithm, in compare.json's (or ALGOS') order."""
+    found: dict[str, list[Path]] = {}
+    for run in sorted((root / "runs").glob("*-s*")):
+        algo, _, seed = run.name.rpartition("-s")
+        if algo in ALGOS and seed.isdigit():
+            found.setdefault(algo, []).append(run)
+    settings = root / SETTINGS
+    order = json.loads(settings.read_text())["algos"] if settings.is_file() else list(ALGOS)
+    order += [a for a in found if a not in order]
+    return {a: sorted(found[a], key=_seed_of) for a in order if a in found}
+
+
+def _seed_of(run: Path) -> int:
+    return int(run.name.rpartition("-s")[2])
+
+
+def _stats(values: list[float]) -> tuple[float | None, float | None]:
+    ok = [v for v in values if v is not None and math.isfinite(v)]
+    return (float(np.mean(ok)), float(np.std(ok))) if ok else (None, None)
+
+
+def summarize_algo(runs: list[Path]) -> dict[str, Any]:
+    """One algorithm's runs aggregated over seeds (iteration k over the runs that have it)."""
+    metrics = {_seed_of(r): read_metrics(r) for r in runs}
+    finished = [s for r in runs if (s := _seed_of(r)) is not None and run_state(r).finished]
+    longest = max((len(m) for m in metrics.values()), default=0)
+    per_iter: dict[str, list[Any]] = {k: [] for k in (
+        "success_mean", "success_std", "seeds", "operator_steps", "env_steps")}  # fmt: skip
+    for k in range(longest):
+        rows = [m[k] for m in metrics.values() if len(m) > k]
+        mean, std = _stats([r["success_rate"] for r in rows])
+        per_iter["success_mean"].append(mean)
+        per_iter["success_std"].append(std)
+        per_iter["seeds"].append(len(rows))
+        per_iter["operator_steps"].append(_stats([r["total_human_steps"] for r in rows])[0])
+        per_iter["env_steps"].append(_stats([r["total_env_steps"] for r in rows])[0])
+    final = [metrics[s][-1] for s in finished]
+    success, success_std = _stats([r["success_rate"] for r in final])
+    return {
+        "seeds": sorted(metrics),
+        "finished_seeds": sorted(finished),
+        "iterations": list(range(longest)),
+        **{f"{k}_per_iteration" if k != "seeds" else "seeds_per_iteration": v
+           for k, v in per_iter.items()},  # fmt: skip
+        "final_success": success,
+        "final_success_std": success_std,
+        "operator_steps": _stats([r["total_human_steps"] for r in final])[0],
+        "env_steps": _stats([r["total_env_steps"] for r in final])[0],
+        "mean_steps_to_success": _stats([r["mean_steps_to_success"] for r in final])[0],
+        "wall_s": _stats([sum(x["wall_s"] for x in metrics[s]) for s in finished])[0],
+    }
+
+
+def summarize(root: Path) -> dict[str, Any]:
+    """summary.json's content, from the run directories under root/runs."""
+    settings = root / SETTINGS
+    head = json.loads(settings.read_text()) if settings.is_file() else {}
+    algos = {a: summarize_algo(runs) for a, runs in _discover(root).items()}
+    return {"task": head.get("task"), "preset": head.get("preset"),
+            "train_args": head.get("train_args", ""), "algos": algos}  # fmt: skip
+
+
+def write_report(root: Path) -> dict[str, Any]:
+    """(Re)build summary.json (from runs/ when present) and report.html; returns the summary."""
+    from aloe.compare_report import build_page
+
+    root = Path(root)
+    if (root / "runs").is_dir():
+        summary = summarize(root)
+        tmp = root / (SUMMARY + ".tmp")
+        tmp.write_text(json.dumps(summary, indent=1))
+        os.replace(tmp, root / SUMMARY)
+    else:
+        summary = json.loads((root / SUMMARY).read_text())
+    build_page(summary, root / REPORT)
+    return summary
+
+
+def is_comparison(root: Path) -> bool:
+    return (root / SUMMARY).is_file() or (root / "runs").is_dir()

@@ -1,0 +1,226 @@
+"""Q traces: Q_pess of each executed chunk along an episode, as in the paper's Figs. 3 and 9.
+
+At every step t the chunk is the h actions actually executed from t on, cut at the end of
+t's fragment (the sampler's rule: a chunk never crosses a fragment) and masked with `valid`
+beyond it. For a dataset episode these are the stored actions; for a fresh rollout the
+actions the policy executed. The plot shades policy, human and demo fragments, marks
+takeovers, failures and the success, and draws the ensemble's spread around Q_pess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aloe import data as D
+from aloe.nn import evaluating
+
+# (states (B, S), chunks (B, h, A), valid (B, h)) -> every member's Q (K, B)
+QFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+SOURCE_COLOURS = {"policy": "#dbe9f6", "human": "#fde3c8", "demo": "#e6e6e6"}
+
+
+def critic_q_fn(critic: torch.nn.Module, device: torch.device, batch: int = 256) -> QFn:
+    """The ensemble critic (Eq. 8's Q_φ_1..K) as a numpy function, in eval mode."""
+
+    @torch.no_grad()
+    def q(states: np.ndarray, chunks: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        out = []
+        with evaluating(critic):
+            for i in range(0, len(states), batch):
+                s, a, v = (torch.as_tensor(np.asarray(x[i : i + batch]), dtype=torch.float32,
+                                           device=device) for x in (states, chunks, valid))  # fmt: skip
+                tasks = torch.zeros(len(s), dtype=torch.long, device=device)
+                out.append(critic(s, tasks, a, v).cpu().numpy())
+        return np.concatenate(out, axis=1)
+
+    return q
+
+
+def chunk_windows(
+    actions: np.ndarray, fragment: np.ndarray, horizon: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The executed chunk from every step: (T, h, A) actions, zero-padded, and (T, h) valid."""
+    t_len = len(actions)
+    idx = np.arange(t_len)[:, None] + np.arange(horizon)[None]
+    inside = idx < t_len
+    idx = np.minimum(idx, t_len - 1)
+    valid = inside & (fragment[idx] == fragment[:, None])
+    chunks = np.where(valid[..., None], actions[idx], 0.0).astype(np.float32)
+    return chunks, valid.astype(np.float32)
+
+
+@dataclass
+class EpisodeTrace:
+    """What a Q trace needs of an episode, dataset or rollout alike (T steps)."""
+
+    states: np.ndarray  # (T, S) s_t before each step
+    actions: np.ndarray  # (T, A) executed
+    source: np.ndarray  # (T,) "policy" | "human" | "demo"
+    fragment: np.ndarray  # (T,) fragment index
+    failure_reason: np.ndarray  # (T,) "" except where a fragment failed
+    success: bool  # the episode ended in success
+    title: str
+
+
+def from_store(root: Path, episode: int) -> EpisodeTrace:
+    """Episode `episode` of the episode store at `root`."""
+    from aloe.datasets.store import EpisodeStore
+
+    store = EpisodeStore.open(root)
+    if not 0 <= episode < store.num_episodes:
+        raise ValueError(f"--episode {episode}: the store has episodes 0..{store.num_episodes - 1}")
+    cols = [D.STATE, D.ACTION, D.SOURCE, D.FRAGMENT, D.FAILURE_REASON, D.SUCCESS]
+    frames = store.load_frames([*cols, "episode_index"])
+    rows = frames["episode_index"] == episode
+    f = {k: frames[k][rows] for k in cols}
+    meta = store.episodes().slice(episode, 1).to_pylist()[0]
+    title = f"episode {episode} (iteration {meta['iteration']}, seed {meta['seed']})"
+    return EpisodeTrace(f[D.STATE], f[D.ACTION], f[D.SOURCE].astype(str), f[D.FRAGMENT],
+                        f[D.FAILURE_REASON].astype(str), bool(f[D.SUCCESS][-1]), title)  # fmt: skip
+
+
+def from_trajectory(traj: Any, title: str) -> EpisodeTrace:
+    """A `rollout.Trajectory`: one policy fragment."""
+    n = len(traj)
+    reasons = np.array([""] * n, dtype=object)
+    if traj.failure_reason:
+        reasons[-1] = traj.failure_reason
+    return EpisodeTrace(np.stack(traj.states[:n]), np.stack(traj.actions),
+                        np.array(["policy"] * n), np.zeros(n, dtype=np.int64),
+                        reasons.astype(str), traj.success, title)  # fmt: skip
+
+
+def q_trace(q_fn: QFn, trace: EpisodeTrace, horizon: int) -> np.ndarray:
+    """Every member's Q (K, T) of the executed chunk from each step."""
+    chunks, valid = chunk_windows(trace.actions, trace.fragment, horizon)
+    return q_fn(trace.states, chunks, valid)
+
+
+def plot_q_trace(trace: EpisodeTrace, q: np.ndarray, path: Path, control_hz: float) -> Path:
+    """Draw Q_pess (Eq. 9) with the ensemble's range over the episode's fragments; save PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = np.arange(q.shape[1])
+    q_pess = q.min(axis=0)  # Eq. 9
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    for start, end, source in _runs(trace.source, trace.fragment):
+        ax.axvspan(start - 0.5, end - 0.5, color=SOURCE_COLOURS.get(source, "#eee"), lw=0)
+    ax.fill_between(t, q.min(0), q.max(0), color="#1f77b4", alpha=0.2, lw=0,
+                    label=f"ensemble range (K={q.shape[0]})")  # fmt: skip
+    ax.plot(t, q_pess, color="#1f77b4", lw=1.6, label="Q_pess of the executed chunk")
+    _mark_events(ax, trace, q_pess)
+    handles, labels = ax.get_legend_handles_labels()
+    patches = [plt.Rectangle((0, 0), 1, 1, color=SOURCE_COLOURS[s]) for s in SOURCE_COLOURS]
+    present = [s for s in SOURCE_COLOURS if s in set(trace.source.tolist())]
+    ax.legend(handles + [patches[list(SOURCE_COLOURS).index(s)] for s in present],
+              labels + [f"{s} fragment" for s in present], fontsize=7, loc="lower left")  # fmt: skip
+    ax.set_xlabel(f"step ({control_hz:g} Hz)")
+    ax.set_ylabel("Q")
+    ax.set_title(trace.title, fontsize=10)
+    ax.set_xlim(-0.5, len(t) - 0.5)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _runs(source: np.ndarray, fragment: np.ndarray) -> list[tuple[int, int, str]]:
+    """(start, end, source) of each fragment, in order."""
+    cut = np.flatnonzero((fragment[1:] != fragment[:-1]) | (source[1:] != source[:-1])) + 1
+    starts, ends = np.r_[0, cut], np.r_[cut, len(source)]
+    return [(int(a), int(b), str(source[a])) for a, b in zip(starts, ends, strict=True)]
+
+
+def _mark_events(ax: Any, trace: EpisodeTrace, q_pess: np.ndarray) -> None:
+    runs = _runs(trace.source, trace.fragment)
+    for (_, _, prev), (start, _, src) in zip(runs, runs[1:], strict=False):
+        if prev == "policy" and src == "human":
+            ax.axvline(start - 0.5, color="#d62728", ls="--", lw=1)
+    fails = np.flatnonzero(trace.failure_reason != "")
+    for i, k in enumerate(fails):
+        label = "failure: " + ", ".join(sorted({r[:40] for r in trace.failure_reason[fails]}))
+        ax.plot(k, q_pess[k], "x", color="#d62728", ms=9, mew=2, label=label if i == 0 else None)
+    if any(a == "policy" and b == "human" for (_, _, a), (_, _, b) in zip(runs, runs[1:])):
+        ax.plot([], [], color="#d62728", ls="--", lw=1, label="takeover")
+    if trace.success:
+        ax.plot(len(q_pess) - 1, q_pess[-1], "*", color="#2ca02c", ms=14, label="success")
+
+
+# --- a run's episodes and rollouts: `aloe plot-q` -------------------------------------------
+
+
+def default_episode(root: Path) -> int:
+    """The latest dataset episode with a takeover, else the latest episode."""
+    from aloe.datasets.store import EpisodeStore
+
+    meta = EpisodeStore.open(root).episodes()
+    takeovers = np.flatnonzero(np.asarray(meta["takeovers"].to_pylist()) > 0)
+    if meta.num_rows == 0:
+        raise ValueError(f"{root}: the store has no episodes")
+    return int(takeovers[-1]) if takeovers.size else meta.num_rows - 1
+
+
+def plot_run_episode(run: Any, episode: int, out: Path) -> Path:
+    """Q trace of dataset episode `episode` of a loaded run (`aloe.run.Run`)."""
+    from aloe.envs.metaworld import CONTROL_HZ
+
+    trace = from_store(run.root / "dataset", episode)
+    trace.title = f"{run.config.task}, {trace.title}, critic of iteration {run.iteration}"
+    q = q_trace(critic_q_fn(run.critic, run.device), trace, run.config.horizon)
+    return plot_q_trace(trace, q, out, CONTROL_HZ)
+
+
+def plot_run_rollout(run: Any, seed: int, out: Path) -> Path:
+    """Q trace of a fresh operator-free rollout of the run's policy from reset `seed`."""
+    from aloe.envs.metaworld import CONTROL_HZ, TaskEnv
+    from aloe.evaluation.rollout import rollout
+
+    traj = rollout(TaskEnv(run.config.env), run.chunk_policy(seed=seed), seed)
+    title = f"{run.config.task}, rollout seed {seed}, policy and critic of iteration {run.iteration}"
+    trace = from_trajectory(traj, title)
+    q = q_trace(critic_q_fn(run.critic, run.device), trace, run.config.horizon)
+    return plot_q_trace(trace, q, out, CONTROL_HZ)
+
+
+@dataclass
+class PlotQArgs:
+    """Plot Q_pess along a dataset episode or a fresh rollout of a run (Figs. 3 and 9)."""
+
+    run: Path
+    """Run directory written by `aloe train`."""
+    episode: int | None = None
+    """Dataset episode to plot; default: the latest one with a takeover, else the latest."""
+    rollout: bool = False
+    """Plot a fresh operator-free rollout of the run's policy instead of a dataset episode."""
+    seed: int = 1_000_000
+    """Reset seed of the rollout (evaluation seeds start at 1 000 000)."""
+    out: Path | None = None
+    """PNG to write; default: DIR/eval/qtrace-episode-I.png or DIR/eval/qtrace-rollout-S.png."""
+
+
+def cmd_plot_q(args: PlotQArgs) -> int:
+    from aloe.run import load_run
+
+    if args.rollout and args.episode is not None:
+        raise ValueError("give --episode or --rollout, not both")
+    run = load_run(args.run)
+    if args.rollout:
+        out = args.out or args.run / "eval" / f"qtrace-rollout-{args.seed}.png"
+        path = plot_run_rollout(run, args.seed, out)
+    else:
+        episode = default_episode(args.run / "dataset") if args.episode is None else args.episode
+        out = args.out or args.run / "eval" / f"qtrace-episode-{episode}.png"
+        path = plot_run_episode(run, episode, out)
+    print(path)
+    return 0
