@@ -171,7 +171,7 @@ def run_episode(
             break
         takeovers += 1
         fragment += 1
-        obs = env.restore(history[operator.restart_point(reason, list(history))])
+        obs = env.restore(history[operator.take_over(reason, list(history))])
         last_fragment = takeovers >= max_takeovers or not handback_steps
         env.limit = env.steps + operator_max_steps
         budget = operator_max_steps if last_fragment else handback_steps

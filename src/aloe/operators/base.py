@@ -24,8 +24,9 @@ class Operator(Protocol):
     def watch(self, obs: dict[str, Any], info: dict[str, Any]) -> str | None:
         """Called after every policy step: the reason to take over now, or None."""
 
-    def restart_point(self, reason: str, history: list[dict[str, Any]]) -> int:
-        """Where to put the robot back before correcting, as an index into `history`.
+    def take_over(self, reason: str, history: list[dict[str, Any]]) -> int:
+        """The operator takes control; returns where to put the robot back before correcting,
+        as an index into `history`.
 
         `history` holds the simulator snapshots of the policy fragment, oldest first; the
         last one is the failure state. A real operator resets the scene by hand instead.

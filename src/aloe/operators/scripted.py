@@ -24,6 +24,10 @@ class OperatorConfig:
     failure); 0 = only take over on a detected failure or a time-out."""
     min_gain: float = 0.05
     """Progress (MetaWorld's dense reward) must beat its best by this much to count."""
+    retreat_steps: int = 10
+    """After a takeover, first open the gripper and lift the hand for this many steps (about
+    1 cm each), as a person backs off before retrying; the scripted experts assume an open
+    gripper above the object and stall from the closed-gripper states a policy leaves."""
     rewind_steps: int = 20
     """After an irrecoverable failure, restart this many steps before it (the last safe
     state); other failures restart from the failure state itself."""
@@ -50,12 +54,17 @@ class ScriptedOperator:
         self.start_watching()
 
     def start_watching(self) -> None:
+        self.retreat = 0
         self.best = -np.inf
         self.idle = 0
 
     def act(self, obs: dict[str, Any]) -> np.ndarray:
         self.seen.append(np.asarray(obs["state"], dtype=np.float64))
-        action = np.asarray(self.expert.get_action(self.seen[0]), dtype=np.float64)
+        if self.retreat > 0:
+            self.retreat -= 1
+            action = np.array([0.0, 0.0, 1.0, -1.0])
+        else:
+            action = np.asarray(self.expert.get_action(self.seen[0]), dtype=np.float64)
         action = action + self.cfg.noise_std * self.rng.standard_normal(action.shape)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
@@ -69,7 +78,8 @@ class ScriptedOperator:
             return f"imminent failure: no progress for {self.cfg.patience} steps"
         return None
 
-    def restart_point(self, reason: str, history: list[dict[str, Any]]) -> int:
+    def take_over(self, reason: str, history: list[dict[str, Any]]) -> int:
+        self.retreat = self.cfg.retreat_steps
         if reason.startswith(IRRECOVERABLE):
             return max(0, len(history) - 1 - self.cfg.rewind_steps)
         return len(history) - 1
