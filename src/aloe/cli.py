@@ -13,9 +13,12 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import tyro
+
+if TYPE_CHECKING:
+    from aloe.compare import CompareArgs
 
 USAGE = """usage: aloe COMMAND [ARGS]
 
@@ -25,8 +28,11 @@ commands:
   dataset info     summarise an episode store
   dataset check    validate an episode store (non-zero exit on any problem)
   train            run Algorithm 1 (BC warm start, then collect / critic / actor / evaluate)
-  eval             evaluate a trained run without the operator
+  eval             evaluate a trained run without the operator (--suite full: the whole suite)
+  plot-q           plot Q_pess along a dataset episode or a fresh rollout of a run
   bench            measure collection and sampling speed
+  compare          run several algorithms x seeds on one task and write a comparison report
+  report           (re)build the HTML report of a comparison or of a run directory
 
 `aloe COMMAND --help` describes each command's options.
 """
@@ -42,6 +48,9 @@ class TasksArgs:
 
     verify: bool = False
     """Also run each task's scripted expert on 10 seeds and report its success and length."""
+    variants: bool = False
+    """Also list each task's evaluation variants (unseen objects); with --verify, the
+    expert's success on 5 seeds of each (is the variant solvable?)."""
 
 
 def cmd_tasks(args: TasksArgs) -> int:
@@ -54,6 +63,12 @@ def cmd_tasks(args: TasksArgs) -> int:
 
             line += f"   (expert: {expert_episode_length(name):.0f} steps)"
         print(line)
+        if args.variants:
+            from aloe.evaluation.variants import expert_success, task_variants
+
+            for v in task_variants(name)[1:]:
+                solved = f"   (expert: {expert_success(name, v):.0%})" if args.verify else ""
+                print(f"    {v.name:16s} {v.description}{solved}")
     return 0
 
 
@@ -160,6 +175,18 @@ def _require(ok: bool, message: str) -> None:
         raise UsageError(message)
 
 
+def _usage_errors(run: Callable[[Any], int]) -> Callable[[Any], int]:
+    """A command whose validation raises ValueError, with it shown as a one-line error."""
+
+    def checked(args: Any) -> int:
+        try:
+            return run(args)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+
+    return checked
+
+
 def _simple(arg_type: type, run: Callable[[Any], int]) -> Callable[[list[str], str], int]:
     return lambda argv, prog: run(tyro.cli(arg_type, args=argv, prog=prog))
 
@@ -200,16 +227,65 @@ def cmd_train(argv: list[str], prog: str) -> int:
     return 0
 
 
+def cmd_compare(args: CompareArgs) -> int:
+    from aloe import compare
+
+    try:
+        summary = compare.run_comparison(args)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    except RuntimeError as e:
+        print(f"aloe compare: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("aloe compare: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    finals = {a: s["final_success"] for a, s in summary["algos"].items()}
+    print(json.dumps({"report": str(args.out / compare.REPORT), "final_success": finals}))
+    return 0
+
+
+@dataclass
+class ReportArgs:
+    """Rebuild a report from disk: a comparison's (summary.json or runs/) or a single run's."""
+
+    dir: tyro.conf.Positional[Path]
+    """A directory written by `aloe compare` or by `aloe train`."""
+
+
+def cmd_report(args: ReportArgs) -> int:
+    import importlib
+    import importlib.util
+
+    from aloe import compare
+
+    _require(args.dir.is_dir(), f"{args.dir} is not a directory")
+    if compare.is_comparison(args.dir):
+        compare.write_report(args.dir)
+        print(args.dir / compare.REPORT)
+        return 0
+    if importlib.util.find_spec("aloe.evaluation.report") is None:
+        raise UsageError(f"{args.dir} is not a comparison (no summary.json or runs/), and "
+                         "run reports need aloe.evaluation.report, which this install lacks")  # fmt: skip
+    report = importlib.import_module("aloe.evaluation.report")
+    print(report.build_run_report(args.dir))
+    return 0
+
+
 def _commands() -> dict[str, Callable[[list[str], str], int]]:
-    from aloe import bench, train
+    from aloe import bench, compare, train
+    from aloe.evaluation import qtrace
 
     return {
         "tasks": _simple(TasksArgs, cmd_tasks),
         "collect": _simple(CollectArgs, cmd_collect),
         "dataset": _simple(DatasetArgs, cmd_dataset),
         "train": cmd_train,
-        "eval": _simple(train.EvalArgs, train.cmd_eval),
+        "eval": _simple(train.EvalArgs, _usage_errors(train.cmd_eval)),
+        "plot-q": _simple(qtrace.PlotQArgs, _usage_errors(qtrace.cmd_plot_q)),
         "bench": _simple(bench.BenchArgs, bench.cmd_bench),
+        "compare": _simple(compare.CompareArgs, cmd_compare),
+        "report": _simple(ReportArgs, cmd_report),
     }
 
 

@@ -19,6 +19,7 @@ import math
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -174,6 +175,7 @@ def run_comparison(args: CompareArgs) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
     shown = ""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         while pending or running:
             while pending and len(running) < args.jobs:
@@ -193,11 +195,17 @@ def run_comparison(args: CompareArgs) -> dict[str, Any]:
             r.proc.terminate()
             r.proc.wait()
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     summary = write_report(args.out)
     if failed:
         names = ", ".join(f"{n} (exit {c}, see logs/{n}.log)" for n, c in failed.items())
         raise RuntimeError(f"runs failed: {names}; re-run the same command to retry them")
     return summary
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _start(args: CompareArgs, spec: RunSpec, env: dict[str, str]) -> _Running:
@@ -215,11 +223,15 @@ def _start(args: CompareArgs, spec: RunSpec, env: dict[str, str]) -> _Running:
 def _progress_line(specs: list[RunSpec], running: list[_Running], failed: dict[str, int]) -> str:
     states = {s.name: run_state(s.dir) for s in specs}
     done = sum(st.finished for st in states.values())
-    going = ", ".join(
-        f"{r.spec.name} {states[r.spec.name].done}/{states[r.spec.name].total}" for r in running
-    )
+    going = ", ".join(_run_progress(r.spec.name, states[r.spec.name]) for r in running)
     line = f"[compare] {done}/{len(specs)} runs done; running: {going or '-'}"
     return line + (f"; failed: {', '.join(failed)}" if failed else "")
+
+
+def _run_progress(name: str, st: RunState) -> str:
+    if not st.started:
+        return f"{name} starting"
+    return f"{name} iteration {st.done}/{st.total}"
 
 
 # Summary.
@@ -250,7 +262,7 @@ def _stats(values: list[float]) -> tuple[float | None, float | None]:
 def summarize_algo(runs: list[Path]) -> dict[str, Any]:
     """One algorithm's runs aggregated over seeds (iteration k over the runs that have it)."""
     metrics = {_seed_of(r): read_metrics(r) for r in runs}
-    finished = [s for r in runs if (s := _seed_of(r)) is not None and run_state(r).finished]
+    finished = [_seed_of(r) for r in runs if run_state(r).finished]
     longest = max((len(m) for m in metrics.values()), default=0)
     per_iter: dict[str, list[Any]] = {k: [] for k in (
         "success_mean", "success_std", "seeds", "operator_steps", "env_steps")}  # fmt: skip
@@ -268,8 +280,10 @@ def summarize_algo(runs: list[Path]) -> dict[str, Any]:
         "seeds": sorted(metrics),
         "finished_seeds": sorted(finished),
         "iterations": list(range(longest)),
-        **{f"{k}_per_iteration" if k != "seeds" else "seeds_per_iteration": v
-           for k, v in per_iter.items()},  # fmt: skip
+        **{
+            f"{k}_per_iteration" if k != "seeds" else "seeds_per_iteration": v
+            for k, v in per_iter.items()
+        },  # fmt: skip
         "final_success": success,
         "final_success_std": success_std,
         "operator_steps": _stats([r["total_human_steps"] for r in final])[0],
@@ -290,8 +304,6 @@ def summarize(root: Path) -> dict[str, Any]:
 
 def write_report(root: Path) -> dict[str, Any]:
     """(Re)build summary.json (from runs/ when present) and report.html; returns the summary."""
-    from aloe.compare_report import build_page
-
     root = Path(root)
     if (root / "runs").is_dir():
         summary = summarize(root)
@@ -306,3 +318,125 @@ def write_report(root: Path) -> dict[str, Any]:
 
 def is_comparison(root: Path) -> bool:
     return (root / SUMMARY).is_file() or (root / "runs").is_dir()
+
+
+# Report.
+
+_LABELS = {"aloe": "ALOE", "awr": "AWR", "dagger": "HG-DAgger", "bc": "BC", "ppo-sbc": "PPO+SBC"}
+
+
+def _label(algo: str) -> str:
+    return _LABELS.get(algo, algo)
+
+
+def _color(algo: str) -> Any:
+    import matplotlib.pyplot as plt
+
+    return plt.get_cmap("tab10")(ALGOS.index(algo) if algo in ALGOS else 9)
+
+
+def _band(ax: Any, algo: str, x: list[Any], mean: list[Any], std: list[Any]) -> None:
+    keep = [i for i, m in enumerate(mean) if m is not None and x[i] is not None]
+    xs = np.array([x[i] for i in keep], dtype=float)
+    m = np.array([mean[i] for i in keep], dtype=float)
+    sd = np.array([std[i] or 0.0 for i in keep], dtype=float)
+    ax.plot(xs, m, "o-", color=_color(algo), label=_label(algo))
+    ax.fill_between(xs, m - sd, m + sd, color=_color(algo), alpha=0.15)
+
+
+def _success_per_iteration(algos: dict[str, Any]) -> Any:
+    """The paper's Fig. 6: success rate after each iteration, mean ± std over seeds."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    last = max((len(a["iterations"]) for a in algos.values()), default=1) - 1
+    for algo, a in algos.items():
+        if len(a["iterations"]) == 1 and a["success_mean_per_iteration"][0] is not None:
+            y = a["success_mean_per_iteration"][0]  # BC: the warm start, drawn across
+            ax.hlines(y, 0, max(last, 1), colors=[_color(algo)], linestyles="--",
+                      label=_label(algo))  # fmt: skip
+        else:
+            _band(ax, algo, a["iterations"], a["success_mean_per_iteration"],
+                  a["success_std_per_iteration"])  # fmt: skip
+    ax.set(xlabel="iteration (0 = BC warm start)", ylabel="success rate", ylim=(-0.02, 1.02))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _final_bars(algos: dict[str, Any]) -> Any:
+    """The paper's Fig. 4: final success rate per algorithm, mean ± std over seeds."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    names = list(algos)
+    means = [algos[a]["final_success"] or 0.0 for a in names]
+    stds = [algos[a]["final_success_std"] or 0.0 for a in names]
+    ax.bar([_label(a) for a in names], means, yerr=stds, capsize=4,
+           color=[_color(a) for a in names])  # fmt: skip
+    ax.set(ylabel="final success rate", ylim=(0, 1.05))
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def _success_versus(algos: dict[str, Any], key: str, xlabel: str) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for algo, a in algos.items():
+        _band(ax, algo, a[key], a["success_mean_per_iteration"], a["success_std_per_iteration"])
+    ax.set(xlabel=xlabel, ylabel="success rate", ylim=(-0.02, 1.02))
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    return "–" if mean is None else f"{mean:.2f} ± {std or 0.0:.2f}"
+
+
+def _table_rows(algos: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "algorithm": _label(algo),
+            "seeds (finished)": f"{len(a['finished_seeds'])}/{len(a['seeds'])}",
+            "final success": _pm(a["final_success"], a["final_success_std"]),
+            "operator steps": a["operator_steps"],
+            "env steps": a["env_steps"],
+            "steps to success": a["mean_steps_to_success"],
+            "wall time (min)": None if a["wall_s"] is None else a["wall_s"] / 60,
+        }
+        for algo, a in algos.items()
+    ]
+
+
+def build_page(summary: dict[str, Any], path: Path) -> Path:
+    """report.html from a summary: the four figures and the table, nothing external."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from aloe.report import figure_html, table_html, write_page
+
+    algos = summary["algos"]
+    note = (
+        '<p class="note">Mean ± std over seeds. Operator steps: demonstration and correction '
+        "steps; env steps: all collection steps (evaluation excluded). PPO+SBC runs without "
+        "the operator after the warm start. Wall time counts training and evaluation of a run "
+        "while other runs shared the machine.</p>"
+    )
+    sections = [
+        ("Success per iteration (Fig. 6)",
+         figure_html(_success_per_iteration(algos), "success per iteration")),
+        ("Final success (Fig. 4)", figure_html(_final_bars(algos), "final success")),
+        ("Success per operator step",
+         figure_html(_success_versus(algos, "operator_steps_per_iteration",
+                                     "operator steps (cumulative)"), "success per operator step")),
+        ("Success per environment step",
+         figure_html(_success_versus(algos, "env_steps_per_iteration",
+                                     "environment steps (cumulative)"), "success per env step")),
+        ("Summary", table_html(_table_rows(algos)) + note),
+    ]  # fmt: skip
+    title = f"aloe compare: {summary.get('task')} ({summary.get('preset')} preset)"
+    return write_page(path, title, sections)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -326,6 +326,13 @@ class EvalArgs:
     """Evaluation episodes."""
     seed: int = EVAL_SEED
     """Seed of the first episode; episode i uses seed + i."""
+    suite: Literal["basic", "full"] = "basic"
+    """basic: success on the seeds; full: also throughput, unseen objects, perturbations,
+    Q traces and OPE accuracy (aloe.evaluation), into eval.json and DIR/report.html."""
+    ope_pairs: int = 32
+    """Full suite: (state, chunk) pairs of the OPE ground truth (0 skips it)."""
+    ope_rollouts: int = 4
+    """Full suite: Monte-Carlo rollouts per pair."""
 
 
 def cmd_eval(args: EvalArgs) -> int:
@@ -333,6 +340,10 @@ def cmd_eval(args: EvalArgs) -> int:
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    if args.suite == "full":
+        from aloe.evaluation.suite import cmd_eval_full
+
+        return cmd_eval_full(args)
     run = load_run(args.run)
     env = TaskEnv(run.config.env)
     seeds = [args.seed + i for i in range(args.episodes)]

@@ -79,6 +79,12 @@ class PpoConfig:
     """Upper clamp of σ."""
     learn_std: bool = True
     """Learn log σ by PPO (False keeps σ = init_std)."""
+    actor_lr: float = 1e-5
+    """Peak actor learning rate of the PPO iterations (the BC warm start keeps
+    aloe.actor_lr, the same for every algorithm). Measured on the default preset: one
+    Adam step at 3e-4 moves π by a KL of ~2 nats per decision, at 3e-5 by ~0.3; at 1e-5
+    ~100 steps fit under target_kl = 1. At this rate log σ barely moves (~1e-3 per
+    iteration): σ is in effect fixed at init_std."""
     clip: float = 0.2
     """ε of PPO's clipped ratio, clip(ρ, 1 − ε, 1 + ε)."""
     gae_lambda: float = 0.95
@@ -90,10 +96,11 @@ class PpoConfig:
     """Passes over the iteration's decisions."""
     minibatch_size: int = 64
     """Decisions per PPO update."""
-    target_kl: float | None = 0.1
+    target_kl: float | None = 1.0
     """Stop the iteration's updates once a step's approximate KL(π_old‖π) exceeds 1.5 ×
     this (SB3's rule). A chunk's log π sums e × A Gaussian terms, so a mean shift of δ
-    per action costs e·A·δ²/(2σ²): 0.1 allows δ ≈ 0.01 at σ = 0.1, e = 5. None = never."""
+    per action costs e·A·δ²/(2σ²): 1.0 allows δ ≈ 0.03 at σ = 0.1, e = 5, A = 4.
+    None = never stop early."""
     normalize_advantage: bool = True
     """Standardise the iteration's advantages (zero mean, unit std) before the updates."""
     entropy_coef: float = 0.0
@@ -117,6 +124,7 @@ class PpoConfig:
             ("init_std", self.min_std <= self.init_std <= self.max_std, "in [min_std, max_std]"),
             ("min_std", self.min_std > 0, "> 0"),
             ("max_std", self.max_std >= self.min_std, ">= min_std"),
+            ("actor_lr", self.actor_lr > 0, "> 0"),
             ("clip", 0 < self.clip < 1, "in (0, 1)"),
             ("gae_lambda", 0 <= self.gae_lambda <= 1, "in [0, 1]"),
             ("reward_scale", self.reward_scale > 0, "> 0"),
@@ -290,7 +298,7 @@ class _NoOperator:
     def watch(self, obs: dict[str, Any], info: dict[str, Any]) -> str | None:
         return None
 
-    def restart_point(self, reason: str, history: list[dict[str, Any]]) -> int:
+    def take_over(self, reason: str, history: list[dict[str, Any]]) -> int:
         return len(history) - 1
 
 
@@ -335,6 +343,14 @@ class PpoSbcLearner(AloeLearner):
         self.ppo = ppo
         self.success_average: float | None = None
 
+    def set_actor_lr(self, lr: float) -> None:
+        """Make `lr` the actor's peak rate from now on (the schedule's position is kept)."""
+        sched = self.actor_sched
+        sched.base_lrs = [lr for _ in sched.base_lrs]
+        factor = sched.lr_lambdas[0](sched.last_epoch)
+        for group in self.actor_optim.param_groups:
+            group["lr"] = lr * factor
+
     @torch.no_grad()
     def value(self, state: Tensor, task_index: Tensor) -> Tensor:
         with evaluating(self.critic):
@@ -347,7 +363,10 @@ class PpoSbcLearner(AloeLearner):
     def decisions(self, batch: ChunkBatch, last: Tensor, reward_scale: float) -> Decisions:
         """log π_old, GAE advantages and value targets of a time-ordered decision batch."""
         b = self._to_device(batch)
-        with torch.no_grad(), evaluating(self.actor_module):
+        # train mode, as in `ppo_step`: eval mode takes torch's fused transformer path, whose
+        # rounding differs, and the first step's ratio must be exactly 1
+        self.actor_module.train()
+        with torch.no_grad():
             logp_old = self.log_prob(b.state, b.task_index, b.actions, b.valid)
         v, v_next = self.value(b.state, b.task_index), self.value(b.next_state, b.task_index)
         adv, ret = chunk_gae(b.reward * reward_scale, b.discount, b.bootstrap, v, v_next,
@@ -368,7 +387,7 @@ class PpoSbcLearner(AloeLearner):
         bc = per_sample.mean()  # Eq. 16 on the self-demonstration buffer
         total = loss - cfg.entropy_coef * entropy + bc_weight * bc
         metrics |= {"sbc/bc_loss": float(bc.detach()), "sbc/weight": bc_weight,
-                    "ppo/std": float(self.actor.clamped_log_std().exp().mean())}  # fmt: skip
+                    "ppo/std": float(self.actor.clamped_log_std().detach().exp().mean())}  # fmt: skip
         self._update(total, self.actor_module, self.actor_optim, self.actor_sched, "actor",
                      metrics)  # fmt: skip
         self.critic.train()
@@ -428,6 +447,7 @@ def collect_rollouts(trainer: Trainer, k: int) -> CollectStats:
 def ppo_update(trainer: Trainer, k: int, sampler: ChunkSampler) -> dict[str, float]:
     """PPO epochs over iteration k's decisions, each step with a BC batch from the buffer."""
     cfg, learner = trainer.cfg, _ppo_learner(trainer)
+    learner.set_actor_lr(cfg.ppo.actor_lr)
     frames = trainer.frames()
     mine = (frames[D.SOURCE] == "policy") & (frames[D.POLICY_VERSION] == k - 1)
     rollouts = {c: v[mine] for c, v in frames.items()}

@@ -193,6 +193,8 @@ class TaskEnv(gym.Env):
 def _plain(name: str, value: Any) -> bool:
     if name in _SKIP_ATTRS:
         return False
+    if isinstance(value, np.ndarray) and value.base is not None:
+        return False  # a live view into MuJoCo's data (e.g. init_left_pad): mj_setState restores it
     return isinstance(value, np.ndarray | int | float | bool | str | tuple | list | type(None))
 
 

@@ -111,7 +111,7 @@ def plot_q_trace(trace: EpisodeTrace, q: np.ndarray, path: Path, control_hz: flo
 
     t = np.arange(q.shape[1])
     q_pess = q.min(axis=0)  # Eq. 9
-    fig, ax = plt.subplots(figsize=(9, 3.6))
+    fig, ax = plt.subplots(figsize=(10, 3.6))
     for start, end, source in _runs(trace.source, trace.fragment):
         ax.axvspan(start - 0.5, end - 0.5, color=SOURCE_COLOURS.get(source, "#eee"), lw=0)
     ax.fill_between(t, q.min(0), q.max(0), color="#1f77b4", alpha=0.2, lw=0,
@@ -122,7 +122,8 @@ def plot_q_trace(trace: EpisodeTrace, q: np.ndarray, path: Path, control_hz: flo
     patches = [plt.Rectangle((0, 0), 1, 1, color=SOURCE_COLOURS[s]) for s in SOURCE_COLOURS]
     present = [s for s in SOURCE_COLOURS if s in set(trace.source.tolist())]
     ax.legend(handles + [patches[list(SOURCE_COLOURS).index(s)] for s in present],
-              labels + [f"{s} fragment" for s in present], fontsize=7, loc="lower left")  # fmt: skip
+              labels + [f"{s} fragment" for s in present], fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # fmt: skip
     ax.set_xlabel(f"step ({control_hz:g} Hz)")
     ax.set_ylabel("Q")
     ax.set_title(trace.title, fontsize=10)
@@ -144,15 +145,18 @@ def _runs(source: np.ndarray, fragment: np.ndarray) -> list[tuple[int, int, str]
 
 def _mark_events(ax: Any, trace: EpisodeTrace, q_pess: np.ndarray) -> None:
     runs = _runs(trace.source, trace.fragment)
-    for (_, _, prev), (start, _, src) in zip(runs, runs[1:], strict=False):
-        if prev == "policy" and src == "human":
-            ax.axvline(start - 0.5, color="#d62728", ls="--", lw=1)
+    takeovers = [
+        b[0] for a, b in zip(runs, runs[1:], strict=False) if (a[2], b[2]) == ("policy", "human")
+    ]
+    for i, start in enumerate(takeovers):
+        ax.axvline(
+            start - 0.5, color="#d62728", ls="--", lw=1, label="takeover" if i == 0 else None
+        )
     fails = np.flatnonzero(trace.failure_reason != "")
+    reasons = ", ".join(sorted({r[:40] for r in trace.failure_reason[fails]}))
     for i, k in enumerate(fails):
-        label = "failure: " + ", ".join(sorted({r[:40] for r in trace.failure_reason[fails]}))
-        ax.plot(k, q_pess[k], "x", color="#d62728", ms=9, mew=2, label=label if i == 0 else None)
-    if any(a == "policy" and b == "human" for (_, _, a), (_, _, b) in zip(runs, runs[1:])):
-        ax.plot([], [], color="#d62728", ls="--", lw=1, label="takeover")
+        label = f"failure: {reasons}" if i == 0 else None
+        ax.plot(k, q_pess[k], "x", color="#d62728", ms=9, mew=2, label=label)
     if trace.success:
         ax.plot(len(q_pess) - 1, q_pess[-1], "*", color="#2ca02c", ms=14, label="success")
 
@@ -165,9 +169,9 @@ def default_episode(root: Path) -> int:
     from aloe.datasets.store import EpisodeStore
 
     meta = EpisodeStore.open(root).episodes()
-    takeovers = np.flatnonzero(np.asarray(meta["takeovers"].to_pylist()) > 0)
     if meta.num_rows == 0:
         raise ValueError(f"{root}: the store has no episodes")
+    takeovers = np.flatnonzero(np.asarray(meta["takeovers"].to_pylist()) > 0)
     return int(takeovers[-1]) if takeovers.size else meta.num_rows - 1
 
 
@@ -187,7 +191,9 @@ def plot_run_rollout(run: Any, seed: int, out: Path) -> Path:
     from aloe.evaluation.rollout import rollout
 
     traj = rollout(TaskEnv(run.config.env), run.chunk_policy(seed=seed), seed)
-    title = f"{run.config.task}, rollout seed {seed}, policy and critic of iteration {run.iteration}"
+    title = (
+        f"{run.config.task}, rollout seed {seed}, policy and critic of iteration {run.iteration}"
+    )
     trace = from_trajectory(traj, title)
     q = q_trace(critic_q_fn(run.critic, run.device), trace, run.config.horizon)
     return plot_q_trace(trace, q, out, CONTROL_HZ)
@@ -214,6 +220,8 @@ def cmd_plot_q(args: PlotQArgs) -> int:
 
     if args.rollout and args.episode is not None:
         raise ValueError("give --episode or --rollout, not both")
+    if not (args.run / "config.json").is_file():
+        raise ValueError(f"--run {args.run}: not a run directory (no config.json)")
     run = load_run(args.run)
     if args.rollout:
         out = args.out or args.run / "eval" / f"qtrace-rollout-{args.seed}.png"

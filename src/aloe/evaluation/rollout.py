@@ -110,15 +110,14 @@ def play(
 
     A watcher that raises an alarm ends the rollout as collection ends a policy fragment at
     a takeover: a failure labelled `takeover: ...` with reward −C_fail (Section IV-A).
+    Watchers are used as given: the caller starts them (or restores their counters).
     """
     n = len(envs)
     trajs = [Trajectory(states=[np.asarray(s, dtype=np.float32)]) for s in states]
-    queues: list[list[np.ndarray]] = [list(p) for p in prefixes or [()] * n]
+    queues = [list(p) for p in prefixes] if prefixes is not None else [[] for _ in range(n)]
     for i, traj in enumerate(trajs):
         if queues[i]:
             traj.chunk_starts.append(0)
-        if watchers and watchers[i] is not None:
-            watchers[i].start_watching()  # type: ignore[union-attr]
     alive = list(range(n))
     while alive:
         need = [i for i in alive if not queues[i]]

@@ -18,6 +18,16 @@ on exit, so variants never leak into each other or into nominal evaluation:
 
 `TASK_OBJECTS` names the object and its unseen range per task; other tasks fall back to the
 body of the free joint closest to obs[4:7] and an x range shifted just past the training one.
+
+Every variant stays solvable: the noise-free scripted expert's success on 6 seeds
+(`aloe tasks --variants --verify`), nominal 6/6 everywhere:
+
+    task                size-0.9  size-1.1  mass-x3  friction-x0.3  colour  position-out
+    peg-insert-side      4/6       6/6       6/6      5/6            6/6     5/6
+    pick-place           6/6       6/6       6/6      2/6            6/6     6/6
+    assembly             6/6       6/6       6/6      6/6            6/6     6/6
+    bin-picking          6/6       6/6       6/6      6/6            6/6     4/6
+    push (fallback)      6/6       6/6       6/6      5/6            6/6     6/6
 """
 
 from __future__ import annotations
@@ -88,7 +98,7 @@ def task_variants(task: str) -> list[Variant]:
     spec = TASK_OBJECTS.get(task)
     if spec is not None:
         lo, hi = spec.unseen_low, spec.unseen_high
-        where = f"x in [{lo[0]}, {hi[0]}], y in [{lo[1]}, {hi[1]}] ({spec.note})"
+        where = f"{_span('x', lo[0], hi[0])}, {_span('y', lo[1], hi[1])} ({spec.note})"
         position = Variant("position-out", f"object starts at {where}", init_low=lo, init_high=hi)
     else:
         text = f"object x range shifted {FALLBACK_SHIFT} m past the training range (generic)"
@@ -98,11 +108,16 @@ def task_variants(task: str) -> list[Variant]:
         Variant("size-0.9", "object geometry scaled by 0.9 (mass kept)", size=0.9),
         Variant("size-1.1", "object geometry scaled by 1.1 (mass kept)", size=1.1),
         Variant("mass-x3", "object three times as heavy", mass=3.0),
-        Variant("friction-x0.3", "slippery object: friction x0.3, governing contacts", friction=0.3),
+        Variant(
+            "friction-x0.3", "slippery object: friction x0.3, governing contacts", friction=0.3
+        ),
         Variant("colour-blue", "object recoloured blue (seen only by images)", rgba=BLUE),
         position,
     ]
 
+
+def _span(axis: str, lo: float, hi: float) -> str:
+    return f"{axis} = {lo}" if lo == hi else f"{axis} in [{lo}, {hi}]"
 
 
 def object_body(env: TaskEnv) -> int:

@@ -1,0 +1,159 @@
+"""A run's self-contained HTML report, rebuilt from what the run directory holds.
+
+    config.json    the run's settings
+    metrics.jsonl  one plot per metric over iterations (success, takeovers, losses, Q, ...)
+    eval.json      `aloe eval --suite full`: nominal, variants, perturbations, OPE tables
+    eval/*.png     Q traces and the OPE scatter, embedded as base64
+
+Anything missing is skipped with a note, so the report of a run that is still training, or
+that was never evaluated with the full suite, still builds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from aloe.report import figure_html, png_html, table_html, write_page
+
+CONFIG_FIELDS = ("task", "algo", "preset", "seed", "iterations", "horizon", "exec_horizon",
+                 "num_demos", "bc_steps", "eval_episodes")  # fmt: skip
+SPEED_COLUMNS = ("condition", "description", "success_rate", "success_ci95", "mean_steps_to_success",
+                 "throughput", "episodes_per_hour", "episodes", "failure_reasons")  # fmt: skip
+SKIP_METRICS = {"iteration", "wall_s"}
+
+
+def build_run_report(run_dir: Path) -> Path:
+    """Write `run_dir/report.html` and return its path."""
+    run_dir = Path(run_dir)
+    config = _read_json(run_dir / "config.json") or {}
+    title = f"aloe run {run_dir.name}: {config.get('task', '?')}, {config.get('algo', '?')}"
+    sections = [("Configuration", _config_html(config))]
+    sections.append(("Training metrics per iteration", _metrics_html(run_dir / "metrics.jsonl")))
+    ev = _read_json(run_dir / "eval.json")
+    if ev is None or "nominal" not in ev:
+        note = "No eval.json from `aloe eval --suite full` yet."
+        sections.append(("Evaluation", f'<p class="note">{note}</p>'))
+    else:
+        sections += _eval_sections(run_dir, ev)
+    return write_page(run_dir / "report.html", title, sections)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _config_html(config: dict[str, Any]) -> str:
+    rows = [{"field": k, "value": config.get(k)} for k in CONFIG_FIELDS if k in config]
+    aloe = config.get("aloe") or {}
+    rows += [{"field": f"aloe.{k}", "value": aloe[k]} for k in ("beta", "gamma") if k in aloe]
+    return table_html(rows)
+
+
+def _metrics_html(path: Path) -> str:
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return '<p class="note">No metrics.jsonl.</p>'
+    names = dict.fromkeys(k for r in rows for k in r)  # every key, first-seen order
+    keys = [k for k in names if k not in SKIP_METRICS and _finite(r.get(k) for r in rows)]
+    if not keys:
+        return '<p class="note">No numeric metrics.</p>'
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    cols = 4
+    nrows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.3 * nrows), squeeze=False)
+    x = [r.get("iteration") for r in rows]
+    for ax, key in zip(axes.flat, keys, strict=False):
+        y = [r.get(key) if isinstance(r.get(key), int | float) else math.nan for r in rows]
+        ax.plot(x, [math.nan if v is None else v for v in y], "o-", ms=3)
+        ax.set_title(key, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.axis("off")
+    fig.supxlabel("iteration", fontsize=9)
+    fig.tight_layout()
+    return figure_html(fig, "metrics per iteration")
+
+
+def _finite(values: Any) -> bool:
+    return any(isinstance(v, int | float) and math.isfinite(v) for v in values)
+
+
+def _eval_sections(run_dir: Path, ev: dict[str, Any]) -> list[tuple[str, str]]:
+    head = (
+        f'<p class="note">Checkpoint of iteration {ev.get("iteration")}, episodes on seeds '
+        f"{ev.get('seeds')}; throughput = successful episodes per hour of policy-side robot "
+        "time, episodes_per_hour = every completed episode (Appendix E).</p>"
+    )
+    speed = [_speed_row("nominal", ev["nominal"])]
+    speed += [_speed_row(name, m) for name, m in (ev.get("variants") or {}).items()]
+    perturbed = [_speed_row("nominal", ev["nominal"])]
+    perturbed += [_speed_row(name, m) for name, m in (ev.get("perturbations") or {}).items()]
+    sections = [
+        ("Success and throughput; unseen objects", head + table_html(speed, SPEED_COLUMNS)),
+        ("Robustness to perturbations", table_html(perturbed, SPEED_COLUMNS)),
+    ]
+    traces = [png_html(run_dir / p, Path(p).stem) for p in ev.get("q_traces") or []
+              if (run_dir / p).is_file()]  # fmt: skip
+    if traces:
+        sections.append(("Q traces (Figs. 3 and 9)", "\n".join(traces)))
+    if ev.get("ope"):
+        sections.append(("Off-policy evaluation accuracy", _ope_html(run_dir, ev["ope"])))
+    return sections
+
+
+def _speed_row(name: str, m: dict[str, Any]) -> dict[str, Any]:
+    row = {"condition": name, **m}
+    ci = m.get("success_ci95")
+    row["success_ci95"] = f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else None
+    reasons = m.get("failure_reasons") or {}
+    row["failure_reasons"] = ", ".join(f"{k} ×{v}" for k, v in reasons.items())
+    return row
+
+
+def _ope_html(run_dir: Path, ope: dict[str, Any]) -> str:
+    note = (
+        f'<p class="note">{ope.get("pairs")} (state, chunk) pairs from the buffer; ground truth '
+        f"from {ope['config']['rollouts']} rollouts each after an exact restore "
+        f"(restore exact on {100 * (ope.get('restore_exact') or 0):.0f}% of pairs); "
+        f"γ = {ope.get('gamma')}, π executes {ope.get('exec_horizon')} actions per chunk, "
+        f"operator watch {'on' if ope['config'].get('watch') else 'off'}. "
+        "bias = mean(estimate − truth). Behaviour return = the data's own Monte-Carlo "
+        "return (what on-policy value regression on the buffer targets).</p>"
+    )
+    rows = [{"pairs": "all", **r} for r in _estimator_rows(ope)]
+    for source, scores in (ope.get("by_source") or {}).items():
+        rows += [{"pairs": source, **r} for r in _estimator_rows(scores)]
+    cols = ("pairs", "estimator", "against", "spearman", "bias", "rmse", "n")
+    body = note + table_html(rows, cols)
+    scatter = ope.get("scatter")
+    if scatter and (run_dir / scatter).is_file():
+        body += png_html(run_dir / scatter, "OPE scatter")
+    return body
+
+
+def _estimator_rows(scores: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    if "q_pess" in scores:
+        rows.append({"estimator": "Q_pess (Eq. 9)", "against": "Q^π", **scores["q_pess"]})
+    for i, member in enumerate(scores.get("q_members") or []):
+        rows.append({"estimator": f"Q member {i}", "against": "Q^π", **member})
+    if "v" in scores:
+        rows.append({"estimator": "V^π (Eq. 10)", "against": "V^π", **scores["v"]})
+    for key, value in scores.items():
+        if key.startswith("value:"):
+            rows.append({"estimator": key[6:], "against": "V^π", **value})
+    rows.append({"estimator": "behaviour return", "against": "Q^π", **scores["behaviour_return"]})
+    return rows

@@ -1,0 +1,140 @@
+"""Put a simulator back exactly where a stored step of an episode began.
+
+`restore_step` (verified bit-exact: the observation equals the stored one and replaying the
+stored actions reproduces the stored next observations and MetaWorld's dense reward):
+
+1. reset the env with the episode's seed (object and goal placement, MetaWorld attributes);
+2. replay the episode's first stored action, so that attributes MetaWorld initialises
+   lazily at the first reward (bin-picking's `_target_to_obj_init`) take their values;
+3. `mj_setState(mjSTATE_INTEGRATION)` with the row's `sim.state`;
+4. `mj_forward` for the kinematics, the frame stack's `_prev_obs` from the stored
+   observation's previous frame, then `_get_obs()` (which leaves `_prev_obs` at this
+   frame in float64, as the original step did);
+5. `mj_setState` once more: mj_forward rewrote the solver's warm start.
+
+`EpisodeRestorer.restore` also rebuilds what the failure detector and the operator's watch
+had counted, by replaying the stored actions from where collection last reset those
+counters (the episode's reset or the start of a human fragment) up to the row — exact
+because replay is — so the stall counter and the watch's patience judge a ground-truth
+rollout as they judged the original episode. The detector's "object was lifted" flag is
+read off the stored states before that point (it misses a lift a takeover's rewind undid).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+from aloe import data as D
+from aloe.envs.failures import OBJ
+from aloe.envs.metaworld import TaskEnv
+from aloe.evaluation.rollout import Watcher
+
+MJ_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
+PREV = slice(18, 36)  # the previous frame in MetaWorld's frame-stacked observation
+COLUMNS = [D.STATE, D.NEXT_STATE, D.ACTION, D.SOURCE, D.FRAGMENT, D.SIM_STATE,
+           "episode_index", "frame_index"]  # fmt: skip
+
+
+def restore_step(
+    env: TaskEnv, seed: int, first_action: np.ndarray, sim_state: np.ndarray, state: np.ndarray
+) -> np.ndarray:
+    """Steps 1–5 of the module docstring; returns the observation (float32) there."""
+    sim_state = np.array(sim_state, dtype=np.float64)  # writable: parquet arrays are not
+    env.reset(seed=seed)
+    env.step(first_action)
+    m, d = env.raw.model, env.raw.data
+    mujoco.mj_setState(m, d, sim_state, MJ_STATE)
+    mujoco.mj_forward(m, d)
+    env.raw._prev_obs = np.asarray(state[PREV], dtype=np.float64)
+    obs = env.raw._get_obs()
+    mujoco.mj_setState(m, d, sim_state, MJ_STATE)
+    env._state = obs
+    return obs.astype(np.float32)
+
+
+@dataclass
+class Restored:
+    obs: np.ndarray  # the observation at the row (float32), as the policy saw it
+    exact: bool  # restored and replayed observations all equal the stored ones
+
+
+class EpisodeRestorer:
+    """Restores any stored step of a store's frames into a `TaskEnv` (see module docstring).
+
+    Time limit. The policy gets the budget collection gave it: `max_steps` minus the policy
+    steps the episode had already taken before the row (operator steps do not count).
+    """
+
+    def __init__(
+        self, frames: Mapping[str, np.ndarray], seeds: Mapping[int, int], max_steps: int
+    ) -> None:
+        if D.SIM_STATE not in frames:
+            raise ValueError("the store has no sim.state column (record_sim_state was off)")
+        self.f, self.seeds, self.max_steps = frames, seeds, max_steps
+        ep = np.asarray(frames["episode_index"])
+        starts = np.flatnonzero(np.r_[True, ep[1:] != ep[:-1]])
+        self.first = dict(zip(ep[starts].tolist(), starts.tolist(), strict=True))
+        self.source = np.asarray(frames[D.SOURCE]).astype(str)
+
+    def restorable(self, row: int) -> bool:
+        return self.seeds.get(int(self.f["episode_index"][row])) is not None
+
+    def restore(self, env: TaskEnv, row: int, watcher: Watcher | None = None) -> Restored:
+        """Put env (and the watcher's counters) where `row` began."""
+        f, src = self.f, self.source
+        episode = int(f["episode_index"][row])
+        first = self.first[episode]
+        counters = self._counter_start(first, row)
+        watch_from = self._fragment_start(row) if src[row] == "policy" else row
+        obs = restore_step(env, self.seeds[episode], f[D.ACTION][first], f[D.SIM_STATE][counters],
+                           f[D.STATE][counters])  # fmt: skip
+        exact = bool(np.array_equal(obs, f[D.STATE][counters]))
+        env.detector.reset(f[D.STATE][first])
+        lift = env.detector.start_z + env.detector.cfg.lift_height
+        env.detector.lifted = bool((f[D.NEXT_STATE][first:counters, OBJ][:, 2] > lift).any())
+        env.steps, env.limit = int(f["frame_index"][counters]), 10**9
+        for k in range(counters, row):
+            if watcher is not None and k == watch_from:
+                watcher.start_watching()
+            out, _, _, _, info = env.step(f[D.ACTION][k])
+            exact &= bool(np.array_equal(out["state"], f[D.NEXT_STATE][k]))
+            if watcher is not None and src[k] == "policy" and k >= watch_from:
+                watcher.watch(out, info)
+        if watcher is not None and watch_from == row:
+            watcher.start_watching()
+        env.limit = env.steps + max(1, self.max_steps - int((src[first:row] == "policy").sum()))
+        obs = np.asarray(env._state, dtype=np.float32)
+        return Restored(obs, exact and bool(np.array_equal(obs, f[D.STATE][row])))
+
+    def copy_to(self, src: TaskEnv, dst: TaskEnv, row: int) -> np.ndarray:
+        """Restore `row` into another env without replaying: the state directly, the
+        detector's counters copied from `src` (restored by `restore`)."""
+        f = self.f
+        episode = int(f["episode_index"][row])
+        first = self.first[episode]
+        obs = restore_step(dst, self.seeds[episode], f[D.ACTION][first], f[D.SIM_STATE][row],
+                           f[D.STATE][row])  # fmt: skip
+        vars(dst.detector).update(copy.deepcopy(vars(src.detector)))
+        dst.steps, dst.limit = src.steps, src.limit
+        return obs
+
+    def _counter_start(self, first: int, row: int) -> int:
+        """The latest row <= `row` where collection reset the detector's progress counter:
+        the episode's first row or the first row of a human or demo fragment."""
+        fragment = np.asarray(self.f[D.FRAGMENT][first : row + 1])
+        src = self.source[first : row + 1]
+        starts = np.r_[True, fragment[1:] != fragment[:-1]] & (src != "policy")
+        starts[0] = True
+        return first + int(np.flatnonzero(starts)[-1])
+
+    def _fragment_start(self, row: int) -> int:
+        ep, fr = self.f["episode_index"], self.f[D.FRAGMENT]
+        k = row
+        while k > 0 and ep[k - 1] == ep[row] and fr[k - 1] == fr[row]:
+            k -= 1
+        return k

@@ -1,0 +1,208 @@
+"""`aloe eval --run DIR --suite full`: every evaluation of issue 5 into eval.json and report.html.
+
+    nominal        success, steps to success, throughput on the evaluation seeds (Appendix E)
+    variants       the same seeds with unseen objects (variants.py), no fine-tuning
+    perturbations  the same seeds under each disturbance (perturb.py)
+    q_traces       Q_pess along a dataset episode (the latest with a takeover) and a rollout
+    ope            the critic's accuracy against ground-truth Q^π and V^π (ope.py)
+
+Every condition uses the same seeds as `aloe eval` (EVAL_SEED + i), so `nominal` equals
+what `aloe eval` reports for the same checkpoint, and conditions differ only in the change.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aloe.collect import ChunkPolicy
+from aloe.envs.metaworld import TaskEnv
+from aloe.evaluation.metrics import speed_metrics
+from aloe.evaluation.ope import OpeConfig, ValueFn, aloe_value_fn, plot_ope, run_ope
+from aloe.evaluation.perturb import Perturbation, Perturber, default_perturbations
+from aloe.evaluation.qtrace import critic_q_fn, default_episode, plot_run_episode, plot_run_rollout
+from aloe.evaluation.rollout import StepHook, rollout
+from aloe.evaluation.variants import applied, task_variants
+
+CRITIC_ALGOS = ("aloe",)  # algorithms whose run carries a trained chunked Q critic
+STATE_VALUE_ALGOS = ("awr", "ppo-sbc")  # ... and those with a learned V(s) instead
+EVAL_DIR = "eval"  # the suite's figures, under the run directory
+
+
+@dataclass
+class SuiteConfig:
+    """Sample sizes of `aloe eval --suite full` (small ones make it a CI check)."""
+
+    episodes: int = 20
+    """Episodes per condition (nominal, each variant, each perturbation)."""
+    seed: int = 1_000_000
+    """Seed of the first episode; episode i uses seed + i (`aloe eval`'s EVAL_SEED)."""
+    variants: bool = True
+    """Evaluate the unseen-object variants."""
+    perturbations: list[Perturbation] = field(default_factory=default_perturbations)
+    """Disturbances to evaluate under; empty = none."""
+    ope: OpeConfig = field(default_factory=OpeConfig)
+    """Off-policy evaluation accuracy; ope.pairs = 0 skips it."""
+    progress: bool = True
+    """Report each condition on stderr as it finishes."""
+
+
+def evaluate_condition(
+    env: TaskEnv,
+    policy: ChunkPolicy,
+    seeds: Sequence[int],
+    make_hook: Callable[[int], StepHook | None] | None = None,
+) -> dict[str, Any]:
+    """One episode per seed (under a fresh hook each); speed metrics and failure counts."""
+    lengths, successes, reasons = [], [], Counter[str]()
+    for seed in seeds:
+        hook = make_hook(seed) if make_hook else None
+        try:
+            traj = rollout(env, policy, seed, hook=hook)
+        finally:
+            if isinstance(hook, Perturber):
+                hook.finish(env)
+        lengths.append(len(traj))
+        successes.append(traj.success)
+        if traj.failure_reason:
+            reasons[traj.failure_reason.split(":")[0]] += 1
+    out = speed_metrics(lengths, successes, env.control_period).as_dict()
+    return {**out, "failure_reasons": dict(reasons.most_common())}
+
+
+def run_suite(run_dir: Path, cfg: SuiteConfig) -> dict[str, Any]:
+    """Run every evaluation on `run_dir`'s latest checkpoint; write eval.json and report.html."""
+    from aloe.evaluation.report import build_run_report
+    from aloe.run import load_run
+
+    run = load_run(run_dir)
+    env = TaskEnv(run.config.env)
+    seeds = [cfg.seed + i for i in range(cfg.episodes)]
+    # reseeded per episode from (cfg.seed, episode seed), exactly as in `aloe eval`
+    policy = run.chunk_policy(seed=cfg.seed)
+    out: dict[str, Any] = {
+        "suite": "full", "task": run.config.task, "algo": run.config.algo,
+        "iteration": run.iteration, "seeds": [seeds[0], seeds[-1]] if seeds else [],
+    }  # fmt: skip
+    out["nominal"] = _log(cfg, "nominal", evaluate_condition(env, policy, seeds))
+    out["variants"] = {}
+    for v in task_variants(run.config.task)[1:] if cfg.variants else []:
+        with applied(env, v):
+            metrics = evaluate_condition(env, policy, seeds)
+        out["variants"][v.name] = _log(cfg, v.name, {"description": v.description, **metrics})
+    out["perturbations"] = {}
+    for p in cfg.perturbations:
+        metrics = evaluate_condition(env, policy, seeds, _perturber(env, p))
+        out["perturbations"][p.name] = _log(cfg, p.name, {"description": p.description, **metrics})
+    figures = run_dir / EVAL_DIR
+    out["q_traces"] = _q_traces(run, figures, cfg.seed)
+    out["ope"] = _ope(run, cfg.ope, figures)
+    text = json.dumps(_json_safe(out), indent=1)
+    (run_dir / "eval.json").write_text(text)
+    out["report"] = str(build_run_report(run_dir))
+    return out
+
+
+def _perturber(env: TaskEnv, p: Perturbation) -> Callable[[int], StepHook | None]:
+    return lambda seed: Perturber(env, p, seed)
+
+
+def _q_traces(run: Any, figures: Path, seed: int) -> list[str]:
+    if run.config.algo not in CRITIC_ALGOS:
+        return []
+    episode = default_episode(run.root / "dataset")
+    paths = [
+        plot_run_episode(run, episode, figures / f"qtrace-episode-{episode}.png"),
+        plot_run_rollout(run, seed, figures / f"qtrace-rollout-{seed}.png"),
+    ]
+    return [str(p.relative_to(run.root)) for p in paths]
+
+
+def _ope(run: Any, cfg: OpeConfig, figures: Path) -> dict[str, Any] | None:
+    if cfg.pairs <= 0:
+        return None
+    has_critic = run.config.algo in CRITIC_ALGOS
+    result = run_ope(
+        run, cfg,
+        q_fn=critic_q_fn(run.critic, run.device) if has_critic else None,
+        value_fn=aloe_value_fn(run, cfg.value_samples) if has_critic else None,
+        value_fns=state_value_fns(run),
+    )  # fmt: skip
+    figures.mkdir(parents=True, exist_ok=True)
+    scatter = plot_ope(result, figures / "ope-scatter.png")
+    return {**result.as_dict(), "scatter": str(Path(scatter).relative_to(run.root))}
+
+
+def state_value_fns(run: Any) -> dict[str, ValueFn]:
+    """Learned state values V(s) to score against ground-truth V^π, by name.
+
+    AWR and PPO+SBC learners carry a state-value critic with `value(state, task_index)`;
+    any run object may instead offer `state_value(states (B, S)) -> (B,)`.
+    """
+    algo = run.config.algo
+    fn = getattr(run, "state_value", None)
+    if callable(fn):
+        return {f"{algo} V(s)": fn}
+    learner = getattr(run, "learner", None)
+    if algo in STATE_VALUE_ALGOS and callable(getattr(learner, "value", None)):
+        return {f"{algo} V(s)": learner_value_fn(learner)}
+    return {}
+
+
+def learner_value_fn(learner: Any, batch: int = 256) -> ValueFn:
+    """A learner's `value(state, task_index)` as a numpy function, in eval mode."""
+    import numpy as np
+    import torch
+
+    from aloe.nn import evaluating
+
+    @torch.no_grad()
+    def value(states: np.ndarray) -> np.ndarray:
+        out = []
+        with evaluating(learner.critic):
+            for i in range(0, len(states), batch):
+                s = torch.as_tensor(states[i : i + batch], dtype=torch.float32,
+                                    device=learner.device)  # fmt: skip
+                tasks = torch.zeros(len(s), dtype=torch.long, device=learner.device)
+                out.append(learner.value(s, tasks).cpu().numpy())
+        return np.concatenate(out)
+
+    return value
+
+
+def _log(cfg: SuiteConfig, name: str, metrics: dict[str, Any]) -> dict[str, Any]:
+    if cfg.progress:
+        brief = {k: metrics[k] for k in ("success_rate", "throughput", "mean_steps_to_success")}
+        print(json.dumps({"condition": name, **_json_safe(brief)}), file=sys.stderr)
+    return metrics
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN and inf become null, recursively: eval.json is valid JSON."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def cmd_eval_full(args: Any) -> int:
+    """`aloe eval --suite full` (args: `aloe.train.EvalArgs`)."""
+    if args.ope_pairs < 0 or args.ope_rollouts < 1:
+        raise ValueError("--ope-pairs must be >= 0 and --ope-rollouts >= 1")
+    if not (Path(args.run) / "config.json").is_file():
+        raise ValueError(f"--run {args.run}: not a run directory (no config.json)")
+    ope = OpeConfig(pairs=args.ope_pairs, rollouts=args.ope_rollouts)
+    out = run_suite(Path(args.run), SuiteConfig(episodes=args.episodes, seed=args.seed, ope=ope))
+    brief = {k: out[k] for k in ("task", "algo", "iteration", "nominal")}
+    print(json.dumps(_json_safe({**brief, "eval": str(Path(args.run) / "eval.json"),
+                                 "report": out["report"]}), indent=1))  # fmt: skip
+    return 0

@@ -1,0 +1,120 @@
+"""The ground-truth estimator and the exact restore, on cases whose answer is known exactly."""
+
+import numpy as np
+import pytest
+
+from aloe import data as D
+from aloe.collect import RandomPolicy, run_episode
+from aloe.envs.metaworld import EnvConfig, TaskEnv
+from aloe.evaluation.ope import accuracy, ground_truth, sample_pairs, spearman
+from aloe.evaluation.restore import EpisodeRestorer
+from aloe.evaluation.rollout import SerialPolicy
+from aloe.operators.scripted import OperatorConfig, ScriptedOperator, expert_policy
+
+TASK, GAMMA, H = "pick-place-v3", 0.99, 10
+CFG = EnvConfig(task=TASK, c_fail=60.0, max_steps=150)
+QUICK = OperatorConfig(noise_std=0.0, patience=15)  # noise-free; takes over after 15 idle steps
+
+
+def _frames(episodes):
+    cols = {k: np.concatenate([ep.steps[k] for ep in episodes]) for k in episodes[0].steps}
+    cols["episode_index"] = np.concatenate([np.full(len(ep), i) for i, ep in enumerate(episodes)])
+    cols["frame_index"] = np.concatenate([np.arange(len(ep)) for ep in episodes])
+    cols["index"] = np.arange(len(cols[D.ACTION]))
+    cols["task_index"] = np.zeros(len(cols[D.ACTION]), dtype=np.int64)
+    return cols
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    """A noise-free demonstration (episode 0) and a random-policy episode with a takeover."""
+    env = TaskEnv(CFG)
+    demo = run_episode(env, ScriptedOperator(TASK, QUICK), 4, policy=None)
+    taken = run_episode(env, ScriptedOperator(TASK, QUICK), 9, policy=RandomPolicy(seed=2))
+    assert demo.success and taken.meta["takeovers"] == 1
+    frames = _frames([demo, taken])
+    seeds = {0: demo.meta["seed"], 1: taken.meta["seed"]}
+    return frames, EpisodeRestorer(frames, seeds, CFG.max_steps)
+
+
+class Expert:
+    """MetaWorld's scripted expert as a deterministic BatchPolicy (one action per chunk)."""
+
+    exec_horizon = 1
+
+    def __init__(self):
+        self.expert = expert_policy(TASK)
+
+    def act_chunks(self, states):
+        actions = [np.clip(self.expert.get_action(s.astype(np.float64)), -1, 1) for s in states]
+        return np.asarray(actions, dtype=np.float32)[:, None]
+
+
+def test_restore_reproduces_the_stored_observations_exactly(recorded):
+    frames, restorer = recorded
+    env, other = TaskEnv(CFG), TaskEnv(CFG)
+    source = frames[D.SOURCE]
+    human = np.flatnonzero((frames["episode_index"] == 1) & (source == "human"))
+    rows = [0, 7, 30, int(np.flatnonzero(frames["episode_index"] == 1)[5]), int(human[0]),
+            int(human[10])]  # fmt: skip
+    for row in rows:
+        restored = restorer.restore(env, row)
+        assert restored.exact, row
+        np.testing.assert_array_equal(restored.obs, frames[D.STATE][row])
+        np.testing.assert_array_equal(restorer.copy_to(env, other, row), restored.obs)
+        for k in range(row, row + 5):  # stepping on reproduces the stored next observations
+            np.testing.assert_array_equal(other.step(frames[D.ACTION][k])[0]["state"],
+                                          frames[D.NEXT_STATE][k])  # fmt: skip
+
+
+def test_ground_truth_equals_the_known_return_of_a_deterministic_policy(recorded):
+    frames, restorer = recorded
+    demo_rows = np.flatnonzero(frames["episode_index"] == 0)
+    pairs = sample_pairs(frames, restorer, 10_000, H, GAMMA, seed=0)
+    keep = np.isin(pairs.rows, demo_rows[[0, 5, 20, len(demo_rows) - 4]])
+    for name in ("rows", "states", "chunks", "valid", "behaviour_return", "source"):
+        setattr(pairs, name, getattr(pairs, name)[keep])
+    # Executing the demo's own chunk and then the same noise-free expert replays the demo,
+    # whose discounted return to its successful end is known exactly.
+    truth = ground_truth(lambda: TaskEnv(CFG), restorer, pairs, Expert(), gamma=GAMMA, rollouts=2)
+    assert truth.exact.all()
+    np.testing.assert_allclose(truth.q, np.repeat(pairs.behaviour_return[:, None], 2, 1), rtol=1e-5)
+    np.testing.assert_allclose(truth.v, truth.q, rtol=1e-5)
+    assert pairs.valid[-1].sum() == 4 and truth.q[-1, 0] == pytest.approx(-(1 + GAMMA + GAMMA**2))
+
+
+def test_chunk_ending_in_a_labelled_takeover_failure_has_the_exact_failure_return(recorded):
+    frames, restorer = recorded
+    ep = frames["episode_index"] == 1
+    end = int(np.flatnonzero(ep & frames[D.DONE] & (frames[D.SOURCE] == "policy"))[0])
+    assert frames[D.FAILURE_REASON][end].startswith("takeover")
+    pairs = sample_pairs(frames, restorer, 10_000, H, GAMMA, seed=0)
+    keep = pairs.rows == end - 3
+    for name in ("rows", "states", "chunks", "valid", "behaviour_return", "source"):
+        setattr(pairs, name, getattr(pairs, name)[keep])
+    # Whatever the policy would do afterwards (random chunks here), the chunk's fourth step is
+    # where the operator's alarm fired in collection: its watch counters were restored.
+    random = SerialPolicy(RandomPolicy(seed=0))
+    truth = ground_truth(lambda: TaskEnv(CFG), restorer, pairs, random, gamma=GAMMA, rollouts=2,
+                         make_watcher=lambda: ScriptedOperator(TASK, QUICK))  # fmt: skip
+    expected = -1 - GAMMA - GAMMA**2 - GAMMA**3 * CFG.c_fail
+    assert pairs.valid[0].sum() == 4
+    np.testing.assert_allclose(truth.q[0], [expected, expected], rtol=1e-6)
+    watcher = ScriptedOperator(TASK, QUICK)
+    restorer.restore(TaskEnv(CFG), end - 3, watcher)
+    assert watcher.idle == QUICK.patience - 4  # four more idle steps to the alarm
+    assert pairs.behaviour_return[0] == pytest.approx(expected)
+    assert truth.exact.all()
+
+
+def test_rank_correlation_and_error_measures():
+    assert spearman(np.array([1.0, 2, 3]), np.array([10.0, 20, 30])) == pytest.approx(1.0)
+    assert spearman(np.array([1.0, 2, 3]), np.array([3.0, 2, 1])) == pytest.approx(-1.0)
+    assert np.isnan(spearman(np.array([1.0, 1, 1]), np.array([1.0, 2, 3])))
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 5, 40).astype(float), rng.normal(size=40)  # with ties
+    assert spearman(x, y) == pytest.approx(scipy_stats.spearmanr(x, y).statistic)
+    acc = accuracy(np.array([1.0, 3.0]), np.array([0.0, 1.0]))
+    assert acc["bias"] == pytest.approx(1.5) and acc["rmse"] == pytest.approx(np.sqrt(2.5))
+    assert acc["n"] == 2

@@ -1,0 +1,179 @@
+"""`aloe compare` and `aloe report`: one smoke comparison end to end, resumption, and the
+summary's arithmetic on hand-written runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import pytest
+
+from aloe.cli import main
+from aloe.compare import (
+    CompareArgs,
+    RunSpec,
+    parse_algos,
+    run_state,
+    summarize,
+    train_command,
+    write_report,
+)
+
+ALGOS = "aloe,awr,dagger,bc,ppo-sbc"
+PNG = re.compile(r'<img[^>]*src="data:image/png;base64,[A-Za-z0-9+/=]{100,}"')
+
+
+def aloe(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "aloe.cli", *args], capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+def compare_args(out: Path) -> list[str]:
+    return ["compare", "--preset", "smoke", "--seeds", "1", "--algos", ALGOS, "--out", str(out),
+            "--jobs", "2"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def smoke_comparison(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("compare") / "cmp"
+    res = aloe(*compare_args(out))
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+@pytest.mark.slow
+def test_smoke_comparison_writes_summary_and_report(smoke_comparison: Path) -> None:
+    summary = json.loads((smoke_comparison / "summary.json").read_text())
+    assert summary["task"] == "peg-insert-side-v3" and summary["preset"] == "smoke"
+    assert list(summary["algos"]) == ALGOS.split(",")
+    for algo, a in summary["algos"].items():
+        n = 1 if algo == "bc" else 3  # BC is the warm start alone; smoke runs 2 iterations
+        assert a["iterations"] == list(range(n)) and a["finished_seeds"] == [0]
+        assert len(a["success_mean_per_iteration"]) == len(a["success_std_per_iteration"]) == n
+        assert 0.0 <= a["final_success"] <= 1.0 and a["final_success_std"] == 0.0
+        assert a["operator_steps"] > 0 and a["env_steps"] >= a["operator_steps"]
+        assert a["wall_s"] > 0 and "mean_steps_to_success" in a
+    algos = summary["algos"]
+    assert algos["ppo-sbc"]["operator_steps"] == algos["bc"]["operator_steps"]  # demos only
+    assert algos["ppo-sbc"]["env_steps"] > algos["bc"]["env_steps"]
+    page = (smoke_comparison / "report.html").read_text()
+    assert len(PNG.findall(page)) >= 4 and "Fig. 6" in page and "Fig. 4" in page
+    assert "<table>" in page and "PPO+SBC" in page
+
+
+@pytest.mark.slow
+def test_rerun_skips_finished_runs_and_report_rebuilds(smoke_comparison: Path) -> None:
+    before = json.loads((smoke_comparison / "summary.json").read_text())
+    res = aloe(*compare_args(smoke_comparison))
+    assert res.returncode == 0, res.stderr
+    for log in (smoke_comparison / "logs").glob("*.log"):
+        assert log.read_text().count("\n$ ") == 1  # no run was started again
+    (smoke_comparison / "report.html").unlink()
+    res = aloe("report", str(smoke_comparison))
+    assert res.returncode == 0, res.stderr
+    assert len(PNG.findall((smoke_comparison / "report.html").read_text())) >= 4
+    after = json.loads((smoke_comparison / "summary.json").read_text())
+    assert after == before
+
+
+@pytest.mark.slow
+def test_killed_ppo_run_resumes_to_the_same_metrics(smoke_comparison: Path, tmp_path) -> None:
+    """A baseline's state (Gaussian actor, value, success average) round-trips checkpoints."""
+    out = tmp_path / "ppo"
+    cmd = [sys.executable, "-m", "aloe.cli", "train", "--preset", "smoke", "--algo", "ppo-sbc",
+           "--out", str(out), "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "iter-0001").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()  # type: ignore[union-attr]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    res = aloe("train", "--resume", str(out))
+    assert res.returncode == 0, res.stderr
+
+    def metrics(run: Path) -> list[dict]:
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+
+    assert metrics(out) == metrics(smoke_comparison / "runs" / "ppo-sbc-s0")
+
+
+# Fast checks: argument validation, run states, the summary's arithmetic.
+
+
+def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys) -> None:
+    for args, message in [
+        (["--algos", "aloe,ppo"], "--algos"),
+        (["--seeds", "0"], "--seeds must be >= 1"),
+        (["--preset", "fast"], "--preset"),
+        (["--task", "nope-v3"], "unknown task"),
+    ]:
+        assert main(["compare", "--out", str(tmp_path / "c"), *args]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "c").exists()
+    with pytest.raises(ValueError, match="twice"):
+        parse_algos("aloe,aloe")
+
+
+def _fake_run(root: Path, name: str, algo: str, successes: list[float], done: bool) -> None:
+    run = root / "runs" / name
+    run.mkdir(parents=True)
+    iterations = 0 if algo == "bc" else 2
+    (run / "config.json").write_text(json.dumps({"algo": algo, "iterations": iterations}))
+    rows = [{"iteration": k, "success_rate": s, "mean_steps_to_success": 50.0 + k if s else None,
+             "total_human_steps": 100 * (k + 1), "total_env_steps": 300 * (k + 1), "wall_s": 2.0}
+            for k, s in enumerate(successes)]  # fmt: skip
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert run_state(run).finished == done
+
+
+def test_summary_aggregates_over_seeds(tmp_path) -> None:
+    _fake_run(tmp_path, "aloe-s0", "aloe", [0.2, 0.4, 0.6], done=True)
+    _fake_run(tmp_path, "aloe-s1", "aloe", [0.2, 0.6, 1.0], done=True)
+    _fake_run(tmp_path, "aloe-s2", "aloe", [0.0, 0.5], done=False)  # still running
+    _fake_run(tmp_path, "bc-s0", "bc", [0.3], done=True)
+    summary = summarize(tmp_path)["algos"]
+    a = summary["aloe"]
+    assert a["seeds"] == [0, 1, 2] and a["finished_seeds"] == [0, 1]
+    assert a["success_mean_per_iteration"] == pytest.approx([0.4 / 3, 0.5, 0.8])
+    assert a["seeds_per_iteration"] == [3, 3, 2]
+    assert a["success_std_per_iteration"][2] == pytest.approx(0.2)
+    assert a["final_success"] == pytest.approx(0.8) and a["final_success_std"] == pytest.approx(0.2)
+    assert a["operator_steps"] == 300 and a["env_steps"] == 900
+    assert a["mean_steps_to_success"] == pytest.approx(52.0) and a["wall_s"] == pytest.approx(6.0)
+    assert summary["bc"]["iterations"] == [0] and summary["bc"]["final_success"] == 0.3
+    page = write_report(tmp_path)
+    assert len(PNG.findall((tmp_path / "report.html").read_text())) >= 4
+    assert page["algos"]["aloe"]["finished_seeds"] == [0, 1]
+
+
+def test_started_runs_resume_and_fresh_ones_start(tmp_path) -> None:
+    args = CompareArgs(out=tmp_path, preset="smoke", train_args="--iterations 1")
+    _fake_run(tmp_path, "awr-s0", "awr", [0.0], done=False)
+    started = RunSpec("awr", 0, tmp_path)
+    assert train_command(args, started, run_state(started.dir))[-2:] == ["--resume",
+                                                                         str(started.dir)]  # fmt: skip
+    fresh = RunSpec("dagger", 1, tmp_path)
+    cmd = train_command(args, fresh, run_state(fresh.dir))
+    assert cmd[-2:] == ["--iterations", "1"] and "--resume" not in cmd
+    assert cmd[cmd.index("--algo") + 1] == "dagger" and cmd[cmd.index("--seed") + 1] == "1"
+
+
+def test_report_of_a_plain_run_dispatches_to_run_reports(tmp_path, capsys, monkeypatch) -> None:
+    called: list[Path] = []
+    fake = types.ModuleType("aloe.evaluation.report")
+    fake.build_run_report = lambda d: called.append(d) or d / "report.html"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "aloe.evaluation.report", fake)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    assert main(["report", str(tmp_path)]) == 0 and called == [tmp_path]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # an install without it
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a comparison" in capsys.readouterr().err
