@@ -34,6 +34,12 @@ from aloe.config import ALGOS, PRESETS
 SUMMARY, REPORT, SETTINGS = "summary.json", "report.html", "compare.json"
 
 
+def _cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
 @dataclass
 class CompareArgs:
     """Run several algorithms × seeds with `aloe train` and compare them in one report."""
@@ -48,8 +54,8 @@ class CompareArgs:
     """Preset of every run (smoke | default | paper)."""
     out: Path = Path("runs/compare")
     """Comparison directory (created, or resumed when it holds the same comparison)."""
-    jobs: int = max(1, os.cpu_count() or 1)
-    """Runs at a time; each uses one thread (OMP_NUM_THREADS=1)."""
+    jobs: int = field(default_factory=_cores)
+    """Runs at a time (default: the cores this process may use); each uses one thread."""
     train_args: str = ""
     """Extra `aloe train` options for every run, e.g. "--iterations 3 --eval-episodes 10"."""
     progress: bool = True

@@ -129,6 +129,7 @@ class Run:
     @torch.no_grad()
     def q_values(self, state: Any, chunk: Any) -> tuple[np.ndarray, np.ndarray]:
         """Every member's Q (K, B) and Q_pess (B,) (Eq. 9) of chunks (B, h, A) at states."""
+        self._require_q()
         s = self._state(state)
         a = torch.as_tensor(np.asarray(chunk), dtype=torch.float32, device=self.device)
         a = a[None] if a.ndim == 2 else a
@@ -141,11 +142,17 @@ class Run:
         """V^π(s) (B,): the mean Q_pess of chunks sampled from the policy (Eq. 10)."""
         from aloe.algos.aloe import estimate_value
 
+        self._require_q()
         s = self._state(state)
         gen = torch.Generator(device=self.device).manual_seed(seed)
         self.critic.eval()
         return estimate_value(self.critic, self.actor, s, self._tasks(len(s)), num_samples,
                               gen).cpu().numpy()  # fmt: skip
+
+    def _require_q(self) -> None:
+        if self.config.algo in ("awr", "ppo-sbc"):
+            raise ValueError(f"{self.root}: algo {self.config.algo!r} learns a state value "
+                             "V(s), not the chunked Q these methods read")  # fmt: skip
 
     def chunk_policy(self, seed: int = 0) -> FlowChunkPolicy:
         return FlowChunkPolicy(self.actor, version=self.iteration,

@@ -236,3 +236,20 @@ def test_state_dict_roundtrip_through_a_checkpoint(tmp_path) -> None:
     d2 = loaded.decisions(decision_batch(), torch.zeros(6), reward_scale=0.01)
     d1 = learner.decisions(decision_batch(), torch.zeros(6), reward_scale=0.01)
     assert all(torch.equal(a, b) for a, b in zip(d1, d2, strict=True))
+
+
+def test_set_actor_lr_keeps_the_schedule_position(tmp_path) -> None:
+    learner = tiny_learner()
+    sched, group = learner.actor_sched, learner.actor_optim.param_groups[0]
+    for _ in range(3):
+        learner.actor_optim.step()
+        sched.step()
+    learner.set_actor_lr(1e-5)
+    assert group["lr"] == pytest.approx(1e-5 * sched.lr_lambdas[0](3))
+    sched.step()
+    assert group["lr"] == pytest.approx(1e-5 * sched.lr_lambdas[0](4))
+    checkpoint.save(tmp_path, 1, {"learner": learner.state_dict()})
+    loaded = tiny_learner(seed=1)
+    loaded.load_state_dict(checkpoint.load(tmp_path / "iter-0001")["learner"])
+    assert loaded.actor_sched.base_lrs == [1e-5]
+    assert loaded.actor_optim.param_groups[0]["lr"] == pytest.approx(group["lr"])

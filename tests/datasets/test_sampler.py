@@ -246,7 +246,7 @@ def test_sample_shapes_and_dtypes() -> None:
     assert b.state.shape == (7, 2) and b.actions.shape == (7, 5, 3) and b.valid.shape == (7, 5)
     for name in ("reward", "discount", "bootstrap", "mc_return"):
         assert getattr(b, name).shape == (7,) and getattr(b, name).dtype == torch.float32
-    for name in ("task_index", "source", "index"):
+    for name in ("task_index", "source", "global_index"):
         assert getattr(b, name).dtype == torch.int64
 
 
