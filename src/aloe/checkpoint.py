@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from aloe.datasets._format import fsync_path
+
 _NAME = re.compile(r"^iter-(\d{4,})$")
 
 
@@ -67,10 +69,10 @@ def save(root: Path, iteration: int, state: dict[str, Any]) -> Path:
     save_file(tensors, str(tmp / "tensors.safetensors"))
     (tmp / "state.json").write_text(json.dumps(skeleton))
     for f in tmp.iterdir():
-        _fsync(f)
-    _fsync(tmp)
+        fsync_path(f)
+    fsync_path(tmp)
     os.replace(tmp, final)
-    _fsync(root)
+    fsync_path(root)
     return final
 
 
@@ -94,11 +96,3 @@ def complete(root: Path) -> list[tuple[int, Path]]:
 def latest(root: Path) -> tuple[int, Path] | None:
     found = complete(root)
     return found[-1] if found else None
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
