@@ -403,14 +403,18 @@ def _pm(mean: float | None, std: float | None) -> str:
     return "–" if mean is None else f"{mean:.2f} ± {std or 0.0:.2f}"
 
 
+def _int(x: float | None) -> int | None:
+    return None if x is None else round(x)
+
+
 def _table_rows(algos: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
             "algorithm": _label(algo),
             "seeds (finished)": f"{len(a['finished_seeds'])}/{len(a['seeds'])}",
             "final success": _pm(a["final_success"], a["final_success_std"]),
-            "operator steps": a["operator_steps"],
-            "env steps": a["env_steps"],
+            "operator steps": _int(a["operator_steps"]),
+            "env steps": _int(a["env_steps"]),
             "steps to success": a["mean_steps_to_success"],
             "wall time (min)": None if a["wall_s"] is None else a["wall_s"] / 60,
         }
