@@ -16,12 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from aloe.envs.tasks import DEFAULT_TASK
+
 
 @dataclass
 class BenchArgs:
     """Measure environment, collection, sampling and update speed on this machine."""
 
-    task: str = "peg-insert-side-v3"
+    task: str = DEFAULT_TASK
     """MetaWorld task to step."""
     steps: int = 3000
     """Environment steps per collection measurement."""

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import tyro
 
+from aloe.envs.tasks import DEFAULT_TASK
+
 if TYPE_CHECKING:
     from aloe.compare import CompareArgs
 
@@ -76,7 +78,7 @@ def cmd_tasks(args: TasksArgs) -> int:
 class CollectArgs:
     """Record operator demonstrations, or run a policy with the operator in the loop."""
 
-    task: str = "peg-insert-side-v3"
+    task: str = DEFAULT_TASK
     """MetaWorld v3 task (`aloe tasks`)."""
     episodes: int = 20
     """Number of episodes to record."""

@@ -30,6 +30,7 @@ from typing import IO, Any
 import numpy as np
 
 from aloe.config import ALGOS, PRESETS
+from aloe.envs.tasks import DEFAULT_TASK
 
 SUMMARY, REPORT, SETTINGS = "summary.json", "report.html", "compare.json"
 
@@ -44,7 +45,7 @@ def _cores() -> int:
 class CompareArgs:
     """Run several algorithms × seeds with `aloe train` and compare them in one report."""
 
-    task: str = "peg-insert-side-v3"
+    task: str = DEFAULT_TASK
     """MetaWorld v3 task (`aloe tasks`)."""
     algos: str = "aloe,awr,dagger,bc,ppo-sbc"
     """Comma-separated algorithms, in the order the report lists them."""

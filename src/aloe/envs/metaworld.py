@@ -19,7 +19,7 @@ import mujoco
 import numpy as np
 
 from aloe.envs.failures import FailureConfig, FailureDetector
-from aloe.envs.tasks import INSTRUCTIONS, check_task
+from aloe.envs.tasks import DEFAULT_TASK, INSTRUCTIONS, check_task
 
 CONTROL_HZ = 80.0  # MetaWorld: frame_skip 5 × 2.5 ms
 _MJ_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
@@ -31,7 +31,7 @@ _SKIP_ATTRS = {"model", "data", "mujoco_renderer", "np_random", "_np_random"}
 class EnvConfig:
     """How a MetaWorld task is turned into the paper's episodic task."""
 
-    task: str = "peg-insert-side-v3"
+    task: str = DEFAULT_TASK
     """MetaWorld v3 task name (`aloe tasks` lists them)."""
     max_steps: int = 300
     """Time limit of the policy's attempt, in steps (MetaWorld's own limit is 500)."""
