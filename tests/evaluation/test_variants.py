@@ -15,7 +15,7 @@ from aloe.evaluation.variants import (
 
 TASKS = [*TASK_OBJECTS, "push-v3"]  # the tabled tasks and one that takes the fallback
 FIELDS = ("geom_size", "geom_pos", "geom_friction", "geom_priority", "geom_rgba", "geom_matid",
-          "body_mass", "body_inertia", "body_pos", "site_pos")  # fmt: skip
+          "body_mass", "body_inertia", "body_pos", "site_pos", "geom_type")  # fmt: skip
 
 
 @pytest.fixture(scope="module", params=TASKS)
@@ -131,3 +131,15 @@ def test_expert_success_tells_whether_a_variant_is_solvable():
     from aloe.evaluation.variants import expert_success
 
     assert expert_success("reach-v3", Variant("nominal", ""), seeds=2) == 1.0
+
+
+def test_shape_variant_swaps_geom_types_and_is_undone():
+    env = TaskEnv(EnvConfig(task="pick-place-v3", c_fail=100.0))
+    shape = next(v for v in task_variants("pick-place-v3") if v.name == "shape")
+    before = env.raw.model.geom_type.copy()
+    with applied(env, shape) as root:
+        geoms = _geoms(env, root)
+        now = env.raw.model.geom_type[geoms]
+        assert (now != before[geoms]).any() and mujoco.mjtGeom.mjGEOM_BOX in now
+    np.testing.assert_array_equal(env.raw.model.geom_type, before)
+    assert "shape" not in [v.name for v in task_variants("assembly-v3")]

@@ -12,6 +12,8 @@ on exit, so variants never leak into each other or into nominal evaluation:
 - friction f: the sliding friction of the object's geoms scaled by f, and their priority
   raised above every other geom, so that their coefficients govern each contact (MuJoCo
   otherwise takes the larger of the two, and the gripper pads' 2.0 would always win).
+- shape: each primitive collision geom swapped for one of the same extent (cylinders,
+  capsules and spheres become boxes, boxes become cylinders).
 - colour: the geoms' rgba replaced and their material dropped (only images see it).
 - position: the object's initial position drawn from a range outside MetaWorld's random
   reset range (the env's `_random_reset_space`, whose first three dims are the object's).
@@ -22,11 +24,11 @@ body of the free joint closest to obs[4:7] and an x range shifted just past the 
 Every variant stays solvable: the noise-free scripted expert's success on 6 seeds
 (`aloe tasks --variants --verify`), nominal 6/6 everywhere:
 
-    task                size-0.9  size-1.1  mass-x3  friction-x0.3  colour  position-out
-    peg-insert-side      4/6       6/6       6/6      5/6            6/6     5/6
-    pick-place           6/6       6/6       6/6      2/6            6/6     6/6
-    assembly             6/6       6/6       6/6      6/6            6/6     6/6
-    bin-picking          6/6       6/6       6/6      6/6            6/6     4/6
+    task                size-0.9  size-1.1  mass-x3  friction-x0.3  colour  position-out  shape
+    peg-insert-side      4/6       6/6       6/6      5/6            6/6     5/6          5/6
+    pick-place           6/6       6/6       6/6      2/6            6/6     6/6          6/6
+    assembly             6/6       6/6       6/6      6/6            6/6     6/6          (none)
+    bin-picking          6/6       6/6       6/6      6/6            6/6     4/6          4/6
     push (fallback)      6/6       6/6       6/6      5/6            6/6     6/6
 """
 
@@ -87,10 +89,18 @@ class Variant:
     init_low: Vec3 | None = None  # object initial-position range; None = the training one
     init_high: Vec3 | None = None
     shift_init: bool = False  # fallback: x range shifted past the training one
+    reshape: bool = False  # round collision geoms become boxes, boxes become cylinders
 
     @property
     def changes_position(self) -> bool:
         return self.init_low is not None or self.shift_init
+
+
+SHAPE = Variant("shape", "object shape changed: round geoms become boxes, boxes cylinders",
+                reshape=True)  # fmt: skip
+# Objects made of many boxes (assembly's nut is a ring of 11): as cylinders the ring closes
+# and no longer fits the peg, so the scripted expert solves 0/6; they get no shape variant.
+KEEP_SHAPE = {"assembly-v3", "disassemble-v3"}
 
 
 def task_variants(task: str) -> list[Variant]:
@@ -112,6 +122,7 @@ def task_variants(task: str) -> list[Variant]:
             "friction-x0.3", "slippery object: friction x0.3, governing contacts", friction=0.3
         ),
         Variant("colour-blue", "object recoloured blue (seen only by images)", rgba=BLUE),
+        *([] if task in KEEP_SHAPE else [SHAPE]),
         position,
     ]
 
@@ -154,7 +165,7 @@ def subtree(model: mujoco.MjModel, root: int) -> np.ndarray:
 _FIELDS = {
     "body": ("body_pos", "body_ipos", "body_inertia", "body_mass"),
     "geom": ("geom_size", "geom_pos", "geom_rbound", "geom_aabb", "geom_friction",
-             "geom_priority", "geom_rgba", "geom_matid"),
+             "geom_priority", "geom_rgba", "geom_matid", "geom_type"),
     "site": ("site_pos", "site_size"),
 }  # fmt: skip
 
@@ -196,6 +207,8 @@ def _edit(env: TaskEnv, v: Variant, root: int, rows: dict[str, np.ndarray]) -> N
         m.geom_aabb[solid] *= v.size
         m.site_pos[sites] *= v.size
         m.site_size[sites] *= v.size
+    if v.reshape:
+        _reshape(m, geoms)
     if v.mass != 1.0:
         m.body_mass[bodies] *= v.mass
         m.body_inertia[bodies] *= v.mass
@@ -215,6 +228,28 @@ def _edit(env: TaskEnv, v: Variant, root: int, rows: dict[str, np.ndarray]) -> N
             low[0] = high[0] + FALLBACK_SHIFT
             high[0] = low[0] + width
         env.raw._random_reset_space = Box(low, high, dtype=np.float64)
+
+
+_G = mujoco.mjtGeom
+
+
+def _reshape(m: mujoco.MjModel, geoms: np.ndarray) -> None:
+    """Swap each primitive geom's type for one of the same extent (bounds kept consistent)."""
+    for g in geoms:
+        size, kind = m.geom_size[g], m.geom_type[g]
+        if kind in (_G.mjGEOM_CYLINDER, _G.mjGEOM_CAPSULE, _G.mjGEOM_SPHERE):
+            r = size[0]
+            h = r if kind == _G.mjGEOM_SPHERE else size[1] + (r if kind == _G.mjGEOM_CAPSULE else 0)
+            half = np.array([r, r, h])
+            m.geom_type[g] = _G.mjGEOM_BOX
+        elif kind == _G.mjGEOM_BOX:
+            half = np.array([max(size[0], size[1])] * 2 + [size[2]])
+            m.geom_type[g] = _G.mjGEOM_CYLINDER
+        else:
+            continue  # meshes, planes, ellipsoids keep their shape
+        m.geom_size[g] = [half[0], half[2], 0.0] if m.geom_type[g] == _G.mjGEOM_CYLINDER else half
+        m.geom_aabb[g, 3:] = half
+        m.geom_rbound[g] = float(np.linalg.norm(half))
 
 
 def expert_success(task: str, variant: Variant, seeds: int = 5, max_steps: int = 300) -> float:
