@@ -21,3 +21,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def same_metrics():
+    """Compare two runs' metrics.jsonl rows: integers and strings exactly, floats to 1e-6.
+
+    Two processes can differ in the last bits of a float: the BLAS kernels' summation order
+    depends on memory alignment, which differs between processes. Resume itself is exact.
+    """
+
+    def check(a, b):
+        assert len(a) == len(b)
+        for row_a, row_b in zip(a, b, strict=True):
+            assert row_a.keys() == row_b.keys()
+            for key, value in row_a.items():
+                if isinstance(value, float):
+                    assert value == pytest.approx(row_b[key], rel=1e-6, abs=1e-9), key
+                else:
+                    assert value == row_b[key], key
+
+    return check
