@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from aloe.cli import main
-from aloe.envs.tasks import DEFAULT_TASK
 from aloe.compare import (
     CompareArgs,
     RunSpec,
@@ -26,6 +25,7 @@ from aloe.compare import (
     train_command,
     write_report,
 )
+from aloe.envs.tasks import DEFAULT_TASK
 
 ALGOS = "aloe,awr,dagger,bc,ppo-sbc"
 PNG = re.compile(r'<img[^>]*src="data:image/png;base64,[A-Za-z0-9+/=]{100,}"')
