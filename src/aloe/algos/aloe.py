@@ -346,6 +346,12 @@ class AloeLearner:
         )
         metrics["actor/q_data_mean"] = float(q_data.mean())
         metrics["actor/v_mean"] = float(v.mean())
+        return self.weighted_actor_update(b, w, metrics)
+
+    def weighted_actor_update(
+        self, b: ChunkBatch, w: Tensor, metrics: dict[str, float]
+    ) -> dict[str, float]:
+        """Alg. 1 line 14: minimise the w-weighted flow-matching loss (Eq. 15) on the batch."""
         self.actor_module.train()
         per_sample = self.actor.flow_loss_per_sample(
             b.state, b.task_index, b.actions, b.valid, self.generator

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aloe.algos.aloe import AloeConfig, AloeLearner, advantage_weights, weighted_flow_loss
+from aloe.algos.aloe import AloeConfig, AloeLearner, advantage_weights
 from aloe.critics.chunked_q import ChunkedQCritic, CriticConfig
 from aloe.data import ChunkBatch
 from aloe.nn import Normalizer, evaluating
@@ -209,15 +209,7 @@ class AwrLearner(AloeLearner):
         )
         metrics["actor/q_data_mean"] = float(b.mc_return.mean())
         metrics["actor/v_mean"] = float(v.mean())
-        self.actor_module.train()
-        per_sample = self.actor.flow_loss_per_sample(
-            b.state, b.task_index, b.actions, b.valid, self.generator
-        )
-        loss, loss_metrics = weighted_flow_loss(per_sample, w)  # Eq. 15
-        metrics |= loss_metrics
-        return self._update(
-            loss, self.actor_module, self.actor_optim, self.actor_sched, "actor", metrics
-        )
+        return self.weighted_actor_update(b, w, metrics)  # Eq. 15, as ALOE
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "v_range": [self.v_min, self.v_max]}
