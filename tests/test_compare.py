@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import signal
 import subprocess
@@ -31,9 +32,14 @@ ALGOS = "aloe,awr,dagger,bc,ppo-sbc"
 PNG = re.compile(r'<img[^>]*src="data:image/png;base64,[A-Za-z0-9+/=]{100,}"')
 
 
+# `aloe compare` runs each job with one thread; runs compared with its runs must too, since
+# the thread count changes float summation order and PPO's updates amplify the difference.
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
 def aloe(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "aloe.cli", *args], capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+                          text=True, timeout=timeout, env=ONE_THREAD)  # fmt: skip
 
 
 def compare_args(out: Path) -> list[str]:
@@ -92,7 +98,8 @@ def test_killed_ppo_run_resumes_to_the_same_metrics(
     out = tmp_path / "ppo"
     cmd = [sys.executable, "-m", "aloe.cli", "train", "--preset", "smoke", "--algo", "ppo-sbc",
            "--out", str(out), "--no-progress"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=ONE_THREAD)  # fmt: skip
     deadline = time.time() + 300
     while not (out / "checkpoints" / "iter-0001").exists():
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read()  # type: ignore[union-attr]
