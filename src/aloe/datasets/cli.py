@@ -7,12 +7,19 @@ import os
 from aloe.datasets.store import EpisodeStore, StoreError
 
 
-def info(root: str | os.PathLike[str]) -> int:
-    """Print what the store holds: episodes, frames by source, takeovers, outcomes."""
+def _open(root: str | os.PathLike[str]) -> EpisodeStore | None:
+    """The store, or None after printing why it cannot be opened."""
     try:
-        store = EpisodeStore.open(root)
+        return EpisodeStore.open(root)
     except StoreError as e:
         print(f"error: {e}")
+        return None
+
+
+def info(root: str | os.PathLike[str]) -> int:
+    """Print what the store holds: episodes, frames by source, takeovers, outcomes."""
+    store = _open(root)
+    if store is None:
         return 1
     s = store.summary()
     rate = "n/a" if s["success_rate"] is None else f"{s['success_rate']:.1%}"
@@ -37,10 +44,8 @@ def info(root: str | os.PathLike[str]) -> int:
 
 def check(root: str | os.PathLike[str]) -> int:
     """Validate every file of the store; print each problem, or one `ok` line."""
-    try:
-        store = EpisodeStore.open(root)
-    except StoreError as e:
-        print(f"error: {e}")
+    store = _open(root)
+    if store is None:
         return 1
     problems = store.check()
     for problem in problems:
