@@ -20,6 +20,8 @@ from aloe.cli import main
 from aloe.compare import (
     CompareArgs,
     RunSpec,
+    _ready,
+    matched_rollout_steps,
     parse_algos,
     run_state,
     summarize,
@@ -96,8 +98,11 @@ def test_killed_ppo_run_resumes_to_the_same_metrics(
 ) -> None:
     """A baseline's state (Gaussian actor, value, success average) round-trips checkpoints."""
     out = tmp_path / "ppo"
+    compared = json.loads((smoke_comparison / "runs" / "ppo-sbc-s0" / "config.json").read_text())
+    budget = compared["ppo"]["rollout_steps"]
+    assert budget == matched_rollout_steps(smoke_comparison, 0)  # matched to the operator loop
     cmd = [sys.executable, "-m", "aloe.cli", "train", "--preset", "smoke", "--algo", "ppo-sbc",
-           "--out", str(out), "--no-progress"]  # fmt: skip
+           "--out", str(out), "--no-progress", "--ppo.rollout-steps", str(budget)]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=ONE_THREAD)  # fmt: skip
     deadline = time.time() + 300
@@ -175,6 +180,24 @@ def test_started_runs_resume_and_fresh_ones_start(tmp_path) -> None:
     cmd = train_command(args, fresh, run_state(fresh.dir))
     assert cmd[-2:] == ["--iterations", "1"] and "--resume" not in cmd
     assert cmd[cmd.index("--algo") + 1] == "dagger" and cmd[cmd.index("--seed") + 1] == "1"
+
+
+def test_ppo_budget_is_the_operator_loops_mean_env_steps_per_iteration(tmp_path) -> None:
+    for name, steps in [("aloe-s0", [50, 1000, 1200]), ("dagger-s0", [50, 800, 600]),
+                        ("awr-s1", [50, 5000, 5000])]:  # fmt: skip
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        rows = [{"iteration": k, "env_steps": n} for k, n in enumerate(steps)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert matched_rollout_steps(tmp_path, 0) == 900  # (1000+1200+800+600)/4, no warm start
+    assert matched_rollout_steps(tmp_path, 2) is None
+    ppo, aloe0 = RunSpec("ppo-sbc", 0, tmp_path), RunSpec("aloe", 0, tmp_path)
+    assert not _ready(ppo, [aloe0, ppo], []) and _ready(
+        ppo, [ppo, RunSpec("aloe", 1, tmp_path)], []
+    )
+    args = CompareArgs(out=tmp_path, preset="smoke")
+    cmd = train_command(args, ppo, run_state(ppo.dir))
+    assert cmd[-2:] == ["--ppo.rollout-steps", "900"]
 
 
 def test_report_of_a_plain_run_dispatches_to_run_reports(tmp_path, capsys, monkeypatch) -> None:

@@ -7,7 +7,10 @@
     DIR/report.html           self-contained: plots embedded as PNG (`write_report`)
 
 Runs are separate processes (`--jobs` at a time, OMP_NUM_THREADS=1 each), so a comparison
-is only as parallel as the machine. Re-running the same command resumes it: finished runs
+is only as parallel as the machine. PPO+SBC learns without the operator, so its budget is
+matched in environment steps: a PPO run waits for its seed's operator-loop runs (ALOE, AWR,
+HG-DAgger) and gets their mean environment steps per iteration as `--ppo.rollout-steps`
+(`matched_rollout_steps`); with none of them in the comparison it keeps its own cap. Re-running the same command resumes it: finished runs
 are skipped, started ones continue with `aloe train --resume`, the rest start afresh.
 `aloe report DIR` rebuilds summary.json and report.html from what is on disk.
 """
@@ -33,6 +36,7 @@ from aloe.config import ALGOS, PRESETS
 from aloe.envs.tasks import DEFAULT_TASK
 
 SUMMARY, REPORT, SETTINGS = "summary.json", "report.html", "compare.json"
+OPERATOR_LOOP = ("aloe", "awr", "dagger")  # collect with the operator; PPO+SBC matches them
 
 
 def _cores() -> int:
@@ -141,9 +145,27 @@ def train_command(args: CompareArgs, spec: RunSpec, state: RunState) -> list[str
     base = [sys.executable, "-m", "aloe.cli", "train"]
     if state.started:
         return [*base, "--resume", str(spec.dir)]
+    budget = matched_rollout_steps(spec.root, spec.seed) if spec.algo == "ppo-sbc" else None
     return [*base, "--preset", args.preset, "--task", args.task, "--algo", spec.algo,
             "--seed", str(spec.seed), "--out", str(spec.dir), "--no-progress",
-            *shlex.split(args.train_args)]  # fmt: skip
+            *shlex.split(args.train_args),
+            *(["--ppo.rollout-steps", str(budget)] if budget else [])]  # fmt: skip
+
+
+def matched_rollout_steps(root: Path, seed: int) -> int | None:
+    """Mean environment steps per iteration (warm start excluded) that the seed's finished
+    operator-loop runs used; None when there are none."""
+    steps = [row["env_steps"] for algo in OPERATOR_LOOP
+             for row in read_metrics(RunSpec(algo, seed, root).dir)[1:]]  # fmt: skip
+    return round(float(np.mean(steps))) if steps else None
+
+
+def _ready(spec: RunSpec, pending: list[RunSpec], running: list[_Running]) -> bool:
+    """A PPO+SBC run starts once its seed's operator-loop runs are done (or failed)."""
+    if spec.algo != "ppo-sbc" or run_state(spec.dir).started:
+        return True
+    waiting = [*pending, *(r.spec for r in running)]
+    return not any(s.seed == spec.seed and s.algo in OPERATOR_LOOP for s in waiting)
 
 
 def _check_settings(args: CompareArgs) -> None:
@@ -185,8 +207,10 @@ def run_comparison(args: CompareArgs) -> dict[str, Any]:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         while pending or running:
-            while pending and len(running) < args.jobs:
-                running.append(_start(args, pending.pop(0), env))
+            ready = [s for s in pending if _ready(s, pending, running)]
+            for spec in ready[: max(0, args.jobs - len(running))]:
+                pending.remove(spec)
+                running.append(_start(args, spec, env))
             time.sleep(0.5)
             for r in [r for r in running if r.proc.poll() is not None]:
                 running.remove(r)
