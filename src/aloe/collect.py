@@ -98,14 +98,18 @@ class CollectStats:
 
 
 class _Recorder:
-    """Accumulates the per-step columns of one episode."""
+    """Accumulates the per-step columns of one episode (and its camera images, if any)."""
 
     def __init__(self, record_sim_state: bool) -> None:
         self.cols: dict[str, list[Any]] = {k: [] for k in D.STEP_COLUMNS}
         if record_sim_state:
             self.cols[D.SIM_STATE] = []
 
-    def add(self, **values: Any) -> None:
+    def add(self, obs: dict[str, Any], **values: Any) -> None:
+        """One step taken from `obs`: its images are the view before the step."""
+        for camera, image in obs.get("images", {}).items():
+            values[D.image_key(camera)] = image
+            self.cols.setdefault(D.image_key(camera), [])
         for k, lst in self.cols.items():
             lst.append(values[k])
 
@@ -117,10 +121,14 @@ class _Recorder:
         self.cols[D.FAILURE_REASON][-1] = reason
 
     def episode(self, env: TaskEnv, meta: dict[str, Any]) -> D.Episode:
-        steps = {
-            k: np.asarray(v, dtype=D.STEP_COLUMNS.get(k, np.float64)) for k, v in self.cols.items()
-        }
+        steps = {k: np.asarray(v, dtype=_dtype(k)) for k, v in self.cols.items()}
         return D.Episode(task=env.task, instruction=env.instruction, steps=steps, meta=meta)
+
+
+def _dtype(column: str) -> Any:
+    if column.startswith(D.IMAGE_PREFIX):
+        return np.uint8
+    return D.STEP_COLUMNS.get(column, np.float64)
 
 
 def _step(
@@ -135,7 +143,7 @@ def _step(
 ) -> tuple[dict[str, Any], bool, bool, dict[str, Any]]:
     sim = env.sim_state() if D.SIM_STATE in rec.cols else None
     nxt, reward, term, trunc, info = env.step(action)
-    rec.add(**{
+    rec.add(obs, **{
         D.STATE: obs["state"], D.NEXT_STATE: nxt["state"], D.ACTION: action, D.REWARD: reward,
         D.DONE: term, D.TRUNCATED: trunc, D.SUCCESS: info["success"],
         D.INTERVENTION: source == "human", D.SOURCE: source, D.POLICY_VERSION: version,

@@ -19,7 +19,8 @@ from aloe.algos.ppo_sbc import PpoConfig
 from aloe.collect import CollectConfig
 from aloe.critics.chunked_q import CriticConfig
 from aloe.envs.metaworld import EnvConfig
-from aloe.envs.tasks import DEFAULT_TASK, check_task
+from aloe.envs.tasks import DEFAULT_TASK, check_task, task_list
+from aloe.observation import INSTRUCTION_KINDS, OBS_KINDS, VisionConfig
 from aloe.operators.scripted import OperatorConfig
 from aloe.policies.flow import ActorConfig
 
@@ -53,13 +54,22 @@ class TrainConfig:
     exec_horizon: int = 5
     """Actions executed from each chunk before replanning (paper: 25 for precision tasks)."""
     num_demos: int = 2
-    """Successful operator demonstrations for the BC warm start (Algorithm 1, line 1)."""
+    """Successful operator demonstrations for the BC warm start (Algorithm 1, line 1), per
+    task (a multi-task run collects num_demos × tasks, the tasks taken in turn)."""
     bc_steps: int = 3000
     """Gradient steps of the BC warm start."""
     eval_episodes: int = 20
     """Operator-free evaluation episodes per iteration, on fixed seeds."""
     progress: bool = True
     """Show progress bars."""
+    obs: str = "state"
+    """What the policy and the critic see: state (39-dim MetaWorld state) | image (the state
+    plus camera images through a frozen encoder, `vision.*`; needs the `vision` extra)."""
+    instructions: str = "learned"
+    """Instruction token: learned (an embedding per task) | minilm (frozen all-MiniLM-L6-v2
+    sentence embeddings, the `vision` extra; what tells tasks apart in a multi-task run)."""
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    """Cameras and frozen image encoder of `obs image` runs."""
     env: EnvConfig = field(default_factory=EnvConfig)
     operator: OperatorConfig = field(default_factory=OperatorConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
@@ -76,7 +86,9 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """Copy shared fields into the sub-configs so that each part reads one value."""
         cfg = dataclasses.replace(self)
-        cfg.env = dataclasses.replace(self.env, task=self.task)
+        cameras = tuple(self.vision.cameras) if self.obs == "image" else ()
+        cfg.env = dataclasses.replace(self.env, task=self.task, cameras=cameras,
+                                      image_size=self.vision.image_size)  # fmt: skip
         cfg.actor = dataclasses.replace(self.actor, horizon=self.horizon)
         cfg.critic = dataclasses.replace(self.critic, horizon=self.horizon)
         return cfg
@@ -84,7 +96,13 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ValueError naming the first bad field and what is allowed."""
         check_task(self.task)
+        task_list(self.task)
         _check(self.algo in ALGOS, "algo", self.algo, f"one of {ALGOS}")
+        _check(self.obs in OBS_KINDS, "obs", self.obs, f"one of {OBS_KINDS}")
+        _check(self.instructions in INSTRUCTION_KINDS, "instructions", self.instructions,
+               f"one of {INSTRUCTION_KINDS}")  # fmt: skip
+        if self.obs == "image":
+            self.vision.validate()
         _check(self.preset in PRESETS, "preset", self.preset, f"one of {PRESETS}")
         _check(self.iterations >= 0, "iterations", self.iterations, ">= 0")
         _check(self.horizon >= 1, "horizon", self.horizon, ">= 1")
@@ -184,6 +202,7 @@ def preset(name: str, task: str | None = None) -> TrainConfig:
                                        num_value_samples=2, warmup_steps=5)  # fmt: skip
         cfg.ppo = dataclasses.replace(cfg.ppo, epochs=2, minibatch_size=32, bc_batch_size=16,
                                       sbc_buffer_episodes=10)  # fmt: skip
+        cfg.vision = dataclasses.replace(cfg.vision, image_size=32, encoder="siglip-tiny")
     elif name == "default":  # ≤ 20 minutes on 2 CPU cores (see README for the measured time)
         cfg.actor = dataclasses.replace(cfg.actor, hidden_dim=64, num_layers=2, num_heads=4)
         cfg.critic = dataclasses.replace(cfg.critic, hidden_dim=64, num_layers=2, num_heads=4)

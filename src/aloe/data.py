@@ -47,15 +47,24 @@ STEP_COLUMNS: dict[str, Any] = {
     FAILURE_REASON: object,
 }
 OPTIONAL_STEP_COLUMNS: dict[str, Any] = {SIM_STATE: np.float64}
+# Camera images, uint8 (T, H, W, 3), the view before the step (aligned with `observation.state`).
+# The store keeps them as videos, not in the data files.
+IMAGE_PREFIX = "observation.images."
+
+
+def image_key(camera: str) -> str:
+    """The episode column (and LeRobot feature) holding `camera`'s images."""
+    return IMAGE_PREFIX + camera
 
 
 @dataclass
 class Episode:
     """One recorded attempt, as collection produces it and the store appends it.
 
-    `steps` maps each column of `STEP_COLUMNS` (and optionally `sim.state`) to an array whose
-    first axis is time. `meta` holds per-episode facts: `seed`, `iteration`, `sim_attrs`
-    (JSON-able env attributes needed to restore the simulator), anything else JSON-able.
+    `steps` maps each column of `STEP_COLUMNS` (and optionally `sim.state` and camera images
+    under `image_key(camera)`) to an array whose first axis is time. `meta` holds per-episode
+    facts: `seed`, `iteration`, `sim_attrs` (JSON-able env attributes needed to restore the
+    simulator), anything else JSON-able.
     """
 
     task: str  # the task's name, e.g. "peg-insert-side-v3"
@@ -81,6 +90,9 @@ class Episode:
         for name, arr in self.steps.items():
             if len(arr) != n:
                 raise ValueError(f"episode column {name!r} has {len(arr)} rows, expected {n}")
+        for name, arr in self.steps.items():
+            if name.startswith(IMAGE_PREFIX) and (arr.dtype != np.uint8 or arr.ndim != 4):
+                raise ValueError(f"episode column {name!r} must be uint8 (T, H, W, 3) images")
         bad = set(np.unique(self.steps[SOURCE]).tolist()) - set(SOURCES)
         if bad:
             raise ValueError(f"episode column 'source' has {sorted(bad)}, allowed {SOURCES}")

@@ -111,3 +111,60 @@ def evaluating(*modules: nn.Module) -> Iterator[None]:
     finally:
         for m, mode in zip(modules, modes, strict=True):
             m.train(mode)
+
+
+# Conditioning shared by the actor and the critic: the observation vector is laid out as
+# [state | camera_1 features | ... | camera_V features] (`layout` gives each segment's width;
+# image features come from a frozen encoder, see aloe.vision), the instruction as a row index.
+
+
+class ObservationTokens(nn.Module):
+    """Observation vector (B, sum(layout)) -> tokens (B, 1 + V, D): the state through an
+    MLP, each camera's frozen features through its own trainable adapter (an MLP)."""
+
+    def __init__(self, layout: tuple[int, ...], dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if not layout or min(layout) < 1:
+            raise ValueError(f"observation layout {layout}: every segment must be >= 1 wide")
+        self.layout = tuple(layout)
+        self.state = mlp(layout[0], dim, dim, num_hidden=1, dropout=dropout)
+        self.cameras = nn.ModuleList(mlp(f, dim, dim, num_hidden=1) for f in layout[1:])
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.layout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        parts = torch.split(x, list(self.layout), dim=-1)
+        tokens = [self.state(parts[0])]
+        tokens += [adapter(p) for adapter, p in zip(self.cameras, parts[1:], strict=True)]
+        return torch.stack(tokens, dim=1)
+
+
+class InstructionToken(nn.Module):
+    """Task index (B,) -> instruction token (B, D).
+
+    Without `features`, a learned embedding per instruction; with frozen sentence embeddings
+    `features` (num_tasks, E) (aloe.vision.language), a trainable projection of them, so the
+    instruction text itself is what tells tasks apart.
+    """
+
+    features: Tensor
+
+    def __init__(self, num_tasks: int, dim: int, features: Tensor | None = None) -> None:
+        super().__init__()
+        self.num_tasks = num_tasks
+        if features is None:
+            self.embedding: nn.Module = nn.Embedding(num_tasks, dim)
+        else:
+            if features.shape[0] != num_tasks:
+                raise ValueError(
+                    f"{features.shape[0]} instruction embeddings for {num_tasks} tasks"
+                )
+            self.register_buffer("features", features.float().clone())
+            self.embedding = nn.Linear(features.shape[1], dim)
+
+    def forward(self, task_index: Tensor) -> Tensor:
+        if isinstance(self.embedding, nn.Embedding):
+            return self.embedding(task_index)
+        return self.embedding(self.features[task_index])

@@ -19,8 +19,9 @@ from aloe.algos.aloe import AloeLearner, q_pess
 from aloe.config import TrainConfig
 from aloe.critics.chunked_q import ChunkedQCritic
 from aloe.envs.metaworld import TaskEnv
-from aloe.envs.tasks import INSTRUCTIONS
 from aloe.nn import Normalizer
+from aloe.observation import Observations
+from aloe.policies.chunk_policy import FlowChunkPolicy
 from aloe.policies.flow import FlowPolicy
 
 
@@ -31,65 +32,56 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_learner(
-    cfg: TrainConfig, state_mean: np.ndarray | None = None, state_std: np.ndarray | None = None
+    cfg: TrainConfig,
+    state_mean: np.ndarray | None = None,
+    state_std: np.ndarray | None = None,
+    obs: Observations | None = None,
+    instruction_features: torch.Tensor | None = None,
 ) -> AloeLearner:
     """Actor, critic and their optimisers for `cfg`; normalisers from dataset statistics.
 
     Without statistics (when a checkpoint will be loaded over it) the normalisers are
-    placeholders whose buffers the checkpoint overwrites.
+    placeholders whose buffers the checkpoint overwrites, and so are frozen instruction
+    embeddings (zeros of the right shape).
     """
-    dim = TaskEnv.STATE_DIM
+    obs = obs or Observations(cfg)
+    dim, n = obs.dim, len(obs.tasks)
+    if instruction_features is None and cfg.instructions != "learned":
+        instruction_features = torch.zeros(n, INSTRUCTION_DIM)
     mean = torch.zeros(dim) if state_mean is None else torch.as_tensor(state_mean).float()
     std = torch.ones(dim) if state_std is None else torch.as_tensor(state_std).float()
-    actor = FlowPolicy(cfg.actor, state_dim=dim, action_dim=TaskEnv.ACTION_DIM, num_tasks=1,
-                       state_normalizer=Normalizer.from_stats(mean, std))  # fmt: skip
+    shared: dict[str, Any] = {
+        "obs_layout": obs.layout,
+        "instruction_features": instruction_features,
+    }
+    actor = FlowPolicy(cfg.actor, state_dim=dim, action_dim=TaskEnv.ACTION_DIM, num_tasks=n,
+                       state_normalizer=Normalizer.from_stats(mean, std), **shared)  # fmt: skip
     device = resolve_device(cfg.device)
     if cfg.algo in ("awr", "ppo-sbc"):  # a state-value critic instead of ALOE's Q ensemble
-        return _baseline_learner(cfg, actor, Normalizer.from_stats(mean, std), device)
-    critic = ChunkedQCritic(cfg.critic, state_dim=dim, action_dim=TaskEnv.ACTION_DIM, num_tasks=1,
-                            state_normalizer=Normalizer.from_stats(mean, std))  # fmt: skip
+        return _baseline_learner(cfg, actor, Normalizer.from_stats(mean, std), device, shared)
+    critic = ChunkedQCritic(cfg.critic, state_dim=dim, action_dim=TaskEnv.ACTION_DIM, num_tasks=n,
+                            state_normalizer=Normalizer.from_stats(mean, std), **shared)  # fmt: skip
     # BC and DAgger train only the actor; they keep ALOE's learner (the critic stays idle).
     return AloeLearner(actor, critic, cfg.aloe, device=device)
 
 
-def _baseline_learner(
-    cfg: TrainConfig, actor: FlowPolicy, norm: Normalizer, device: torch.device
-) -> AloeLearner:
+INSTRUCTION_DIM = 384  # all-MiniLM-L6-v2's sentence embedding
+
+
+def _baseline_learner(cfg: TrainConfig, actor: FlowPolicy, norm: Normalizer,
+                      device: torch.device, shared: dict[str, Any]) -> AloeLearner:  # fmt: skip
     from aloe.algos.awr import AwrLearner, value_critic, value_range
     from aloe.algos.ppo_sbc import build_ppo_learner
     from aloe.envs.metaworld import expert_episode_length
+    from aloe.envs.tasks import task_list
 
-    dim = TaskEnv.STATE_DIM
+    dim, n = actor.state_norm.mean.numel(), actor.instruction.num_tasks
     if cfg.algo == "ppo-sbc":
-        return build_ppo_learner(actor, cfg.critic, dim, norm, cfg.aloe, cfg.ppo, device)
-    c_fail = cfg.env.c_fail if cfg.env.c_fail is not None else expert_episode_length(cfg.task)
-    critic = value_critic(cfg.critic, dim, 1, cfg.awr.num_bins, norm)
+        return build_ppo_learner(actor, cfg.critic, dim, norm, cfg.aloe, cfg.ppo, device, shared)
+    c_fail = cfg.env.c_fail or max(expert_episode_length(t) for t in task_list(cfg.task))
+    critic = value_critic(cfg.critic, dim, n, cfg.awr.num_bins, norm, **shared)
     v_range = value_range(cfg.awr, c_fail, cfg.aloe.gamma)
     return AwrLearner(actor, critic, cfg.aloe, cfg.awr, v_range, device=device)
-
-
-class FlowChunkPolicy:
-    """The actor as a `ChunkPolicy` for collection and evaluation (one observation at a time).
-
-    Sampling noise comes from a generator reseeded per episode from (run seed, episode seed),
-    so every episode depends on its seed alone: collection resumes mid-iteration exactly.
-    """
-
-    def __init__(self, actor: FlowPolicy, *, version: int, exec_horizon: int, seed: int,
-                 device: torch.device, task_index: int = 0) -> None:  # fmt: skip
-        self.actor, self.version, self.exec_horizon = actor, version, exec_horizon
-        self.seed, self.device = seed, device
-        self.task_index = torch.tensor([task_index], device=device)
-        self.generator = torch.Generator(device=device)
-        self.reset(0)
-
-    def reset(self, seed: int) -> None:
-        self.generator.manual_seed(hash((self.seed, seed)) % 2**63)
-
-    def act_chunk(self, obs: dict[str, Any]) -> np.ndarray:
-        state = torch.as_tensor(obs["state"], dtype=torch.float32, device=self.device)[None]
-        chunk = self.actor.sample(state, self.task_index, 1, self.generator)
-        return chunk[0, 0].cpu().numpy()
 
 
 class Run:
@@ -105,12 +97,12 @@ class Run:
         if self.iteration not in found:
             raise FileNotFoundError(f"{self.root}: no checkpoint for iteration {self.iteration}")
         self.state = checkpoint.load(found[self.iteration])
-        self.learner = build_learner(self.config)
+        self.obs = Observations(self.config)
+        self.learner = build_learner(self.config, obs=self.obs)
         self.learner.load_state_dict(self.state["learner"])
         self.actor: FlowPolicy = self.learner.actor  # type: ignore[assignment]
         self.critic: ChunkedQCritic = self.learner.critic
         self.device = self.learner.device
-        self.instruction = INSTRUCTIONS[self.config.task]
 
     def _state(self, state: Any) -> torch.Tensor:
         s = torch.as_tensor(np.asarray(state), dtype=torch.float32, device=self.device)
@@ -157,7 +149,7 @@ class Run:
     def chunk_policy(self, seed: int = 0) -> FlowChunkPolicy:
         return FlowChunkPolicy(self.actor, version=self.iteration,
                                exec_horizon=self.config.exec_horizon, seed=seed,
-                               device=self.device)  # fmt: skip
+                               device=self.device, obs=self.obs)  # fmt: skip
 
 
 def load_run(root: str | Path, iteration: int | None = None) -> Run:

@@ -42,8 +42,9 @@ from aloe.config import TrainConfig
 from aloe.datasets.sampler import ChunkSampler
 from aloe.datasets.store import EpisodeStore
 from aloe.envs.metaworld import CONTROL_HZ, TaskEnv
+from aloe.observation import Observations
 from aloe.operators.scripted import ScriptedOperator
-from aloe.run import FlowChunkPolicy, build_learner
+from aloe.run import FlowChunkPolicy, build_learner, resolve_device
 
 # what training reads of the store: everything but the simulator states (evaluation's)
 FRAME_COLUMNS = [*D.STEP_COLUMNS, "episode_index", "frame_index", "index", "task_index"]
@@ -78,9 +79,13 @@ class Trainer:
         self.env = TaskEnv(cfg.env)
         self.eval_env = TaskEnv(cfg.env)
         self.operator = ScriptedOperator(cfg.task, cfg.operator, seed=cfg.seed)
+        self.obs = Observations(cfg, resolve_device(cfg.device))
+        size = (cfg.env.image_size, cfg.env.image_size)
         self.store = EpisodeStore.open_or_create(
             self.root / "dataset", fps=CONTROL_HZ, state_dim=self.env.state_dim,
             action_dim=self.env.action_dim, sim_state_dim=self.env.sim_state_dim,
+            cameras={c: size for c in cfg.env.cameras} or None,
+            video_codec=cfg.vision.video_codec,
         )  # fmt: skip
         self.history: list[dict[str, Any]] = []
         self.learner: AloeLearner | None = None
@@ -102,15 +107,17 @@ class Trainer:
     def warm_start(self) -> None:
         """Algorithm 1, line 1: imitation on successful operator demonstrations."""
         cfg, start = self.cfg, time.time()
-        quota = CollectConfig(success_quota=cfg.num_demos, max_episodes=3 * cfg.num_demos,
+        demos = cfg.num_demos * len(self.obs.tasks)  # episode seeds take the tasks in turn
+        quota = CollectConfig(success_quota=demos, max_episodes=3 * demos,
                               record_sim_state=cfg.collect.record_sim_state)  # fmt: skip
         stats = self._collect(0, quota, policy=None)
-        frames = self.store.load_frames(FRAME_COLUMNS)
+        frames = self.frames()
         demo = _successful(frames) & (frames[D.SOURCE] == "demo")
         if not demo.any():
             raise RuntimeError("no successful demonstration: lower operator.noise_std")
         states = frames[D.STATE][demo]
-        self.learner = build_learner(cfg, states.mean(0), states.std(0))
+        self.learner = build_learner(cfg, states.mean(0), states.std(0), obs=self.obs,
+                                     instruction_features=self._instruction_features())  # fmt: skip
         sampler = self._sampler({k: v[demo] for k, v in frames.items()}, 0)
         self.writer = _tensorboard(self.root / "tb", purge_step=0)
         bc = self.steps(cfg.bc_steps, self.learner.bc_step, sampler, "bc warm start")
@@ -122,7 +129,7 @@ class Trainer:
         """Algorithm 1, lines 3–15, then evaluation and a checkpoint."""
         cfg, learner, start = self.cfg, self._learner(), time.time()
         stats = COLLECTORS.get(cfg.algo, collect_with_operator)(self, k)  # line 3
-        sampler = self._sampler(self.store.load_frames(FRAME_COLUMNS), k)
+        sampler = self._sampler(self.frames(), k)
         learner.generator.manual_seed(episode_seed(cfg.seed, k, 0) ^ 0x5EED)
         row = UPDATES[cfg.algo](self, k, sampler)
         self._finish(k, stats, row, start)
@@ -141,9 +148,11 @@ class Trainer:
 
     def _policy(self, version: int, seed: int) -> FlowChunkPolicy:
         learner = self._learner()
-        return FlowChunkPolicy(learner.actor, version=version,  # type: ignore[arg-type]
-                               exec_horizon=self.cfg.exec_horizon, seed=seed,
-                               device=learner.device)  # fmt: skip
+        return FlowChunkPolicy(learner.actor, version=version, exec_horizon=self.cfg.exec_horizon,
+                               seed=seed, device=learner.device, obs=self.obs)  # fmt: skip
+
+    def _instruction_features(self) -> torch.Tensor | None:
+        return self.obs.instruction_features(self.root / "dataset" / "cache")
 
     def _collect(self, k: int, rule: CollectConfig, policy: Any) -> CollectStats:
         """Collect for iteration k, counting what an interrupted attempt already stored."""
@@ -157,8 +166,9 @@ class Trainer:
         return stats
 
     def frames(self) -> dict[str, np.ndarray]:
-        """Everything training reads of the store (all episodes so far)."""
-        return self.store.load_frames(FRAME_COLUMNS)
+        """Everything training reads of the store (all episodes so far), with observation
+        vectors (image features from the cache) and the run's task rows (aloe.observation)."""
+        return self.obs.frames(self.store, FRAME_COLUMNS)
 
     def _sampler(self, frames: dict[str, np.ndarray], k: int) -> ChunkSampler:
         return ChunkSampler(frames, horizon=self.cfg.horizon, gamma=self.cfg.aloe.gamma,
@@ -201,7 +211,7 @@ class Trainer:
 
     def restore(self, path: Path) -> None:
         state = checkpoint.load(path)
-        self.learner = build_learner(self.cfg)
+        self.learner = build_learner(self.cfg, obs=self.obs)
         self.learner.load_state_dict(state["learner"])
         self.history = state["history"]
         _write_jsonl(self.root / "metrics.jsonl", self.history)

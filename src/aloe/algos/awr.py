@@ -151,14 +151,16 @@ def value_critic(
     num_tasks: int,
     num_bins: int,
     state_normalizer: Normalizer | None = None,
+    **tokens: Any,
 ) -> ChunkedQCritic:
     """ALOE's critic transformer with K = 1, no action tokens and a `num_bins`-logit head.
 
-    Called as `critic(state, task_index)` it returns the logits p (B, N).
+    Called as `critic(state, task_index)` it returns the logits p (B, N). `tokens` are the
+    observation layout and instruction features, as for ALOE's critic.
     """
     cfg = CriticConfig(**{**vars(config), "num_q": 1})
     head = DistributionalHead(cfg.hidden_dim, cfg.head_hidden_dim, num_bins)
-    return ChunkedQCritic(cfg, state_dim, 0, num_tasks, state_normalizer, head=head)
+    return ChunkedQCritic(cfg, state_dim, 0, num_tasks, state_normalizer, head=head, **tokens)
 
 
 # The learner.

@@ -54,6 +54,7 @@ from aloe.data import ChunkBatch
 from aloe.datasets.sampler import ChunkSampler
 from aloe.envs.metaworld import TaskEnv
 from aloe.nn import Normalizer, evaluating
+from aloe.policies.chunk_policy import FlowChunkPolicy
 from aloe.policies.flow import FlowPolicy, euler_integrate
 
 if TYPE_CHECKING:
@@ -260,25 +261,13 @@ class GaussianFlowActor(nn.Module):
         return mean[:, None].expand(-1, num_samples, -1, -1).contiguous()
 
 
-class ExploringChunkPolicy:
+class ExploringChunkPolicy(FlowChunkPolicy):
     """A `ChunkPolicy` drawing a ~ N(μ_θ(s), σ²) per decision; noise reseeded per episode."""
-
-    def __init__(self, actor: GaussianFlowActor, *, version: int, exec_horizon: int,
-                 seed: int, device: torch.device) -> None:  # fmt: skip
-        self.actor, self.version, self.exec_horizon = actor, version, exec_horizon
-        self.seed, self.device = seed, device
-        self.task_index = torch.zeros(1, dtype=torch.long, device=device)
-        self.generator = torch.Generator(device=device)
-        self.reset(0)
-
-    def reset(self, seed: int) -> None:
-        self.generator.manual_seed(hash((self.seed, seed)) % 2**63)
 
     @torch.no_grad()
     def act_chunk(self, obs: dict[str, Any]) -> np.ndarray:
-        state = torch.as_tensor(obs["state"], dtype=torch.float32, device=self.device)[None]
         with evaluating(self.actor):
-            mean = self.actor.mean_chunk(state, self.task_index)[0]
+            mean = self.actor.mean_chunk(*self.inputs(obs))[0]
         noise = torch.randn(mean.shape, generator=self.generator, device=self.device)
         return (mean + self.actor.clamped_log_std().exp() * noise).cpu().numpy()
 
@@ -407,11 +396,13 @@ class PpoSbcLearner(AloeLearner):
 
 def build_ppo_learner(actor: FlowPolicy, critic_cfg: CriticConfig, state_dim: int,
                       state_norm: Normalizer, aloe: AloeConfig, ppo: PpoConfig,
-                      device: torch.device) -> PpoSbcLearner:  # fmt: skip
-    """The Gaussian flow actor and V(s): ALOE's critic transformer, K = 1, state only."""
+                      device: torch.device,
+                      tokens: dict[str, Any] | None = None) -> PpoSbcLearner:  # fmt: skip
+    """The Gaussian flow actor and V(s): ALOE's critic transformer, K = 1, no actions."""
     gauss = GaussianFlowActor(actor, ppo.init_std, ppo.min_std, ppo.max_std, ppo.learn_std)
     cfg = CriticConfig(**{**vars(critic_cfg), "num_q": 1})
-    critic = ChunkedQCritic(cfg, state_dim, 0, 1, state_norm)
+    n = actor.instruction.num_tasks
+    critic = ChunkedQCritic(cfg, state_dim, 0, n, state_norm, **(tokens or {}))
     return PpoSbcLearner(gauss, critic, aloe, ppo, device)
 
 
@@ -430,7 +421,8 @@ def collect_rollouts(trainer: Trainer, k: int) -> CollectStats:
     cfg, learner = trainer.cfg, _ppo_learner(trainer)
     stats = CollectStats.from_store(trainer.store, iteration=k)  # resumes a partial round
     policy = ExploringChunkPolicy(learner.actor, version=k - 1, exec_horizon=cfg.exec_horizon,
-                                  seed=cfg.seed, device=learner.device)  # fmt: skip
+                                  seed=cfg.seed, device=learner.device,
+                                  obs=trainer.obs)  # fmt: skip
     budget = rollout_budget(trainer)
     bar = tqdm(total=budget, initial=min(budget, stats.env_steps), desc=f"rollouts[{k}]",
                disable=not cfg.progress, leave=False, unit="step")  # fmt: skip

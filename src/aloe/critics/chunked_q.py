@@ -1,6 +1,7 @@
 """The chunked action-value ensemble of ALOE (Sec. IV-C, Appendix C-2).
 
-One transformer reads X = [q_1..q_K, s, a_1..a_h, ℓ] and K independent MLP heads map
+One transformer reads X = [q_1..q_K, s, x_1..x_V, a_1..a_h, ℓ] (x_v: camera v's frozen
+image features through a trainable adapter, when the observation has cameras) and K independent MLP heads map
 the K readout tokens to K scalar values Q_φ_i(s_t, a_{t:t+h}, ℓ): an ensemble in one
 vectorised module, returning (K, B). The members share the backbone; they differ by their
 readout tokens and heads, as in the paper. Built with action_dim = 0 and K = 1 it is the
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aloe.nn import Normalizer, mlp, transformer
+from aloe.nn import InstructionToken, Normalizer, ObservationTokens, transformer
 
 
 @dataclass
@@ -77,21 +78,26 @@ class ChunkedQCritic(nn.Module):
         num_tasks: int,
         state_normalizer: Normalizer | None = None,
         head: nn.Module | None = None,
+        obs_layout: tuple[int, ...] | None = None,
+        instruction_features: Tensor | None = None,
     ) -> None:
         super().__init__()
+        layout = obs_layout or (state_dim,)
+        if sum(layout) != state_dim:
+            raise ValueError(f"obs_layout {layout} does not add up to state_dim {state_dim}")
         d = config.hidden_dim
         self.config = config
         self.num_q = config.num_q
         self.state_norm = state_normalizer or Normalizer(state_dim)
         self.q_tokens = nn.Parameter(0.02 * torch.randn(config.num_q, d))
-        self.state_encoder = mlp(state_dim, d, d, num_hidden=1, dropout=config.dropout)
+        self.obs_encoder = ObservationTokens(layout, d, config.dropout)
         # Actions are in [-1, 1] already (env units), so they enter unnormalised.
         # action_dim = 0 builds the state-only variant (AWR's and PPO's V(s)): no action tokens.
         self.action_in = nn.Linear(action_dim, d) if action_dim else None
         self.action_pos = (
             nn.Parameter(0.02 * torch.randn(config.horizon, d)) if action_dim else None
         )
-        self.task_embedding = nn.Embedding(num_tasks, d)
+        self.instruction = InstructionToken(num_tasks, d, instruction_features)
         self.backbone = transformer(
             d, config.num_layers, config.num_heads, config.mlp_ratio, config.dropout
         )
@@ -124,21 +130,21 @@ class ChunkedQCritic(nn.Module):
         """The K readout tokens (B, K, D) after the transformer; actions None = state only."""
         b = state.shape[0]
         q = self.q_tokens.expand(b, -1, -1)
-        s = self.state_encoder(self.state_norm.normalize(state))[:, None]
-        tokens = [q, s]
+        obs = self.obs_encoder(self.state_norm.normalize(state))  # (B, 1 + V, D)
+        tokens = [q, obs]
         h = 0
         if actions is not None:
             if self.action_in is None or self.action_pos is None:
                 raise ValueError("this critic was built state-only (action_dim = 0)")
             h = actions.shape[1]
             tokens.append(self.action_in(actions) + self.action_pos[:h])
-        tokens.append(self.task_embedding(task_index)[:, None])
-        # Visual tokens x_1..x_V (frozen SigLIP features, projected to D) will join here.
+        tokens.append(self.instruction(task_index)[:, None])
         x = torch.cat(tokens, dim=1)
         padding = None
         if valid is not None and actions is not None:
             keep = torch.ones(b, x.shape[1], dtype=torch.bool, device=x.device)
-            keep[:, self.num_q + 1 : self.num_q + 1 + h] = valid > 0.5
+            first = self.num_q + obs.shape[1]
+            keep[:, first : first + h] = valid > 0.5
             padding = ~keep
         z = self.backbone(x, src_key_padding_mask=padding)
         return z[:, : self.num_q]

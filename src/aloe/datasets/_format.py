@@ -30,6 +30,7 @@ from aloe.data import (
     STEP_COLUMNS,
     SUCCESS,
 )
+from aloe.datasets import video
 
 CODEBASE_VERSION = "v3.0"
 ALOE_FORMAT = 1
@@ -61,7 +62,7 @@ _DTYPE_NAME: dict[Any, str] = {
 _NUMPY = {name: dtype for dtype, name in _DTYPE_NAME.items()}
 _ARROW = {"float32": pa.float32(), "float64": pa.float64(), "int32": pa.int32()}
 _ARROW |= {"int64": pa.int64(), "bool": pa.bool_(), "string": pa.string()}
-_FILE_RE = re.compile(r"chunk-(\d+)/file-(\d+)\.parquet(\.tmp)?")
+_FILE_RE = re.compile(r"chunk-(\d+)/file-(\d+)\.(?:parquet|mp4)(\.tmp)?")
 _INFO_KEYS = ("fps", "features", "chunks_size", "data_path")
 _TOTALS = ("total_episodes", "total_frames", "total_tasks")
 
@@ -92,6 +93,21 @@ _PANDAS_TASKS = {
         for n, p, t in (("task_index", "int64", "int64"), ("task", "unicode", "object"))
     ],
 }
+
+
+def meta_schema(features: dict[str, Any]) -> pa.Schema:
+    """META_SCHEMA plus LeRobot's `videos/<key>/...` columns for each camera of `features`."""
+    fields = [f for key in video_keys(features) for f in video.meta_fields(key)]
+    return pa.schema([*META_SCHEMA, *(pa.field(name, type_) for name, type_ in fields)])
+
+
+def video_keys(features: dict[str, Any]) -> list[str]:
+    return [name for name, feature in features.items() if video.is_video(feature)]
+
+
+def data_features(features: dict[str, Any]) -> dict[str, Any]:
+    """The features held in the data files: all but the videos."""
+    return {name: f for name, f in features.items() if not video.is_video(f)}
 
 
 class StoreError(Exception):
@@ -143,16 +159,17 @@ def _load(root: Path) -> _State:
     info = _read_info(root)
     cs = info["chunks_size"]
     files = _numbers(root, EPISODES, cs)
+    schema = meta_schema(info["features"])
     tables = [
-        _read_parquet(root / _fmt(EPISODES_PATH, number, cs), META_SCHEMA.names, META_SCHEMA)
+        _read_parquet(root / _fmt(EPISODES_PATH, number, cs), schema.names, schema)
         for number in files
     ]
     tasks = _read_tasks(root)
     bounds = [(0, 0)]
     for number, table in zip(files, tables, strict=True):
         bounds.append(_check_meta(root / _fmt(EPISODES_PATH, number, cs), table, bounds[-1], tasks))
-    meta = pa.concat_tables(tables).combine_chunks() if tables else META_SCHEMA.empty_table()
-    names = set(info["features"])
+    meta = pa.concat_tables(tables).combine_chunks() if tables else schema.empty_table()
+    names = set(data_features(info["features"]))
     for run in _data_runs(root, meta):
         if not run.path.is_file():
             raise StoreError(f"{run.path}: missing (holds episodes {run.lo}..{run.hi - 1})")
@@ -168,6 +185,11 @@ def _load(root: Path) -> _State:
         missing = sorted(names - set(footer.schema.to_arrow_schema().names))
         if missing:
             raise StoreError(f"{run.path}: missing column {missing[0]!r}")
+    for key in video_keys(info["features"]):
+        for run in _data_runs(root, meta, key):
+            problem = _video_header_problem(run, info["features"][key])
+            if problem:
+                raise StoreError(f"{run.path}: {problem}")
     stated = (info["total_episodes"], info["total_frames"])
     if stated not in bounds or info["total_tasks"] > len(tasks):
         raise StoreError(
@@ -176,6 +198,22 @@ def _load(root: Path) -> _State:
         )
     stale = stated != bounds[-1] or info["total_tasks"] != len(tasks)
     return _State(info, tasks, meta, files, bounds, stale)
+
+
+def _video_header_problem(run: _Run, feature: dict[str, Any]) -> str | None:
+    """What the mp4's header says is wrong with it (a cheap check: nothing is decoded)."""
+    if not run.path.is_file():
+        return f"missing (holds episodes {run.lo}..{run.hi - 1})"
+    try:
+        frames, height, width = video.probe(run.path)
+    except ValueError as e:
+        return str(e)
+    want = run.frames[1] - run.frames[0]
+    if frames != want:
+        return f"has {frames} frames, episodes {run.lo}..{run.hi - 1} span {want}"
+    if [height, width] != feature["shape"][:2]:
+        return f"frames are {height}x{width}, expected {feature['shape'][0]}x{feature['shape'][1]}"
+    return None
 
 
 def _read_info(root: Path) -> dict[str, Any]:
@@ -210,6 +248,14 @@ def _read_info(root: Path) -> dict[str, Any]:
             raise StoreError(f"{path}: feature {name!r} is {got}, expected {want}")
     if info["data_path"] != DATA_PATH:
         raise StoreError(f"{path}: data_path {info['data_path']!r}, expected {DATA_PATH!r}")
+    for key in video_keys(features):
+        problem = video.feature_problem(features[key])
+        if problem:
+            raise StoreError(f"{path}: feature {key!r}: {problem}")
+        if info.get("video_path") != VIDEO_PATH:
+            raise StoreError(
+                f"{path}: video_path {info.get('video_path')!r}, expected {VIDEO_PATH!r}"
+            )
     return info
 
 
@@ -256,8 +302,14 @@ def _check_meta(
     return episodes + table.num_rows, frames
 
 
-def _data_runs(root: Path, meta: pa.Table) -> list[_Run]:
-    chunks, files = meta["data/chunk_index"].to_pylist(), meta["data/file_index"].to_pylist()
+def _data_runs(root: Path, meta: pa.Table, video_key: str | None = None) -> list[_Run]:
+    """The data files (or `video_key`'s mp4s) in order, each with the meta rows it holds."""
+    prefix = "data" if video_key is None else f"videos/{video_key}"
+    template = DATA_PATH if video_key is None else VIDEO_PATH
+    chunks, files = (
+        meta[f"{prefix}/chunk_index"].to_pylist(),
+        meta[f"{prefix}/file_index"].to_pylist(),
+    )
     keys = list(zip(chunks, files, strict=True))
     lo, hi = meta["dataset_from_index"].to_pylist(), meta["dataset_to_index"].to_pylist()
     runs: list[_Run] = []
@@ -266,7 +318,7 @@ def _data_runs(root: Path, meta: pa.Table) -> list[_Run]:
         if row and key == keys[row - 1]:
             runs[-1] = _Run(runs[-1].path, runs[-1].lo, row + 1, (runs[-1].frames[0], hi[row]))
             continue
-        path = root / DATA_PATH.format(chunk_index=key[0], file_index=key[1])
+        path = root / template.format(chunk_index=key[0], file_index=key[1], video_key=video_key)
         if path in seen:
             raise StoreError(f"{path}: its episodes are not contiguous in the episodes-meta files")
         seen.add(path)
@@ -316,9 +368,29 @@ def _check_data_file(run: _Run, state: _State) -> list[str]:
     return problems
 
 
+def _check_video_file(run: _Run, state: _State, key: str) -> list[str]:
+    """Decode one mp4: its frames and the episodes' timestamps must agree with the meta rows."""
+    try:
+        frames = video.decode(run.path)
+    except ValueError as e:
+        return [f"{run.path}: {e}"]
+    problems = []
+    want = (run.frames[1] - run.frames[0], *state.info["features"][key]["shape"])
+    if frames.shape != want:
+        problems.append(f"{run.path}: decodes to {frames.shape} frames, expected {want}")
+    meta = state.meta.slice(run.lo, run.hi - run.lo)
+    ends = np.cumsum(meta["length"].to_numpy()) / state.info["fps"]
+    starts = np.r_[0.0, ends[:-1]]
+    for name, expected in (("from_timestamp", starts), ("to_timestamp", ends)):
+        got = meta[f"videos/{key}/{name}"].to_numpy()
+        if not np.allclose(got, expected, rtol=0.0, atol=1e-6):
+            problems.append(f"{run.path}: {name} of episodes {run.lo}..{run.hi - 1} disagree")
+    return problems
+
+
 def _data_schema(features: dict[str, dict[str, Any]]) -> pa.Schema:
     fields = []
-    for name, feature in features.items():
+    for name, feature in data_features(features).items():
         value = _ARROW[feature["dtype"]]
         fields.append(
             (name, pa.list_(value, feature["shape"][0]) if name in VECTOR_COLUMNS else value)

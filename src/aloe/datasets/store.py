@@ -1,10 +1,11 @@
 """The crash-safe episode store: a LeRobotDataset v3 directory that only ever grows.
 
-Each `append` writes one new data file, then one new episodes-meta file with the same file
-number; the episodes-meta file is the commit point. Every file is written as `<name>.tmp`,
+Each `append` writes one new data file, one new mp4 per camera (videos/, if the store has
+cameras), then one new episodes-meta file, all with the same file number; the episodes-meta
+file is the commit point. Every file is written as `<name>.tmp`,
 fsync'd, renamed and its directory fsync'd, so a kill at any moment loses at most the
-append in flight: a data file no episodes-meta row points at, or a `*.tmp`, was never
-committed and readers ignore it. `tasks.parquet` only grows and is written before the
+append in flight: a data or video file no episodes-meta row points at, or a `*.tmp`, was
+never committed and readers ignore it. `tasks.parquet` only grows and is written before the
 commit; `stats.json` and `info.json` are derived from the episodes-meta rows and rewritten
 after it, so a crash in between leaves them behind, which `open` recognises and the next
 writer repairs. Nothing committed is rewritten. One writer at a time (an flock on
@@ -14,11 +15,12 @@ writer repairs. Nothing committed is rewritten. One writer at a time (an flock o
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,12 +32,15 @@ from aloe.data import (
     ACTION,
     FAILURE_REASON,
     FRAGMENT,
+    IMAGE_PREFIX,
     SIM_STATE,
     SOURCE,
     SOURCES,
     STATE,
     Episode,
+    image_key,
 )
+from aloe.datasets import video
 from aloe.datasets._format import (
     ALOE_FORMAT,
     CHUNKS_SIZE,
@@ -46,13 +51,13 @@ from aloe.datasets._format import (
     INDEX_COLUMNS,
     INFO_PATH,
     LOCK_PATH,
-    META_SCHEMA,
     STATS_COLUMNS,
     STATS_PATH,
     VECTOR_COLUMNS,
     VIDEO_PATH,
     StoreError,
     _check_data_file,
+    _check_video_file,
     _data_runs,
     _data_schema,
     _ensure_dir,
@@ -66,11 +71,16 @@ from aloe.datasets._format import (
     _State,
     _to_arrow,
     _to_numpy,
+    _write_atomic,
     _write_json,
     _write_parquet,
     _write_tasks,
+    data_features,
     make_features,
+    meta_schema,
+    video_keys,
 )
+from aloe.datasets.video import VideoFile
 
 
 class EpisodeStore:
@@ -90,20 +100,30 @@ class EpisodeStore:
         action_dim: int,
         robot_type: str = "sawyer",
         sim_state_dim: int | None = None,
+        cameras: Mapping[str, tuple[int, int]] | None = None,
+        video_codec: str = "h264",
     ) -> EpisodeStore:
-        """Make an empty store at `root`, which must not exist or be an empty directory."""
+        """Make an empty store at `root`, which must not exist or be an empty directory.
+
+        `cameras` maps camera names to image (height, width); their images are kept as mp4
+        videos (`video_codec`: "h264", small and lossy, or "lossless", bit-exact).
+        """
         root = Path(root)
         if root.exists() and (not root.is_dir() or any(root.iterdir())):
             what = "is an aloe store already" if (root / INFO_PATH).exists() else "is not empty"
             raise StoreError(f"{root}: {what}; refusing to create a store there")
         if fps <= 0 or state_dim <= 0 or action_dim <= 0 or (sim_state_dim or 1) <= 0:
             raise ValueError(f"{root}: fps and dims must be positive")
+        features = make_features(state_dim, action_dim, sim_state_dim)
+        video.check_codec(video_codec)
+        for camera, (height, width) in (cameras or {}).items():
+            features[image_key(camera)] = video.video_feature(height, width, fps, video_codec)
         info = {
             "codebase_version": CODEBASE_VERSION,
             "aloe_format": ALOE_FORMAT,
             "robot_type": robot_type,
             "fps": fps,
-            "features": make_features(state_dim, action_dim, sim_state_dim),
+            "features": features,
             "total_episodes": 0,
             "total_frames": 0,
             "total_tasks": 0,
@@ -144,6 +164,11 @@ class EpisodeStore:
             "action_dim": store.action_dim,
         }
         have |= {"sim_state_dim": store.sim_state_dim, "robot_type": store._info["robot_type"]}
+        have |= {"cameras": {c: store.image_shape(c) for c in store.cameras}}
+        have |= {"video_codec": store.video_codec or create_kwargs.get("video_codec")}
+        if "cameras" in create_kwargs:
+            cameras = create_kwargs["cameras"] or {}
+            create_kwargs |= {"cameras": {c: tuple(shape) for c, shape in cameras.items()}}
         for key, value in create_kwargs.items():
             if key not in have or have[key] != value:
                 raise StoreError(f"{root}: existing store has {key}={have.get(key)}, not {value}")
@@ -178,6 +203,22 @@ class EpisodeStore:
         return int(self._features[SIM_STATE]["shape"][0]) if SIM_STATE in self._features else None
 
     @property
+    def cameras(self) -> list[str]:
+        """Names of the cameras whose images the store keeps as videos."""
+        return [key.removeprefix(IMAGE_PREFIX) for key in video_keys(self._features)]
+
+    def image_shape(self, camera: str) -> tuple[int, int]:
+        """(height, width) of `camera`'s images."""
+        height, width, _ = self._features[self._video_key(camera)]["shape"]
+        return int(height), int(width)
+
+    @property
+    def video_codec(self) -> str | None:
+        """The codec the videos are written with (a name in `video.CODECS`); None: no cameras."""
+        keys = video_keys(self._features)
+        return video.codec_of(self._features[keys[0]]) if keys else None
+
+    @property
     def _info(self) -> dict[str, Any]:
         return self._state.info
 
@@ -204,12 +245,15 @@ class EpisodeStore:
             self._refresh()
             cs = self._info["chunks_size"]
             # Past every file number on disk, uncommitted ones too: an orphan is never reused.
-            taken = [
-                *_numbers(self.root, "data", cs, True),
-                *_numbers(self.root, EPISODES, cs, True),
-            ]
+            folders = ["data", EPISODES, *(f"videos/{k}" for k in video_keys(self._features))]
+            taken = [n for folder in folders for n in _numbers(self.root, folder, cs, True)]
             number = 1 + max(taken, default=-1)
-            for pattern in ("meta/*.tmp", "meta/episodes/chunk-*/*.tmp", "data/chunk-*/*.tmp"):
+            for pattern in (
+                "meta/*.tmp",
+                "meta/episodes/chunk-*/*.tmp",
+                "data/chunk-*/*.tmp",
+                "videos/*/chunk-*/*.tmp",
+            ):
                 for tmp in self.root.glob(pattern):
                     tmp.unlink(missing_ok=True)
             tasks = list(self._state.tasks)
@@ -220,6 +264,7 @@ class EpisodeStore:
                 _write_tasks(self.root, tasks)
                 self._state.tasks = tasks
             _write_parquet(self.root / _fmt(DATA_PATH, number, cs), data)
+            self._write_videos(eps, number)
             _write_parquet(self.root / _fmt(EPISODES_PATH, number, cs), meta)  # commit point
             self._state.meta = pa.concat_tables([self._state.meta, meta]).combine_chunks()
             self._state.files.append(number)
@@ -228,16 +273,42 @@ class EpisodeStore:
         return list(range(first_ep, first_ep + len(eps)))
 
     def load_frames(self, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """Every committed frame in global index order: vectors 2-D, strings as objects."""
-        names = list(self._features) if columns is None else list(columns)
-        unknown = [name for name in names if name not in self._features]
+        """Every committed frame in global index order: vectors 2-D, strings as objects.
+
+        Camera images are not among the columns: see `load_images`.
+        """
+        features = data_features(self._features)
+        names = list(features) if columns is None else list(columns)
+        unknown = [name for name in names if name not in features]
         if unknown:
-            raise KeyError(f"{self.root}: no column(s) {unknown}; columns: {list(self._features)}")
+            raise KeyError(f"{self.root}: no column(s) {unknown}; columns: {list(features)}")
         schema = pa.schema([_data_schema(self._features).field(name) for name in names])
         runs = _data_runs(self.root, self._state.meta)
         tables = [_read_parquet(run.path, names, schema) for run in runs]
         table = pa.concat_tables(tables) if tables else schema.empty_table()
         return {name: _to_numpy(table[name], self._features[name]) for name in names}
+
+    def video_files(self, key: str) -> list[VideoFile]:
+        """The committed mp4s of a camera (its name or its `observation.images.*` key), in order."""
+        key = self._video_key(key)
+        files = []
+        for run in _data_runs(self.root, self._state.meta, key):
+            file_id = f"{run.path.parent.name}/{run.path.stem}"
+            files.append(VideoFile(file_id, run.path, np.arange(*run.frames, dtype=np.int64)))
+        return files
+
+    def read_video(self, key: str, file_id: str) -> np.ndarray:
+        """The frames of one of `video_files(key)`, uint8 (n, H, W, 3)."""
+        for file in self.video_files(key):
+            if file.file_id == file_id:
+                return self._decode(key, file)
+        raise KeyError(f"{self.root}: {key!r} has no committed video {file_id!r}")
+
+    def load_images(self, key: str) -> np.ndarray:
+        """Every committed frame of a camera in global index order, uint8 (N, H, W, 3)."""
+        height, width = self.image_shape(key)
+        frames = [self._decode(key, file) for file in self.video_files(key)]
+        return np.concatenate(frames) if frames else np.zeros((0, height, width, 3), np.uint8)
 
     def summary(self) -> dict[str, Any]:
         """Counts for a human: frames by source, per iteration, takeovers, failures."""
@@ -259,6 +330,7 @@ class EpisodeStore:
             "human_steps": sum(meta["human_steps"].to_pylist()),
             "success_rate": sum(success) / len(success) if success else None,
             "failure_reasons": dict(reasons.most_common()),
+            "cameras": {c: self.image_shape(c) for c in self.cameras},
         }
 
     def check(self) -> list[str]:
@@ -270,6 +342,9 @@ class EpisodeStore:
         problems = []
         for run in _data_runs(self.root, state.meta):
             problems += _check_data_file(run, state)
+        for key in video_keys(state.info["features"]):
+            for run in _data_runs(self.root, state.meta, key):
+                problems += _check_video_file(run, state, key)
         try:
             stats = json.loads((self.root / STATS_PATH).read_text())
         except (OSError, ValueError) as e:
@@ -290,6 +365,9 @@ class EpisodeStore:
         if extra:
             raise ValueError(f"episode {k}: column(s) {extra} are not features of {self.root}")
         for name, feature in self._features.items():
+            if video.is_video(feature):
+                self._validate_images(ep, k, name, feature)
+                continue
             if name in INDEX_COLUMNS:
                 continue
             if name not in ep.steps:
@@ -300,6 +378,45 @@ class EpisodeStore:
                 raise ValueError(
                     f"episode {k}: column {name!r} has shape {shape}, {self.root} expects {want[0]}"
                 )
+
+    def _validate_images(self, ep: Episode, k: int, key: str, feature: dict[str, Any]) -> None:
+        want = (len(ep), *feature["shape"])
+        images = ep.steps.get(key)
+        if images is None:
+            raise ValueError(f"episode {k}: column {key!r} is missing; {self.root} has it")
+        if images.shape != want or images.dtype != np.uint8:
+            raise ValueError(
+                f"episode {k}: column {key!r} is {images.dtype} {images.shape}, "
+                f"{self.root} expects uint8 {want}"
+            )
+
+    def _video_key(self, key: str) -> str:
+        for name in (key, image_key(key)):
+            if video.is_video(self._features.get(name, {})):
+                return name
+        raise KeyError(f"{self.root}: no camera {key!r}; cameras: {self.cameras}")
+
+    def _decode(self, key: str, file: VideoFile) -> np.ndarray:
+        try:
+            frames = video.decode(file.path)
+        except ValueError as e:
+            raise StoreError(f"{file.path}: {e}") from None
+        want = (len(file.index), *self.image_shape(key), 3)
+        if frames.shape != want:
+            raise StoreError(f"{file.path}: decodes to {frames.shape} frames, expected {want}")
+        return frames
+
+    def _write_videos(self, eps: list[Episode], number: int) -> None:
+        cs, codec = self._info["chunks_size"], self.video_codec
+        for key in video_keys(self._features):
+            assert codec is not None
+            frames = np.concatenate([ep.steps[key] for ep in eps])
+            path = self.root / VIDEO_PATH.format(
+                video_key=key, chunk_index=number // cs, file_index=number % cs
+            )
+            _write_atomic(
+                path, functools.partial(video.encode, frames=frames, fps=self.fps, codec=codec)
+            )
 
     def _refresh(self) -> None:
         """Catch up with appends another writer committed since this store was opened."""
@@ -312,7 +429,7 @@ class EpisodeStore:
         self, eps: list[Episode], tasks: list[str], number: int, first_ep: int, first_frame: int
     ) -> tuple[pa.Table, pa.Table]:
         schema = _data_schema(self._features)
-        cs = self._info["chunks_size"]
+        cs, start = self._info["chunks_size"], first_frame
         data, rows = [], []
         for index, ep in enumerate(eps, start=first_ep):
             frame = np.arange(len(ep))
@@ -326,9 +443,17 @@ class EpisodeStore:
             }
             arrays = [_to_arrow(columns[f.name], f.type) for f in schema]
             data.append(pa.Table.from_arrays(arrays, schema=schema))
-            rows.append(_meta_row(ep, index, first_frame, number // cs, number % cs))
+            row = _meta_row(ep, index, first_frame, number // cs, number % cs)
+            offset = (first_frame - start) / self.fps  # where the episode begins in the mp4s
+            for key in video_keys(self._features):
+                row[f"videos/{key}/chunk_index"] = number // cs
+                row[f"videos/{key}/file_index"] = number % cs
+                row[f"videos/{key}/from_timestamp"] = offset
+                row[f"videos/{key}/to_timestamp"] = offset + len(ep) / self.fps
+            rows.append(row)
             first_frame += len(ep)
-        return pa.concat_tables(data), pa.Table.from_pylist(rows, schema=META_SCHEMA)
+        meta = pa.Table.from_pylist(rows, schema=meta_schema(self._features))
+        return pa.concat_tables(data), meta
 
     def _write_summaries(self) -> None:
         state = self._state

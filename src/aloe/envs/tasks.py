@@ -71,8 +71,33 @@ def supported_tasks() -> list[str]:
     return sorted(t for t in INSTRUCTIONS if t not in UNSUPPORTED)
 
 
+# Multi-task suites: one policy and one critic over several tasks, told apart by the
+# instruction alone. MT10 as MetaWorld defines it (`metaworld.MT10().train_classes`).
+SUITES: dict[str, tuple[str, ...]] = {
+    "mt10": (
+        "reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-open-v3",
+        "drawer-close-v3", "button-press-topdown-v3", "peg-insert-side-v3", "window-open-v3",
+        "window-close-v3",
+    ),
+}  # fmt: skip
+
+
+def task_list(name: str) -> list[str]:
+    """The tasks a `--task` value names: a suite (`mt10`), a comma-separated list, or one."""
+    if name in SUITES:
+        return list(SUITES[name])
+    tasks = [check_task(t.strip()) for t in name.split(",") if t.strip()]
+    if not tasks or len(set(tasks)) != len(tasks):
+        raise ValueError(f"task {name!r}: name one task, a suite ({', '.join(SUITES)}) or a "
+                         "comma-separated list of distinct tasks")  # fmt: skip
+    return tasks
+
+
 def check_task(name: str) -> str:
-    """Return `name` if aloe supports it, else raise ValueError listing what is allowed."""
+    """Return `name` if aloe supports it (a task, or a suite / list of them, see
+    `task_list`), else raise ValueError listing what is allowed."""
+    if name in SUITES or ("," in name and task_list(name)):
+        return name
     if name in INSTRUCTIONS and name not in UNSUPPORTED:
         return name
     if name in UNSUPPORTED:

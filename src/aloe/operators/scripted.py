@@ -41,11 +41,17 @@ def expert_policy(task: str) -> Any:
 
 
 class ScriptedOperator:
-    """Implements `aloe.operators.base.Operator` with the task's scripted expert."""
+    """Implements `aloe.operators.base.Operator` with the task's scripted expert.
+
+    `task` may name several tasks (a suite such as mt10): the expert is chosen per
+    observation by its instruction, as a person reads the task off the screen.
+    """
 
     def __init__(self, task: str, cfg: OperatorConfig, seed: int = 0) -> None:
+        from aloe.envs.tasks import INSTRUCTIONS, task_list
+
         self.cfg = cfg
-        self.expert = expert_policy(task)
+        self.experts = {INSTRUCTIONS[t]: expert_policy(t) for t in task_list(task)}
         self.reset(seed)
 
     def reset(self, seed: int) -> None:
@@ -64,7 +70,8 @@ class ScriptedOperator:
             self.retreat -= 1
             action = np.array([0.0, 0.0, 1.0, -1.0])
         else:
-            action = np.asarray(self.expert.get_action(self.seen[0]), dtype=np.float64)
+            expert = self.experts[obs["instruction"]]
+            action = np.asarray(expert.get_action(self.seen[0]), dtype=np.float64)
         action = action + self.cfg.noise_std * self.rng.standard_normal(action.shape)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 import torch
 from torch import Generator, Tensor, nn
 
-from aloe.nn import Normalizer, evaluating, mlp, sinusoidal_embedding, transformer
+from aloe.nn import (
+    InstructionToken,
+    Normalizer,
+    ObservationTokens,
+    evaluating,
+    mlp,
+    sinusoidal_embedding,
+    transformer,
+)
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]  # (ã (B, h, A), η (B,)) -> f (B, h, A)
 
@@ -72,9 +80,12 @@ def euler_integrate(velocity: VelocityFn, noise: Tensor, num_steps: int) -> Tens
 
 
 class FlowPolicy(nn.Module):
-    """State + instruction encoders and a transformer action expert predicting f_θ for a chunk.
+    """Observation + instruction encoders and a transformer action expert predicting f_θ.
 
-    Tokens: [s, ℓ, ã_1..ã_h]. Each action token mixes its noisy action with the flow time η
+    Tokens: [s, x_1..x_V, ℓ, ã_1..ã_h], with x_v a trainable adapter of camera v's frozen
+    image features (the observation vector's layout is `obs_layout`, see aloe.nn) and ℓ the
+    instruction (a learned embedding, or a projection of frozen sentence embeddings given as
+    `instruction_features`). Each action token mixes its noisy action with the flow time η
     (as π0's action-time MLP does: every token knows η directly) plus a learned position.
     Actions are handled in normalised units inside; `sample` returns environment units.
     """
@@ -87,8 +98,13 @@ class FlowPolicy(nn.Module):
         num_tasks: int,
         state_normalizer: Normalizer | None = None,
         action_normalizer: Normalizer | None = None,
+        obs_layout: tuple[int, ...] | None = None,
+        instruction_features: Tensor | None = None,
     ) -> None:
         super().__init__()
+        layout = obs_layout or (state_dim,)
+        if sum(layout) != state_dim:
+            raise ValueError(f"obs_layout {layout} does not add up to state_dim {state_dim}")
         d = config.hidden_dim
         self.config = config
         self.horizon = config.horizon
@@ -96,8 +112,8 @@ class FlowPolicy(nn.Module):
         self.state_norm = state_normalizer or Normalizer(state_dim)
         # MetaWorld actions are already in [-1, 1]: the identity is the natural default.
         self.action_norm = action_normalizer or Normalizer(action_dim)
-        self.state_encoder = mlp(state_dim, d, d, num_hidden=1, dropout=config.dropout)
-        self.task_embedding = nn.Embedding(num_tasks, d)  # ℓ, one per instruction for now
+        self.obs_encoder = ObservationTokens(layout, d, config.dropout)
+        self.instruction = InstructionToken(num_tasks, d, instruction_features)
         self.action_in = nn.Linear(action_dim, d)
         self.action_time = mlp(2 * d, d, d, num_hidden=1)
         self.action_pos = nn.Parameter(0.02 * torch.randn(config.horizon, d))
@@ -108,10 +124,8 @@ class FlowPolicy(nn.Module):
 
     def condition(self, state: Tensor, task_index: Tensor) -> Tensor:
         """Conditioning tokens (B, C, D) from the observation and the instruction."""
-        s = self.state_encoder(self.state_norm.normalize(state))
-        instruction = self.task_embedding(task_index)
-        # Camera tokens x_1..x_V (frozen image encoder + projection) will join here.
-        return torch.stack([s, instruction], dim=1)
+        obs = self.obs_encoder(self.state_norm.normalize(state))
+        return torch.cat([obs, self.instruction(task_index)[:, None]], dim=1)
 
     def velocity(self, noisy_actions: Tensor, eta: Tensor, cond: Tensor) -> Tensor:
         """f_θ(ã, s, ℓ, η) in normalised action units: (B, h, A)."""

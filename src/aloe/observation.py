@@ -1,0 +1,162 @@
+"""What the actor and the critic read: an observation vector and an instruction row.
+
+    obs = "state":  o = s (39)
+    obs = "image":  o = [s | f(I_1) | ... | f(I_V)], f a frozen image encoder (aloe.vision)
+
+Both networks split o by `layout` into a state token and one token per camera (aloe.nn), so
+every algorithm, the sampler and the checkpoints see one tensor, whatever the sensors.
+
+Since f is frozen, each stored frame is encoded once: `Observations.frames` reads the
+features from a cache beside the dataset (`dataset/cache/features/`, keyed by the encoder's
+identity and rebuilt when it changes) and only new video files are decoded and encoded. The
+image part of s_{t+n} is the features of frame t+n of the same episode; at an episode's
+last step (whose next observation is not recorded) it is the last frame's. Those rows are
+terminations unless `env.timeout_is_failure` is off, which makes time-limit chunks
+bootstrap from the last frame's image: the one approximation of this layout.
+
+Instructions: `instructions = "learned"` gives each task a learned embedding; "minilm" a
+frozen all-MiniLM-L6-v2 sentence embedding (cached per instruction) with a trainable
+projection, so one multi-task policy is told its task by the text alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aloe import data as D
+from aloe.envs.tasks import INSTRUCTIONS, task_list
+
+OBS_KINDS = ("state", "image")
+INSTRUCTION_KINDS = ("learned", "minilm")
+FEATURE_CACHE = Path("cache") / "features"  # under the dataset directory
+
+
+@dataclass
+class VisionConfig:
+    """Cameras and the frozen image encoder of `obs = "image"` runs."""
+
+    cameras: tuple[str, ...] = ("corner",)
+    """MetaWorld cameras (up to 3, as the paper): corner, corner2, corner3, topview,
+    behindGripper, gripperPOV."""
+    image_size: int = 64
+    """Square images, pixels (rendering with osmesa costs tens of ms per frame on CPU)."""
+    encoder: str = "cnn"
+    """Frozen image encoder: cnn (small random conv net, the CPU option) | siglip-tiny
+    (random tiny SigLIP, for tests) | siglip (SigLIP from `encoder_path`, as the paper)."""
+    encoder_path: str | None = None
+    """Local directory (or hub-cache name, never downloaded) of a SigLIP checkpoint."""
+    video_codec: str = "h264"
+    """Store videos as h264 (lossy, LeRobot's default) or lossless (bit-exact frames)."""
+    encode_batch_size: int = 256
+    """Frames per forward pass of the frozen encoder when filling the feature cache."""
+
+    def validate(self) -> None:
+        if not 1 <= len(self.cameras) <= 3:
+            raise ValueError(f"config field vision.cameras = {self.cameras!r} is not allowed: "
+                             "must name 1 to 3 cameras")  # fmt: skip
+        if self.image_size < 8:
+            raise ValueError(f"config field vision.image_size = {self.image_size} is not "
+                             "allowed: must be >= 8")  # fmt: skip
+        from aloe.vision.encoders import IMAGE_ENCODERS
+
+        if self.encoder not in IMAGE_ENCODERS:
+            raise ValueError(f"config field vision.encoder = {self.encoder!r} is not allowed: "
+                             f"must be one of {IMAGE_ENCODERS}")  # fmt: skip
+        if self.encoder == "siglip" and not self.encoder_path:
+            raise ValueError("config field vision.encoder_path = None is not allowed with "
+                             "vision.encoder 'siglip': give a local SigLIP directory")  # fmt: skip
+
+
+class Observations:
+    """Observation vectors and instruction rows of one run's config."""
+
+    def __init__(self, cfg: Any, device: torch.device | str = "cpu") -> None:
+        self.cfg = cfg
+        self.tasks = task_list(cfg.task)
+        self.instructions = [INSTRUCTIONS[t] for t in self.tasks]
+        self.cameras: tuple[str, ...] = tuple(cfg.vision.cameras) if cfg.obs == "image" else ()
+        self.encoder: Any = None
+        if self.cameras:
+            from aloe.vision.encoders import build_image_encoder
+
+            v = cfg.vision
+            self.encoder = build_image_encoder(v.encoder, path=v.encoder_path, device=device,
+                                               image_size=v.image_size)  # fmt: skip
+
+    @property
+    def layout(self) -> tuple[int, ...]:
+        """Widths of [state, camera_1, ..., camera_V] in the observation vector."""
+        from aloe.envs.metaworld import TaskEnv
+
+        feat = self.encoder.feature_dim if self.encoder is not None else 0
+        return (TaskEnv.STATE_DIM, *(feat for _ in self.cameras))
+
+    @property
+    def dim(self) -> int:
+        return sum(self.layout)
+
+    def task_row(self, instruction: str) -> int:
+        try:
+            return self.instructions.index(instruction)
+        except ValueError:
+            raise ValueError(f"instruction {instruction!r} is not one of this run's tasks "
+                             f"{self.tasks}") from None  # fmt: skip
+
+    def vector(self, obs: dict[str, Any]) -> np.ndarray:
+        """One environment observation as the vector the networks read."""
+        state = np.asarray(obs["state"], dtype=np.float32)
+        if not self.cameras:
+            return state
+        feats = [self.encoder.encode(np.asarray(obs["images"][c])[None])[0] for c in self.cameras]
+        return np.concatenate([state, *feats]).astype(np.float32)
+
+    def frames(self, store: Any, columns: list[str]) -> dict[str, np.ndarray]:
+        """The store's frames with observation vectors in place of states, and task_index as
+        rows of this run's instruction list."""
+        frames = store.load_frames(columns)
+        rows = np.array([self.task_row(t) for t in store.tasks()], dtype=np.int64)
+        if len(frames["task_index"]):
+            frames["task_index"] = rows[frames["task_index"]]
+        if not self.cameras:
+            return frames
+        feats = np.concatenate([self.features(store, c) for c in self.cameras], axis=1)
+        index = frames["index"]
+        ep = frames["episode_index"]
+        following = np.r_[index[1:], index[-1:]]
+        same = np.r_[ep[1:] == ep[:-1], False]
+        nxt = np.where(same, following, index)  # frame t+1 of the episode; the last: itself
+        frames[D.STATE] = np.concatenate([frames[D.STATE], feats[index]], axis=1)
+        frames[D.NEXT_STATE] = np.concatenate([frames[D.NEXT_STATE], feats[nxt]], axis=1)
+        return frames
+
+    def features(self, store: Any, camera: str) -> np.ndarray:
+        """Frozen features (N, F) of every stored frame of `camera`, by global index."""
+        from aloe.vision.cache import FeatureCache
+
+        key = D.image_key(camera)
+        cache = FeatureCache(store.root / FEATURE_CACHE, self.encoder)
+        files = [(f.file_id, f.index, _loader(store, key, f.file_id))
+                 for f in store.video_files(key)]  # fmt: skip
+        out = cache.features(camera, files)
+        self.cache_stats = {"hits": cache.hits, "misses": cache.misses}  # files, for the log
+        return out
+
+    def instruction_features(self, cache_dir: Path | None) -> torch.Tensor | None:
+        """Frozen sentence embeddings (num_tasks, E) of the instructions, or None (learned)."""
+        if self.cfg.instructions == "learned":
+            return None
+        from aloe.vision.language import InstructionEncoder
+
+        enc = InstructionEncoder()
+        path = None if cache_dir is None else cache_dir / "instructions.npz"
+        emb = enc.encode_cached(self.instructions, path) if path else enc.encode(self.instructions)
+        return torch.as_tensor(np.asarray(emb), dtype=torch.float32)
+
+
+def _loader(store: Any, key: str, file_id: str) -> Any:
+    return lambda: store.read_video(key, file_id)
