@@ -12,15 +12,27 @@ def peg_env():
     return TaskEnv(EnvConfig(task="peg-insert-side-v3", c_fail=100.0))
 
 
+def _can_render() -> bool:
+    """MuJoCo can render off-screen: OSMesa (CPU) is installed, or another GL is chosen."""
+    import ctypes.util
+    import os
+
+    gl = os.environ.get("MUJOCO_GL", "osmesa" if not os.environ.get("DISPLAY") else "glfw")
+    return gl != "osmesa" or ctypes.util.find_library("OSMesa") is not None
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
+    skips = {}
+    if not torch.cuda.is_available():
+        skips["gpu"] = pytest.mark.skip(reason="needs a CUDA device")
+    if not _can_render():
+        skips["render"] = pytest.mark.skip(reason="needs OSMesa: apt-get install libosmesa6")
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if marker in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from aloe.envs.metaworld import EnvConfig, TaskEnv
 from aloe.operators.scripted import OperatorConfig, ScriptedOperator
 
 TASK = "peg-insert-side-v3"
+pytestmark = pytest.mark.render
 
 
 def _env(**kw: Any) -> TaskEnv:

@@ -326,18 +326,35 @@ class EvalResult:
     env_steps: int
     lengths: list[int]
     successes: list[bool]
+    tasks: list[str] = field(default_factory=list)  # each episode's task
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if k not in ("lengths", "successes")}
+        out = {k: v for k, v in vars(self).items() if k not in ("lengths", "successes", "tasks")}
+        if len(set(self.tasks)) > 1:
+            out["by_task"] = self.by_task()
+        return out
+
+    def by_task(self) -> dict[str, dict[str, float]]:
+        """Success rate and mean steps to success (NaN: none succeeded) of each task."""
+        out = {}
+        for task in dict.fromkeys(self.tasks):
+            mine = [(n, s) for n, s, t in zip(self.lengths, self.successes, self.tasks,
+                                              strict=True) if t == task]  # fmt: skip
+            ok = [n for n, s in mine if s]
+            out[task] = {"success_rate": float(np.mean([s for _, s in mine])),
+                         "mean_steps_to_success": float(np.mean(ok)) if ok else float("nan"),
+                         "episodes": len(mine)}  # fmt: skip
+        return out
 
 
 def evaluate(
     env: TaskEnv, policy: ChunkPolicy, seeds: Sequence[int], progress: bool = False
 ) -> EvalResult:
     """Roll out the policy without the operator on fixed seeds (Algorithm 1's evaluation)."""
-    lengths, successes = [], []
+    lengths, successes, tasks = [], [], []
     for seed in tqdm(seeds, desc="evaluate", disable=not progress, leave=False, unit="ep"):
         obs, _ = env.reset(seed=seed)
+        tasks.append(env.task)
         policy.reset(seed)
         done, steps, success = False, 0, False
         while not done:
@@ -357,4 +374,5 @@ def evaluate(
         env_steps=int(sum(lengths)),
         lengths=lengths,
         successes=successes,
+        tasks=tasks,
     )

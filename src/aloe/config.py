@@ -91,6 +91,8 @@ class TrainConfig:
                                       image_size=self.vision.image_size)  # fmt: skip
         cfg.actor = dataclasses.replace(self.actor, horizon=self.horizon)
         cfg.critic = dataclasses.replace(self.critic, horizon=self.horizon)
+        if len(task_list(self.task)) > 1:  # sim.state's size differs between tasks
+            cfg.collect = dataclasses.replace(self.collect, record_sim_state=False)
         return cfg
 
     def validate(self) -> None:

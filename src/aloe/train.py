@@ -83,7 +83,8 @@ class Trainer:
         size = (cfg.env.image_size, cfg.env.image_size)
         self.store = EpisodeStore.open_or_create(
             self.root / "dataset", fps=CONTROL_HZ, state_dim=self.env.state_dim,
-            action_dim=self.env.action_dim, sim_state_dim=self.env.sim_state_dim,
+            action_dim=self.env.action_dim,
+            sim_state_dim=self.env.sim_state_dim if cfg.collect.record_sim_state else None,
             cameras={c: size for c in cfg.env.cameras} or None,
             video_codec=cfg.vision.video_codec,
         )  # fmt: skip
@@ -184,6 +185,7 @@ class Trainer:
             "iteration": k,
             "success_rate": result.success_rate,
             "mean_steps_to_success": result.mean_steps_to_success,
+            **_by_task(result),
             "episodes": stats.episodes,
             "env_steps": stats.env_steps,
             "human_steps": stats.human_steps,
@@ -199,7 +201,9 @@ class Trainer:
         state = {"learner": self._learner().state_dict(), "history": self.history}
         checkpoint.save(self.root / "checkpoints", k, state)
         _write_jsonl(self.root / "metrics.jsonl", self.history)
-        for key, value in metrics.items():
+        flat = {**metrics, **{f"{key}/{t}": v for key in ("success_by_task",)
+                              for t, v in metrics.get(key, {}).items()}}  # fmt: skip
+        for key, value in flat.items():
             if isinstance(value, int | float) and key != "iteration" and math.isfinite(value):
                 self.writer.add_scalar(f"aloe/{key}", value, k)
         self.writer.flush()
@@ -267,6 +271,16 @@ UPDATES: dict[str, Callable[[Trainer, int, ChunkSampler], dict[str, float]]] = {
 COLLECTORS: dict[str, Callable[[Trainer, int], CollectStats]] = {
     "ppo-sbc": ppo_sbc.collect_rollouts,
 }
+
+
+def _by_task(result: Any) -> dict[str, Any]:
+    """A multi-task run's per-task success and steps to success (none for one task)."""
+    if len(set(result.tasks)) < 2:
+        return {}
+    by = result.by_task()
+    return {"success_by_task": {t: r["success_rate"] for t, r in by.items()},
+            "steps_to_success_by_task": {t: json_safe(r)["mean_steps_to_success"]
+                                         for t, r in by.items()}}  # fmt: skip
 
 
 def _successful(frames: dict[str, np.ndarray]) -> np.ndarray:

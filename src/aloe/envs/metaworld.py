@@ -28,7 +28,7 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
 from aloe.envs.failures import FailureConfig, FailureDetector  # noqa: E402
-from aloe.envs.tasks import DEFAULT_TASK, INSTRUCTIONS, check_task  # noqa: E402
+from aloe.envs.tasks import DEFAULT_TASK, INSTRUCTIONS, task_list  # noqa: E402
 
 CONTROL_HZ = 80.0  # MetaWorld: frame_skip 5 × 2.5 ms
 _MJ_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
@@ -49,7 +49,8 @@ class EnvConfig:
     """How a MetaWorld task is turned into the paper's episodic task."""
 
     task: str = DEFAULT_TASK
-    """MetaWorld v3 task name (`aloe tasks` lists them)."""
+    """MetaWorld v3 task name (`aloe tasks` lists them), or several: a suite (mt10) or a
+    comma-separated list, reset seeds taking them in turn."""
     max_steps: int = 300
     """Time limit of the policy's attempt, in steps (MetaWorld's own limit is 500)."""
     c_fail: float | None = None
@@ -110,13 +111,11 @@ class TaskEnv(gym.Env):
 
     def __init__(self, cfg: EnvConfig) -> None:
         self.cfg = cfg
-        self.task = check_task(cfg.task)
-        self.instruction = INSTRUCTIONS[self.task]
-        self.raw = _make_raw(self.task)
-        self.c_fail = cfg.c_fail if cfg.c_fail is not None else expert_episode_length(self.task)
+        self.tasks = task_list(cfg.task)
+        self._envs: dict[str, tuple[Any, _Cameras]] = {}
+        self.select(self.tasks[0])
         self.detector = FailureDetector(cfg.failures)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
-        self.cameras = _Cameras(self.raw.model, cfg.cameras, cfg.image_size)
         spaces: dict[str, gym.Space[Any]] = {
             "state": gym.spaces.Box(-np.inf, np.inf, (39,), np.float32)
         }
@@ -130,6 +129,21 @@ class TaskEnv(gym.Env):
         self.steps = 0
         self.limit = cfg.max_steps  # the operator's correction gets its own limit
         self._state = np.zeros(39)
+
+    def select(self, task: str) -> None:
+        """Make `task` (one of `self.tasks`) the current one; each keeps its own simulator.
+
+        A multi-task env (`cfg.task` a suite such as mt10) selects by the reset seed, the
+        tasks taken in turn: `tasks[seed % len(tasks)]`.
+        """
+        if task not in self._envs:
+            raw = _make_raw(task)
+            self._envs[task] = (raw, _Cameras(raw.model, self.cfg.cameras, self.cfg.image_size))
+        self.task, self.instruction = task, INSTRUCTIONS[task]
+        self.raw, self.cameras = self._envs[task]
+        self.c_fail = (
+            self.cfg.c_fail if self.cfg.c_fail is not None else expert_episode_length(task)
+        )
 
     @property
     def state_dim(self) -> int:
@@ -146,13 +160,17 @@ class TaskEnv(gym.Env):
         return obs
 
     def close(self) -> None:
-        """Release the camera renderer (its GL context); the env stays usable."""
-        self.cameras.close()
+        """Release the camera renderers (their GL contexts); the env stays usable."""
+        for _, cameras in self._envs.values():
+            cameras.close()
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         super().reset(seed=seed)
+        if len(self.tasks) > 1:
+            n = int(seed) if seed is not None else int(self.np_random.integers(2**31))
+            self.select(self.tasks[n % len(self.tasks)])
         self.raw.seed(int(seed) if seed is not None else int(self.np_random.integers(2**31)))
         state, _ = self.raw.reset()
         self.steps = 0
