@@ -145,10 +145,8 @@ class _FakeStore:
 
 def test_frames_carry_image_features_of_this_and_the_next_frame(tmp_path) -> None:
     cfg = TrainConfig(task="reach-v3,push-v3", obs="image")
-    obs = Observations.__new__(Observations)
-    obs.cfg, obs.tasks = cfg, task_list(cfg.task)
-    obs.instructions = [INSTRUCTIONS[t] for t in obs.tasks]
-    obs.cameras, obs.encoder = ("corner",), _FakeEncoder()
+    obs = Observations(cfg)
+    obs.encoder = _FakeEncoder()
     store = _FakeStore(tmp_path)
     frames = obs.frames(store, [])
     assert obs.layout == (39, 2) and frames[D.STATE].shape == (5, 41)
@@ -162,3 +160,4 @@ def test_frames_carry_image_features_of_this_and_the_next_frame(tmp_path) -> Non
     again = obs.frames(store, [])  # the cache answers: no frame is decoded again
     assert store.decoded == 2 and np.array_equal(again[D.STATE], frames[D.STATE])
     assert obs.cache_stats == {"hits": 2, "misses": 0}
+    assert obs.feature_log["frames_encoded"] == 5 and obs.feature_log["frames_cached"] == 5

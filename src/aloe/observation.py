@@ -21,6 +21,7 @@ projection, so one multi-task policy is told its task by the text alone.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,8 @@ class Observations:
         self.tasks = task_list(cfg.task)
         self.instructions = [INSTRUCTIONS[t] for t in self.tasks]
         self.cameras: tuple[str, ...] = tuple(cfg.vision.cameras) if cfg.obs == "image" else ()
+        # what reading features cost (decode + encode of new video files, cache reads)
+        self.feature_log = dict.fromkeys(("features_s", "frames_encoded", "frames_cached"), 0.0)
         self.encoder: Any = None
         if self.cameras:
             from aloe.vision.encoders import build_image_encoder
@@ -138,12 +141,17 @@ class Observations:
         """Frozen features (N, F) of every stored frame of `camera`, by global index."""
         from aloe.vision.cache import FeatureCache
 
+        start = time.perf_counter()
         key = D.image_key(camera)
         cache = FeatureCache(store.root / FEATURE_CACHE, self.encoder)
-        files = [(f.file_id, f.index, _loader(store, key, f.file_id))
-                 for f in store.video_files(key)]  # fmt: skip
+        videos = store.video_files(key)
+        new = sum(len(f.index) for f in videos if not cache.path(camera, f.file_id).is_file())
+        files = [(f.file_id, f.index, _loader(store, key, f.file_id)) for f in videos]
         out = cache.features(camera, files)
         self.cache_stats = {"hits": cache.hits, "misses": cache.misses}  # files, for the log
+        self.feature_log["features_s"] += time.perf_counter() - start
+        self.feature_log["frames_encoded"] += new
+        self.feature_log["frames_cached"] += len(out) - new
         return out
 
     def instruction_features(self, cache_dir: Path | None) -> torch.Tensor | None:

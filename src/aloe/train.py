@@ -171,6 +171,14 @@ class Trainer:
         vectors (image features from the cache) and the run's task rows (aloe.observation)."""
         return self.obs.frames(self.store, FRAME_COLUMNS)
 
+    def _feature_log(self) -> dict[str, float]:
+        """This iteration's feature-cache figures (image runs only), then reset."""
+        if not self.obs.cameras:
+            return {}
+        log = dict(self.obs.feature_log)
+        self.obs.feature_log = dict.fromkeys(log, 0.0)
+        return log
+
     def _sampler(self, frames: dict[str, np.ndarray], k: int) -> ChunkSampler:
         return ChunkSampler(frames, horizon=self.cfg.horizon, gamma=self.cfg.aloe.gamma,
                             seed=episode_seed(self.cfg.seed, k, 0),
@@ -195,6 +203,7 @@ class Trainer:
             "total_env_steps": prev.get("total_env_steps", 0) + stats.env_steps,
             "total_human_steps": prev.get("total_human_steps", 0) + stats.human_steps,
             **row,
+            **self._feature_log(),
             "wall_s": time.time() - start,
         }
         self.history.append(metrics)
