@@ -161,3 +161,17 @@ def test_frames_carry_image_features_of_this_and_the_next_frame(tmp_path) -> Non
     assert store.decoded == 2 and np.array_equal(again[D.STATE], frames[D.STATE])
     assert obs.cache_stats == {"hits": 2, "misses": 0}
     assert obs.feature_log["frames_encoded"] == 5 and obs.feature_log["frames_cached"] == 5
+
+
+def test_checkpoints_with_pre_camera_key_names_still_load() -> None:
+    torch.manual_seed(0)
+    cfg = ActorConfig(horizon=4, hidden_dim=16, num_layers=1, num_heads=2)
+    old = FlowPolicy(cfg, 39, 4, 1)
+    legacy = {k.replace("obs_encoder.state.", "state_encoder.")
+              .replace("instruction.embedding.", "task_embedding."): v
+              for k, v in old.state_dict().items()}  # fmt: skip
+    assert "state_encoder.0.weight" in legacy and "task_embedding.weight" in legacy
+    new = FlowPolicy(cfg, 39, 4, 1)
+    new.load_state_dict(legacy)
+    s, task = torch.randn(2, 39), torch.zeros(2, dtype=torch.long)
+    assert torch.equal(new.condition(s, task), old.condition(s, task))

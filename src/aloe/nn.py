@@ -168,3 +168,20 @@ class InstructionToken(nn.Module):
         if isinstance(self.embedding, nn.Embedding):
             return self.embedding(task_index)
         return self.embedding(self.features[task_index])
+
+
+# Checkpoints written before camera and instruction tokens (aloe < 0.2) name the state and
+# instruction encoders differently; they load into today's modules unchanged.
+_LEGACY_KEYS = {"state_encoder.": "obs_encoder.state.", "task_embedding.": "instruction.embedding."}
+
+
+def accept_legacy_keys(module: nn.Module) -> None:
+    """Let `module.load_state_dict` read checkpoints with the pre-0.2 key names."""
+
+    def rename(state_dict: dict[str, Tensor], prefix: str, *args: object) -> None:
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            for old, new in _LEGACY_KEYS.items():
+                if key.startswith(prefix + old):
+                    state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
+
+    module._register_load_state_dict_pre_hook(rename)

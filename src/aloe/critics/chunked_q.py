@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from aloe.nn import InstructionToken, Normalizer, ObservationTokens, transformer
+from aloe.nn import (
+    InstructionToken,
+    Normalizer,
+    ObservationTokens,
+    accept_legacy_keys,
+    transformer,
+)
 
 
 @dataclass
@@ -98,6 +104,7 @@ class ChunkedQCritic(nn.Module):
             nn.Parameter(0.02 * torch.randn(config.horizon, d)) if action_dim else None
         )
         self.instruction = InstructionToken(num_tasks, d, instruction_features)
+        accept_legacy_keys(self)
         self.backbone = transformer(
             d, config.num_layers, config.num_heads, config.mlp_ratio, config.dropout
         )

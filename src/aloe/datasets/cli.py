@@ -28,6 +28,9 @@ def info(root: str | os.PathLike[str]) -> int:
     print(f"frames:        {s['frames']} at {store.fps:g} fps")
     print("by source:     " + ", ".join(f"{k} {v}" for k, v in s["frames_by_source"].items()))
     print(f"tasks:         {s['tasks']}")
+    if s.get("cameras"):
+        shapes = ", ".join(f"{c} {h}x{w}" for c, (h, w) in s["cameras"].items())
+        print(f"cameras:       {shapes} ({store.video_codec} mp4)")
     print(f"takeovers:     {s['takeovers']}")
     print(f"human steps:   {s['human_steps']}")
     print(f"success rate:  {rate}")

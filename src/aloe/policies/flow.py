@@ -17,6 +17,7 @@ from aloe.nn import (
     InstructionToken,
     Normalizer,
     ObservationTokens,
+    accept_legacy_keys,
     evaluating,
     mlp,
     sinusoidal_embedding,
@@ -114,6 +115,7 @@ class FlowPolicy(nn.Module):
         self.action_norm = action_normalizer or Normalizer(action_dim)
         self.obs_encoder = ObservationTokens(layout, d, config.dropout)
         self.instruction = InstructionToken(num_tasks, d, instruction_features)
+        accept_legacy_keys(self)
         self.action_in = nn.Linear(action_dim, d)
         self.action_time = mlp(2 * d, d, d, num_hidden=1)
         self.action_pos = nn.Parameter(0.02 * torch.randn(config.horizon, d))
