@@ -115,6 +115,8 @@ class Observations:
         state = np.asarray(obs["state"], dtype=np.float32)
         if not self.cameras:
             return state
+        if "images" not in obs:
+            raise ValueError(f"this run sees cameras {self.cameras}: the observation has no images")
         feats = [self.encoder.encode(np.asarray(obs["images"][c])[None])[0] for c in self.cameras]
         return np.concatenate([state, *feats]).astype(np.float32)
 

@@ -329,3 +329,13 @@ def test_learner_runs_on_cuda() -> None:
     assert all(math.isfinite(v) for v in metrics.values())
     state = learner.state_dict()
     learner.load_state_dict(state)
+
+
+def test_weights_by_source_shares_add_up_per_source() -> None:
+    """The diagnostic splits the learner's own weights by the rows' source."""
+    import types
+
+    from aloe.evaluation.weights import weights_by_source
+
+    with pytest.raises(ValueError, match="does not weight"):
+        weights_by_source(types.SimpleNamespace(config=types.SimpleNamespace(algo="dagger")))

@@ -51,6 +51,11 @@ def test_full_suite_writes_eval_json_and_the_report(smoke_run):
     html = (smoke_run / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4  # metrics, two Q traces, OPE scatter
     assert "Off-policy evaluation accuracy" in html and "position-out" in html
+    weights = ev["weights_by_source"]  # which data the actor imitates
+    assert set(weights) <= {"demo", "policy", "human"} and "demo" in weights
+    assert sum(w["rows"] for w in weights.values()) == pytest.approx(1.0)
+    assert sum(w["weight_share"] for w in weights.values()) == pytest.approx(1.0)
+    assert "Which data the actor imitates" in html
 
 
 def test_plot_q_cli(smoke_run, tmp_path):

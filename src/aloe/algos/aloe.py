@@ -335,7 +335,12 @@ class AloeLearner:
 
     def actor_step(self, batch: ChunkBatch) -> dict[str, float]:
         """One actor update, Alg. 1 lines 11–14."""
-        cfg, b = self.config, self._to_device(batch)
+        b = self._to_device(batch)
+        return self.weighted_actor_update(b, *self.actor_weights(b))
+
+    def actor_weights(self, b: ChunkBatch) -> tuple[Tensor, dict[str, float]]:
+        """Alg. 1 lines 11–13: the weight w (B,) of each data chunk, and its metrics."""
+        cfg = self.config
         with torch.no_grad(), evaluating(self.critic):
             q_data = q_pess(self.critic(b.state, b.task_index, b.actions, b.valid))  # Eq. 9
             m = cfg.num_value_samples
@@ -346,7 +351,7 @@ class AloeLearner:
         )
         metrics["actor/q_data_mean"] = float(q_data.mean())
         metrics["actor/v_mean"] = float(v.mean())
-        return self.weighted_actor_update(b, w, metrics)
+        return w, metrics
 
     def weighted_actor_update(
         self, b: ChunkBatch, w: Tensor, metrics: dict[str, float]

@@ -201,9 +201,9 @@ class AwrLearner(AloeLearner):
             loss, self.critic, self.critic_optim, self.critic_sched, "critic", metrics
         )
 
-    def actor_step(self, batch: ChunkBatch) -> dict[str, float]:
-        """One advantage-weighted flow-matching update, A = G_t − V(s_t)."""
-        cfg, b = self.awr, self._to_device(batch)
+    def actor_weights(self, b: ChunkBatch) -> tuple[Tensor, dict[str, float]]:
+        """The weights of the advantage-weighted flow-matching update, A = G_t − V(s_t)."""
+        cfg = self.awr
         with torch.no_grad(), evaluating(self.critic):
             v = self.value(b.state, b.task_index)
         w, metrics = advantage_weights(  # Eq. 11 with A = G_t − V(s_t)
@@ -211,7 +211,7 @@ class AwrLearner(AloeLearner):
         )
         metrics["actor/q_data_mean"] = float(b.mc_return.mean())
         metrics["actor/v_mean"] = float(v.mean())
-        return self.weighted_actor_update(b, w, metrics)  # Eq. 15, as ALOE
+        return w, metrics  # the update is ALOE's (Eq. 15)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "v_range": [self.v_min, self.v_max]}

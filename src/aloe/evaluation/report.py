@@ -111,6 +111,12 @@ def _eval_sections(run_dir: Path, ev: dict[str, Any]) -> list[tuple[str, str]]:
         sections.append(("Q traces (Figs. 3 and 9)", "\n".join(traces)))
     if ev.get("ope"):
         sections.append(("Off-policy evaluation accuracy", _ope_html(run_dir, ev["ope"])))
+    if ev.get("weights_by_source"):
+        note = ('<p class="note">Chunks drawn from the buffer as training draws them; weights '
+                "exp(clip(A/β)) (Eq. 11) from the checkpoint's critic. A policy row comes from "
+                "a fragment that the operator took over.</p>")  # fmt: skip
+        rows = [{"source": k, **v} for k, v in ev["weights_by_source"].items()]
+        sections.append(("Which data the actor imitates", note + table_html(rows)))
     return sections
 
 

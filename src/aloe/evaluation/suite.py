@@ -5,6 +5,7 @@
     perturbations  the same seeds under each disturbance (perturb.py)
     q_traces       Q_pess along a dataset episode (the latest with a takeover) and a rollout
     ope            the critic's accuracy against ground-truth Q^π and V^π (ope.py)
+    weights_by_source  which data the actor imitates: advantage weights by source (weights.py)
 
 Every condition uses the same seeds as `aloe eval` (EVAL_SEED + i), so `nominal` equals
 what `aloe eval` reports for the same checkpoint, and conditions differ only in the change.
@@ -29,6 +30,7 @@ from aloe.evaluation.perturb import Perturbation, Perturber, default_perturbatio
 from aloe.evaluation.qtrace import critic_q_fn, default_episode, plot_run_episode, plot_run_rollout
 from aloe.evaluation.rollout import StepHook, rollout
 from aloe.evaluation.variants import applied, task_variants
+from aloe.evaluation.weights import WEIGHTED_ALGOS, weights_by_source
 
 CRITIC_ALGOS = ("aloe",)  # algorithms whose run carries a trained chunked Q critic
 STATE_VALUE_ALGOS = ("awr", "ppo-sbc")  # ... and those with a learned V(s) instead
@@ -103,6 +105,8 @@ def run_suite(run_dir: Path, cfg: SuiteConfig) -> dict[str, Any]:
     figures = run_dir / EVAL_DIR
     out["q_traces"] = _q_traces(run, figures, cfg.seed)
     out["ope"] = _ope(run, cfg.ope, figures)
+    if run.config.algo in WEIGHTED_ALGOS:
+        out["weights_by_source"] = weights_by_source(run)
     text = json.dumps(_json_safe(out), indent=1)
     (run_dir / "eval.json").write_text(text)
     out["report"] = str(build_run_report(run_dir))
@@ -194,12 +198,24 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+def _check_state_run(run_dir: Path) -> None:
+    """The suite replays states (restores, variants, OPE): single-task state runs only."""
+    from aloe.config import TrainConfig
+    from aloe.envs.tasks import task_list
+
+    cfg = TrainConfig.from_json((run_dir / "config.json").read_text())
+    if cfg.obs != "state" or len(task_list(cfg.task)) > 1:
+        raise ValueError(f"--run {run_dir}: --suite full evaluates single-task state runs; this "
+                         f"one has obs={cfg.obs!r}, task={cfg.task!r}: use --suite basic")  # fmt: skip
+
+
 def cmd_eval_full(args: Any) -> int:
     """`aloe eval --suite full` (args: `aloe.train.EvalArgs`)."""
     if args.ope_pairs < 0 or args.ope_rollouts < 1:
         raise ValueError("--ope-pairs must be >= 0 and --ope-rollouts >= 1")
     if not (Path(args.run) / "config.json").is_file():
         raise ValueError(f"--run {args.run}: not a run directory (no config.json)")
+    _check_state_run(Path(args.run))
     ope = OpeConfig(pairs=args.ope_pairs, rollouts=args.ope_rollouts)
     out = run_suite(Path(args.run), SuiteConfig(episodes=args.episodes, seed=args.seed, ope=ope))
     brief = {k: out[k] for k in ("task", "algo", "iteration", "nominal")}

@@ -32,7 +32,8 @@ class FlowChunkPolicy:
     def inputs(self, obs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """(observation vector (1, S), task row (1,)) of one environment observation."""
         vec = obs["state"] if self.obs is None else self.obs.vector(obs)
-        row = 0 if self.obs is None else self.obs.task_row(obs["instruction"])
+        text = obs.get("instruction")  # a bare {"state": s} means the run's only task
+        row = 0 if self.obs is None or text is None else self.obs.task_row(text)
         state = torch.as_tensor(vec, dtype=torch.float32, device=self.device)[None]
         return state, torch.tensor([row], device=self.device)
 
