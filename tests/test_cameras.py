@@ -103,3 +103,21 @@ def test_episodes_carry_the_images_before_each_step(cam_env: TaskEnv, tmp_path: 
     )
     store.append(ep)
     np.testing.assert_array_equal(store.load_images("corner"), images)
+
+
+def test_images_render_only_when_read_and_show_the_state_of_their_step(
+    cam_env: TaskEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    render = cam_env.cameras.render
+    monkeypatch.setattr(cam_env.cameras, "render", lambda sim: calls.append(1) or render(sim))
+    obs, _ = cam_env.reset(seed=4)
+    later, *_ = cam_env.step(np.array([1.0, 0.0, 0.0, 0.0]))
+    for _ in range(3):
+        cam_env.step(np.array([1.0, 0.0, 0.0, 0.0]))
+    assert calls == []  # nothing read, nothing rendered (evaluation reads one step per chunk)
+    first = obs["images"]["corner"]  # read after the arm moved on: still the reset's image
+    assert len(calls) == 1 and list(obs["images"]) == ["corner"]
+    obs_again, _ = cam_env.reset(seed=4)
+    assert np.array_equal(first, obs_again["images"]["corner"])
+    assert not np.array_equal(first, later["images"]["corner"])
