@@ -4,7 +4,6 @@ round trips, the episodes-meta `videos/*` columns, corruption named, SIGKILL sur
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from aloe.data import Episode, image_key
 from aloe.datasets.store import EpisodeStore, StoreError
 
 sys.path.insert(0, str(Path(__file__).parent / "datasets"))
-from test_store import STORE_KW, make_episode  # noqa: E402
+from test_store import STORE_KW, kill_writers, make_episode  # noqa: E402
 
 CAMERAS = {"corner": (16, 24), "topview": (8, 8)}
 KEYS = [image_key(c) for c in CAMERAS]
@@ -185,45 +184,15 @@ def _odd(seed: int) -> Episode:
     return ep
 
 
-# Mirrors test_store's kill test with fewer rounds: writers append episodes with images and
-# are SIGKILLed at random moments, possibly while a video is half written.
-CHILD = r"""
-import os, random, signal, sys, time, traceback
-sys.path.insert(0, sys.argv[2])
-from test_video_store import CAMERAS, STORE_KW, episode
-from aloe.datasets.store import EpisodeStore
-
-root, rng = sys.argv[1], random.Random(int(sys.argv[3]))
-for r, delay in enumerate(float(d) for d in sys.argv[4:]):
-    pid = os.fork()
-    if pid == 0:
-        try:
-            kw = dict(STORE_KW, cameras=CAMERAS, video_codec="lossless")
-            store = EpisodeStore.open_or_create(root, **kw)
-            for k in range(10**6):
-                seed = 10_000 * r + 2 * k
-                idx = store.append([episode(seed), episode(seed + 1)])
-                os.write(1, ("ok " + " ".join(map(str, idx)) + "\n").encode())
-        except BaseException:
-            traceback.print_exc()
-        os._exit(1)
-    time.sleep(delay + rng.uniform(0, 0.05))
-    os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    print("killed" if os.WIFSIGNALED(status) else "writer died", flush=True)
-"""
+VIDEO_STORE_KW = dict(STORE_KW, cameras=CAMERAS, video_codec="lossless")
 
 
 @pytest.mark.slow
 def test_sigkill_leaves_a_readable_store_with_videos(tmp_path: Path) -> None:
+    """test_store's kill test with images: writers die, possibly mid-video."""
     root = tmp_path / "store"
-    delays = ["0.05", "0.2", "0.4", "0.6"]
-    args = [sys.executable, "-c", CHILD, str(root), str(Path(__file__).parent), "3", *delays]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=120)
-    lines = out.stdout.splitlines()
-    assert lines.count("killed") == len(delays), out.stderr
-    returned = [int(i) for line in lines if line.startswith("ok ") for i in line.split()[1:]]
-    assert returned, "no append finished before the kills; lengthen the delays"
+    delays = ["0.05", "0.2", "0.4", "1.5"]
+    returned = kill_writers(root, __file__, "VIDEO_STORE_KW", "episode", 3, delays)
 
     store = EpisodeStore.open(root)
     assert store.check() == []

@@ -227,22 +227,25 @@ def test_empty_store(tmp_path: Path) -> None:
 
 
 # The child imports once, then forks writers and SIGKILLs each after a random delay;
-# a writer prints the indices an append returned only after it returned.
+# a writer prints the indices an append returned only after it returned. Episodes and store
+# options come from a test module (argv: its folder, name, store-options and factory names).
 CHILD = r"""
-import os, random, signal, sys, time, traceback
+import importlib, os, random, signal, sys, time, traceback
 sys.path.insert(0, sys.argv[2])
-from test_store import STORE_KW, make_episode
+module = importlib.import_module(sys.argv[3])
+store_kw, make = getattr(module, sys.argv[4]), getattr(module, sys.argv[5])
 from aloe.datasets.store import EpisodeStore
 
-root, rng = sys.argv[1], random.Random(int(sys.argv[3]))
-for r, delay in enumerate(float(d) for d in sys.argv[4:]):
+root, seed0 = sys.argv[1], int(sys.argv[6])
+rng = random.Random(seed0)
+for r, delay in enumerate(float(d) for d in sys.argv[7:]):
     pid = os.fork()
     if pid == 0:
         try:
-            store = EpisodeStore.open_or_create(root, **STORE_KW)
+            store = EpisodeStore.open_or_create(root, **store_kw)
             for k in range(10**6):
-                seed = 1_000_000 * int(sys.argv[3]) + 10_000 * r + 2 * k
-                idx = store.append([make_episode(seed), make_episode(seed + 1)])
+                seed = 1_000_000 * seed0 + 10_000 * r + 2 * k
+                idx = store.append([make(seed), make(seed + 1)])
                 os.write(1, ("ok " + " ".join(map(str, idx)) + "\n").encode())
         except BaseException:
             traceback.print_exc()
@@ -254,15 +257,24 @@ for r, delay in enumerate(float(d) for d in sys.argv[4:]):
 """
 
 
-def test_sigkill_never_loses_a_committed_episode(tmp_path: Path) -> None:
-    root = tmp_path / "store"
-    delays = ["0.0", "0.02", "0.05", "0.1", "0.2", "0.4", "1.5"]  # the last outlasts a busy CPU
-    args = [sys.executable, "-c", CHILD, str(root), str(Path(__file__).parent), "7", *delays]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=60)
+def kill_writers(root: Path, test_file: str, store_kw: str, factory: str, seed: int,
+                 delays: list[str]) -> list[int]:  # fmt: skip
+    """Run CHILD on `root`; the episode indices that appends returned before the kills."""
+    here = Path(test_file)
+    args = [sys.executable, "-c", CHILD, str(root), str(here.parent), here.stem, store_kw,
+            factory, str(seed), *delays]  # fmt: skip
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120)
     lines = out.stdout.splitlines()
     assert lines.count("killed") == len(delays), out.stderr
     returned = [int(i) for line in lines if line.startswith("ok ") for i in line.split()[1:]]
     assert returned, "no append finished before the kills; lengthen the delays"
+    return returned
+
+
+def test_sigkill_never_loses_a_committed_episode(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    delays = ["0.0", "0.02", "0.05", "0.1", "0.2", "0.4", "1.5"]  # the last outlasts a busy CPU
+    returned = kill_writers(root, __file__, "STORE_KW", "make_episode", 7, delays)
 
     store = EpisodeStore.open(root)
     assert store.check() == []
