@@ -105,6 +105,8 @@ class TrainConfig:
                f"one of {INSTRUCTION_KINDS}")  # fmt: skip
         if self.obs == "image":
             self.vision.validate()
+        _check(not self.env.cameras, "env.cameras", self.env.cameras,
+               "empty: a run's cameras are --obs image with --vision.cameras")  # fmt: skip
         _check(self.preset in PRESETS, "preset", self.preset, f"one of {PRESETS}")
         _check(self.iterations >= 0, "iterations", self.iterations, ">= 0")
         _check(self.horizon >= 1, "horizon", self.horizon, ">= 1")
