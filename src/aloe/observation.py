@@ -104,6 +104,10 @@ class Observations:
         return sum(self.layout)
 
     def task_row(self, instruction: str) -> int:
+        """The instruction's row; a single-task run reads any instruction as its own task
+        (its policy can be run on another task, e.g. `aloe collect --policy RUN`)."""
+        if len(self.instructions) == 1:
+            return 0
         try:
             return self.instructions.index(instruction)
         except ValueError:
