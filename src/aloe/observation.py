@@ -12,7 +12,10 @@ identity and rebuilt when it changes) and only new video files are decoded and e
 image part of s_{t+n} is the features of frame t+n of the same episode; at an episode's
 last step (whose next observation is not recorded) it is the last frame's. Those rows are
 terminations unless `env.timeout_is_failure` is off, which makes time-limit chunks
-bootstrap from the last frame's image: the one approximation of this layout.
+bootstrap from the last frame's image: the one approximation of this layout. (At a takeover
+the next frame is the operator's start, possibly rewound; the policy fragment's last step
+is a labelled failure there and never bootstraps, and a hand-back continues from the same
+state.)
 
 Instructions: `instructions = "learned"` gives each task a learned embedding; "minilm" a
 frozen all-MiniLM-L6-v2 sentence embedding (cached per instruction) with a trainable
@@ -53,8 +56,6 @@ class VisionConfig:
     """Local directory (or hub-cache name, never downloaded) of a SigLIP checkpoint."""
     video_codec: str = "h264"
     """Store videos as h264 (lossy, LeRobot's default) or lossless (bit-exact frames)."""
-    encode_batch_size: int = 256
-    """Frames per forward pass of the frozen encoder when filling the feature cache."""
 
     def validate(self) -> None:
         if not 1 <= len(self.cameras) <= 3:
