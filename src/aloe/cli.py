@@ -108,11 +108,11 @@ def cmd_collect(args: CollectArgs) -> int:
     from aloe.collect import CollectConfig, collect
     from aloe.datasets.store import EpisodeStore, StoreError
     from aloe.envs.metaworld import CONTROL_HZ, EnvConfig, TaskEnv
-    from aloe.envs.tasks import check_task
+    from aloe.envs.tasks import task_list
     from aloe.operators.scripted import OperatorConfig, ScriptedOperator
 
     try:
-        check_task(args.task)
+        one_task = len(task_list(args.task)) == 1  # sim.state's size differs between tasks
     except ValueError as e:
         raise UsageError(str(e)) from None
     _require(args.episodes >= 1, f"--episodes must be >= 1, got {args.episodes}")
@@ -125,15 +125,14 @@ def cmd_collect(args: CollectArgs) -> int:
     try:
         store = EpisodeStore.open_or_create(
             args.out, fps=CONTROL_HZ, state_dim=env.state_dim, action_dim=env.action_dim,
-            sim_state_dim=env.sim_state_dim,
+            sim_state_dim=env.sim_state_dim if one_task else None,
         )  # fmt: skip
     except StoreError as e:
         raise UsageError(str(e)) from None
     op_cfg = OperatorConfig(noise_std=args.noise, delay_steps=args.delay, patience=args.patience)
     operator = ScriptedOperator(args.task, op_cfg, seed=args.seed)
-    cfg = CollectConfig(
-        success_quota=args.episodes, max_episodes=args.episodes, handback_steps=args.handback_steps
-    )
+    cfg = CollectConfig(success_quota=args.episodes, max_episodes=args.episodes,
+                        handback_steps=args.handback_steps, record_sim_state=one_task)  # fmt: skip
     _, stats = collect(
         env, operator, cfg, policy=policy, seeds=itertools.count(args.seed), store=store,
         progress=args.progress,
