@@ -87,3 +87,7 @@ def test_multitask_run_reports_success_per_task(tmp_path: Path) -> None:
     demo_tasks = set(frames["task_index"][frames[D.SOURCE] == "demo"].tolist())
     assert demo_tasks == {0, 1}  # the warm start demonstrates every task
     assert (out / "dataset" / "cache" / "instructions.npz").is_file()
+    from aloe.evaluation.report import build_run_report
+
+    page = build_run_report(out).read_text()
+    assert "Success per task" in page and "push-v3" in page

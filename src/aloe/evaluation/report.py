@@ -32,6 +32,9 @@ def build_run_report(run_dir: Path) -> Path:
     title = f"aloe run {run_dir.name}: {config.get('task', '?')}, {config.get('algo', '?')}"
     sections = [("Configuration", _config_html(config))]
     sections.append(("Training metrics per iteration", _metrics_html(run_dir / "metrics.jsonl")))
+    by_task = _by_task_html(run_dir / "metrics.jsonl")
+    if by_task:
+        sections.append(("Success per task (multi-task run)", by_task))
     ev = _read_json(run_dir / "eval.json")
     if ev is None or "nominal" not in ev:
         note = "No eval.json from `aloe eval --suite full` yet."
@@ -85,6 +88,26 @@ def _metrics_html(path: Path) -> str:
     fig.supxlabel("iteration", fontsize=9)
     fig.tight_layout()
     return figure_html(fig, "metrics per iteration")
+
+
+def _by_task_html(path: Path) -> str | None:
+    """A multi-task run's evaluation per task: success at each iteration, final steps."""
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return None
+    rows = [r for r in rows if r.get("success_by_task")]
+    if not rows:
+        return None
+    table = []
+    for task in rows[-1]["success_by_task"]:
+        line: dict[str, Any] = {"task": task}
+        line |= {f"iter {r['iteration']}": r["success_by_task"].get(task) for r in rows}
+        line["final steps to success"] = rows[-1]["steps_to_success_by_task"].get(task)
+        table.append(line)
+    mean = {"task": "mean", **{f"iter {r['iteration']}": r["success_rate"] for r in rows}}
+    return table_html([*table, mean | {"final steps to success": rows[-1].get(
+        "mean_steps_to_success")}])  # fmt: skip
 
 
 def _finite(values: Any) -> bool:
