@@ -47,7 +47,9 @@ def build_learner(
     obs = obs or Observations(cfg)
     dim, n = obs.dim, len(obs.tasks)
     if instruction_features is None and cfg.instructions != "learned":
-        instruction_features = torch.zeros(n, INSTRUCTION_DIM)
+        from aloe.vision.language import InstructionEncoder
+
+        instruction_features = torch.zeros(n, InstructionEncoder.dim)
     mean = torch.zeros(dim) if state_mean is None else torch.as_tensor(state_mean).float()
     std = torch.ones(dim) if state_std is None else torch.as_tensor(state_std).float()
     shared: dict[str, Any] = {
@@ -63,9 +65,6 @@ def build_learner(
                             state_normalizer=Normalizer.from_stats(mean, std), **shared)  # fmt: skip
     # BC and DAgger train only the actor; they keep ALOE's learner (the critic stays idle).
     return AloeLearner(actor, critic, cfg.aloe, device=device)
-
-
-INSTRUCTION_DIM = 384  # all-MiniLM-L6-v2's sentence embedding
 
 
 def _baseline_learner(cfg: TrainConfig, actor: FlowPolicy, norm: Normalizer,
