@@ -46,6 +46,8 @@ from aloe.observation import Observations
 from aloe.operators.scripted import ScriptedOperator
 from aloe.run import FlowChunkPolicy, build_learner, resolve_device
 
+Frames = dict[str, np.ndarray]  # column -> per-frame values, as `Trainer.frames` returns
+
 # what training reads of the store: everything but the simulator states (evaluation's)
 FRAME_COLUMNS = [*D.STEP_COLUMNS, "episode_index", "frame_index", "index", "task_index"]
 EVAL_SEED = 1_000_000  # evaluation seeds: EVAL_SEED + i, never used for collection
@@ -130,9 +132,9 @@ class Trainer:
         """Algorithm 1, lines 3–15, then evaluation and a checkpoint."""
         cfg, learner, start = self.cfg, self._learner(), time.time()
         stats = COLLECTORS.get(cfg.algo, collect_with_operator)(self, k)  # line 3
-        sampler = self._sampler(self.frames(), k)
+        frames = self.frames()  # read once; each update builds the sampler it needs
         learner.generator.manual_seed(episode_seed(cfg.seed, k, 0) ^ 0x5EED)
-        row = UPDATES[cfg.algo](self, k, sampler)
+        row = UPDATES[cfg.algo](self, k, frames)
         self._finish(k, stats, row, start)
 
     def steps(self, n: int, step: Callable[[Any], dict[str, float]], sampler: ChunkSampler,
@@ -230,30 +232,29 @@ class Trainer:
         _write_jsonl(self.root / "metrics.jsonl", self.history)
 
 
-def aloe_update(trainer: Trainer, k: int, sampler: ChunkSampler) -> dict[str, float]:
+def aloe_update(trainer: Trainer, k: int, frames: Frames) -> dict[str, float]:
     """N_Q critic steps (Algorithm 1, lines 4–9), then N_π actor steps (lines 10–15)."""
     cfg = trainer.cfg.aloe
-    return _critic_then_actor(trainer, k, sampler, cfg.critic_steps, cfg.actor_steps)
+    return _critic_then_actor(trainer, k, frames, cfg.critic_steps, cfg.actor_steps)
 
 
-def awr_update(trainer: Trainer, k: int, sampler: ChunkSampler) -> dict[str, float]:
+def awr_update(trainer: Trainer, k: int, frames: Frames) -> dict[str, float]:
     """AWR (algos/awr.py): value steps on Monte-Carlo returns, then weighted actor steps."""
     cfg = trainer.cfg.awr
-    return _critic_then_actor(trainer, k, sampler, cfg.value_steps, cfg.actor_steps)
+    return _critic_then_actor(trainer, k, frames, cfg.value_steps, cfg.actor_steps)
 
 
-def _critic_then_actor(trainer: Trainer, k: int, sampler: ChunkSampler, critic_steps: int,
+def _critic_then_actor(trainer: Trainer, k: int, frames: Frames, critic_steps: int,
                        actor_steps: int) -> dict[str, float]:  # fmt: skip
-    learner = trainer._learner()
+    learner, sampler = trainer._learner(), trainer._sampler(frames, k)
     crit = trainer.steps(critic_steps, learner.critic_step, sampler, f"critic[{k}]")
     act = trainer.steps(actor_steps, learner.actor_step, sampler, f"actor[{k}]")
     return {name: _mean(crit if key.startswith("critic/") else act, key)
             for name, key in UPDATE_METRICS.items()}  # fmt: skip
 
 
-def dagger_update(trainer: Trainer, k: int, sampler: ChunkSampler) -> dict[str, float]:
+def dagger_update(trainer: Trainer, k: int, frames: Frames) -> dict[str, float]:
     """HG-DAgger (algos/dagger.py): BC (Eq. 16) on corrections and successful data."""
-    frames = trainer.frames()
     keep = dagger_rows(frames)
     rows = {c: v[keep] for c, v in frames.items()}
     bc = trainer.steps(trainer.cfg.aloe.actor_steps, trainer._learner().bc_step,
@@ -268,9 +269,9 @@ def collect_with_operator(trainer: Trainer, k: int) -> CollectStats:
     return trainer._collect(k, trainer.cfg.collect, policy=policy)
 
 
-# algorithm name -> its per-iteration update (after collection, before evaluation). BC has
-# none: it is the warm start alone (iteration 0).
-UPDATES: dict[str, Callable[[Trainer, int, ChunkSampler], dict[str, float]]] = {
+# algorithm name -> its per-iteration update (after collection, before evaluation), given
+# the whole buffer's frames (`Trainer.frames`). BC has none: it is the warm start alone.
+UPDATES: dict[str, Callable[[Trainer, int, Frames], dict[str, float]]] = {
     "aloe": aloe_update,
     "awr": awr_update,
     "dagger": dagger_update,

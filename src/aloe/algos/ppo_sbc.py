@@ -436,11 +436,10 @@ def collect_rollouts(trainer: Trainer, k: int) -> CollectStats:
     return stats
 
 
-def ppo_update(trainer: Trainer, k: int, sampler: ChunkSampler) -> dict[str, float]:
+def ppo_update(trainer: Trainer, k: int, frames: dict[str, np.ndarray]) -> dict[str, float]:
     """PPO epochs over iteration k's decisions, each step with a BC batch from the buffer."""
     cfg, learner = trainer.cfg, _ppo_learner(trainer)
     learner.set_actor_lr(cfg.ppo.actor_lr)
-    frames = trainer.frames()
     mine = (frames[D.SOURCE] == "policy") & (frames[D.POLICY_VERSION] == k - 1)
     rollouts = {c: v[mine] for c, v in frames.items()}
     rows = np.flatnonzero(rollouts["frame_index"] % cfg.exec_horizon == 0)
