@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import tyro
 
 from aloe.envs.tasks import DEFAULT_TASK
+from aloe.errors import UsageError
 
 if TYPE_CHECKING:
     from aloe.compare import CompareArgs
@@ -38,10 +40,6 @@ commands:
 
 `aloe COMMAND --help` describes each command's options.
 """
-
-
-class UsageError(Exception):
-    """A bad argument; printed as one line, exit code 2."""
 
 
 @dataclass
@@ -306,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"aloe {name}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `aloe tasks | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
