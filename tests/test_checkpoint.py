@@ -1,7 +1,13 @@
+import hashlib
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
 from aloe import checkpoint
+from aloe.checkpoint import STATE, TENSORS
+from aloe.errors import UsageError
 
 
 def _state():
@@ -43,6 +49,147 @@ def test_incomplete_checkpoints_are_ignored_and_none_is_overwritten(tmp_path):
 
 def test_corrupt_checkpoint_is_refused_with_its_path(tmp_path):
     path = checkpoint.save(tmp_path, 0, {"a": torch.zeros(1)})
-    (path / "tensors.safetensors").write_bytes(b"garbage")
-    with pytest.raises(RuntimeError, match="iter-0000: unreadable checkpoint"):
+    (path / TENSORS).write_bytes(b"garbage")
+    with pytest.raises(checkpoint.CheckpointError, match=r"checkpoint \(.*iter-0000\): tensors"):
         checkpoint.load(path)
+
+
+# Unreadable checkpoints: every command starts from `load_latest`, which falls back.
+
+
+def _two(root: Path) -> Path:
+    """Checkpoints 0 and 1 (`a` = 0s and 1s); returns the latest's directory."""
+    for k in (0, 1):
+        checkpoint.save(root, k, {"a": torch.full((100,), float(k))})
+    return root / "iter-0001"
+
+
+def _truncate(file: Path) -> None:
+    file.write_bytes(file.read_bytes()[:-40])
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(root.rglob("*")) if f.is_file()}  # fmt: skip
+
+
+DAMAGE = {
+    "truncated tensors": (lambda p: _truncate(p / TENSORS), f"{TENSORS} is truncated ("),
+    "no tensors": (lambda p: (p / TENSORS).unlink(), f"{TENSORS} is missing"),
+    "bad header": (lambda p: (p / TENSORS).write_bytes(b"\xff" * 64), f"{TENSORS} is "),
+    "broken state": (lambda p: (p / STATE).write_text('{"__dict__": [['), f"{STATE} is not valid"),
+    "no state": (lambda p: (p / STATE).unlink(), f"{STATE} is missing"),
+    "foreign state": (
+        lambda p: (p / STATE).write_text('{"__tensor__": "b"}'),
+        f"{STATE} does not match",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_an_unreadable_latest_checkpoint_falls_back_and_is_kept(tmp_path, capsys, damage):
+    latest = _two(tmp_path)
+    hurt, reason = DAMAGE[damage]
+    hurt(latest)
+    before = _snapshot(tmp_path)
+    loaded = checkpoint.load_latest(tmp_path)
+    assert loaded is not None and loaded.iteration == 0 and loaded.path == tmp_path / "iter-0000"
+    assert torch.equal(loaded.state["a"], torch.zeros(100))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"aloe: skipping checkpoint {latest}: {reason}")
+    assert err.endswith("; using iter-0000\n"), err
+    assert _snapshot(tmp_path) == before  # a reader renames and deletes nothing
+
+
+def test_a_resuming_trainer_sets_the_broken_checkpoint_aside_and_writes_it_anew(tmp_path, capsys):
+    latest = _two(tmp_path)
+    _truncate(latest / TENSORS)
+    kept = (latest / TENSORS).read_bytes()
+    assert checkpoint.load_latest(tmp_path, set_aside=True).iteration == 0  # type: ignore[union-attr]
+    assert "(kept as iter-0001.broken-1); using iter-0000" in capsys.readouterr().err
+    assert (tmp_path / "iter-0001.broken-1" / TENSORS).read_bytes() == kept  # the user's bytes
+    assert [k for k, _ in checkpoint.complete(tmp_path)] == [0]
+    checkpoint.save(tmp_path, 1, {"a": torch.full((100,), 2.0)})  # the re-run iteration
+    (latest / STATE).unlink()
+    assert checkpoint.load_latest(tmp_path, set_aside=True).iteration == 0  # type: ignore[union-attr]
+    assert {p.name for p in tmp_path.iterdir()} == {"iter-0000", "iter-0001.broken-1",
+                                                    "iter-0001.broken-2"}  # fmt: skip
+
+
+def test_no_readable_checkpoint_is_a_usage_error_that_changes_nothing(tmp_path):
+    latest = _two(tmp_path)
+    (latest / STATE).unlink()
+    _truncate(tmp_path / "iter-0000" / TENSORS)
+    before = _snapshot(tmp_path)
+    with pytest.raises(UsageError, match=r"checkpoints \(.*\): none of them is readable \("
+                       r"iter-0001: state.json is missing; iter-0000: tensors.safetensors is "
+                       r"truncated \(\d+ of \d+ bytes\)\)$"):  # fmt: skip
+        checkpoint.load_latest(tmp_path, set_aside=True)
+    assert _snapshot(tmp_path) == before
+    assert checkpoint.load_latest(tmp_path / "no-such-dir") is None  # nothing yet: start afresh
+
+
+def test_load_run_falls_back_past_a_truncated_checkpoint(fake_run, capsys):
+    import aloe
+
+    latest = _two_of(fake_run)
+    _truncate(latest / TENSORS)
+    run = aloe.load_run(fake_run)
+    assert run.iteration == 0
+    assert f"aloe: skipping checkpoint {latest}: {TENSORS} is truncated" in capsys.readouterr().err
+    assert latest.is_dir()
+
+
+def _two_of(run: Path) -> Path:
+    """A second checkpoint of `run` (a copy of its first); returns its directory."""
+    root = run / "checkpoints"
+    return checkpoint.save(root, 1, checkpoint.load(root / "iter-0000"))
+
+
+@pytest.fixture
+def fake_run(tmp_path):
+    """A run directory with one checkpoint of an untrained smoke learner (no training)."""
+    from aloe.config import preset
+    from aloe.run import build_learner
+
+    cfg = preset("smoke")
+    cfg.out = tmp_path / "run"
+    cfg = cfg.resolved()
+    cfg.out.mkdir()
+    (cfg.out / "config.json").write_text(cfg.to_json())
+    state = {"learner": build_learner(cfg).state_dict(), "history": [{"iteration": 0}]}
+    checkpoint.save(cfg.out / "checkpoints", 0, state)
+    return cfg.out
+
+
+TINY = ["--preset", "smoke", "--no-progress", "--iterations", "1", "--eval-episodes", "1",
+        "--bc-steps", "5", "--num-demos", "1", "--collect.success-quota", "1",
+        "--collect.max-episodes", "1", "--aloe.critic-steps", "5", "--aloe.actor-steps", "2",
+        "--env.max-steps", "60"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_train_resume_past_a_truncated_last_checkpoint_reruns_its_iteration(
+    tmp_path, capsys, same_metrics
+):
+    from aloe.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *TINY]) == 0
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    latest = out / "checkpoints" / "iter-0001"
+    _truncate(latest / TENSORS)
+    kept = _snapshot(latest)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"aloe: skipping checkpoint {latest}: {TENSORS} is truncated" in err
+    assert "(kept as iter-0001.broken-1); using iter-0000" in err
+    assert _snapshot(out / "checkpoints" / "iter-0001.broken-1") == kept
+    assert [k for k, _ in checkpoint.complete(out / "checkpoints")] == [0, 1]
+    checkpoint.load(latest)  # written anew, readable
+    again = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for rows in (metrics, again):
+        for row in rows:
+            row.pop("wall_s")
+    same_metrics(again, metrics)  # the re-run iteration equals the lost one

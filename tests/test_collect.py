@@ -1,11 +1,15 @@
 import itertools
 
 import numpy as np
+import pytest
 
 from aloe import data as D
-from aloe.collect import CollectConfig, RandomPolicy, collect, evaluate, run_episode
+from aloe.collect import CollectConfig, collect, evaluate, run_episode
+from aloe.datasets.store import EpisodeStore
 from aloe.envs.metaworld import EnvConfig, TaskEnv
+from aloe.errors import UsageError
 from aloe.operators.scripted import OperatorConfig, ScriptedOperator
+from aloe.policies.chunk_policy import RandomPolicy
 
 
 class ScriptedChunkPolicy:
@@ -95,3 +99,16 @@ def test_evaluate_runs_without_operator():
     env = _env()
     res = evaluate(env, ScriptedChunkPolicy(env.task), seeds=[0, 1])
     assert res.success_rate == 1.0 and res.mean_steps_to_success == np.mean(res.lengths)
+
+
+def test_collect_validates_its_config_before_recording(tmp_path):
+    env = _env()
+    store = EpisodeStore.create(tmp_path / "s", fps=80, state_dim=env.state_dim,
+                                action_dim=env.action_dim)  # fmt: skip
+    before = sorted((p, p.stat().st_size) for p in store.root.rglob("*") if p.is_file())
+    op = ScriptedOperator(env.task, OperatorConfig())
+    with pytest.raises(UsageError, match=r"collect.handback_steps \(-1\): must be >= 0"):
+        collect(env, op, CollectConfig(handback_steps=-1), policy=None,
+                seeds=itertools.count(), store=store, progress=False)  # fmt: skip
+    assert EpisodeStore.open(store.root).num_episodes == 0
+    assert sorted((p, p.stat().st_size) for p in store.root.rglob("*") if p.is_file()) == before

@@ -127,7 +127,7 @@ def test_killed_ppo_run_resumes_to_the_same_metrics(
 def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys) -> None:
     for args, message in [
         (["--algos", "aloe,ppo"], "--algos"),
-        (["--seeds", "0"], "--seeds must be >= 1"),
+        (["--seeds", "0"], "--seeds (0): must be >= 1"),
         (["--preset", "fast"], "--preset"),
         (["--task", "nope-v3"], "unknown task"),
     ]:
@@ -206,6 +206,7 @@ def test_report_of_a_plain_run_dispatches_to_run_reports(tmp_path, capsys, monke
     fake.build_run_report = lambda d: called.append(d) or d / "report.html"  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "aloe.evaluation.report", fake)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    (tmp_path / "config.json").write_text("{}")  # what makes a directory a run
     assert main(["report", str(tmp_path)]) == 0 and called == [tmp_path]
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # an install without it
     assert main(["report", str(tmp_path)]) == 2

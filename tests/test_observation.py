@@ -45,10 +45,10 @@ def test_instruction_token_is_a_projection_of_frozen_features() -> None:
 def test_actor_and_critic_take_camera_tokens_and_ignore_padding_after_them() -> None:
     torch.manual_seed(0)
     layout, h, a = (39, 6, 6), 4, 4
-    actor = FlowPolicy(ActorConfig(horizon=h, hidden_dim=16, num_layers=1, num_heads=2),
-                       51, a, 2, obs_layout=layout)  # fmt: skip
-    critic = ChunkedQCritic(CriticConfig(horizon=h, hidden_dim=16, num_layers=1, num_heads=2,
-                                         num_q=2), 51, a, 2, obs_layout=layout)  # fmt: skip
+    actor = FlowPolicy(ActorConfig(hidden_dim=16, num_layers=1, num_heads=2),
+                       51, a, 2, obs_layout=layout, horizon=h)  # fmt: skip
+    critic = ChunkedQCritic(CriticConfig(hidden_dim=16, num_layers=1, num_heads=2, num_q=2),
+                            51, a, 2, obs_layout=layout, horizon=h)  # fmt: skip
     s, task = torch.randn(3, 51), torch.tensor([0, 1, 1])
     assert actor.condition(s, task).shape == (3, 4, 16)  # state, 2 cameras, instruction
     assert actor.sample(s, task, 2).shape == (3, 2, h, a)
@@ -62,7 +62,7 @@ def test_actor_and_critic_take_camera_tokens_and_ignore_padding_after_them() -> 
     s2[:, 45:] += 1.0  # the second camera's features are read
     assert not torch.allclose(q, critic(s2, task, chunks, valid))
     with pytest.raises(ValueError, match="add up"):
-        FlowPolicy(ActorConfig(), 40, a, 1, obs_layout=layout)
+        FlowPolicy(ActorConfig(), 40, a, 1, obs_layout=layout, horizon=h)
 
 
 def test_task_lists_and_suites() -> None:
@@ -165,13 +165,13 @@ def test_frames_carry_image_features_of_this_and_the_next_frame(tmp_path) -> Non
 
 def test_checkpoints_with_pre_camera_key_names_still_load() -> None:
     torch.manual_seed(0)
-    cfg = ActorConfig(horizon=4, hidden_dim=16, num_layers=1, num_heads=2)
-    old = FlowPolicy(cfg, 39, 4, 1)
+    cfg = ActorConfig(hidden_dim=16, num_layers=1, num_heads=2)
+    old = FlowPolicy(cfg, 39, 4, 1, horizon=4)
     legacy = {k.replace("obs_encoder.state.", "state_encoder.")
               .replace("instruction.embedding.", "task_embedding."): v
               for k, v in old.state_dict().items()}  # fmt: skip
     assert "state_encoder.0.weight" in legacy and "task_embedding.weight" in legacy
-    new = FlowPolicy(cfg, 39, 4, 1)
+    new = FlowPolicy(cfg, 39, 4, 1, horizon=4)
     new.load_state_dict(legacy)
     s, task = torch.randn(2, 39), torch.zeros(2, dtype=torch.long)
     assert torch.equal(new.condition(s, task), old.condition(s, task))

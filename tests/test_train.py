@@ -50,7 +50,9 @@ def test_smoke_run_writes_the_run_directory(smoke_run):
         assert set(row) >= METRIC_KEYS
     assert rows[1]["takeovers"] >= 0 and rows[1]["env_steps"] > 0
     cfg = TrainConfig.from_json((smoke_run / "config.json").read_text())
-    assert cfg.preset == "smoke" and cfg.actor.horizon == cfg.critic.horizon == cfg.horizon
+    assert cfg.preset == "smoke" and cfg.horizon == 10
+    saved = json.loads((smoke_run / "config.json").read_text())
+    assert "horizon" not in saved["actor"] and "horizon" not in saved["critic"]  # one field
     assert [k for k, _ in checkpoint.complete(smoke_run / "checkpoints")] == [0, 1, 2]
     assert list((smoke_run / "tb").glob("events.*"))
     assert (smoke_run / "dataset" / "meta" / "info.json").exists()
@@ -87,7 +89,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(smoke_run, tmp_path, same_m
 
 def test_bad_config_is_refused_before_any_work(tmp_path):
     for args, message in [
-        (["--horizon", "0"], "horizon = 0"),
+        (["--horizon", "0"], "config field horizon (0): must be >= 1"),
         (["--aloe.beta", "-1"], "beta"),
         (["--task", "no-such-task-v3"], "unknown task"),
         (["--exec-horizon", "50"], "exec_horizon"),
@@ -97,6 +99,19 @@ def test_bad_config_is_refused_before_any_work(tmp_path):
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 2 and message in err, err
         assert not out.exists()
+
+
+def test_the_chunk_length_is_one_field():
+    """`horizon` alone sets h: configs saved with the actor's and critic's old copies of it
+    load when these agree, and are refused when they do not."""
+    from aloe.errors import UsageError
+
+    old = json.loads(preset("smoke").resolved().to_json())
+    old["actor"]["horizon"] = old["critic"]["horizon"] = old["horizon"]
+    assert TrainConfig.from_json(json.dumps(old)).horizon == 10
+    old["critic"]["horizon"] = 5
+    with pytest.raises(UsageError, match=r"critic.horizon \(5\): must be 10, the run's horizon"):
+        TrainConfig.from_json(json.dumps(old))
 
 
 def test_preset_rejects_unknown_name():

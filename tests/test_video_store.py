@@ -195,7 +195,8 @@ def test_sigkill_leaves_a_readable_store_with_videos(tmp_path: Path) -> None:
     returned = kill_writers(root, __file__, "VIDEO_STORE_KW", "episode", 3, delays)
 
     store = EpisodeStore.open(root)
-    assert store.check() == []
+    # all a kill may leave is an append that never committed, which the next one removes
+    assert all("an append that never committed" in p for p in store.check())
     assert set(returned) <= set(range(store.num_episodes))
     eps = [episode(s) for s in store.episodes()["seed"].to_pylist()]
     for key in KEYS:

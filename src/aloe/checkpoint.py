@@ -4,6 +4,12 @@ A checkpoint is a directory `iter-NNNN/` holding `tensors.safetensors` and `stat
 is written as `iter-NNNN.tmp/`, fsync'd and renamed, so a kill at any moment leaves every
 complete checkpoint loadable and no half-written one that a reader would pick up.
 
+A checkpoint damaged afterwards (a truncated copy, a disk error, a hand edit) is skipped by
+`load_latest`, the one way every command finds the checkpoint to start from: it falls back
+to the newest readable one and says on stderr which it skipped and why. Nothing is ever
+deleted; a resuming trainer, which must write the skipped iteration again, renames the
+damaged directory to `iter-NNNN.broken-<n>` (which `complete` ignores) and keeps its bytes.
+
 Nested state (module, optimiser and scheduler state_dicts, RNG states) is split into its
 tensors, stored in safetensors under their path, and a JSON skeleton of everything else.
 """
@@ -14,15 +20,34 @@ import json
 import os
 import re
 import shutil
+import struct
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from aloe.datasets._format import fsync_path
+from aloe.durable import fsync_path
+from aloe.errors import UsageError, bad
 
-_NAME = re.compile(r"^iter-(\d{4,})$")
+_NAME = re.compile(r"^iter-(\d{4,})$")  # `.tmp` and `.broken-<n>` directories never match
+TENSORS, STATE = "tensors.safetensors", "state.json"
+_MAX_HEADER = 100_000_000  # safetensors refuses longer headers: a larger length is garbage
+
+
+class CheckpointError(UsageError):
+    """A checkpoint directory that cannot be read back; `reason` says what is wrong."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(str(bad("checkpoint", path, reason)))
+        self.path, self.reason = path, reason
+
+
+class Loaded(NamedTuple):
+    iteration: int
+    path: Path
+    state: dict[str, Any]
 
 
 def flatten(obj: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
@@ -77,12 +102,53 @@ def save(root: Path, iteration: int, state: dict[str, Any]) -> Path:
 
 
 def load(path: Path) -> dict[str, Any]:
+    """The state saved in checkpoint directory `path`; CheckpointError says what is wrong."""
+    tensors = _read_tensors(path / TENSORS)
     try:
-        tensors = load_file(str(path / "tensors.safetensors"))
-        skeleton = json.loads((path / "state.json").read_text())
+        skeleton = json.loads((path / STATE).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(path, f"{STATE} is missing") from None
+    except OSError as e:
+        raise CheckpointError(path, f"{STATE} is unreadable ({e.strerror or e})") from None
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError both are
+        raise CheckpointError(path, f"{STATE} is not valid JSON ({e})") from None
+    try:
         return unflatten(skeleton, tensors)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(path, f"{STATE} does not match {TENSORS} ({e!r})") from None
+
+
+def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
+    if not file.is_file():
+        raise CheckpointError(file.parent, f"{TENSORS} is missing")
+    try:
+        return load_file(str(file))
     except Exception as e:  # safetensors raises its own error type for a bad header
-        raise RuntimeError(f"{path}: unreadable checkpoint ({e})") from e
+        cut = _truncation(file)
+        reason = f"{TENSORS} is truncated ({cut})" if cut else f"{TENSORS} is unreadable ({e})"
+        raise CheckpointError(file.parent, reason) from None
+
+
+def _truncation(file: Path) -> str | None:
+    """`"<size> of <n> bytes"` when the file is shorter than its safetensors header says
+    (8-byte length, JSON, data; "at least" when the JSON itself is cut), else None."""
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return f"{size} of at least 8 bytes"
+        (n,) = struct.unpack("<Q", head)
+        if n > _MAX_HEADER:
+            return None
+        if 8 + n > size:
+            return f"{size} of at least {8 + n} bytes"
+        try:
+            header = json.loads(f.read(n))
+            ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return None
+    promised = 8 + n + max(ends, default=0)
+    return f"{size} of {promised} bytes" if size < promised else None
 
 
 def complete(root: Path) -> list[tuple[int, Path]]:
@@ -94,5 +160,41 @@ def complete(root: Path) -> list[tuple[int, Path]]:
 
 
 def latest(root: Path) -> tuple[int, Path] | None:
+    """The newest complete checkpoint's (iteration, path), readable or not."""
     found = complete(root)
     return found[-1] if found else None
+
+
+def load_latest(root: Path, set_aside: bool = False) -> Loaded | None:
+    """The newest checkpoint under `root` that reads back, or None when there is none at all.
+
+    Each newer unreadable one is named on stderr with its reason, and kept: with `set_aside`
+    (a trainer about to write that iteration again) renamed to `iter-NNNN.broken-<n>`, else
+    left in place. If none reads back, a UsageError lists why, and nothing is renamed.
+    """
+    skipped: list[CheckpointError] = []
+    for iteration, path in reversed(complete(root)):
+        try:
+            state = load(path)
+        except CheckpointError as e:
+            skipped.append(e)
+            continue
+        for broken in skipped:
+            kept = f" (kept as {move_aside(broken.path).name})" if set_aside else ""
+            print(f"aloe: skipping checkpoint {broken.path}: {broken.reason}{kept}; using "
+                  f"{path.name}", file=sys.stderr)  # fmt: skip
+        return Loaded(iteration, path, state)
+    if skipped:
+        reasons = "; ".join(f"{e.path.name}: {e.reason}" for e in skipped)
+        raise bad("checkpoints", root, f"none of them is readable ({reasons})")
+    return None
+
+
+def move_aside(path: Path) -> Path:
+    """Rename an unreadable checkpoint to the first free `NAME.broken-<n>`; returns it."""
+    n = 1
+    while (aside := path.with_name(f"{path.name}.broken-{n}")).exists():
+        n += 1
+    os.replace(path, aside)
+    fsync_path(path.parent)
+    return aside

@@ -1,4 +1,8 @@
-"""The `aloe` command line: one program, one sub-command per job.
+"""The `aloe` command line: one program, one sub-command per job, all in one table.
+
+`COMMANDS` maps each sub-command's name to its line in `aloe --help`, how its arguments are
+read (a dataclass tyro parses, or a function of argv) and the function that runs it; the
+top-level usage, the "unknown command" message and the dispatch are all read from it.
 
 Every sub-command validates its arguments before doing any work and exits with a one-line
 error naming the offending value.
@@ -14,32 +18,24 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import tyro
 
+from aloe import bench, compare, train
+from aloe.cli_args import parse
+from aloe.config import PRESETS, TrainConfig, preset
 from aloe.envs.tasks import DEFAULT_TASK
-from aloe.errors import UsageError
+from aloe.errors import UsageError, bad, require
+from aloe.evaluation import qtrace
 
-if TYPE_CHECKING:
-    from aloe.compare import CompareArgs
-
-USAGE = """usage: aloe COMMAND [ARGS]
-
-commands:
-  tasks            list the supported MetaWorld tasks and their instructions
-  collect          record operator demonstrations, or run a policy with the operator in the loop
-  dataset info     summarise an episode store
-  dataset check    validate an episode store (non-zero exit on any problem)
-  train            run Algorithm 1 (BC warm start, then collect / critic / actor / evaluate)
-  eval             evaluate a trained run without the operator (--suite full: the whole suite)
-  plot-q           plot Q_pess along a dataset episode or a fresh rollout of a run
-  bench            measure collection and sampling speed
-  compare          run several algorithms x seeds on one task and write a comparison report
-  report           (re)build the HTML report of a comparison or of a run directory
-
-`aloe COMMAND --help` describes each command's options.
-"""
+EXIT_STATUS = """exit status:
+  0    done
+  1    `dataset check` found a problem, or a bug (its traceback)
+  2    a mistake in an argument, a path or a file: one line on stderr names
+       it, and nothing was written
+  3    `train` stopped on a non-finite update
+  130  interrupted"""
 
 
 @dataclass
@@ -85,7 +81,9 @@ class CollectArgs:
     policy: str | None = None
     """None: operator demonstrations; `random`: a random policy; or a run directory."""
     seed: int = 0
-    """Seed of the first episode; episode i uses seed + i."""
+    """Episode i of the store uses seed + i: collecting into a store that holds N episodes
+    continues at seed + N, so a restarted collection records no seed twice (seeds the store
+    holds already are skipped)."""
     max_steps: int = 300
     """Time limit of the policy's attempt (or of a demonstration)."""
     noise: float = 0.1
@@ -101,56 +99,111 @@ class CollectArgs:
 
 
 def cmd_collect(args: CollectArgs) -> int:
-    import itertools
-
     from aloe.collect import CollectConfig, collect
-    from aloe.datasets.store import EpisodeStore, StoreError
-    from aloe.envs.metaworld import CONTROL_HZ, EnvConfig, TaskEnv
+    from aloe.envs.metaworld import EnvConfig, TaskEnv
     from aloe.envs.tasks import task_list
     from aloe.operators.scripted import OperatorConfig, ScriptedOperator
 
     try:
         one_task = len(task_list(args.task)) == 1  # sim.state's size differs between tasks
     except ValueError as e:
-        raise UsageError(str(e)) from None
-    _require(args.episodes >= 1, f"--episodes must be >= 1, got {args.episodes}")
-    _require(args.max_steps >= 1, f"--max-steps must be >= 1, got {args.max_steps}")
-    _require(args.noise >= 0, f"--noise must be >= 0, got {args.noise}")
-    _require(args.delay >= 0, f"--delay must be >= 0, got {args.delay}")
-    _require(args.patience >= 0, f"--patience must be >= 0, got {args.patience}")
-    policy = _load_collect_policy(args.policy, args.seed)
-    env = TaskEnv(EnvConfig(task=args.task, max_steps=args.max_steps))
-    try:
-        store = EpisodeStore.open_or_create(
-            args.out, fps=CONTROL_HZ, state_dim=env.state_dim, action_dim=env.action_dim,
-            sim_state_dim=env.sim_state_dim if one_task else None,
-        )  # fmt: skip
-    except StoreError as e:
-        raise UsageError(str(e)) from None
+        raise bad("--task", args.task, str(e)) from None
+    require(args.episodes >= 1, "--episodes", args.episodes, "must be >= 1")
+    require(0 <= args.seed < 2**31, "--seed", args.seed, "must be in 0..2**31-1")
+    require(args.max_steps >= 1, "--max-steps", args.max_steps, "must be >= 1")
     op_cfg = OperatorConfig(noise_std=args.noise, delay_steps=args.delay, patience=args.patience)
-    operator = ScriptedOperator(args.task, op_cfg, seed=args.seed)
     cfg = CollectConfig(success_quota=args.episodes, max_episodes=args.episodes,
                         handback_steps=args.handback_steps, record_sim_state=one_task)  # fmt: skip
-    _, stats = collect(
-        env, operator, cfg, policy=policy, seeds=itertools.count(args.seed), store=store,
-        progress=args.progress,
-    )  # fmt: skip
+    _as_collect_flags(op_cfg.validate)
+    _as_collect_flags(cfg.validate)
+    _require_store_location(args.out)
+    policy = _load_collect_policy(args.policy, args.seed)
+    env = TaskEnv(EnvConfig(task=args.task, max_steps=args.max_steps))
+    store = _collect_store(args.out, env, one_task)
+    seeds = _continue_seeds(store, args.seed, args.episodes)
+    operator = ScriptedOperator(args.task, op_cfg, seed=args.seed)
+    _, stats = collect(env, operator, cfg, policy=policy, seeds=iter(seeds), store=store,
+                       progress=args.progress)  # fmt: skip
     print(json.dumps({"out": str(args.out), **vars(stats)}, indent=1))
     return 0
 
 
+# The config fields `aloe collect`'s flags set, so a config check names the flag typed.
+_COLLECT_FLAGS = {
+    "operator.noise_std": "--noise",
+    "operator.delay_steps": "--delay",
+    "operator.patience": "--patience",
+    "collect.handback_steps": "--handback-steps",
+    "collect.max_episodes": "--episodes",
+    "collect.success_quota": "--episodes",
+}
+
+
+def _as_collect_flags(validate: Callable[[], None]) -> None:
+    """Run a config's `validate()` (the checks `aloe train` runs), naming flags, not fields."""
+    try:
+        validate()
+    except UsageError as e:
+        field, _, rest = str(e).partition(" ")
+        raise UsageError(f"{_COLLECT_FLAGS.get(field, field)} {rest}") from None
+
+
+def _require_store_location(out: Path) -> None:
+    from aloe.datasets.store import location_problem
+
+    problem = location_problem(out)
+    if problem:
+        raise bad("--out", out, problem)
+
+
+def _collect_store(out: Path, env: Any, one_task: bool) -> Any:
+    """The store at `out` to grow, refused before any episode if it records other columns."""
+    from aloe.datasets.store import EpisodeStore, StoreError, StoreMismatch, StoreRefused
+    from aloe.envs.metaworld import CONTROL_HZ
+
+    try:
+        return EpisodeStore.open_or_create(
+            out, fps=CONTROL_HZ, state_dim=env.state_dim, action_dim=env.action_dim,
+            sim_state_dim=env.sim_state_dim if one_task else None, cameras=None,
+        )  # fmt: skip
+    except StoreMismatch as e:
+        raise bad("--out", out, f"{e.reason}: use another --out") from None
+    except StoreRefused as e:
+        raise bad("--out", out, e.reason) from None
+    except StoreError as e:
+        raise bad("--out", out, f"not a readable aloe store: {e}") from None
+
+
+def _continue_seeds(store: Any, seed: int, episodes: int) -> list[int]:
+    """The next `episodes` seeds: episode i of the store uses seed + i, and a seed the store
+    holds already (its episodes-meta `seed` column) is skipped, so none is recorded twice."""
+    import itertools
+
+    n = store.num_episodes
+    held = {s for s in store.episodes()["seed"].to_pylist() if s is not None}
+    fresh = (s for s in itertools.count(seed + n) if s not in held)
+    seeds = list(itertools.islice(fresh, episodes))
+    skipped = sorted(held & set(range(seed + n, seeds[-1])))
+    if n:
+        note = f"; skipping seeds {skipped}, which it holds already" if skipped else ""
+        held_n = f"{n} episode" + "s" * (n != 1)
+        print(f"aloe collect: {store.root} holds {held_n}: continuing at episode {n}, "
+              f"seed {seed + n}{note}", file=sys.stderr)  # fmt: skip
+    return seeds
+
+
 def _load_collect_policy(spec: str | None, seed: int) -> Any:
-    from aloe.collect import RandomPolicy
+    from aloe.policies.chunk_policy import RandomPolicy
 
     if spec is None:
         return None
     if spec == "random":
         return RandomPolicy(seed=seed)
-    run = Path(spec)
-    _require(run.is_dir(), f"--policy must be 'random' or a run directory; {spec!r} is neither")
-    from aloe.run import load_run
+    from aloe.run import load_run, require_run_dir
 
-    return load_run(run).chunk_policy(seed=seed)
+    run = Path(spec)
+    require_run_dir(run, "--policy", "give 'random' or a run directory written by `aloe train`")
+    return load_run(run, what="--policy").chunk_policy(seed=seed)
 
 
 @dataclass
@@ -169,52 +222,44 @@ def cmd_dataset(args: DatasetArgs) -> int:
     return dataset_cli.info(args.root) if args.action == "info" else dataset_cli.check(args.root)
 
 
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise UsageError(message)
+def read_dataset_args(argv: list[str], prog: str) -> DatasetArgs:
+    """`aloe dataset {info,check} PATH`; `--help` after the action shows the whole usage
+    (tyro would take the action first and leave it out of the usage line)."""
+    if "-h" in argv or "--help" in argv:
+        argv = ["--help"]
+    args: DatasetArgs = parse(DatasetArgs, argv, prog)
+    return args
 
 
-def _usage_errors(run: Callable[[Any], int]) -> Callable[[Any], int]:
-    """A command whose validation raises ValueError, with it shown as a one-line error."""
+class TrainRequest(NamedTuple):
+    """What `aloe train` was asked: a run's config, and whether it continues that run."""
 
-    def checked(args: Any) -> int:
-        try:
-            return run(args)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-
-    return checked
+    config: TrainConfig
+    resume: bool
 
 
-def _simple(arg_type: type, run: Callable[[Any], int]) -> Callable[[list[str], str], int]:
-    return lambda argv, prog: run(tyro.cli(arg_type, args=argv, prog=prog))
+def read_train_args(argv: list[str], prog: str) -> TrainRequest:
+    """`aloe train [--preset P] [--task T] [--<any config field> V]`, or
+    `aloe train --resume DIR [--device D] [--progress | --no-progress]`. The preset is read
+    first: it chooses the defaults tyro parses the other flags against and shows in --help."""
+    known, rest = _known_args(argv, [("--preset", None), ("--task", None), ("--resume", Path)])
+    if known.resume is not None and not {"-h", "--help"} & set(rest):
+        return TrainRequest(_resume_config(known, rest), resume=True)
+    name = known.preset or "default"
+    base = preset(name, known.task)
+    description = (f"Run Algorithm 1. Defaults below are the {name!r} preset "
+                   f"(--preset {' | '.join(PRESETS)}).\n\n"
+                   "To continue the run in DIR (wherever it now is) from its latest checkpoint:\n"
+                   "  aloe train --resume DIR [--device D] [--progress | --no-progress]")  # fmt: skip
+    cfg = parse(TrainConfig, rest + ["--preset", name], prog, default=base,
+                description=description)  # fmt: skip
+    return TrainRequest(cfg, resume=False)
 
 
-def cmd_train(argv: list[str], prog: str) -> int:
-    """`aloe train [--preset P] [--task T] [--resume DIR] [--<any config field> V]`."""
-    from aloe import train
-    from aloe.config import TrainConfig, preset
-
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--preset", default="default")
-    pre.add_argument("--task", default=None)
-    pre.add_argument("--resume", type=Path, default=None)
-    known, rest = pre.parse_known_args(argv)
-    if known.resume is not None:
-        _require(not rest, f"--resume takes no other options, got {' '.join(rest)}")
-        cfg = TrainConfig(out=known.resume)
-    else:
-        try:
-            base = preset(known.preset, known.task)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        description = f"Run Algorithm 1. Defaults below are the {known.preset!r} preset."
-        cfg = tyro.cli(TrainConfig, default=base, args=rest + ["--preset", known.preset],
-                       prog=prog, description=description)  # fmt: skip
+def cmd_train(request: TrainRequest) -> int:
+    cfg = request.config
     try:
-        history = train.train(cfg, resume=known.resume is not None)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+        history = train.train(cfg, resume=request.resume)
     except FloatingPointError as e:  # the guard fired before the bad update was applied
         from aloe import checkpoint
 
@@ -226,9 +271,40 @@ def cmd_train(argv: list[str], prog: str) -> int:
     return 0
 
 
-def cmd_compare(args: CompareArgs) -> int:
-    from aloe import compare
+def _known_args(argv: list[str], options: list[tuple[str, Any]]) -> tuple[Any, list[str]]:
+    """Pick `options` (flag, type; None = str; bool = --flag/--no-flag) out of argv; the rest
+    is returned as is. A flag without its value is a UsageError."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    for flag, kind in options:
+        if kind is bool:
+            pre.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            pre.add_argument(flag, type=kind or str, default=None)
+    try:
+        return pre.parse_known_args(argv)
+    except argparse.ArgumentError as e:
+        raise bad(e.argument_name or "aloe train", allowed=e.message) from None
 
+
+def _resume_config(known: Any, rest: list[str]) -> Any:
+    """`--resume DIR` with only the options that keep the run's meaning (RESUME_OPTIONS)."""
+    given, others = _known_args(rest, [("--device", None), ("--progress", bool)])
+    refused = [*others, *(f for f in ("--preset", "--task") if getattr(known, f[2:]) is not None)]
+    if refused:
+        flag = next((t for t in refused if t.startswith("-")), refused[0]).split("=")[0]
+        raise UsageError(f"--resume ({flag}): only --progress/--no-progress and --device may be "
+                         f"given with --resume; the run's config is "
+                         f"{known.resume / 'config.json'}")  # fmt: skip
+    return train.resumed_config(known.resume, device=given.device, progress=given.progress)
+
+
+def read_compare_args(argv: list[str], prog: str) -> compare.CompareArgs:
+    _require_attached_train_args(argv)
+    args: compare.CompareArgs = parse(compare.CompareArgs, argv, prog)
+    return args
+
+
+def cmd_compare(args: compare.CompareArgs) -> int:
     try:
         summary = compare.run_comparison(args)
     except ValueError as e:
@@ -244,6 +320,16 @@ def cmd_compare(args: CompareArgs) -> int:
     return 0
 
 
+def _require_attached_train_args(argv: list[str]) -> None:
+    """`--train-args '--aloe.beta -1'` parses its value as an option: say to attach it."""
+    import shlex
+
+    for flag, value in zip(argv, argv[1:], strict=False):
+        if flag in ("--train-args", "--train_args") and value.startswith("-"):
+            raise bad("--train-args", value, "a value starting with '-' must be attached "
+                      f"with '=': --train-args={shlex.quote(value)}")  # fmt: skip
+
+
 @dataclass
 class ReportArgs:
     """Rebuild a report from disk: a comparison's (summary.json or runs/) or a single run's."""
@@ -256,13 +342,15 @@ def cmd_report(args: ReportArgs) -> int:
     import importlib
     import importlib.util
 
-    from aloe import compare
-
-    _require(args.dir.is_dir(), f"{args.dir} is not a directory")
+    hint = "give a directory written by `aloe compare` or `aloe train`"
+    require(args.dir.exists(), "DIR", args.dir, f"does not exist; {hint}")
+    require(args.dir.is_dir(), "DIR", args.dir, f"is a file; {hint}")
     if compare.is_comparison(args.dir):
         compare.write_report(args.dir)
         print(args.dir / compare.REPORT)
         return 0
+    require((args.dir / "config.json").is_file(), "DIR", args.dir,
+            f"neither a comparison (no summary.json or runs/) nor a run (no config.json); {hint}")  # fmt: skip
     if importlib.util.find_spec("aloe.evaluation.report") is None:
         raise UsageError(f"{args.dir} is not a comparison (no summary.json or runs/), and "
                          "run reports need aloe.evaluation.report, which this install lacks")  # fmt: skip
@@ -271,43 +359,114 @@ def cmd_report(args: ReportArgs) -> int:
     return 0
 
 
-def _commands() -> dict[str, Callable[[list[str], str], int]]:
-    from aloe import bench, compare, train
-    from aloe.evaluation import qtrace
+@dataclass(frozen=True)
+class Command:
+    """One sub-command: its line in `aloe --help`, how its arguments are read, what runs it."""
 
-    return {
-        "tasks": _simple(TasksArgs, cmd_tasks),
-        "collect": _simple(CollectArgs, cmd_collect),
-        "dataset": _simple(DatasetArgs, cmd_dataset),
-        "train": cmd_train,
-        "eval": _simple(train.EvalArgs, _usage_errors(train.cmd_eval)),
-        "plot-q": _simple(qtrace.PlotQArgs, _usage_errors(qtrace.cmd_plot_q)),
-        "bench": _simple(bench.BenchArgs, bench.cmd_bench),
-        "compare": _simple(compare.CompareArgs, cmd_compare),
-        "report": _simple(ReportArgs, cmd_report),
-    }
+    summary: str
+    """Its line in `aloe --help`."""
+    args: type | Callable[[list[str], str], Any]
+    """The arguments' dataclass, which tyro parses; or a function of (argv, prog) reading
+    them, for a command whose argv tyro alone cannot read (train's preset, say)."""
+    run: Callable[[Any], int]
+    """Runs the command on its arguments; returns the exit status."""
+
+    def __call__(self, argv: list[str], prog: str) -> int:
+        read = self.args
+        return self.run(parse(read, argv, prog) if isinstance(read, type) else read(argv, prog))
+
+
+COMMANDS: dict[str, Command] = {
+    "tasks": Command(
+        "list the supported MetaWorld tasks and their instructions", TasksArgs, cmd_tasks
+    ),
+    "collect": Command(
+        "record demos, or run a policy with the operator in the loop",
+        CollectArgs,
+        cmd_collect,
+    ),
+    "dataset": Command(
+        "`info` summarises an episode store, `check` validates it",
+        read_dataset_args,
+        cmd_dataset,
+    ),
+    "train": Command(
+        "run Algorithm 1 (BC, then collect / critic / actor / evaluate)",
+        read_train_args,
+        cmd_train,
+    ),
+    "eval": Command(
+        "evaluate a run, operator-free (--suite full: the whole suite)",
+        train.EvalArgs,
+        train.cmd_eval,
+    ),
+    "plot-q": Command(
+        "plot Q_pess along a dataset episode or a fresh rollout of a run",
+        qtrace.PlotQArgs,
+        qtrace.cmd_plot_q,
+    ),
+    "bench": Command(
+        "measure speed against this machine's limits (--against REV)",
+        bench.BenchArgs,
+        bench.cmd_bench,
+    ),
+    "compare": Command(
+        "run algorithms x seeds on one task; write a comparison report",
+        read_compare_args,
+        cmd_compare,
+    ),
+    "report": Command(
+        "(re)build the HTML report of a comparison or of a run directory", ReportArgs, cmd_report
+    ),
+}
+
+
+def usage() -> str:
+    """`aloe --help`: every sub-command with its line, then the exit statuses."""
+    rows = "\n".join(f"  {name:10s} {command.summary}" for name, command in COMMANDS.items())
+    return (f"usage: aloe COMMAND [ARGS]\n\ncommands:\n{rows}\n\n"
+            "`aloe COMMAND --help` describes each command's options;\n"
+            f"`aloe train --resume DIR` continues a run.\n\n{EXIT_STATUS}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     warnings.filterwarnings("ignore", message=".*Constant\\(s\\) may be too high.*")
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+    try:
+        return _dispatch(argv)
+    except BrokenPipeError:  # `aloe tasks | head`: the reader left; say nothing more
+        _stdout_to_devnull()
         return 0
-    commands = _commands()
-    name = argv[0]
-    if name not in commands:
-        print(f"aloe: unknown command {name!r}; commands: {', '.join(commands)}", file=sys.stderr)
+    finally:  # a reader that left shows up here, not as "Exception ignored" at exit
+        _flush_stdout()
+
+
+def _dispatch(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, *rest = argv
+    if name not in COMMANDS:
+        print(f"aloe: error: {bad('unknown command', name, 'one of ' + ', '.join(COMMANDS))}",
+              file=sys.stderr)  # fmt: skip
         return 2
     try:
-        return commands[name](argv[1:], f"aloe {name}")
+        return COMMANDS[name](rest, f"aloe {name}")
     except UsageError as e:
         print(f"aloe {name}: error: {e}", file=sys.stderr)
         return 2
-    except BrokenPipeError:  # `aloe tasks | head`: the reader left; say nothing more
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+
+
+def _stdout_to_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -6,51 +6,27 @@ and labelled a failure (Eq. 14: −C_fail, terminated), the simulator is put bac
 failure state (or the last safe state before an irrecoverable one), and the operator
 completes the task from there: a `human` fragment with `is_intervention = true`. With
 `handback_steps > 0` the operator hands control back after that many steps, and the cycle
-may repeat, so one episode can hold several policy and human fragments.
+may repeat, so one episode can hold several policy and human fragments. The episode loop
+itself is `aloe.rollout`'s; this module holds the collection rule and the evaluation tally.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, cast
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from aloe import data as D
+from aloe.envs.base import EpisodeEnv
 from aloe.envs.metaworld import TaskEnv
+from aloe.errors import require
 from aloe.operators.base import Operator
-
-HISTORY = 128  # simulator snapshots kept for a rewind; longer rewinds are clamped to it
-
-
-class ChunkPolicy(Protocol):
-    version: int  # the iteration that produced the policy; stored with its fragments
-    exec_horizon: int  # actions executed from each sampled chunk before replanning
-
-    def reset(self, seed: int) -> None:
-        """A new episode: reseed sampling, so each episode depends on its seed alone."""
-
-    def act_chunk(self, obs: dict[str, Any]) -> np.ndarray:
-        """An action chunk (h, A) in [-1, 1] for one observation."""
-
-
-class RandomPolicy:
-    """Uniform random actions: a policy that always needs the operator."""
-
-    def __init__(self, action_dim: int = 4, horizon: int = 10, seed: int = 0) -> None:
-        self.version, self.exec_horizon = 0, horizon
-        self.shape = (horizon, action_dim)
-        self.seed = seed
-        self.reset(0)
-
-    def reset(self, seed: int) -> None:
-        self.rng = np.random.default_rng([self.seed, seed])
-
-    def act_chunk(self, obs: dict[str, Any]) -> np.ndarray:
-        return self.rng.uniform(-1.0, 1.0, self.shape).astype(np.float32)
+from aloe.policies.base import BatchChunkPolicy, ChunkPolicy
+from aloe.rollout import Takeover, batchable, play_batch, play_episode, record_episode
 
 
 @dataclass
@@ -97,63 +73,8 @@ class CollectStats:
                 self.failure_reasons[reason] = self.failure_reasons.get(reason, 0) + 1
 
 
-class _Recorder:
-    """Accumulates the per-step columns of one episode (and its camera images, if any)."""
-
-    def __init__(self, record_sim_state: bool) -> None:
-        self.cols: dict[str, list[Any]] = {k: [] for k in D.STEP_COLUMNS}
-        if record_sim_state:
-            self.cols[D.SIM_STATE] = []
-
-    def add(self, obs: dict[str, Any], **values: Any) -> None:
-        """One step taken from `obs`: its images are the view before the step."""
-        for camera, image in obs.get("images", {}).items():
-            values[D.image_key(camera)] = image
-            self.cols.setdefault(D.image_key(camera), [])
-        for k, lst in self.cols.items():
-            lst.append(values[k])
-
-    def mark_end(self, *, reward: float, done: bool, truncated: bool, reason: str) -> None:
-        """Relabel the last step: a fragment cut by a takeover ends in a labelled failure."""
-        self.cols[D.REWARD][-1] = reward
-        self.cols[D.DONE][-1] = done
-        self.cols[D.TRUNCATED][-1] = truncated
-        self.cols[D.FAILURE_REASON][-1] = reason
-
-    def episode(self, env: TaskEnv, meta: dict[str, Any]) -> D.Episode:
-        steps = {k: np.asarray(v, dtype=_dtype(k)) for k, v in self.cols.items()}
-        return D.Episode(task=env.task, instruction=env.instruction, steps=steps, meta=meta)
-
-
-def _dtype(column: str) -> Any:
-    if column.startswith(D.IMAGE_PREFIX):
-        return np.uint8
-    return D.STEP_COLUMNS.get(column, np.float64)
-
-
-def _step(
-    env: TaskEnv,
-    rec: _Recorder,
-    obs: dict[str, Any],
-    action: np.ndarray,
-    *,
-    source: str,
-    version: int,
-    fragment: int,
-) -> tuple[dict[str, Any], bool, bool, dict[str, Any]]:
-    sim = env.sim_state() if D.SIM_STATE in rec.cols else None
-    nxt, reward, term, trunc, info = env.step(action)
-    rec.add(obs, **{
-        D.STATE: obs["state"], D.NEXT_STATE: nxt["state"], D.ACTION: action, D.REWARD: reward,
-        D.DONE: term, D.TRUNCATED: trunc, D.SUCCESS: info["success"],
-        D.INTERVENTION: source == "human", D.SOURCE: source, D.POLICY_VERSION: version,
-        D.FRAGMENT: fragment, D.FAILURE_REASON: info["failure_reason"], D.SIM_STATE: sim,
-    })  # fmt: skip
-    return nxt, term, trunc, info
-
-
 def run_episode(
-    env: TaskEnv,
+    env: EpisodeEnv,
     operator: Operator,
     seed: int,
     *,
@@ -165,88 +86,17 @@ def run_episode(
     iteration: int = 0,
 ) -> D.Episode:
     """One episode: an operator demonstration (policy=None) or a policy run with takeovers."""
-    obs, _ = env.reset(seed=seed)
-    operator.reset(seed)
-    if policy is not None:
-        policy.reset(seed)
-    rec, fragment, takeovers = _Recorder(record_sim_state), 0, 0
-    if policy is None:
-        _operate(env, operator, rec, obs, "demo", fragment, env.cfg.max_steps)
-        return rec.episode(env, {"seed": seed, "iteration": iteration, "takeovers": 0})
-    while True:
-        obs, ended, reason, history = _policy_fragment(env, operator, policy, rec, obs, fragment)
-        if ended:
-            break
-        takeovers += 1
-        fragment += 1
-        obs = env.restore(history[operator.take_over(reason, list(history))])
-        last_fragment = takeovers >= max_takeovers or not handback_steps
-        env.limit = env.steps + operator_max_steps
-        budget = operator_max_steps if last_fragment else handback_steps
-        obs, ended = _operate(env, operator, rec, obs, "human", fragment, budget)
-        if ended or last_fragment:
-            break
-        rec.mark_end(reward=-1.0, done=False, truncated=True, reason="")  # handback: no outcome
-        fragment += 1
-        used = sum(1 for s in rec.cols[D.SOURCE] if s == "policy")
-        env.limit = env.steps + max(1, env.cfg.max_steps - used)
-    meta = {"seed": seed, "iteration": iteration, "takeovers": takeovers}
-    return rec.episode(env, meta)
-
-
-def _policy_fragment(
-    env: TaskEnv,
-    operator: Operator,
-    policy: ChunkPolicy,
-    rec: _Recorder,
-    obs: dict[str, Any],
-    fragment: int,
-) -> tuple[dict[str, Any], bool, str, deque]:
-    """Run the policy until success (ended=True) or until the operator must take over."""
-    operator.start_watching()
-    history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
-    while True:
-        chunk = policy.act_chunk(obs)
-        for action in chunk[: policy.exec_horizon]:
-            obs, term, trunc, info = _step(
-                env, rec, obs, action, source="policy", version=policy.version, fragment=fragment
-            )
-            history.append(env.snapshot())
-            if info["success"]:
-                return obs, True, "", history
-            reason = info["failure_reason"] or ("timeout" if trunc else "")
-            if not reason:
-                alarm = operator.watch(obs, info)
-                reason = f"takeover: {alarm}" if alarm else ""
-            if reason:
-                # Section IV-A: the cut fragment is labelled with a failure outcome.
-                rec.mark_end(
-                    reward=env.reward(success=False, failed=True),
-                    done=True,
-                    truncated=False,
-                    reason=reason,
-                )
-                return obs, False, reason, history
-
-
-def _operate(
-    env: TaskEnv,
-    operator: Operator,
-    rec: _Recorder,
-    obs: dict[str, Any],
-    source: str,
-    fragment: int,
-    budget: int,
-) -> tuple[dict[str, Any], bool]:
-    """The operator acts for up to `budget` steps; returns (obs, episode ended)."""
-    env.detector.reset_progress()
-    for _ in range(budget):
-        obs, term, trunc, _ = _step(
-            env, rec, obs, operator.act(obs), source=source, version=-1, fragment=fragment
-        )
-        if term or trunc:
-            return obs, True
-    return obs, False
+    rule = Takeover(handback_steps, operator_max_steps, max_takeovers)
+    done = record_episode(
+        env,
+        seed,
+        policy=policy,
+        operator=operator,
+        takeover=rule,
+        record_sim_state=record_sim_state,
+        iteration=iteration,
+    )
+    return done.episode
 
 
 @dataclass
@@ -267,6 +117,20 @@ class CollectConfig:
     record_sim_state: bool = True
     """Store MuJoCo's integration state per step (evaluation restores states from it)."""
 
+    def validate(self, prefix: str = "") -> None:
+        """Raise UsageError naming the first field out of range, `collect.handback_steps (-1):
+        must be >= 0`; `prefix` leads the name ("config field " for a run's config)."""
+        checks: list[tuple[str, bool, str]] = [
+            ("success_quota", self.success_quota >= 1, "must be >= 1"),
+            ("max_episodes", self.max_episodes >= 1, "must be >= 1"),
+            ("handback_steps", self.handback_steps >= 0,
+             "must be >= 0 (0 = the operator completes the task)"),
+            ("operator_max_steps", self.operator_max_steps >= 1, "must be >= 1"),
+            ("max_takeovers", self.max_takeovers >= 1, "must be >= 1"),
+        ]  # fmt: skip
+        for name, ok, allowed in checks:
+            require(ok, f"{prefix}collect.{name}", getattr(self, name), allowed)
+
 
 def collect(
     env: TaskEnv,
@@ -283,8 +147,9 @@ def collect(
     """Collect until `cfg.success_quota` successes or `cfg.max_episodes` episodes.
 
     Each finished episode is appended to `store` at once, so a crash loses at most the
-    episode in flight.
+    episode in flight. `cfg` is validated first (UsageError naming the field).
     """
+    cfg.validate()
     stats = stats or CollectStats()  # what an interrupted attempt already collected
     episodes: list[D.Episode] = []
     bar = tqdm(
@@ -348,24 +213,38 @@ class EvalResult:
 
 
 def evaluate(
-    env: TaskEnv, policy: ChunkPolicy, seeds: Sequence[int], progress: bool = False
+    env: EpisodeEnv,
+    policy: ChunkPolicy,
+    seeds: Sequence[int],
+    progress: bool = False,
+    batch: int = 1,
 ) -> EvalResult:
-    """Roll out the policy without the operator on fixed seeds (Algorithm 1's evaluation)."""
-    lengths, successes, tasks = [], [], []
-    for seed in tqdm(seeds, desc="evaluate", disable=not progress, leave=False, unit="ep"):
-        obs, _ = env.reset(seed=seed)
-        tasks.append(env.task)
-        policy.reset(seed)
-        done, steps, success = False, 0, False
-        while not done:
-            for action in policy.act_chunk(obs)[: policy.exec_horizon]:
-                obs, _, term, trunc, info = env.step(action)
-                steps += 1
-                if term or trunc:
-                    done, success = True, bool(info["success"])
-                    break
-        lengths.append(steps)
-        successes.append(success)
+    """Roll out the policy without the operator on fixed seeds (Algorithm 1's evaluation).
+
+    `batch` > 1 plays that many episodes together (`aloe.rollout.play_batch`), on `env` and
+    copies of it (`batch_envs`), with one policy call per chunk for all of them; each
+    episode samples from its own seed's generator, so the outcomes are those of one
+    episode at a time up to the last bits of a batched matmul. A policy that cannot play
+    a batch (`aloe.rollout.batchable`), or an env that cannot be copied, plays one episode
+    at a time.
+    """
+    bar = tqdm(total=len(seeds), desc="evaluate", disable=not progress, leave=False, unit="ep")
+    tasks = [""] * len(seeds)
+
+    def ended(i: int, env: EpisodeEnv) -> None:
+        tasks[i] = env.task
+        bar.update(1)
+
+    envs = batch_envs(env, min(batch, len(seeds))) if batchable(policy) else [env]
+    if len(envs) > 1:
+        runs = play_batch(envs, seeds, cast(BatchChunkPolicy, policy), on_end=ended)
+    else:
+        runs = []
+        for i, seed in enumerate(seeds):
+            runs.append(play_episode(env, seed, policy=policy))
+            ended(i, env)
+    bar.close()
+    lengths, successes = [c.steps for c in runs], [c.success for c in runs]
     ok = [n for n, s in zip(lengths, successes, strict=True) if s]
     return EvalResult(
         success_rate=float(np.mean(successes)) if successes else 0.0,
@@ -376,3 +255,17 @@ def evaluate(
         successes=successes,
         tasks=tasks,
     )
+
+
+_COPIES: weakref.WeakKeyDictionary[TaskEnv, list[TaskEnv]] = weakref.WeakKeyDictionary()
+
+
+def batch_envs(env: EpisodeEnv, n: int) -> list[EpisodeEnv]:
+    """`env` and n − 1 copies built from its config, kept with it so that each evaluation
+    of a run reuses them (building a MetaWorld env costs more than a short episode).
+    Only a `TaskEnv` can be copied; any other env comes back alone."""
+    if n <= 1 or not isinstance(env, TaskEnv):
+        return [env]
+    copies = _COPIES.setdefault(env, [])
+    copies.extend(TaskEnv(env.cfg) for _ in range(n - 1 - len(copies)))
+    return [env, *copies[: n - 1]]

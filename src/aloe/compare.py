@@ -32,11 +32,17 @@ from typing import IO, Any
 
 import numpy as np
 
+from aloe.algos.table import ALGORITHMS
 from aloe.config import ALGOS, PRESETS
 from aloe.envs.tasks import DEFAULT_TASK
+from aloe.errors import bad, require
 
 SUMMARY, REPORT, SETTINGS = "summary.json", "report.html", "compare.json"
-OPERATOR_LOOP = ("aloe", "awr", "dagger")  # collect with the operator; PPO+SBC matches them
+# `aloe train` options that compare sets itself for each run: refused in --train-args
+OWN_OPTIONS = ("--algo", "--seed", "--out", "--preset", "--task", "--resume", "--help", "-h")
+# algorithms that collect with the operator (aloe, awr, dagger); one with a `matched_budget`
+# (PPO+SBC) gets their mean environment steps per iteration
+OPERATOR_LOOP = tuple(a for a, row in ALGORITHMS.items() if row.with_operator)
 
 
 def _cores() -> int:
@@ -62,7 +68,9 @@ class CompareArgs:
     jobs: int = field(default_factory=_cores)
     """Runs at a time (default: the cores this process may use); each uses one thread."""
     train_args: str = ""
-    """Extra `aloe train` options for every run, e.g. "--iterations 3 --eval-episodes 10"."""
+    """Extra `aloe train` options for every run, checked as `aloe train` checks them before
+    any run starts. Attach the value with `=`, since it starts with `-`:
+    --train-args='--iterations 3 --aloe.beta 10'."""
     progress: bool = True
     """Print which runs are going and how far along they are."""
 
@@ -101,28 +109,64 @@ class RunState:
 
 def parse_algos(text: str) -> list[str]:
     algos = [a.strip() for a in text.split(",") if a.strip()]
-    bad = [a for a in algos if a not in ALGOS]
-    if not algos or bad:
-        raise ValueError(f"--algos {text!r}: each must be one of {', '.join(ALGOS)}")
-    if len(set(algos)) != len(algos):
-        raise ValueError(f"--algos {text!r}: an algorithm is listed twice")
+    unknown = [a for a in algos if a not in ALGOS]
+    require(bool(algos) and not unknown, "--algos", text, f"each must be one of {', '.join(ALGOS)}")
+    require(len(set(algos)) == len(algos), "--algos", text, "an algorithm is listed twice")
     return algos
 
 
 def validate(args: CompareArgs) -> list[str]:
-    """Check the arguments before any work; returns the algorithms."""
+    """Check the arguments before any work, every run's config included; returns the
+    algorithms. Nothing is written before this has passed."""
     from aloe.envs.tasks import check_task
 
-    check_task(args.task)
+    try:
+        check_task(args.task)
+    except ValueError as e:
+        raise bad("--task", args.task, str(e)) from None
     algos = parse_algos(args.algos)
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.preset not in PRESETS:
-        raise ValueError(f"--preset {args.preset!r}: must be one of {', '.join(PRESETS)}")
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    shlex.split(args.train_args)  # raises ValueError on unbalanced quotes
+    require(args.seeds >= 1, "--seeds", args.seeds, "must be >= 1")
+    require(args.preset in PRESETS, "--preset", args.preset, f"one of {', '.join(PRESETS)}")
+    require(args.jobs >= 1, "--jobs", args.jobs, "must be >= 1")
+    _check_out(args.out)
+    for algo in algos:  # the seed is the only other per-run option, and any seed >= 0 is valid
+        train_config(args, RunSpec(algo, 0, args.out))
     return algos
+
+
+def _check_out(out: Path) -> None:
+    """--out is new, empty, or a comparison (compare.json): never a foreign directory."""
+    require(not out.exists() or out.is_dir(), "--out", out, "is a file; give a directory")
+    if out.is_dir() and not (out / SETTINGS).is_file() and any(out.iterdir()):
+        raise bad("--out", out, f"is not empty and holds no comparison (no {SETTINGS}); "
+                  "choose a new or empty directory")  # fmt: skip
+
+
+def train_config(args: CompareArgs, spec: RunSpec) -> Any:
+    """The TrainConfig `aloe train` would build for a fresh run of `spec`, validated as
+    `aloe train` validates it (a UsageError naming --train-args otherwise)."""
+    from aloe.cli_args import parse
+    from aloe.config import TrainConfig, preset
+
+    try:
+        extra = shlex.split(args.train_args)
+    except ValueError as e:  # unbalanced quotes
+        raise bad("--train-args", args.train_args, str(e)) from None
+    own = [t for t in extra if t.split("=")[0].replace("_", "-") in OWN_OPTIONS]
+    require(not own, "--train-args", args.train_args,
+            f"{own[0] if own else ''} is set by compare for each run; use compare's own option")  # fmt: skip
+    argv = [*_fresh_options(args, spec), *extra, "--preset", args.preset]
+    try:
+        cfg = parse(TrainConfig, argv, "aloe train", default=preset(args.preset, args.task))
+        cfg.validate()
+    except ValueError as e:  # UsageError included: say which option it came from
+        raise bad("--train-args", args.train_args, str(e)) from None
+    return cfg
+
+
+def _fresh_options(args: CompareArgs, spec: RunSpec) -> list[str]:
+    return ["--algo", spec.algo, "--seed", str(spec.seed), "--out", str(spec.dir),
+            "--no-progress"]  # fmt: skip
 
 
 def run_state(run: Path) -> RunState:
@@ -130,7 +174,7 @@ def run_state(run: Path) -> RunState:
     total = 1
     if started:
         cfg = json.loads((run / "config.json").read_text())
-        total = 1 if cfg["algo"] == "bc" else int(cfg["iterations"]) + 1
+        total = int(cfg["iterations"]) + 1 if ALGORITHMS[cfg["algo"]].iterates else 1
     return RunState(done=len(read_metrics(run)), total=total, started=started)
 
 
@@ -145,11 +189,10 @@ def train_command(args: CompareArgs, spec: RunSpec, state: RunState) -> list[str
     base = [sys.executable, "-m", "aloe.cli", "train"]
     if state.started:
         return [*base, "--resume", str(spec.dir)]
-    budget = matched_rollout_steps(spec.root, spec.seed) if spec.algo == "ppo-sbc" else None
-    return [*base, "--preset", args.preset, "--task", args.task, "--algo", spec.algo,
-            "--seed", str(spec.seed), "--out", str(spec.dir), "--no-progress",
-            *shlex.split(args.train_args),
-            *(["--ppo.rollout-steps", str(budget)] if budget else [])]  # fmt: skip
+    flag = ALGORITHMS[spec.algo].matched_budget
+    budget = matched_rollout_steps(spec.root, spec.seed) if flag else None
+    return [*base, "--preset", args.preset, "--task", args.task, *_fresh_options(args, spec),
+            *shlex.split(args.train_args), *([flag, str(budget)] if flag and budget else [])]  # fmt: skip
 
 
 def matched_rollout_steps(root: Path, seed: int) -> int | None:
@@ -161,8 +204,9 @@ def matched_rollout_steps(root: Path, seed: int) -> int | None:
 
 
 def _ready(spec: RunSpec, pending: list[RunSpec], running: list[_Running]) -> bool:
-    """A PPO+SBC run starts once its seed's operator-loop runs are done (or failed)."""
-    if spec.algo != "ppo-sbc" or run_state(spec.dir).started:
+    """A run with a matched budget (PPO+SBC) starts once its seed's operator-loop runs are
+    done (or failed)."""
+    if ALGORITHMS[spec.algo].matched_budget is None or run_state(spec.dir).started:
         return True
     waiting = [*pending, *(r.spec for r in running)]
     return not any(s.seed == spec.seed and s.algo in OPERATOR_LOOP for s in waiting)
@@ -173,11 +217,10 @@ def _check_settings(args: CompareArgs) -> None:
     settings = {"task": args.task, "preset": args.preset, "train_args": args.train_args}
     path = args.out / SETTINGS
     if path.is_file():
-        old = json.loads(path.read_text())
+        old = _read_json(path, "--out")
         diff = {k: old.get(k) for k, v in settings.items() if old.get(k) != v}
-        if diff:
-            raise ValueError(f"--out {args.out} holds a comparison with other settings "
-                             f"{diff}; choose another --out")  # fmt: skip
+        require(not diff, "--out", args.out,
+                f"holds a comparison with other settings {diff}; choose another --out")  # fmt: skip
         algos = list(dict.fromkeys([*old.get("algos", []), *parse_algos(args.algos)]))
     else:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -228,11 +271,12 @@ def run_comparison(args: CompareArgs) -> dict[str, Any]:
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
-    summary = write_report(args.out)
     if failed:
+        if _discover(args.out):
+            write_report(args.out)
         names = ", ".join(f"{n} (exit {c}, see logs/{n}.log)" for n, c in failed.items())
         raise RuntimeError(f"runs failed: {names}; re-run the same command to retry them")
-    return summary
+    return write_report(args.out)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -276,7 +320,8 @@ def _discover(root: Path) -> dict[str, list[Path]]:
         if algo in ALGOS and seed.isdigit():
             found.setdefault(algo, []).append(run)
     settings = root / SETTINGS
-    order = json.loads(settings.read_text())["algos"] if settings.is_file() else list(ALGOS)
+    head = _read_json(settings, "comparison") if settings.is_file() else {"algos": ALGOS}
+    order = list(head.get("algos", []))
     order += [a for a in found if a not in order]
     return {a: sorted(found[a], key=_seed_of) for a in order if a in found}
 
@@ -334,144 +379,31 @@ def summarize(root: Path) -> dict[str, Any]:
 
 
 def write_report(root: Path) -> dict[str, Any]:
-    """(Re)build summary.json (from runs/ when present) and report.html; returns the summary."""
+    """(Re)build summary.json (from the runs under runs/ when there are any) and report.html;
+    returns the summary. With neither runs nor summary.json: a UsageError, nothing written."""
     root = Path(root)
-    if (root / "runs").is_dir():
+    if _discover(root):
         summary = summarize(root)
         tmp = root / (SUMMARY + ".tmp")
         tmp.write_text(json.dumps(summary, indent=1))
         os.replace(tmp, root / SUMMARY)
+    elif (root / SUMMARY).is_file():
+        summary = _read_json(root / SUMMARY, "comparison")
     else:
-        summary = json.loads((root / SUMMARY).read_text())
+        raise bad("comparison", root, f"has no runs under runs/ and no {SUMMARY}: nothing to "
+                  "report yet")  # fmt: skip
+    from aloe.compare_page import build_page
+
     build_page(summary, root / REPORT)
     return summary
 
 
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise bad(what, path.parent, f"{path.name} is unreadable ({e})") from None
+
+
 def is_comparison(root: Path) -> bool:
     return (root / SUMMARY).is_file() or (root / "runs").is_dir()
-
-
-# Report.
-
-_LABELS = {"aloe": "ALOE", "awr": "AWR", "dagger": "HG-DAgger", "bc": "BC", "ppo-sbc": "PPO+SBC"}
-
-
-def _label(algo: str) -> str:
-    return _LABELS.get(algo, algo)
-
-
-def _color(algo: str) -> Any:
-    import matplotlib.pyplot as plt
-
-    return plt.get_cmap("tab10")(ALGOS.index(algo) if algo in ALGOS else 9)
-
-
-def _band(ax: Any, algo: str, x: list[Any], mean: list[Any], std: list[Any]) -> None:
-    keep = [i for i, m in enumerate(mean) if m is not None and x[i] is not None]
-    xs = np.array([x[i] for i in keep], dtype=float)
-    m = np.array([mean[i] for i in keep], dtype=float)
-    sd = np.array([std[i] or 0.0 for i in keep], dtype=float)
-    ax.plot(xs, m, "o-", color=_color(algo), label=_label(algo))
-    ax.fill_between(xs, m - sd, m + sd, color=_color(algo), alpha=0.15)
-
-
-def _success_per_iteration(algos: dict[str, Any]) -> Any:
-    """The paper's Fig. 6: success rate after each iteration, mean ± std over seeds."""
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    last = max((len(a["iterations"]) for a in algos.values()), default=1) - 1
-    for algo, a in algos.items():
-        if len(a["iterations"]) == 1 and a["success_mean_per_iteration"][0] is not None:
-            y = a["success_mean_per_iteration"][0]  # BC: the warm start, drawn across
-            ax.hlines(y, 0, max(last, 1), colors=[_color(algo)], linestyles="--",
-                      label=_label(algo))  # fmt: skip
-        else:
-            _band(ax, algo, a["iterations"], a["success_mean_per_iteration"],
-                  a["success_std_per_iteration"])  # fmt: skip
-    ax.set(xlabel="iteration (0 = BC warm start)", ylabel="success rate", ylim=(-0.02, 1.02))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend()
-    ax.grid(alpha=0.3)
-    return fig
-
-
-def _final_bars(algos: dict[str, Any]) -> Any:
-    """The paper's Fig. 4: final success rate per algorithm, mean ± std over seeds."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    names = list(algos)
-    means = [algos[a]["final_success"] or 0.0 for a in names]
-    stds = [algos[a]["final_success_std"] or 0.0 for a in names]
-    ax.bar([_label(a) for a in names], means, yerr=stds, capsize=4,
-           color=[_color(a) for a in names])  # fmt: skip
-    ax.set(ylabel="final success rate", ylim=(0, 1.05))
-    ax.grid(axis="y", alpha=0.3)
-    return fig
-
-
-def _success_versus(algos: dict[str, Any], key: str, xlabel: str) -> Any:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4))
-    for algo, a in algos.items():
-        _band(ax, algo, a[key], a["success_mean_per_iteration"], a["success_std_per_iteration"])
-    ax.set(xlabel=xlabel, ylabel="success rate", ylim=(-0.02, 1.02))
-    ax.legend()
-    ax.grid(alpha=0.3)
-    return fig
-
-
-def _pm(mean: float | None, std: float | None) -> str:
-    return "–" if mean is None else f"{mean:.2f} ± {std or 0.0:.2f}"
-
-
-def _int(x: float | None) -> int | None:
-    return None if x is None else round(x)
-
-
-def _table_rows(algos: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        {
-            "algorithm": _label(algo),
-            "seeds (finished)": f"{len(a['finished_seeds'])}/{len(a['seeds'])}",
-            "final success": _pm(a["final_success"], a["final_success_std"]),
-            "operator steps": _int(a["operator_steps"]),
-            "env steps": _int(a["env_steps"]),
-            "steps to success": a["mean_steps_to_success"],
-            "wall time (min)": None if a["wall_s"] is None else a["wall_s"] / 60,
-        }
-        for algo, a in algos.items()
-    ]
-
-
-def build_page(summary: dict[str, Any], path: Path) -> Path:
-    """report.html from a summary: the four figures and the table, nothing external."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from aloe.report import figure_html, table_html, write_page
-
-    algos = summary["algos"]
-    note = (
-        '<p class="note">Mean ± std over seeds. Operator steps: demonstration and correction '
-        "steps; env steps: all collection steps (evaluation excluded). PPO+SBC runs without "
-        "the operator after the warm start. Wall time counts training and evaluation of a run "
-        "while other runs shared the machine.</p>"
-    )
-    sections = [
-        ("Success per iteration (Fig. 6)",
-         figure_html(_success_per_iteration(algos), "success per iteration")),
-        ("Final success (Fig. 4)", figure_html(_final_bars(algos), "final success")),
-        ("Success per operator step",
-         figure_html(_success_versus(algos, "operator_steps_per_iteration",
-                                     "operator steps (cumulative)"), "success per operator step")),
-        ("Success per environment step",
-         figure_html(_success_versus(algos, "env_steps_per_iteration",
-                                     "environment steps (cumulative)"), "success per env step")),
-        ("Summary", table_html(_table_rows(algos)) + note),
-    ]  # fmt: skip
-    title = f"aloe compare: {summary.get('task')} ({summary.get('preset')} preset)"
-    return write_page(path, title, sections)

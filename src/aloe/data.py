@@ -1,4 +1,5 @@
-"""The data model every part of aloe shares: recorded episodes and sampled chunk batches.
+"""The data model every part of aloe shares: recorded episodes, the buffer's frames and
+sampled chunk batches.
 
 An *episode* is one attempt at a task from a reset. It is made of *fragments*: contiguous
 runs of steps produced by one source (`demo`, `policy` or `human`). Per-step columns use
@@ -8,6 +9,7 @@ LeRobot's field names where LeRobot has one; ours are `source`, `policy_version`
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -50,6 +52,20 @@ OPTIONAL_STEP_COLUMNS: dict[str, Any] = {SIM_STATE: np.float64}
 # Camera images, uint8 (T, H, W, 3), the view before the step (aligned with `observation.state`).
 # The store keeps them as videos, not in the data files.
 IMAGE_PREFIX = "observation.images."
+
+# Per-frame columns the store adds when it reads frames back (LeRobot's names).
+EPISODE = "episode_index"  # the episode's index in the store
+FRAME = "frame_index"  # the step's index within its episode
+INDEX = "index"  # global frame index, over the whole store
+TASK = "task_index"  # index into the store's instructions
+# What training reads of the store: everything but the simulator states (evaluation's).
+FRAME_COLUMNS = [*STEP_COLUMNS, EPISODE, FRAME, INDEX, TASK]
+
+
+def episode_seed(seed: int, iteration: int, i: int) -> int:
+    """The seed of iteration k's i-th collected episode: a function of its place in the run,
+    so that a resumed run collects the same episodes as an uninterrupted one."""
+    return seed * 1_000_003 + iteration * 10_000 + i
 
 
 def image_key(camera: str) -> str:
@@ -117,3 +133,73 @@ class ChunkBatch(NamedTuple):
     task_index: torch.Tensor  # (B,) int64, index into the store's instructions
     source: torch.Tensor  # (B,) int64, index into SOURCES
     global_index: torch.Tensor  # (B,) int64, global frame index of s_t (LeRobot `index`)
+
+
+class Frames(Mapping[str, np.ndarray]):
+    """The buffer's frames: column -> per-frame values, rows in global index order.
+
+    Read-only view of what the store's `load_frames` returns, plus the boundary helpers.
+    An episode is a run of rows with one `episode_index`; a fragment a run with one
+    (`episode_index`, `fragment_index`). `len()` counts columns (it is a Mapping); `rows`
+    counts frames.
+    """
+
+    def __init__(self, columns: Mapping[str, np.ndarray]) -> None:
+        self._columns = dict(columns)
+
+    def __getitem__(self, column: str) -> np.ndarray:
+        return self._columns[column]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
+
+    @property
+    def rows(self) -> int:
+        return len(self[ACTION])
+
+    def select(self, mask: np.ndarray) -> Frames:
+        """The rows where `mask` (bool (N,)) is set, every column."""
+        return Frames({name: values[mask] for name, values in self.items()})
+
+    def episode_ends(self) -> np.ndarray:
+        """Bool mask (N,) of each episode's last row."""
+        return run_ends(self[EPISODE])
+
+    def fragment_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(start, end) positions of each fragment, end exclusive."""
+        return run_bounds(self[EPISODE], self[FRAGMENT])
+
+    def successful_episodes(self) -> np.ndarray:
+        """Bool mask (N,) of the rows of episodes whose last step is a success."""
+        episode = self[EPISODE]
+        won = episode[self.episode_ends() & np.asarray(self[SUCCESS], dtype=bool)]
+        return np.isin(episode, won)
+
+
+def run_starts(*keys: np.ndarray) -> np.ndarray:
+    """Bool mask (N,) of the rows that start a run: the first row, and every row that
+    differs from the one before in any of the key columns."""
+    arrays = [np.asarray(k) for k in keys]
+    starts = np.zeros(len(arrays[0]), dtype=bool)
+    starts[:1] = True
+    for a in arrays:
+        starts[1:] |= a[1:] != a[:-1]
+    return starts
+
+
+def run_ends(*keys: np.ndarray) -> np.ndarray:
+    """Bool mask (N,) of the rows that end a run (see `run_starts`)."""
+    ends = np.zeros(len(keys[0]), dtype=bool)
+    ends[:-1] = run_starts(*keys)[1:]
+    ends[-1:] = True
+    return ends
+
+
+def run_bounds(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(start, end) positions of each run (see `run_starts`), end exclusive."""
+    starts = np.flatnonzero(run_starts(*keys))
+    ends = np.append(starts[1:], len(keys[0]))[: starts.size]  # no rows: no runs
+    return starts, ends

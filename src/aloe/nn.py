@@ -185,3 +185,10 @@ def accept_legacy_keys(module: nn.Module) -> None:
                     state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
 
     module._register_load_state_dict_pre_hook(rename)
+
+
+def resolve_device(name: str) -> torch.device:
+    """A config's device name as a torch device; "auto" is CUDA where there is one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

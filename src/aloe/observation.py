@@ -24,6 +24,7 @@ projection, so one multi-task policy is told its task by the text alone.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ import torch
 
 from aloe import data as D
 from aloe.envs.tasks import INSTRUCTIONS, task_list
+from aloe.errors import bad, require
 
 OBS_KINDS = ("state", "image")
 INSTRUCTION_KINDS = ("learned", "minilm")
@@ -57,21 +59,37 @@ class VisionConfig:
     video_codec: str = "h264"
     """Store videos as h264 (lossy, LeRobot's default) or lossless (bit-exact frames)."""
 
-    def validate(self) -> None:
-        if not 1 <= len(self.cameras) <= 3:
-            raise ValueError(f"config field vision.cameras = {self.cameras!r} is not allowed: "
-                             "must name 1 to 3 cameras")  # fmt: skip
-        if self.image_size < 8:
-            raise ValueError(f"config field vision.image_size = {self.image_size} is not "
-                             "allowed: must be >= 8")  # fmt: skip
-        from aloe.vision.encoders import IMAGE_ENCODERS
+    def validate(self, prefix: str = "") -> None:
+        """Raise UsageError naming the first field out of range, `vision.cameras (('nope',)):
+        must name ...`; `prefix` leads the name ("config field " for a run's config)."""
+        from aloe.datasets.video import CODECS, check_codec
+        from aloe.envs.metaworld import CAMERAS, MAX_CAMERAS
+        from aloe.vision.encoders import IMAGE_ENCODERS, VISION_EXTRA
 
-        if self.encoder not in IMAGE_ENCODERS:
-            raise ValueError(f"config field vision.encoder = {self.encoder!r} is not allowed: "
-                             f"must be one of {IMAGE_ENCODERS}")  # fmt: skip
-        if self.encoder == "siglip" and not self.encoder_path:
-            raise ValueError("config field vision.encoder_path = None is not allowed with "
-                             "vision.encoder 'siglip': give a local SigLIP directory")  # fmt: skip
+        even = self.video_codec != "h264" or self.image_size % 2 == 0  # yuv420p halves chroma
+        needs_transformers = self.encoder.startswith("siglip")
+        checks: list[tuple[str, bool, str]] = [
+            ("cameras", 1 <= len(self.cameras) <= MAX_CAMERAS,
+             f"must name 1 to {MAX_CAMERAS} cameras"),
+            ("cameras", all(c in CAMERAS for c in self.cameras),
+             f"must name MetaWorld cameras: {', '.join(CAMERAS)}"),
+            ("cameras", len(set(self.cameras)) == len(self.cameras), "must not repeat a camera"),
+            ("image_size", self.image_size >= 8, "must be >= 8"),
+            ("encoder", self.encoder in IMAGE_ENCODERS,
+             f"must be one of {', '.join(IMAGE_ENCODERS)}"),
+            ("encoder", not needs_transformers or importlib.util.find_spec("transformers")
+             is not None, f"needs the vision extra: {VISION_EXTRA}"),
+            ("encoder_path", self.encoder != "siglip" or bool(self.encoder_path),
+             "must be a local SigLIP directory with vision.encoder siglip"),
+            ("video_codec", self.video_codec in CODECS, f"must be one of {', '.join(CODECS)}"),
+            ("image_size", even, "must be even with vision.video_codec h264"),
+        ]  # fmt: skip
+        for name, ok, allowed in checks:
+            require(ok, f"{prefix}vision.{name}", getattr(self, name), allowed)
+        try:
+            check_codec(self.video_codec)  # this PyAV build has the encoder
+        except ValueError as e:
+            raise bad(f"{prefix}vision.video_codec", self.video_codec, str(e)) from None
 
 
 class Observations:
@@ -125,24 +143,23 @@ class Observations:
         feats = [self.encoder.encode(np.asarray(obs["images"][c])[None])[0] for c in self.cameras]
         return np.concatenate([state, *feats]).astype(np.float32)
 
-    def frames(self, store: Any, columns: list[str]) -> dict[str, np.ndarray]:
+    def frames(self, store: Any, columns: list[str]) -> D.Frames:
         """The store's frames with observation vectors in place of states, and task_index as
         rows of this run's instruction list."""
         frames = store.load_frames(columns)
         rows = np.array([self.task_row(t) for t in store.tasks()], dtype=np.int64)
-        if len(frames["task_index"]):
-            frames["task_index"] = rows[frames["task_index"]]
+        if len(frames[D.TASK]):
+            frames[D.TASK] = rows[frames[D.TASK]]
         if not self.cameras:
-            return frames
+            return D.Frames(frames)
         feats = np.concatenate([self.features(store, c) for c in self.cameras], axis=1)
-        index = frames["index"]
-        ep = frames["episode_index"]
+        index = frames[D.INDEX]
         following = np.r_[index[1:], index[-1:]]
-        same = np.r_[ep[1:] == ep[:-1], False]
-        nxt = np.where(same, following, index)  # frame t+1 of the episode; the last: itself
+        last = D.run_ends(frames[D.EPISODE])
+        nxt = np.where(last, index, following)  # frame t+1 of the episode; the last: itself
         frames[D.STATE] = np.concatenate([frames[D.STATE], feats[index]], axis=1)
         frames[D.NEXT_STATE] = np.concatenate([frames[D.NEXT_STATE], feats[nxt]], axis=1)
-        return frames
+        return D.Frames(frames)
 
     def features(self, store: Any, camera: str) -> np.ndarray:
         """Frozen features (N, F) of every stored frame of `camera`, by global index."""

@@ -15,20 +15,16 @@ import numpy as np
 import torch
 
 from aloe import checkpoint
-from aloe.algos.aloe import AloeLearner, q_pess
+from aloe.algos.aloe import q_pess
+from aloe.algos.context import Learner, LearnerParts
+from aloe.algos.table import ALGORITHMS
 from aloe.config import TrainConfig
-from aloe.critics.chunked_q import ChunkedQCritic
 from aloe.envs.metaworld import TaskEnv
-from aloe.nn import Normalizer
+from aloe.errors import bad, require
+from aloe.nn import Normalizer, resolve_device
 from aloe.observation import Observations
 from aloe.policies.chunk_policy import FlowChunkPolicy
 from aloe.policies.flow import FlowPolicy
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def build_learner(
@@ -37,8 +33,9 @@ def build_learner(
     state_std: np.ndarray | None = None,
     obs: Observations | None = None,
     instruction_features: torch.Tensor | None = None,
-) -> AloeLearner:
-    """Actor, critic and their optimisers for `cfg`; normalisers from dataset statistics.
+) -> Learner:
+    """The actor, and around it the learner of `cfg.algo` (its table row builds it), with
+    normalisers from dataset statistics.
 
     Without statistics (when a checkpoint will be loaded over it) the normalisers are
     placeholders whose buffers the checkpoint overwrites, and so are frozen instruction
@@ -52,55 +49,40 @@ def build_learner(
         instruction_features = torch.zeros(n, InstructionEncoder.dim)
     mean = torch.zeros(dim) if state_mean is None else torch.as_tensor(state_mean).float()
     std = torch.ones(dim) if state_std is None else torch.as_tensor(state_std).float()
-    shared: dict[str, Any] = {
+    tokens: dict[str, Any] = {
         "obs_layout": obs.layout,
         "instruction_features": instruction_features,
     }
     actor = FlowPolicy(cfg.actor, state_dim=dim, action_dim=TaskEnv.ACTION_DIM, num_tasks=n,
-                       state_normalizer=Normalizer.from_stats(mean, std), **shared)  # fmt: skip
-    device = resolve_device(cfg.device)
-    if cfg.algo in ("awr", "ppo-sbc"):  # a state-value critic instead of ALOE's Q ensemble
-        return _baseline_learner(cfg, actor, Normalizer.from_stats(mean, std), device, shared)
-    critic = ChunkedQCritic(cfg.critic, state_dim=dim, action_dim=TaskEnv.ACTION_DIM, num_tasks=n,
-                            state_normalizer=Normalizer.from_stats(mean, std), **shared)  # fmt: skip
-    # BC and DAgger train only the actor; they keep ALOE's learner (the critic stays idle).
-    return AloeLearner(actor, critic, cfg.aloe, device=device)
-
-
-def _baseline_learner(cfg: TrainConfig, actor: FlowPolicy, norm: Normalizer,
-                      device: torch.device, shared: dict[str, Any]) -> AloeLearner:  # fmt: skip
-    from aloe.algos.awr import AwrLearner, value_critic, value_range
-    from aloe.algos.ppo_sbc import build_ppo_learner
-    from aloe.envs.metaworld import expert_episode_length
-    from aloe.envs.tasks import task_list
-
-    dim, n = actor.state_norm.mean.numel(), actor.instruction.num_tasks
-    if cfg.algo == "ppo-sbc":
-        return build_ppo_learner(actor, cfg.critic, dim, norm, cfg.aloe, cfg.ppo, device, shared)
-    c_fail = cfg.env.c_fail or max(expert_episode_length(t) for t in task_list(cfg.task))
-    critic = value_critic(cfg.critic, dim, n, cfg.awr.num_bins, norm, **shared)
-    v_range = value_range(cfg.awr, c_fail, cfg.aloe.gamma)
-    return AwrLearner(actor, critic, cfg.aloe, cfg.awr, v_range, device=device)
+                       state_normalizer=Normalizer.from_stats(mean, std), horizon=cfg.horizon,
+                       **tokens)  # fmt: skip
+    parts = LearnerParts(
+        cfg,
+        actor,
+        state_dim=dim,
+        action_dim=TaskEnv.ACTION_DIM,
+        num_tasks=n,
+        normalizer=lambda: Normalizer.from_stats(mean, std),
+        tokens=tokens,
+        device=resolve_device(cfg.device),
+    )
+    return ALGORITHMS[cfg.algo].build_learner(parts)
 
 
 class Run:
     """A run directory's config and its latest (or a chosen) checkpoint, ready to query."""
 
-    def __init__(self, root: Path, iteration: int | None = None) -> None:
+    def __init__(self, root: Path, iteration: int | None = None, what: str = "run") -> None:
         self.root = Path(root)
-        self.config = TrainConfig.from_json((self.root / "config.json").read_text())
-        found = dict(checkpoint.complete(self.root / "checkpoints"))
-        if not found:
-            raise FileNotFoundError(f"{self.root}: no complete checkpoint")
-        self.iteration = max(found) if iteration is None else iteration
-        if self.iteration not in found:
-            raise FileNotFoundError(f"{self.root}: no checkpoint for iteration {self.iteration}")
-        self.state = checkpoint.load(found[self.iteration])
+        require_run_dir(self.root, what)
+        self.config = read_run_config(self.root)
+        self.algorithm = ALGORITHMS[self.config.algo]
+        self.iteration, _, self.state = _checkpoint(self.root / "checkpoints", iteration)
         self.obs = Observations(self.config)
         self.learner = build_learner(self.config, obs=self.obs)
         self.learner.load_state_dict(self.state["learner"])
-        self.actor: FlowPolicy = self.learner.actor  # type: ignore[assignment]
-        self.critic: ChunkedQCritic = self.learner.critic
+        self.actor: FlowPolicy = self.learner.actor
+        self.critic = self.learner.critic  # a chunked Q ensemble, or V(s) (`algorithm.value`)
         self.device = self.learner.device
 
     def _state(self, state: Any) -> torch.Tensor:
@@ -141,7 +123,7 @@ class Run:
                               gen).cpu().numpy()  # fmt: skip
 
     def _require_q(self) -> None:
-        if self.config.algo in ("awr", "ppo-sbc"):
+        if self.algorithm.value == "state":
             raise ValueError(f"{self.root}: algo {self.config.algo!r} learns a state value "
                              "V(s), not the chunked Q these methods read")  # fmt: skip
 
@@ -151,6 +133,43 @@ class Run:
                                device=self.device, obs=self.obs)  # fmt: skip
 
 
-def load_run(root: str | Path, iteration: int | None = None) -> Run:
-    """Load a run directory written by `aloe train` (its latest checkpoint by default)."""
-    return Run(Path(root), iteration)
+def load_run(root: str | Path, iteration: int | None = None, what: str = "run") -> Run:
+    """Load a run directory written by `aloe train` (its latest readable checkpoint by
+    default); a path that is not one raises a UsageError naming `what` (e.g. `--run`)."""
+    return Run(Path(root), iteration, what)
+
+
+RUN_HINT = "give a run directory written by `aloe train`"
+
+
+def require_run_dir(root: Path, what: str = "run", hint: str = RUN_HINT) -> None:
+    """Refuse, before any work, a path that is not a run directory with a checkpoint."""
+    require(root.exists(), what, root, f"does not exist; {hint}")
+    require(root.is_dir(), what, root, f"is a file; {hint}")
+    require((root / "config.json").is_file(), what, root,
+            f"not a run directory (no config.json); {hint}")  # fmt: skip
+    require(bool(checkpoint.complete(root / "checkpoints")), what, root,
+            "has no checkpoint yet: resume it with `aloe train --resume` until its first "
+            "iteration ends")  # fmt: skip
+
+
+def read_run_config(root: Path) -> TrainConfig:
+    """A run directory's config.json, checked as `aloe train` checks flags (a UsageError
+    naming the file and field otherwise)."""
+    cfg = TrainConfig.load(root)
+    cfg.validate()
+    return cfg
+
+
+def _checkpoint(root: Path, iteration: int | None) -> checkpoint.Loaded:
+    """The latest readable checkpoint (skipping damaged ones, see `checkpoint.load_latest`),
+    or the one of `iteration`."""
+    if iteration is None:
+        loaded = checkpoint.load_latest(root)
+        if loaded is None:  # gone since `require_run_dir` looked
+            raise bad("checkpoints", root, "none left")
+        return loaded
+    found = dict(checkpoint.complete(root))
+    require(iteration in found, "iteration", iteration,
+            f"no checkpoint of it under {root}; there are {sorted(found)}")  # fmt: skip
+    return checkpoint.Loaded(iteration, found[iteration], checkpoint.load(found[iteration]))

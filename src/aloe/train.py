@@ -23,86 +23,73 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
-from tqdm.auto import trange
 
 from aloe import checkpoint
 from aloe import data as D
-from aloe.algos import ppo_sbc
-from aloe.algos.aloe import AloeLearner
-from aloe.algos.dagger import dagger_rows
+from aloe.algos.aloe import UPDATE_COLUMNS
+from aloe.algos.context import CollectContext, Learner, UpdateContext, mean_metric
+from aloe.algos.table import ALGORITHMS
 from aloe.collect import CollectConfig, CollectStats, collect, evaluate
-from aloe.config import TrainConfig
+from aloe.config import TrainConfig, check_machine
+from aloe.data import FRAME_COLUMNS, Frames, episode_seed
 from aloe.datasets.sampler import ChunkSampler
 from aloe.datasets.store import EpisodeStore
 from aloe.envs.metaworld import CONTROL_HZ, TaskEnv
+from aloe.errors import UsageError, bad, require
+from aloe.nn import resolve_device
 from aloe.observation import Observations
 from aloe.operators.scripted import ScriptedOperator
-from aloe.run import FlowChunkPolicy, build_learner, resolve_device
+from aloe.run import FlowChunkPolicy, build_learner
 
-Frames = dict[str, np.ndarray]  # column -> per-frame values, as `Trainer.frames` returns
-
-# what training reads of the store: everything but the simulator states (evaluation's)
-FRAME_COLUMNS = [*D.STEP_COLUMNS, "episode_index", "frame_index", "index", "task_index"]
 EVAL_SEED = 1_000_000  # evaluation seeds: EVAL_SEED + i, never used for collection
-
-
-# metrics.jsonl name -> the learner's metric, averaged over the iteration's update steps
-UPDATE_METRICS = {
-    "critic_loss": "critic/loss",
-    "q_mean": "critic/q_mean",
-    "q_pess_mean": "actor/q_data_mean",
-    "v_mean": "actor/v_mean",
-    "advantage_mean": "actor/advantage_mean",
-    "advantage_std": "actor/advantage_std",
-    "weight_mean": "actor/weight_mean",
-    "weight_max": "actor/weight_max",
-    "weight_clipped_frac": "actor/clip_frac",
-    "actor_flow_loss": "actor/flow_loss",
-}
-
-
-def episode_seed(seed: int, iteration: int, i: int) -> int:
-    return seed * 1_000_003 + iteration * 10_000 + i
 
 
 class Trainer:
     """Owns a run directory and carries Algorithm 1 through it."""
 
     def __init__(self, cfg: TrainConfig) -> None:
+        """Environments, operator and encoders: what can still fail is built before `run`
+        touches the run directory, `cfg.out` (wherever it is: nothing in it names it)."""
         self.cfg = cfg
         self.root = cfg.out
         self.env = TaskEnv(cfg.env)
         self.eval_env = TaskEnv(cfg.env)
         self.operator = ScriptedOperator(cfg.task, cfg.operator, seed=cfg.seed)
         self.obs = Observations(cfg, resolve_device(cfg.device))
-        size = (cfg.env.image_size, cfg.env.image_size)
-        self.store = EpisodeStore.open_or_create(
+        self.algorithm = ALGORITHMS[cfg.algo]  # its learner, update and collection
+        self.store: EpisodeStore  # opened by `run`
+        self.history: list[dict[str, Any]] = []
+        self.learner: Learner | None = None
+
+    def _open_store(self) -> EpisodeStore:
+        cfg, size = self.cfg, (self.cfg.env.image_size, self.cfg.env.image_size)
+        return EpisodeStore.open_or_create(
             self.root / "dataset", fps=CONTROL_HZ, state_dim=self.env.state_dim,
             action_dim=self.env.action_dim,
             sim_state_dim=self.env.sim_state_dim if cfg.collect.record_sim_state else None,
             cameras={c: size for c in cfg.env.cameras} or None,
             video_codec=cfg.vision.video_codec,
         )  # fmt: skip
-        self.history: list[dict[str, Any]] = []
-        self.learner: AloeLearner | None = None
 
     # --- Algorithm 1 -----------------------------------------------------------------------
 
     def run(self) -> list[dict[str, Any]]:
-        last = checkpoint.latest(self.root / "checkpoints")
+        self.store = self._open_store()
+        # the newest readable checkpoint; damaged newer ones are renamed aside, since their
+        # iterations run again and save their checkpoints anew
+        last = checkpoint.load_latest(self.root / "checkpoints", set_aside=True)
         if last is None:
             self.warm_start()
         else:
-            self.restore(last[1])
+            self.restore(last.state)
         self.writer = _tensorboard(self.root / "tb", purge_step=len(self.history))
-        final = 0 if self.cfg.algo == "bc" else self.cfg.iterations
+        final = self.cfg.iterations if self.algorithm.iterates else 0  # BC: the warm start
         for k in range(len(self.history), final + 1):
             self.iteration(k)
         return self.history
@@ -115,37 +102,54 @@ class Trainer:
                               record_sim_state=cfg.collect.record_sim_state)  # fmt: skip
         stats = self._collect(0, quota, policy=None)
         frames = self.frames()
-        demo = _successful(frames) & (frames[D.SOURCE] == "demo")
+        demo = frames.successful_episodes() & (frames[D.SOURCE] == "demo")
         if not demo.any():
             raise RuntimeError("no successful demonstration: lower operator.noise_std")
         states = frames[D.STATE][demo]
         self.learner = build_learner(cfg, states.mean(0), states.std(0), obs=self.obs,
                                      instruction_features=self._instruction_features())  # fmt: skip
-        sampler = self._sampler({k: v[demo] for k, v in frames.items()}, 0)
+        ctx = self._update_context(0, frames)
         self.writer = _tensorboard(self.root / "tb", purge_step=0)
-        bc = self.steps(cfg.bc_steps, self.learner.bc_step, sampler, "bc warm start")
-        row = dict.fromkeys(UPDATE_METRICS, math.nan)  # no critic yet: null in metrics.jsonl
-        row["bc_loss"] = _mean(bc[-100:], "bc/loss")
+        sampler = ctx.sampler(frames.select(demo))
+        bc = ctx.steps(cfg.bc_steps, self.learner.bc_step, sampler, "bc warm start")
+        row = dict.fromkeys(UPDATE_COLUMNS, math.nan)  # no critic yet: null in metrics.jsonl
+        row["bc_loss"] = mean_metric(bc[-100:], "bc/loss")
         self._finish(0, stats, row, start)
 
     def iteration(self, k: int) -> None:
-        """Algorithm 1, lines 3–15, then evaluation and a checkpoint."""
-        cfg, learner, start = self.cfg, self._learner(), time.time()
-        stats = COLLECTORS.get(cfg.algo, collect_with_operator)(self, k)  # line 3
+        """Algorithm 1, line 3 (collection), the algorithm's update (lines 4–15 for ALOE,
+        `aloe.algos.aloe.update`), then evaluation and a checkpoint."""
+        cfg, learner, start, algo = self.cfg, self._learner(), time.time(), self.algorithm
+        if algo.collect is None:
+            stats = self.collect_with_operator(k)
+        else:
+            stats = algo.collect(CollectContext(cfg, k, learner, self.env, self.store, self.obs))
         frames = self.frames()  # read once; each update builds the sampler it needs
         learner.generator.manual_seed(episode_seed(cfg.seed, k, 0) ^ 0x5EED)
-        row = UPDATES[cfg.algo](self, k, frames)
+        assert algo.update is not None  # `run` iterates only algorithms with an update
+        row = algo.update(self._update_context(k, frames))
         self._finish(k, stats, row, start)
 
-    def steps(self, n: int, step: Callable[[Any], dict[str, float]], sampler: ChunkSampler,
-              desc: str) -> list[dict[str, float]]:  # fmt: skip
-        """n update steps on fresh batches, with a progress bar."""
-        bar = trange(n, desc=desc, disable=not self.cfg.progress, leave=False)
-        return [step(sampler.sample(self.cfg.aloe.batch_size)) for _ in bar]
+    def collect_with_operator(self, k: int) -> CollectStats:
+        """Algorithm 1, line 3: π_{k−1} acts, the operator takes over and corrects."""
+        policy = self._policy(k - 1, seed=self.cfg.seed)
+        return self._collect(k, self.cfg.collect, policy=policy)
+
+    def _update_context(self, k: int, frames: Frames) -> UpdateContext:
+        """What iteration k's update gets: its samplers share the iteration's seed."""
+        learner, cfg = self._learner(), self.cfg
+
+        def sampler(rows: Frames) -> ChunkSampler:
+            seed = episode_seed(cfg.seed, k, 0)
+            return ChunkSampler(
+                rows, horizon=cfg.horizon, gamma=cfg.aloe.gamma, seed=seed, device=learner.device
+            )
+
+        return UpdateContext(cfg, k, frames, learner, sampler)
 
     # --- pieces ----------------------------------------------------------------------------
 
-    def _learner(self) -> AloeLearner:
+    def _learner(self) -> Learner:
         assert self.learner is not None
         return self.learner
 
@@ -168,7 +172,7 @@ class Trainer:
                            stats=stats)  # fmt: skip
         return stats
 
-    def frames(self) -> dict[str, np.ndarray]:
+    def frames(self) -> Frames:
         """Everything training reads of the store (all episodes so far), with observation
         vectors (image features from the cache) and the run's task rows (aloe.observation)."""
         return self.obs.frames(self.store, FRAME_COLUMNS)
@@ -181,15 +185,11 @@ class Trainer:
         self.obs.feature_log = dict.fromkeys(log, 0.0)
         return log
 
-    def _sampler(self, frames: dict[str, np.ndarray], k: int) -> ChunkSampler:
-        return ChunkSampler(frames, horizon=self.cfg.horizon, gamma=self.cfg.aloe.gamma,
-                            seed=episode_seed(self.cfg.seed, k, 0),
-                            device=self._learner().device)  # fmt: skip
-
     def _finish(self, k: int, stats: CollectStats, row: dict[str, Any], start: float) -> None:
         cfg = self.cfg
         seeds = [EVAL_SEED + i for i in range(cfg.eval_episodes)]
-        result = evaluate(self.eval_env, self._policy(k, seed=EVAL_SEED), seeds, cfg.progress)
+        result = evaluate(self.eval_env, self._policy(k, seed=EVAL_SEED), seeds, cfg.progress,
+                          batch=cfg.eval_batch)  # fmt: skip
         prev = self.history[-1] if self.history else {}
         metrics = {
             "iteration": k,
@@ -224,63 +224,11 @@ class Trainer:
             }
             print(json.dumps(brief), file=sys.stderr)
 
-    def restore(self, path: Path) -> None:
-        state = checkpoint.load(path)
+    def restore(self, state: dict[str, Any]) -> None:
         self.learner = build_learner(self.cfg, obs=self.obs)
         self.learner.load_state_dict(state["learner"])
         self.history = state["history"]
         _write_jsonl(self.root / "metrics.jsonl", self.history)
-
-
-def aloe_update(trainer: Trainer, k: int, frames: Frames) -> dict[str, float]:
-    """N_Q critic steps (Algorithm 1, lines 4–9), then N_π actor steps (lines 10–15)."""
-    cfg = trainer.cfg.aloe
-    return _critic_then_actor(trainer, k, frames, cfg.critic_steps, cfg.actor_steps)
-
-
-def awr_update(trainer: Trainer, k: int, frames: Frames) -> dict[str, float]:
-    """AWR (algos/awr.py): value steps on Monte-Carlo returns, then weighted actor steps."""
-    cfg = trainer.cfg.awr
-    return _critic_then_actor(trainer, k, frames, cfg.value_steps, cfg.actor_steps)
-
-
-def _critic_then_actor(trainer: Trainer, k: int, frames: Frames, critic_steps: int,
-                       actor_steps: int) -> dict[str, float]:  # fmt: skip
-    learner, sampler = trainer._learner(), trainer._sampler(frames, k)
-    crit = trainer.steps(critic_steps, learner.critic_step, sampler, f"critic[{k}]")
-    act = trainer.steps(actor_steps, learner.actor_step, sampler, f"actor[{k}]")
-    return {name: _mean(crit if key.startswith("critic/") else act, key)
-            for name, key in UPDATE_METRICS.items()}  # fmt: skip
-
-
-def dagger_update(trainer: Trainer, k: int, frames: Frames) -> dict[str, float]:
-    """HG-DAgger (algos/dagger.py): BC (Eq. 16) on corrections and successful data."""
-    keep = dagger_rows(frames)
-    rows = {c: v[keep] for c, v in frames.items()}
-    bc = trainer.steps(trainer.cfg.aloe.actor_steps, trainer._learner().bc_step,
-                       trainer._sampler(rows, k), f"dagger[{k}]")  # fmt: skip
-    row = dict.fromkeys(UPDATE_METRICS, math.nan)  # no value function
-    return {**row, "bc_loss": _mean(bc, "bc/loss"), "dagger_rows": int(keep.sum())}
-
-
-def collect_with_operator(trainer: Trainer, k: int) -> CollectStats:
-    """Algorithm 1, line 3: π_{k−1} acts, the operator takes over and corrects."""
-    policy = trainer._policy(k - 1, seed=trainer.cfg.seed)
-    return trainer._collect(k, trainer.cfg.collect, policy=policy)
-
-
-# algorithm name -> its per-iteration update (after collection, before evaluation), given
-# the whole buffer's frames (`Trainer.frames`). BC has none: it is the warm start alone.
-UPDATES: dict[str, Callable[[Trainer, int, Frames], dict[str, float]]] = {
-    "aloe": aloe_update,
-    "awr": awr_update,
-    "dagger": dagger_update,
-    "ppo-sbc": ppo_sbc.ppo_update,
-}
-# algorithm name -> its own collection for iteration k; the rest use `collect_with_operator`.
-COLLECTORS: dict[str, Callable[[Trainer, int], CollectStats]] = {
-    "ppo-sbc": ppo_sbc.collect_rollouts,
-}
 
 
 def _by_task(result: Any) -> dict[str, Any]:
@@ -293,21 +241,9 @@ def _by_task(result: Any) -> dict[str, Any]:
                                          for t, r in by.items()}}  # fmt: skip
 
 
-def _successful(frames: dict[str, np.ndarray]) -> np.ndarray:
-    """Rows of episodes that ended in success."""
-    ep = frames["episode_index"]
-    last = np.r_[ep[1:] != ep[:-1], True]
-    ok = set(ep[last & frames[D.SUCCESS]].tolist())
-    return np.isin(ep, list(ok))
-
-
 def json_safe(row: dict[str, Any]) -> dict[str, Any]:
     """NaN (e.g. steps to success when nothing succeeded) is written as null: valid JSON."""
     return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
-
-
-def _mean(rows: list[dict[str, float]], key: str) -> float:
-    return float(np.mean([r[key] for r in rows])) if rows else float("nan")
 
 
 def _tensorboard(path: Path, purge_step: int) -> Any:
@@ -327,27 +263,80 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
+# The fields a resumed run may change: they do not change what it computes.
+RESUME_OPTIONS = ("device", "progress")
+_KERNEL_FS = (Path("/proc"), Path("/sys"))  # writable-looking to root, no ordinary files
+
+
 def prepare_run(cfg: TrainConfig, resume: bool) -> TrainConfig:
-    """Validate, then create the run directory (or reload its config to resume)."""
-    out = cfg.out
+    """Check the config, the run directory and this machine; write nothing. Returns the
+    config to train with: `cfg` resolved, or to resume, the run `cfg.out` as `resumed_config`
+    reads it (with cfg's RESUME_OPTIONS)."""
     if resume:
-        if not (out / "config.json").is_file():
-            raise ValueError(f"--resume {out}: not a run directory (no config.json)")
-        return TrainConfig.from_json((out / "config.json").read_text())
-    cfg.validate()
-    cfg = cfg.resolved()
-    if out.exists() and any(out.iterdir()):
-        hint = " (use --resume to continue it)" if (out / "config.json").exists() else ""
-        raise ValueError(f"--out {out}: directory exists and is not empty{hint}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(cfg.to_json())
+        cfg = resumed_config(cfg.out, **{k: getattr(cfg, k) for k in RESUME_OPTIONS})
+    else:
+        cfg.validate()
+        cfg = cfg.resolved()
+        check_run_dir(cfg.out, "--out", resume=False)
+    check_machine(cfg)
     return cfg
 
 
+def resumed_config(run_dir: Path, device: str | None = None,
+                   progress: bool | None = None) -> TrainConfig:  # fmt: skip
+    """The config of the run in `run_dir`, wherever that now is (its config.json, validated
+    as flags are; `out` = run_dir), with `device` and `progress` changed where given."""
+    check_run_dir(run_dir, "--resume", resume=True)
+    cfg = TrainConfig.load(run_dir)
+    cfg.device = cfg.device if device is None else device
+    cfg.progress = cfg.progress if progress is None else progress
+    cfg.validate()
+    return cfg
+
+
+def check_run_dir(path: Path, flag: str, resume: bool) -> None:
+    """Refuse, before anything is written, a run directory that cannot be used: a new run
+    needs a new or empty directory it can create, a resumed one a run directory it can write."""
+    hint = "give a run directory written by `aloe train`" if resume else "give a new directory"
+    kernel = [fs for fs in _KERNEL_FS if path.resolve().is_relative_to(fs)]
+    require(not kernel, flag, path, f"is under {kernel[0] if kernel else ''}, a kernel file "
+            f"system that holds no ordinary files; {hint}")  # fmt: skip
+    require(not path.exists() or path.is_dir(), flag, path, f"is a file; {hint}")
+    if resume:
+        require(path.is_dir(), flag, path, f"does not exist; {hint}")
+        require((path / "config.json").is_file(), flag, path,
+                f"not a run directory (no config.json); {hint}")  # fmt: skip
+    elif path.is_dir() and any(path.iterdir()):
+        started = (path / "config.json").is_file()
+        raise bad(flag, path, "exists and is not empty; " + (
+            "use --resume to continue it" if started else f"{hint} or an empty one"))  # fmt: skip
+    ancestor = next(p for p in (path, *path.absolute().parents) if p.exists())
+    require(ancestor.is_dir(), flag, path, f"cannot be created: {ancestor} is a file; {hint}")
+    writable = os.access(ancestor, os.W_OK | os.X_OK)
+    require(writable and not os.statvfs(ancestor).f_flag & os.ST_RDONLY, flag, path,
+            f"cannot write in {ancestor} (read-only or not yours); give a writable directory")  # fmt: skip
+
+
+def _start_run_dir(cfg: TrainConfig) -> None:
+    """The new run's directory and its config.json (replaced atomically: never half-written)."""
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    tmp = cfg.out / "config.json.tmp"
+    tmp.write_text(cfg.to_json())
+    os.replace(tmp, cfg.out / "config.json")
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> list[dict[str, Any]]:
+    """Run Algorithm 1 in `cfg.out`, or with `resume` continue the run there (see
+    `prepare_run`). Every check, and building what can still fail, comes before any write."""
     cfg = prepare_run(cfg, resume)
     torch.manual_seed(cfg.seed)
-    return Trainer(cfg).run()
+    try:
+        trainer = Trainer(cfg)
+    except (ImportError, FileNotFoundError) as e:  # the vision extra, a SigLIP checkpoint
+        raise UsageError(str(e)) from None
+    if not resume:
+        _start_run_dir(cfg)
+    return trainer.run()
 
 
 @dataclass
@@ -360,6 +349,9 @@ class EvalArgs:
     """Evaluation episodes."""
     seed: int = EVAL_SEED
     """Seed of the first episode; episode i uses seed + i."""
+    batch: int = 10
+    """Basic suite: episodes played together, one policy call per chunk for all of them
+    (as `aloe train --eval-batch`; 1 = one at a time)."""
     suite: Literal["basic", "full"] = "basic"
     """basic: success on the seeds; full: also throughput, unseen objects, perturbations,
     Q traces and OPE accuracy (aloe.evaluation), into eval.json and DIR/report.html."""
@@ -368,20 +360,32 @@ class EvalArgs:
     ope_rollouts: int = 4
     """Full suite: Monte-Carlo rollouts per pair."""
 
+    def validate(self) -> None:
+        """Every field, then the run directory: a UsageError before anything is loaded."""
+        from aloe.errors import require
+        from aloe.run import require_run_dir
+
+        require(self.episodes >= 1, "--episodes", self.episodes, "must be >= 1")
+        require(self.seed >= 0, "--seed", self.seed, "must be >= 0")
+        require(self.batch >= 1, "--batch", self.batch, "must be >= 1")
+        require(self.ope_pairs >= 0, "--ope-pairs", self.ope_pairs, "must be >= 0 (0 skips OPE)")
+        require(self.ope_rollouts >= 1, "--ope-rollouts", self.ope_rollouts, "must be >= 1")
+        require_run_dir(self.run, "--run")
+
 
 def cmd_eval(args: EvalArgs) -> int:
     from aloe.run import load_run
 
-    if args.episodes < 1:
-        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    args.validate()
     if args.suite == "full":
         from aloe.evaluation.suite import cmd_eval_full
 
         return cmd_eval_full(args)
-    run = load_run(args.run)
+    run = load_run(args.run, what="--run")
     env = TaskEnv(run.config.env)
     seeds = [args.seed + i for i in range(args.episodes)]
-    result = evaluate(env, run.chunk_policy(seed=args.seed), seeds, progress=True)
+    result = evaluate(env, run.chunk_policy(seed=args.seed), seeds, progress=True,
+                      batch=args.batch)  # fmt: skip
     out = json_safe({"iteration": run.iteration, **result.as_dict()})
     text = json.dumps(out, indent=1)
     print(text)

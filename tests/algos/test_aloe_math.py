@@ -12,17 +12,16 @@ from aloe.algos.aloe import (
     AloeConfig,
     AloeLearner,
     advantage_weights,
-    check_finite,
     critic_loss,
     estimate_value,
     polyak_update,
     q_pess,
     reduce_target,
     td_target,
-    warmup_cosine,
     weighted_flow_loss,
 )
 from aloe.algos.bc import bc_loss
+from aloe.algos.optimised import check_finite, warmup_cosine
 from aloe.critics.chunked_q import ChunkedQCritic, CriticConfig
 from aloe.data import ChunkBatch
 from aloe.policies.flow import ActorConfig, FlowPolicy, flow_matching_loss
@@ -230,13 +229,14 @@ def test_warmup_cosine_schedule() -> None:
 def tiny_learner(seed: int = 0, **overrides: object) -> AloeLearner:
     torch.manual_seed(seed)
     actor = FlowPolicy(
-        ActorConfig(horizon=H, hidden_dim=16, num_layers=1, num_heads=2, num_flow_steps=2),
+        ActorConfig(hidden_dim=16, num_layers=1, num_heads=2, num_flow_steps=2),
         S,
         A,
         T,
+        horizon=H,
     )
     critic = ChunkedQCritic(
-        CriticConfig(horizon=H, num_q=2, hidden_dim=16, num_layers=1, num_heads=2), S, A, T
+        CriticConfig(num_q=2, hidden_dim=16, num_layers=1, num_heads=2), S, A, T, horizon=H
     )
     cfg = AloeConfig(num_value_samples=2, warmup_steps=2, **overrides)  # type: ignore[arg-type]
     return AloeLearner(actor, critic, cfg)
@@ -321,8 +321,8 @@ def test_learner_runs_on_cuda() -> None:
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     torch.manual_seed(0)
-    actor = FlowPolicy(ActorConfig(horizon=H, hidden_dim=16, num_layers=1, num_heads=2), S, A, T)
-    critic = ChunkedQCritic(CriticConfig(horizon=H, hidden_dim=16, num_layers=1), S, A, T)
+    actor = FlowPolicy(ActorConfig(hidden_dim=16, num_layers=1, num_heads=2), S, A, T, horizon=H)
+    critic = ChunkedQCritic(CriticConfig(hidden_dim=16, num_layers=1), S, A, T, horizon=H)
     learner = AloeLearner(actor, critic, AloeConfig(num_value_samples=2), device="cuda")
     batch = chunk_batch(b=4)  # on CPU: the learner moves it
     metrics = learner.critic_step(batch) | learner.actor_step(batch) | learner.bc_step(batch)

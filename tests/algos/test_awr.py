@@ -82,7 +82,7 @@ def test_value_loss_is_the_cross_entropy_to_the_projection() -> None:
     loss, metrics = value_loss(logits, torch.tensor([0.0]), -1.0, 1.0)
     expected = -0.5 * math.log(0.25) - 0.5 * math.log(0.75)
     assert loss.item() == pytest.approx(expected, rel=1e-6)
-    assert metrics["critic/q_mean"] == pytest.approx(0.5)
+    assert metrics["value/v_mean"] == pytest.approx(0.5)
     loss.backward()
     # d CE / d logits = softmax − target = (¼ − ½, ¾ − ½)
     assert torch.allclose(logits.grad, torch.tensor([[-0.25, 0.25]]))
@@ -105,9 +105,9 @@ def test_config_validation_names_the_field() -> None:
 
 def tiny_learner(seed: int = 0) -> AwrLearner:
     torch.manual_seed(seed)
-    actor = FlowPolicy(ActorConfig(horizon=H, hidden_dim=16, num_layers=1, num_heads=2,
-                                   num_flow_steps=2), S, A, 1)  # fmt: skip
-    critic_cfg = CriticConfig(horizon=H, num_q=4, hidden_dim=16, num_layers=1, num_heads=2,
+    actor = FlowPolicy(ActorConfig(hidden_dim=16, num_layers=1, num_heads=2, num_flow_steps=2),
+                       S, A, 1, horizon=H)  # fmt: skip
+    critic_cfg = CriticConfig(num_q=4, hidden_dim=16, num_layers=1, num_heads=2,
                               head_hidden_dim=8)  # fmt: skip
     critic = value_critic(critic_cfg, S, 1, num_bins=11)
     aloe = AloeConfig(batch_size=4, warmup_steps=0, seed=seed)
@@ -142,12 +142,12 @@ def _params(module: torch.nn.Module) -> list[torch.Tensor]:
 def test_updates_touch_only_their_own_network() -> None:
     learner = tiny_learner()
     actor0, critic0 = _params(learner.actor_module), _params(learner.critic)
-    m = learner.critic_step(batch())
+    m = learner.value_step(batch())
     assert all(
         torch.equal(a, b) for a, b in zip(actor0, _params(learner.actor_module), strict=True)
     )
     assert not all(torch.equal(a, b) for a, b in zip(critic0, _params(learner.critic), strict=True))
-    assert m["critic/loss"] > 0
+    assert m["value/loss"] > 0
     critic1 = _params(learner.critic)
     m = learner.actor_step(batch())
     assert all(torch.equal(a, b) for a, b in zip(critic1, _params(learner.critic), strict=True))
@@ -166,7 +166,7 @@ def test_actor_weights_use_mc_return_minus_value() -> None:
 
 def test_state_dict_roundtrip_through_a_checkpoint(tmp_path) -> None:
     learner = tiny_learner(seed=0)
-    learner.critic_step(batch())
+    learner.value_step(batch())
     checkpoint.save(tmp_path, 1, {"learner": learner.state_dict()})
     loaded = tiny_learner(seed=1)
     loaded.v_min = -1.0
@@ -174,4 +174,4 @@ def test_state_dict_roundtrip_through_a_checkpoint(tmp_path) -> None:
     b = batch()
     assert (loaded.v_min, loaded.v_max) == (-10.0, 0.0)
     assert torch.equal(learner.value(b.state, b.task_index), loaded.value(b.state, b.task_index))
-    assert learner.critic_step(b) == loaded.critic_step(b)  # same generator, same optimiser
+    assert learner.value_step(b) == loaded.value_step(b)  # same generator, same optimiser

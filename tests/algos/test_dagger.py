@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from aloe import data as D
-from aloe.algos.dagger import dagger_rows, fragment_bounds
+from aloe.algos.dagger import dagger_rows
 
 # (episode, fragment, source, length, ends in success, in the training set?)
 FRAGMENTS = [
@@ -23,7 +23,7 @@ FRAGMENTS = [
 ]
 
 
-def frames() -> dict[str, np.ndarray]:
+def frames() -> D.Frames:
     cols: dict[str, list] = {k: [] for k in ("episode_index", D.FRAGMENT, D.SOURCE, D.SUCCESS)}
     for ep, frag, source, n, success, _ in FRAGMENTS:
         cols["episode_index"] += [ep] * n
@@ -33,7 +33,7 @@ def frames() -> dict[str, np.ndarray]:
     out = {k: np.asarray(v) for k, v in cols.items()}
     out[D.SOURCE] = out[D.SOURCE].astype(object)
     out[D.ACTION] = np.zeros((len(out[D.SOURCE]), 4), np.float32)
-    return out
+    return D.Frames(out)
 
 
 def test_dagger_rows_hand_built() -> None:
@@ -44,17 +44,17 @@ def test_dagger_rows_hand_built() -> None:
 def test_whole_fragments_enter_or_none() -> None:
     f = frames()
     keep = dagger_rows(f)
-    starts, ends = fragment_bounds(f)
+    starts, ends = f.fragment_bounds()
     for s, e in zip(starts, ends, strict=True):
         assert keep[s:e].all() or not keep[s:e].any()
 
 
 def test_fragment_bounds_split_on_episode_and_fragment() -> None:
-    starts, ends = fragment_bounds(frames())
+    starts, ends = frames().fragment_bounds()
     lengths = [n for *_, n, _, _ in FRAGMENTS]
     assert list(ends - starts) == lengths and starts[0] == 0 and ends[-1] == sum(lengths)
 
 
 def test_empty_frames() -> None:
-    empty = {k: v[:0] for k, v in frames().items()}
+    empty = frames().select(np.zeros(0, dtype=bool))
     assert dagger_rows(empty).shape == (0,)

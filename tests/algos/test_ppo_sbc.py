@@ -12,8 +12,8 @@ import torch
 from aloe import checkpoint
 from aloe import data as D
 from aloe.algos.aloe import AloeConfig
+from aloe.algos.ppo_policy import ExploringChunkPolicy
 from aloe.algos.ppo_sbc import (
-    ExploringChunkPolicy,
     PpoConfig,
     build_ppo_learner,
     chunk_gae,
@@ -117,7 +117,7 @@ def test_sbc_weight_rule() -> None:
     assert sbc_weight(avg, 0.1, 1.0) == pytest.approx(1.0 - 0.9 * 0.4)
 
 
-def buffer_frames() -> dict[str, np.ndarray]:
+def buffer_frames() -> D.Frames:
     # (episode, sources, success): demo ok, demo failed, policy ok, policy failed,
     # policy+human ok (helped: never a self-demonstration), policy ok
     eps = [(0, ["demo"] * 2, True), (1, ["demo"] * 2, False), (2, ["policy"] * 3, True),
@@ -127,8 +127,8 @@ def buffer_frames() -> dict[str, np.ndarray]:
         episode += [ep] * len(src)
         source += src
         success += [False] * (len(src) - 1) + [ok]
-    return {"episode_index": np.array(episode), D.SOURCE: np.array(source, dtype=object),
-            D.SUCCESS: np.array(success)}  # fmt: skip
+    return D.Frames({D.EPISODE: np.array(episode), D.SOURCE: np.array(source, dtype=object),
+                     D.SUCCESS: np.array(success)})  # fmt: skip
 
 
 def test_self_demo_buffer_keeps_the_latest_unhelped_successes() -> None:
@@ -151,9 +151,9 @@ def test_config_validation_names_the_field() -> None:
 
 def tiny_learner(seed: int = 0):
     torch.manual_seed(seed)
-    actor = FlowPolicy(ActorConfig(horizon=H, hidden_dim=16, num_layers=1, num_heads=2,
-                                   num_flow_steps=3), S, A, 1)  # fmt: skip
-    critic_cfg = CriticConfig(horizon=H, hidden_dim=16, num_layers=1, num_heads=2,
+    actor = FlowPolicy(ActorConfig(hidden_dim=16, num_layers=1, num_heads=2, num_flow_steps=3),
+                       S, A, 1, horizon=H)  # fmt: skip
+    critic_cfg = CriticConfig(hidden_dim=16, num_layers=1, num_heads=2,
                               head_hidden_dim=8)  # fmt: skip
     aloe = AloeConfig(warmup_steps=0, seed=seed)
     ppo = PpoConfig(minibatch_size=4, bc_batch_size=4)
@@ -240,16 +240,16 @@ def test_state_dict_roundtrip_through_a_checkpoint(tmp_path) -> None:
 
 def test_set_actor_lr_keeps_the_schedule_position(tmp_path) -> None:
     learner = tiny_learner()
-    sched, group = learner.actor_sched, learner.actor_optim.param_groups[0]
+    sched, group = learner.actor_opt.sched, learner.actor_opt.optim.param_groups[0]
     for _ in range(3):
-        learner.actor_optim.step()
+        learner.actor_opt.optim.step()
         sched.step()
-    learner.set_actor_lr(1e-5)
+    learner.actor_opt.set_peak_lr(1e-5)
     assert group["lr"] == pytest.approx(1e-5 * sched.lr_lambdas[0](3))
     sched.step()
     assert group["lr"] == pytest.approx(1e-5 * sched.lr_lambdas[0](4))
     checkpoint.save(tmp_path, 1, {"learner": learner.state_dict()})
     loaded = tiny_learner(seed=1)
     loaded.load_state_dict(checkpoint.load(tmp_path / "iter-0001")["learner"])
-    assert loaded.actor_sched.base_lrs == [1e-5]
-    assert loaded.actor_optim.param_groups[0]["lr"] == pytest.approx(group["lr"])
+    assert loaded.actor_opt.sched.base_lrs == [1e-5]
+    assert loaded.actor_opt.optim.param_groups[0]["lr"] == pytest.approx(group["lr"])

@@ -13,9 +13,9 @@ S, A, H, T, K = 5, 2, 4, 3, 3
 
 def tiny_critic(seed: int = 0) -> ChunkedQCritic:
     torch.manual_seed(seed)
-    cfg = CriticConfig(horizon=H, num_q=K, hidden_dim=16, num_layers=2, num_heads=2)
+    cfg = CriticConfig(num_q=K, hidden_dim=16, num_layers=2, num_heads=2)
     cfg.head_hidden_dim = 8
-    return ChunkedQCritic(cfg, state_dim=S, action_dim=A, num_tasks=T)
+    return ChunkedQCritic(cfg, state_dim=S, action_dim=A, num_tasks=T, horizon=H)
 
 
 def inputs(b: int = 6) -> tuple[torch.Tensor, ...]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +32,15 @@ from aloe.data import (
     TRUNCATED,
     Episode,
 )
-from aloe.datasets import cli
-from aloe.datasets import store as store_module
-from aloe.datasets.store import EpisodeStore, StoreError
+from aloe.datasets import cli, writer
+from aloe.datasets.store import (
+    EpisodeStore,
+    StoreError,
+    StoreMismatch,
+    StoreRefused,
+    location_problem,
+)
+from aloe.errors import UsageError
 
 STORE_KW: dict[str, Any] = {"fps": 10.0, "state_dim": 4, "action_dim": 2}
 
@@ -206,7 +213,7 @@ def test_two_writers_take_turns(tmp_path: Path) -> None:
 
 
 def test_files_roll_into_the_next_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_module, "CHUNKS_SIZE", 2)
+    monkeypatch.setattr(writer, "CHUNKS_SIZE", 2)
     store = EpisodeStore.create(tmp_path / "s", **STORE_KW)
     eps = [make_episode(s) for s in range(5)]
     for ep in eps:
@@ -277,7 +284,8 @@ def test_sigkill_never_loses_a_committed_episode(tmp_path: Path) -> None:
     returned = kill_writers(root, __file__, "STORE_KW", "make_episode", 7, delays)
 
     store = EpisodeStore.open(root)
-    assert store.check() == []
+    # all a kill may leave is an append that never committed, which the next one removes
+    assert all("an append that never committed" in p for p in store.check())
     assert set(returned) <= set(range(store.num_episodes))
     seeds = store.episodes()["seed"].to_pylist()
     assert len(set(seeds)) == len(seeds)
@@ -285,15 +293,17 @@ def test_sigkill_never_loses_a_committed_episode(tmp_path: Path) -> None:
     store = EpisodeStore.open_or_create(root, **STORE_KW)
     info = json.loads((root / "meta/info.json").read_text())
     assert info["total_episodes"] == store.num_episodes
+    store.append(make_episode(99))
+    assert store.check() == []
 
 
 def test_crash_after_the_commit_point_is_repaired(
     filled: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def crash(self: EpisodeStore) -> None:
+    def crash(*args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(EpisodeStore, "_write_summaries", crash)
+    monkeypatch.setattr(writer, "write_summaries", crash)
     with pytest.raises(KeyboardInterrupt):
         EpisodeStore.open(filled).append([make_episode(7, instruction="new task")])
     monkeypatch.undo()
@@ -301,20 +311,20 @@ def test_crash_after_the_commit_point_is_repaired(
     store = EpisodeStore.open(filled)
     assert store.num_episodes == 6 and store.tasks()[-1] == "new task"
     assert store.check() == []
-    EpisodeStore.open_or_create(filled)
+    EpisodeStore.open_or_create(filled, **STORE_KW)
     info = json.loads((filled / "meta/info.json").read_text())
     assert (info["total_episodes"], info["total_tasks"]) == (6, 2)
 
 
 def test_uncommitted_files_are_ignored(filled: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write = store_module._write_parquet
+    write = writer.write_parquet
 
     def crash_at_commit(path: Path, table: pa.Table) -> None:
         if "episodes" in path.parts:
             raise KeyboardInterrupt
         write(path, table)
 
-    monkeypatch.setattr(store_module, "_write_parquet", crash_at_commit)
+    monkeypatch.setattr(writer, "write_parquet", crash_at_commit)
     with pytest.raises(KeyboardInterrupt):
         EpisodeStore.open(filled).append(make_episode(8))
     monkeypatch.undo()
@@ -323,10 +333,15 @@ def test_uncommitted_files_are_ignored(filled: Path, monkeypatch: pytest.MonkeyP
         (filled / leftover).write_bytes(b"half a file")
 
     store = EpisodeStore.open(filled)
-    assert store.num_episodes == 5 and store.check() == []
+    assert store.num_episodes == 5
+    orphan = filled / "data/chunk-000/file-003.parquet"
+    assert store.check() == [
+        f"{orphan}: orphan: no episode references it (an append that never committed left "
+        "it; the next append removes it)"
+    ]
     store.append(make_episode(9))
     assert (filled / "data/chunk-000/file-005.parquet").is_file()  # no index reused
-    assert not list(filled.glob("**/*.tmp"))
+    assert not list(filled.glob("**/*.tmp")) and not orphan.exists()
     store = EpisodeStore.open(filled)
     assert store.num_episodes == 6 and store.check() == []
     assert_frames_equal(store, [make_episode(s) for s in (0, 1, 2, 3, 4, 9)])
@@ -371,8 +386,23 @@ CORRUPTIONS = {
         lambda r: _drop_column(r / "data/chunk-000/file-002.parquet", ACTION),
         "data/chunk-000/file-002.parquet: missing column 'action'",
     ),
-    "episode gap": (
+    "deleted meta file": (
         lambda r: (r / "meta/episodes/chunk-000/file-001.parquet").unlink(),
+        "meta/episodes/chunk-000/file-001.parquet: missing (episodes from 2 on are in "
+        "data/chunk-000/file-001.parquet but in no episodes-meta file)",
+    ),
+    "deleted first meta file": (
+        lambda r: (r / "meta/episodes/chunk-000/file-000.parquet").unlink(),
+        "meta/episodes/chunk-000/file-000.parquet: missing (episodes from 0 on",
+    ),
+    "deleted last meta file": (
+        lambda r: (r / "meta/episodes/chunk-000/file-002.parquet").unlink(),
+        "meta/episodes/chunk-000/file-002.parquet: missing (episodes from 3 on",
+    ),
+    "episode gap": (
+        lambda r: [
+            (r / f"{d}/chunk-000/file-001.parquet").unlink() for d in ("data", "meta/episodes")
+        ],
         "meta/episodes/chunk-000/file-002.parquet: episode_index [3, 4] does not continue",
     ),
     "totals off": (
@@ -399,7 +429,8 @@ def test_corrupt_store_is_refused(
     with pytest.raises(StoreError, match="refusing"):
         EpisodeStore.create(filled, **STORE_KW)
     assert cli.check(filled) == 1
-    assert capsys.readouterr().out.strip().endswith(str(error.value))
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"aloe dataset: error: {error.value}\n"
 
 
 def test_check_reads_the_data_itself(filled: Path) -> None:
@@ -420,9 +451,9 @@ def test_foreign_directory_is_refused(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(rng.bytes(64))
     with pytest.raises(StoreError, match=f"^{tmp_path}/meta/info.json: missing"):
         EpisodeStore.open(tmp_path)
-    with pytest.raises(StoreError, match=f"^{tmp_path}: is not empty; refusing"):
+    with pytest.raises(StoreError, match=f"^{tmp_path}: is not empty and not an aloe store"):
         EpisodeStore.create(tmp_path, **STORE_KW)
-    with pytest.raises(StoreError, match="refusing"):
+    with pytest.raises(StoreError, match="not an aloe store"):
         EpisodeStore.open_or_create(tmp_path, **STORE_KW)
     assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
         ["notes.txt", "meta", "info.jsonl", "data", "blob.bin"]
@@ -446,7 +477,9 @@ def test_append_refuses_mismatched_episodes(filled: Path) -> None:
     with pytest.raises(ValueError, match="'source' has"):
         store.append(bad)
     assert sorted(filled.rglob("*")) == before
-    with pytest.raises(StoreError, match="state_dim=4, not 3"):
+    with pytest.raises(
+        StoreMismatch, match="records state_dim 4; this collection records state_dim 3"
+    ):
         EpisodeStore.open_or_create(filled, **(STORE_KW | {"state_dim": 3}))
 
 
@@ -463,3 +496,193 @@ def test_episode_helper_is_deterministic() -> None:
     a, b = make_episode(3), make_episode(3)
     assert all(np.array_equal(a.steps[k], b.steps[k]) for k in a.steps)
     a.validate()
+
+
+# The child forks `n` creators that wait on one pipe, so all start together, and each creates
+# (or opens or creates, and appends to) the same new store; each prints what it got.
+CREATORS = r"""
+import os, sys, traceback
+os.fsync = lambda fd: None  # durability is not under test here, and fsyncs are slow
+sys.path.insert(0, sys.argv[4])
+from test_store import STORE_KW, make_episode
+from aloe.datasets.store import EpisodeStore, StoreExists
+
+base, n, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+say = lambda *words: os.write(1, (" ".join(map(str, words)) + "\n").encode())  # one write
+EpisodeStore.create(f"{base}/warm-up", **STORE_KW).append(make_episode(0))  # lazy imports
+for mode in ("create", "open_or_create"):
+    for r in range(rounds):
+        root = f"{base}/{mode}-{r}/store"
+        start, go = os.pipe()
+        pids = []
+        for k in range(n):
+            pid = os.fork()
+            if pid == 0:
+                os.close(go)
+                os.read(start, 1)
+                try:
+                    if mode == "create":
+                        EpisodeStore.create(root, **STORE_KW)
+                        say(mode, r, "created")
+                    else:
+                        store = EpisodeStore.open_or_create(root, **STORE_KW)
+                        say(mode, r, "appended", *store.append(make_episode(k)))
+                except StoreExists as e:
+                    say(mode, r, "exists", e.reason)
+                except BaseException:
+                    traceback.print_exc()
+                os._exit(0)
+            pids.append(pid)
+        os.write(go, b"x" * n)
+        for pid in pids:
+            os.waitpid(pid, 0)
+"""
+
+
+def test_concurrent_creators_leave_one_store_and_no_debris(tmp_path: Path) -> None:
+    n, rounds = 3, 3
+    args = [sys.executable, "-c", CREATORS, str(tmp_path), str(n), str(rounds),
+            str(Path(__file__).parent)]  # fmt: skip
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    lines = out.stdout.splitlines()
+    assert out.stderr == "" and len(lines) == 2 * n * rounds, out.stdout
+    for mode in ("create", "open_or_create"):
+        for r in range(rounds):
+            parent = tmp_path / f"{mode}-{r}"
+            assert [p.name for p in parent.iterdir()] == ["store"]  # no .store.creating-*
+            store = EpisodeStore.open(parent / "store")
+            assert store.check() == []
+            got = [line.split(maxsplit=2)[2] for line in lines if line.startswith(f"{mode} {r} ")]
+            if mode == "create":  # one winner; the losers are told a store is there now
+                assert got.count("created") == 1
+                assert {g.split(maxsplit=1)[0] for g in got} == {"created", "exists"}
+            else:  # the losers grew the winner's store
+                assert sorted(store.episodes()["seed"].to_pylist()) == list(range(n))
+                assert sorted(got) == [f"appended {k}" for k in range(n)]
+
+
+def test_create_removes_its_build_directory_on_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(path: Path, obj: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writer, "write_json", broken)
+    with pytest.raises(OSError, match="No space"):
+        EpisodeStore.create(tmp_path / "s", **STORE_KW)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_reports_orphan_files(filled: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    foreign = filled / "data/chunk-000/file-007.parquet"
+    foreign.write_bytes((filled / "data/chunk-000/file-001.parquet").read_bytes())
+    store = EpisodeStore.open(filled)
+    video = filled / "videos/observation.images.gone/chunk-000/file-000.mp4"
+    video.parent.mkdir(parents=True)
+    video.write_bytes(b"not an mp4")
+    assert store.check() == [
+        f"{foreign}: orphan: no episode references it (an append that never committed "
+        "left it; the next append removes it)",
+        f"{video}: orphan: no episode references it (delete it, or restore the "
+        "episodes-meta file that pointed at it)",
+    ]
+    assert cli.check(filled) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == [f"aloe dataset: error: {p}" for p in store.check()]
+    store.append(make_episode(5))  # removes the file past the last commit, keeps the other
+    assert not foreign.exists() and video.exists()
+
+
+def _tree_hash(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+MISMATCHES = {
+    "state-only into an image store": (
+        {"cameras": {"corner": (64, 64)}},
+        {},
+        "the store records cameras ['corner'] at 64 px; this collection records none",
+    ),
+    "images into a state-only store": (
+        {},
+        {"cameras": {"corner": (64, 64)}},
+        "the store records none; this collection records cameras ['corner'] at 64 px",
+    ),
+    "another camera set": (
+        {"cameras": {"corner": (8, 8)}},
+        {"cameras": {"corner": (8, 8), "top": (8, 8)}},
+        "the store records cameras ['corner'] at 8 px; this collection records cameras "
+        "['corner', 'top'] at 8 px",
+    ),
+    "another image size": (
+        {"cameras": {"corner": (8, 8)}},
+        {"cameras": {"corner": (16, 8)}},
+        "the store records cameras ['corner'] at 8 px; this collection records cameras "
+        "['corner'] at 16x8 px",
+    ),
+    "state_dim": ({}, {"state_dim": 5}, "records state_dim 4; this collection records state_dim 5"),
+    "action_dim": (
+        {},
+        {"action_dim": 3},
+        "records action_dim 2; this collection records action_dim 3",
+    ),
+    "fps": ({}, {"fps": 20.0}, "the store records 10 fps; this collection records 20 fps"),
+    "sim.state": (
+        {"sim_state_dim": 3},
+        {},
+        "the store records sim.state of 3 values; this collection records none",
+    ),
+    "codec": (
+        {"cameras": {"corner": (8, 8)}},
+        {"cameras": {"corner": (8, 8)}, "video_codec": "lossless"},
+        "the store records h264 videos; this collection records lossless videos",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", MISMATCHES)
+def test_a_store_refuses_a_collection_that_does_not_fit(tmp_path: Path, name: str) -> None:
+    store_kw, collection_kw, message = MISMATCHES[name]
+    root = tmp_path / "s"
+    store = EpisodeStore.create(root, **(STORE_KW | store_kw))
+    if not store.cameras:
+        store.append(make_episode(0, sim_state_dim=store_kw.get("sim_state_dim")))
+    before = _tree_hash(root)
+    with pytest.raises(StoreMismatch) as error:
+        EpisodeStore.open_or_create(root, **(STORE_KW | collection_kw))
+    assert message in error.value.reason and str(error.value).startswith(f"{root}: ")
+    assert isinstance(error.value, UsageError)
+    assert _tree_hash(root) == before
+
+
+def test_locations_that_cannot_hold_a_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "file").write_text("mine")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full/notes.txt").write_text("mine")
+    cases = {
+        tmp_path / "file": "is a file; give a directory",
+        tmp_path / "file/store": f"{tmp_path / 'file'} is a file; give a path under a directory",
+        tmp_path / "full": "is not empty and not an aloe store; give a new or empty directory",
+        Path(
+            "/proc/store"
+        ): "is under /proc, which holds no ordinary files; give another directory",
+        Path("/sys/store"): "is under /sys, which holds no ordinary files; give another directory",
+    }
+    before = _tree_hash(tmp_path)
+    for root, reason in cases.items():
+        assert location_problem(root) == reason, root
+        with pytest.raises(StoreRefused) as error:
+            EpisodeStore.open_or_create(root, **STORE_KW)
+        assert error.value.reason == reason
+    assert location_problem(tmp_path / "new/deeper") is None
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a read-only mount
+    assert location_problem(tmp_path / "new") == (
+        f"cannot write in {tmp_path}; give a writable directory"
+    )
+    monkeypatch.undo()
+    assert _tree_hash(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "file",
+        "full",
+    ]

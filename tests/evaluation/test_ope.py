@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 
 from aloe import data as D
-from aloe.collect import RandomPolicy, run_episode
+from aloe.collect import run_episode
 from aloe.envs.metaworld import EnvConfig, TaskEnv
 from aloe.evaluation.ope import accuracy, ground_truth, sample_pairs, spearman
 from aloe.evaluation.restore import EpisodeRestorer
 from aloe.evaluation.rollout import SerialPolicy
 from aloe.operators.scripted import OperatorConfig, ScriptedOperator, expert_policy
+from aloe.policies.chunk_policy import RandomPolicy
 
 TASK, GAMMA, H = "pick-place-v3", 0.99, 10
 CFG = EnvConfig(task=TASK, c_fail=60.0, max_steps=150)

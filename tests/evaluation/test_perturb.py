@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from aloe.collect import RandomPolicy
 from aloe.envs.metaworld import EnvConfig, TaskEnv
 from aloe.evaluation.perturb import Perturbation, Perturber, Schedule, default_perturbations
 from aloe.evaluation.rollout import rollout
 from aloe.evaluation.variants import object_body
+from aloe.policies.chunk_policy import RandomPolicy
 
 START = 12
 

@@ -1,6 +1,5 @@
 import numpy as np
 
-from aloe.collect import RandomPolicy
 from aloe.envs.metaworld import EnvConfig, TaskEnv
 from aloe.evaluation.qtrace import (
     EpisodeTrace,
@@ -10,6 +9,7 @@ from aloe.evaluation.qtrace import (
     q_trace,
 )
 from aloe.evaluation.rollout import rollout
+from aloe.policies.chunk_policy import RandomPolicy
 
 
 def test_chunk_windows_take_executed_actions_and_stop_at_fragment_ends():

@@ -1,8 +1,9 @@
 import numpy as np
 
-from aloe.collect import RandomPolicy, evaluate
+from aloe.collect import evaluate
 from aloe.envs.metaworld import EnvConfig, TaskEnv
 from aloe.evaluation.rollout import SerialPolicy, play, rollout
+from aloe.policies.chunk_policy import RandomPolicy
 
 
 def test_rollout_matches_collect_evaluate_on_the_same_seeds():

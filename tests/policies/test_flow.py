@@ -22,10 +22,10 @@ S, A, H, T = 5, 2, 4, 3
 
 def tiny_policy(seed: int = 0, **overrides: float) -> FlowPolicy:
     torch.manual_seed(seed)
-    cfg = ActorConfig(horizon=H, hidden_dim=16, num_layers=1, num_heads=2, num_flow_steps=3)
+    cfg = ActorConfig(hidden_dim=16, num_layers=1, num_heads=2, num_flow_steps=3)
     for key, value in overrides.items():
         setattr(cfg, key, value)
-    return FlowPolicy(cfg, state_dim=S, action_dim=A, num_tasks=T)
+    return FlowPolicy(cfg, state_dim=S, action_dim=A, num_tasks=T, horizon=H)
 
 
 def inputs(b: int = 6, seed: int = 1) -> tuple[torch.Tensor, ...]:

@@ -19,18 +19,19 @@ batch std and β ≈ 1 is the analogue.
 from __future__ import annotations
 
 import copy
-import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import torch
 from torch import Generator, Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
 
-from aloe.algos.bc import bc_loss
+from aloe.algos.bc import bc_update
+from aloe.algos.context import LearnerParts, UpdateContext, step_means
+from aloe.algos.optimised import OptimisedModule, to_device
 from aloe.critics.chunked_q import ChunkedQCritic
 from aloe.data import ChunkBatch
+from aloe.errors import require
 from aloe.nn import evaluating
 from aloe.policies.base import Actor, as_module
 
@@ -85,38 +86,40 @@ class AloeConfig:
     normalize_advantage: bool = False
     """Divide A by its batch std before Eq. 11 (open; off keeps β in return units)."""
     q_abs_max: float = 1e4
-    """`check_finite` raises past this |Q|: ~10× the largest |Q| Eq. 14 allows."""
+    """`check_finite` raises past this |Q|: ~10× the largest |Q| Eq. 14 allows; inf = no
+    bound on |Q| (NaN and inf metrics still stop the run)."""
     seed: int = 0
     """Seed of the learner's generator (flow noise, η, sampled chunks)."""
 
-    def validate(self) -> None:
-        """Raise ValueError naming the first field outside its allowed range."""
+    def validate(self, prefix: str = "") -> None:
+        """Raise UsageError naming the first field out of range, `aloe.beta (-5.0): must be
+        > 0`; `prefix` leads the name ("config field " for a run's config)."""
         checks: list[tuple[str, bool, str]] = [
-            ("beta", self.beta > 0, "> 0"),
-            ("eps_clip", self.eps_clip > 0, "> 0"),
-            ("num_value_samples", self.num_value_samples >= 1, ">= 1"),
-            ("polyak", 0 < self.polyak <= 1, "in (0, 1]"),
-            ("gamma", 0 < self.gamma <= 1, "in (0, 1]"),
-            ("critic_steps", self.critic_steps >= 0, ">= 0"),
-            ("actor_steps", self.actor_steps >= 0, ">= 0"),
-            ("batch_size", self.batch_size >= 1, ">= 1"),
-            ("critic_lr", self.critic_lr > 0, "> 0"),
-            ("actor_lr", self.actor_lr > 0, "> 0"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("adam_betas", all(0 <= b < 1 for b in self.adam_betas), "two values in [0, 1)"),
-            ("grad_clip", self.grad_clip > 0, "> 0"),
-            ("warmup_steps", self.warmup_steps >= 0, ">= 0"),
-            ("decay_steps", self.decay_steps >= self.warmup_steps, ">= warmup_steps"),
-            ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
-            ("target_reduce", self.target_reduce in get_args(TargetReduce), "min|mean|member"),
-            ("q_abs_max", self.q_abs_max > 0, "> 0"),
-        ]
+            ("beta", self.beta > 0, "must be > 0"),
+            ("eps_clip", self.eps_clip > 0, "must be > 0"),
+            ("num_value_samples", self.num_value_samples >= 1, "must be >= 1"),
+            ("polyak", 0 < self.polyak <= 1, "must be in (0, 1]"),
+            ("gamma", 0 < self.gamma <= 1, "must be in (0, 1]"),
+            ("critic_steps", self.critic_steps >= 0, "must be >= 0"),
+            ("actor_steps", self.actor_steps >= 0, "must be >= 0"),
+            ("batch_size", self.batch_size >= 1, "must be >= 1"),
+            ("critic_lr", self.critic_lr > 0, "must be > 0"),
+            ("actor_lr", self.actor_lr > 0, "must be > 0"),
+            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            ("adam_betas", len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
+             "must be two values in [0, 1)"),
+            ("grad_clip", self.grad_clip > 0, "must be > 0"),
+            ("warmup_steps", self.warmup_steps >= 0, "must be >= 0"),
+            ("decay_steps", self.decay_steps >= self.warmup_steps,
+             f"must be >= warmup_steps ({self.warmup_steps})"),
+            ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "must be in [0, 1]"),
+            ("target_reduce", self.target_reduce in get_args(TargetReduce),
+             "must be min, mean or member"),
+            ("q_abs_max", self.q_abs_max > 0, "must be > 0 (inf = no bound)"),
+            ("seed", self.seed >= 0, "must be >= 0"),
+        ]  # fmt: skip
         for name, ok, allowed in checks:
-            if not ok:
-                value = getattr(self, name)
-                raise ValueError(
-                    f"config field aloe.{name} = {value!r} is not allowed: must be {allowed}"
-                )
+            require(ok, f"{prefix}aloe.{name}", getattr(self, name), allowed)
 
 
 # Critic update (Alg. 1 lines 4–9).
@@ -221,42 +224,12 @@ def weighted_flow_loss(per_sample_loss: Tensor, w: Tensor) -> tuple[Tensor, dict
     return loss, metrics
 
 
-# Guards and schedules.
-
-_VALUE_METRICS = ("q_", "target_", "v_")
-
-
-def check_finite(metrics: Mapping[str, float], q_abs_max: float = math.inf) -> None:
-    """Raise FloatingPointError naming the first metric that is NaN/inf, or a value metric
-    (q_*, target_*, v_*) whose magnitude exceeds q_abs_max: training has diverged."""
-    for key, value in metrics.items():
-        if not math.isfinite(value):
-            raise FloatingPointError(f"metric {key!r} is {value}: the update diverged")
-        name = key.rpartition("/")[2]
-        if name.startswith(_VALUE_METRICS) and abs(value) > q_abs_max:
-            raise FloatingPointError(
-                f"metric {key!r} = {value:.6g} exceeds q_abs_max = {q_abs_max:g}: "
-                "the critic is diverging (check rewards, γ and the learning rate)"
-            )
-
-
-def warmup_cosine(warmup_steps: int, decay_steps: int, min_ratio: float) -> Callable[[int], float]:
-    """LR factor: linear warm-up to 1, cosine down to min_ratio at decay_steps, then flat."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, decay_steps - warmup_steps))
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
-
-
-# The learner: holds the models and optimisers and runs one update of each kind.
+# The learner: the models, one optimised module per trained network, one update of each kind.
 
 
 class AloeLearner:
-    """Actor π_θ, critic ensemble Q_φ, target Q_φ⁻, their AdamW optimisers and schedules.
+    """Actor π_θ, critic ensemble Q_φ and its target Q_φ⁻; each trained network is an
+    `OptimisedModule` (AdamW, schedule, clip, guard).
 
     All randomness of an update (a' and V samples, flow noise ε and time η) comes from one
     generator whose state is part of `state_dict`, so a resumed run continues bit-identically
@@ -276,51 +249,19 @@ class AloeLearner:
         self.actor_module = as_module(actor).to(self.device)
         self.critic = critic.to(self.device)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False).eval()
-        self.actor_optim, self.actor_sched = self._optimizer(
-            self.actor_module.parameters(), config.actor_lr
-        )
-        self.critic_optim, self.critic_sched = self._optimizer(
-            self.critic.parameters(), config.critic_lr
-        )
+        self.actor_opt = OptimisedModule(self.actor_module, config.actor_lr, config)
+        self.critic_opt = OptimisedModule(self.critic, config.critic_lr, config)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(config.seed)
 
-    def _optimizer(
-        self, params: Iterable[nn.Parameter], lr: float
-    ) -> tuple[torch.optim.AdamW, LambdaLR]:
-        cfg = self.config
-        optim = torch.optim.AdamW(
-            params, lr=lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay
-        )
-        factor = warmup_cosine(cfg.warmup_steps, cfg.decay_steps, cfg.min_lr_ratio)
-        return optim, LambdaLR(optim, factor)
-
-    def _to_device(self, batch: ChunkBatch) -> ChunkBatch:
-        return ChunkBatch._make(t.to(self.device, non_blocking=True) for t in batch)
-
-    def _update(
-        self,
-        loss: Tensor,
-        module: nn.Module,
-        optim: torch.optim.Optimizer,
-        sched: LambdaLR,
-        prefix: str,
-        metrics: dict[str, float],
-    ) -> dict[str, float]:
-        """Backward, clip, guard, step. Raises before stepping, so weights never hold NaN."""
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
-        metrics[f"{prefix}/grad_norm"] = float(grad_norm)
-        metrics[f"{prefix}/lr"] = float(sched.get_last_lr()[0])
-        check_finite(metrics, self.config.q_abs_max)
-        optim.step()
-        sched.step()
-        return metrics
+    @property
+    def beta(self) -> float:
+        """β of Eq. 11, the temperature of `actor_weights` (aloe.evaluation.weights)."""
+        return self.config.beta
 
     def critic_step(self, batch: ChunkBatch) -> dict[str, float]:
         """One critic update, Alg. 1 lines 5–8."""
-        cfg, b = self.config, self._to_device(batch)
+        cfg, b = self.config, to_device(batch, self.device)
         self.critic.train()
         with torch.no_grad():
             # Alg. 1 line 5: a' ~ π_θ(·|s_{t+n}, ℓ), the current policy's next chunk.
@@ -329,14 +270,15 @@ class AloeLearner:
             y = td_target(b, reduce_target(next_q, cfg.target_reduce))  # Eq. 7
         q = self.critic(b.state, b.task_index, b.actions, b.valid)
         loss, metrics = critic_loss(q, y)  # Eq. 8
-        self._update(loss, self.critic, self.critic_optim, self.critic_sched, "critic", metrics)
+        self.critic_opt.step(loss, metrics, "critic")
         polyak_update(self.target_critic, self.critic, cfg.polyak)  # Alg. 1 line 8
         return metrics
 
     def actor_step(self, batch: ChunkBatch) -> dict[str, float]:
         """One actor update, Alg. 1 lines 11–14."""
-        b = self._to_device(batch)
-        return self.weighted_actor_update(b, *self.actor_weights(b))
+        b = to_device(batch, self.device)
+        w, metrics = self.actor_weights(b)
+        return weighted_actor_update(self.actor, self.actor_opt, b, w, metrics, self.generator)
 
     def actor_weights(self, b: ChunkBatch) -> tuple[Tensor, dict[str, float]]:
         """Alg. 1 lines 11–13: the weight w (B,) of each data chunk, and its metrics."""
@@ -353,52 +295,77 @@ class AloeLearner:
         metrics["actor/v_mean"] = float(v.mean())
         return w, metrics
 
-    def weighted_actor_update(
-        self, b: ChunkBatch, w: Tensor, metrics: dict[str, float]
-    ) -> dict[str, float]:
-        """Alg. 1 line 14: minimise the w-weighted flow-matching loss (Eq. 15) on the batch."""
-        self.actor_module.train()
-        per_sample = self.actor.flow_loss_per_sample(
-            b.state, b.task_index, b.actions, b.valid, self.generator
-        )
-        loss, loss_metrics = weighted_flow_loss(per_sample, w)  # Eq. 15
-        metrics |= loss_metrics
-        return self._update(
-            loss, self.actor_module, self.actor_optim, self.actor_sched, "actor", metrics
-        )
-
     def bc_step(self, batch: ChunkBatch, valid_rows_mask: Tensor | None = None) -> dict[str, float]:
         """One behaviour-cloning update (Alg. 1 line 1, Eq. 16) on the actor's optimiser."""
-        b = self._to_device(batch)
-        self.actor_module.train()
-        per_sample = self.actor.flow_loss_per_sample(
-            b.state, b.task_index, b.actions, b.valid, self.generator
-        )
         mask = None if valid_rows_mask is None else valid_rows_mask.to(self.device)
-        loss, metrics = bc_loss(per_sample, mask)  # Eq. 16
-        return self._update(
-            loss, self.actor_module, self.actor_optim, self.actor_sched, "bc", metrics
-        )
+        b = to_device(batch, self.device)
+        return bc_update(self.actor, self.actor_opt, b, self.generator, mask)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs: modules, optimisers, schedules, the generator."""
         return {
-            "actor": self.actor_module.state_dict(),
-            "critic": self.critic.state_dict(),
+            **self.actor_opt.state_dict("actor"),
+            **self.critic_opt.state_dict("critic"),
             "target_critic": self.target_critic.state_dict(),
-            "actor_optim": self.actor_optim.state_dict(),
-            "critic_optim": self.critic_optim.state_dict(),
-            "actor_sched": self.actor_sched.state_dict(),
-            "critic_sched": self.critic_sched.state_dict(),
             "generator": self.generator.get_state(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.actor_module.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
+        self.actor_opt.load_state_dict(state, "actor")
+        self.critic_opt.load_state_dict(state, "critic")
         self.target_critic.load_state_dict(state["target_critic"])
-        self.actor_optim.load_state_dict(state["actor_optim"])
-        self.critic_optim.load_state_dict(state["critic_optim"])
-        self.actor_sched.load_state_dict(state["actor_sched"])
-        self.critic_sched.load_state_dict(state["critic_sched"])
         self.generator.set_state(state["generator"].cpu())
+
+
+def weighted_actor_update(
+    actor: Actor,
+    opt: OptimisedModule,
+    b: ChunkBatch,
+    w: Tensor,
+    metrics: dict[str, float],
+    generator: Generator | None,
+) -> dict[str, float]:
+    """Alg. 1 line 14: minimise the w-weighted flow-matching loss (Eq. 15) on the batch."""
+    opt.module.train()
+    per_sample = actor.flow_loss_per_sample(b.state, b.task_index, b.actions, b.valid, generator)
+    loss, loss_metrics = weighted_flow_loss(per_sample, w)  # Eq. 15
+    metrics |= loss_metrics
+    return opt.step(loss, metrics, "actor")
+
+
+def build_learner(parts: LearnerParts) -> AloeLearner:
+    """The actor and a chunked Q ensemble over (s, a_{t:t+h}, ℓ). BC and HG-DAgger use it
+    too: they train only the actor, and their critic stays idle."""
+    cfg, dims = parts.cfg, (parts.state_dim, parts.action_dim, parts.num_tasks)
+    critic = ChunkedQCritic(
+        cfg.critic, *dims, parts.normalizer(), horizon=cfg.horizon, **parts.tokens
+    )
+    return AloeLearner(parts.actor, critic, cfg.aloe, device=parts.device)
+
+
+# Algorithm 1, lines 4–15: one iteration's update.
+
+# metrics.jsonl column -> the learner metric it averages over the iteration's steps
+CRITIC_METRICS = {"critic_loss": "critic/loss", "q_mean": "critic/q_mean"}
+ACTOR_METRICS = {
+    "q_pess_mean": "actor/q_data_mean",
+    "v_mean": "actor/v_mean",
+    "advantage_mean": "actor/advantage_mean",
+    "advantage_std": "actor/advantage_std",
+    "weight_mean": "actor/weight_mean",
+    "weight_max": "actor/weight_max",
+    "weight_clipped_frac": "actor/clip_frac",
+    "actor_flow_loss": "actor/flow_loss",
+}
+# the columns of a value-weighted update: null in a row without one (warm start, HG-DAgger)
+UPDATE_COLUMNS = (*CRITIC_METRICS, *ACTOR_METRICS)
+
+
+def update(ctx: UpdateContext) -> dict[str, float]:
+    """Iteration k's update on the whole buffer D_k: N_Q critic steps (lines 4–9), then
+    N_π actor steps (lines 10–15), each on a fresh minibatch."""
+    learner, cfg, k = ctx.learner_as(AloeLearner), ctx.cfg.aloe, ctx.iteration
+    sampler = ctx.sampler(ctx.frames)
+    critic = ctx.steps(cfg.critic_steps, learner.critic_step, sampler, f"critic[{k}]")
+    actor = ctx.steps(cfg.actor_steps, learner.actor_step, sampler, f"actor[{k}]")
+    return {**step_means(critic, CRITIC_METRICS), **step_means(actor, ACTOR_METRICS)}

@@ -32,11 +32,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from aloe.algos.aloe import AloeConfig, AloeLearner, advantage_weights
+from aloe.algos import aloe
+from aloe.algos.aloe import AloeConfig, advantage_weights, weighted_actor_update
+from aloe.algos.bc import bc_update
+from aloe.algos.context import LearnerParts, UpdateContext, step_means
+from aloe.algos.optimised import OptimisedModule, to_device
 from aloe.critics.chunked_q import ChunkedQCritic, CriticConfig
 from aloe.data import ChunkBatch
+from aloe.envs.metaworld import expert_episode_length
+from aloe.envs.tasks import task_list
+from aloe.errors import require
 from aloe.nn import Normalizer, evaluating
-from aloe.policies.base import Actor
+from aloe.policies.base import Actor, as_module
 
 
 @dataclass
@@ -61,23 +68,21 @@ class AwrConfig:
     normalize_advantage: bool = False
     """Divide A by its batch std before the weight (as `aloe.normalize_advantage`)."""
 
-    def validate(self) -> None:
-        """Raise ValueError naming the first field outside its allowed range."""
+    def validate(self, prefix: str = "") -> None:
+        """Raise UsageError naming the first field out of range, `awr.num_bins (1): must be
+        >= 2`; `prefix` leads the name ("config field " for a run's config)."""
         checks: list[tuple[str, bool, str]] = [
-            ("num_bins", self.num_bins >= 2, ">= 2"),
-            ("v_min", self.v_min is None or self.v_min < self.v_max, "None or < v_max"),
-            ("v_max", math.isfinite(self.v_max), "finite"),
-            ("beta", self.beta > 0, "> 0"),
-            ("eps_clip", self.eps_clip > 0, "> 0"),
-            ("value_steps", self.value_steps >= 0, ">= 0"),
-            ("actor_steps", self.actor_steps >= 0, ">= 0"),
-        ]
+            ("num_bins", self.num_bins >= 2, "must be >= 2"),
+            ("v_max", math.isfinite(self.v_max), "must be a finite number"),
+            ("v_min", self.v_min is None or (math.isfinite(self.v_min) and self.v_min < self.v_max),
+             f"must be None or a finite number < v_max ({self.v_max})"),
+            ("beta", self.beta > 0, "must be > 0"),
+            ("eps_clip", self.eps_clip > 0, "must be > 0"),
+            ("value_steps", self.value_steps >= 0, "must be >= 0"),
+            ("actor_steps", self.actor_steps >= 0, "must be >= 0"),
+        ]  # fmt: skip
         for name, ok, allowed in checks:
-            if not ok:
-                value = getattr(self, name)
-                raise ValueError(
-                    f"config field awr.{name} = {value!r} is not allowed: must be {allowed}"
-                )
+            require(ok, f"{prefix}awr.{name}", getattr(self, name), allowed)
 
 
 def value_range(cfg: AwrConfig, c_fail: float, gamma: float) -> tuple[float, float]:
@@ -124,10 +129,10 @@ def value_loss(
     loss = -(target * logits.log_softmax(dim=-1)).sum(dim=-1).mean()
     v = value_from_logits(logits.detach(), v_min, v_max)
     metrics = {
-        "critic/loss": float(loss.detach()),
-        "critic/q_mean": float(v.mean()),  # same key as ALOE's critic, for the shared metrics
-        "critic/v_abs_err": float((v - returns).abs().mean()),
-        "critic/target_mean": float(returns.mean()),
+        "value/loss": float(loss.detach()),
+        "value/v_mean": float(v.mean()),
+        "value/v_abs_err": float((v - returns).abs().mean()),
+        "value/target_mean": float(returns.mean()),
     }
     return loss, metrics
 
@@ -166,11 +171,10 @@ def value_critic(
 # The learner.
 
 
-class AwrLearner(AloeLearner):
-    """ALOE's learner with the critic replaced by the distributional V(s).
-
-    Optimisers, schedules, the generator, `bc_step` and checkpointing are ALOE's; the
-    inherited target network is never used (Monte-Carlo targets need none).
+class AwrLearner:
+    """ALOE's actor and actor update, weighted with A = G_t − V(s_t) from the distributional
+    V(s) (`critic`); each network is an `OptimisedModule` with ALOE's optimiser settings.
+    Monte-Carlo targets need no target network.
     """
 
     def __init__(
@@ -182,24 +186,39 @@ class AwrLearner(AloeLearner):
         v_range: tuple[float, float],
         device: str | torch.device = "cpu",
     ) -> None:
-        super().__init__(actor, critic, config, device)
-        self.awr = awr
+        self.config, self.awr = config, awr
+        self.device = torch.device(device)
+        self.actor = actor
+        self.actor_module = as_module(actor).to(self.device)
+        self.critic = critic.to(self.device)
+        self.actor_opt = OptimisedModule(self.actor_module, config.actor_lr, config)
+        self.value_opt = OptimisedModule(self.critic, config.critic_lr, config)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(config.seed)
         self.v_min, self.v_max = v_range
+
+    @property
+    def beta(self) -> float:
+        """β of the weight exp(A/β) (aloe.evaluation.weights)."""
+        return self.awr.beta
 
     def value(self, state: Tensor, task_index: Tensor) -> Tensor:
         """V(s) (B,) from the distributional head."""
         return value_from_logits(self.critic(state, task_index), self.v_min, self.v_max)
 
-    def critic_step(self, batch: ChunkBatch) -> dict[str, float]:
+    def value_step(self, batch: ChunkBatch) -> dict[str, float]:
         """One cross-entropy update of the value on the batch's Monte-Carlo returns."""
-        b = self._to_device(batch)
+        b = to_device(batch, self.device)
         self.critic.train()
-        loss, metrics = value_loss(
-            self.critic(b.state, b.task_index), b.mc_return, self.v_min, self.v_max
-        )
-        return self._update(
-            loss, self.critic, self.critic_optim, self.critic_sched, "critic", metrics
-        )
+        logits = self.critic(b.state, b.task_index)
+        loss, metrics = value_loss(logits, b.mc_return, self.v_min, self.v_max)
+        return self.value_opt.step(loss, metrics, "value")
+
+    def actor_step(self, batch: ChunkBatch) -> dict[str, float]:
+        """One advantage-weighted flow-matching update (ALOE's, Eq. 15)."""
+        b = to_device(batch, self.device)
+        w, metrics = self.actor_weights(b)
+        return weighted_actor_update(self.actor, self.actor_opt, b, w, metrics, self.generator)
 
     def actor_weights(self, b: ChunkBatch) -> tuple[Tensor, dict[str, float]]:
         """The weights of the advantage-weighted flow-matching update, A = G_t − V(s_t)."""
@@ -209,13 +228,56 @@ class AwrLearner(AloeLearner):
         w, metrics = advantage_weights(  # Eq. 11 with A = G_t − V(s_t)
             b.mc_return, v, cfg.beta, cfg.eps_clip, cfg.normalize_advantage
         )
-        metrics["actor/q_data_mean"] = float(b.mc_return.mean())
+        metrics["actor/return_mean"] = float(b.mc_return.mean())
         metrics["actor/v_mean"] = float(v.mean())
-        return w, metrics  # the update is ALOE's (Eq. 15)
+        return w, metrics
+
+    def bc_step(self, batch: ChunkBatch, valid_rows_mask: Tensor | None = None) -> dict[str, float]:
+        """One behaviour-cloning update (the warm start, Eq. 16) on the actor's optimiser."""
+        mask = None if valid_rows_mask is None else valid_rows_mask.to(self.device)
+        b = to_device(batch, self.device)
+        return bc_update(self.actor, self.actor_opt, b, self.generator, mask)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "v_range": [self.v_min, self.v_max]}
+        """Modules, optimisers, schedules, the generator and the value range. The value
+        network keeps the key `critic` of the runs written before it left ALOE's learner."""
+        return {
+            **self.actor_opt.state_dict("actor"),
+            **self.value_opt.state_dict("critic"),
+            "generator": self.generator.get_state(),
+            "v_range": [self.v_min, self.v_max],
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
+        """Also reads checkpoints of runs written before; their unused target critic
+        (`target_critic`) is ignored."""
+        self.actor_opt.load_state_dict(state, "actor")
+        self.value_opt.load_state_dict(state, "critic")
+        self.generator.set_state(state["generator"].cpu())
         self.v_min, self.v_max = (float(v) for v in state["v_range"])
+
+
+def build_learner(parts: LearnerParts) -> AwrLearner:
+    """The actor and the distributional V(s) over Eq. 14's return range."""
+    cfg = parts.cfg
+    c_fail = cfg.env.c_fail or max(expert_episode_length(t) for t in task_list(cfg.task))
+    dims = (parts.state_dim, parts.num_tasks, cfg.awr.num_bins)
+    critic = value_critic(cfg.critic, *dims, parts.normalizer(), **parts.tokens)
+    v_range = value_range(cfg.awr, c_fail, cfg.aloe.gamma)
+    return AwrLearner(parts.actor, critic, cfg.aloe, cfg.awr, v_range, device=parts.device)
+
+
+# One iteration: value steps on Monte-Carlo returns, then ALOE's weighted actor steps.
+
+# metrics.jsonl column -> the learner metric it averages: ALOE's columns, read from V(s)
+VALUE_METRICS = {"critic_loss": "value/loss", "q_mean": "value/v_mean"}
+ACTOR_METRICS = {**aloe.ACTOR_METRICS, "q_pess_mean": "actor/return_mean"}
+
+
+def update(ctx: UpdateContext) -> dict[str, float]:
+    """awr.value_steps value steps, then awr.actor_steps weighted actor steps."""
+    learner, cfg, k = ctx.learner_as(AwrLearner), ctx.cfg.awr, ctx.iteration
+    sampler = ctx.sampler(ctx.frames)
+    value = ctx.steps(cfg.value_steps, learner.value_step, sampler, f"value[{k}]")
+    actor = ctx.steps(cfg.actor_steps, learner.actor_step, sampler, f"actor[{k}]")
+    return {**step_means(value, VALUE_METRICS), **step_means(actor, ACTOR_METRICS)}

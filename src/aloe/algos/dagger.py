@@ -16,32 +16,31 @@ of actor updates as ALOE and AWR, with the same optimiser.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
 
 import numpy as np
 
 from aloe import data as D
-
-EPISODE = "episode_index"
-
-
-def fragment_bounds(frames: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(start, end) positions of each fragment: maximal runs of one (episode, fragment)."""
-    episode = np.asarray(frames[EPISODE])
-    fragment = np.asarray(frames[D.FRAGMENT])
-    cut = (episode[1:] != episode[:-1]) | (fragment[1:] != fragment[:-1])
-    starts = np.concatenate([[0], np.flatnonzero(cut) + 1])
-    ends = np.append(starts[1:], episode.size)
-    return starts, ends
+from aloe.algos.aloe import UPDATE_COLUMNS
+from aloe.algos.context import UpdateContext, mean_metric
 
 
-def dagger_rows(frames: Mapping[str, np.ndarray]) -> np.ndarray:
+def dagger_rows(frames: D.Frames) -> np.ndarray:
     """Bool mask (N,) of the rows in HG-DAgger's training set (see the module docstring)."""
-    n = len(frames[D.ACTION])
-    if n == 0:
-        return np.zeros(0, dtype=bool)
-    starts, ends = fragment_bounds(frames)
+    starts, ends = frames.fragment_bounds()
     source = np.asarray(frames[D.SOURCE]).astype(str)[starts]
     succeeded = np.asarray(frames[D.SUCCESS], dtype=bool)[ends - 1]
     keep = (source == "human") | succeeded
     return np.repeat(keep, ends - starts)
+
+
+def update(ctx: UpdateContext) -> dict[str, float]:
+    """aloe.actor_steps BC steps (Eq. 16) on the rows `dagger_rows` keeps; no value function,
+    so ALOE's columns are null."""
+    keep = dagger_rows(ctx.frames)
+    sampler = ctx.sampler(ctx.frames.select(keep))
+    bc = ctx.steps(
+        ctx.cfg.aloe.actor_steps, ctx.learner.bc_step, sampler, f"dagger[{ctx.iteration}]"
+    )
+    row = dict.fromkeys(UPDATE_COLUMNS, math.nan)
+    return {**row, "bc_loss": mean_metric(bc, "bc/loss"), "dagger_rows": int(keep.sum())}

@@ -6,7 +6,7 @@ decision per executed chunk) with chunk-level GAE, and adds a BC loss on a buffe
 successful episodes whose weight adapts online.
 
 Likelihood surrogate. A flow policy has no tractable chunk likelihood, so the policy PPO
-optimises is a Gaussian around a deterministic flow sample:
+optimises is a Gaussian around a deterministic flow sample (`aloe.algos.ppo_policy`):
     μ_θ(s) = Euler-integrate the flow from the fixed noise ε = 0 (the prior's mean),
     a ~ N(μ_θ(s), diag σ²),  σ = exp(log σ) learnable per action dimension,
     log π(a|s) = Σ_{k<e, valid} Σ_d log N(a_{k,d}; μ_θ(s)_{k,d}, σ_d²)       (`gaussian_log_prob`)
@@ -43,24 +43,33 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
-from torch import Generator, Tensor, nn
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from aloe import data as D
-from aloe.algos.aloe import AloeConfig, AloeLearner
-from aloe.collect import CollectStats, _policy_fragment, _Recorder
+from aloe.algos.aloe import AloeConfig
+from aloe.algos.bc import bc_update
+from aloe.algos.context import (
+    CollectContext,
+    LearnerParts,
+    UpdateContext,
+    mean_metric,
+    step_means,
+)
+from aloe.algos.optimised import OptimisedModule, to_device
+from aloe.algos.ppo_policy import ExploringChunkPolicy, GaussianFlowActor
+from aloe.collect import CollectStats
 from aloe.critics.chunked_q import ChunkedQCritic, CriticConfig
-from aloe.data import ChunkBatch
+from aloe.data import ChunkBatch, episode_seed
 from aloe.datasets.sampler import ChunkSampler
-from aloe.envs.metaworld import TaskEnv
+from aloe.errors import require
 from aloe.nn import Normalizer, evaluating
-from aloe.policies.chunk_policy import FlowChunkPolicy
-from aloe.policies.flow import FlowPolicy, euler_integrate
+from aloe.policies.flow import FlowPolicy
+from aloe.rollout import record_episode
 
 if TYPE_CHECKING:
-    from aloe.train import Trainer
+    from aloe.config import TrainConfig
 
-EPISODE = "episode_index"
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -117,34 +126,33 @@ class PpoConfig:
     sbc_success_rate: float = 0.5
     """ρ, the rate of the success-rate moving average s̄ that sets the BC weight."""
 
-    def validate(self) -> None:
-        """Raise ValueError naming the first field outside its allowed range."""
+    def validate(self, prefix: str = "") -> None:
+        """Raise UsageError naming the first field out of range, `ppo.clip (1.5): must be in
+        (0, 1)`; `prefix` leads the name ("config field " for a run's config)."""
         checks: list[tuple[str, bool, str]] = [
             ("rollout_steps", self.rollout_steps is None or self.rollout_steps >= 1,
-             "None or >= 1"),
-            ("init_std", self.min_std <= self.init_std <= self.max_std, "in [min_std, max_std]"),
-            ("min_std", self.min_std > 0, "> 0"),
-            ("max_std", self.max_std >= self.min_std, ">= min_std"),
-            ("actor_lr", self.actor_lr > 0, "> 0"),
-            ("clip", 0 < self.clip < 1, "in (0, 1)"),
-            ("gae_lambda", 0 <= self.gae_lambda <= 1, "in [0, 1]"),
-            ("reward_scale", self.reward_scale > 0, "> 0"),
-            ("epochs", self.epochs >= 0, ">= 0"),
-            ("target_kl", self.target_kl is None or self.target_kl > 0, "None or > 0"),
-            ("minibatch_size", self.minibatch_size >= 1, ">= 1"),
-            ("entropy_coef", self.entropy_coef >= 0, ">= 0"),
-            ("bc_batch_size", self.bc_batch_size >= 1, ">= 1"),
-            ("sbc_buffer_episodes", self.sbc_buffer_episodes >= 1, ">= 1"),
-            ("sbc_weight_min", self.sbc_weight_min >= 0, ">= 0"),
-            ("sbc_weight_max", self.sbc_weight_max >= self.sbc_weight_min, ">= sbc_weight_min"),
-            ("sbc_success_rate", 0 < self.sbc_success_rate <= 1, "in (0, 1]"),
+             "must be None or >= 1"),
+            ("min_std", self.min_std > 0, "must be > 0"),
+            ("max_std", self.max_std >= self.min_std, f"must be >= min_std ({self.min_std})"),
+            ("init_std", self.min_std <= self.init_std <= self.max_std,
+             f"must be in [min_std, max_std] ([{self.min_std}, {self.max_std}])"),
+            ("actor_lr", self.actor_lr > 0, "must be > 0"),
+            ("clip", 0 < self.clip < 1, "must be in (0, 1)"),
+            ("gae_lambda", 0 <= self.gae_lambda <= 1, "must be in [0, 1]"),
+            ("reward_scale", self.reward_scale > 0, "must be > 0"),
+            ("epochs", self.epochs >= 0, "must be >= 0"),
+            ("target_kl", self.target_kl is None or self.target_kl > 0, "must be None or > 0"),
+            ("minibatch_size", self.minibatch_size >= 1, "must be >= 1"),
+            ("entropy_coef", self.entropy_coef >= 0, "must be >= 0"),
+            ("bc_batch_size", self.bc_batch_size >= 1, "must be >= 1"),
+            ("sbc_buffer_episodes", self.sbc_buffer_episodes >= 1, "must be >= 1"),
+            ("sbc_weight_min", self.sbc_weight_min >= 0, "must be >= 0"),
+            ("sbc_weight_max", self.sbc_weight_max >= self.sbc_weight_min,
+             f"must be >= sbc_weight_min ({self.sbc_weight_min})"),
+            ("sbc_success_rate", 0 < self.sbc_success_rate <= 1, "must be in (0, 1]"),
         ]  # fmt: skip
         for name, ok, allowed in checks:
-            if not ok:
-                value = getattr(self, name)
-                raise ValueError(
-                    f"config field ppo.{name} = {value!r} is not allowed: must be {allowed}"
-                )
+            require(ok, f"{prefix}ppo.{name}", getattr(self, name), allowed)
 
 
 # The losses, as pure functions.
@@ -205,100 +213,12 @@ def sbc_weight(success_average: float, w_min: float, w_max: float) -> float:
     return w_max - (w_max - w_min) * min(1.0, max(0.0, success_average))
 
 
-def self_demo_rows(frames: Mapping[str, np.ndarray], capacity: int) -> np.ndarray:
+def self_demo_rows(frames: D.Frames, capacity: int) -> np.ndarray:
     """Bool mask (N,) of the buffer: the last `capacity` successful episodes without help."""
-    episode = np.asarray(frames[EPISODE])
-    if episode.size == 0:
-        return np.zeros(0, dtype=bool)
-    last = np.r_[episode[1:] != episode[:-1], True]
-    helped = set(episode[np.asarray(frames[D.SOURCE]).astype(str) == "human"].tolist())
-    ok = [e for e in episode[last & np.asarray(frames[D.SUCCESS], bool)].tolist()
-          if e not in helped]  # fmt: skip
-    return np.isin(episode, sorted(ok)[-capacity:])
-
-
-# The policy: a Gaussian around the flow's sample from ε = 0.
-
-
-class GaussianFlowActor(nn.Module):
-    """The flow actor plus a learnable log σ; implements the `Actor` protocol.
-
-    `flow_loss_per_sample` is the flow's (BC); `sample` returns μ_θ(s), the deterministic
-    policy that is evaluated; `mean_chunk` is μ_θ(s) with gradient, for PPO.
-    """
-
-    def __init__(self, flow: FlowPolicy, init_std: float, min_std: float, max_std: float,
-                 learn_std: bool = True) -> None:  # fmt: skip
-        super().__init__()
-        self.flow = flow
-        self.horizon, self.action_dim = flow.horizon, flow.action_dim
-        self.log_std = nn.Parameter(torch.full((flow.action_dim,), math.log(init_std)),
-                                    requires_grad=learn_std)  # fmt: skip
-        self.log_std_range = (math.log(min_std), math.log(max_std))
-
-    def clamped_log_std(self) -> Tensor:
-        return self.log_std.clamp(*self.log_std_range)
-
-    def mean_chunk(self, state: Tensor, task_index: Tensor) -> Tensor:
-        """μ_θ(s) (B, h, A): the flow integrated from ε = 0, unclipped, with gradient."""
-        f = self.flow
-        cond = f.condition(state, task_index)
-        zero = torch.zeros(state.shape[0], f.horizon, f.action_dim, device=cond.device,
-                           dtype=cond.dtype)  # fmt: skip
-        a = euler_integrate(lambda x, t: f.velocity(x, t, cond), zero, f.config.num_flow_steps)
-        return f.action_norm.unnormalize(a)
-
-    def flow_loss_per_sample(self, state: Tensor, task_index: Tensor, actions: Tensor,
-                             valid: Tensor, generator: Generator | None = None) -> Tensor:  # fmt: skip
-        return self.flow.flow_loss_per_sample(state, task_index, actions, valid, generator)
-
-    @torch.no_grad()
-    def sample(self, state: Tensor, task_index: Tensor, num_samples: int = 1,
-               generator: Generator | None = None) -> Tensor:  # fmt: skip
-        """The deterministic μ_θ(s), repeated: (B, num_samples, h, A), clipped to [−1, 1]."""
-        with evaluating(self):
-            mean = self.mean_chunk(state, task_index).clamp(-1.0, 1.0)
-        return mean[:, None].expand(-1, num_samples, -1, -1).contiguous()
-
-
-class ExploringChunkPolicy(FlowChunkPolicy):
-    """A `ChunkPolicy` drawing a ~ N(μ_θ(s), σ²) per decision; noise reseeded per episode."""
-
-    @torch.no_grad()
-    def act_chunk(self, obs: dict[str, Any]) -> np.ndarray:
-        with evaluating(self.actor):
-            mean = self.actor.mean_chunk(*self.inputs(obs))[0]
-        noise = torch.randn(mean.shape, generator=self.generator, device=self.device)
-        return (mean + self.actor.clamped_log_std().exp() * noise).cpu().numpy()
-
-
-class _NoOperator:
-    """Watches nothing: the policy acts alone until success, failure or the time limit."""
-
-    def reset(self, seed: int) -> None:
-        pass
-
-    def act(self, obs: dict[str, Any]) -> np.ndarray:
-        raise RuntimeError("PPO rollouts have no operator")
-
-    def start_watching(self) -> None:
-        pass
-
-    def watch(self, obs: dict[str, Any], info: dict[str, Any]) -> str | None:
-        return None
-
-    def take_over(self, reason: str, history: list[dict[str, Any]]) -> int:
-        return len(history) - 1
-
-
-def rollout_episode(env: TaskEnv, policy: ExploringChunkPolicy, seed: int, *, iteration: int,
-                    record_sim_state: bool) -> D.Episode:  # fmt: skip
-    """One operator-free episode, recorded like any other (one `policy` fragment)."""
-    obs, _ = env.reset(seed=seed)
-    policy.reset(seed)
-    rec = _Recorder(record_sim_state)
-    _policy_fragment(env, _NoOperator(), policy, rec, obs, 0)
-    return rec.episode(env, {"seed": seed, "iteration": iteration, "takeovers": 0})
+    episode = np.asarray(frames[D.EPISODE])
+    helped = np.isin(episode, episode[np.asarray(frames[D.SOURCE]).astype(str) == "human"])
+    ok = np.unique(episode[frames.successful_episodes() & ~helped])
+    return np.isin(episode, ok[-capacity:])
 
 
 # The learner.
@@ -316,29 +236,22 @@ class Decisions(NamedTuple):
     returns: Tensor  # (D,) value targets, scaled rewards
 
 
-class PpoSbcLearner(AloeLearner):
-    """ALOE's learner holding the Gaussian flow actor and a state-value V(s) as its critic.
-
-    The critic is ALOE's transformer with K = 1 and no action tokens (scalar head); the
-    inherited target network is unused. Optimisers and schedules are ALOE's.
+class PpoSbcLearner:
+    """The Gaussian flow actor and a state value V(s) (`critic`: ALOE's transformer with
+    K = 1, no action tokens, a scalar head), each an `OptimisedModule` with ALOE's settings.
     """
-
-    actor: GaussianFlowActor
 
     def __init__(self, actor: GaussianFlowActor, critic: ChunkedQCritic, config: AloeConfig,
                  ppo: PpoConfig, device: str | torch.device = "cpu") -> None:  # fmt: skip
-        super().__init__(actor, critic, config, device)
-        self.actor = actor
-        self.ppo = ppo
+        self.config, self.ppo = config, ppo
+        self.device = torch.device(device)
+        self.actor = actor.to(self.device)
+        self.critic = critic.to(self.device)
+        self.actor_opt = OptimisedModule(self.actor, config.actor_lr, config)
+        self.value_opt = OptimisedModule(self.critic, config.critic_lr, config)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(config.seed)
         self.success_average: float | None = None
-
-    def set_actor_lr(self, lr: float) -> None:
-        """Make `lr` the actor's peak rate from now on (the schedule's position is kept)."""
-        sched = self.actor_sched
-        sched.base_lrs = [lr for _ in sched.base_lrs]
-        factor = sched.lr_lambdas[0](sched.last_epoch)
-        for group in self.actor_optim.param_groups:
-            group["lr"] = lr * factor
 
     @torch.no_grad()
     def value(self, state: Tensor, task_index: Tensor) -> Tensor:
@@ -351,10 +264,10 @@ class PpoSbcLearner(AloeLearner):
 
     def decisions(self, batch: ChunkBatch, last: Tensor, reward_scale: float) -> Decisions:
         """log π_old, GAE advantages and value targets of a time-ordered decision batch."""
-        b = self._to_device(batch)
+        b = to_device(batch, self.device)
         # train mode, as in `ppo_step`: eval mode takes torch's fused transformer path, whose
         # rounding differs, and the first step's ratio must be exactly 1
-        self.actor_module.train()
+        self.actor.train()
         with torch.no_grad():
             logp_old = self.log_prob(b.state, b.task_index, b.actions, b.valid)
         v, v_next = self.value(b.state, b.task_index), self.value(b.next_state, b.task_index)
@@ -366,8 +279,8 @@ class PpoSbcLearner(AloeLearner):
 
     def ppo_step(self, d: Decisions, demos: ChunkBatch, bc_weight: float) -> dict[str, float]:
         """One actor update: L = L_PPO − c_H H + w L_BC; then one value update."""
-        cfg, b = self.ppo, self._to_device(demos)
-        self.actor_module.train()
+        cfg, b = self.ppo, to_device(demos, self.device)
+        self.actor.train()
         logp = self.log_prob(d.state, d.task_index, d.actions, d.valid)
         loss, metrics = ppo_clip_loss(logp, d.logp_old, d.advantage, cfg.clip)
         entropy = self.actor.clamped_log_std().sum()  # Gaussian entropy up to a constant
@@ -377,20 +290,34 @@ class PpoSbcLearner(AloeLearner):
         total = loss - cfg.entropy_coef * entropy + bc_weight * bc
         metrics |= {"sbc/bc_loss": float(bc.detach()), "sbc/weight": bc_weight,
                     "ppo/std": float(self.actor.clamped_log_std().detach().exp().mean())}  # fmt: skip
-        self._update(total, self.actor_module, self.actor_optim, self.actor_sched, "actor",
-                     metrics)  # fmt: skip
+        self.actor_opt.step(total, metrics, "actor")
         self.critic.train()
         value = self.critic(d.state, d.task_index)[0]
         value_loss = (value - d.returns).square().mean()
         metrics["ppo/value_loss"] = float(value_loss.detach())
-        return self._update(value_loss, self.critic, self.critic_optim, self.critic_sched,
-                            "critic", metrics)  # fmt: skip
+        return self.value_opt.step(value_loss, metrics, "value")
+
+    def bc_step(self, batch: ChunkBatch, valid_rows_mask: Tensor | None = None) -> dict[str, float]:
+        """One behaviour-cloning update (the warm start, Eq. 16) on the actor's optimiser."""
+        mask = None if valid_rows_mask is None else valid_rows_mask.to(self.device)
+        b = to_device(batch, self.device)
+        return bc_update(self.actor, self.actor_opt, b, self.generator, mask)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "success_average": self.success_average}
+        """Modules, optimisers, schedules, the generator and s̄. The value network keeps the
+        key `critic` of the runs written before it left ALOE's learner."""
+        return {
+            **self.actor_opt.state_dict("actor"),
+            **self.value_opt.state_dict("critic"),
+            "generator": self.generator.get_state(),
+            "success_average": self.success_average,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
+        """Also reads older runs' checkpoints; their unused `target_critic` is ignored."""
+        self.actor_opt.load_state_dict(state, "actor")
+        self.value_opt.load_state_dict(state, "critic")
+        self.generator.set_state(state["generator"].cpu())
         self.success_average = state["success_average"]
 
 
@@ -406,76 +333,90 @@ def build_ppo_learner(actor: FlowPolicy, critic_cfg: CriticConfig, state_dim: in
     return PpoSbcLearner(gauss, critic, aloe, ppo, device)
 
 
-# The Trainer's hooks: collection without the operator, and the update.
+def build_learner(parts: LearnerParts) -> PpoSbcLearner:
+    cfg = parts.cfg
+    return build_ppo_learner(parts.actor, cfg.critic, parts.state_dim, parts.normalizer(),
+                             cfg.aloe, cfg.ppo, parts.device, parts.tokens)  # fmt: skip
 
 
-def rollout_budget(trainer: Trainer) -> int:
-    cfg = trainer.cfg
+def update_batch(cfg: TrainConfig) -> tuple[int, str]:
+    """The largest batch of an update and its field: a decision minibatch and a BC batch
+    at once, or the warm start's aloe.batch_size."""
+    both = cfg.ppo.minibatch_size + cfg.ppo.bc_batch_size
+    if both > cfg.aloe.batch_size:
+        return both, "ppo.minibatch_size"
+    return cfg.aloe.batch_size, "aloe.batch_size"
+
+
+# One iteration: collection without the operator, then the update.
+
+
+def rollout_budget(cfg: TrainConfig) -> int:
     return cfg.ppo.rollout_steps or cfg.collect.max_episodes * cfg.env.max_steps
 
 
-def collect_rollouts(trainer: Trainer, k: int) -> CollectStats:
-    """Iteration k's operator-free rollouts of π_{k−1}, until the env-step budget is used."""
-    from aloe.train import episode_seed
-
-    cfg, learner = trainer.cfg, _ppo_learner(trainer)
-    stats = CollectStats.from_store(trainer.store, iteration=k)  # resumes a partial round
+def collect_rollouts(ctx: CollectContext) -> CollectStats:
+    """Iteration k's operator-free rollouts of π_{k−1}, until the env-step budget is used;
+    each episode is recorded like any other (one `policy` fragment)."""
+    cfg, learner, k = ctx.cfg, ctx.learner_as(PpoSbcLearner), ctx.iteration
+    stats = CollectStats.from_store(ctx.store, iteration=k)  # resumes a partial round
     policy = ExploringChunkPolicy(learner.actor, version=k - 1, exec_horizon=cfg.exec_horizon,
-                                  seed=cfg.seed, device=learner.device,
-                                  obs=trainer.obs)  # fmt: skip
-    budget = rollout_budget(trainer)
+                                  seed=cfg.seed, device=learner.device, obs=ctx.obs)  # fmt: skip
+    budget = rollout_budget(cfg)
     bar = tqdm(total=budget, initial=min(budget, stats.env_steps), desc=f"rollouts[{k}]",
                disable=not cfg.progress, leave=False, unit="step")  # fmt: skip
     while stats.env_steps < budget:
-        ep = rollout_episode(trainer.env, policy, episode_seed(cfg.seed, k, stats.episodes),
-                             iteration=k, record_sim_state=cfg.collect.record_sim_state)  # fmt: skip
-        trainer.store.append(ep)
+        seed = episode_seed(cfg.seed, k, stats.episodes)
+        ep = record_episode(ctx.env, seed, policy=policy, iteration=k,
+                            record_sim_state=cfg.collect.record_sim_state).episode  # fmt: skip
+        ctx.store.append(ep)
         stats.add(ep)
         bar.update(len(ep))
     bar.close()
     return stats
 
 
-def ppo_update(trainer: Trainer, k: int, frames: dict[str, np.ndarray]) -> dict[str, float]:
+PPO_METRICS = {  # metrics.jsonl column -> the step metric it averages
+    "ppo_loss": "ppo/loss",
+    "ppo_clip_frac": "ppo/clip_frac",
+    "ppo_approx_kl": "ppo/approx_kl",
+    "ppo_value_loss": "ppo/value_loss",
+    "ppo_std": "ppo/std",
+}
+
+
+def update(ctx: UpdateContext) -> dict[str, float]:
     """PPO epochs over iteration k's decisions, each step with a BC batch from the buffer."""
-    cfg, learner = trainer.cfg, _ppo_learner(trainer)
-    learner.set_actor_lr(cfg.ppo.actor_lr)
+    cfg, learner, frames, k = ctx.cfg, ctx.learner_as(PpoSbcLearner), ctx.frames, ctx.iteration
+    learner.actor_opt.set_peak_lr(cfg.ppo.actor_lr)
     mine = (frames[D.SOURCE] == "policy") & (frames[D.POLICY_VERSION] == k - 1)
-    rollouts = {c: v[mine] for c, v in frames.items()}
-    rows = np.flatnonzero(rollouts["frame_index"] % cfg.exec_horizon == 0)
-    episode = rollouts[EPISODE][rows]
-    last = torch.as_tensor(np.r_[episode[1:] != episode[:-1], True], dtype=torch.float32)
+    rollouts = frames.select(mine)
+    rows = np.flatnonzero(rollouts[D.FRAME] % cfg.exec_horizon == 0)
+    last = torch.as_tensor(D.run_ends(rollouts[D.EPISODE][rows]), dtype=torch.float32)
     chunks = ChunkSampler(rollouts, horizon=cfg.exec_horizon, gamma=cfg.aloe.gamma,
                           device=learner.device).chunks_at(rows)  # fmt: skip
     decisions = learner.decisions(chunks, last, cfg.ppo.reward_scale)
 
-    ends = np.r_[rollouts[EPISODE][1:] != rollouts[EPISODE][:-1], True]
+    ends = rollouts.episode_ends()
     won = rollouts[D.SUCCESS][ends].astype(bool)
     learner.success_average = update_success_average(
         learner.success_average, float(won.mean()), cfg.ppo.sbc_success_rate
     )
     weight = sbc_weight(learner.success_average, cfg.ppo.sbc_weight_min, cfg.ppo.sbc_weight_max)
     buffer = self_demo_rows(frames, cfg.ppo.sbc_buffer_episodes)
-    demos = trainer._sampler({c: v[buffer] for c, v in frames.items()}, k)
+    demos = ctx.sampler(frames.select(buffer))
 
     steps = _ppo_epochs(learner, decisions, demos, weight)
-    mean = {key: float(np.mean([s[key] for s in steps])) if steps else math.nan
-            for key in ("ppo/loss", "ppo/clip_frac", "ppo/approx_kl", "ppo/value_loss",
-                        "ppo/std", "sbc/bc_loss")}  # fmt: skip
     lengths = np.diff(np.r_[0, np.flatnonzero(ends) + 1])
     return {
-        "ppo_loss": mean["ppo/loss"],
-        "ppo_clip_frac": mean["ppo/clip_frac"],
-        "ppo_approx_kl": mean["ppo/approx_kl"],
-        "ppo_value_loss": mean["ppo/value_loss"],
-        "ppo_std": mean["ppo/std"],
+        **step_means(steps, PPO_METRICS),
         "ppo_decisions": len(rows),
         "ppo_updates": len(steps),
         "rollout_success_rate": float(won.mean()),
         "rollout_steps_to_success": float(lengths[won].mean()) if won.any() else math.nan,
-        "sbc_bc_loss": mean["sbc/bc_loss"],
+        "sbc_bc_loss": mean_metric(steps, "sbc/bc_loss"),
         "sbc_weight": weight,
-        "sbc_buffer_episodes": len(np.unique(frames[EPISODE][buffer])),
+        "sbc_buffer_episodes": len(np.unique(frames[D.EPISODE][buffer])),
     }
 
 
@@ -491,10 +432,3 @@ def _ppo_epochs(learner: PpoSbcLearner, decisions: Decisions, demos: ChunkSample
             if cfg.target_kl is not None and steps[-1]["ppo/approx_kl"] > 1.5 * cfg.target_kl:
                 return steps
     return steps
-
-
-def _ppo_learner(trainer: Trainer) -> PpoSbcLearner:
-    learner = trainer._learner()
-    if not isinstance(learner, PpoSbcLearner):
-        raise TypeError(f"algo ppo-sbc needs a PpoSbcLearner, got {type(learner).__name__}")
-    return learner

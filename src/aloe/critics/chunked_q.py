@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aloe.errors import require
 from aloe.nn import (
     InstructionToken,
     Normalizer,
@@ -30,11 +31,10 @@ from aloe.nn import (
 class CriticConfig:
     """Architecture of the chunked critic (defaults sized for 2 CPU cores; paper's in notes).
 
-    Optimiser settings belong to the algorithm that trains it (`AloeConfig.critic_lr`).
+    Optimiser settings belong to the algorithm that trains it (`AloeConfig.critic_lr`);
+    the chunk length h is the run's (`TrainConfig.horizon`), given to `ChunkedQCritic`.
     """
 
-    horizon: int = 10
-    """h, actions per chunk; must equal the actor's (paper: 50)."""
     num_q: int = 4
     """K, ensemble members. Not given in the paper; 4 makes min_i Q (Eq. 9) a tighter
     lower bound than a pair, and costs only 2 more tokens and heads on a shared backbone."""
@@ -50,6 +50,20 @@ class CriticConfig:
     """Hidden width of each member's MLP head (paper: unspecified)."""
     dropout: float = 0.0
     """Dropout in the transformer and the state encoder."""
+
+    def validate(self, prefix: str = "") -> None:
+        """Raise UsageError naming the first field out of range, `critic.num_q (0): must be
+        >= 1`; `prefix` leads the name ("config field " for a run's config)."""
+        checks = [(name, getattr(self, name) >= 1, "must be >= 1") for name in
+                  ("num_q", "hidden_dim", "num_layers", "num_heads", "mlp_ratio",
+                   "head_hidden_dim")]  # fmt: skip
+        checks += [
+            ("hidden_dim", self.hidden_dim % self.num_heads == 0,
+             f"must be a multiple of critic.num_heads ({self.num_heads})"),
+            ("dropout", 0 <= self.dropout < 1, "must be in [0, 1)"),
+        ]  # fmt: skip
+        for name, ok, allowed in checks:
+            require(ok, f"{prefix}critic.{name}", getattr(self, name), allowed)
 
 
 class EnsembleHead(nn.Module):
@@ -86,11 +100,17 @@ class ChunkedQCritic(nn.Module):
         head: nn.Module | None = None,
         obs_layout: tuple[int, ...] | None = None,
         instruction_features: Tensor | None = None,
+        *,
+        horizon: int = 0,
     ) -> None:
+        """`horizon` is h, the actions per chunk (the actor's; paper: 50); a state-only
+        critic (action_dim = 0) has none."""
         super().__init__()
         layout = obs_layout or (state_dim,)
         if sum(layout) != state_dim:
             raise ValueError(f"obs_layout {layout} does not add up to state_dim {state_dim}")
+        if action_dim and horizon < 1:
+            raise ValueError(f"a critic of action chunks needs horizon >= 1, got {horizon}")
         d = config.hidden_dim
         self.config = config
         self.num_q = config.num_q
@@ -100,9 +120,7 @@ class ChunkedQCritic(nn.Module):
         # Actions are in [-1, 1] already (env units), so they enter unnormalised.
         # action_dim = 0 builds the state-only variant (AWR's and PPO's V(s)): no action tokens.
         self.action_in = nn.Linear(action_dim, d) if action_dim else None
-        self.action_pos = (
-            nn.Parameter(0.02 * torch.randn(config.horizon, d)) if action_dim else None
-        )
+        self.action_pos = nn.Parameter(0.02 * torch.randn(horizon, d)) if action_dim else None
         self.instruction = InstructionToken(num_tasks, d, instruction_features)
         accept_legacy_keys(self)
         self.backbone = transformer(

@@ -1,19 +1,41 @@
-"""Read-only views of an episode store for a human: `info` and `check`; both return an exit code."""
+"""Read-only views of an episode store for a human: `info` and `check`; both return an exit code.
+
+Findings go to stdout, problems to stderr (one line each), and a damaged store exits 1; a
+path that holds no store is a UsageError (exit 2).
+"""
 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
+from aloe.datasets.layout import INFO_PATH
 from aloe.datasets.store import EpisodeStore, StoreError
+from aloe.errors import bad, require
 
 
 def _open(root: str | os.PathLike[str]) -> EpisodeStore | None:
-    """The store, or None after printing why it cannot be opened."""
+    """The store, or None after printing why it is damaged.
+
+    A path that holds no store at all is the user's mistake: a UsageError (exit 2)."""
+    _require_store(Path(root))
     try:
         return EpisodeStore.open(root)
     except StoreError as e:
-        print(f"error: {e}")
+        print(f"aloe dataset: error: {e}", file=sys.stderr)
         return None
+
+
+def _require_store(root: Path) -> None:
+    hint = "give a store written by `aloe collect` (or a run's dataset/)"
+    require(root.exists(), "PATH", root, f"does not exist; {hint}")
+    require(root.is_dir(), "PATH", root, f"is a file; {hint}")
+    if not (root / INFO_PATH).is_file():
+        inner = root / "dataset"
+        if (inner / INFO_PATH).is_file():
+            hint = f"did you mean {inner}?"
+        raise bad("PATH", root, f"is not an aloe store (no {INFO_PATH}); {hint}")
 
 
 def info(root: str | os.PathLike[str]) -> int:
@@ -46,13 +68,13 @@ def info(root: str | os.PathLike[str]) -> int:
 
 
 def check(root: str | os.PathLike[str]) -> int:
-    """Validate every file of the store; print each problem, or one `ok` line."""
+    """Validate every file of the store; print each problem (stderr), or one `ok` line."""
     store = _open(root)
     if store is None:
         return 1
     problems = store.check()
     for problem in problems:
-        print(problem)
+        print(f"aloe dataset: error: {problem}", file=sys.stderr)
     if problems:
         return 1
     print(f"ok: {store.num_episodes} episodes, {store.num_frames} frames")

@@ -39,20 +39,22 @@ import torch
 from aloe.data import (
     ACTION,
     DONE,
+    EPISODE,
     FRAGMENT,
+    FRAME,
+    INDEX,
     NEXT_STATE,
     REWARD,
     SOURCE,
     SOURCES,
     STATE,
+    TASK,
     TRUNCATED,
     ChunkBatch,
+    run_bounds,
+    run_starts,
 )
 
-EPISODE = "episode_index"
-FRAME = "frame_index"
-INDEX = "index"
-TASK = "task_index"
 REQUIRED_COLUMNS = (
     STATE,
     NEXT_STATE,
@@ -256,14 +258,12 @@ def _fragment_ends(frames: Mapping[str, np.ndarray]) -> np.ndarray:
     episode = np.asarray(frames[EPISODE], dtype=np.int64)
     fragment = np.asarray(frames[FRAGMENT], dtype=np.int64)
     num = episode.size
-    cut = (episode[1:] != episode[:-1]) | (fragment[1:] != fragment[:-1])
-    starts = np.concatenate([[0], np.flatnonzero(cut) + 1])
-    ends = np.append(starts[1:], num)
+    starts, ends = run_bounds(episode, fragment)
     keys = np.unique(np.stack([episode[starts], fragment[starts]], 1), axis=0)
     if len(keys) != len(starts):
         raise ValueError("frames must keep each (episode_index, fragment_index) contiguous")
     frame = np.asarray(frames[FRAME], dtype=np.int64)
-    gap = np.flatnonzero(~cut & (np.diff(frame) != 1))
+    gap = np.flatnonzero(~run_starts(episode, fragment)[1:] & (np.diff(frame) != 1))
     if gap.size:
         raise ValueError(f"frame_index jumps inside a fragment after row {gap[0]}")
     not_last = np.ones(num, dtype=bool)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import ctypes.util
 import functools
+import math
 import os
 import sys
 import warnings
@@ -34,12 +35,16 @@ import numpy as np  # noqa: E402
 
 from aloe.envs.failures import FailureConfig, FailureDetector  # noqa: E402
 from aloe.envs.tasks import DEFAULT_TASK, INSTRUCTIONS, task_list  # noqa: E402
+from aloe.errors import require  # noqa: E402
 
 CONTROL_HZ = 80.0  # MetaWorld: frame_skip 5 × 2.5 ms
 _MJ_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
 # Env attributes that are plain data (restored on `restore`); MuJoCo handles are not.
 _SKIP_ATTRS = {"model", "data", "mujoco_renderer", "np_random", "_np_random"}
 MAX_CAMERAS = 3  # the paper's policy sees up to three views
+# The cameras of every MetaWorld v3 task's model (all 50 share them; `_Cameras` checks the
+# model itself), so that a config is checked before any environment is built.
+CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
 # The corner cameras are defined with their image "up" pointing at the floor (xyaxes with
 # y·z < 0), so their raw frames show the table upside down; turning them by 180° (as LeRobot's
 # MetaWorld env does for corner2) gives an upright, unmirrored picture.
@@ -73,6 +78,38 @@ class EnvConfig:
     fast_render: bool = True
     """Render without shadows, reflections and the skybox: 3.7× cheaper on CPU (18 against
     66 ms per 64 px frame, measured on a loaded 2-core machine); False = MetaWorld's look."""
+
+    def validate(self, prefix: str = "") -> None:
+        """Raise UsageError naming the first field out of range, `env.max_steps (0): must be
+        >= 1`; `prefix` leads the name ("config field " for a run's config). The task is
+        checked by `aloe.envs.tasks.task_list`."""
+        f = self.failures
+        checks: list[tuple[str, Any, bool, str]] = [
+            ("max_steps", self.max_steps, self.max_steps >= 1, "must be >= 1"),
+            ("c_fail", self.c_fail, self.c_fail is None or 0 < self.c_fail < math.inf,
+             "must be None (the expert's mean episode length) or a finite number > 0"),
+            ("cameras", self.cameras, all(c in CAMERAS for c in self.cameras),
+             f"must name MetaWorld cameras: {', '.join(CAMERAS)}"),
+            ("cameras", self.cameras,
+             len(set(self.cameras)) == len(self.cameras) <= MAX_CAMERAS,
+             f"must name at most {MAX_CAMERAS} distinct cameras"),
+            ("image_size", self.image_size, self.image_size >= 1, "must be >= 1"),
+            ("failures.table_z", f.table_z, math.isfinite(f.table_z), "must be a finite number"),
+            ("failures.workspace_x", f.workspace_x, f.workspace_x[0] < f.workspace_x[1],
+             "must be (low, high) with low < high"),
+            ("failures.workspace_y", f.workspace_y, f.workspace_y[0] < f.workspace_y[1],
+             "must be (low, high) with low < high"),
+            ("failures.lift_height", f.lift_height, 0 < f.lift_height < math.inf,
+             "must be a finite number > 0"),
+            ("failures.drop_goal_distance", f.drop_goal_distance,
+             0 <= f.drop_goal_distance < math.inf, "must be a finite number >= 0"),
+            ("failures.stall_steps", f.stall_steps, f.stall_steps >= 0,
+             "must be >= 0 (0 disables the stall detector)"),
+            ("failures.stall_min_gain", f.stall_min_gain, 0 <= f.stall_min_gain < math.inf,
+             "must be a finite number >= 0"),
+        ]  # fmt: skip
+        for name, value, ok, allowed in checks:
+            require(ok, f"{prefix}env.{name}", value, allowed)
 
 
 @functools.cache
@@ -111,7 +148,10 @@ def _make_raw(task: str) -> Any:
 
 
 class TaskEnv(gym.Env):
-    """One MetaWorld task with Eq. 14 rewards, failure detection and exact save/restore."""
+    """One MetaWorld task with Eq. 14 rewards, failure detection and exact save/restore.
+
+    Implements `aloe.envs.base.EpisodeEnv`, the rollout engine's side of a task.
+    """
 
     metadata = {"render_modes": []}
     STATE_DIM = 39  # hand xyz, gripper, two objects' xyz+quat, the previous frame, goal xyz
@@ -154,6 +194,10 @@ class TaskEnv(gym.Env):
         self.c_fail = (
             self.cfg.c_fail if self.cfg.c_fail is not None else expert_episode_length(task)
         )
+
+    @property
+    def max_steps(self) -> int:
+        return self.cfg.max_steps
 
     @property
     def state_dim(self) -> int:
@@ -203,6 +247,10 @@ class TaskEnv(gym.Env):
         reward = self.reward(success=success, failed=bool(reason))
         info = {"success": success, "failure_reason": reason, "progress": float(progress)}
         return self._obs(state), reward, terminated, truncated, info
+
+    def reset_progress(self) -> None:
+        """A new actor takes over: the stall detector judges progress from here."""
+        self.detector.reset_progress()
 
     def reward(self, *, success: bool, failed: bool) -> float:
         """Eq. 14: 0 at a successful end, −C_fail at a failed end, −1 otherwise."""

@@ -37,7 +37,8 @@ from aloe import data as D
 from aloe.envs.metaworld import TaskEnv
 from aloe.evaluation.qtrace import QFn
 from aloe.evaluation.restore import COLUMNS, EpisodeRestorer
-from aloe.evaluation.rollout import BatchPolicy, Watcher, play
+from aloe.evaluation.rollout import BatchPolicy, play
+from aloe.rollout import Watcher
 
 ValueFn = Callable[[np.ndarray], np.ndarray]  # states (B, S) -> values (B,)
 
@@ -250,11 +251,10 @@ def run_ope(
     from aloe.datasets.store import EpisodeStore
     from aloe.evaluation.rollout import ActorBatchPolicy
     from aloe.operators.scripted import ScriptedOperator
-    from aloe.train import FRAME_COLUMNS
 
     rc = run.config
     store = EpisodeStore.open(run.root / "dataset")
-    frames = store.load_frames(list(dict.fromkeys([*FRAME_COLUMNS, *COLUMNS])))
+    frames = store.load_frames(list(dict.fromkeys([*D.FRAME_COLUMNS, *COLUMNS])))
     meta = store.episodes()
     seeds = dict(zip(meta["episode_index"].to_pylist(), meta["seed"].to_pylist(), strict=True))
     restorer = EpisodeRestorer(frames, seeds, rc.env.max_steps)

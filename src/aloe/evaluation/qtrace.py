@@ -138,8 +138,7 @@ def plot_q_trace(trace: EpisodeTrace, q: np.ndarray, path: Path, control_hz: flo
 
 def _runs(source: np.ndarray, fragment: np.ndarray) -> list[tuple[int, int, str]]:
     """(start, end, source) of each fragment, in order."""
-    cut = np.flatnonzero((fragment[1:] != fragment[:-1]) | (source[1:] != source[:-1])) + 1
-    starts, ends = np.r_[0, cut], np.r_[cut, len(source)]
+    starts, ends = D.run_bounds(fragment, source)
     return [(int(a), int(b), str(source[a])) for a, b in zip(starts, ends, strict=True)]
 
 
@@ -218,11 +217,8 @@ class PlotQArgs:
 def cmd_plot_q(args: PlotQArgs) -> int:
     from aloe.run import load_run
 
-    if args.rollout and args.episode is not None:
-        raise ValueError("give --episode or --rollout, not both")
-    if not (args.run / "config.json").is_file():
-        raise ValueError(f"--run {args.run}: not a run directory (no config.json)")
-    run = load_run(args.run)
+    _check_plot_args(args)
+    run = load_run(args.run, what="--run")
     if args.rollout:
         out = args.out or args.run / "eval" / f"qtrace-rollout-{args.seed}.png"
         path = plot_run_rollout(run, args.seed, out)
@@ -232,3 +228,35 @@ def cmd_plot_q(args: PlotQArgs) -> int:
         path = plot_run_episode(run, episode, out)
     print(path)
     return 0
+
+
+def _check_plot_args(args: PlotQArgs) -> None:
+    """Every argument, the run and its dataset episode: a UsageError before any loading."""
+    from aloe.algos.table import ALGORITHMS
+    from aloe.errors import require
+    from aloe.run import read_run_config, require_run_dir
+
+    require(not (args.rollout and args.episode is not None), "--episode", args.episode,
+            "give --episode or --rollout, not both")  # fmt: skip
+    require(args.seed >= 0, "--seed", args.seed, "must be >= 0")
+    require(args.out is None or not args.out.is_dir(), "--out", args.out,
+            "is a directory; give a .png file")  # fmt: skip
+    require_run_dir(args.run, "--run")
+    algo = read_run_config(args.run).algo
+    require(ALGORITHMS[algo].value != "state", "--run", args.run,
+            f"algo {algo!r} learns a state value V(s), not the chunked Q that plot-q plots")  # fmt: skip
+    if not args.rollout:
+        n = _num_episodes(args.run / "dataset")
+        require(n > 0, "--run", args.run, "its dataset has no episodes; use --rollout")
+        require(args.episode is None or 0 <= args.episode < n, "--episode", args.episode,
+                f"the run's dataset has episodes 0..{n - 1}")  # fmt: skip
+
+
+def _num_episodes(root: Path) -> int:
+    from aloe.datasets.store import EpisodeStore, StoreError
+    from aloe.errors import bad
+
+    try:
+        return EpisodeStore.open(root).num_episodes
+    except StoreError as e:
+        raise bad("--run", root.parent, f"its dataset is unreadable ({e})") from None

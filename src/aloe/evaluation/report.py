@@ -26,9 +26,14 @@ SKIP_METRICS = {"iteration", "wall_s"}
 
 
 def build_run_report(run_dir: Path) -> Path:
-    """Write `run_dir/report.html` and return its path."""
+    """Write `run_dir/report.html` and return its path (a UsageError if it is not a run)."""
+    from aloe.errors import bad
+
     run_dir = Path(run_dir)
-    config = _read_json(run_dir / "config.json") or {}
+    config = _read_json(run_dir / "config.json")
+    if not isinstance(config, dict):
+        raise bad("run", run_dir, "no readable config.json; give a directory written by "
+                  "`aloe train`")  # fmt: skip
     title = f"aloe run {run_dir.name}: {config.get('task', '?')}, {config.get('algo', '?')}"
     sections = [("Configuration", _config_html(config))]
     sections.append(("Training metrics per iteration", _metrics_html(run_dir / "metrics.jsonl")))

@@ -32,12 +32,12 @@ import numpy as np
 from aloe import data as D
 from aloe.envs.failures import OBJ
 from aloe.envs.metaworld import TaskEnv
-from aloe.evaluation.rollout import Watcher
+from aloe.rollout import Watcher
 
 MJ_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
 PREV = slice(18, 36)  # the previous frame in MetaWorld's frame-stacked observation
 COLUMNS = [D.STATE, D.NEXT_STATE, D.ACTION, D.SOURCE, D.FRAGMENT, D.SIM_STATE,
-           "episode_index", "frame_index"]  # fmt: skip
+           D.EPISODE, D.FRAME]  # fmt: skip
 
 
 def restore_step(
@@ -76,18 +76,18 @@ class EpisodeRestorer:
         if D.SIM_STATE not in frames:
             raise ValueError("the store has no sim.state column (record_sim_state was off)")
         self.f, self.seeds, self.max_steps = frames, seeds, max_steps
-        ep = np.asarray(frames["episode_index"])
-        starts = np.flatnonzero(np.r_[True, ep[1:] != ep[:-1]])
+        ep = np.asarray(frames[D.EPISODE])
+        starts = np.flatnonzero(D.run_starts(ep))
         self.first = dict(zip(ep[starts].tolist(), starts.tolist(), strict=True))
         self.source = np.asarray(frames[D.SOURCE]).astype(str)
 
     def restorable(self, row: int) -> bool:
-        return self.seeds.get(int(self.f["episode_index"][row])) is not None
+        return self.seeds.get(int(self.f[D.EPISODE][row])) is not None
 
     def restore(self, env: TaskEnv, row: int, watcher: Watcher | None = None) -> Restored:
         """Put env (and the watcher's counters) where `row` began."""
         f, src = self.f, self.source
-        episode = int(f["episode_index"][row])
+        episode = int(f[D.EPISODE][row])
         first = self.first[episode]
         counters = self._counter_start(first, row)
         watch_from = self._fragment_start(row) if src[row] == "policy" else row
@@ -97,7 +97,7 @@ class EpisodeRestorer:
         env.detector.reset(f[D.STATE][first])
         lift = env.detector.start_z + env.detector.cfg.lift_height
         env.detector.lifted = bool((f[D.NEXT_STATE][first:counters, OBJ][:, 2] > lift).any())
-        env.steps, env.limit = int(f["frame_index"][counters]), 10**9
+        env.steps, env.limit = int(f[D.FRAME][counters]), 10**9
         for k in range(counters, row):
             if watcher is not None and k == watch_from:
                 watcher.start_watching()
@@ -115,7 +115,7 @@ class EpisodeRestorer:
         """Restore `row` into another env without replaying: the state directly, the
         detector's counters copied from `src` (restored by `restore`)."""
         f = self.f
-        episode = int(f["episode_index"][row])
+        episode = int(f[D.EPISODE][row])
         first = self.first[episode]
         obs = restore_step(dst, self.seeds[episode], f[D.ACTION][first], f[D.SIM_STATE][row],
                            f[D.STATE][row])  # fmt: skip
@@ -128,12 +128,12 @@ class EpisodeRestorer:
         the episode's first row or the first row of a human or demo fragment."""
         fragment = np.asarray(self.f[D.FRAGMENT][first : row + 1])
         src = self.source[first : row + 1]
-        starts = np.r_[True, fragment[1:] != fragment[:-1]] & (src != "policy")
+        starts = D.run_starts(fragment) & (src != "policy")
         starts[0] = True
         return first + int(np.flatnonzero(starts)[-1])
 
     def _fragment_start(self, row: int) -> int:
-        ep, fr = self.f["episode_index"], self.f[D.FRAGMENT]
+        ep, fr = self.f[D.EPISODE], self.f[D.FRAGMENT]
         k = row
         while k > 0 and ep[k - 1] == ep[row] and fr[k - 1] == fr[row]:
             k -= 1

@@ -1,10 +1,12 @@
-"""Operator-free rollouts with per-step hooks, for one env or a batch of envs in lockstep.
+"""Operator-free rollouts for evaluation, of one env or a batch of envs in lockstep.
 
-`rollout` runs a `ChunkPolicy` from a seeded reset exactly as `collect.evaluate` does (same
-seeds, same outcomes), so the suite's nominal numbers are `aloe eval`'s. `play` continues a
-batch of envs from wherever their simulators stand (restored states, for ground-truth
-returns): each env first executes its `prefix` (the chunk under evaluation), then the
-policy's chunks; chunks for all envs that need one are sampled in one batch.
+Both run `aloe.rollout`'s policy fragment with its rules (hooks around each step, the
+watcher's alarm labelled a failure), recording a light `Trajectory` instead of the store's
+columns. `rollout` runs a `ChunkPolicy` from a seeded reset exactly as `collect.evaluate`
+does (same seeds, same outcomes), so the suite's nominal numbers are `aloe eval`'s. `play`
+continues a batch of envs from wherever their simulators stand (restored states, for
+ground-truth returns): each env first executes its `prefix` (the chunk under evaluation),
+then the policy's chunks; chunks for all envs that need one are sampled in one batch.
 """
 
 from __future__ import annotations
@@ -16,8 +18,17 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from aloe.collect import ChunkPolicy
-from aloe.envs.metaworld import TaskEnv
+from aloe.envs.base import EpisodeEnv
+from aloe.policies.base import ChunkPolicy
+from aloe.rollout import (
+    PolicyFragment,
+    Step,
+    StepHook,
+    Stepper,
+    Watcher,
+    lockstep,
+    play_episode,
+)
 
 
 class BatchPolicy(Protocol):
@@ -25,24 +36,6 @@ class BatchPolicy(Protocol):
 
     def act_chunks(self, states: np.ndarray) -> np.ndarray:
         """Action chunks (B, h, A) in [-1, 1] for states (B, S)."""
-
-
-class StepHook(Protocol):
-    """Something done to the world around each step (a perturbation)."""
-
-    def before_step(self, env: TaskEnv, t: int, action: np.ndarray) -> np.ndarray:
-        """Called before step t of the rollout; returns the action to execute."""
-
-    def after_step(self, env: TaskEnv, t: int) -> None:
-        """Called after step t."""
-
-
-class Watcher(Protocol):
-    """The operator's failure judgement without its hands (`Operator.watch`)."""
-
-    def start_watching(self) -> None: ...
-
-    def watch(self, obs: dict[str, Any], info: dict[str, Any]) -> str | None: ...
 
 
 class SerialPolicy:
@@ -74,22 +67,35 @@ class ActorBatchPolicy:
 
 @dataclass
 class Trajectory:
-    """One rollout: T steps from s_0, with Eq. 14 rewards and how it ended."""
+    """One rollout: T steps from s_0, with Eq. 14 rewards and how it ended (a `Recorder`)."""
 
-    states: list[np.ndarray]  # s_0 .. s_T, (S,) each
+    states: list[np.ndarray]  # s_0 .. s_T, (S,) each; [] = s_0 comes with the first step
     actions: list[np.ndarray] = field(default_factory=list)  # executed (after any hook)
     rewards: list[float] = field(default_factory=list)
     chunk_starts: list[int] = field(default_factory=list)  # steps where a chunk began
     success: bool = False
     failure_reason: str = ""  # "" on success or truncation
     truncated: bool = False
+    record_sim_state: bool = False
 
     def __len__(self) -> int:
         return len(self.actions)
 
-    @property
-    def ended(self) -> bool:
-        return self.success or bool(self.failure_reason) or self.truncated
+    def add(self, step: Step) -> None:
+        if not self.states:
+            self.states.append(step.obs["state"])
+        if step.chunk_start:
+            self.chunk_starts.append(len(self))
+        self.states.append(step.next_obs["state"])
+        self.actions.append(np.clip(np.asarray(step.action, dtype=np.float32), -1.0, 1.0))
+        self.rewards.append(float(step.reward))
+
+    def relabel_end(self, *, reward: float, done: bool, truncated: bool, reason: str) -> None:
+        self.rewards[-1] = float(reward)
+
+    def finish(self, success: bool, failure_reason: str, truncated: bool) -> Trajectory:
+        self.success, self.failure_reason, self.truncated = success, failure_reason, truncated
+        return self
 
     def discounted_return(self, gamma: float) -> float:
         """Σ_k γ^k r_k over the rollout (no bootstrap: rollouts run to their end)."""
@@ -98,7 +104,7 @@ class Trajectory:
 
 
 def play(
-    envs: Sequence[TaskEnv],
+    envs: Sequence[EpisodeEnv],
     states: Sequence[np.ndarray],
     policy: BatchPolicy,
     *,
@@ -112,54 +118,24 @@ def play(
     a takeover: a failure labelled `takeover: ...` with reward −C_fail (Section IV-A).
     Watchers are used as given: the caller starts them (or restores their counters).
     """
-    n = len(envs)
     trajs = [Trajectory(states=[np.asarray(s, dtype=np.float32)]) for s in states]
-    queues = [list(p) for p in prefixes] if prefixes is not None else [[] for _ in range(n)]
-    for i, traj in enumerate(trajs):
-        if queues[i]:
-            traj.chunk_starts.append(0)
-    alive = list(range(n))
-    while alive:
-        need = [i for i in alive if not queues[i]]
-        if need:
-            chunks = policy.act_chunks(np.stack([trajs[i].states[-1] for i in need]))
-            for i, chunk in zip(need, chunks, strict=True):
-                queues[i] = list(chunk[: policy.exec_horizon])
-                trajs[i].chunk_starts.append(len(trajs[i]))
-        for i in alive:
-            hook = hooks[i] if hooks else None
-            watcher = watchers[i] if watchers else None
-            _advance(envs[i], trajs[i], queues[i].pop(0), hook, watcher)
-        alive = [i for i in alive if not trajs[i].ended]
-    return trajs
-
-
-def _advance(
-    env: TaskEnv, traj: Trajectory, action: np.ndarray, hook: StepHook | None,
-    watcher: Watcher | None,
-) -> None:  # fmt: skip
-    t = len(traj)
-    if hook is not None:
-        action = hook.before_step(env, t, action)
-    obs, reward, term, trunc, info = env.step(action)
-    if hook is not None:
-        hook.after_step(env, t)
-    reason = info["failure_reason"]
-    if watcher is not None and not (term or trunc):
-        alarm = watcher.watch(obs, info)
-        if alarm:
-            reason, reward = f"takeover: {alarm}", env.reward(success=False, failed=True)
-    traj.states.append(obs["state"])
-    traj.actions.append(np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0))
-    traj.rewards.append(float(reward))
-    traj.success, traj.failure_reason = bool(info["success"]), reason
-    traj.truncated = bool(trunc) and not reason
+    parts = []
+    for i, (env, traj) in enumerate(zip(envs, trajs, strict=True)):
+        step = Stepper(env, traj, hooks[i] if hooks else None)
+        watcher = watchers[i] if watchers else None
+        part = PolicyFragment(step, {"state": traj.states[0]}, version=0, watcher=watcher)
+        if prefixes is not None and len(prefixes[i]):
+            part.give(list(prefixes[i]))
+        parts.append(part)
+    lockstep(parts, lambda need: policy.act_chunks(np.stack([p.obs["state"] for p in need])),
+             policy.exec_horizon)  # fmt: skip
+    return [t.finish(p.success, p.reason, p.truncated) for t, p in zip(trajs, parts, strict=True)]
 
 
 def rollout(
-    env: TaskEnv, policy: ChunkPolicy, seed: int, *, hook: StepHook | None = None
+    env: EpisodeEnv, policy: ChunkPolicy, seed: int, *, hook: StepHook | None = None
 ) -> Trajectory:
     """One operator-free episode from the seeded reset (as `collect.evaluate` runs it)."""
-    obs, _ = env.reset(seed=seed)
-    policy.reset(seed)
-    return play([env], [obs["state"]], SerialPolicy(policy), hooks=[hook])[0]
+    traj = Trajectory(states=[])
+    counts = play_episode(env, seed, policy=policy, recorder=traj, hook=hook)
+    return traj.finish(counts.success, counts.failure_reason, counts.truncated)

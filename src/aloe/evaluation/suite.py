@@ -22,18 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aloe.collect import ChunkPolicy
+from aloe.algos.table import ALGORITHMS
 from aloe.envs.metaworld import TaskEnv
 from aloe.evaluation.metrics import speed_metrics
 from aloe.evaluation.ope import OpeConfig, ValueFn, aloe_value_fn, plot_ope, run_ope
 from aloe.evaluation.perturb import Perturbation, Perturber, default_perturbations
 from aloe.evaluation.qtrace import critic_q_fn, default_episode, plot_run_episode, plot_run_rollout
-from aloe.evaluation.rollout import StepHook, rollout
+from aloe.evaluation.rollout import rollout
 from aloe.evaluation.variants import applied, task_variants
-from aloe.evaluation.weights import WEIGHTED_ALGOS, weights_by_source
+from aloe.evaluation.weights import weights_by_source
+from aloe.policies.base import ChunkPolicy
+from aloe.rollout import StepHook
 
-CRITIC_ALGOS = ("aloe",)  # algorithms whose run carries a trained chunked Q critic
-STATE_VALUE_ALGOS = ("awr", "ppo-sbc")  # ... and those with a learned V(s) instead
 EVAL_DIR = "eval"  # the suite's figures, under the run directory
 
 
@@ -83,7 +83,7 @@ def run_suite(run_dir: Path, cfg: SuiteConfig) -> dict[str, Any]:
     from aloe.evaluation.report import build_run_report
     from aloe.run import load_run
 
-    run = load_run(run_dir)
+    run = load_run(run_dir, what="--run")
     env = TaskEnv(run.config.env)
     seeds = [cfg.seed + i for i in range(cfg.episodes)]
     # reseeded per episode from (cfg.seed, episode seed), exactly as in `aloe eval`
@@ -105,7 +105,7 @@ def run_suite(run_dir: Path, cfg: SuiteConfig) -> dict[str, Any]:
     figures = run_dir / EVAL_DIR
     out["q_traces"] = _q_traces(run, figures, cfg.seed)
     out["ope"] = _ope(run, cfg.ope, figures)
-    if run.config.algo in WEIGHTED_ALGOS:
+    if ALGORITHMS[run.config.algo].weighted:
         out["weights_by_source"] = weights_by_source(run)
     text = json.dumps(_json_safe(out), indent=1)
     (run_dir / "eval.json").write_text(text)
@@ -118,7 +118,7 @@ def _perturber(env: TaskEnv, p: Perturbation) -> Callable[[int], StepHook | None
 
 
 def _q_traces(run: Any, figures: Path, seed: int) -> list[str]:
-    if run.config.algo not in CRITIC_ALGOS:
+    if ALGORITHMS[run.config.algo].value != "q":  # a trained chunked Q
         return []
     episode = default_episode(run.root / "dataset")
     paths = [
@@ -131,7 +131,7 @@ def _q_traces(run: Any, figures: Path, seed: int) -> list[str]:
 def _ope(run: Any, cfg: OpeConfig, figures: Path) -> dict[str, Any] | None:
     if cfg.pairs <= 0:
         return None
-    has_critic = run.config.algo in CRITIC_ALGOS
+    has_critic = ALGORITHMS[run.config.algo].value == "q"
     result = run_ope(
         run, cfg,
         q_fn=critic_q_fn(run.critic, run.device) if has_critic else None,
@@ -154,7 +154,7 @@ def state_value_fns(run: Any) -> dict[str, ValueFn]:
     if callable(fn):
         return {f"{algo} V(s)": fn}
     learner = getattr(run, "learner", None)
-    if algo in STATE_VALUE_ALGOS and callable(getattr(learner, "value", None)):
+    if ALGORITHMS[algo].value == "state" and callable(getattr(learner, "value", None)):
         return {f"{algo} V(s)": learner_value_fn(learner)}
     return {}
 
@@ -200,21 +200,19 @@ def _json_safe(obj: Any) -> Any:
 
 def _check_state_run(run_dir: Path) -> None:
     """The suite replays states (restores, variants, OPE): single-task state runs only."""
-    from aloe.config import TrainConfig
     from aloe.envs.tasks import task_list
+    from aloe.errors import require
+    from aloe.run import read_run_config
 
-    cfg = TrainConfig.from_json((run_dir / "config.json").read_text())
-    if cfg.obs != "state" or len(task_list(cfg.task)) > 1:
-        raise ValueError(f"--run {run_dir}: --suite full evaluates single-task state runs; this "
-                         f"one has obs={cfg.obs!r}, task={cfg.task!r}: use --suite basic")  # fmt: skip
+    cfg = read_run_config(run_dir)
+    require(cfg.obs == "state" and len(task_list(cfg.task)) == 1, "--run", run_dir,
+            f"--suite full evaluates single-task state runs; this one has obs={cfg.obs!r}, "
+            f"task={cfg.task!r}: use --suite basic")  # fmt: skip
 
 
 def cmd_eval_full(args: Any) -> int:
     """`aloe eval --suite full` (args: `aloe.train.EvalArgs`)."""
-    if args.ope_pairs < 0 or args.ope_rollouts < 1:
-        raise ValueError("--ope-pairs must be >= 0 and --ope-rollouts >= 1")
-    if not (Path(args.run) / "config.json").is_file():
-        raise ValueError(f"--run {args.run}: not a run directory (no config.json)")
+    args.validate()
     _check_state_run(Path(args.run))
     ope = OpeConfig(pairs=args.ope_pairs, rollouts=args.ope_rollouts)
     out = run_suite(Path(args.run), SuiteConfig(episodes=args.episodes, seed=args.seed, ope=ope))

@@ -16,11 +16,12 @@ import numpy as np
 import torch
 
 from aloe import data as D
+from aloe.algos.table import ALGORITHMS
 from aloe.data import ChunkBatch
 from aloe.datasets.sampler import ChunkSampler
 from aloe.datasets.store import EpisodeStore
 
-WEIGHTED_ALGOS = ("aloe", "awr")  # algorithms whose actor update is advantage-weighted
+WEIGHTED_ALGOS = tuple(a for a, row in ALGORITHMS.items() if row.weighted)  # aloe, awr
 
 
 def weights_by_source(run: Any, rows: int = 4000, seed: int = 0) -> dict[str, dict[str, float]]:
@@ -28,9 +29,7 @@ def weights_by_source(run: Any, rows: int = 4000, seed: int = 0) -> dict[str, di
     if run.config.algo not in WEIGHTED_ALGOS:
         raise ValueError(f"algo {run.config.algo!r} does not weight its data; "
                          f"only {WEIGHTED_ALGOS} do")  # fmt: skip
-    from aloe.train import FRAME_COLUMNS
-
-    frames = run.obs.frames(EpisodeStore.open(run.root / "dataset"), FRAME_COLUMNS)
+    frames = run.obs.frames(EpisodeStore.open(run.root / "dataset"), D.FRAME_COLUMNS)
     sampler = ChunkSampler(frames, horizon=run.config.horizon, gamma=run.config.aloe.gamma,
                            seed=seed, device=run.device)  # fmt: skip
     picked = np.random.default_rng(seed).choice(len(sampler), min(rows, len(sampler)), False)
@@ -40,7 +39,7 @@ def weights_by_source(run: Any, rows: int = 4000, seed: int = 0) -> dict[str, di
     for part in range(0, len(picked), 512):  # the learner's weights, batch by batch
         b = ChunkBatch(*(t[part : part + 512] for t in batch))
         weights, _ = run.learner.actor_weights(b)
-        a = torch.log(weights) * _beta(run)  # A/β inside the clip: recover A where unclipped
+        a = torch.log(weights) * run.learner.beta  # A/β inside the clip: A where unclipped
         w.append(weights.cpu())
         adv.append(a.cpu())
     weights, advantage = torch.cat(w), torch.cat(adv)
@@ -57,8 +56,3 @@ def weights_by_source(run: Any, rows: int = 4000, seed: int = 0) -> dict[str, di
                 "clipped_advantage_std": float(advantage[m].std(correction=0)),
             }
     return out
-
-
-def _beta(run: Any) -> float:
-    cfg = run.config.awr if run.config.algo == "awr" else run.config.aloe
-    return float(cfg.beta)

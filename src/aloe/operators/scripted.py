@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from aloe.errors import require
 
 IRRECOVERABLE = ("object fell off the table", "object left the workspace", "object dropped")
 
@@ -31,6 +34,22 @@ class OperatorConfig:
     rewind_steps: int = 20
     """After an irrecoverable failure, restart this many steps before it (the last safe
     state); other failures restart from the failure state itself."""
+
+    def validate(self, prefix: str = "") -> None:
+        """Raise UsageError naming the first field out of range, `operator.patience (-5):
+        must be >= 0`; `prefix` leads the name ("config field " for a run's config)."""
+        checks: list[tuple[str, bool, str]] = [
+            ("noise_std", math.isfinite(self.noise_std) and self.noise_std >= 0,
+             "must be a finite number >= 0"),
+            ("delay_steps", self.delay_steps >= 0, "must be >= 0"),
+            ("patience", self.patience >= 0, "must be >= 0 (0 = only on failure)"),
+            ("min_gain", math.isfinite(self.min_gain) and self.min_gain >= 0,
+             "must be a finite number >= 0"),
+            ("retreat_steps", self.retreat_steps >= 0, "must be >= 0"),
+            ("rewind_steps", self.rewind_steps >= 0, "must be >= 0"),
+        ]  # fmt: skip
+        for name, ok, allowed in checks:
+            require(ok, f"{prefix}operator.{name}", getattr(self, name), allowed)
 
 
 def expert_policy(task: str) -> Any:

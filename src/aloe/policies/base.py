@@ -1,4 +1,5 @@
-"""The actor protocol: what an algorithm needs from a flow-matching policy.
+"""The policy protocols: what an algorithm needs from a flow-matching actor (`Actor`) and
+what a rollout needs from anything that acts in chunks (`ChunkPolicy`).
 
 The compact `FlowPolicy` implements it now; a large VLA (π0.5-style) implements the same
 methods later, and every algorithm (ALOE, AWR, BC, DAgger) talks to the actor only
@@ -8,9 +9,36 @@ checkpoints can be written with safetensors.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 from torch import Generator, Tensor, nn
+
+
+class ChunkPolicy(Protocol):
+    """Acts in chunks on one observation at a time (what `aloe.rollout` runs)."""
+
+    version: int  # the iteration that produced the policy; stored with its fragments
+    exec_horizon: int  # actions executed from each sampled chunk before replanning
+
+    def reset(self, seed: int) -> None:
+        """A new episode: reseed sampling, so each episode depends on its seed alone."""
+
+    def act_chunk(self, obs: dict[str, Any]) -> np.ndarray:
+        """An action chunk (h, A) in [-1, 1] for one observation."""
+
+
+class BatchChunkPolicy(ChunkPolicy, Protocol):
+    """A `ChunkPolicy` that also acts for several episodes in one call (`aloe.rollout.play_batch`),
+    each episode sampling from its own state, so that a batch plays as one episode at a time."""
+
+    def episode_rng(self, seed: int) -> Any:
+        """A fresh sampling state for the episode of `seed`, as `reset(seed)` sets the policy's."""
+
+    def act_chunks(self, obs: Sequence[dict[str, Any]], rngs: Sequence[Any]) -> np.ndarray:
+        """Chunks (B, h, A), row i for obs[i] drawn from rngs[i] (advanced) exactly as
+        `act_chunk` draws from the episode's state after `reset`."""
 
 
 @runtime_checkable
@@ -41,12 +69,14 @@ class Actor(Protocol):
         state: Tensor,
         task_index: Tensor,
         num_samples: int = 1,
-        generator: Generator | None = None,
+        generator: Generator | Sequence[Generator] | None = None,
     ) -> Tensor:
         """Sample chunks a ~ π(·|s, ℓ) without gradient, in eval mode: (B, num_samples, h, A).
 
         The sample axis is always present (also for num_samples == 1) so callers never
         branch on shape; actions are in the environment's units, clipped to [-1, 1].
+        `generator` may be one per row: row i's noise then comes from generator i, as in a
+        call for row i alone (a batch of episodes samples as each episode would).
         """
         ...
 

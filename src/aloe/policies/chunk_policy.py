@@ -1,7 +1,8 @@
-"""A trained actor as the `ChunkPolicy` that collection and evaluation run."""
+"""`ChunkPolicy`s that collection and evaluation run: a trained actor, uniform noise."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -11,10 +12,12 @@ from aloe.observation import Observations
 
 
 class FlowChunkPolicy:
-    """The actor as a `ChunkPolicy` for collection and evaluation (one observation at a time).
+    """The actor as a `ChunkPolicy` for collection and evaluation (one observation at a time),
+    and a `BatchChunkPolicy` for batched evaluation (`act_chunks`).
 
     Sampling noise comes from a generator reseeded per episode from (run seed, episode seed),
-    so every episode depends on its seed alone: collection resumes mid-iteration exactly.
+    so every episode depends on its seed alone: collection resumes mid-iteration exactly, and
+    a batch of episodes, each with a generator of its own, draws the same noise.
     `obs` turns an observation into the actor's input (image features, the instruction's
     row); without it the input is the state and the only task.
     """
@@ -27,7 +30,16 @@ class FlowChunkPolicy:
         self.reset(0)
 
     def reset(self, seed: int) -> None:
-        self.generator.manual_seed(hash((self.seed, seed)) % 2**63)
+        self.generator.manual_seed(self._episode_seed(seed))
+
+    def _episode_seed(self, seed: int) -> int:
+        return hash((self.seed, seed)) % 2**63
+
+    def episode_rng(self, seed: int) -> torch.Generator:
+        """A generator of its own for the episode of `seed`, seeded as `reset(seed)` does."""
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(self._episode_seed(seed))
+        return generator
 
     def inputs(self, obs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """(observation vector (1, S), task row (1,)) of one environment observation."""
@@ -40,3 +52,34 @@ class FlowChunkPolicy:
     def act_chunk(self, obs: dict[str, Any]) -> np.ndarray:
         chunk = self.actor.sample(*self.inputs(obs), 1, self.generator)
         return chunk[0, 0].cpu().numpy()
+
+    def act_chunks(self, obs: Sequence[dict[str, Any]], rngs: Sequence[torch.Generator]
+                   ) -> np.ndarray:  # fmt: skip
+        """Chunks (B, h, A) in one actor call: each row's noise from its episode's generator
+        (`episode_rng`), the flow integrated on the stacked batch."""
+        states, rows = zip(*(self.inputs(o) for o in obs), strict=True)
+        chunks = self.actor.sample(torch.cat(states), torch.cat(rows), 1, list(rngs))
+        return chunks[:, 0].cpu().numpy()
+
+
+class RandomPolicy:
+    """Uniform random actions: a policy that always needs the operator."""
+
+    def __init__(self, action_dim: int = 4, horizon: int = 10, seed: int = 0) -> None:
+        self.version, self.exec_horizon = 0, horizon
+        self.shape = (horizon, action_dim)
+        self.seed = seed
+        self.reset(0)
+
+    def reset(self, seed: int) -> None:
+        self.rng = self.episode_rng(seed)
+
+    def episode_rng(self, seed: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, seed])
+
+    def act_chunk(self, obs: dict[str, Any]) -> np.ndarray:
+        return self.rng.uniform(-1.0, 1.0, self.shape).astype(np.float32)
+
+    def act_chunks(self, obs: Sequence[dict[str, Any]], rngs: Sequence[np.random.Generator]
+                   ) -> np.ndarray:  # fmt: skip
+        return np.stack([r.uniform(-1.0, 1.0, self.shape).astype(np.float32) for r in rngs])

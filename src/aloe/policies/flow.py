@@ -7,12 +7,13 @@ One time convention, the paper's Eq. 15, written once below (`interpolate`):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Generator, Tensor, nn
 
+from aloe.errors import require
 from aloe.nn import (
     InstructionToken,
     Normalizer,
@@ -31,11 +32,10 @@ VelocityFn = Callable[[Tensor, Tensor], Tensor]  # (ã (B, h, A), η (B,)) -> f 
 class ActorConfig:
     """Architecture of the compact actor (defaults: state-based MetaWorld on 2 CPU cores).
 
-    Optimiser settings belong to the algorithm that trains it (e.g. `AloeConfig.actor_lr`).
+    Optimiser settings belong to the algorithm that trains it (e.g. `AloeConfig.actor_lr`);
+    the chunk length h is the run's (`TrainConfig.horizon`), given to `FlowPolicy`.
     """
 
-    horizon: int = 10
-    """h, actions per predicted chunk (paper: 50 at 30 Hz; MetaWorld needs fewer)."""
     num_flow_steps: int = 10
     """Euler steps from noise (η = 0) to action (η = 1) when sampling (paper: 10)."""
     hidden_dim: int = 128
@@ -49,6 +49,20 @@ class ActorConfig:
     """Feed-forward width as a multiple of hidden_dim."""
     dropout: float = 0.0
     """Dropout in the transformer and the state encoder."""
+
+    def validate(self, prefix: str = "") -> None:
+        """Raise UsageError naming the first field out of range, `actor.num_heads (0): must be
+        >= 1`; `prefix` leads the name ("config field " for a run's config)."""
+        checks = [(name, getattr(self, name) >= 1, "must be >= 1") for name in
+                  ("num_flow_steps", "hidden_dim", "num_layers", "num_heads",
+                   "mlp_ratio")]  # fmt: skip
+        checks += [
+            ("hidden_dim", self.hidden_dim % self.num_heads == 0,
+             f"must be a multiple of actor.num_heads ({self.num_heads})"),
+            ("dropout", 0 <= self.dropout < 1, "must be in [0, 1)"),
+        ]  # fmt: skip
+        for name, ok, allowed in checks:
+            require(ok, f"{prefix}actor.{name}", getattr(self, name), allowed)
 
 
 def interpolate(actions: Tensor, noise: Tensor, eta: Tensor) -> tuple[Tensor, Tensor]:
@@ -101,14 +115,19 @@ class FlowPolicy(nn.Module):
         action_normalizer: Normalizer | None = None,
         obs_layout: tuple[int, ...] | None = None,
         instruction_features: Tensor | None = None,
+        *,
+        horizon: int,
     ) -> None:
+        """`horizon` is h, the actions per predicted chunk (paper: 50 at 30 Hz)."""
         super().__init__()
         layout = obs_layout or (state_dim,)
         if sum(layout) != state_dim:
             raise ValueError(f"obs_layout {layout} does not add up to state_dim {state_dim}")
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
         d = config.hidden_dim
         self.config = config
-        self.horizon = config.horizon
+        self.horizon = horizon
         self.action_dim = action_dim
         self.state_norm = state_normalizer or Normalizer(state_dim)
         # MetaWorld actions are already in [-1, 1]: the identity is the natural default.
@@ -118,7 +137,7 @@ class FlowPolicy(nn.Module):
         accept_legacy_keys(self)
         self.action_in = nn.Linear(action_dim, d)
         self.action_time = mlp(2 * d, d, d, num_hidden=1)
-        self.action_pos = nn.Parameter(0.02 * torch.randn(config.horizon, d))
+        self.action_pos = nn.Parameter(0.02 * torch.randn(horizon, d))
         self.backbone = transformer(
             d, config.num_layers, config.num_heads, config.mlp_ratio, config.dropout
         )
@@ -160,15 +179,24 @@ class FlowPolicy(nn.Module):
         state: Tensor,
         task_index: Tensor,
         num_samples: int = 1,
-        generator: Generator | None = None,
+        generator: Generator | Sequence[Generator] | None = None,
     ) -> Tensor:
-        """Chunks a ~ π(·|s, ℓ): (B, num_samples, h, A), clipped to [-1, 1], in eval mode."""
+        """Chunks a ~ π(·|s, ℓ): (B, num_samples, h, A), clipped to [-1, 1], in eval mode.
+
+        With one generator per row, row i's noise ε (num_samples, h, A) is drawn from
+        generator i, as a call for row i alone would draw it.
+        """
         b, h, a_dim = state.shape[0], self.horizon, self.action_dim
         with evaluating(self):
             cond = self.condition(state, task_index).repeat_interleave(num_samples, dim=0)
-            noise = torch.randn(
-                (b * num_samples, h, a_dim), generator=generator, device=cond.device
-            ).to(cond.dtype)
+            if isinstance(generator, Sequence):
+                rows = [torch.randn((num_samples, h, a_dim), generator=g, device=cond.device)
+                        for g in generator]  # fmt: skip
+                noise = torch.cat(rows).to(cond.dtype)
+            else:
+                noise = torch.randn(
+                    (b * num_samples, h, a_dim), generator=generator, device=cond.device
+                ).to(cond.dtype)
             a = euler_integrate(
                 lambda x, t: self.velocity(x, t, cond), noise, self.config.num_flow_steps
             )

@@ -1,0 +1,129 @@
+"""What an algorithm is handed by the trainer: narrow contexts, never the trainer itself.
+
+    LearnerParts    what every learner is built from (the actor, sizes, a state normaliser)
+    UpdateContext   one iteration's update: config, the buffer's frames, the learner, a
+                    sampler factory and `steps`, the loop of update steps
+    CollectContext  an algorithm's own collection (PPO+SBC's rollouts): where episodes go
+
+The trainer (aloe.train) builds them; the algorithms (aloe.algos.*) read them. Nothing
+here imports either.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import numpy as np
+import torch
+from tqdm.auto import trange
+
+from aloe.data import ChunkBatch, Frames
+from aloe.datasets.sampler import ChunkSampler
+
+if TYPE_CHECKING:
+    from aloe.config import TrainConfig
+    from aloe.critics.chunked_q import ChunkedQCritic
+    from aloe.datasets.store import EpisodeStore
+    from aloe.envs.base import EpisodeEnv
+    from aloe.nn import Normalizer
+    from aloe.observation import Observations
+    from aloe.policies.flow import FlowPolicy
+
+StepFn = Callable[[ChunkBatch], dict[str, float]]  # one update on one batch -> its metrics
+
+
+class Learner(Protocol):
+    """What the trainer, `aloe.load_run` and evaluation need of any algorithm's learner."""
+
+    actor: Any  # the `Actor` that is evaluated and checkpointed
+    critic: ChunkedQCritic  # its value network: a chunked Q ensemble, or a V(s) (K = 1)
+    device: torch.device
+    generator: torch.Generator  # all of an update's randomness; reseeded per iteration
+
+    def bc_step(self, batch: ChunkBatch) -> dict[str, float]:
+        """One behaviour-cloning update of the actor (the warm start, Eq. 16)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+L = TypeVar("L")
+
+
+@dataclass(frozen=True)
+class LearnerParts:
+    """What every learner is built from (`aloe.run.build_learner` assembles it)."""
+
+    cfg: TrainConfig
+    actor: FlowPolicy
+    state_dim: int
+    action_dim: int
+    num_tasks: int
+    normalizer: Callable[[], Normalizer]
+    """A fresh state normaliser from the data's statistics (one per network)."""
+    tokens: dict[str, Any]
+    """The observation layout and instruction features every network takes."""
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class UpdateContext:
+    """One iteration's update, after collection and before evaluation."""
+
+    cfg: TrainConfig
+    iteration: int
+    frames: Frames
+    """The whole buffer D_k (every episode so far), as `Trainer.frames` reads it."""
+    learner: Learner
+    sampler: Callable[[Frames], ChunkSampler]
+    """A chunk sampler over (a selection of) the frames, seeded for this iteration."""
+
+    def steps(
+        self, n: int, step: StepFn, sampler: ChunkSampler, desc: str
+    ) -> list[dict[str, float]]:
+        """n update steps, each on a fresh batch of aloe.batch_size chunks; a progress bar."""
+        bar = trange(n, desc=desc, disable=not self.cfg.progress, leave=False)
+        return [step(sampler.sample(self.cfg.aloe.batch_size)) for _ in bar]
+
+    def learner_as(self, kind: type[L]) -> L:
+        """The learner, checked to be the algorithm's own kind."""
+        return _checked(self.learner, kind, self.cfg.algo)
+
+
+@dataclass(frozen=True)
+class CollectContext:
+    """An algorithm's own collection for one iteration (instead of the operator loop)."""
+
+    cfg: TrainConfig
+    iteration: int
+    learner: Learner
+    env: EpisodeEnv
+    store: EpisodeStore
+    """Where the episodes go (an interrupted iteration's episodes are already there)."""
+    obs: Observations
+    """What the policy sees of an environment observation."""
+
+    def learner_as(self, kind: type[L]) -> L:
+        """The learner, checked to be the algorithm's own kind."""
+        return _checked(self.learner, kind, self.cfg.algo)
+
+
+def _checked(learner: Learner, kind: type[L], algo: str) -> L:
+    if not isinstance(learner, kind):
+        raise TypeError(f"algo {algo} needs a {kind.__name__}, got {type(learner).__name__}")
+    return learner
+
+
+def mean_metric(steps: list[dict[str, float]], key: str) -> float:
+    """The mean of one metric over an iteration's steps (NaN when there were none)."""
+    return float(np.mean([s[key] for s in steps])) if steps else math.nan
+
+
+def step_means(steps: list[dict[str, float]], columns: Mapping[str, str]) -> dict[str, float]:
+    """metrics.jsonl column -> the mean of the learner metric it names, over the steps."""
+    return {column: mean_metric(steps, key) for column, key in columns.items()}

@@ -1,0 +1,134 @@
+"""The page of `aloe compare`: report.html from summary.json, the paper's figures and a table.
+
+Every figure is embedded as PNG (aloe.report), so the page is one self-contained file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aloe.algos.table import ALGORITHMS
+
+
+def _label(algo: str) -> str:
+    return ALGORITHMS[algo].label if algo in ALGORITHMS else algo
+
+
+def _color(algo: str) -> Any:
+    import matplotlib.pyplot as plt
+
+    return plt.get_cmap("tab10")(list(ALGORITHMS).index(algo) if algo in ALGORITHMS else 9)
+
+
+def _band(ax: Any, algo: str, x: list[Any], mean: list[Any], std: list[Any]) -> None:
+    keep = [i for i, m in enumerate(mean) if m is not None and x[i] is not None]
+    xs = np.array([x[i] for i in keep], dtype=float)
+    m = np.array([mean[i] for i in keep], dtype=float)
+    sd = np.array([std[i] or 0.0 for i in keep], dtype=float)
+    ax.plot(xs, m, "o-", color=_color(algo), label=_label(algo))
+    ax.fill_between(xs, m - sd, m + sd, color=_color(algo), alpha=0.15)
+
+
+def _success_per_iteration(algos: dict[str, Any]) -> Any:
+    """The paper's Fig. 6: success rate after each iteration, mean ± std over seeds."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    last = max((len(a["iterations"]) for a in algos.values()), default=1) - 1
+    for algo, a in algos.items():
+        if len(a["iterations"]) == 1 and a["success_mean_per_iteration"][0] is not None:
+            y = a["success_mean_per_iteration"][0]  # BC: the warm start, drawn across
+            ax.hlines(y, 0, max(last, 1), colors=[_color(algo)], linestyles="--",
+                      label=_label(algo))  # fmt: skip
+        else:
+            _band(ax, algo, a["iterations"], a["success_mean_per_iteration"],
+                  a["success_std_per_iteration"])  # fmt: skip
+    ax.set(xlabel="iteration (0 = BC warm start)", ylabel="success rate", ylim=(-0.02, 1.02))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _final_bars(algos: dict[str, Any]) -> Any:
+    """The paper's Fig. 4: final success rate per algorithm, mean ± std over seeds."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    names = list(algos)
+    means = [algos[a]["final_success"] or 0.0 for a in names]
+    stds = [algos[a]["final_success_std"] or 0.0 for a in names]
+    ax.bar([_label(a) for a in names], means, yerr=stds, capsize=4,
+           color=[_color(a) for a in names])  # fmt: skip
+    ax.set(ylabel="final success rate", ylim=(0, 1.05))
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def _success_versus(algos: dict[str, Any], key: str, xlabel: str) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for algo, a in algos.items():
+        _band(ax, algo, a[key], a["success_mean_per_iteration"], a["success_std_per_iteration"])
+    ax.set(xlabel=xlabel, ylabel="success rate", ylim=(-0.02, 1.02))
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    return "–" if mean is None else f"{mean:.2f} ± {std or 0.0:.2f}"
+
+
+def _int(x: float | None) -> int | None:
+    return None if x is None else round(x)
+
+
+def _table_rows(algos: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "algorithm": _label(algo),
+            "seeds (finished)": f"{len(a['finished_seeds'])}/{len(a['seeds'])}",
+            "final success": _pm(a["final_success"], a["final_success_std"]),
+            "operator steps": _int(a["operator_steps"]),
+            "env steps": _int(a["env_steps"]),
+            "steps to success": a["mean_steps_to_success"],
+            "wall time (min)": None if a["wall_s"] is None else a["wall_s"] / 60,
+        }
+        for algo, a in algos.items()
+    ]
+
+
+def build_page(summary: dict[str, Any], path: Path) -> Path:
+    """report.html from a summary: the four figures and the table, nothing external."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from aloe.report import figure_html, table_html, write_page
+
+    algos = summary["algos"]
+    note = (
+        '<p class="note">Mean ± std over seeds. Operator steps: demonstration and correction '
+        "steps; env steps: all collection steps (evaluation excluded). PPO+SBC runs without "
+        "the operator after the warm start. Wall time counts training and evaluation of a run "
+        "while other runs shared the machine.</p>"
+    )
+    sections = [
+        ("Success per iteration (Fig. 6)",
+         figure_html(_success_per_iteration(algos), "success per iteration")),
+        ("Final success (Fig. 4)", figure_html(_final_bars(algos), "final success")),
+        ("Success per operator step",
+         figure_html(_success_versus(algos, "operator_steps_per_iteration",
+                                     "operator steps (cumulative)"), "success per operator step")),
+        ("Success per environment step",
+         figure_html(_success_versus(algos, "env_steps_per_iteration",
+                                     "environment steps (cumulative)"), "success per env step")),
+        ("Summary", table_html(_table_rows(algos)) + note),
+    ]  # fmt: skip
+    title = f"aloe compare: {summary.get('task')} ({summary.get('preset')} preset)"
+    return write_page(path, title, sections)

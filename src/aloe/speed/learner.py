@@ -1,0 +1,227 @@
+"""Critic and actor steps at a preset's sizes, the actor step's parts, and chunk inference.
+
+The learner is built as a run builds it (`aloe.run.build_learner` on the preset's config)
+and fed a synthetic batch of random states of the task's dimension: what a step costs does
+not depend on the values, so no environment or dataset is needed. The actor step's parts
+are timed with the functions the learner calls (Alg. 1 lines 11–14), on one batch:
+
+    value_sampling   V^π(s): M chunks sampled from π_θ, Q_pess of each (Eq. 10)
+    q_data           Q_pess of the data chunks (Eq. 9)
+    flow_forward     the weighted flow-matching loss (Eq. 15)
+    flow_backward    its gradients
+    optimiser        gradient clipping, AdamW, the schedule
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from aloe.algos.aloe import (
+    AloeLearner,
+    advantage_weights,
+    estimate_value,
+    q_pess,
+    weighted_flow_loss,
+)
+from aloe.config import TrainConfig, preset
+from aloe.data import ChunkBatch
+from aloe.envs.metaworld import TaskEnv
+from aloe.nn import evaluating
+from aloe.observation import Observations
+from aloe.policies.chunk_policy import FlowChunkPolicy
+from aloe.run import build_learner
+from aloe.speed.measure import Timing, count_flops, say, synchronize, time_calls, work_figures
+
+REPEATS = {"smoke": 3, "default": 5, "paper": 2}  # timed steps; a paper step is ~3 s on 2 cores
+LATENCY_CALLS = 50  # chunk inferences timed for p50 and p99
+
+
+@dataclass
+class Sized:
+    """One preset's learner, ready to step."""
+
+    name: str
+    cfg: TrainConfig
+    obs: Observations
+    learner: AloeLearner
+
+    @property
+    def device(self) -> torch.device:
+        return self.learner.device
+
+    def describe(self) -> str:
+        c, a, q = self.cfg, self.cfg.actor, self.cfg.critic
+        return (f"h={c.horizon} B={c.aloe.batch_size} M={c.aloe.num_value_samples} "
+                f"flow_steps={a.num_flow_steps} actor {a.hidden_dim}x{a.num_layers} "
+                f"critic {q.hidden_dim}x{q.num_layers} K={q.num_q}")  # fmt: skip
+
+
+def build(name: str, task: str, device: str) -> Sized:
+    """The preset's learner as `aloe train --preset NAME` builds it (seeded, untrained)."""
+    cfg = preset(name, task)
+    cfg.device = device
+    cfg = cfg.resolved()
+    obs = Observations(cfg, device)
+    torch.manual_seed(cfg.seed)
+    return Sized(name, cfg, obs, aloe_learner(cfg, obs))
+
+
+def aloe_learner(cfg: TrainConfig, obs: Observations | None = None) -> AloeLearner:
+    """`build_learner(cfg)`, which for ALOE's config is an `AloeLearner`."""
+    learner = build_learner(cfg, obs=obs)
+    if not isinstance(learner, AloeLearner):
+        raise TypeError(f"algo {cfg.algo!r} builds a {type(learner).__name__}, not ALOE's learner")
+    return learner
+
+
+def synthetic_batch(batch: int, state_dim: int, horizon: int, action_dim: int = TaskEnv.ACTION_DIM,
+                    gamma: float = 0.99, seed: int = 0) -> ChunkBatch:  # fmt: skip
+    """Random states and chunks, every step valid and bootstrapped, one task."""
+    gen = torch.Generator().manual_seed(seed)
+    zeros = torch.zeros(batch, dtype=torch.long)
+    return ChunkBatch(
+        state=torch.randn(batch, state_dim, generator=gen),
+        actions=torch.rand(batch, horizon, action_dim, generator=gen) * 2 - 1,
+        valid=torch.ones(batch, horizon),
+        reward=torch.full((batch,), -float(horizon)),
+        next_state=torch.randn(batch, state_dim, generator=gen),
+        discount=torch.full((batch,), gamma**horizon),
+        bootstrap=torch.ones(batch),
+        mc_return=torch.full((batch,), -10.0 * horizon),
+        task_index=zeros,
+        source=zeros,
+        global_index=torch.arange(batch),
+    )
+
+
+def batch_for(s: Sized) -> ChunkBatch:
+    return synthetic_batch(s.cfg.aloe.batch_size, s.obs.dim, s.cfg.horizon, gamma=s.cfg.aloe.gamma)
+
+
+def measure_size(s: Sized, peak_gflops: float, repeats: int = 0,
+                 latency_calls: int = LATENCY_CALLS) -> dict[str, Any]:  # fmt: skip
+    """Critic step, actor step and its parts, and chunk inference of one preset's learner."""
+    n = repeats or REPEATS.get(s.name, 3)
+    batch = batch_for(s)
+    say(f"{s.name}: critic step ({n} timed, {s.describe()})")
+    critic = _step(lambda: s.learner.critic_step(batch), n, s.device, peak_gflops)
+    say(f"{s.name}: actor step ({n} timed)")
+    actor = _step(lambda: s.learner.actor_step(batch), n, s.device, peak_gflops)
+    say(f"{s.name}: actor step parts ({n} timed)")
+    parts = actor_parts(s.learner, batch, n, peak_gflops)
+    summed = sum(p["ms"] for p in parts.values())
+    for part in parts.values():
+        part["share_of_step"] = part["ms"] / actor["ms"]
+    say(f"{s.name}: chunk inference ({latency_calls} calls)")
+    return {
+        "sizes": s.describe(),
+        "critic_step": critic,
+        "actor_step": actor,
+        "actor_parts": {**parts, "sum_ms": summed, "other_ms": actor["ms"] - summed},
+        "inference": inference_latency(s, latency_calls),
+    }
+
+
+def _step(fn: Callable[[], Any], repeats: int, device: torch.device,
+          peak_gflops: float) -> dict[str, float]:  # fmt: skip
+    timing = time_calls(fn, repeats, warmup=1, device=device)
+    return work_figures(timing.median, count_flops(fn), peak_gflops)
+
+
+def actor_parts(learner: AloeLearner, batch: ChunkBatch, repeats: int,
+                peak_gflops: float) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Each part of `AloeLearner.actor_step` timed alone (see the module docstring)."""
+    cfg, device, actor, critic = learner.config, learner.device, learner.actor, learner.critic
+    b = ChunkBatch._make(t.to(device) for t in batch)
+    opt = learner.actor_opt  # what `OptimisedModule.step` does, split in two below
+
+    def value() -> Tensor:
+        with evaluating(critic):  # Eq. 10
+            m = cfg.num_value_samples
+            return estimate_value(critic, actor, b.state, b.task_index, m, learner.generator)
+
+    @torch.no_grad()
+    def q_data() -> Tensor:
+        with evaluating(critic):
+            return q_pess(critic(b.state, b.task_index, b.actions, b.valid))  # Eq. 9
+
+    w, _ = advantage_weights(q_data(), value(), cfg.beta, cfg.eps_clip, cfg.normalize_advantage)
+
+    def forward() -> Tensor:
+        opt.module.train()
+        per_sample = actor.flow_loss_per_sample(b.state, b.task_index, b.actions, b.valid,
+                                                learner.generator)  # fmt: skip
+        return weighted_flow_loss(per_sample, w)[0]  # Eq. 15
+
+    def backward(loss: Tensor) -> None:
+        opt.optim.zero_grad(set_to_none=True)
+        loss.backward()
+
+    def step() -> None:
+        nn.utils.clip_grad_norm_(opt.module.parameters(), opt.grad_clip)
+        opt.optim.step()
+        opt.sched.step()
+
+    timings = {
+        "value_sampling": time_calls(value, repeats, device=device),
+        "q_data": time_calls(q_data, repeats, device=device),
+        **_update_timings(forward, backward, step, repeats, device),
+    }
+    flops = {"value_sampling": count_flops(value), "q_data": count_flops(q_data),
+             **_update_flops(forward, backward, step)}  # fmt: skip
+    return {k: work_figures(t.median, flops[k], peak_gflops) for k, t in timings.items()}
+
+
+def _update_timings(forward: Callable[[], Tensor], backward: Callable[[Tensor], None],
+                    step: Callable[[], None], repeats: int,
+                    device: torch.device) -> dict[str, Timing]:  # fmt: skip
+    """Forward, backward and optimiser of the same updates, timed apart (one warm-up)."""
+    seconds: dict[str, list[float]] = {"flow_forward": [], "flow_backward": [], "optimiser": []}
+    for i in range(repeats + 1):
+        loss = _timed(seconds["flow_forward"], i > 0, device, forward)
+        _timed(seconds["flow_backward"], i > 0, device, backward, loss)
+        _timed(seconds["optimiser"], i > 0, device, step)
+    return {k: Timing(v) for k, v in seconds.items()}
+
+
+def _timed(into: list[float], keep: bool, device: torch.device, fn: Callable[..., Any],
+           *args: Any) -> Any:  # fmt: skip
+    """fn(*args), its wall time appended to `into` if `keep`."""
+    start = time.perf_counter()
+    out = fn(*args)
+    synchronize(device)
+    if keep:
+        into.append(time.perf_counter() - start)
+    return out
+
+
+def _update_flops(forward: Callable[[], Tensor], backward: Callable[[Tensor], None],
+                  step: Callable[[], None]) -> dict[str, int]:  # fmt: skip
+    box: list[Tensor] = []
+    return {
+        "flow_forward": count_flops(lambda: box.append(forward())),
+        "flow_backward": count_flops(lambda: backward(box.pop())),
+        "optimiser": count_flops(step),
+    }
+
+
+def inference_latency(s: Sized, calls: int) -> dict[str, float]:
+    """One observation -> one chunk through `FlowChunkPolicy`, as collection and evaluation
+    call it: p50 and p99 over `calls` calls, and its counted GFLOP."""
+    policy = FlowChunkPolicy(s.learner.actor, version=0, exec_horizon=s.cfg.exec_horizon,
+                             seed=0, device=s.device, obs=s.obs)  # fmt: skip
+    obs = {"state": np.random.default_rng(0).standard_normal(s.obs.dim).astype(np.float32)}
+    timing = time_calls(lambda: policy.act_chunk(obs), calls, warmup=3, device=s.device)
+    return {
+        "p50_ms": 1e3 * timing.percentile(50),
+        "p99_ms": 1e3 * timing.percentile(99),
+        "calls": calls,
+        "gflop": count_flops(lambda: policy.act_chunk(obs)) / 1e9,
+    }

@@ -1,0 +1,362 @@
+"""A run directory resumes wherever it now is, and every config (from flags or from a run's
+config.json) passes the same checks before anything is created, rewritten or recorded."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import pytest
+import torch
+
+from aloe import checkpoint, train
+from aloe.cli import main
+from aloe.collect import CollectConfig
+from aloe.config import MAY_BE_INFINITE, TrainConfig, preset
+from aloe.errors import UsageError
+from aloe.operators.scripted import OperatorConfig
+
+
+def _tiny(out: Path) -> TrainConfig:
+    """The smoke preset cut to a warm start and one iteration of a few steps each."""
+    cfg = preset("smoke", "reach-v3")
+    cfg.out, cfg.progress = out, False
+    cfg.iterations, cfg.num_demos, cfg.bc_steps, cfg.eval_episodes = 1, 1, 5, 1
+    cfg.exec_horizon = cfg.horizon
+    cfg.env.max_steps, cfg.env.c_fail = 40, 100.0  # c_fail given: no expert episodes to time
+    cfg.collect = CollectConfig(success_quota=1, max_episodes=1, operator_max_steps=100)
+    cfg.actor = dataclasses.replace(cfg.actor, num_flow_steps=2)
+    cfg.aloe = dataclasses.replace(cfg.aloe, critic_steps=3, actor_steps=2)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished two-checkpoint run, created with a relative --out."""
+    base = tmp_path_factory.mktemp("orig")
+    cwd = os.getcwd()
+    os.chdir(base)
+    try:
+        train.train(_tiny(Path("run")))
+    finally:
+        os.chdir(cwd)
+    return base / "run"
+
+
+def _metrics(run: Path) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "wall_s"} for row in rows]
+
+
+def _digest(root: Path) -> str:
+    """Every file's relative path and bytes: any change to the directory changes it."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f"{path.relative_to(root)}\0".encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def _interrupted_copy(run: Path, to: Path) -> Path:
+    """A copy of `run` as if killed before its last checkpoint (its episodes kept)."""
+    shutil.copytree(run, to)
+    last = checkpoint.latest(to / "checkpoints")
+    assert last is not None and last[0] == 1
+    shutil.rmtree(last[1])
+    return to
+
+
+def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """Run `aloe ARGV` in-process; it must refuse with one line on stderr and exit 2."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+# --- relocatable run directories ------------------------------------------------------------
+
+
+def test_config_json_does_not_name_the_run_location(run_dir: Path) -> None:
+    assert "out" not in json.loads((run_dir / "config.json").read_text())
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert str(run_dir).encode() not in path.read_bytes(), path
+
+
+def test_a_moved_run_resumes_in_place(run_dir: Path, tmp_path: Path, same_metrics,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    (tmp_path / "old").mkdir()
+    moved = _interrupted_copy(run_dir, tmp_path / "old" / "run")
+    moved = Path(shutil.move(moved, tmp_path / "new" / "run"))
+    # as an older version wrote it: a relative `out` that resolves to the old place here
+    cfg = json.loads((moved / "config.json").read_text())
+    (moved / "config.json").write_text(json.dumps({**cfg, "out": "run"}))
+    monkeypatch.chdir(tmp_path / "old")
+    assert main(["train", "--resume", str(moved), "--no-progress"]) == 0
+    assert not (tmp_path / "old" / "run").exists()
+    assert [k for k, _ in checkpoint.complete(moved / "checkpoints")] == [0, 1]
+    same_metrics(_metrics(moved), _metrics(run_dir))
+
+
+def test_a_copied_run_resumes_in_place_and_leaves_the_original_alone(
+    run_dir: Path, tmp_path: Path, same_metrics
+) -> None:
+    before = _digest(run_dir)
+    copy = _interrupted_copy(run_dir, tmp_path / "copy")
+    events = set((copy / "tb").iterdir())
+    history = train.train(TrainConfig(out=copy, progress=False), resume=True)
+    assert [row["iteration"] for row in history] == [0, 1]
+    assert _digest(run_dir) == before
+    assert set((copy / "tb").iterdir()) > events  # its TensorBoard events are the copy's
+    same_metrics(_metrics(copy), _metrics(run_dir))
+
+
+# --- config.json goes through the flags' checks ---------------------------------------------
+
+
+def _set(path: str, value: Any) -> Any:
+    def change(cfg: dict[str, Any]) -> str:
+        *parents, name = path.split(".")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        node[name] = value
+        return json.dumps(cfg, indent=1)
+
+    return change
+
+
+CORRUPTIONS = [
+    (_set("iterations", "abc"), "config field iterations ('abc'): must be an integer"),
+    (_set("iterations", True), "config field iterations (True): must be an integer"),
+    (
+        _set("algo", "foo"),
+        "config field algo ('foo'): must be one of aloe, awr, dagger, bc, ppo-sbc",
+    ),  # fmt: skip
+    (_set("horizon", -1), "config field horizon (-1): must be >= 1"),
+    (_set("aloe.beta", -5), "config field aloe.beta (-5.0): must be > 0"),
+    (_set("exec_horizon", 999), "config field exec_horizon (999): must be in 1..horizon (10)"),
+    (_set("aloe.beta", "inf"), "config field aloe.beta (inf): must be a finite number"),
+    (_set("seed", -1), "config field seed (-1): must be >= 0"),
+    (_set("progress", 1), "config field progress (1): must be true or false"),
+    (_set("collect.handback_steps", -1), "config field collect.handback_steps (-1): must be >= 0"),
+    (_set("operator.patience", -5), "config field operator.patience (-5): must be >= 0"),
+    (_set("aloe.bta", 1.0), "config field aloe.bta: unknown field (did you mean beta?)"),
+    (_set("actor.horizon", 5), "config field actor.horizon (5): must be 10"),
+    (_set("vision.cameras", "corner"), "config field vision.cameras ('corner'): must be a list"),
+    (lambda cfg: json.dumps(cfg, indent=1) + "\n}", "config.json: not valid JSON at line "),
+    (lambda cfg: "[]", "config.json: config ('list'): must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize("corrupt, message", CORRUPTIONS)
+def test_a_bad_config_json_is_refused_with_nothing_changed(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], corrupt: Any, message: str
+) -> None:
+    copy = _interrupted_copy(run_dir, tmp_path / "copy")
+    config = copy / "config.json"
+    config.write_text(corrupt(json.loads(config.read_text())))
+    before = _digest(copy)
+    err = _error(capsys, ["train", "--resume", str(copy)])
+    assert err.startswith(f"aloe train: error: {config}: ") and message in err, err
+    assert _digest(copy) == before
+    with pytest.raises(UsageError, match="config"):
+        TrainConfig.load(copy)  # `aloe eval` and `load_run` read it the same way
+
+
+def test_an_old_config_json_with_out_still_loads(run_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**cfg, "out": "/somewhere/else"}))
+    assert TrainConfig.load(copy).out == copy
+
+
+# --- non-finite values ----------------------------------------------------------------------
+
+
+def _float_fields(obj: Any, path: str = "") -> list[str]:
+    names = []
+    for name, hint in get_type_hints(type(obj)).items():
+        value = getattr(obj, name)
+        if dataclasses.is_dataclass(value):
+            names += _float_fields(value, f"{path}{name}.")
+        elif hint in (float, float | None):
+            names.append(f"{path}{name}")
+    return names
+
+
+def _with(cfg: TrainConfig, dotted: str, value: Any) -> TrainConfig:
+    cfg = copy.deepcopy(cfg)
+    *parents, name = dotted.split(".")
+    node: Any = cfg
+    for p in parents:
+        node = getattr(node, p)
+    setattr(node, name, value)
+    return cfg
+
+
+def test_every_float_field_refuses_inf_and_nan_unless_inf_means_something() -> None:
+    base = preset("smoke").resolved()
+    fields = _float_fields(base)
+    assert {"aloe.beta", "aloe.q_abs_max", "env.c_fail", "ppo.target_kl"} <= set(fields)
+    for name in fields:
+        for value in (math.inf, -math.inf, math.nan):
+            cfg = _with(base, name, value)
+            if name in MAY_BE_INFINITE and value == math.inf:
+                cfg.validate()
+                continue
+            with pytest.raises(UsageError, match=rf"^config field {name} \({value}\): must be"):
+                cfg.validate()
+
+
+def test_q_abs_max_inf_round_trips_through_config_json() -> None:
+    cfg = _with(preset("smoke").resolved(), "aloe.q_abs_max", math.inf)
+    text = cfg.to_json()
+    assert json.loads(text)["aloe"]["q_abs_max"] == "inf"  # JSON has no infinity
+    back = TrainConfig.from_json(text)
+    assert back.aloe.q_abs_max == math.inf and back.to_json() == text
+
+
+# --- flags: refused before anything is created ----------------------------------------------
+
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+
+BAD_FLAGS = [
+    pytest.param(["--device", "cuda"], "config field device ('cuda'): this torch", marks=NO_CUDA),
+    (["--device", "foo"], "config field device ('foo'): must be cpu, cuda, cuda:N, mps or auto"),
+    (["--seed", "-1"], "config field seed (-1): must be >= 0"),
+    (
+        ["--obs", "image", "--vision.cameras", "nope"],
+        "config field vision.cameras (('nope',)): must name MetaWorld cameras: corner,",
+    ),
+    (["--aloe.beta", "inf"], "config field aloe.beta (inf): must be a finite number"),
+    (["--aloe.q-abs-max", "nan"], "config field aloe.q_abs_max (nan): must be a number"),
+    (["--collect.handback-steps", "-1"], "config field collect.handback_steps (-1): must be >= 0"),
+    (["--operator.patience", "-5"], "config field operator.patience (-5): must be >= 0"),
+    (
+        ["--horizon", "100000", "--exec-horizon", "5"],
+        "config field aloe.batch_size and horizon (32, 100000): an update would need about",
+    ),
+    (["--aloe.batch-size", "100000000"], "config field aloe.batch_size and horizon (100000000,"),
+]
+
+
+@pytest.mark.parametrize("flags, message", BAD_FLAGS)
+def test_bad_flags_are_refused_before_anything_is_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    out = tmp_path / "run"
+    err = _error(capsys, ["train", "--preset", "smoke", "--out", str(out), *flags])
+    assert message in err, err
+    assert list(tmp_path.iterdir()) == []
+    train.prepare_run(_tiny(out), resume=False)  # the corrected run: no "directory exists"
+
+
+def test_an_unusable_out_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("mine")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    before = _digest(tmp_path)
+    for out, message in [
+        (tmp_path / "file", "is a file; give a new directory"),
+        (tmp_path / "file" / "run", f"cannot be created: {tmp_path / 'file'} is a file"),
+        (Path("/proc/aloe-run"), "is under /proc, a kernel file system"),
+        (tmp_path / "full", "exists and is not empty; give a new directory or an empty one"),
+    ]:
+        err = _error(capsys, ["train", "--out", str(out)])
+        assert f"--out ({out}): {message}" in err, err
+    assert _digest(tmp_path) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_an_unwritable_out_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        err = _error(capsys, ["train", "--out", str(locked / "run")])
+        assert f"cannot write in {locked}" in err
+    finally:
+        locked.chmod(0o755)
+
+
+# --- what --resume accepts ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flags", [["--aloe.beta", "3"], ["--iterations=4"], ["--preset", "smoke"],
+                                   ["--task", "reach-v3"], ["--out", "elsewhere"]])  # fmt: skip
+def test_resume_refuses_options_that_change_the_run(
+    run_dir: Path, capsys: pytest.CaptureFixture[str], flags: list[str]
+) -> None:
+    before = _digest(run_dir)
+    err = _error(capsys, ["train", "--resume", str(run_dir), "--no-progress", *flags])
+    flag = flags[0].split("=")[0]
+    assert err == (f"aloe train: error: --resume ({flag}): only --progress/--no-progress and "
+                   f"--device may be given with --resume; the run's config is "
+                   f"{run_dir / 'config.json'}")  # fmt: skip
+    assert _digest(run_dir) == before
+
+
+def test_resume_takes_device_and_progress(run_dir: Path, tmp_path: Path) -> None:
+    cfg = train.resumed_config(run_dir, device="auto", progress=True)
+    assert (cfg.device, cfg.progress, cfg.out) == ("auto", True, run_dir)
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    assert main(["train", "--resume", str(copy), "--device", "cpu", "--no-progress"]) == 0
+    assert json.loads((copy / "config.json").read_text()) == json.loads(
+        (run_dir / "config.json").read_text()
+    )
+
+
+@NO_CUDA
+def test_resume_on_a_missing_device_is_refused_with_nothing_changed(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _digest(run_dir)
+    err = _error(capsys, ["train", "--resume", str(run_dir), "--device", "cuda"])
+    assert "config field device ('cuda'): this torch" in err
+    assert _digest(run_dir) == before
+
+
+@pytest.mark.parametrize("where, message", [
+    ("nowhere", "does not exist; give a run directory written by `aloe train`"),
+    (".", "not a run directory (no config.json)"),
+])  # fmt: skip
+def test_resume_needs_a_run_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    where: str, message: str,
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    err = _error(capsys, ["train", "--resume", where])
+    assert f"--resume ({where}): {message}" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_help_mentions_resume(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--resume DIR" in capsys.readouterr().out
+
+
+# --- the sub-configs `aloe collect` validates too -------------------------------------------
+
+
+def test_collect_and_operator_configs_refuse_negative_counts() -> None:
+    with pytest.raises(UsageError, match=r"^operator.patience \(-5\): must be >= 0"):
+        OperatorConfig(patience=-5).validate()
+    with pytest.raises(UsageError, match=r"^collect.handback_steps \(-1\): must be >= 0"):
+        CollectConfig(handback_steps=-1).validate()
+    with pytest.raises(UsageError, match=r"^operator.noise_std \(inf\): must be a finite"):
+        OperatorConfig(noise_std=math.inf).validate()
+    OperatorConfig().validate()
+    CollectConfig().validate()
