@@ -22,6 +22,7 @@ class LineEnv:
         self.max_steps, self.x, self.steps, self.limit = max_steps, 0.0, 0, max_steps
         self.executed: list[float] = []
         self.progress_resets = 0
+        self.actors: list[str] = []
 
     def obs(self) -> dict:
         return {"state": np.array([self.x], dtype=np.float32), "instruction": self.instruction}
@@ -53,6 +54,9 @@ class LineEnv:
 
     def reset_progress(self) -> None:
         self.progress_resets += 1
+
+    def hand_to(self, actor: str) -> None:
+        self.actors.append(actor)
 
     def snapshot(self) -> dict:
         return {"x": self.x, "steps": self.steps}
@@ -113,6 +117,7 @@ def test_the_watchers_alarm_cuts_the_fragment_and_the_operator_completes():
     # five policy steps, then the operator from the snapshot two steps before the cut (x = 2)
     assert list(src) == ["policy"] * 5 + ["human"] * 8 and list(frag) == [0] * 5 + [1] * 8
     assert op.took == [("takeover: bored", 5)] and env.progress_resets == 1
+    assert env.actors == ["policy", "operator"]  # who acts, told to the env as control changes
     assert ep.steps[D.DONE][4] and ep.steps[D.REWARD][4] == -C_FAIL
     assert ep.steps[D.FAILURE_REASON][4] == "takeover: bored"
     assert ep.steps[D.INTERVENTION].tolist() == [False] * 5 + [True] * 8

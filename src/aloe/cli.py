@@ -86,10 +86,13 @@ class CollectArgs:
     holds already are skipped)."""
     max_steps: int = 300
     """Time limit of the policy's attempt (or of a demonstration)."""
+    profile: str = "oracle"
+    """Operator profile: oracle (the scripted expert with --noise and --delay) | human (a
+    simulated VR teleoperator, with `aloe train`'s operator.human defaults)."""
     noise: float = 0.1
-    """Operator action noise (std)."""
+    """Operator action noise (std; oracle profile)."""
     delay: int = 0
-    """Operator reaction delay in steps."""
+    """Operator reaction delay in steps (oracle profile)."""
     patience: int = 60
     """Operator takes over after this many steps without progress (0 = only on failure)."""
     handback_steps: int = 0
@@ -102,7 +105,8 @@ def cmd_collect(args: CollectArgs) -> int:
     from aloe.collect import CollectConfig, collect
     from aloe.envs.metaworld import EnvConfig, TaskEnv
     from aloe.envs.tasks import task_list
-    from aloe.operators.scripted import OperatorConfig, ScriptedOperator
+    from aloe.operators.profiles import make_operator
+    from aloe.operators.scripted import OperatorConfig
 
     try:
         one_task = len(task_list(args.task)) == 1  # sim.state's size differs between tasks
@@ -111,7 +115,8 @@ def cmd_collect(args: CollectArgs) -> int:
     require(args.episodes >= 1, "--episodes", args.episodes, "must be >= 1")
     require(0 <= args.seed < 2**31, "--seed", args.seed, "must be in 0..2**31-1")
     require(args.max_steps >= 1, "--max-steps", args.max_steps, "must be >= 1")
-    op_cfg = OperatorConfig(noise_std=args.noise, delay_steps=args.delay, patience=args.patience)
+    op_cfg = OperatorConfig(profile=args.profile, noise_std=args.noise, delay_steps=args.delay,
+                            patience=args.patience)  # fmt: skip
     cfg = CollectConfig(success_quota=args.episodes, max_episodes=args.episodes,
                         handback_steps=args.handback_steps, record_sim_state=one_task)  # fmt: skip
     _as_collect_flags(op_cfg.validate)
@@ -121,7 +126,7 @@ def cmd_collect(args: CollectArgs) -> int:
     env = TaskEnv(EnvConfig(task=args.task, max_steps=args.max_steps))
     store = _collect_store(args.out, env, one_task)
     seeds = _continue_seeds(store, args.seed, args.episodes)
-    operator = ScriptedOperator(args.task, op_cfg, seed=args.seed)
+    operator = make_operator(args.task, op_cfg, seed=args.seed)
     _, stats = collect(env, operator, cfg, policy=policy, seeds=iter(seeds), store=store,
                        progress=args.progress)  # fmt: skip
     print(json.dumps({"out": str(args.out), **vars(stats)}, indent=1))
@@ -130,6 +135,7 @@ def cmd_collect(args: CollectArgs) -> int:
 
 # The config fields `aloe collect`'s flags set, so a config check names the flag typed.
 _COLLECT_FLAGS = {
+    "operator.profile": "--profile",
     "operator.noise_std": "--noise",
     "operator.delay_steps": "--delay",
     "operator.patience": "--patience",
@@ -418,7 +424,38 @@ COMMANDS: dict[str, Command] = {
     "report": Command(
         "(re)build the HTML report of a comparison or of a run directory", ReportArgs, cmd_report
     ),
+    "serve": Command(
+        "serve a run's policy to robots (openpi protocol); record episodes",
+        lambda argv, prog: parse(_serve().ServeArgs, argv, prog),
+        lambda args: _serve().cmd_serve(args),
+    ),
+    "robot": Command(
+        "MetaWorld as a robot through `aloe serve`, the operator as teleop",
+        lambda argv, prog: parse(_robot().RobotArgs, argv, prog),
+        lambda args: _robot().cmd_robot(args),
+    ),
 }
+
+
+def _serve() -> Any:
+    """aloe.serve.cli, imported on use: the `serve` extra (websockets, msgpack) is optional."""
+    return _extra("aloe.serve.cli")
+
+
+def _robot() -> Any:
+    return _extra("aloe.robot.sim")
+
+
+def _extra(module: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name not in ("websockets", "msgpack"):
+            raise
+        raise UsageError(f"{module.split('.')[1]} needs the serve extra: "
+                         "pip install 'aloe[serve]' (websockets, msgpack)") from None  # fmt: skip
 
 
 def usage() -> str:

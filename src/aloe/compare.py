@@ -335,6 +335,12 @@ def _stats(values: list[float]) -> tuple[float | None, float | None]:
     return (float(np.mean(ok)), float(np.std(ok))) if ok else (None, None)
 
 
+def _per_1k(row: dict[str, Any]) -> float:
+    """Success bought per 1000 operator steps: what a person's time buys (NaN without any)."""
+    steps = row["total_human_steps"]
+    return 1000 * row["success_rate"] / steps if steps else math.nan
+
+
 def summarize_algo(runs: list[Path]) -> dict[str, Any]:
     """One algorithm's runs aggregated over seeds (iteration k over the runs that have it)."""
     metrics = {_seed_of(r): read_metrics(r) for r in runs}
@@ -363,6 +369,8 @@ def summarize_algo(runs: list[Path]) -> dict[str, Any]:
         "final_success": success,
         "final_success_std": success_std,
         "operator_steps": _stats([r["total_human_steps"] for r in final])[0],
+        "success_per_1k_operator_steps": _stats([_per_1k(r) for r in final])[0],
+        "final_eval_episodes": _stats([r.get("eval_episodes", math.nan) for r in final])[0],
         "env_steps": _stats([r["total_env_steps"] for r in final])[0],
         "mean_steps_to_success": _stats([r["mean_steps_to_success"] for r in final])[0],
         "wall_s": _stats([sum(x["wall_s"] for x in metrics[s]) for s in finished])[0],

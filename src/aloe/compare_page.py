@@ -96,6 +96,8 @@ def _table_rows(algos: dict[str, Any]) -> list[dict[str, Any]]:
             "seeds (finished)": f"{len(a['finished_seeds'])}/{len(a['seeds'])}",
             "final success": _pm(a["final_success"], a["final_success_std"]),
             "operator steps": _int(a["operator_steps"]),
+            "success per 1k operator steps": a.get("success_per_1k_operator_steps"),
+            "final eval episodes": _int(a.get("final_eval_episodes")),
             "env steps": _int(a["env_steps"]),
             "steps to success": a["mean_steps_to_success"],
             "wall time (min)": None if a["wall_s"] is None else a["wall_s"] / 60,

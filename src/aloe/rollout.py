@@ -228,6 +228,7 @@ class PolicyFragment:
         self.fresh = False  # the next action starts a chunk
         self.ended = self.success = self.truncated = False
         self.reason = ""
+        step.env.hand_to("policy")
 
     @property
     def needs_chunk(self) -> bool:
@@ -434,6 +435,7 @@ def operate(
 ) -> tuple[Obs, bool]:
     """The operator acts for up to `budget` steps; returns (obs, episode ended)."""
     step.env.reset_progress()
+    step.env.hand_to("operator")
     for _ in range(budget):
         s = step(obs, operator.act(obs), source=source, version=-1, fragment=fragment)
         obs = s.next_obs

@@ -44,7 +44,7 @@ from aloe.envs.metaworld import CONTROL_HZ, TaskEnv
 from aloe.errors import UsageError, bad, require
 from aloe.nn import resolve_device
 from aloe.observation import Observations
-from aloe.operators.scripted import ScriptedOperator
+from aloe.operators.profiles import make_operator
 from aloe.run import FlowChunkPolicy, build_learner
 
 EVAL_SEED = 1_000_000  # evaluation seeds: EVAL_SEED + i, never used for collection
@@ -60,7 +60,7 @@ class Trainer:
         self.root = cfg.out
         self.env = TaskEnv(cfg.env)
         self.eval_env = TaskEnv(cfg.env)
-        self.operator = ScriptedOperator(cfg.task, cfg.operator, seed=cfg.seed)
+        self.operator = make_operator(cfg.task, cfg.operator, seed=cfg.seed)
         self.obs = Observations(cfg, resolve_device(cfg.device))
         self.algorithm = ALGORITHMS[cfg.algo]  # its learner, update and collection
         self.store: EpisodeStore  # opened by `run`
@@ -89,10 +89,14 @@ class Trainer:
         else:
             self.restore(last.state)
         self.writer = _tensorboard(self.root / "tb", purge_step=len(self.history))
-        final = self.cfg.iterations if self.algorithm.iterates else 0  # BC: the warm start
-        for k in range(len(self.history), final + 1):
+        for k in range(len(self.history), self.final_iteration + 1):
             self.iteration(k)
         return self.history
+
+    @property
+    def final_iteration(self) -> int:
+        """The run's last iteration: T, or 0 for BC (the warm start alone)."""
+        return self.cfg.iterations if self.algorithm.iterates else 0
 
     def warm_start(self) -> None:
         """Algorithm 1, line 1: imitation on successful operator demonstrations."""
@@ -187,7 +191,9 @@ class Trainer:
 
     def _finish(self, k: int, stats: CollectStats, row: dict[str, Any], start: float) -> None:
         cfg = self.cfg
-        seeds = [EVAL_SEED + i for i in range(cfg.eval_episodes)]
+        final = k == self.final_iteration and cfg.final_eval_episodes
+        seeds = [EVAL_SEED + i for i in range(cfg.final_eval_episodes if final
+                                              else cfg.eval_episodes)]  # fmt: skip
         result = evaluate(self.eval_env, self._policy(k, seed=EVAL_SEED), seeds, cfg.progress,
                           batch=cfg.eval_batch)  # fmt: skip
         prev = self.history[-1] if self.history else {}
@@ -195,6 +201,7 @@ class Trainer:
             "iteration": k,
             "success_rate": result.success_rate,
             "mean_steps_to_success": result.mean_steps_to_success,
+            "eval_episodes": len(seeds),
             **_by_task(result),
             "episodes": stats.episodes,
             "env_steps": stats.env_steps,
@@ -354,11 +361,18 @@ class EvalArgs:
     (as `aloe train --eval-batch`; 1 = one at a time)."""
     suite: Literal["basic", "full"] = "basic"
     """basic: success on the seeds; full: also throughput, unseen objects, perturbations,
-    Q traces and OPE accuracy (aloe.evaluation), into eval.json and DIR/report.html."""
+    Q traces, OPE accuracy and action-level OPE (aloe.evaluation), into eval.json and
+    DIR/report.html."""
     ope_pairs: int = 32
     """Full suite: (state, chunk) pairs of the OPE ground truth (0 skips it)."""
     ope_rollouts: int = 4
     """Full suite: Monte-Carlo rollouts per pair."""
+    action_ope_states: int = 24
+    """Full suite: buffer states of the action-level OPE, stratified by source (0 skips it)."""
+    action_ope_chunks: int = 7
+    """Full suite: chunks sampled from π per state, ranked with the data chunk."""
+    action_ope_rollouts: int = 2
+    """Full suite: Monte-Carlo rollouts per chunk of the action-level OPE."""
 
     def validate(self) -> None:
         """Every field, then the run directory: a UsageError before anything is loaded."""
@@ -370,6 +384,12 @@ class EvalArgs:
         require(self.batch >= 1, "--batch", self.batch, "must be >= 1")
         require(self.ope_pairs >= 0, "--ope-pairs", self.ope_pairs, "must be >= 0 (0 skips OPE)")
         require(self.ope_rollouts >= 1, "--ope-rollouts", self.ope_rollouts, "must be >= 1")
+        require(self.action_ope_states >= 0, "--action-ope-states", self.action_ope_states,
+                "must be >= 0 (0 skips the action-level OPE)")  # fmt: skip
+        require(self.action_ope_chunks >= 1, "--action-ope-chunks", self.action_ope_chunks,
+                "must be >= 1")  # fmt: skip
+        require(self.action_ope_rollouts >= 1, "--action-ope-rollouts", self.action_ope_rollouts,
+                "must be >= 1")  # fmt: skip
         require_run_dir(self.run, "--run")
 
 

@@ -48,6 +48,11 @@ class EpisodeEnv(Protocol):
         """A new actor takes over: judge a lack of progress from here on."""
         ...
 
+    def hand_to(self, actor: str) -> None:
+        """`actor` ("policy" or "operator") acts from the next step on: action-level failure
+        events judge the policy's actions only (a reset hands control to the policy)."""
+        ...
+
     def snapshot(self) -> dict[str, Any]:
         """Everything needed to put the world back exactly here."""
         ...

@@ -33,7 +33,7 @@ import gymnasium as gym  # noqa: E402
 import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
-from aloe.envs.failures import FailureConfig, FailureDetector  # noqa: E402
+from aloe.envs.failures import ContactProbe, FailureConfig, FailureDetector  # noqa: E402
 from aloe.envs.tasks import DEFAULT_TASK, INSTRUCTIONS, task_list  # noqa: E402
 from aloe.errors import require  # noqa: E402
 
@@ -107,6 +107,24 @@ class EnvConfig:
              "must be >= 0 (0 disables the stall detector)"),
             ("failures.stall_min_gain", f.stall_min_gain, 0 <= f.stall_min_gain < math.inf,
              "must be a finite number >= 0"),
+            ("failures.closed_opening", f.closed_opening, 0 < f.closed_opening < 1,
+             "must be a gripper opening between 0 and 1 (exclusive)"),
+            ("failures.empty_steps", f.empty_steps, f.empty_steps >= 1, "must be >= 1"),
+            ("failures.knock_distance", f.knock_distance, 0 < f.knock_distance < math.inf,
+             "must be a finite number > 0"),
+            ("failures.rest_speed", f.rest_speed, 0 < f.rest_speed < math.inf,
+             "must be a finite number > 0"),
+            ("failures.air_height", f.air_height, 0 <= f.air_height < math.inf,
+             "must be a finite number >= 0"),
+            ("failures.release_goal_distance", f.release_goal_distance,
+             0 <= f.release_goal_distance < math.inf, "must be a finite number >= 0"),
+            ("failures.release_steps", f.release_steps, f.release_steps >= 1, "must be >= 1"),
+            ("failures.open_margin", f.open_margin, 0 <= f.open_margin < 1,
+             "must be a number >= 0 and < 1 (a gripper opening)"),
+            ("failures.table_force", f.table_force, 0 <= f.table_force < math.inf,
+             "must be a finite number of newtons >= 0"),
+            ("failures.max_contact_force", f.max_contact_force,
+             0 < f.max_contact_force < math.inf, "must be a finite number of newtons > 0"),
         ]  # fmt: skip
         for name, value, ok, allowed in checks:
             require(ok, f"{prefix}env.{name}", value, allowed)
@@ -161,6 +179,8 @@ class TaskEnv(gym.Env):
         self.cfg = cfg
         self.tasks = task_list(cfg.task)
         self._envs: dict[str, tuple[Any, _Cameras]] = {}
+        self._probes: dict[str, ContactProbe] = {}  # MuJoCo handles: kept off the detector
+        self.controller = "policy"  # who acts (`hand_to`): events judge the policy only
         self.select(self.tasks[0])
         self.detector = FailureDetector(cfg.failures)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
@@ -189,8 +209,11 @@ class TaskEnv(gym.Env):
             cameras = _Cameras(raw.model, self.cfg.cameras, self.cfg.image_size,
                                self.cfg.fast_render)  # fmt: skip
             self._envs[task] = (raw, cameras)
+            self._probes[task] = ContactProbe(raw.model, raw.data)
         self.task, self.instruction = task, INSTRUCTIONS[task]
         self.raw, self.cameras = self._envs[task]
+        self.probe = self._probes[task]
+        self.events = self.cfg.failures.events(task, self.probe.has_object)
         self.c_fail = (
             self.cfg.c_fail if self.cfg.c_fail is not None else expert_episode_length(task)
         )
@@ -231,6 +254,7 @@ class TaskEnv(gym.Env):
         self.limit = self.cfg.max_steps
         self._state = state
         self.detector.reset(state)
+        self.controller = "policy"
         return self._obs(state), {"success": False, "failure_reason": ""}
 
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
@@ -239,7 +263,9 @@ class TaskEnv(gym.Env):
         self.steps += 1
         self._state = state
         success = bool(mw_info["success"])
-        reason = "" if success else (self.detector(state, float(progress)) or "")
+        contacts = self.probe.read() if self.events else None
+        judge = self.events if self.controller == "policy" else frozenset()
+        reason = "" if success else (self.detector(state, float(progress), contacts, judge) or "")
         if not success and not reason and self.steps >= self.limit:
             reason = "timeout" if self.cfg.timeout_is_failure else ""
         truncated = not success and not reason and self.steps >= self.limit
@@ -251,6 +277,17 @@ class TaskEnv(gym.Env):
     def reset_progress(self) -> None:
         """A new actor takes over: the stall detector judges progress from here."""
         self.detector.reset_progress()
+
+    def hand_to(self, actor: str) -> None:
+        """`actor` ("policy" or "operator") acts from the next step on. The action-level
+        failure events judge the policy's actions only; under the operator only the state
+        checks and the time limit apply. Not part of the snapshot: who acts is not the world's
+        state. A reset hands control to the policy."""
+        if actor not in ("policy", "operator"):
+            raise ValueError(f"actor {actor!r}: must be 'policy' or 'operator'")
+        if actor == "policy":
+            self.detector.start_judging(self._state)
+        self.controller = actor
 
     def reward(self, *, success: bool, failed: bool) -> float:
         """Eq. 14: 0 at a successful end, −C_fail at a failed end, −1 otherwise."""

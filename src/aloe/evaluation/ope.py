@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -116,27 +116,58 @@ def ground_truth(
     Each pair gets 2R simulators restored to its state: R execute the chunk first, R do
     not; groups of pairs are stepped together so that π samples chunks in one batch.
     """
-    per_pair, num = 2 * rollouts, len(pairs.rows)
-    group = max(1, batch_envs // per_pair)
-    envs = [make_env() for _ in range(min(group, num) * per_pair)]
-    returns, exact = np.zeros((num, 2, rollouts)), np.zeros(num, dtype=bool)
+    prefixes = []
+    for chunk, valid in zip(pairs.chunks, pairs.valid, strict=True):
+        n = int(valid.sum())
+        prefixes.append([chunk[:n]] * rollouts + [chunk[:0]] * rollouts)
+    returns, exact = restored_returns(make_env, restorer, pairs.rows, prefixes, policy,
+                                      gamma=gamma, make_watcher=make_watcher, reseed=reseed,
+                                      batch_envs=batch_envs)  # fmt: skip
+    returns = returns.reshape(len(pairs.rows), 2, rollouts)
+    return GroundTruth(returns[:, 0], returns[:, 1], exact)
+
+
+def restored_returns(
+    make_env: Callable[[], TaskEnv],
+    restorer: EpisodeRestorer,
+    rows: Sequence[int] | np.ndarray,
+    prefixes: Sequence[Sequence[np.ndarray]],
+    policy: BatchPolicy,
+    *,
+    gamma: float,
+    make_watcher: Callable[[], Watcher] | None = None,
+    reseed: Callable[[int], None] | None = None,
+    batch_envs: int = 32,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Discounted returns (P, J) of J rollouts from each of P stored rows, and exact (P,).
+
+    Rollout j of row i restores the row (with the watcher's counters), executes
+    `prefixes[i][j]` ((n, A), n may be 0), then follows π to the episode's end. Every row
+    has the same J; groups of rows are stepped in lockstep, `reseed(first row of the group)`
+    before each, so that π samples the chunks of a whole group in one batch.
+    """
+    num = len(rows)
+    per_row = len(prefixes[0]) if num else 0
+    returns, exact = np.zeros((num, per_row)), np.zeros(num, dtype=bool)
+    if not num or not per_row:
+        return returns, exact
+    group = max(1, batch_envs // per_row)
+    envs = [make_env() for _ in range(min(group, num) * per_row)]
     for lo in range(0, num, group):
         idx = list(range(lo, min(lo + group, num)))
-        starts, prefixes, watchers = [], [], []
+        starts, flat, watchers = [], [], []
         for j, i in enumerate(idx):
-            mine = envs[j * per_pair : (j + 1) * per_pair]
-            obs, exact[i], watcher = _restore_pair(restorer, mine, int(pairs.rows[i]),
-                                                   make_watcher)  # fmt: skip
-            n = int(pairs.valid[i].sum())
+            mine = envs[j * per_row : (j + 1) * per_row]
+            obs, exact[i], watcher = _restore_pair(restorer, mine, int(rows[i]), make_watcher)
             starts += obs
-            prefixes += [pairs.chunks[i, :n]] * rollouts + [pairs.chunks[i, :0]] * rollouts
-            watchers += [copy.deepcopy(watcher) for _ in range(per_pair)]
+            flat += list(prefixes[i])
+            watchers += [copy.deepcopy(watcher) for _ in range(per_row)]
         if reseed is not None:
             reseed(lo)
-        trajs = play(envs[: len(starts)], starts, policy, prefixes=prefixes, watchers=watchers)
+        trajs = play(envs[: len(starts)], starts, policy, prefixes=flat, watchers=watchers)
         g = [t.discounted_return(gamma) for t in trajs]  # Σ_k γ^k r_k, Eq. 14 rewards
-        returns[idx] = np.reshape(g, (len(idx), 2, rollouts))
-    return GroundTruth(returns[:, 0], returns[:, 1], exact)
+        returns[idx] = np.reshape(g, (len(idx), per_row))
+    return returns, exact
 
 
 def _restore_pair(
@@ -248,29 +279,42 @@ def run_ope(
     value_fns: Mapping[str, ValueFn] | None = None,
 ) -> OpeResult:
     """OPE accuracy of a loaded run (`aloe.run.Run`): its store, env, policy and critic."""
-    from aloe.datasets.store import EpisodeStore
     from aloe.evaluation.rollout import ActorBatchPolicy
-    from aloe.operators.scripted import ScriptedOperator
 
     rc = run.config
-    store = EpisodeStore.open(run.root / "dataset")
-    frames = store.load_frames(list(dict.fromkeys([*D.FRAME_COLUMNS, *COLUMNS])))
-    meta = store.episodes()
-    seeds = dict(zip(meta["episode_index"].to_pylist(), meta["seed"].to_pylist(), strict=True))
-    restorer = EpisodeRestorer(frames, seeds, rc.env.max_steps)
+    frames, restorer = load_buffer(run)
     gamma = rc.aloe.gamma
     pairs = sample_pairs(frames, restorer, cfg.pairs, rc.horizon, gamma, cfg.seed)
     exec_h = cfg.exec_horizon or rc.exec_horizon
     policy = ActorBatchPolicy(run.actor, exec_h, run.device, seed=cfg.seed)
     truth = ground_truth(
         lambda: TaskEnv(rc.env), restorer, pairs, policy, gamma=gamma, rollouts=cfg.rollouts,
-        make_watcher=(lambda: ScriptedOperator(rc.task, rc.operator)) if cfg.watch else None,
+        make_watcher=watcher_factory(run, cfg.watch),
         reseed=lambda k: policy.reseed(cfg.seed * 1_000_003 + k), batch_envs=cfg.batch_envs,
     )  # fmt: skip
     q = q_fn(pairs.states, pairs.chunks, pairs.valid) if q_fn is not None else None
     v = value_fn(pairs.states) if value_fn is not None else None
     extra = {name: np.asarray(fn(pairs.states)) for name, fn in (value_fns or {}).items()}
     return OpeResult(cfg, gamma, exec_h, pairs, truth, q, v, extra)
+
+
+def load_buffer(run: Any) -> tuple[dict[str, np.ndarray], EpisodeRestorer]:
+    """A run's stored frames (what the sampler and the restore read) and their restorer."""
+    from aloe.datasets.store import EpisodeStore
+
+    store = EpisodeStore.open(run.root / "dataset")
+    frames = store.load_frames(list(dict.fromkeys([*D.FRAME_COLUMNS, *COLUMNS])))
+    meta = store.episodes()
+    seeds = dict(zip(meta["episode_index"].to_pylist(), meta["seed"].to_pylist(), strict=True))
+    return frames, EpisodeRestorer(frames, seeds, run.config.env.max_steps)
+
+
+def watcher_factory(run: Any, watch: bool) -> Callable[[], Watcher] | None:
+    """The run's operator watch for ground-truth rollouts (None: the operator-free MDP)."""
+    from aloe.operators.profiles import make_operator
+
+    rc = run.config
+    return (lambda: make_operator(rc.task, rc.operator)) if watch else None
 
 
 def aloe_value_fn(run: Any, num_samples: int, seed: int = 0) -> ValueFn:

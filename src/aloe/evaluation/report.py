@@ -3,7 +3,7 @@
     config.json    the run's settings
     metrics.jsonl  one plot per metric over iterations (success, takeovers, losses, Q, ...)
     eval.json      `aloe eval --suite full`: nominal, variants, perturbations, OPE tables
-    eval/*.png     Q traces and the OPE scatter, embedded as base64
+    eval/*.png     Q traces, the OPE scatter and the action-level OPE, embedded as base64
 
 Anything missing is skipped with a note, so the report of a run that is still training, or
 that was never evaluated with the full suite, still builds.
@@ -11,6 +11,7 @@ that was never evaluated with the full suite, still builds.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from pathlib import Path
@@ -139,6 +140,9 @@ def _eval_sections(run_dir: Path, ev: dict[str, Any]) -> list[tuple[str, str]]:
         sections.append(("Q traces (Figs. 3 and 9)", "\n".join(traces)))
     if ev.get("ope"):
         sections.append(("Off-policy evaluation accuracy", _ope_html(run_dir, ev["ope"])))
+    if ev.get("action_ope"):
+        sections.append(("Action-level OPE: chunks ranked at one state",
+                         _action_ope_html(run_dir, ev["action_ope"])))  # fmt: skip
     if ev.get("weights_by_source"):
         note = ('<p class="note">Chunks drawn from the buffer as training draws them; weights '
                 "exp(clip(A/β)) (Eq. 11) from the checkpoint's critic. A policy row comes from "
@@ -191,3 +195,36 @@ def _estimator_rows(scores: dict[str, Any]) -> list[dict[str, Any]]:
             rows.append({"estimator": key[6:], "against": "V^π", **value})
     rows.append({"estimator": "behaviour return", "against": "Q^π", **scores["behaviour_return"]})
     return rows
+
+
+ACTION_OPE_COLUMNS = ("states", "within_state_spearman", "within_state_spearman_n",
+                      "constant_truth", "constant_estimate", "sign_accuracy",
+                      "true_advantage_positive", "weight_sign_accuracy", "weights_pearson",
+                      "weights_spearman", "advantage_spearman")  # fmt: skip
+
+
+def _action_ope_html(run_dir: Path, entry: dict[str, Any]) -> str:
+    if not entry.get("applicable"):
+        return f'<p class="note">Not applicable: {html.escape(str(entry.get("reason")))}.</p>'
+    cfg, counts = entry["config"], entry["counts"]
+    note = (
+        f'<p class="note">{counts["states"]} buffer states stratified by source, at each the '
+        f"data chunk and {cfg['chunks']} chunks sampled from π; ground truth Q^π of every chunk "
+        f"from {cfg['rollouts']} rollouts after an exact restore (restore exact on "
+        f"{100 * (entry.get('restore_exact') or 0):.0f}% of states; {counts['rollouts']} "
+        f"rollouts in {entry.get('wall_s', 0):.0f} s); true V^π = the mean true Q of π's "
+        f"chunks; γ = {entry.get('gamma')}, operator watch "
+        f"{'on' if cfg.get('watch') else 'off'}. Within-state Spearman: Q_pess against the "
+        "truth over the chunks of one state, averaged over states; a state whose truth is the "
+        "same for every chunk is counted apart (constant_truth). Sign accuracy: critic's "
+        "A > 0 exactly when the data chunk's true value beats V^π; true_advantage_positive is "
+        "that base rate. Weights: the actor's exp(clip(A/β)) (Eq. 11) against the true "
+        "advantage, across states.</p>"
+    )
+    rows = [{"source": "all", **entry}]
+    rows += [{"source": s, **scores} for s, scores in (entry.get("by_source") or {}).items()]
+    body = note + table_html(rows, ("source", *ACTION_OPE_COLUMNS))
+    figure = entry.get("figure")
+    if figure and (run_dir / figure).is_file():
+        body += png_html(run_dir / figure, "action-level OPE")
+    return body

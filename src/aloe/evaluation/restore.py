@@ -101,6 +101,9 @@ class EpisodeRestorer:
         for k in range(counters, row):
             if watcher is not None and k == watch_from:
                 watcher.start_watching()
+            actor = "policy" if src[k] == "policy" else "operator"
+            if actor != env.controller:  # the events judge replayed policy rows only
+                env.hand_to(actor)
             out, _, _, _, info = env.step(f[D.ACTION][k])
             exact &= bool(np.array_equal(out["state"], f[D.NEXT_STATE][k]))
             if watcher is not None and src[k] == "policy" and k >= watch_from:

@@ -5,6 +5,7 @@
     perturbations  the same seeds under each disturbance (perturb.py)
     q_traces       Q_pess along a dataset episode (the latest with a takeover) and a rollout
     ope            the critic's accuracy against ground-truth Q^π and V^π (ope.py)
+    action_ope     the critic's ranking of chunks at one state, and the weights (action_ope.py)
     weights_by_source  which data the actor imitates: advantage weights by source (weights.py)
 
 Every condition uses the same seeds as `aloe eval` (EVAL_SEED + i), so `nominal` equals
@@ -24,6 +25,13 @@ from typing import Any
 
 from aloe.algos.table import ALGORITHMS
 from aloe.envs.metaworld import TaskEnv
+from aloe.evaluation.action_ope import (
+    ActionOpeConfig,
+    has_q_critic,
+    not_applicable,
+    plot_action_ope,
+    run_action_ope,
+)
 from aloe.evaluation.metrics import speed_metrics
 from aloe.evaluation.ope import OpeConfig, ValueFn, aloe_value_fn, plot_ope, run_ope
 from aloe.evaluation.perturb import Perturbation, Perturber, default_perturbations
@@ -51,6 +59,8 @@ class SuiteConfig:
     """Disturbances to evaluate under; empty = none."""
     ope: OpeConfig = field(default_factory=OpeConfig)
     """Off-policy evaluation accuracy; ope.pairs = 0 skips it."""
+    action_ope: ActionOpeConfig = field(default_factory=ActionOpeConfig)
+    """Action-level OPE (chunks ranked at one state); action_ope.states = 0 skips it."""
     progress: bool = True
     """Report each condition on stderr as it finishes."""
 
@@ -105,6 +115,7 @@ def run_suite(run_dir: Path, cfg: SuiteConfig) -> dict[str, Any]:
     figures = run_dir / EVAL_DIR
     out["q_traces"] = _q_traces(run, figures, cfg.seed)
     out["ope"] = _ope(run, cfg.ope, figures)
+    out["action_ope"] = _action_ope(run, cfg.action_ope, figures, cfg.progress)
     if ALGORITHMS[run.config.algo].weighted:
         out["weights_by_source"] = weights_by_source(run)
     text = json.dumps(_json_safe(out), indent=1)
@@ -141,6 +152,40 @@ def _ope(run: Any, cfg: OpeConfig, figures: Path) -> dict[str, Any] | None:
     figures.mkdir(parents=True, exist_ok=True)
     scatter = plot_ope(result, figures / "ope-scatter.png")
     return {**result.as_dict(), "scatter": str(Path(scatter).relative_to(run.root))}
+
+
+def _action_ope(
+    run: Any, cfg: ActionOpeConfig, figures: Path, progress: bool
+) -> dict[str, Any] | None:
+    """The action-level OPE's eval.json entry: its scores, or why it does not apply."""
+    if cfg.states <= 0:
+        return None
+    if not has_q_critic(run):
+        return {"applicable": False, "reason": not_applicable(run)}
+    result = run_action_ope(run, cfg)
+    figures.mkdir(parents=True, exist_ok=True)
+    figure = plot_action_ope(result, figures / "action-ope.png")
+    out = {**result.as_dict(), "figure": str(Path(figure).relative_to(run.root))}
+    if progress:
+        print(json.dumps({"condition": "action_ope", **_json_safe(action_ope_brief(out))}),
+              file=sys.stderr)  # fmt: skip
+    return out
+
+
+def action_ope_brief(entry: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The action-level OPE's headline numbers (overall and per source), for printing."""
+    if not entry or not entry.get("applicable"):
+        return entry
+    return {
+        **entry["counts"], "wall_s": round(entry["wall_s"], 1), **_headline(entry),
+        "by_source": {s: _headline(v) for s, v in entry["by_source"].items()},
+    }  # fmt: skip
+
+
+def _headline(scores: dict[str, Any]) -> dict[str, Any]:
+    keys = ("within_state_spearman", "constant_truth", "sign_accuracy",
+            "true_advantage_positive", "weights_pearson", "weights_spearman")  # fmt: skip
+    return {k: scores[k] for k in keys if k in scores}
 
 
 def state_value_fns(run: Any) -> dict[str, ValueFn]:
@@ -215,8 +260,12 @@ def cmd_eval_full(args: Any) -> int:
     args.validate()
     _check_state_run(Path(args.run))
     ope = OpeConfig(pairs=args.ope_pairs, rollouts=args.ope_rollouts)
-    out = run_suite(Path(args.run), SuiteConfig(episodes=args.episodes, seed=args.seed, ope=ope))
+    action = ActionOpeConfig(states=args.action_ope_states, chunks=args.action_ope_chunks,
+                             rollouts=args.action_ope_rollouts)  # fmt: skip
+    cfg = SuiteConfig(episodes=args.episodes, seed=args.seed, ope=ope, action_ope=action)
+    out = run_suite(Path(args.run), cfg)
     brief = {k: out[k] for k in ("task", "algo", "iteration", "nominal")}
+    brief["action_ope"] = action_ope_brief(out["action_ope"])
     print(json.dumps(_json_safe({**brief, "eval": str(Path(args.run) / "eval.json"),
                                  "report": out["report"]}), indent=1))  # fmt: skip
     return 0

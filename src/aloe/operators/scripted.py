@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from aloe.errors import require
+from aloe.operators.human import HumanConfig
 
 IRRECOVERABLE = ("object fell off the table", "object left the workspace", "object dropped")
+PROFILES = ("oracle", "human")  # built by aloe.operators.profiles.make_operator
 
 
 @dataclass
 class OperatorConfig:
     """How the simulated human behaves."""
 
+    profile: str = "oracle"
+    """oracle: the scripted expert with i.i.d. noise (`noise_std`, `delay_steps`), every
+    correction an expert label | human: a simulated VR teleoperator (`human.*`) on the
+    same expert: reaction time, lag, drifting and trembling hands, mistakes, varying skill.
+    The watching and takeover rules below apply to both."""
     noise_std: float = 0.1
-    """Std of Gaussian noise added to the expert's actions (actions live in [-1, 1])."""
+    """Std of Gaussian noise added to the expert's actions (actions live in [-1, 1]); oracle."""
     delay_steps: int = 0
-    """Reaction delay: the operator acts on the observation this many steps old."""
+    """Reaction delay: the operator acts on the observation this many steps old; oracle."""
     patience: int = 60
     """Take over when the policy makes no task progress for this many steps (imminent
     failure); 0 = only take over on a detected failure or a time-out."""
@@ -34,11 +41,14 @@ class OperatorConfig:
     rewind_steps: int = 20
     """After an irrecoverable failure, restart this many steps before it (the last safe
     state); other failures restart from the failure state itself."""
+    human: HumanConfig = field(default_factory=HumanConfig)
+    """The simulated person of the human profile."""
 
     def validate(self, prefix: str = "") -> None:
         """Raise UsageError naming the first field out of range, `operator.patience (-5):
         must be >= 0`; `prefix` leads the name ("config field " for a run's config)."""
         checks: list[tuple[str, bool, str]] = [
+            ("profile", self.profile in PROFILES, f"must be one of {', '.join(PROFILES)}"),
             ("noise_std", math.isfinite(self.noise_std) and self.noise_std >= 0,
              "must be a finite number >= 0"),
             ("delay_steps", self.delay_steps >= 0, "must be >= 0"),
@@ -50,6 +60,7 @@ class OperatorConfig:
         ]  # fmt: skip
         for name, ok, allowed in checks:
             require(ok, f"{prefix}operator.{name}", getattr(self, name), allowed)
+        self.human.validate(prefix)
 
 
 def expert_policy(task: str) -> Any:

@@ -229,7 +229,7 @@ def iteration_phases(s: Sized, steps: dict[str, Any], loop: dict[str, Any],
 def measure_loop(s: Sized, steps: int, root: Path) -> tuple[dict[str, Any], Frames]:
     """Raw stepping, demonstrations, takeovers of a random policy and of `s`'s actor, and
     evaluation of that actor; returns the figures and the frames collected with the actor."""
-    from aloe.operators.scripted import ScriptedOperator
+    from aloe.operators.profiles import make_operator
     from aloe.policies.chunk_policy import FlowChunkPolicy, RandomPolicy
 
     cfg = s.cfg
@@ -237,7 +237,7 @@ def measure_loop(s: Sized, steps: int, root: Path) -> tuple[dict[str, Any], Fram
     say(f"raw stepping ({steps} steps of {cfg.task})")
     out: dict[str, Any] = {"raw": raw_stepping(env, steps)}
     raw = out["raw"]["steps_per_s"]
-    operator = ScriptedOperator(cfg.task, cfg.operator)
+    operator = make_operator(cfg.task, cfg.operator)
     actor = FlowChunkPolicy(s.learner.actor, version=0, exec_horizon=cfg.exec_horizon, seed=0,
                             device=s.device, obs=s.obs)  # fmt: skip
     runs = {"collect_demo": None, "collect_random": RandomPolicy(horizon=cfg.horizon),

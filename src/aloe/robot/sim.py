@@ -1,0 +1,169 @@
+"""`aloe robot`: MetaWorld plays the robot through `aloe serve`, the simulated operator teleops.
+
+The served run's config comes with the server's metadata, so the simulated robot mirrors
+what `aloe train` would collect in-process for the next iteration: the same task and time
+limit, the same operator profile, the same collection rule and episode seeds
+(`aloe.data.episode_seed(run seed, iteration, i)`, continuing after the episodes the store
+already holds for that iteration). Only the policy is remote. `--hz` paces the simulator
+like a real robot's control clock, which is what makes asynchronous execution pay.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+from urllib.parse import urlparse
+
+import numpy as np
+
+from aloe.data import episode_seed
+from aloe.envs.base import EpisodeEnv
+from aloe.errors import bad, require
+from aloe.robot.client import RobotClient
+from aloe.robot.connection import Connection, ConnectionLost, ServerError
+from aloe.rollout import Takeover
+
+
+class Paced:
+    """An environment whose steps take at least 1/hz seconds of wall time, as a robot's do:
+    the observation after an action comes a control period after the action was sent, so a
+    chunk computed after it is time the robot stands still (`Played.idle_s`)."""
+
+    def __init__(self, env: EpisodeEnv, hz: float) -> None:
+        object.__setattr__(self, "_env", env)
+        object.__setattr__(self, "_period", 1.0 / hz)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._env, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._env, name, value)
+
+    def step(self, action: np.ndarray) -> Any:
+        start = time.perf_counter()
+        out = self._env.step(action)
+        wait = start + self._period - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        return out
+
+
+@dataclass
+class RobotArgs:
+    """Act as the robot: MetaWorld through `aloe serve`, the simulated operator as teleop."""
+
+    server: str = "ws://127.0.0.1:8000"
+    """The policy server (`aloe serve`): ws://HOST:PORT, or wss:// behind TLS."""
+    token: str | None = None
+    """The server's --token, if it has one (default: $ALOE_TOKEN)."""
+    episodes: int = 0
+    """Episodes to collect; 0: until the served run's collection rule is met for its next
+    iteration (success quota or episode budget), counting what the store already holds."""
+    mode: Literal["async", "sync"] = "async"
+    """async: compute the next chunk while the current one executes; sync: wait each time."""
+    rtc: bool = False
+    """Real-time chunking: inpaint each chunk to agree with the actions still queued."""
+    steps_ahead: int = 0
+    """Request the next chunk this many actions before the queue runs out; 0: from the
+    measured round trip."""
+    hz: float = 0.0
+    """Pace the simulator at this control rate, as a real robot runs (0: as fast as it steps)."""
+    record: bool = True
+    """Store the episodes in the served run's dataset (False: only run them)."""
+    timeout: float = 30.0
+    """Seconds to wait for any reply before the connection counts as lost."""
+    attempts: int = 6
+    """Connection attempts (with back-off 0.5, 1, 2, ... s) before giving up."""
+
+    def validate(self) -> None:
+        url = urlparse(self.server)
+        require(url.scheme in ("ws", "wss") and bool(url.hostname), "--server", self.server,
+                "must be ws://HOST:PORT or wss://HOST:PORT")  # fmt: skip
+        require(
+            self.episodes >= 0, "--episodes", self.episodes, "must be >= 0 (0 = the run's rule)"
+        )
+        require(self.steps_ahead >= 0, "--steps-ahead", self.steps_ahead,
+                "must be >= 0 (0 = from the measured latency)")  # fmt: skip
+        require(math.isfinite(self.hz) and self.hz >= 0, "--hz", self.hz,
+                "must be a finite rate >= 0 (0 = unpaced)")  # fmt: skip
+        require(math.isfinite(self.timeout) and self.timeout > 0, "--timeout", self.timeout,
+                "must be a finite number of seconds > 0")  # fmt: skip
+        require(self.attempts >= 1, "--attempts", self.attempts, "must be >= 1")
+        require(not self.rtc or self.mode == "async", "--rtc", self.rtc,
+                "needs --mode async: synchronous execution has no queued actions to agree with")  # fmt: skip
+
+
+def connect(args: RobotArgs) -> Connection:
+    import os
+
+    token = args.token or os.environ.get("ALOE_TOKEN")
+    try:
+        return Connection(args.server, token, timeout=args.timeout, attempts=args.attempts)
+    except ServerError as e:
+        raise bad("--token", "***" if token else None, str(e)) from None
+    except ConnectionError as e:
+        raise bad("--server", args.server, f"{e}; is `aloe serve` running there?") from None
+
+
+def cmd_robot(args: RobotArgs) -> int:
+    from aloe.config import TrainConfig
+    from aloe.envs.metaworld import TaskEnv
+    from aloe.operators.profiles import make_operator
+
+    args.validate()
+    conn = connect(args)
+    meta = conn.metadata
+    if "config" not in meta:
+        raise bad("--server", args.server, "is not an `aloe serve` server (no run config in "
+                  "its metadata); a plain openpi server has no episode recording")  # fmt: skip
+    cfg = TrainConfig.from_json(meta["config"])
+    env: EpisodeEnv = TaskEnv(cfg.env)
+    if args.hz:
+        env = cast(EpisodeEnv, Paced(env, args.hz))
+    operator = make_operator(cfg.task, cfg.operator, seed=cfg.seed)
+    client = RobotClient(conn, asynchronous=args.mode == "async", rtc=args.rtc,
+                         steps_ahead=args.steps_ahead or None)  # fmt: skip
+    try:
+        summary = collect(client, env, operator, cfg, args.episodes, record=args.record)
+    except (ServerError, ConnectionError) as e:  # after validation: what the server said
+        print(f"aloe robot: stopped: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({**summary, **client.timing.summary()}, indent=1))
+    return 0
+
+
+def collect(client: RobotClient, env: EpisodeEnv, operator: Any, cfg: Any, episodes: int,
+            record: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Episodes over the network by the run's collection rule (or `episodes` of them); a
+    connection lost mid-episode loses that episode, which is played again after reconnecting."""
+    meta, rule = client.conn.metadata, cfg.collect
+    iteration = int(meta.get("iteration", 0))
+    done = meta.get("collected", {}) if record else {}
+    n, successes = int(done.get("episodes", 0)), int(done.get("successes", 0))
+    quota, budget = (
+        (math.inf, n + episodes) if episodes else (rule.success_quota, rule.max_episodes)
+    )
+    takeover = Takeover(rule.handback_steps, rule.operator_max_steps, rule.max_takeovers)
+    out: dict[str, Any] = {"iteration": iteration, "episodes": 0, "successes": 0, "takeovers": 0,
+                           "stored": [], "robot_s": 0.0, "lost": 0}  # fmt: skip
+    while successes < quota and n < budget:
+        seed = episode_seed(int(meta.get("seed", 0)), iteration, n)
+        try:
+            played = client.episode(env, seed, operator=operator, takeover=takeover, record=record)
+        except (ConnectionLost, TimeoutError) as e:
+            out["lost"] += 1
+            print(f"aloe robot: episode of seed {seed} lost ({e}); reconnecting", file=sys.stderr)
+            client.conn.connect()
+            continue
+        n, successes = n + 1, successes + int(played.counts.success)
+        out["episodes"] += 1
+        out["successes"] += int(played.counts.success)
+        out["takeovers"] += played.counts.takeovers
+        out["robot_s"] += played.wall_s
+        if played.episode_index is not None:
+            out["stored"].append(played.episode_index)
+    return out

@@ -1,0 +1,109 @@
+"""An episode recorded over the connection, as in-process collection records it.
+
+The robot reports what happened (`aloe.serve.protocol`: step, label, intervention start and
+end); each report becomes the `aloe.rollout.Step` or `relabel_end` call that the rollout
+engine would have made, on the same `EpisodeRecorder`, so the episode has the same columns,
+fragments, Eq. 14 labels and `is_intervention` as a simulated operator's. The server owns
+the labels' values: Eq. 14's reward from the outcome and the run's C_fail, the fragment
+index from the interventions, the policy version from the episode's start.
+
+A connection that closes mid-episode loses that episode: nothing of it is written. (Stored
+truncated, its last step would need an outcome nobody reported; bootstrapping from a state
+whose fate is unknown would be a guess.) What `episode_end` commits is crash-safe as every
+store append is.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any, cast
+
+from aloe import data as D
+from aloe.rollout import EpisodeRecorder, Step
+from aloe.serve.protocol import StepReport, refuse
+
+MAX_STEPS = 100_000  # per episode: bounds a connection's memory
+
+
+def eq14_reward(*, success: bool, failed: bool, c_fail: float) -> float:
+    """Eq. 14: 0 at a successful end, −C_fail at a failed end, −1 otherwise (as `TaskEnv`)."""
+    if success:
+        return 0.0
+    if failed:
+        return -float(c_fail)
+    return -1.0
+
+
+class RemoteEpisode:
+    """One episode's reports, checked for order, turned into the recorder's calls."""
+
+    def __init__(self, *, task: str, instruction: str, seed: int | None, version: int,
+                 c_fail: float, record_sim_state: bool) -> None:  # fmt: skip
+        self.task, self.instruction, self.seed = task, instruction, seed
+        self.version, self.c_fail = version, c_fail
+        self.recorder = EpisodeRecorder(record_sim_state)
+        self.fragment, self.takeovers = 0, 0
+        self.control: str | None = None  # who acts now: policy, human (in an intervention), demo
+        self.last_source: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.recorder.cols[D.ACTION])
+
+    def step(self, r: StepReport) -> None:
+        if len(self) >= MAX_STEPS:
+            raise refuse(f"an episode holds at most {MAX_STEPS} steps; end it")
+        self._check_source(r.source)
+        failed = r.outcome == "failure"
+        self.recorder.add(Step(
+            obs=r.obs, action=r.action, next_obs={"state": r.next_state},
+            reward=eq14_reward(success=r.outcome == "success", failed=failed,
+                               c_fail=self.c_fail),
+            terminated=r.outcome in ("success", "failure"), truncated=r.outcome == "truncated",
+            info={"success": r.outcome == "success", "failure_reason": r.reason},
+            source=r.source, version=self.version if r.source == "policy" else -1,
+            fragment=self.fragment, chunk_start=False, sim_state=r.sim_state,
+        ))  # fmt: skip
+        self.last_source = r.source
+
+    def _check_source(self, source: str) -> None:
+        if self.control is None:  # the first step says whether this is a demonstration
+            self.control = "demo" if source == "demo" else "policy"
+        if source != self.control:
+            hint = {
+                "human": "send intervention_start first",
+                "policy": "send intervention_end first",
+                "demo": "a demonstration is demo steps only",
+            }
+            raise refuse(f"source ({source!r}): the {self.control} is in control; "
+                         f"{hint[source]}")  # fmt: skip
+
+    def label(self, outcome: str, reason: str) -> None:
+        """Relabel the last step: a failure (Section IV-A's cut) or a truncation."""
+        if not len(self):
+            raise refuse("label: no step to label yet")
+        failed = outcome == "failure"
+        self.recorder.relabel_end(reward=eq14_reward(success=False, failed=failed,
+                                                     c_fail=self.c_fail),
+                                  done=failed, truncated=not failed, reason=reason)  # fmt: skip
+
+    def intervention_start(self, reason: str) -> None:
+        if self.control != "policy" or self.last_source != "policy":
+            raise refuse("intervention_start: the policy must have acted (a policy step "
+                         "last, no intervention open)")  # fmt: skip
+        self.label("failure", reason)  # the cut fragment is a labelled failure
+        self.control, self.fragment, self.takeovers = "human", self.fragment + 1, self.takeovers + 1
+
+    def intervention_end(self) -> None:
+        if self.control != "human" or self.last_source != "human":
+            raise refuse("intervention_end: no intervention with a human step is open")
+        self.label("truncated", "")  # a handback: the operator's fragment has no outcome
+        self.control, self.fragment = "policy", self.fragment + 1
+
+    def episode(self) -> D.Episode:
+        if not len(self):
+            raise refuse("episode_end: the episode has no steps; discard it instead")
+        iteration = self.version + 1  # policy k collects iteration k + 1's data, as in train
+        meta: dict[str, Any] = {"seed": self.seed, "iteration": iteration,
+                                "takeovers": self.takeovers}  # fmt: skip
+        where = SimpleNamespace(task=self.task, instruction=self.instruction)
+        return self.recorder.episode(cast(Any, where), meta)

@@ -1,0 +1,290 @@
+"""The websocket policy server behind `aloe serve` (protocol: `aloe.serve.protocol`).
+
+Safe by default: it binds loopback unless told otherwise, and any other address needs a
+token (openpi's `Authorization: Api-Key <token>` header, compared in constant time). A
+message is bounded before it is read (websockets' `max_size`) and while it is decoded
+(`aloe.serve.wire.Limits`); inference has a deadline; websocket pings find a dead peer.
+Every malformed or hostile message gets an error reply on its own connection, which stays
+open; nothing a client sends reaches the other connections or stops the server.
+
+Inference runs in a worker thread, one at a time (one model), so the event loop keeps
+answering pings, recording messages and other clients while a chunk is computed. A task
+polls the checkpoints directory and swaps the policy in place (`aloe.serve.policy`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import http
+import itertools
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from aloe.collect import CollectStats
+from aloe.serve import protocol as P
+from aloe.serve.episodes import RemoteEpisode
+from aloe.serve.policy import Published, ServedPolicy, failure_costs, open_store, spec_of
+from aloe.serve.wire import Limits, WireError, pack, unpack
+
+
+@dataclass(frozen=True)
+class Options:
+    """How the server guards itself (`aloe serve`'s flags)."""
+
+    token: str | None = None  # required from every client when set
+    deadline_s: float = 10.0  # per inference request
+    heartbeat_s: float = 10.0  # ping interval; a peer silent for as long again is dropped
+    poll_s: float = 1.0  # checkpoint directory polling period
+    max_connections: int = 16
+    limits: Limits = Limits()
+
+
+class Session:
+    """One connection's state: its sampling generator and the episode it is in, if any."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.policy: ServedPolicy | None = None  # pinned from episode_start to episode_end
+        self.generator: torch.Generator | None = None
+        self.episode: RemoteEpisode | None = None
+
+
+class PolicyServer:
+    """A run served over websockets: inference, policy swaps and episode recording."""
+
+    def __init__(self, run_dir: Path, options: Options = Options()) -> None:
+        self.root, self.options = Path(run_dir), options
+        self.published = Published(self.root)
+        self.store = open_store(self.root)
+        self.spec = spec_of(self.published.current, self.store)
+        self.c_fail = failure_costs(self.published.current)
+        self.tasks = dict(zip(self.published.current.run.obs.instructions,
+                              self.published.current.run.obs.tasks, strict=True))  # fmt: skip
+        self._infer_lock = threading.Lock()  # one model: chunks are computed one at a time
+        self._store_lock = threading.Lock()
+        self._numbers = itertools.count()
+        self.connections: set[ServerConnection] = set()
+        self.lost_episodes = 0
+
+    @property
+    def version(self) -> int:
+        return self.published.current.version
+
+    # --- the websocket side ----------------------------------------------------------------
+
+    async def serve(self, host: str, port: int, ready: Any = None) -> None:
+        """Serve until cancelled; `ready(server)` is called once it listens."""
+        async with serve(
+            self.handle, host, port, process_request=self.process_request, compression=None,
+            max_size=self.options.limits.max_message_bytes, max_queue=4,
+            ping_interval=self.options.heartbeat_s, ping_timeout=self.options.heartbeat_s,
+        ) as server:  # fmt: skip
+            if ready is not None:
+                ready(server)
+            await self.watch_checkpoints()
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """The HTTP handshake: `/healthz` answers OK; then the token; then the connection cap."""
+        if request.path == "/healthz":
+            return connection.respond(http.HTTPStatus.OK, "OK\n")
+        token = self.options.token
+        if token is not None:
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Api-Key {token}".encode()):
+                return connection.respond(http.HTTPStatus.UNAUTHORIZED,
+                                          "unauthorized: send the header "
+                                          "'Authorization: Api-Key <token>'\n")  # fmt: skip
+        if len(self.connections) >= self.options.max_connections:
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE,
+                                      f"busy: {len(self.connections)} connections open\n")  # fmt: skip
+        return None
+
+    async def handle(self, ws: ServerConnection) -> None:
+        session = Session(next(self._numbers))
+        self.connections.add(ws)
+        try:
+            await ws.send(pack(self.metadata()))
+            async for message in ws:
+                await ws.send(await self.answer(session, message))
+        except ConnectionClosed:
+            pass
+        finally:
+            self.connections.discard(ws)
+            if session.episode is not None:  # documented: a dropped episode is lost whole
+                self.lost_episodes += 1
+                print(f"aloe serve: connection {session.number} closed mid-episode; its "
+                      f"{len(session.episode)} steps were not stored", file=sys.stderr)  # fmt: skip
+
+    async def answer(self, session: Session, message: bytes | str) -> bytes | str:
+        """The reply to one message: its answer, or an error text frame."""
+        try:
+            if isinstance(message, str):
+                raise WireError("text frames are not accepted: send msgpack in binary frames")
+            msg = unpack(message, self.options.limits)
+            return pack(await self.dispatch(session, P.kind(msg), msg))
+        except WireError as e:
+            return P.error_text("bad_message", str(e))
+        except P.ProtocolError as e:
+            return P.error_text(e.code, str(e))
+        except Exception as e:  # a bug: say so, keep serving
+            traceback.print_exc(file=sys.stderr)
+            return P.error_text("internal", f"{type(e).__name__}: {e}"[:500])
+
+    async def watch_checkpoints(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.poll_s)
+            newer = await asyncio.to_thread(self.published.poll)
+            if newer is not None:
+                self.published.current = newer
+                print(f"aloe serve: now serving iteration {newer.version}", file=sys.stderr)
+
+    def metadata(self) -> dict[str, Any]:
+        policy = self.published.current
+        cfg = policy.run.config
+        done = CollectStats.from_store(self.store, iteration=policy.version + 1)
+        extra = {
+            "exec_horizon": cfg.exec_horizon,
+            "iteration": policy.version + 1,
+            "seed": cfg.seed,
+            "collected": {"episodes": done.episodes, "successes": done.successes},
+            "config": cfg.to_json(),  # the run's config, for a simulated robot to mirror
+            "max_message_bytes": self.options.limits.max_message_bytes,
+            "deadline_s": self.options.deadline_s,
+        }
+        return P.metadata(self.spec, policy.version, extra)
+
+    # --- the messages ----------------------------------------------------------------------
+
+    async def dispatch(self, s: Session, kind: str, msg: dict[str, Any]) -> dict[str, Any]:
+        if kind == "infer":
+            return await self.infer(s, msg)
+        if kind == "episode_start":
+            return self.episode_start(s, msg)
+        if kind == "episode_end":
+            return await self.episode_end(s, msg)
+        ep = s.episode
+        if ep is None:
+            raise P.refuse(f"{kind}: no recorded episode is open; send episode_start first")
+        if kind == "step":
+            ep.step(P.step(msg, self.spec, ep.instruction))
+        elif kind == "label":
+            ep.label(*P.label(msg))
+        elif kind == "intervention_start":
+            ep.intervention_start(P.text(msg, "reason", "operator takeover") or "takeover")
+        else:
+            ep.intervention_end()
+        return {"type": "ok"}
+
+    async def infer(self, s: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        obs = P.observation(msg, self.spec, P.read_instruction(msg, self.spec, ("prompt", "task")))
+        rtc = P.rtc(msg, self.spec)
+        policy = s.policy or self.published.current
+        if s.generator is None:
+            s.generator = policy.rng(2**40 + s.number)  # never an episode's seed
+        start = time.perf_counter()
+        try:
+            chunk = await asyncio.wait_for(
+                asyncio.to_thread(self._infer, policy, obs, s.generator, rtc),
+                self.options.deadline_s,
+            )
+        except TimeoutError:
+            raise P.ProtocolError(
+                "deadline", f"no chunk within {self.options.deadline_s} s"
+            ) from None
+        return {"actions": np.asarray(chunk, dtype=np.float32), "policy_version": policy.version,
+                "server_timing": {"infer_ms": 1e3 * (time.perf_counter() - start)}}  # fmt: skip
+
+    def _infer(self, policy: ServedPolicy, obs: dict[str, Any], gen: torch.Generator,
+               rtc: tuple[np.ndarray, int] | None) -> np.ndarray:  # fmt: skip
+        with self._infer_lock:
+            try:
+                return policy.infer(obs, gen, rtc)
+            except ValueError as e:  # what the run's observation builder refuses
+                raise P.refuse(str(e)) from None
+
+    def episode_start(self, s: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        if s.policy is not None:
+            raise P.refuse("episode_start: an episode is open; send episode_end first")
+        text = P.read_instruction(msg, self.spec, ("instruction", "prompt", "task"))
+        seed, record = P.episode_seed(msg), P.flag(msg, "record", True)
+        policy = self.published.current
+        s.policy = policy
+        s.generator = policy.rng(seed if seed is not None else 2**40 + s.number)
+        if record:
+            # a single-task run reads any instruction as its own task (`Observations.task_row`)
+            known = text if text in self.tasks else next(iter(self.tasks))
+            s.episode = RemoteEpisode(
+                task=self.tasks[known], instruction=text, seed=seed, version=policy.version,
+                c_fail=self.c_fail[known], record_sim_state=self.spec.sim_state_dim is not None,
+            )  # fmt: skip
+        return {"type": "episode", "policy_version": policy.version,
+                "iteration": policy.version + 1}  # fmt: skip
+
+    async def episode_end(self, s: Session, msg: dict[str, Any]) -> dict[str, Any]:
+        if s.policy is None:
+            raise P.refuse("episode_end: no episode is open")
+        discard = P.flag(msg, "discard", False)
+        ep, s.episode, s.policy = s.episode, None, None
+        if ep is None or discard:
+            return {"type": "discarded"}
+        episode = ep.episode()
+        (index,) = await asyncio.to_thread(self._append, episode)
+        return {"type": "stored", "episode_index": index, "length": len(episode),
+                "success": episode.success}  # fmt: skip
+
+    def _append(self, episode: Any) -> list[int]:
+        with self._store_lock:
+            return self.store.append(episode)
+
+
+class Running:
+    """A server on an event loop of its own thread (tests, benchmarks, notebooks)."""
+
+    def __init__(self, server: PolicyServer, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.server, self.host = server, host
+        self._ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self.port = port
+        self._thread = threading.Thread(target=self._run, args=(port,), daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the server did not start listening within 30 s")
+        if self._error is not None:
+            raise self._error
+
+    def _run(self, port: int) -> None:
+        def ready(ws_server: Server) -> None:
+            self.port = next(iter(ws_server.sockets)).getsockname()[1]
+            self._ready.set()
+
+        self._task = self._loop.create_task(self.server.serve(self.host, port, ready))
+        try:
+            self._loop.run_until_complete(self._task)
+        except asyncio.CancelledError:
+            pass
+        except BaseException as e:  # a bind error: hand it to the starting thread
+            self._error = e
+            self._ready.set()
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(30)
