@@ -146,7 +146,7 @@ CORRUPTIONS = [
     (_set("exec_horizon", 999), "config field exec_horizon (999): must be in 1..horizon (10)"),
     (_set("aloe.beta", "inf"), "config field aloe.beta (inf): must be a finite number"),
     (_set("seed", -1), "config field seed (-1): must be >= 0"),
-    (_set("progress", 1), "config field progress (1): must be true or false"),
+    (_set("progress", 1), "config field progress (1): must be true or false or None"),
     (_set("collect.handback_steps", -1), "config field collect.handback_steps (-1): must be >= 0"),
     (_set("operator.patience", -5), "config field operator.patience (-5): must be >= 0"),
     (_set("aloe.bta", 1.0), "config field aloe.bta: unknown field (did you mean beta?)"),

@@ -36,11 +36,33 @@ def _metrics(out):
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
+    """`aloe train --preset smoke` as a user runs it, its stderr captured: not a terminal
+    (saved as train.log beside the run)."""
     out = tmp_path_factory.mktemp("runs") / "smoke"
-    proc = _train(out)
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err
+    cmd = [sys.executable, "-m", "aloe.cli", "train", "--preset", "smoke", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (out.parent / "train.log").write_text(proc.stderr + proc.stdout)
     return out
+
+
+def test_a_captured_log_has_lines_not_bar_frames_and_ends_with_the_summary(smoke_run):
+    log = (smoke_run.parent / "train.log").read_text()
+    assert "\r" not in log and "\x1b[" not in log  # no bar frames, no cursor movement
+    lines = log.splitlines()
+    assert "  bc warm start: 40 steps in " in log and "  critic[2]: 20 steps in " in log
+    assert [line.split(":")[0] for line in lines if line.startswith("iteration ")] == [
+        "iteration 0/2", "iteration 1/2", "iteration 2/2"]  # fmt: skip
+    summary = lines[lines.index(next(x for x in lines if x.startswith("aloe train: "))) :]
+    assert summary[0] == (f"aloe train: finished {smoke_run}: aloe on pick-place-v3, preset "
+                          "smoke, 2 iterations after the BC warm start")  # fmt: skip
+    labels = [line.split()[0] for line in summary[1:]]
+    assert labels == ["success", "BC", "operator", "wall", "report", "checkpoint",
+                      "TensorBoard", "metrics"]  # fmt: skip
+    assert f"  report       {smoke_run / 'report.html'}" in summary
+    assert f"  checkpoint   {smoke_run / 'checkpoints' / 'iter-0002'}" in summary
+    page = (smoke_run / "report.html").read_text()
+    assert "data:image/png;base64," in page  # with its plots
 
 
 def test_smoke_run_writes_the_run_directory(smoke_run):

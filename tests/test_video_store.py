@@ -191,7 +191,7 @@ VIDEO_STORE_KW = dict(STORE_KW, cameras=CAMERAS, video_codec="lossless")
 def test_sigkill_leaves_a_readable_store_with_videos(tmp_path: Path) -> None:
     """test_store's kill test with images: writers die, possibly mid-video."""
     root = tmp_path / "store"
-    delays = ["0.05", "0.2", "0.4", "1.5"]
+    delays = ["0.05", "0.2", "0.4", "+0.3"]
     returned = kill_writers(root, __file__, "VIDEO_STORE_KW", "episode", 3, delays)
 
     store = EpisodeStore.open(root)

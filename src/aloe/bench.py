@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from aloe.envs.tasks import DEFAULT_TASK
 from aloe.errors import bad, require
+from aloe.progress import Progress
 
 FRAME_BYTES = 2048  # one stored frame loaded into memory (states, sim state, columns), rounded up
 SIZES = ("smoke", "default", "paper")
@@ -83,6 +84,9 @@ class BenchArgs:
     this one."""
     out: Path | None = None
     """Also write the figures as JSON here."""
+    progress: Progress = None
+    """A line on stderr as each measurement starts; --no-progress: none (the report on
+    stdout is the same either way)."""
 
     def validate(self) -> None:
         """Every field, then the memory the sizes need: a UsageError before any work."""
@@ -180,7 +184,10 @@ def cmd_bench(args: BenchArgs) -> int:
     from aloe.speed.table import render
 
     args.validate()
-    with against.Revision(args.against) if args.against else nullcontext() as other:
+    with (
+        measure.quiet(args.progress is False),
+        against.Revision(args.against) if args.against else nullcontext() as other,
+    ):
         this = measure_all(args)
         theirs = other.run(child_options(args)) if other else None
     columns = [("this", against.flatten(this))]
@@ -190,7 +197,8 @@ def cmd_bench(args: BenchArgs) -> int:
     print(text if args.json else render(columns))
     if args.out:
         args.out.write_text(text)
-    measure.say("done")
+    if args.progress is not False:
+        measure.say("done")
     return 1 if theirs is not None and "error" in theirs else 0
 
 

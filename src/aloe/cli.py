@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from aloe.config import PRESETS, TrainConfig, preset
 from aloe.envs.tasks import DEFAULT_TASK
 from aloe.errors import UsageError, bad, require
 from aloe.evaluation import qtrace
+from aloe.progress import Progress
 
 EXIT_STATUS = """exit status:
   0    done
@@ -97,8 +99,9 @@ class CollectArgs:
     """Operator takes over after this many steps without progress (0 = only on failure)."""
     handback_steps: int = 0
     """0: the operator completes the task; > 0: hands control back after this many steps."""
-    progress: bool = True
-    """Show a progress bar."""
+    progress: Progress = None
+    """Progress on stderr: neither flag, a bar when stderr is a terminal, else one line when
+    done; --progress, a bar; --no-progress, neither (aloe.progress)."""
 
 
 def cmd_collect(args: CollectArgs) -> int:
@@ -263,7 +266,9 @@ def read_train_args(argv: list[str], prog: str) -> TrainRequest:
 
 
 def cmd_train(request: TrainRequest) -> int:
-    cfg = request.config
+    """Train (or resume), then the closing summary on stderr (aloe.run_summary); stdout
+    stays empty: metrics.jsonl is the machine-readable record."""
+    cfg, start = request.config, time.time()
     try:
         history = train.train(cfg, resume=request.resume)
     except FloatingPointError as e:  # the guard fired before the bad update was applied
@@ -273,7 +278,12 @@ def cmd_train(request: TrainRequest) -> int:
         kept = f"the last good checkpoint is {last[1]}" if last else "no checkpoint was written"
         print(f"aloe train: stopped: {e}; {kept}", file=sys.stderr)
         return 3
-    print(json.dumps(train.json_safe(history[-1]), indent=1))
+    from aloe.run_summary import summary
+
+    report = cfg.out / "report.html"
+    fresh = report.is_file() and report.stat().st_mtime >= start  # this run's, not a stale one
+    print(summary(cfg, history, time.time() - start, request.resume, report if fresh else None),
+          file=sys.stderr)  # fmt: skip
     return 0
 
 
@@ -376,65 +386,53 @@ class Command:
     them, for a command whose argv tyro alone cannot read (train's preset, say)."""
     run: Callable[[Any], int]
     """Runs the command on its arguments; returns the exit status."""
+    example: str
+    """One typical command line, shown in `aloe --help` and after `aloe COMMAND --help`."""
 
     def __call__(self, argv: list[str], prog: str) -> int:
         read = self.args
-        return self.run(parse(read, argv, prog) if isinstance(read, type) else read(argv, prog))
+        try:
+            args = parse(read, argv, prog) if isinstance(read, type) else read(argv, prog)
+        except SystemExit as e:  # tyro printed the help and leaves with 0
+            if e.code in (0, None):
+                print(f"\nexample:\n  {self.example}")
+            raise
+        return self.run(args)
 
 
+# fmt: off
 COMMANDS: dict[str, Command] = {
-    "tasks": Command(
-        "list the supported MetaWorld tasks and their instructions", TasksArgs, cmd_tasks
-    ),
-    "collect": Command(
-        "record demos, or run a policy with the operator in the loop",
-        CollectArgs,
-        cmd_collect,
-    ),
-    "dataset": Command(
-        "`info` summarises an episode store, `check` validates it",
-        read_dataset_args,
-        cmd_dataset,
-    ),
-    "train": Command(
-        "run Algorithm 1 (BC, then collect / critic / actor / evaluate)",
-        read_train_args,
-        cmd_train,
-    ),
-    "eval": Command(
-        "evaluate a run, operator-free (--suite full: the whole suite)",
-        train.EvalArgs,
-        train.cmd_eval,
-    ),
-    "plot-q": Command(
-        "plot Q_pess along a dataset episode or a fresh rollout of a run",
-        qtrace.PlotQArgs,
-        qtrace.cmd_plot_q,
-    ),
-    "bench": Command(
-        "measure speed against this machine's limits (--against REV)",
-        bench.BenchArgs,
-        bench.cmd_bench,
-    ),
-    "compare": Command(
-        "run algorithms x seeds on one task; write a comparison report",
-        read_compare_args,
-        cmd_compare,
-    ),
-    "report": Command(
-        "(re)build the HTML report of a comparison or of a run directory", ReportArgs, cmd_report
-    ),
-    "serve": Command(
-        "serve a run's policy to robots (openpi protocol); record episodes",
-        lambda argv, prog: parse(_serve().ServeArgs, argv, prog),
-        lambda args: _serve().cmd_serve(args),
-    ),
-    "robot": Command(
-        "MetaWorld as a robot through `aloe serve`, the operator as teleop",
-        lambda argv, prog: parse(_robot().RobotArgs, argv, prog),
-        lambda args: _robot().cmd_robot(args),
-    ),
+    "tasks": Command("list the supported MetaWorld tasks and their instructions",
+                     TasksArgs, cmd_tasks, "aloe tasks --variants"),
+    "collect": Command("record demos, or run a policy with the operator in the loop",
+                       CollectArgs, cmd_collect,
+                       "aloe collect --task peg-insert-side-v3 --episodes 20 -o data/peg"),
+    "dataset": Command("`info` summarises an episode store, `check` validates it",
+                       read_dataset_args, cmd_dataset, "aloe dataset check data/peg"),
+    "train": Command("run Algorithm 1 (BC, then collect / critic / actor / evaluate)",
+                     read_train_args, cmd_train, "aloe train --preset smoke --out runs/smoke"),
+    "eval": Command("evaluate a run, operator-free (--suite full: the whole suite)",
+                    train.EvalArgs, train.cmd_eval, "aloe eval --run runs/aloe --suite full"),
+    "plot-q": Command("plot Q_pess along a dataset episode or a fresh rollout of a run",
+                      qtrace.PlotQArgs, qtrace.cmd_plot_q,
+                      "aloe plot-q --run runs/aloe --episode 12"),
+    "bench": Command("measure speed against this machine's limits (--against REV)",
+                     bench.BenchArgs, bench.cmd_bench,
+                     "aloe bench --sizes default --against HEAD~1"),
+    "compare": Command("run algorithms x seeds on one task; write a comparison report",
+                       read_compare_args, cmd_compare,
+                       "aloe compare --algos aloe,dagger,bc --seeds 3 --out runs/cmp"),
+    "report": Command("(re)build the HTML report of a comparison or of a run directory",
+                      ReportArgs, cmd_report, "aloe report runs/cmp"),
+    "serve": Command("serve a run's policy to robots (openpi protocol); record episodes",
+                     lambda argv, prog: parse(_serve().ServeArgs, argv, prog),
+                     lambda args: _serve().cmd_serve(args), "aloe serve --run runs/aloe"),
+    "robot": Command("MetaWorld as a robot through `aloe serve`, the operator as teleop",
+                     lambda argv, prog: parse(_robot().RobotArgs, argv, prog),
+                     lambda args: _robot().cmd_robot(args),
+                     "aloe robot --server ws://127.0.0.1:8000 --episodes 5"),
 }
+# fmt: on
 
 
 def _serve() -> Any:
@@ -459,11 +457,16 @@ def _extra(module: str) -> Any:
 
 
 def usage() -> str:
-    """`aloe --help`: every sub-command with its line, then the exit statuses."""
-    rows = "\n".join(f"  {name:10s} {command.summary}" for name, command in COMMANDS.items())
+    """`aloe --help`: every sub-command with its line and an example, then the exit statuses."""
+    rows = "\n".join(f"  {name:10s} {c.summary}\n  {'':10s} $ {c.example}"
+                     for name, c in COMMANDS.items())  # fmt: skip
     return (f"usage: aloe COMMAND [ARGS]\n\ncommands:\n{rows}\n\n"
             "`aloe COMMAND --help` describes each command's options;\n"
-            f"`aloe train --resume DIR` continues a run.\n\n{EXIT_STATUS}")  # fmt: skip
+            "`aloe train --resume DIR` continues a run from its latest checkpoint, wherever\n"
+            "the directory now is (with --device and --progress/--no-progress only).\n"
+            "train, eval, collect, compare and bench take --progress/--no-progress: neither\n"
+            "flag shows bars when stderr is a terminal and one line per phase otherwise.\n\n"
+            f"{EXIT_STATUS}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from aloe import data as D
 from aloe.envs.base import EpisodeEnv
@@ -26,6 +25,7 @@ from aloe.envs.metaworld import TaskEnv
 from aloe.errors import require
 from aloe.operators.base import Operator
 from aloe.policies.base import BatchChunkPolicy, ChunkPolicy
+from aloe.progress import Phase
 from aloe.rollout import Takeover, batchable, play_batch, play_episode, record_episode
 
 
@@ -141,24 +141,19 @@ def collect(
     seeds: Iterator[int],
     store: Any = None,
     iteration: int = 0,
-    progress: bool = True,
+    progress: bool | None = None,
     stats: CollectStats | None = None,
 ) -> tuple[list[D.Episode], CollectStats]:
     """Collect until `cfg.success_quota` successes or `cfg.max_episodes` episodes.
 
     Each finished episode is appended to `store` at once, so a crash loses at most the
-    episode in flight. `cfg` is validated first (UsageError naming the field).
+    episode in flight. `cfg` is validated first (UsageError naming the field). `progress`:
+    see `aloe.progress`.
     """
     cfg.validate()
     stats = stats or CollectStats()  # what an interrupted attempt already collected
     episodes: list[D.Episode] = []
-    bar = tqdm(
-        total=cfg.max_episodes,
-        desc=f"collect[{iteration}]",
-        disable=not progress,
-        leave=False,
-        unit="ep",
-    )
+    bar = Phase(f"collect[{iteration}]", cfg.max_episodes, progress, unit="episode")
     while stats.successes < cfg.success_quota and stats.episodes < cfg.max_episodes:
         ep = run_episode(
             env,
@@ -216,7 +211,7 @@ def evaluate(
     env: EpisodeEnv,
     policy: ChunkPolicy,
     seeds: Sequence[int],
-    progress: bool = False,
+    progress: bool | None = False,
     batch: int = 1,
 ) -> EvalResult:
     """Roll out the policy without the operator on fixed seeds (Algorithm 1's evaluation).
@@ -228,7 +223,7 @@ def evaluate(
     a batch (`aloe.rollout.batchable`), or an env that cannot be copied, plays one episode
     at a time.
     """
-    bar = tqdm(total=len(seeds), desc="evaluate", disable=not progress, leave=False, unit="ep")
+    bar = Phase("evaluate", len(seeds), progress, unit="episode")
     tasks = [""] * len(seeds)
 
     def ended(i: int, env: EpisodeEnv) -> None:

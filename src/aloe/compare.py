@@ -36,6 +36,7 @@ from aloe.algos.table import ALGORITHMS
 from aloe.config import ALGOS, PRESETS
 from aloe.envs.tasks import DEFAULT_TASK
 from aloe.errors import bad, require
+from aloe.progress import Progress, lines
 
 SUMMARY, REPORT, SETTINGS = "summary.json", "report.html", "compare.json"
 # `aloe train` options that compare sets itself for each run: refused in --train-args
@@ -71,8 +72,9 @@ class CompareArgs:
     """Extra `aloe train` options for every run, checked as `aloe train` checks them before
     any run starts. Attach the value with `=`, since it starts with `-`:
     --train-args='--iterations 3 --aloe.beta 10'."""
-    progress: bool = True
-    """Print which runs are going and how far along they are."""
+    progress: Progress = None
+    """A line on stderr whenever the runs' state changes (which are going, how far along);
+    --no-progress: none. Each run's own output goes to DIR/logs/."""
 
 
 @dataclass
@@ -261,7 +263,7 @@ def run_comparison(args: CompareArgs) -> dict[str, Any]:
                 if r.proc.returncode != 0:
                     failed[r.spec.name] = r.proc.returncode
             line = _progress_line(specs, running, failed)
-            if args.progress and line != shown:
+            if lines(args.progress) and line != shown:
                 print(line, file=sys.stderr, flush=True)
                 shown = line
     except KeyboardInterrupt:

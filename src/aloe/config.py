@@ -32,6 +32,7 @@ from aloe.nn import resolve_device
 from aloe.observation import INSTRUCTION_KINDS, OBS_KINDS, VisionConfig
 from aloe.operators.scripted import OperatorConfig
 from aloe.policies.flow import ActorConfig
+from aloe.progress import Progress
 from aloe.vision.encoders import VISION_EXTRA
 
 ALGOS = tuple(ALGORITHMS)  # aloe, awr, dagger, bc, ppo-sbc (aloe.algos.table)
@@ -80,8 +81,9 @@ class TrainConfig:
     with its own seed and noise; 1 = one at a time. The same episodes as one at a time up to
     a batched matmul's rounding (success and steps matched in every episode measured); 10
     evaluates the default preset ~4-5x faster on 2 cores."""
-    progress: bool = True
-    """Show progress bars."""
+    progress: Progress = None
+    """Progress on stderr: neither flag, bars when stderr is a terminal, else one line per
+    phase with its duration; --progress, bars; --no-progress, neither (aloe.progress)."""
     obs: str = "state"
     """What the policy and the critic see: state (39-dim MetaWorld state) | image (the state
     plus camera images through a frozen encoder, `vision.*`; needs the `vision` extra)."""

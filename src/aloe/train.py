@@ -21,7 +21,6 @@ import itertools
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,7 +44,9 @@ from aloe.errors import UsageError, bad, require
 from aloe.nn import resolve_device
 from aloe.observation import Observations
 from aloe.operators.profiles import make_operator
+from aloe.progress import Progress, say
 from aloe.run import FlowChunkPolicy, build_learner
+from aloe.run_summary import iteration_line, write_report
 
 EVAL_SEED = 1_000_000  # evaluation seeds: EVAL_SEED + i, never used for collection
 
@@ -225,11 +226,7 @@ class Trainer:
             if isinstance(value, int | float) and key != "iteration" and math.isfinite(value):
                 self.writer.add_scalar(f"aloe/{key}", value, k)
         self.writer.flush()
-        if cfg.progress:
-            brief = {
-                k: metrics[k] for k in ("iteration", "success_rate", "takeovers", "human_steps")
-            }
-            print(json.dumps(brief), file=sys.stderr)
+        say(iteration_line(metrics, self.final_iteration), cfg.progress)
 
     def restore(self, state: dict[str, Any]) -> None:
         self.learner = build_learner(self.cfg, obs=self.obs)
@@ -292,7 +289,8 @@ def prepare_run(cfg: TrainConfig, resume: bool) -> TrainConfig:
 def resumed_config(run_dir: Path, device: str | None = None,
                    progress: bool | None = None) -> TrainConfig:  # fmt: skip
     """The config of the run in `run_dir`, wherever that now is (its config.json, validated
-    as flags are; `out` = run_dir), with `device` and `progress` changed where given."""
+    as flags are; `out` = run_dir), with `device` and `progress` changed where given (a
+    progress of None keeps the run's)."""
     check_run_dir(run_dir, "--resume", resume=True)
     cfg = TrainConfig.load(run_dir)
     cfg.device = cfg.device if device is None else device
@@ -343,7 +341,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> list[dict[str, Any]]:
         raise UsageError(str(e)) from None
     if not resume:
         _start_run_dir(cfg)
-    return trainer.run()
+    history = trainer.run()
+    write_report(cfg.out, "aloe train")  # with its plots; a failure only warns
+    return history
 
 
 @dataclass
@@ -373,6 +373,9 @@ class EvalArgs:
     """Full suite: chunks sampled from π per state, ranked with the data chunk."""
     action_ope_rollouts: int = 2
     """Full suite: Monte-Carlo rollouts per chunk of the action-level OPE."""
+    progress: Progress = None
+    """Progress on stderr: neither flag, bars when stderr is a terminal, else one line per
+    phase; --progress, bars; --no-progress, neither (aloe.progress)."""
 
     def validate(self) -> None:
         """Every field, then the run directory: a UsageError before anything is loaded."""
@@ -404,7 +407,7 @@ def cmd_eval(args: EvalArgs) -> int:
     run = load_run(args.run, what="--run")
     env = TaskEnv(run.config.env)
     seeds = [args.seed + i for i in range(args.episodes)]
-    result = evaluate(env, run.chunk_policy(seed=args.seed), seeds, progress=True,
+    result = evaluate(env, run.chunk_policy(seed=args.seed), seeds, progress=args.progress,
                       batch=args.batch)  # fmt: skip
     out = json_safe({"iteration": run.iteration, **result.as_dict()})
     text = json.dumps(out, indent=1)

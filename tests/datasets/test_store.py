@@ -237,7 +237,7 @@ def test_empty_store(tmp_path: Path) -> None:
 # a writer prints the indices an append returned only after it returned. Episodes and store
 # options come from a test module (argv: its folder, name, store-options and factory names).
 CHILD = r"""
-import importlib, os, random, signal, sys, time, traceback
+import importlib, os, random, select, signal, sys, time, traceback
 sys.path.insert(0, sys.argv[2])
 module = importlib.import_module(sys.argv[3])
 store_kw, make = getattr(module, sys.argv[4]), getattr(module, sys.argv[5])
@@ -245,28 +245,38 @@ from aloe.datasets.store import EpisodeStore
 
 root, seed0 = sys.argv[1], int(sys.argv[6])
 rng = random.Random(seed0)
-for r, delay in enumerate(float(d) for d in sys.argv[7:]):
+for r, spec in enumerate(sys.argv[7:]):
+    read_end, write_end = os.pipe()  # one byte per append returned, for a "+delay"
     pid = os.fork()
     if pid == 0:
         try:
+            os.close(read_end)
             store = EpisodeStore.open_or_create(root, **store_kw)
             for k in range(10**6):
                 seed = 1_000_000 * seed0 + 10_000 * r + 2 * k
                 idx = store.append([make(seed), make(seed + 1)])
                 os.write(1, ("ok " + " ".join(map(str, idx)) + "\n").encode())
+                os.write(write_end, b".")
         except BaseException:
             traceback.print_exc()
         os._exit(1)
-    time.sleep(delay + rng.uniform(0, 0.05))
+    os.close(write_end)
+    if spec.startswith("+"):  # counted from the first append's return, however busy the CPU
+        select.select([read_end], [], [], 60)
+    time.sleep(float(spec.lstrip("+")) + rng.uniform(0, 0.05))
     os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
+    os.close(read_end)
     print("killed" if os.WIFSIGNALED(status) else "writer died", flush=True)
 """
 
 
 def kill_writers(root: Path, test_file: str, store_kw: str, factory: str, seed: int,
                  delays: list[str]) -> list[int]:  # fmt: skip
-    """Run CHILD on `root`; the episode indices that appends returned before the kills."""
+    """Run CHILD on `root`; the episode indices that appends returned before the kills.
+
+    A delay kills its writer that many seconds after it started; "+d", d seconds after its
+    first append returned (so that a busy machine still commits something)."""
     here = Path(test_file)
     args = [sys.executable, "-c", CHILD, str(root), str(here.parent), here.stem, store_kw,
             factory, str(seed), *delays]  # fmt: skip
@@ -280,7 +290,7 @@ def kill_writers(root: Path, test_file: str, store_kw: str, factory: str, seed: 
 
 def test_sigkill_never_loses_a_committed_episode(tmp_path: Path) -> None:
     root = tmp_path / "store"
-    delays = ["0.0", "0.02", "0.05", "0.1", "0.2", "0.4", "1.5"]  # the last outlasts a busy CPU
+    delays = ["0.0", "0.02", "0.05", "0.1", "0.2", "0.4", "+0.2"]
     returned = kill_writers(root, __file__, "STORE_KW", "make_episode", 7, delays)
 
     store = EpisodeStore.open(root)

@@ -4,10 +4,10 @@ import math
 
 import numpy as np
 import pytest
+from known_replays import CFG, GAMMA, Expert, H
 
 from aloe import data as D
-from aloe.collect import run_episode
-from aloe.envs.metaworld import EnvConfig, TaskEnv
+from aloe.envs.metaworld import TaskEnv
 from aloe.errors import UsageError
 from aloe.evaluation.action_ope import (
     ActionOpeConfig,
@@ -19,51 +19,9 @@ from aloe.evaluation.action_ope import (
     score_states,
     stratified_rows,
 )
-from aloe.evaluation.restore import EpisodeRestorer
-from aloe.operators.scripted import OperatorConfig, ScriptedOperator, expert_policy
-from aloe.policies.chunk_policy import RandomPolicy
 
-TASK, GAMMA, H = "pick-place-v3", 0.99, 10
-CFG = EnvConfig(task=TASK, c_fail=60.0, max_steps=150)
-QUICK = OperatorConfig(noise_std=0.0, patience=15)  # noise-free; takes over after 15 idle steps
 # Fixed-action chunks that waste a different amount of time before the expert takes over.
 FIXED = np.array([[0.0, 0.0, 0.0, -1.0], [0.0, 0.0, 1.0, -1.0], [1.0, -1.0, 0.5, 1.0]])
-
-
-def _frames(episodes):
-    cols = {k: np.concatenate([ep.steps[k] for ep in episodes]) for k in episodes[0].steps}
-    cols["episode_index"] = np.concatenate([np.full(len(ep), i) for i, ep in enumerate(episodes)])
-    cols["frame_index"] = np.concatenate([np.arange(len(ep)) for ep in episodes])
-    cols["index"] = np.arange(len(cols[D.ACTION]))
-    cols["task_index"] = np.zeros(len(cols[D.ACTION]), dtype=np.int64)
-    return cols
-
-
-@pytest.fixture(scope="module")
-def recorded():
-    """A noise-free demonstration and a random-policy episode with a takeover (all 3 sources)."""
-    env = TaskEnv(CFG)
-    demo = run_episode(env, ScriptedOperator(TASK, QUICK), 4, policy=None)
-    taken = run_episode(env, ScriptedOperator(TASK, QUICK), 9, policy=RandomPolicy(seed=2))
-    assert demo.success and taken.meta["takeovers"] == 1
-    frames = _frames([demo, taken])
-    seeds = {0: demo.meta["seed"], 1: taken.meta["seed"]}
-    return frames, EpisodeRestorer(frames, seeds, CFG.max_steps)
-
-
-class Expert:
-    """MetaWorld's scripted expert as a deterministic BatchPolicy (one action per chunk)."""
-
-    exec_horizon = 1
-
-    def __init__(self):
-        self.expert = expert_policy(TASK)
-
-    def act(self, state):
-        return np.clip(self.expert.get_action(np.asarray(state, np.float64)), -1, 1)
-
-    def act_chunks(self, states):
-        return np.asarray([self.act(s) for s in states], dtype=np.float32)[:, None]
 
 
 def fixed_chunks(states, n):

@@ -2,53 +2,14 @@
 
 import numpy as np
 import pytest
+from known_replays import CFG, GAMMA, QUICK, TASK, Expert, H
 
 from aloe import data as D
-from aloe.collect import run_episode
-from aloe.envs.metaworld import EnvConfig, TaskEnv
+from aloe.envs.metaworld import TaskEnv
 from aloe.evaluation.ope import accuracy, ground_truth, sample_pairs, spearman
-from aloe.evaluation.restore import EpisodeRestorer
 from aloe.evaluation.rollout import SerialPolicy
-from aloe.operators.scripted import OperatorConfig, ScriptedOperator, expert_policy
+from aloe.operators.scripted import ScriptedOperator
 from aloe.policies.chunk_policy import RandomPolicy
-
-TASK, GAMMA, H = "pick-place-v3", 0.99, 10
-CFG = EnvConfig(task=TASK, c_fail=60.0, max_steps=150)
-QUICK = OperatorConfig(noise_std=0.0, patience=15)  # noise-free; takes over after 15 idle steps
-
-
-def _frames(episodes):
-    cols = {k: np.concatenate([ep.steps[k] for ep in episodes]) for k in episodes[0].steps}
-    cols["episode_index"] = np.concatenate([np.full(len(ep), i) for i, ep in enumerate(episodes)])
-    cols["frame_index"] = np.concatenate([np.arange(len(ep)) for ep in episodes])
-    cols["index"] = np.arange(len(cols[D.ACTION]))
-    cols["task_index"] = np.zeros(len(cols[D.ACTION]), dtype=np.int64)
-    return cols
-
-
-@pytest.fixture(scope="module")
-def recorded():
-    """A noise-free demonstration (episode 0) and a random-policy episode with a takeover."""
-    env = TaskEnv(CFG)
-    demo = run_episode(env, ScriptedOperator(TASK, QUICK), 4, policy=None)
-    taken = run_episode(env, ScriptedOperator(TASK, QUICK), 9, policy=RandomPolicy(seed=2))
-    assert demo.success and taken.meta["takeovers"] == 1
-    frames = _frames([demo, taken])
-    seeds = {0: demo.meta["seed"], 1: taken.meta["seed"]}
-    return frames, EpisodeRestorer(frames, seeds, CFG.max_steps)
-
-
-class Expert:
-    """MetaWorld's scripted expert as a deterministic BatchPolicy (one action per chunk)."""
-
-    exec_horizon = 1
-
-    def __init__(self):
-        self.expert = expert_policy(TASK)
-
-    def act_chunks(self, states):
-        actions = [np.clip(self.expert.get_action(s.astype(np.float64)), -1, 1) for s in states]
-        return np.asarray(actions, dtype=np.float32)[:, None]
 
 
 def test_restore_reproduces_the_stored_observations_exactly(recorded):

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 import torch
-from tqdm.auto import trange
 
 from aloe.data import ChunkBatch, Frames
 from aloe.datasets.sampler import ChunkSampler
+from aloe.progress import Phase
 
 if TYPE_CHECKING:
     from aloe.config import TrainConfig
@@ -86,9 +86,9 @@ class UpdateContext:
     def steps(
         self, n: int, step: StepFn, sampler: ChunkSampler, desc: str
     ) -> list[dict[str, float]]:
-        """n update steps, each on a fresh batch of aloe.batch_size chunks; a progress bar."""
-        bar = trange(n, desc=desc, disable=not self.cfg.progress, leave=False)
-        return [step(sampler.sample(self.cfg.aloe.batch_size)) for _ in bar]
+        """n update steps, each on a fresh batch of aloe.batch_size chunks (a `Phase`)."""
+        phase = Phase(desc, n, self.cfg.progress, unit="step")
+        return [step(sampler.sample(self.cfg.aloe.batch_size)) for _ in phase.iterate(range(n))]
 
     def learner_as(self, kind: type[L]) -> L:
         """The learner, checked to be the algorithm's own kind."""

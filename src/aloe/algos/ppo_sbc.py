@@ -44,7 +44,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from aloe import data as D
 from aloe.algos.aloe import AloeConfig
@@ -65,6 +64,7 @@ from aloe.datasets.sampler import ChunkSampler
 from aloe.errors import require
 from aloe.nn import Normalizer, evaluating
 from aloe.policies.flow import FlowPolicy
+from aloe.progress import Phase
 from aloe.rollout import record_episode
 
 if TYPE_CHECKING:
@@ -363,8 +363,8 @@ def collect_rollouts(ctx: CollectContext) -> CollectStats:
     policy = ExploringChunkPolicy(learner.actor, version=k - 1, exec_horizon=cfg.exec_horizon,
                                   seed=cfg.seed, device=learner.device, obs=ctx.obs)  # fmt: skip
     budget = rollout_budget(cfg)
-    bar = tqdm(total=budget, initial=min(budget, stats.env_steps), desc=f"rollouts[{k}]",
-               disable=not cfg.progress, leave=False, unit="step")  # fmt: skip
+    bar = Phase(f"rollouts[{k}]", budget, cfg.progress, unit="step",
+                initial=min(budget, stats.env_steps))  # fmt: skip
     while stats.env_steps < budget:
         seed = episode_seed(cfg.seed, k, stats.episodes)
         ep = record_episode(ctx.env, seed, policy=policy, iteration=k,

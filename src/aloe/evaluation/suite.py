@@ -89,9 +89,10 @@ def evaluate_condition(
 
 
 def run_suite(run_dir: Path, cfg: SuiteConfig) -> dict[str, Any]:
-    """Run every evaluation on `run_dir`'s latest checkpoint; write eval.json and report.html."""
-    from aloe.evaluation.report import build_run_report
+    """Run every evaluation on `run_dir`'s latest checkpoint; write eval.json and report.html
+    (a report that cannot be written is a warning: eval.json holds the results)."""
     from aloe.run import load_run
+    from aloe.run_summary import write_report
 
     run = load_run(run_dir, what="--run")
     env = TaskEnv(run.config.env)
@@ -120,7 +121,8 @@ def run_suite(run_dir: Path, cfg: SuiteConfig) -> dict[str, Any]:
         out["weights_by_source"] = weights_by_source(run)
     text = json.dumps(_json_safe(out), indent=1)
     (run_dir / "eval.json").write_text(text)
-    out["report"] = str(build_run_report(run_dir))
+    report = write_report(run_dir, "aloe eval")
+    out["report"] = str(report) if report else None
     return out
 
 
@@ -262,7 +264,8 @@ def cmd_eval_full(args: Any) -> int:
     ope = OpeConfig(pairs=args.ope_pairs, rollouts=args.ope_rollouts)
     action = ActionOpeConfig(states=args.action_ope_states, chunks=args.action_ope_chunks,
                              rollouts=args.action_ope_rollouts)  # fmt: skip
-    cfg = SuiteConfig(episodes=args.episodes, seed=args.seed, ope=ope, action_ope=action)
+    cfg = SuiteConfig(episodes=args.episodes, seed=args.seed, ope=ope, action_ope=action,
+                      progress=args.progress is not False)  # fmt: skip
     out = run_suite(Path(args.run), cfg)
     brief = {k: out[k] for k in ("task", "algo", "iteration", "nominal")}
     brief["action_ope"] = action_ope_brief(out["action_ope"])

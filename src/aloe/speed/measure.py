@@ -22,10 +22,23 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
+_SAYING = [True]  # False inside `quiet()`: `aloe bench --no-progress`
+
 
 def say(message: str) -> None:
-    """A progress line on stderr (stdout carries the report)."""
-    print(f"aloe bench: {message}", file=sys.stderr, flush=True)
+    """A progress line on stderr (stdout carries the report); none inside `quiet()`."""
+    if _SAYING[-1]:
+        print(f"aloe bench: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def quiet(enabled: bool = True) -> Iterator[None]:
+    """No progress lines while inside, if `enabled`."""
+    _SAYING.append(_SAYING[-1] and not enabled)
+    try:
+        yield
+    finally:
+        _SAYING.pop()
 
 
 def synchronize(device: torch.device) -> None:

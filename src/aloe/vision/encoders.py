@@ -50,8 +50,21 @@ def offline() -> None:
 
     Must run before the first import of huggingface_hub, which reads the variable once.
     Every load here also passes `local_files_only=True`, so nothing is ever downloaded.
+    Their progress bars are off too (read at the same import): loading local weights takes
+    a second, and a bar's carriage-return frames would fill a captured log.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # ... and where huggingface_hub was imported before (the variable is read then), or for
+    # transformers' own "Loading weights" bar, switched off by their functions.
+    if importlib.util.find_spec("huggingface_hub") is not None:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if importlib.util.find_spec("transformers") is not None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
 
 
 @runtime_checkable

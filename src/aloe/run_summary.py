@@ -1,0 +1,111 @@
+"""What a run says as it goes and when it ends, for the person reading stderr.
+
+    iteration_line  one line per iteration: its success, the operator's work, its duration
+    summary         the closing lines of `aloe train`: success per iteration as a sparkline
+                    and numbers, BC → final success, the operator's steps, wall time, and
+                    where the report, the latest checkpoint and the TensorBoard logs are
+    write_report    the run's report.html; a failure is a warning, never a failed run
+
+metrics.jsonl is the machine-readable record; nothing here is meant to be parsed.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aloe.progress import duration, plural
+
+SPARKS = "▁▂▃▄▅▆▇█"
+MAX_LISTED = 12  # success rates written out in full; beyond that the first and last few
+
+
+def sparkline(rates: Sequence[float]) -> str:
+    """Success rates in [0, 1] as bars on a fixed scale (▁ = 0, █ = 1); `·` for no value."""
+    top = len(SPARKS) - 1
+    return "".join(SPARKS[min(top, max(0, round(r * top)))] if _finite(r) else "·" for r in rates)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def _rate(value: Any) -> str:
+    return f"{value:.2f}" if _finite(value) else "–"
+
+
+def iteration_line(metrics: dict[str, Any], final_iteration: int) -> str:
+    """`iteration 1/5: success 0.20 on 20 episodes, 3 takeovers, 120 operator steps, 45.2 s`."""
+    k = metrics["iteration"]
+    what = "BC warm start" if k == 0 else plural(metrics["takeovers"], "takeover")
+    return (f"iteration {k}/{final_iteration}: success {_rate(metrics['success_rate'])} on "
+            f"{plural(metrics['eval_episodes'], 'episode')}, {what}, "
+            f"{plural(metrics['human_steps'], 'operator step')}, {duration(metrics['wall_s'])}")  # fmt: skip
+
+
+def _success_lines(history: list[dict[str, Any]]) -> list[str]:
+    rates = [r["success_rate"] for r in history]
+    listed = [_rate(r) for r in rates]
+    if len(listed) > MAX_LISTED:
+        listed = [*listed[:3], "…", *listed[-3:]]
+    first, last = history[0]["eval_episodes"], history[-1]["eval_episodes"]
+    episodes = f"{plural(first, 'episode')} each" + (
+        f", {last} at the last" if last != first else ""
+    )
+    final = f"{_rate(rates[0])} → {_rate(rates[-1])}" if len(rates) > 1 else f"{_rate(rates[0])}"
+    return [
+        f"  success      {sparkline(rates)}  {' '.join(listed)}  (iterations 0–"
+        f"{history[-1]['iteration']}; {episodes})",
+        f"  BC → final   {final}" + ("" if len(rates) > 1 else " (BC only: one iteration)"),
+    ]
+
+
+def _operator_line(history: list[dict[str, Any]]) -> str:
+    total = history[-1].get("total_human_steps", 0)
+    demos = history[0]["human_steps"]
+    takeovers = sum(r["takeovers"] for r in history[1:])
+    return (f"  operator     {total} steps: {demos} demonstrating, {total - demos} in "
+            f"{plural(takeovers, 'takeover')}")  # fmt: skip
+
+
+def summary(cfg: Any, history: list[dict[str, Any]], session_s: float, resumed: bool,
+            report: Path | None) -> str:  # fmt: skip
+    """The closing lines of `aloe train` on the run `cfg.out` (its config), whose metrics
+    are `history`; `session_s` is this command's wall time."""
+    from aloe import checkpoint
+
+    out = Path(cfg.out)
+    iterations = plural(history[-1]["iteration"], "iteration") if history else "no iterations"
+    head = (f"aloe train: {'resumed and ' if resumed else ''}finished {out}: {cfg.algo} on "
+            f"{cfg.task}, preset {cfg.preset}, {iterations} after the BC warm start")  # fmt: skip
+    lines = [head]
+    if history:
+        lines += [*_success_lines(history), _operator_line(history)]
+        trained = sum(r.get("wall_s", 0.0) for r in history)
+        lines.append(f"  wall time    {duration(session_s)}" + (
+            f" this session; {duration(trained)} over all iterations" if resumed else ""))  # fmt: skip
+    last = checkpoint.latest(out / "checkpoints")
+    written = str(report) if report else f"not written: `aloe report {out}` retries"
+    lines += [
+        f"  report       {written}",
+        f"  checkpoint   {last[1] if last else 'none'}",
+        f"  TensorBoard  tensorboard --logdir {out / 'tb'}",
+        f"  metrics      {out / 'metrics.jsonl'}",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path, prog: str) -> Path | None:
+    """Write `run_dir/report.html` (aloe.evaluation.report); on any failure, warn on stderr
+    and return None: the report is derived from the run, whose results are already safe."""
+    try:
+        from aloe.evaluation.report import build_run_report
+
+        return build_run_report(run_dir)
+    except Exception as e:  # noqa: BLE001 (a report is never worth a finished run)
+        print(f"{prog}: warning: could not write {Path(run_dir) / 'report.html'} "
+              f"({type(e).__name__}: {e}); `aloe report {run_dir}` retries", file=sys.stderr)  # fmt: skip
+        return None
