@@ -52,16 +52,16 @@ class TasksArgs:
 
 
 def cmd_tasks(args: TasksArgs) -> int:
-    from aloe.envs.tasks import INSTRUCTIONS, supported_tasks
+    from aloe.envs.tasks import INSTRUCTIONS, backend, supported_tasks
 
     for name in supported_tasks():
         line = f"{name:32s} {INSTRUCTIONS[name]}"
         if args.verify:
-            from aloe.envs.metaworld import expert_episode_length
+            from aloe.envs.registry import operator_episode_length
 
-            line += f"   (expert: {expert_episode_length(name):.0f} steps)"
+            line += f"   (expert: {operator_episode_length(name):.0f} steps)"
         print(line)
-        if args.variants:
+        if args.variants and backend(name) == "metaworld":  # the variants edit MetaWorld's objects
             from aloe.evaluation.variants import expert_success, task_variants
 
             for v in task_variants(name)[1:]:
@@ -106,7 +106,8 @@ class CollectArgs:
 
 def cmd_collect(args: CollectArgs) -> int:
     from aloe.collect import CollectConfig, collect
-    from aloe.envs.metaworld import EnvConfig, TaskEnv
+    from aloe.envs.metaworld import EnvConfig
+    from aloe.envs.registry import make_env
     from aloe.envs.tasks import task_list
     from aloe.operators.profiles import make_operator
     from aloe.operators.scripted import OperatorConfig
@@ -126,7 +127,7 @@ def cmd_collect(args: CollectArgs) -> int:
     _as_collect_flags(cfg.validate)
     _require_store_location(args.out)
     policy = _load_collect_policy(args.policy, args.seed)
-    env = TaskEnv(EnvConfig(task=args.task, max_steps=args.max_steps))
+    env = make_env(EnvConfig(task=args.task, max_steps=args.max_steps))
     store = _collect_store(args.out, env, one_task)
     seeds = _continue_seeds(store, args.seed, args.episodes)
     operator = make_operator(args.task, op_cfg, seed=args.seed)
@@ -168,11 +169,10 @@ def _require_store_location(out: Path) -> None:
 def _collect_store(out: Path, env: Any, one_task: bool) -> Any:
     """The store at `out` to grow, refused before any episode if it records other columns."""
     from aloe.datasets.store import EpisodeStore, StoreError, StoreMismatch, StoreRefused
-    from aloe.envs.metaworld import CONTROL_HZ
 
     try:
         return EpisodeStore.open_or_create(
-            out, fps=CONTROL_HZ, state_dim=env.state_dim, action_dim=env.action_dim,
+            out, fps=1.0 / env.control_period, state_dim=env.state_dim, action_dim=env.action_dim,
             sim_state_dim=env.sim_state_dim if one_task else None, cameras=None,
         )  # fmt: skip
     except StoreMismatch as e:
@@ -245,15 +245,20 @@ class TrainRequest(NamedTuple):
 
     config: TrainConfig
     resume: bool
+    scale: Any = None  # aloe.distributed.options.Scale: --workers, --learner-procs, ...
+    argv: tuple[str, ...] = ()  # the command without --learner-procs (for torchrun)
 
 
 def read_train_args(argv: list[str], prog: str) -> TrainRequest:
     """`aloe train [--preset P] [--task T] [--<any config field> V]`, or
     `aloe train --resume DIR [--device D] [--progress | --no-progress]`. The preset is read
-    first: it chooses the defaults tyro parses the other flags against and shows in --help."""
+    first: it chooses the defaults tyro parses the other flags against and shows in --help.
+    `--workers N [--ray-address A] [--worker-timeout S] [--learner-procs P]`, with either,
+    say how the run is spread (aloe.distributed), not what it computes."""
+    scale, argv, again = _scale_args(argv)
     known, rest = _known_args(argv, [("--preset", None), ("--task", None), ("--resume", Path)])
     if known.resume is not None and not {"-h", "--help"} & set(rest):
-        return TrainRequest(_resume_config(known, rest), resume=True)
+        return TrainRequest(_resume_config(known, rest), True, scale, (*argv, *again))
     name = known.preset or "default"
     base = preset(name, known.task)
     description = (f"Run Algorithm 1. Defaults below are the {name!r} preset "
@@ -262,15 +267,39 @@ def read_train_args(argv: list[str], prog: str) -> TrainRequest:
                    "  aloe train --resume DIR [--device D] [--progress | --no-progress]")  # fmt: skip
     cfg = parse(TrainConfig, rest + ["--preset", name], prog, default=base,
                 description=description)  # fmt: skip
-    return TrainRequest(cfg, resume=False)
+    return TrainRequest(cfg, False, scale, (*argv, *again))
+
+
+SCALE_FLAGS = ("--workers", "--ray-address", "--worker-timeout", "--learner-procs")
+
+
+def _scale_args(argv: list[str]) -> tuple[Any, list[str], list[str]]:
+    """(Scale, argv without its flags, the flags to pass on to torchrun's processes)."""
+    from aloe.distributed.options import Scale
+
+    flags, rest = _known_args(argv, [(f, None) for f in SCALE_FLAGS])
+    values = [getattr(flags, f[2:].replace("-", "_")) for f in SCALE_FLAGS]
+    again = [t for f, v in zip(SCALE_FLAGS[:3], values, strict=False) if v is not None
+             for t in (f, v)]  # fmt: skip
+    return Scale.from_flags(*values), rest, again
 
 
 def cmd_train(request: TrainRequest) -> int:
     """Train (or resume), then the closing summary on stderr (aloe.run_summary); stdout
     stays empty: metrics.jsonl is the machine-readable record."""
     cfg, start = request.config, time.time()
+    scale = request.scale
+    if scale is not None and scale.learner_procs > 1 and "WORLD_SIZE" not in os.environ:
+        from aloe.distributed.ddp import relaunch
+
+        return relaunch(cfg, request.resume, list(request.argv), scale)
     try:
-        history = train.train(cfg, resume=request.resume)
+        if scale is not None and scale.distributed:
+            from aloe.distributed import launch
+
+            history = launch.train(cfg, request.resume, scale)
+        else:
+            history = train.train(cfg, resume=request.resume)
     except FloatingPointError as e:  # the guard fired before the bad update was applied
         from aloe import checkpoint
 
@@ -280,6 +309,8 @@ def cmd_train(request: TrainRequest) -> int:
         return 3
     from aloe.run_summary import summary
 
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # a torchrun learner process: the run's summary is rank 0's
     report = cfg.out / "report.html"
     fresh = report.is_file() and report.stat().st_mtime >= start  # this run's, not a stale one
     print(summary(cfg, history, time.time() - start, request.resume, report if fresh else None),

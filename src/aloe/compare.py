@@ -72,6 +72,16 @@ class CompareArgs:
     """Extra `aloe train` options for every run, checked as `aloe train` checks them before
     any run starts. Attach the value with `=`, since it starts with `-`:
     --train-args='--iterations 3 --aloe.beta 10'."""
+    backend: str = "local"
+    """local: runs are subprocesses of this machine (--jobs at a time); ray: Ray tasks on
+    the cluster at --ray-address (or a local Ray), as many at a time as its resources allow
+    (aloe.distributed.ray_runs)."""
+    ray_address: str | None = None
+    """Ray backend: a running cluster (`ray start --head` prints it); implies --backend ray."""
+    cpus_per_run: float = 1.0
+    """Ray backend: CPUs each run reserves (and its torch threads)."""
+    gpus_per_run: float = 0.0
+    """Ray backend: GPUs each run reserves (give the runs --train-args=--device=cuda)."""
     progress: Progress = None
     """A line on stderr whenever the runs' state changes (which are going, how far along);
     --no-progress: none. Each run's own output goes to DIR/logs/."""
@@ -130,10 +140,27 @@ def validate(args: CompareArgs) -> list[str]:
     require(args.seeds >= 1, "--seeds", args.seeds, "must be >= 1")
     require(args.preset in PRESETS, "--preset", args.preset, f"one of {', '.join(PRESETS)}")
     require(args.jobs >= 1, "--jobs", args.jobs, "must be >= 1")
+    _check_backend(args)
     _check_out(args.out)
     for algo in algos:  # the seed is the only other per-run option, and any seed >= 0 is valid
         train_config(args, RunSpec(algo, 0, args.out))
     return algos
+
+
+def _check_backend(args: CompareArgs) -> None:
+    """--backend and its options; with Ray, that it is installed (it is connected to in
+    `run_comparison`, before anything is written)."""
+    import importlib.util
+
+    if args.ray_address is not None:
+        args.backend = "ray"
+    require(args.backend in ("local", "ray"), "--backend", args.backend, "must be local or ray")
+    require(args.cpus_per_run > 0, "--cpus-per-run", args.cpus_per_run, "must be > 0")
+    require(args.gpus_per_run >= 0, "--gpus-per-run", args.gpus_per_run, "must be >= 0")
+    if args.backend == "ray":
+        require(importlib.util.find_spec("ray") is not None, "--backend", args.backend,
+                "needs Ray, which is not installed: pip install 'aloe[ray]'")  # fmt: skip
+        args.out = args.out.absolute()  # a Ray worker's directory is not this one
 
 
 def _check_out(out: Path) -> None:
@@ -241,6 +268,7 @@ class _Running:
 def run_comparison(args: CompareArgs) -> dict[str, Any]:
     """Run (or resume) every (algo, seed), then write summary.json and report.html."""
     algos = validate(args)
+    started_ray = _connect(args)
     _check_settings(args)
     specs = [RunSpec(a, s, args.out) for a in algos for s in range(args.seeds)]
     pending = [s for s in specs if not run_state(s.dir).finished]
@@ -253,7 +281,8 @@ def run_comparison(args: CompareArgs) -> dict[str, Any]:
     try:
         while pending or running:
             ready = [s for s in pending if _ready(s, pending, running)]
-            for spec in ready[: max(0, args.jobs - len(running))]:
+            slots = args.jobs if args.backend == "local" else len(specs)  # Ray schedules
+            for spec in ready[: max(0, slots - len(running))]:
                 pending.remove(spec)
                 running.append(_start(args, spec, env))
             time.sleep(0.5)
@@ -273,12 +302,26 @@ def run_comparison(args: CompareArgs) -> dict[str, Any]:
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if started_ray:
+            import ray
+
+            ray.shutdown()
     if failed:
         if _discover(args.out):
             write_report(args.out)
         names = ", ".join(f"{n} (exit {c}, see logs/{n}.log)" for n, c in failed.items())
         raise RuntimeError(f"runs failed: {names}; re-run the same command to retry them")
     return write_report(args.out)
+
+
+def _connect(args: CompareArgs) -> bool:
+    """The Ray backend's cluster (an unreachable address is a UsageError, before any write);
+    returns whether Ray was started here."""
+    if args.backend != "ray":
+        return False
+    from aloe.distributed.workers import connect
+
+    return connect(args.ray_address, num_cpus=None)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -293,7 +336,15 @@ def _start(args: CompareArgs, spec: RunSpec, env: dict[str, str]) -> _Running:
     cmd = train_command(args, spec, state)
     log.write(f"\n$ {shlex.join(cmd)}\n".encode())
     log.flush()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if args.backend == "ray":
+        from aloe.distributed.ray_runs import RayRun
+
+        threads = str(max(1, int(args.cpus_per_run)))
+        log.close()  # the task appends to it, on whichever node runs it
+        proc: Any = RayRun(cmd, spec.log, {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
+                           args.cpus_per_run, args.gpus_per_run)  # fmt: skip
+    else:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     return _Running(spec, proc, log)
 
 

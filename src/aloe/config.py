@@ -26,12 +26,14 @@ from aloe.algos.table import ALGORITHMS
 from aloe.collect import CollectConfig
 from aloe.critics.chunked_q import CriticConfig
 from aloe.envs.metaworld import EnvConfig
+from aloe.envs.ogbench_tasks import TASKS as OGBENCH_TASKS
 from aloe.envs.tasks import DEFAULT_TASK, check_task, task_list
 from aloe.errors import UsageError, bad, require
 from aloe.nn import resolve_device
 from aloe.observation import INSTRUCTION_KINDS, OBS_KINDS, VisionConfig
 from aloe.operators.scripted import OperatorConfig
 from aloe.policies.flow import ActorConfig
+from aloe.policies.lerobot_actor import LeRobotConfig
 from aloe.progress import Progress
 from aloe.vision.encoders import VISION_EXTRA
 
@@ -96,6 +98,11 @@ class TrainConfig:
     operator: OperatorConfig = field(default_factory=OperatorConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
     actor: ActorConfig = field(default_factory=ActorConfig)
+    actor_kind: str = "flow"
+    """The actor: flow (the compact flow VLA, `actor.*`) | lerobot (a LeRobot SmolVLA, π0 or
+    π0.5 through aloe.policies.lerobot_actor, `lerobot.*`; the lerobot extra)."""
+    lerobot: LeRobotConfig = field(default_factory=LeRobotConfig)
+    """The LeRobot policy of `actor_kind lerobot` runs."""
     critic: CriticConfig = field(default_factory=CriticConfig)
     aloe: AloeConfig = field(default_factory=AloeConfig)
     """ALOE; also the optimiser, batch size and γ every algorithm shares (and DAgger's
@@ -156,9 +163,22 @@ class TrainConfig:
                 "must be empty: a run's cameras are --obs image with --vision.cameras")  # fmt: skip
         if self.obs == "image":
             self.vision.validate(FIELD)
+        self._validate_actor_kind()
         for part in (self.env, self.operator, self.collect, self.actor, self.critic, self.aloe,
                      self.awr, self.ppo):  # fmt: skip
             part.validate(FIELD)
+
+    def _validate_actor_kind(self) -> None:
+        require(self.actor_kind in ACTOR_KINDS, f"{FIELD}actor_kind", self.actor_kind,
+                f"must be one of {', '.join(ACTOR_KINDS)}")  # fmt: skip
+        if self.actor_kind != "lerobot":
+            return
+        require(self.algo in LEROBOT_ALGOS, f"{FIELD}algo", self.algo,
+                f"must be one of {', '.join(LEROBOT_ALGOS)} with actor_kind lerobot")  # fmt: skip
+        require(self.obs == "state", f"{FIELD}obs", self.obs,
+                "must be state with actor_kind lerobot (the buffer holds image features, "
+                "not the pixels a VLA reads)")  # fmt: skip
+        self.lerobot.validate(FIELD)
 
     def to_json(self) -> str:
         """The config as saved beside a run, without `out`: a run directory is wherever it is
@@ -190,6 +210,8 @@ class TrainConfig:
         return dataclasses.replace(cls.from_json(text, path), out=Path(run_dir))
 
 
+ACTOR_KINDS = ("flow", "lerobot")
+LEROBOT_ALGOS = ("aloe", "awr", "dagger", "bc")  # the algorithms that train an `Actor`
 FIELD = "config field "  # how a run's fields are named in messages: `config field aloe.beta`
 DEVICE = re.compile(r"cpu|auto|mps|cuda(:\d+)?")
 # float fields whose docstring gives inf a meaning; every other float must be finite
@@ -400,6 +422,23 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:.3g} GB" if n < 1e12 else f"{n / 1e12:.3g} TB"
 
 
+def _ogbench_sizes(cfg: TrainConfig, name: str, limit: int, long_horizon: bool) -> None:
+    """An OGBench task on 2 cores (0.55-0.77 k steps/s, episodes of 100-500 steps at 20 Hz):
+    OGBench's own time limit, the operator's correction as long, patience and the stall
+    detector in seconds as on MetaWorld (5 s, 15 s), and the paper's execution chunk 5 for a
+    long-horizon task (every preset; `--exec-horizon` overrides it)."""
+    if long_horizon:
+        cfg.exec_horizon = min(5, cfg.horizon)
+    cfg.operator = dataclasses.replace(cfg.operator, patience=100)
+    cfg.env.failures = dataclasses.replace(cfg.env.failures, stall_steps=300)
+    if name == "smoke":
+        return  # the smoke preset's limits: its episodes are cut short by design
+    cfg.env.max_steps = limit
+    cfg.collect = dataclasses.replace(cfg.collect, operator_max_steps=limit)
+    if name == "default":
+        cfg.eval_episodes = 10  # 10 x 500 steps: ~10 s a round on 2 cores
+
+
 def preset(name: str, task: str | None = None) -> TrainConfig:
     """The preset's config; `aloe train` overrides single fields on top of it."""
     require(name in PRESETS, "--preset", name, f"unknown preset; one of {', '.join(PRESETS)}")
@@ -428,6 +467,8 @@ def preset(name: str, task: str | None = None) -> TrainConfig:
         cfg.critic = dataclasses.replace(cfg.critic, hidden_dim=256, num_layers=6, num_heads=8)
         cfg.aloe = dataclasses.replace(cfg.aloe, batch_size=256, gamma=0.99, polyak=0.005,
                                        critic_lr=3e-5, warmup_steps=100)  # fmt: skip
+    if task in OGBENCH_TASKS:
+        _ogbench_sizes(cfg, name, OGBENCH_TASKS[task].max_steps, OGBENCH_TASKS[task].long_horizon)
     # AWR gets ALOE's update budget, so that the two differ only in the value they weight with.
     cfg.awr = dataclasses.replace(cfg.awr, value_steps=cfg.aloe.critic_steps,
                                   actor_steps=cfg.aloe.actor_steps)  # fmt: skip

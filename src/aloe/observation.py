@@ -113,10 +113,10 @@ class Observations:
     @property
     def layout(self) -> tuple[int, ...]:
         """Widths of [state, camera_1, ..., camera_V] in the observation vector."""
-        from aloe.envs.metaworld import TaskEnv
+        from aloe.envs.tasks import task_dims
 
         feat = self.encoder.feature_dim if self.encoder is not None else 0
-        return (TaskEnv.STATE_DIM, *(feat for _ in self.cameras))
+        return (task_dims(self.cfg.task).state, *(feat for _ in self.cameras))
 
     @property
     def dim(self) -> int:

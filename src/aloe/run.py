@@ -19,10 +19,11 @@ from aloe.algos.aloe import q_pess
 from aloe.algos.context import Learner, LearnerParts
 from aloe.algos.table import ALGORITHMS
 from aloe.config import TrainConfig
-from aloe.envs.metaworld import TaskEnv
+from aloe.envs.tasks import task_dims
 from aloe.errors import bad, require
 from aloe.nn import Normalizer, resolve_device
 from aloe.observation import Observations
+from aloe.policies.base import Actor
 from aloe.policies.chunk_policy import FlowChunkPolicy
 from aloe.policies.flow import FlowPolicy
 
@@ -43,6 +44,7 @@ def build_learner(
     """
     obs = obs or Observations(cfg)
     dim, n = obs.dim, len(obs.tasks)
+    action_dim = task_dims(cfg.task).action
     if instruction_features is None and cfg.instructions != "learned":
         from aloe.vision.language import InstructionEncoder
 
@@ -53,14 +55,22 @@ def build_learner(
         "obs_layout": obs.layout,
         "instruction_features": instruction_features,
     }
-    actor = FlowPolicy(cfg.actor, state_dim=dim, action_dim=TaskEnv.ACTION_DIM, num_tasks=n,
-                       state_normalizer=Normalizer.from_stats(mean, std), horizon=cfg.horizon,
-                       **tokens)  # fmt: skip
+    actor: Any
+    if cfg.actor_kind == "lerobot":
+        from aloe.policies.lerobot_actor import build_actor
+
+        actor = build_actor(cfg.lerobot, obs.instructions, state_dim=dim, horizon=cfg.horizon,
+                            action_dim=action_dim,
+                            state_normalizer=Normalizer.from_stats(mean, std))  # fmt: skip
+    else:
+        actor = FlowPolicy(cfg.actor, state_dim=dim, action_dim=action_dim, num_tasks=n,
+                           state_normalizer=Normalizer.from_stats(mean, std),
+                           horizon=cfg.horizon, **tokens)  # fmt: skip
     parts = LearnerParts(
         cfg,
         actor,
         state_dim=dim,
-        action_dim=TaskEnv.ACTION_DIM,
+        action_dim=action_dim,
         num_tasks=n,
         normalizer=lambda: Normalizer.from_stats(mean, std),
         tokens=tokens,
@@ -81,7 +91,7 @@ class Run:
         self.obs = Observations(self.config)
         self.learner = build_learner(self.config, obs=self.obs)
         self.learner.load_state_dict(self.state["learner"])
-        self.actor: FlowPolicy = self.learner.actor
+        self.actor: Actor = self.learner.actor
         self.critic = self.learner.critic  # a chunked Q ensemble, or V(s) (`algorithm.value`)
         self.device = self.learner.device
 

@@ -39,7 +39,7 @@ from aloe.config import TrainConfig, check_machine
 from aloe.data import FRAME_COLUMNS, Frames, episode_seed
 from aloe.datasets.sampler import ChunkSampler
 from aloe.datasets.store import EpisodeStore
-from aloe.envs.metaworld import CONTROL_HZ, TaskEnv
+from aloe.envs.registry import make_env
 from aloe.errors import UsageError, bad, require
 from aloe.nn import resolve_device
 from aloe.observation import Observations
@@ -59,19 +59,20 @@ class Trainer:
         touches the run directory, `cfg.out` (wherever it is: nothing in it names it)."""
         self.cfg = cfg
         self.root = cfg.out
-        self.env = TaskEnv(cfg.env)
-        self.eval_env = TaskEnv(cfg.env)
+        self.env = make_env(cfg.env)
+        self.eval_env = make_env(cfg.env)
         self.operator = make_operator(cfg.task, cfg.operator, seed=cfg.seed)
         self.obs = Observations(cfg, resolve_device(cfg.device))
         self.algorithm = ALGORITHMS[cfg.algo]  # its learner, update and collection
         self.store: EpisodeStore  # opened by `run`
         self.history: list[dict[str, Any]] = []
         self.learner: Learner | None = None
+        self.workers: Any = None  # a Ray WorkerPool with --workers (aloe.distributed.workers)
 
     def _open_store(self) -> EpisodeStore:
         cfg, size = self.cfg, (self.cfg.env.image_size, self.cfg.env.image_size)
         return EpisodeStore.open_or_create(
-            self.root / "dataset", fps=CONTROL_HZ, state_dim=self.env.state_dim,
+            self.root / "dataset", fps=1.0 / self.env.control_period, state_dim=self.env.state_dim,
             action_dim=self.env.action_dim,
             sim_state_dim=self.env.sim_state_dim if cfg.collect.record_sim_state else None,
             cameras={c: size for c in cfg.env.cameras} or None,
@@ -89,7 +90,7 @@ class Trainer:
             self.warm_start()
         else:
             self.restore(last.state)
-        self.writer = _tensorboard(self.root / "tb", purge_step=len(self.history))
+        self.writer = self._tensorboard(len(self.history))
         for k in range(len(self.history), self.final_iteration + 1):
             self.iteration(k)
         return self.history
@@ -111,10 +112,10 @@ class Trainer:
         if not demo.any():
             raise RuntimeError("no successful demonstration: lower operator.noise_std")
         states = frames[D.STATE][demo]
-        self.learner = build_learner(cfg, states.mean(0), states.std(0), obs=self.obs,
-                                     instruction_features=self._instruction_features())  # fmt: skip
+        self.learner = self._build_learner(cfg, states.mean(0), states.std(0), obs=self.obs,
+                                           instruction_features=self._instruction_features())  # fmt: skip
         ctx = self._update_context(0, frames)
-        self.writer = _tensorboard(self.root / "tb", purge_step=0)
+        self.writer = self._tensorboard(0)
         sampler = ctx.sampler(frames.select(demo))
         bc = ctx.steps(cfg.bc_steps, self.learner.bc_step, sampler, "bc warm start")
         row = dict.fromkeys(UPDATE_COLUMNS, math.nan)  # no critic yet: null in metrics.jsonl
@@ -158,6 +159,12 @@ class Trainer:
         assert self.learner is not None
         return self.learner
 
+    def _build_learner(self, *args: Any, **kwargs: Any) -> Learner:
+        return build_learner(*args, **kwargs)  # a learner process's rank shares rank 0's
+
+    def _tensorboard(self, purge_step: int) -> Any:
+        return _tensorboard(self.root / "tb", purge_step=purge_step)
+
     def _policy(self, version: int, seed: int) -> FlowChunkPolicy:
         learner = self._learner()
         return FlowChunkPolicy(learner.actor, version=version, exec_horizon=self.cfg.exec_horizon,
@@ -169,6 +176,9 @@ class Trainer:
     def _collect(self, k: int, rule: CollectConfig, policy: Any) -> CollectStats:
         """Collect for iteration k, counting what an interrupted attempt already stored."""
         stats = CollectStats.from_store(self.store, iteration=k)
+        if self.workers is not None:  # on Ray actors; the driver assigns seeds and commits
+            self.workers.set_policy(policy and policy.actor, k - 1, seed=self.cfg.seed)
+            return self.workers.collect(k, rule, self.store, stats, self.cfg.progress)
         seeds: Iterator[int] = (
             episode_seed(self.cfg.seed, k, i) for i in itertools.count(stats.episodes)
         )
@@ -195,8 +205,12 @@ class Trainer:
         final = k == self.final_iteration and cfg.final_eval_episodes
         seeds = [EVAL_SEED + i for i in range(cfg.final_eval_episodes if final
                                               else cfg.eval_episodes)]  # fmt: skip
-        result = evaluate(self.eval_env, self._policy(k, seed=EVAL_SEED), seeds, cfg.progress,
-                          batch=cfg.eval_batch)  # fmt: skip
+        if self.workers is not None:
+            self.workers.set_policy(self._learner().actor, k, seed=EVAL_SEED)
+            result = self.workers.evaluate(seeds, cfg.eval_batch)
+        else:
+            result = evaluate(self.eval_env, self._policy(k, seed=EVAL_SEED), seeds,
+                              cfg.progress, batch=cfg.eval_batch)  # fmt: skip
         prev = self.history[-1] if self.history else {}
         metrics = {
             "iteration": k,
@@ -214,6 +228,7 @@ class Trainer:
             "total_human_steps": prev.get("total_human_steps", 0) + stats.human_steps,
             **row,
             **self._feature_log(),
+            **({} if self.workers is None else {"broadcast_s": self.workers.take_broadcast_s()}),
             "wall_s": time.time() - start,
         }
         self.history.append(metrics)
@@ -322,7 +337,7 @@ def check_run_dir(path: Path, flag: str, resume: bool) -> None:
             f"cannot write in {ancestor} (read-only or not yours); give a writable directory")  # fmt: skip
 
 
-def _start_run_dir(cfg: TrainConfig) -> None:
+def start_run_dir(cfg: TrainConfig) -> None:
     """The new run's directory and its config.json (replaced atomically: never half-written)."""
     cfg.out.mkdir(parents=True, exist_ok=True)
     tmp = cfg.out / "config.json.tmp"
@@ -332,7 +347,9 @@ def _start_run_dir(cfg: TrainConfig) -> None:
 
 def train(cfg: TrainConfig, resume: bool = False) -> list[dict[str, Any]]:
     """Run Algorithm 1 in `cfg.out`, or with `resume` continue the run there (see
-    `prepare_run`). Every check, and building what can still fail, comes before any write."""
+    `prepare_run`). Every check, and building what can still fail, comes before any write.
+    With Ray workers or several learner processes, `aloe.distributed.launch.train` runs it
+    in the same order (this module does not import aloe.distributed: no import cycle)."""
     cfg = prepare_run(cfg, resume)
     torch.manual_seed(cfg.seed)
     try:
@@ -340,7 +357,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> list[dict[str, Any]]:
     except (ImportError, FileNotFoundError) as e:  # the vision extra, a SigLIP checkpoint
         raise UsageError(str(e)) from None
     if not resume:
-        _start_run_dir(cfg)
+        start_run_dir(cfg)
     history = trainer.run()
     write_report(cfg.out, "aloe train")  # with its plots; a failure only warns
     return history
@@ -405,7 +422,7 @@ def cmd_eval(args: EvalArgs) -> int:
 
         return cmd_eval_full(args)
     run = load_run(args.run, what="--run")
-    env = TaskEnv(run.config.env)
+    env = make_env(run.config.env)
     seeds = [args.seed + i for i in range(args.episodes)]
     result = evaluate(env, run.chunk_policy(seed=args.seed), seeds, progress=args.progress,
                       batch=args.batch)  # fmt: skip

@@ -50,7 +50,7 @@ def warm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A smoke run after its BC warm start (checkpoint 0), before iteration 1."""
     cfg = train.prepare_run(smoke(tmp_path_factory.mktemp("e2e") / "run"), resume=False)
     trainer = train.Trainer(cfg)
-    train._start_run_dir(cfg)
+    train.start_run_dir(cfg)
     trainer.store = trainer._open_store()
     trainer.warm_start()
     return cfg.out

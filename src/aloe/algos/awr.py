@@ -39,7 +39,7 @@ from aloe.algos.context import LearnerParts, UpdateContext, step_means
 from aloe.algos.optimised import OptimisedModule, to_device
 from aloe.critics.chunked_q import ChunkedQCritic, CriticConfig
 from aloe.data import ChunkBatch
-from aloe.envs.metaworld import expert_episode_length
+from aloe.envs.registry import operator_episode_length
 from aloe.envs.tasks import task_list
 from aloe.errors import require
 from aloe.nn import Normalizer, evaluating
@@ -260,7 +260,7 @@ class AwrLearner:
 def build_learner(parts: LearnerParts) -> AwrLearner:
     """The actor and the distributional V(s) over Eq. 14's return range."""
     cfg = parts.cfg
-    c_fail = cfg.env.c_fail or max(expert_episode_length(t) for t in task_list(cfg.task))
+    c_fail = cfg.env.c_fail or max(operator_episode_length(t) for t in task_list(cfg.task))
     dims = (parts.state_dim, parts.num_tasks, cfg.awr.num_bins)
     critic = value_critic(cfg.critic, *dims, parts.normalizer(), **parts.tokens)
     v_range = value_range(cfg.awr, c_fail, cfg.aloe.gamma)

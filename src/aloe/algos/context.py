@@ -21,6 +21,7 @@ import torch
 
 from aloe.data import ChunkBatch, Frames
 from aloe.datasets.sampler import ChunkSampler
+from aloe.distributed.shard import step_on_shard
 from aloe.progress import Phase
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from aloe.envs.base import EpisodeEnv
     from aloe.nn import Normalizer
     from aloe.observation import Observations
-    from aloe.policies.flow import FlowPolicy
+    from aloe.policies.base import Actor
 
 StepFn = Callable[[ChunkBatch], dict[str, float]]  # one update on one batch -> its metrics
 
@@ -60,7 +61,8 @@ class LearnerParts:
     """What every learner is built from (`aloe.run.build_learner` assembles it)."""
 
     cfg: TrainConfig
-    actor: FlowPolicy
+    actor: Actor
+    """The compact `FlowPolicy` or the LeRobot adapter: algorithms use the protocol only."""
     state_dim: int
     action_dim: int
     num_tasks: int
@@ -86,8 +88,10 @@ class UpdateContext:
     def steps(
         self, n: int, step: StepFn, sampler: ChunkSampler, desc: str
     ) -> list[dict[str, float]]:
-        """n update steps, each on a fresh batch of aloe.batch_size chunks (a `Phase`)."""
+        """n update steps, each on a fresh batch of aloe.batch_size chunks (a `Phase`); on
+        several learner processes each trains on its shard (aloe.distributed.shard)."""
         phase = Phase(desc, n, self.cfg.progress, unit="step")
+        step = step_on_shard(step)
         return [step(sampler.sample(self.cfg.aloe.batch_size)) for _ in phase.iterate(range(n))]
 
     def learner_as(self, kind: type[L]) -> L:

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from aloe.data import ChunkBatch
+from aloe.distributed.shard import all_reduce_grads
 
 
 class OptimiserSettings(Protocol):
@@ -76,6 +77,7 @@ class OptimisedModule:
         Raises before stepping, so the weights never hold NaN."""
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
+        all_reduce_grads(self.module.parameters())  # several learner processes: their mean
         grad_norm = nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
         metrics[f"{prefix}/grad_norm"] = float(grad_norm)
         metrics[f"{prefix}/lr"] = float(self.sched.get_last_lr()[0])

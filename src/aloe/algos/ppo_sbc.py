@@ -335,6 +335,7 @@ def build_ppo_learner(actor: FlowPolicy, critic_cfg: CriticConfig, state_dim: in
 
 def build_learner(parts: LearnerParts) -> PpoSbcLearner:
     cfg = parts.cfg
+    assert isinstance(parts.actor, FlowPolicy)  # PPO reads its internals; config refuses others
     return build_ppo_learner(parts.actor, cfg.critic, parts.state_dim, parts.normalizer(),
                              cfg.aloe, cfg.ppo, parts.device, parts.tokens)  # fmt: skip
 

@@ -34,6 +34,9 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
 from aloe.envs.failures import ContactProbe, FailureConfig, FailureDetector  # noqa: E402
+from aloe.envs.ogbench_tasks import CAMERAS as OGBENCH_CAMERAS  # noqa: E402
+from aloe.envs.ogbench_tasks import TASKS as OGBENCH_TASKS  # noqa: E402
+from aloe.envs.ogbench_tasks import OGBenchFailures  # noqa: E402
 from aloe.envs.tasks import DEFAULT_TASK, INSTRUCTIONS, task_list  # noqa: E402
 from aloe.errors import require  # noqa: E402
 
@@ -42,7 +45,7 @@ _MJ_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
 # Env attributes that are plain data (restored on `restore`); MuJoCo handles are not.
 _SKIP_ATTRS = {"model", "data", "mujoco_renderer", "np_random", "_np_random"}
 MAX_CAMERAS = 3  # the paper's policy sees up to three views
-# The cameras of every MetaWorld v3 task's model (all 50 share them; `_Cameras` checks the
+# The cameras of every MetaWorld v3 task's model (all 50 share them; `Cameras` checks the
 # model itself), so that a config is checked before any environment is built.
 CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
 # The corner cameras are defined with their image "up" pointing at the floor (xyaxes with
@@ -68,7 +71,9 @@ class EnvConfig:
     timeout_is_failure: bool = True
     """The paper labels a time-out a failure (−C_fail, no bootstrap); False = truncation."""
     failures: FailureConfig = field(default_factory=FailureConfig)
-    """Failure detectors."""
+    """Failure detectors (MetaWorld; on OGBench tasks the stall detector's fields)."""
+    ogbench: OGBenchFailures = field(default_factory=OGBenchFailures)
+    """Failure events of the OGBench tasks (`aloe.envs.ogbench_tasks`)."""
     cameras: tuple[str, ...] = ()
     """MetaWorld cameras whose images every observation carries (at most 3, as the paper):
     "corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV".
@@ -84,12 +89,13 @@ class EnvConfig:
         >= 1`; `prefix` leads the name ("config field " for a run's config). The task is
         checked by `aloe.envs.tasks.task_list`."""
         f = self.failures
+        cameras = OGBENCH_CAMERAS if self.task in OGBENCH_TASKS else CAMERAS
         checks: list[tuple[str, Any, bool, str]] = [
             ("max_steps", self.max_steps, self.max_steps >= 1, "must be >= 1"),
             ("c_fail", self.c_fail, self.c_fail is None or 0 < self.c_fail < math.inf,
              "must be None (the expert's mean episode length) or a finite number > 0"),
-            ("cameras", self.cameras, all(c in CAMERAS for c in self.cameras),
-             f"must name MetaWorld cameras: {', '.join(CAMERAS)}"),
+            ("cameras", self.cameras, all(c in cameras for c in self.cameras),
+             f"must name the task's cameras: {', '.join(cameras)}"),
             ("cameras", self.cameras,
              len(set(self.cameras)) == len(self.cameras) <= MAX_CAMERAS,
              f"must name at most {MAX_CAMERAS} distinct cameras"),
@@ -128,6 +134,7 @@ class EnvConfig:
         ]  # fmt: skip
         for name, value, ok, allowed in checks:
             require(ok, f"{prefix}env.{name}", value, allowed)
+        self.ogbench.validate(prefix)
 
 
 @functools.cache
@@ -178,7 +185,7 @@ class TaskEnv(gym.Env):
     def __init__(self, cfg: EnvConfig) -> None:
         self.cfg = cfg
         self.tasks = task_list(cfg.task)
-        self._envs: dict[str, tuple[Any, _Cameras]] = {}
+        self._envs: dict[str, tuple[Any, Cameras]] = {}
         self._probes: dict[str, ContactProbe] = {}  # MuJoCo handles: kept off the detector
         self.controller = "policy"  # who acts (`hand_to`): events judge the policy only
         self.select(self.tasks[0])
@@ -206,7 +213,7 @@ class TaskEnv(gym.Env):
         """
         if task not in self._envs:
             raw = _make_raw(task)
-            cameras = _Cameras(raw.model, self.cfg.cameras, self.cfg.image_size,
+            cameras = Cameras(raw.model, self.cfg.cameras, self.cfg.image_size,
                                self.cfg.fast_render)  # fmt: skip
             self._envs[task] = (raw, cameras)
             self._probes[task] = ContactProbe(raw.model, raw.data)
@@ -233,7 +240,7 @@ class TaskEnv(gym.Env):
     def _obs(self, state: np.ndarray) -> dict[str, Any]:
         obs = {"state": state.astype(np.float32), "instruction": self.instruction}
         if self.cfg.cameras:
-            obs["images"] = _LazyImages(self.cameras, self.raw.data)
+            obs["images"] = LazyImages(self.cameras, self.raw.data)
         return obs
 
     def close(self) -> None:
@@ -344,12 +351,12 @@ _SLOW_FLAGS = (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTIO
                mujoco.mjtRndFlag.mjRND_SKYBOX)  # fmt: skip
 
 
-class _LazyImages(Mapping[str, np.ndarray]):
+class LazyImages(Mapping[str, np.ndarray]):
     """An observation's camera images, rendered on first access from the simulator state
     captured when the observation was made: evaluation, which reads one observation per
     executed chunk, renders only those; collection, which records every step, renders all."""
 
-    def __init__(self, cameras: _Cameras, sim: mujoco.MjData) -> None:
+    def __init__(self, cameras: Cameras, sim: mujoco.MjData) -> None:
         self._cameras = cameras
         self._state = SimpleNamespace(qpos=sim.qpos.copy(), qvel=sim.qvel.copy(),
                                       mocap_pos=sim.mocap_pos.copy(),
@@ -373,7 +380,7 @@ class _LazyImages(Mapping[str, np.ndarray]):
         return len(self._cameras.names)
 
 
-class _Cameras:
+class Cameras:
     """Renders the configured cameras at the simulator's current state.
 
     Rendering reads a private `MjData`: the simulation's qpos, qvel and mocap pose are copied

@@ -1,10 +1,19 @@
-"""MetaWorld v3 tasks: instructions and which ones aloe supports.
+"""The tasks: instructions, which ones aloe supports, and which backend runs each.
 
-A task is supported when MetaWorld's scripted expert (our simulated operator) solves it; the
-list below was measured with `aloe tasks --verify` (10 seeded episodes each, noise-free).
+MetaWorld v3 tasks: supported when MetaWorld's scripted expert (our simulated operator) solves
+it; the list below was measured with `aloe tasks --verify` (10 seeded episodes each,
+noise-free). OGBench manipulation tasks (`aloe.envs.ogbench_tasks.TASKS`, the `ogbench`
+extra): run by `OGBenchEnv` with the composed operator. `aloe.envs.registry.make_env` is the
+one place a task name becomes an environment.
 """
 
 from __future__ import annotations
+
+import importlib.util
+from typing import NamedTuple
+
+from aloe.envs.ogbench_tasks import ACTION_DIM as OGBENCH_ACTION_DIM
+from aloe.envs.ogbench_tasks import TASKS as OGBENCH_TASKS
 
 # The default task of training and comparisons: with 2 noisy demonstrations BC alone
 # succeeds 7-10 % of the time, in the paper's BC range (measured, see README).
@@ -63,12 +72,17 @@ INSTRUCTIONS: dict[str, str] = {
     "window-open-v3": "open the window",
 }
 
+INSTRUCTIONS.update({name: t.instruction for name, t in OGBENCH_TASKS.items()})
+
 # Tasks whose scripted expert fails too often to serve as an operator (measured; see module doc).
 UNSUPPORTED: dict[str, str] = {}
 
 
 def supported_tasks() -> list[str]:
-    return sorted(t for t in INSTRUCTIONS if t not in UNSUPPORTED)
+    """The tasks this installation runs (the OGBench ones where the extra is installed)."""
+    og = importlib.util.find_spec("ogbench") is not None
+    return sorted(t for t in INSTRUCTIONS
+                  if t not in UNSUPPORTED and (og or t not in OGBENCH_TASKS))  # fmt: skip
 
 
 # Multi-task suites: one policy and one critic over several tasks, told apart by the
@@ -90,6 +104,8 @@ def task_list(name: str) -> list[str]:
     if not tasks or len(set(tasks)) != len(tasks):
         raise ValueError(f"task {name!r}: name one task, a suite ({', '.join(SUITES)}) or a "
                          "comma-separated list of distinct tasks")  # fmt: skip
+    if len(tasks) > 1 and any(backend(t) == "ogbench" for t in tasks):
+        raise ValueError(f"task {name!r}: an OGBench task runs alone, not in a list")
     return tasks
 
 
@@ -98,6 +114,8 @@ def check_task(name: str) -> str:
     `task_list`), else raise ValueError listing what is allowed."""
     if name in SUITES or ("," in name and task_list(name)):
         return name
+    if name in OGBENCH_TASKS and importlib.util.find_spec("ogbench") is None:
+        raise ValueError(f"task {name!r} needs OGBench: pip install 'aloe[ogbench]'")
     if name in INSTRUCTIONS and name not in UNSUPPORTED:
         return name
     if name in UNSUPPORTED:
@@ -105,3 +123,21 @@ def check_task(name: str) -> str:
     close = [t for t in INSTRUCTIONS if name.split("-")[0] in t]
     hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
     raise ValueError(f"unknown task {name!r}{hint}; `aloe tasks` lists the supported tasks")
+
+
+def backend(task: str) -> str:
+    """Which simulator runs `task` (one task, not a suite): "metaworld" or "ogbench"."""
+    return "ogbench" if task in OGBENCH_TASKS else "metaworld"
+
+
+class Dims(NamedTuple):
+    state: int  # observation.state's width
+    action: int
+
+
+def task_dims(name: str) -> Dims:
+    """State and action widths of the tasks `name` names (all tasks of a list share them)."""
+    first = task_list(name)[0]
+    if backend(first) == "ogbench":
+        return Dims(OGBENCH_TASKS[first].state_dim, OGBENCH_ACTION_DIM)
+    return Dims(39, 4)  # aloe.envs.metaworld.TaskEnv.STATE_DIM, ACTION_DIM

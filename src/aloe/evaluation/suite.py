@@ -247,7 +247,7 @@ def _json_safe(obj: Any) -> Any:
 
 def _check_state_run(run_dir: Path) -> None:
     """The suite replays states (restores, variants, OPE): single-task state runs only."""
-    from aloe.envs.tasks import task_list
+    from aloe.envs.tasks import backend, task_list
     from aloe.errors import require
     from aloe.run import read_run_config
 
@@ -255,6 +255,9 @@ def _check_state_run(run_dir: Path) -> None:
     require(cfg.obs == "state" and len(task_list(cfg.task)) == 1, "--run", run_dir,
             f"--suite full evaluates single-task state runs; this one has obs={cfg.obs!r}, "
             f"task={cfg.task!r}: use --suite basic")  # fmt: skip
+    require(backend(cfg.task) == "metaworld", "--run", run_dir,
+            f"--suite full evaluates MetaWorld runs (its variants, perturbations and stored-state "
+            f"restores are MetaWorld's); task {cfg.task!r} is OGBench's: use --suite basic")  # fmt: skip
 
 
 def cmd_eval_full(args: Any) -> int:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Generator, Tensor, nn
 
+from aloe.distributed.shard import draw
 from aloe.errors import require
 from aloe.nn import (
     InstructionToken,
@@ -166,8 +167,9 @@ class FlowPolicy(nn.Module):
     ) -> Tensor:
         """Eq. 15's per-sample loss (B,); draws ε (B, h, A) then η (B,) from `generator`."""
         a = self.action_norm.normalize(actions)
-        noise = torch.randn(a.shape, generator=generator, device=a.device, dtype=a.dtype)
-        eta = torch.rand(a.shape[0], generator=generator, device=a.device, dtype=a.dtype)
+        # shard-invariant under several learner processes (aloe.distributed.shard)
+        noise = draw(torch.randn, a.shape, generator=generator, device=a.device, dtype=a.dtype)
+        eta = draw(torch.rand, a.shape[:1], generator=generator, device=a.device, dtype=a.dtype)
         cond = self.condition(state, task_index)
         return flow_matching_loss(
             lambda x, t: self.velocity(x, t, cond), a, valid.to(a.dtype), noise, eta
@@ -194,9 +196,9 @@ class FlowPolicy(nn.Module):
                         for g in generator]  # fmt: skip
                 noise = torch.cat(rows).to(cond.dtype)
             else:
-                noise = torch.randn(
-                    (b * num_samples, h, a_dim), generator=generator, device=cond.device
-                ).to(cond.dtype)
+                shape = (b * num_samples, h, a_dim)
+                noise = draw(torch.randn, shape, generator=generator, device=cond.device)
+                noise = noise.to(cond.dtype)
             a = euler_integrate(
                 lambda x, t: self.velocity(x, t, cond), noise, self.config.num_flow_steps
             )

@@ -111,7 +111,7 @@ def connect(args: RobotArgs) -> Connection:
 
 def cmd_robot(args: RobotArgs) -> int:
     from aloe.config import TrainConfig
-    from aloe.envs.metaworld import TaskEnv
+    from aloe.envs.registry import make_env
     from aloe.operators.profiles import make_operator
 
     args.validate()
@@ -121,7 +121,7 @@ def cmd_robot(args: RobotArgs) -> int:
         raise bad("--server", args.server, "is not an `aloe serve` server (no run config in "
                   "its metadata); a plain openpi server has no episode recording")  # fmt: skip
     cfg = TrainConfig.from_json(meta["config"])
-    env: EpisodeEnv = TaskEnv(cfg.env)
+    env: EpisodeEnv = make_env(cfg.env)
     if args.hz:
         env = cast(EpisodeEnv, Paced(env, args.hz))
     operator = make_operator(cfg.task, cfg.operator, seed=cfg.seed)

@@ -102,8 +102,8 @@ def spec_of(policy: ServedPolicy, store: EpisodeStore) -> Spec:
 def failure_costs(policy: ServedPolicy) -> dict[str, float]:
     """Eq. 14's C_fail per instruction: the run's `env.c_fail`, else (as `TaskEnv`) the mean
     length of the task's expert episodes."""
-    from aloe.envs.metaworld import expert_episode_length
+    from aloe.envs.registry import operator_episode_length
 
     cfg, obs = policy.run.config, policy.run.obs
-    return {text: cfg.env.c_fail if cfg.env.c_fail is not None else expert_episode_length(task)
+    return {text: cfg.env.c_fail if cfg.env.c_fail is not None else operator_episode_length(task)
             for task, text in zip(obs.tasks, obs.instructions, strict=True)}  # fmt: skip

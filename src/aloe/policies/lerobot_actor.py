@@ -1,0 +1,376 @@
+"""A LeRobot VLA (SmolVLA, π0, π0.5) as aloe's `Actor`: `--actor-kind lerobot`.
+
+The adapter calls the policy's own model (`policy.model.forward` / `sample_actions`), never
+its processors, which fetch tokenizers from the hub; it does the processors' work itself:
+
+- state: aloe's observation vector, normalised with the episode store's statistics, padded
+  by LeRobot to `max_state_dim`; actions normalised (identity by default, MetaWorld's
+  actions are already in [-1, 1]) and padded to `max_action_dim`, the chunk to `chunk_size`;
+- instruction: each task's text tokenised once with the checkpoint's own tokenizer files,
+  kept as buffers, and picked per row by `task_index`;
+- cameras: this adapter reads state runs only (aloe's buffer holds frozen image features,
+  not pixels); the policy's image slots get a blank image, masked out where the policy
+  takes a padding mask (SmolVLA).
+
+Time conventions: LeRobot interpolates x_t = t·ε + (1 − t)·a and integrates from t = 1
+(noise) to 0; Eq. 15 here has ã = η·a + (1 − η)·ε from η = 0 (noise) to 1. So t = 1 − η,
+the regression target ε − a is the same, and LeRobot's Euler steps are Eq. 15's. Noise ε
+and t are drawn here from aloe's generator (t from the policy's own Beta(α, 1) by inverse
+CDF), so a seeded run is reproducible.
+
+LeRobot's per-sample loss averages over `max_action_dim` (SmolVLA) and ignores padded steps
+(π0, π0.5); `flow_loss_per_sample` averages the squared error over the real action
+dimensions and the valid steps only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Generator, Tensor, nn
+
+from aloe.errors import bad, require
+from aloe.nn import Normalizer, evaluating
+
+POLICIES = ("smolvla", "pi0", "pi05")
+AUTOCAST = ("none", "bf16")
+LEROBOT_EXTRA = 'pip install -e ".[lerobot]"'
+IMAGE_KEY = "observation.images.empty"  # a fresh policy's one (blank) camera slot
+STATE, ACTION = "observation.state", "action"
+TOKENS, TOKEN_MASK = "observation.language.tokens", "observation.language.attention_mask"
+
+
+@dataclass
+class LeRobotConfig:
+    """The LeRobot policy of `--actor-kind lerobot` runs (nothing is ever downloaded)."""
+
+    policy: str = "smolvla"
+    """LeRobot policy: smolvla | pi0 | pi05 (pi0/pi05 need lerobot's own transformers)."""
+    pretrained: str | None = None
+    """Local LeRobot checkpoint directory (config.json + model.safetensors); none: a fresh
+    SmolVLA on `vlm`."""
+    vlm: str | None = None
+    """Local SmolVLM directory (config, tokenizer, processor files): the backbone of a fresh
+    SmolVLA (random weights), or where a pretrained SmolVLA finds its VLM offline."""
+    num_flow_steps: int = 10
+    """Euler steps from noise to action when sampling (LeRobot: 10)."""
+    freeze_vision_encoder: bool = True
+    """Keep the VLM's vision tower frozen."""
+    train_expert_only: bool = True
+    """Freeze the whole VLM backbone: train the action expert and projections only."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward (π0/π0.5 only; SmolVLA has none in lerobot 0.4.4)."""
+    autocast: str = "none"
+    """Mixed precision of the policy's forward passes: none | bf16 (a GPU)."""
+
+    def validate(self, prefix: str = "") -> None:
+        """Raise UsageError naming the first bad field; nothing is loaded."""
+        name = f"{prefix}lerobot."
+        require(importlib.util.find_spec("lerobot") is not None, f"{prefix}actor_kind",
+                "lerobot", f"needs the lerobot extra: {LEROBOT_EXTRA}")  # fmt: skip
+        require(self.policy in POLICIES, f"{name}policy", self.policy,
+                f"must be one of {', '.join(POLICIES)}")  # fmt: skip
+        require(self.num_flow_steps >= 1, f"{name}num_flow_steps", self.num_flow_steps,
+                "must be >= 1")  # fmt: skip
+        require(self.autocast in AUTOCAST, f"{name}autocast", self.autocast,
+                f"must be one of {', '.join(AUTOCAST)}")  # fmt: skip
+        require(not (self.gradient_checkpointing and self.policy == "smolvla"),
+                f"{name}gradient_checkpointing", True,
+                "SmolVLA has no gradient checkpointing in lerobot 0.4.4; use pi0 or pi05")  # fmt: skip
+        hint = ("a local directory; aloe never downloads (get one with e.g. "
+                "`hf download lerobot/smolvla_base --local-dir DIR`)")  # fmt: skip
+        if self.pretrained is None:
+            require(self.policy == "smolvla", f"{name}pretrained", None,
+                    f"{self.policy} needs a pretrained checkpoint: {hint}")  # fmt: skip
+            require(self.vlm is not None, f"{name}vlm", None,
+                    "a fresh SmolVLA needs a local SmolVLM directory (or give "
+                    f"{name}pretrained)")  # fmt: skip
+        for field, path in (("pretrained", self.pretrained), ("vlm", self.vlm)):
+            if path is not None:
+                require((Path(path).expanduser() / "config.json").is_file(), f"{name}{field}",
+                        path, f"has no config.json: {hint}")  # fmt: skip
+
+
+def _policy_class(policy: str) -> Any:
+    from aloe.vision.encoders import offline
+
+    offline()
+    if policy == "smolvla":
+        from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+        return SmolVLAPolicy
+    if policy == "pi0":
+        from lerobot.policies.pi0.modeling_pi0 import PI0Policy
+
+        return PI0Policy
+    from lerobot.policies.pi05.modeling_pi05 import PI05Policy
+
+    return PI05Policy
+
+
+def fresh_smolvla_config(vlm: str, state_dim: int, action_dim: int, horizon: int,
+                         image_size: int) -> Any:  # fmt: skip
+    """A SmolVLA config on a local SmolVLM (random weights) sized for aloe's run."""
+    from lerobot.configs.types import FeatureType, PolicyFeature
+    from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
+
+    return SmolVLAConfig(
+        vlm_model_name=vlm, load_vlm_weights=False, chunk_size=horizon, n_action_steps=horizon,
+        max_state_dim=max(32, state_dim), max_action_dim=max(32, action_dim),
+        resize_imgs_with_padding=(image_size, image_size), device="cpu",
+        input_features={STATE: PolicyFeature(FeatureType.STATE, (state_dim,)),
+                        IMAGE_KEY: PolicyFeature(FeatureType.VISUAL, (3, image_size, image_size))},
+        output_features={ACTION: PolicyFeature(FeatureType.ACTION, (action_dim,))},
+    )  # fmt: skip
+
+
+def build_policy(cfg: LeRobotConfig, state_dim: int, action_dim: int, horizon: int) -> Any:
+    """The LeRobot policy of `cfg`: a local checkpoint, or a fresh SmolVLA on `cfg.vlm`."""
+    cls = _policy_class(cfg.policy)
+    if cfg.pretrained is None:
+        assert cfg.vlm is not None  # LeRobotConfig.validate
+        size = _vlm_image_size(cfg.vlm)
+        config = fresh_smolvla_config(cfg.vlm, state_dim, action_dim, horizon, size)
+    else:
+        from lerobot.configs.policies import PreTrainedConfig
+
+        config = PreTrainedConfig.from_pretrained(cfg.pretrained, local_files_only=True)
+        config.device = "cpu"
+        if cfg.vlm is not None:
+            config.vlm_model_name = cfg.vlm
+    _set_training_options(config, cfg)
+    _check_fits(config, cfg, state_dim, action_dim, horizon)
+    with torch.random.fork_rng(devices=[]):  # init from the run's seed, caller's RNG untouched
+        if cfg.pretrained is None:
+            return cls(config)
+        return cls.from_pretrained(cfg.pretrained, config=config, local_files_only=True)
+
+
+def _vlm_image_size(vlm: str) -> int:
+    from transformers import AutoConfig
+
+    return int(AutoConfig.from_pretrained(vlm, local_files_only=True).vision_config.image_size)
+
+
+def _set_training_options(config: Any, cfg: LeRobotConfig) -> None:
+    config.num_steps = config.num_inference_steps = cfg.num_flow_steps
+    config.freeze_vision_encoder = cfg.freeze_vision_encoder
+    config.train_expert_only = cfg.train_expert_only
+    if hasattr(config, "gradient_checkpointing"):
+        config.gradient_checkpointing = cfg.gradient_checkpointing
+
+
+def _check_fits(config: Any, cfg: LeRobotConfig, state_dim: int, action_dim: int,
+                horizon: int) -> None:  # fmt: skip
+    where = f"--lerobot.pretrained {cfg.pretrained}"
+    require(horizon <= config.chunk_size, "horizon", horizon,
+            f"must be <= the checkpoint's chunk_size ({config.chunk_size}, {where})")  # fmt: skip
+    require(action_dim <= config.max_action_dim, "action dim", action_dim,
+            f"must be <= the checkpoint's max_action_dim ({config.max_action_dim})")  # fmt: skip
+    if cfg.policy != "pi05":  # π0.5 reads the state through its prompt, not a projection
+        require(state_dim <= config.max_state_dim, "observation dim", state_dim,
+                f"must be <= the checkpoint's max_state_dim ({config.max_state_dim})")  # fmt: skip
+
+
+def instruction_tokens(policy: Any, cfg: LeRobotConfig, instructions: Sequence[str]
+                       ) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """(tokens (T, L) int64, attention mask (T, L) bool) of each task's instruction, from the
+    checkpoint's own tokenizer (SmolVLA: its VLM's; π0/π0.5: files in `pretrained`)."""
+    tokenizer = _tokenizer(policy, cfg)
+    texts = [t if t.endswith("\n") else t + "\n" for t in instructions]  # as LeRobot's processor
+    out = tokenizer(texts, padding="longest", truncation=True, return_tensors="pt",
+                    max_length=policy.config.tokenizer_max_length)  # fmt: skip
+    return out["input_ids"].long(), out["attention_mask"].bool()
+
+
+def _tokenizer(policy: Any, cfg: LeRobotConfig) -> Any:
+    if cfg.policy == "smolvla":
+        return policy.model.vlm_with_expert.processor.tokenizer
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(cfg.pretrained, local_files_only=True)
+    except (OSError, ValueError):
+        raise bad(
+            "--lerobot.pretrained",
+            cfg.pretrained,
+            "has no tokenizer files; copy them in, e.g. `hf download "
+            "google/paligemma-3b-pt-224 --include 'tokenizer*' --local-dir DIR`",
+        ) from None
+
+
+class LeRobotActor(nn.Module):
+    """aloe's `Actor` over a LeRobot policy (module `policy`); see the module docstring."""
+
+    def __init__(self, cfg: LeRobotConfig, policy: nn.Module, instructions: Sequence[str], *,
+                 state_dim: int, action_dim: int, horizon: int,
+                 state_normalizer: Normalizer | None = None,
+                 action_normalizer: Normalizer | None = None) -> None:  # fmt: skip
+        super().__init__()
+        self.cfg, self.policy = cfg, policy
+        self.horizon, self.action_dim, self.state_dim = horizon, action_dim, state_dim
+        self.state_norm = state_normalizer or Normalizer(state_dim)
+        self.action_norm = action_normalizer or Normalizer(action_dim)
+        tokens, mask = instruction_tokens(policy, cfg, instructions)
+        self.tokens: Tensor
+        self.token_mask: Tensor
+        self.register_buffer("tokens", tokens)
+        self.register_buffer("token_mask", mask)
+        lr_cfg: Any = policy.config
+        self.chunk_size, self.max_action_dim = int(lr_cfg.chunk_size), int(lr_cfg.max_action_dim)
+        self.image_keys = list(lr_cfg.image_features) or [IMAGE_KEY]
+        self.image_shape = tuple(next(iter(lr_cfg.image_features.values())).shape) if \
+            lr_cfg.image_features else (3, 32, 32)  # fmt: skip
+        beta = getattr(lr_cfg, "time_sampling_beta_beta", 1.0)
+        if beta != 1.0:
+            raise NotImplementedError(f"time sampling Beta(α, {beta}): only β = 1 is drawn here")
+        self.time_alpha = float(getattr(lr_cfg, "time_sampling_beta_alpha", 1.5))
+        self.time_scale = float(getattr(lr_cfg, "time_sampling_scale", 0.999))
+        self.time_offset = float(getattr(lr_cfg, "time_sampling_offset", 0.001))
+
+    @property
+    def device(self) -> torch.device:
+        return self.tokens.device
+
+    def lerobot_inputs(self, state: Tensor, task_index: Tensor) -> dict[str, Tensor]:
+        """The policy's batch keys for aloe's (observation vector, task row)."""
+        b = state.shape[0]
+        blank = torch.zeros((b, *self.image_shape), device=state.device)
+        batch = {STATE: self.state_norm.normalize(state),
+                 TOKENS: self.tokens[task_index], TOKEN_MASK: self.token_mask[task_index]}  # fmt: skip
+        for key in self.image_keys:  # no camera reaches the policy: blank, masked where it can be
+            batch[key] = blank
+            batch[f"{key}_padding_mask"] = torch.zeros(b, dtype=torch.bool, device=state.device)
+        return batch
+
+    def _model_args(self, batch: dict[str, Tensor]) -> list[Any]:
+        p: Any = self.policy
+        prep = p.prepare_images if self.cfg.policy == "smolvla" else p._preprocess_images
+        images, masks = prep(batch)
+        args = [images, masks, batch[TOKENS], batch[TOKEN_MASK]]
+        return args if self.cfg.policy == "pi05" else [*args, p.prepare_state(batch)]
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.cfg.autocast == "none":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def lerobot_time(self, b: int, generator: Generator | None) -> Tensor:
+        """LeRobot's flow time t ~ Beta(α, 1)·scale + offset, by inverse CDF from `generator`."""
+        u = torch.rand(b, generator=generator, device=self.device)
+        return u.pow(1.0 / self.time_alpha) * self.time_scale + self.time_offset
+
+    def padded(self, actions: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """Normalised actions padded to (B, chunk_size, max_action_dim), valid to chunk_size."""
+        a = self.action_norm.normalize(actions)
+        b, h, d = a.shape
+        full = a.new_zeros((b, self.chunk_size, self.max_action_dim))
+        full[:, :h, :d] = a
+        mask = valid.new_zeros((b, self.chunk_size))
+        mask[:, :h] = valid
+        return full, mask
+
+    def elementwise_loss(self, state: Tensor, task_index: Tensor, actions: Tensor, noise: Tensor,
+                         time: Tensor) -> Tensor:  # fmt: skip
+        """LeRobot's own (ε − a − v)² per element (B, chunk_size, max_action_dim), at its t."""
+        args = self._model_args(self.lerobot_inputs(state, task_index))
+        p: Any = self.policy
+        with self._autocast():
+            return p.model.forward(*args, actions, noise, time).float()
+
+    def flow_loss_per_sample(
+        self,
+        state: Tensor,
+        task_index: Tensor,
+        actions: Tensor,
+        valid: Tensor,
+        generator: Generator | None = None,
+    ) -> Tensor:
+        """Eq. 15's per-sample loss (B,), the squared error averaged over the valid steps and
+        the real action dimensions; draws ε (B, chunk, max_action_dim) then t (B,)."""
+        full, mask = self.padded(actions, valid.float())
+        noise = torch.randn(full.shape, generator=generator, device=full.device)
+        time = self.lerobot_time(full.shape[0], generator)  # t = 1 − η of Eq. 15
+        err = self.elementwise_loss(state, task_index, full, noise, time)[..., : self.action_dim]
+        per_step = err.mean(-1)  # the real action dimensions only
+        return (per_step * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
+
+    def _noise(self, b: int, num_samples: int,
+               generator: Generator | Sequence[Generator] | None) -> Tensor:  # fmt: skip
+        shape = (num_samples, self.chunk_size, self.max_action_dim)
+        if isinstance(generator, Sequence):
+            return torch.cat([torch.randn(shape, generator=g, device=self.device)
+                              for g in generator])  # fmt: skip
+        return torch.randn((b * num_samples, *shape[1:]), generator=generator, device=self.device)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        state: Tensor,
+        task_index: Tensor,
+        num_samples: int = 1,
+        generator: Generator | Sequence[Generator] | None = None,
+    ) -> Tensor:
+        """Chunks (B, num_samples, h, A), clipped to [-1, 1]; LeRobot integrates t = 1 -> 0
+        from noise ε drawn here (row i's from generator i when one is given per row)."""
+        b = state.shape[0]
+        noise = self._noise(b, num_samples, generator)
+        rows = state.repeat_interleave(num_samples, 0), task_index.repeat_interleave(num_samples)
+        with evaluating(self), self._autocast():
+            p: Any = self.policy
+            x = p.model.sample_actions(*self._model_args(self.lerobot_inputs(*rows)), noise=noise)
+        a = self.action_norm.unnormalize(x.float()[:, : self.horizon, : self.action_dim])
+        return a.clamp(-1.0, 1.0).view(b, num_samples, self.horizon, self.action_dim)
+
+
+def build_actor(cfg: LeRobotConfig, instructions: Sequence[str], *, state_dim: int,
+                action_dim: int, horizon: int, state_normalizer: Normalizer | None = None
+                ) -> LeRobotActor:  # fmt: skip
+    """The adapter around `build_policy(cfg, ...)` (`aloe.run.build_learner` calls it)."""
+    policy = build_policy(cfg, state_dim, action_dim, horizon)
+    return LeRobotActor(cfg, policy, instructions, state_dim=state_dim, action_dim=action_dim,
+                        horizon=horizon, state_normalizer=state_normalizer)  # fmt: skip
+
+
+TINY_WORDS = ("pick place the puck at goal reach push open close door drawer put a window "
+              "button press peg insert side assembly into hole")  # fmt: skip
+
+
+def write_tiny_smolvlm(root: Path, image_size: int = 32) -> Path:
+    """Write a tiny random SmolVLM (config, word-level tokenizer, processor) to `root`, for
+    tests and CPU smoke runs of a fresh SmolVLA (`--lerobot.vlm ROOT`); needs transformers."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (
+        PreTrainedTokenizerFast,
+        SmolVLMConfig,
+        SmolVLMImageProcessor,
+        SmolVLMProcessor,  # fmt: skip
+        SmolVLMVideoProcessor,
+    )
+
+    special = {"fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
+               "global_image_token": "<global-img>", "end_of_utterance_token": "<eou>"}  # fmt: skip
+    words = ["<pad>", "<unk>", *special.values(), *TINY_WORDS.split()]
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
+                                   extra_special_tokens=special)  # fmt: skip
+    text = dict(model_type="llama", vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
+                num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                max_position_embeddings=256, pad_token_id=0)  # fmt: skip
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                  num_attention_heads=2, image_size=image_size, patch_size=8)  # fmt: skip
+    SmolVLMConfig(text_config=text, vision_config=vision, scale_factor=2,
+                  image_token_id=vocab["<image>"]).save_pretrained(root)  # fmt: skip
+    images = SmolVLMImageProcessor(do_resize=False, do_image_splitting=False,
+                                   max_image_size={"longest_edge": image_size})  # fmt: skip
+    SmolVLMProcessor(image_processor=images, tokenizer=fast, image_seq_len=4,
+                     video_processor=SmolVLMVideoProcessor()).save_pretrained(root)  # fmt: skip
+    return root

@@ -1,0 +1,201 @@
+"""The LeRobot adapter on a tiny random SmolVLA built offline in the test (no download).
+
+Skipped where lerobot is not importable (the README's plain install); `.ci/run` installs it
+in a virtualenv of its own and runs this file there. lerobot (and with it torchvision) is
+imported before aloe: PyPI's torchvision segfaults when imported after MuJoCo has loaded
+OSMesa (MUJOCO_GL=osmesa), and loads fine before it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+if importlib.util.find_spec("lerobot") is None:
+    pytest.skip("lerobot is not installed (see README: the lerobot extra)", allow_module_level=True)
+
+import lerobot.policies.smolvla.modeling_smolvla  # noqa: E402, F401  (before aloe, see above)
+
+from aloe import checkpoint  # noqa: E402
+from aloe.errors import UsageError  # noqa: E402
+from aloe.policies.base import Actor  # noqa: E402
+from aloe.policies.lerobot_actor import (  # noqa: E402
+    LeRobotConfig,
+    build_actor,
+    write_tiny_smolvlm,
+)
+
+S, A, H, B = 39, 4, 6, 5
+TASKS = ["pick the puck and place it at the goal", "press the button"]
+
+
+@pytest.fixture(scope="module")
+def vlm(tmp_path_factory):
+    return write_tiny_smolvlm(tmp_path_factory.mktemp("vlm"))
+
+
+def make_actor(vlm, seed=0):
+    torch.manual_seed(seed)
+    cfg = LeRobotConfig(vlm=str(vlm), num_flow_steps=3)
+    return build_actor(cfg, TASKS, state_dim=S, action_dim=A, horizon=H)
+
+
+def batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    state = torch.randn(B, S, generator=g)
+    actions = torch.rand(B, H, A, generator=g) * 2 - 1
+    return state, torch.tensor([0, 1, 0, 1, 1]), actions, torch.ones(B, H)
+
+
+def test_is_an_actor_with_per_task_tokens(vlm):
+    actor = make_actor(vlm)
+    assert isinstance(actor, Actor)
+    assert actor.tokens.shape[0] == len(TASKS)
+    assert not torch.equal(actor.tokens[0], actor.tokens[1])
+
+
+def test_loss_equals_lerobots_mean_on_real_action_dims(vlm):
+    """Weights all 1: the batch mean of the adapter's loss is LeRobot's own mean loss over
+    the real action dimensions, at the same noise and time."""
+    actor = make_actor(vlm)
+    state, task, actions, valid = batch()
+    loss = actor.flow_loss_per_sample(state, task, actions, valid, torch.Generator().manual_seed(3))
+    assert loss.shape == (B,)
+    g = torch.Generator().manual_seed(3)  # the same draws, in the adapter's order
+    full, _ = actor.padded(actions, valid)
+    noise = torch.randn(full.shape, generator=g)
+    time = actor.lerobot_time(B, g)
+    inputs = {**actor.lerobot_inputs(state, task), "action": full}
+    images, masks = actor.policy.prepare_images(inputs)
+    own = actor.policy.model.forward(
+        images,
+        masks,
+        inputs["observation.language.tokens"],
+        inputs["observation.language.attention_mask"],
+        actor.policy.prepare_state(inputs),
+        full,
+        noise,
+        time,
+    )
+    torch.testing.assert_close(loss.mean(), own[:, :H, :A].mean(), rtol=1e-5, atol=1e-6)
+    loss.mean().backward()  # differentiable, through the trainable action expert
+    assert any(p.grad is not None for p in actor.parameters())
+
+
+def test_padding_does_not_change_the_loss(vlm):
+    actor = make_actor(vlm)
+    state, task, actions, valid = batch()
+    valid[:, 4:] = 0
+    padded = actions.clone()
+    padded[:, 4:] = 7.0  # whatever lies in padded steps does not count
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    a = actor.flow_loss_per_sample(state, task, actions, valid, g1)
+    b = actor.flow_loss_per_sample(state, task, padded, valid, g2)
+    torch.testing.assert_close(a, b)
+
+
+def test_same_seed_same_chunks_and_rows_sample_as_alone(vlm):
+    actor = make_actor(vlm)
+    state, task, _, _ = batch()
+    one = actor.sample(state, task, 2, torch.Generator().manual_seed(5))
+    two = actor.sample(state, task, 2, torch.Generator().manual_seed(5))
+    assert one.shape == (B, 2, H, A) and one.abs().max() <= 1.0
+    torch.testing.assert_close(one, two, rtol=0, atol=0)
+    gens = [torch.Generator().manual_seed(10 + i) for i in range(B)]
+    rows = actor.sample(state, task, 1, gens)
+    alone = actor.sample(state[1:2], task[1:2], 1, torch.Generator().manual_seed(11))
+    torch.testing.assert_close(rows[1], alone[0], rtol=1e-5, atol=1e-6)
+
+
+def test_save_load_gives_identical_outputs(vlm, tmp_path):
+    actor = make_actor(vlm, seed=0)
+    path = checkpoint.save(tmp_path, 1, {"actor": actor.state_dict()})  # safetensors + JSON
+    other = make_actor(vlm, seed=1)  # different init, overwritten by the file
+    other.load_state_dict(checkpoint.load(path)["actor"])
+    state, task, actions, valid = batch()
+    for f in (lambda m, g: m.sample(state, task, 1, g),
+              lambda m, g: m.flow_loss_per_sample(state, task, actions, valid, g)):  # fmt: skip
+        torch.testing.assert_close(f(actor, torch.Generator().manual_seed(2)),
+                                   f(other, torch.Generator().manual_seed(2)), rtol=0, atol=0)  # fmt: skip
+
+
+def test_config_errors_name_the_field(tmp_path):
+    with pytest.raises(UsageError, match=r"lerobot.policy \('pix'\): must be one of"):
+        LeRobotConfig(policy="pix", vlm=str(tmp_path)).validate()
+    with pytest.raises(UsageError, match=r"lerobot.pretrained \(None\): pi0 needs a pretrained"):
+        LeRobotConfig(policy="pi0").validate()
+    with pytest.raises(UsageError, match=r"lerobot.vlm \(.*\): has no config.json"):
+        LeRobotConfig(vlm=str(tmp_path)).validate()
+
+
+def _lerobot_transformers() -> bool:
+    try:
+        from transformers.models.siglip import check
+
+        return bool(check.check_whether_transformers_replace_is_installed_correctly())
+    except ImportError:
+        return False
+
+
+@pytest.mark.skipif(not _lerobot_transformers(),
+                    reason="pi0/pi05 need lerobot's patched transformers branch (not on PyPI)")  # fmt: skip
+@pytest.mark.parametrize("policy", ["pi0", "pi05"])
+def test_pi_policies_share_the_adapter(policy, tmp_path):
+    """A tiny random π0/π0.5 saved locally, then run through the same adapter."""
+    import dataclasses
+
+    from lerobot.configs.types import FeatureType, PolicyFeature
+
+    from aloe.policies.lerobot_actor import _policy_class
+
+    cls = _policy_class(policy)
+    config = cls.config_class(
+        paligemma_variant="gemma_300m", action_expert_variant="gemma_300m", chunk_size=H,
+        n_action_steps=H, max_state_dim=40, device="cpu",
+        input_features={"observation.state": PolicyFeature(FeatureType.STATE, (S,)),
+                        "observation.images.cam": PolicyFeature(FeatureType.VISUAL, (3, 224, 224))},
+        output_features={"action": PolicyFeature(FeatureType.ACTION, (A,))})  # fmt: skip
+    cls(config).save_pretrained(tmp_path)
+    write_tiny_smolvlm(tmp_path / "tok")  # tokenizer files beside the checkpoint
+    for f in (tmp_path / "tok").glob("tokenizer*"):
+        f.rename(tmp_path / f.name)
+    cfg = dataclasses.replace(LeRobotConfig(policy=policy, pretrained=str(tmp_path)),
+                              num_flow_steps=2)  # fmt: skip
+    actor = build_actor(cfg, TASKS, state_dim=S, action_dim=A, horizon=H)
+    state, task, actions, valid = batch()
+    assert actor.flow_loss_per_sample(state, task, actions, valid).shape == (B,)
+    assert actor.sample(state, task, 1).shape == (B, 1, H, A)
+
+
+@pytest.mark.slow
+def test_aloe_smoke_run_trains_it_end_to_end_and_resumes(vlm, tmp_path, same_metrics):
+    """collect, critic, weighted actor update, evaluation, checkpoint; then a run whose last
+    checkpoint is gone resumes from the one before it to the same metrics."""
+    import json
+    import shutil
+
+    from aloe import load_run
+    from aloe.config import preset
+    from aloe.train import train
+
+    cfg = preset("smoke")
+    cfg.out, cfg.progress, cfg.actor_kind = tmp_path / "run", False, "lerobot"
+    cfg.lerobot = LeRobotConfig(vlm=str(vlm), num_flow_steps=2)
+    history = train(cfg)
+    assert [row["iteration"] for row in history] == [0, 1, 2]
+    run = load_run(cfg.out)
+    assert type(run.actor).__name__ == "LeRobotActor"
+    assert run.sample(torch.zeros(S).numpy(), num_samples=2, seed=0).shape == (2, 10, A)
+    copy = tmp_path / "resumed"
+    shutil.copytree(cfg.out, copy)
+    shutil.rmtree(copy / "checkpoints" / "iter-0002")
+    cfg.out = copy
+    train(cfg, resume=True)
+
+    def rows(root):
+        out = [json.loads(line) for line in (root / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k != "wall_s"} for r in out]
+
+    same_metrics(rows(copy), rows(tmp_path / "run"))
