@@ -75,6 +75,10 @@ class BenchArgs:
     """Timed update steps per size (0: 5 at smoke and default, 2 at paper)."""
     threads: int = 0
     """torch's intra-op threads during the bench (0: one per core this process may use)."""
+    value_flow_steps: int = 0
+    """Also time each size's critic and actor steps with this many Euler steps for the
+    update's own samples (the opt-in approximation `--aloe.value-flow-steps`), and the
+    iteration with them; 0: only the exact steps."""
     device: str = "cpu"
     """Torch device of the update steps and inference: cpu | cuda | cuda:N | auto."""
     json: bool = False
@@ -126,6 +130,8 @@ class BenchArgs:
         require(len(set(self.sizes)) == len(self.sizes), "--sizes", sizes, "names a size twice")
         require(self.repeats >= 0, "--repeats", self.repeats, "must be >= 0 (0: per size)")
         require(self.threads >= 0, "--threads", self.threads, "must be >= 0 (0: one per core)")
+        require(self.value_flow_steps >= 0, "--value-flow-steps", self.value_flow_steps,
+                "must be >= 0 (0: only the exact steps)")  # fmt: skip
         require(DEVICE.fullmatch(self.device) is not None, "--device", self.device,
                 "must be cpu, cuda, cuda:N or auto")  # fmt: skip
         if self.device.startswith("cuda"):
@@ -207,7 +213,8 @@ def child_options(args: BenchArgs) -> dict[str, list[str]]:
     return {"--task": [args.task], "--steps": [str(args.steps)], "--horizon": [str(args.horizon)],
             "--batch-size": [str(args.batch_size)], "--sizes": list(args.sizes),
             "--repeats": [str(args.repeats)], "--threads": [str(args.threads)],
-            "--device": [args.device]}  # fmt: skip
+            "--device": [args.device], "--value-flow-steps": [str(args.value_flow_steps)]
+            }  # fmt: skip
 
 
 def measure_all(args: BenchArgs) -> dict[str, Any]:
@@ -233,7 +240,9 @@ def measure_all(args: BenchArgs) -> dict[str, Any]:
         }  # fmt: skip
         sized = [learner.build(name, args.task, str(device)) for name in args.sizes]
         for s in sized:
-            figures["steps"][s.name] = learner.measure_size(s, peak["gflops"], args.repeats)
+            figures["steps"][s.name] = learner.measure_size(
+                s, peak["gflops"], args.repeats, value_flow_steps=args.value_flow_steps
+            )
         figures["loop"], frames = loop.measure_loop(sized[0], args.steps, Path(tmp))
         measure.say(f"sampler (h={args.horizon}, B={args.batch_size}) vs default networks' steps")
         figures["sampler"] = loop.sampler_vs_critic(frames, args.task, args.horizon,

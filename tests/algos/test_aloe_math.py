@@ -140,7 +140,7 @@ def test_estimate_value_averages_q_pess_over_samples() -> None:
         def flow_loss_per_sample(self, *args: object, **kw: object) -> torch.Tensor:
             raise NotImplementedError
 
-        def sample(self, state, task_index, num_samples=1, generator=None):
+        def sample(self, state, task_index, num_samples=1, generator=None, num_steps=None):
             # sample j of row b is the chunk [[b + j]]
             b = torch.arange(state.shape[0])[:, None] + torch.arange(num_samples)[None]
             return b[..., None, None].float()
@@ -152,6 +152,33 @@ def test_estimate_value_averages_q_pess_over_samples() -> None:
     v = estimate_value(stub_critic, StubPolicy(), torch.zeros(2, 1), torch.zeros(2), 3)
     # row 0: samples 0, 1, 2 -> Q_pess = (0, 1, 2) -> 1 ; row 1: (1, 2, 3) -> 2
     assert torch.equal(v, torch.tensor([1.0, 2.0]))
+
+
+@pytest.mark.parametrize(("value_flow_steps", "expected"), [(0, None), (1, 1), (3, 3)])
+def test_value_flow_steps_reach_both_samplings(value_flow_steps: int, expected: int | None) -> None:
+    """a' of Eq. 7 and V^π's chunks of Eq. 10 are sampled with aloe.value_flow_steps Euler
+    steps; 0 leaves the actor's own (None reaches `sample`)."""
+    learner = tiny_learner(value_flow_steps=value_flow_steps)
+    seen: list[int | None] = []
+    sample = learner.actor.sample
+
+    def spy(*args: object, **kwargs: object) -> torch.Tensor:
+        seen.append(args[4] if len(args) > 4 else kwargs.get("num_steps"))  # type: ignore[arg-type]
+        return sample(*args, **kwargs)  # type: ignore[arg-type]
+
+    learner.actor.sample = spy  # type: ignore[method-assign]
+    batch = chunk_batch(b=4)
+    learner.critic_step(batch)
+    learner.actor_step(batch)
+    assert seen == [expected, expected]
+
+
+def test_value_flow_steps_zero_is_the_exact_default() -> None:
+    """value_flow_steps 0 and the actor's own count (2) give bit-identical updates."""
+    a, b = tiny_learner(), tiny_learner(value_flow_steps=2)
+    assert run_steps(a, 0, 2) == run_steps(b, 0, 2)
+    c = tiny_learner(value_flow_steps=1)
+    assert run_steps(c, 0, 2) != run_steps(tiny_learner(), 0, 2)
 
 
 # Eq. 15–16
@@ -213,6 +240,8 @@ def test_config_validate_names_the_field() -> None:
         AloeConfig(beta=0.0).validate()
     with pytest.raises(ValueError, match="aloe.target_reduce"):
         AloeConfig(target_reduce="max").validate()  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"aloe.value_flow_steps \(-1\): must be >= 0"):
+        AloeConfig(value_flow_steps=-1).validate()
 
 
 def test_warmup_cosine_schedule() -> None:

@@ -106,6 +106,43 @@ def test_sample_unnormalizes_and_clips() -> None:
     assert torch.all(out[..., 0] == 1.0) and torch.all(out[..., 1] == -1.0)
 
 
+def test_sample_with_one_euler_step_by_hand() -> None:
+    """num_steps = 1: a = ε − f_θ(ε, η = 0), the noise drawn as `sample` draws it."""
+    policy = tiny_policy().eval()
+    state, task, _, _ = inputs(b=2)
+    got = policy.sample(state, task, 2, torch.Generator().manual_seed(5), num_steps=1)
+    noise = torch.randn((4, H, A), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        cond = policy.condition(state, task).repeat_interleave(2, dim=0)
+        want = noise - policy.velocity(noise, torch.zeros(4), cond)
+    torch.testing.assert_close(got, want.clamp(-1, 1).view(2, 2, H, A), rtol=0, atol=1e-6)
+    default = policy.sample(state, task, 2, torch.Generator().manual_seed(5))
+    assert torch.equal(default, policy.sample(state, task, 2, torch.Generator().manual_seed(5),
+                                              num_steps=3))  # fmt: skip
+
+
+def test_shared_encoding_equals_encoding_each_sample_again() -> None:
+    """V^π's M chunks per state share one encoding of the state and instruction across the
+    samples and every Euler step; encoding the state again for each sample and each step
+    (the unshared computation) gives the same chunks to 1e-6."""
+    policy = tiny_policy().eval()
+    state, task, _, _ = inputs(b=3)
+    m, steps = 4, policy.config.num_flow_steps
+    got = policy.sample(state, task, m, torch.Generator().manual_seed(2))
+    noise = torch.randn((3 * m, H, A), generator=torch.Generator().manual_seed(2))
+    rows = state.repeat_interleave(m, 0), task.repeat_interleave(m)
+    with torch.no_grad():
+        x = noise
+        for k in range(steps):
+            eta = torch.full((3 * m,), k / steps)
+            per_row = [policy.velocity(x[i : i + 1], eta[i : i + 1],
+                                       policy.condition(rows[0][i : i + 1], rows[1][i : i + 1]))
+                       for i in range(3 * m)]  # fmt: skip
+            x = x - torch.cat(per_row) / steps
+    want = x.clamp(-1, 1).view(3, m, H, A)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
 def test_flow_loss_per_sample_shape_and_grad() -> None:
     policy = tiny_policy()
     state, task, actions, valid = inputs()

@@ -109,6 +109,28 @@ def test_same_seed_same_chunks_and_rows_sample_as_alone(vlm):
     torch.testing.assert_close(rows[1], alone[0], rtol=1e-5, atol=1e-6)
 
 
+def test_num_steps_sets_lerobots_euler_steps_for_the_call(vlm):
+    """`sample(..., num_steps=k)` integrates in k steps and leaves the config as it was."""
+    actor = make_actor(vlm)
+    state, task, _, _ = batch()
+    config = actor.policy.model.config
+    own = config.num_steps
+    seen = []
+    sample_actions = actor.policy.model.sample_actions
+
+    def spy(*args, **kwargs):
+        seen.append(config.num_steps)
+        return sample_actions(*args, **kwargs)
+
+    actor.policy.model.sample_actions = spy
+    one = actor.sample(state, task, 1, torch.Generator().manual_seed(5), num_steps=1)
+    same = actor.sample(state, task, 1, torch.Generator().manual_seed(5), num_steps=own)
+    default = actor.sample(state, task, 1, torch.Generator().manual_seed(5))
+    assert seen == [1, own, own] and config.num_steps == own
+    torch.testing.assert_close(same, default, rtol=0, atol=0)
+    assert not torch.equal(one, default)
+
+
 def test_save_load_gives_identical_outputs(vlm, tmp_path):
     actor = make_actor(vlm, seed=0)
     path = checkpoint.save(tmp_path, 1, {"actor": actor.state_dict()})  # safetensors + JSON

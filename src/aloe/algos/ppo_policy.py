@@ -61,9 +61,10 @@ class GaussianFlowActor(nn.Module):
         task_index: Tensor,
         num_samples: int = 1,
         generator: Generator | Sequence[Generator] | None = None,
+        num_steps: int | None = None,
     ) -> Tensor:
         """The deterministic μ_θ(s), repeated: (B, num_samples, h, A), clipped to [−1, 1]
-        (no noise: `generator` is not used)."""
+        (no noise and no integration: `generator` and `num_steps` are not used)."""
         with evaluating(self):
             mean = self.mean_chunk(state, task_index).clamp(-1.0, 1.0)
         return mean[:, None].expand(-1, num_samples, -1, -1).contiguous()

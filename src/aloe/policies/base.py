@@ -13,7 +13,10 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import torch
 from torch import Generator, Tensor, nn
+
+from aloe.distributed.shard import draw
 
 
 class ChunkPolicy(Protocol):
@@ -70,6 +73,7 @@ class Actor(Protocol):
         task_index: Tensor,
         num_samples: int = 1,
         generator: Generator | Sequence[Generator] | None = None,
+        num_steps: int | None = None,
     ) -> Tensor:
         """Sample chunks a ~ π(·|s, ℓ) without gradient, in eval mode: (B, num_samples, h, A).
 
@@ -77,8 +81,29 @@ class Actor(Protocol):
         branch on shape; actions are in the environment's units, clipped to [-1, 1].
         `generator` may be one per row: row i's noise then comes from generator i, as in a
         call for row i alone (a batch of episodes samples as each episode would).
+        `num_steps` overrides the actor's own Euler steps (an approximation when fewer;
+        `AloeConfig.value_flow_steps`); None keeps them.
         """
         ...
+
+
+def chunk_noise(
+    rows: int,
+    num_samples: int,
+    shape: tuple[int, ...],
+    generator: Generator | Sequence[Generator] | None,
+    device: torch.device | str,
+) -> Tensor:
+    """The flow's starting noise ε (rows · num_samples, *shape) of an actor's `sample`.
+
+    With one generator per row, row i's num_samples draws come from generator i, as a call
+    for row i alone would draw them; with one generator, one draw for all, the same values
+    for each row however a learner's batch is sharded (aloe.distributed.shard.draw).
+    """
+    if isinstance(generator, Sequence):
+        return torch.cat([torch.randn((num_samples, *shape), generator=g, device=device)
+                          for g in generator])  # fmt: skip
+    return draw(torch.randn, (rows * num_samples, *shape), generator=generator, device=device)
 
 
 def as_module(actor: Actor) -> nn.Module:

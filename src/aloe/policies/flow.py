@@ -25,6 +25,7 @@ from aloe.nn import (
     sinusoidal_embedding,
     transformer,
 )
+from aloe.policies.base import chunk_noise
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]  # (ã (B, h, A), η (B,)) -> f (B, h, A)
 
@@ -182,24 +183,22 @@ class FlowPolicy(nn.Module):
         task_index: Tensor,
         num_samples: int = 1,
         generator: Generator | Sequence[Generator] | None = None,
+        num_steps: int | None = None,
     ) -> Tensor:
         """Chunks a ~ π(·|s, ℓ): (B, num_samples, h, A), clipped to [-1, 1], in eval mode.
 
-        With one generator per row, row i's noise ε (num_samples, h, A) is drawn from
-        generator i, as a call for row i alone would draw it.
+        The conditioning tokens are encoded once per state and shared by its num_samples
+        chunks and every Euler step. With one generator per row, row i's noise ε
+        (num_samples, h, A) is drawn from generator i, as a call for row i alone would draw
+        it. `num_steps` (default config.num_flow_steps) sets the Euler steps.
         """
         b, h, a_dim = state.shape[0], self.horizon, self.action_dim
         with evaluating(self):
             cond = self.condition(state, task_index).repeat_interleave(num_samples, dim=0)
-            if isinstance(generator, Sequence):
-                rows = [torch.randn((num_samples, h, a_dim), generator=g, device=cond.device)
-                        for g in generator]  # fmt: skip
-                noise = torch.cat(rows).to(cond.dtype)
-            else:
-                shape = (b * num_samples, h, a_dim)
-                noise = draw(torch.randn, shape, generator=generator, device=cond.device)
-                noise = noise.to(cond.dtype)
+            noise = chunk_noise(b, num_samples, (h, a_dim), generator, cond.device)
             a = euler_integrate(
-                lambda x, t: self.velocity(x, t, cond), noise, self.config.num_flow_steps
+                lambda x, t: self.velocity(x, t, cond),
+                noise.to(cond.dtype),
+                num_steps or self.config.num_flow_steps,
             )
         return self.action_norm.unnormalize(a).clamp(-1.0, 1.0).view(b, num_samples, h, a_dim)

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from torch import Generator, Tensor, nn
 
 from aloe.errors import bad, require
 from aloe.nn import Normalizer, evaluating
+from aloe.policies.base import chunk_noise
 
 POLICIES = ("smolvla", "pi0", "pi05")
 AUTOCAST = ("none", "bf16")
@@ -301,14 +303,6 @@ class LeRobotActor(nn.Module):
         per_step = err.mean(-1)  # the real action dimensions only
         return (per_step * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
 
-    def _noise(self, b: int, num_samples: int,
-               generator: Generator | Sequence[Generator] | None) -> Tensor:  # fmt: skip
-        shape = (num_samples, self.chunk_size, self.max_action_dim)
-        if isinstance(generator, Sequence):
-            return torch.cat([torch.randn(shape, generator=g, device=self.device)
-                              for g in generator])  # fmt: skip
-        return torch.randn((b * num_samples, *shape[1:]), generator=generator, device=self.device)
-
     @torch.no_grad()
     def sample(
         self,
@@ -316,17 +310,36 @@ class LeRobotActor(nn.Module):
         task_index: Tensor,
         num_samples: int = 1,
         generator: Generator | Sequence[Generator] | None = None,
+        num_steps: int | None = None,
     ) -> Tensor:
         """Chunks (B, num_samples, h, A), clipped to [-1, 1]; LeRobot integrates t = 1 -> 0
-        from noise ε drawn here (row i's from generator i when one is given per row)."""
+        from noise ε drawn here (row i's from generator i when one is given per row), in
+        `num_steps` Euler steps (default: lerobot.num_flow_steps)."""
         b = state.shape[0]
-        noise = self._noise(b, num_samples, generator)
+        noise = chunk_noise(b, num_samples, (self.chunk_size, self.max_action_dim), generator,
+                            self.device)  # fmt: skip
         rows = state.repeat_interleave(num_samples, 0), task_index.repeat_interleave(num_samples)
-        with evaluating(self), self._autocast():
-            p: Any = self.policy
+        p: Any = self.policy
+        with evaluating(self), self._autocast(), _euler_steps(p.model.config, num_steps):
             x = p.model.sample_actions(*self._model_args(self.lerobot_inputs(*rows)), noise=noise)
         a = self.action_norm.unnormalize(x.float()[:, : self.horizon, : self.action_dim])
         return a.clamp(-1.0, 1.0).view(b, num_samples, self.horizon, self.action_dim)
+
+
+@contextmanager
+def _euler_steps(config: Any, num_steps: int | None) -> Iterator[None]:
+    """LeRobot's sample_actions reads its Euler steps from its config (SmolVLA's num_steps,
+    π0's and π0.5's num_inference_steps): set them for the block (None: leave them), then
+    restore them."""
+    names = [n for n in ("num_steps", "num_inference_steps") if hasattr(config, n)]
+    saved = {n: getattr(config, n) for n in names}
+    try:
+        for n in names if num_steps is not None else ():
+            setattr(config, n, num_steps)
+        yield
+    finally:
+        for n, value in saved.items():
+            setattr(config, n, value)
 
 
 def build_actor(cfg: LeRobotConfig, instructions: Sequence[str], *, state_dim: int,

@@ -14,6 +14,7 @@ are timed with the functions the learner calls (Alg. 1 lines 11–14), on one ba
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,8 +107,10 @@ def batch_for(s: Sized) -> ChunkBatch:
 
 
 def measure_size(s: Sized, peak_gflops: float, repeats: int = 0,
-                 latency_calls: int = LATENCY_CALLS) -> dict[str, Any]:  # fmt: skip
-    """Critic step, actor step and its parts, and chunk inference of one preset's learner."""
+                 latency_calls: int = LATENCY_CALLS,
+                 value_flow_steps: int = 0) -> dict[str, Any]:  # fmt: skip
+    """Critic step, actor step and its parts, and chunk inference of one preset's learner;
+    with `value_flow_steps`, also both steps with that approximation (aloe.value_flow_steps)."""
     n = repeats or REPEATS.get(s.name, 3)
     batch = batch_for(s)
     say(f"{s.name}: critic step ({n} timed, {s.describe()})")
@@ -120,13 +123,33 @@ def measure_size(s: Sized, peak_gflops: float, repeats: int = 0,
     for part in parts.values():
         part["share_of_step"] = part["ms"] / actor["ms"]
     say(f"{s.name}: chunk inference ({latency_calls} calls)")
-    return {
+    out = {
         "sizes": s.describe(),
         "critic_step": critic,
         "actor_step": actor,
         "actor_parts": {**parts, "sum_ms": summed, "other_ms": actor["ms"] - summed},
         "inference": inference_latency(s, latency_calls),
     }
+    if value_flow_steps:
+        out["value_flow_steps"] = approximate_steps(s, batch, n, peak_gflops, value_flow_steps)
+    return out
+
+
+def approximate_steps(s: Sized, batch: ChunkBatch, repeats: int, peak_gflops: float,
+                      flow_steps: int) -> dict[str, Any]:  # fmt: skip
+    """Both steps and V^π's share with `flow_steps` Euler steps for the update's own samples
+    (the opt-in approximation aloe.value_flow_steps), on the same learner and batch."""
+    exact = s.learner.config
+    s.learner.config = dataclasses.replace(exact, value_flow_steps=flow_steps)
+    try:
+        say(f"{s.name}: critic and actor steps with value_flow_steps={flow_steps}")
+        critic = _step(lambda: s.learner.critic_step(batch), repeats, s.device, peak_gflops)
+        actor = _step(lambda: s.learner.actor_step(batch), repeats, s.device, peak_gflops)
+        value = actor_parts(s.learner, batch, repeats, peak_gflops)["value_sampling"]
+    finally:
+        s.learner.config = exact
+    return {"flow_steps": flow_steps, "critic_step": critic, "actor_step": actor,
+            "value_sampling_share": value["ms"] / actor["ms"]}  # fmt: skip
 
 
 def _step(fn: Callable[[], Any], repeats: int, device: torch.device,
@@ -145,7 +168,8 @@ def actor_parts(learner: AloeLearner, batch: ChunkBatch, repeats: int,
     def value() -> Tensor:
         with evaluating(critic):  # Eq. 10
             m = cfg.num_value_samples
-            return estimate_value(critic, actor, b.state, b.task_index, m, learner.generator)
+            return estimate_value(critic, actor, b.state, b.task_index, m, learner.generator,
+                                  learner.flow_steps)  # fmt: skip
 
     @torch.no_grad()
     def q_data() -> Tensor:

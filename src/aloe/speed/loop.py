@@ -13,8 +13,9 @@ import dataclasses
 import itertools
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -27,7 +28,8 @@ from aloe.datasets.sampler import ChunkSampler
 from aloe.datasets.store import EpisodeStore
 from aloe.envs.metaworld import CONTROL_HZ, TaskEnv
 from aloe.operators.base import Operator
-from aloe.policies.base import ChunkPolicy
+from aloe.policies.base import BatchChunkPolicy, ChunkPolicy
+from aloe.rollout import batchable
 from aloe.speed.learner import Sized
 from aloe.speed.measure import say, time_calls
 
@@ -52,6 +54,23 @@ class TimedPolicy:
         chunk = self.policy.act_chunk(obs)
         self.seconds += time.perf_counter() - start
         return chunk
+
+
+class TimedBatchPolicy(TimedPolicy):
+    """A `TimedPolicy` over a `BatchChunkPolicy`: also times `act_chunks`, so evaluation
+    plays its episodes together as a run's does (`aloe.rollout.batchable`)."""
+
+    def episode_rng(self, seed: int) -> Any:
+        return cast(BatchChunkPolicy, self.policy).episode_rng(seed)
+
+    def act_chunk(self, obs: dict[str, Any]) -> np.ndarray:  # beside act_chunks: `batchable`
+        return super().act_chunk(obs)
+
+    def act_chunks(self, obs: Sequence[dict[str, Any]], rngs: Sequence[Any]) -> np.ndarray:
+        start = time.perf_counter()
+        chunks = cast(BatchChunkPolicy, self.policy).act_chunks(obs, rngs)
+        self.seconds += time.perf_counter() - start
+        return chunks
 
 
 class TimedOperator:
@@ -120,15 +139,18 @@ def collection(env: TaskEnv, operator: Operator, policy: ChunkPolicy | None, ste
             "episode_s": elapsed / episodes}  # fmt: skip
 
 
-def evaluation(env: TaskEnv, policy: ChunkPolicy, steps: int, raw: float) -> dict[str, float]:
-    """Operator-free episodes through `evaluate`, one seed at a time, until >= `steps` steps."""
-    timed, done, episodes = TimedPolicy(policy), 0, 0
+def evaluation(env: TaskEnv, policy: ChunkPolicy, steps: int, raw: float,
+               batch: int = 1) -> dict[str, float]:  # fmt: skip
+    """Operator-free episodes through `evaluate`, `batch` seeds played together (a run's
+    `eval_batch`), until >= `steps` steps."""
+    timed = TimedBatchPolicy(policy) if batch > 1 and batchable(policy) else TimedPolicy(policy)
+    done, episodes = 0, 0
     start = time.perf_counter()
     while done < steps:
-        done += evaluate(env, timed, [episodes]).env_steps
-        episodes += 1
+        done += evaluate(env, timed, range(episodes, episodes + batch), batch=batch).env_steps
+        episodes += batch
     elapsed = time.perf_counter() - start
-    return {**_rates(done, elapsed, raw, timed.seconds), "episodes": episodes,
+    return {**_rates(done, elapsed, raw, timed.seconds), "episodes": episodes, "batch": batch,
             "episode_s": elapsed / episodes}  # fmt: skip
 
 
@@ -213,7 +235,7 @@ def iteration_phases(s: Sized, steps: dict[str, Any], loop: dict[str, Any],
     bc_ms = sum(parts[k]["ms"] for k in ("flow_forward", "flow_backward", "optimiser"))
     warm = (cfg.num_demos * loop["collect_demo"]["episode_s"] + cfg.bc_steps * (bc_ms + batch_ms)
             / 1e3 + phases["evaluate_s"] + save_s)  # fmt: skip
-    return {
+    out = {
         "preset": s.name,
         "method": ITERATION_METHOD,
         "collect_episodes": episodes,
@@ -224,6 +246,17 @@ def iteration_phases(s: Sized, steps: dict[str, Any], loop: dict[str, Any],
         "warm_start_s": warm,
         "run_estimate_s": warm + cfg.iterations * total,
     }
+    approx = steps.get("value_flow_steps")
+    if approx:  # the same iteration with the opt-in approximation's update steps
+        critic_s = a.critic_steps * (approx["critic_step"]["ms"] + batch_ms) / 1e3
+        actor_s = a.actor_steps * (approx["actor_step"]["ms"] + batch_ms) / 1e3
+        rest = total - phases["critic_s"] - phases["actor_s"]
+        out["value_flow_steps"] = {
+            "flow_steps": approx["flow_steps"], "critic_s": critic_s, "actor_s": actor_s,
+            "total_s": rest + critic_s + actor_s,
+            "run_estimate_s": warm + cfg.iterations * (rest + critic_s + actor_s),
+        }  # fmt: skip
+    return out
 
 
 def measure_loop(s: Sized, steps: int, root: Path) -> tuple[dict[str, Any], Frames]:
@@ -248,6 +281,6 @@ def measure_loop(s: Sized, steps: int, root: Path) -> tuple[dict[str, Any], Fram
         store = EpisodeStore.create(root / name, fps=CONTROL_HZ, state_dim=env.state_dim,
                                     action_dim=env.action_dim, sim_state_dim=sim)  # fmt: skip
         out[name] = collection(env, operator, policy, steps, store, raw, cfg.collect)
-    say(f"evaluate (>= {steps} steps)")
-    out["evaluate"] = evaluation(env, actor, steps, raw)
+    say(f"evaluate (>= {steps} steps, {cfg.eval_batch} episodes at a time)")
+    out["evaluate"] = evaluation(env, actor, steps, raw, cfg.eval_batch)
     return out, Frames(EpisodeStore.open(root / "collect_policy").load_frames())
