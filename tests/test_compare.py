@@ -170,6 +170,31 @@ def test_summary_aggregates_over_seeds(tmp_path) -> None:
     assert page["algos"]["aloe"]["finished_seeds"] == [0, 1]
 
 
+def test_steps_to_success_per_iteration_and_per_task(tmp_path) -> None:
+    """Steps to success beside success: per iteration (mean ± std over seeds, a seed with no
+    success left out), at the end, and per task with its average for a multi-task run."""
+    for seed, steps in ((0, [60.0, 50.0]), (1, [None, 40.0])):
+        run = tmp_path / "runs" / f"aloe-s{seed}"
+        run.mkdir(parents=True)
+        (run / "config.json").write_text(json.dumps({"algo": "aloe", "iterations": 1}))
+        rows = [{"iteration": k, "success_rate": 0.5, "mean_steps_to_success": v,
+                 "total_human_steps": 10, "total_env_steps": 30, "wall_s": 1.0,
+                 "success_by_task": {"a": 1.0, "b": 0.0 + seed},
+                 "steps_to_success_by_task": {"a": v, "b": 30.0 if seed else None}}
+                for k, v in enumerate(steps)]  # fmt: skip
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    a = summarize(tmp_path)["algos"]["aloe"]
+    assert a["steps_to_success_mean_per_iteration"] == pytest.approx([60.0, 45.0])
+    assert a["steps_to_success_std_per_iteration"] == pytest.approx([0.0, 5.0])
+    assert a["mean_steps_to_success"] == 45.0 and a["mean_steps_to_success_std"] == 5.0
+    assert a["success_by_task"] == {"a": 1.0, "b": 0.5}
+    assert a["steps_to_success_by_task"] == {"a": 45.0, "b": 30.0}
+    write_report(tmp_path)
+    html = (tmp_path / "report.html").read_text()
+    assert "Steps to success per iteration" in html and "average over tasks" in html
+    assert "45.0 ± 5.0" in html
+
+
 def test_started_runs_resume_and_fresh_ones_start(tmp_path) -> None:
     args = CompareArgs(out=tmp_path, preset="smoke", train_args="--iterations 1")
     _fake_run(tmp_path, "awr-s0", "awr", [0.0], done=False)

@@ -111,6 +111,7 @@ def cmd_collect(args: CollectArgs) -> int:
     from aloe.envs.tasks import task_list
     from aloe.operators.profiles import make_operator
     from aloe.operators.scripted import OperatorConfig
+    from aloe.policies.chunk_policy import RandomPolicy
 
     try:
         one_task = len(task_list(args.task)) == 1  # sim.state's size differs between tasks
@@ -126,8 +127,10 @@ def cmd_collect(args: CollectArgs) -> int:
     _as_collect_flags(op_cfg.validate)
     _as_collect_flags(cfg.validate)
     _require_store_location(args.out)
-    policy = _load_collect_policy(args.policy, args.seed)
+    policy = _load_collect_policy(args.policy, args.seed)  # a run's is checked before any work
     env = make_env(EnvConfig(task=args.task, max_steps=args.max_steps))
+    if args.policy == "random":
+        policy = RandomPolicy(env.action_dim, seed=args.seed)  # the task's action size
     store = _collect_store(args.out, env, one_task)
     seeds = _continue_seeds(store, args.seed, args.episodes)
     operator = make_operator(args.task, op_cfg, seed=args.seed)
@@ -202,12 +205,10 @@ def _continue_seeds(store: Any, seed: int, episodes: int) -> list[int]:
 
 
 def _load_collect_policy(spec: str | None, seed: int) -> Any:
-    from aloe.policies.chunk_policy import RandomPolicy
-
-    if spec is None:
+    """A run's chunk policy for --policy DIR; None for no policy and for 'random' (built
+    once the env gives its action size)."""
+    if spec is None or spec == "random":
         return None
-    if spec == "random":
-        return RandomPolicy(seed=seed)
     from aloe.run import load_run, require_run_dir
 
     run = Path(spec)
@@ -363,7 +364,9 @@ def cmd_compare(args: compare.CompareArgs) -> int:
         print("aloe compare: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
     finals = {a: s["final_success"] for a, s in summary["algos"].items()}
-    print(json.dumps({"report": str(args.out / compare.REPORT), "final_success": finals}))
+    steps = {a: s["mean_steps_to_success"] for a, s in summary["algos"].items()}
+    print(json.dumps({"report": str(args.out / compare.REPORT), "final_success": finals,
+                      "steps_to_success": steps}))  # fmt: skip
     return 0
 
 

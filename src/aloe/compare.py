@@ -383,7 +383,7 @@ def _seed_of(run: Path) -> int:
     return int(run.name.rpartition("-s")[2])
 
 
-def _stats(values: list[float]) -> tuple[float | None, float | None]:
+def _stats(values: list[float | None]) -> tuple[float | None, float | None]:
     ok = [v for v in values if v is not None and math.isfinite(v)]
     return (float(np.mean(ok)), float(np.std(ok))) if ok else (None, None)
 
@@ -400,12 +400,16 @@ def summarize_algo(runs: list[Path]) -> dict[str, Any]:
     finished = [_seed_of(r) for r in runs if run_state(r).finished]
     longest = max((len(m) for m in metrics.values()), default=0)
     per_iter: dict[str, list[Any]] = {k: [] for k in (
-        "success_mean", "success_std", "seeds", "operator_steps", "env_steps")}  # fmt: skip
+        "success_mean", "success_std", "steps_to_success_mean", "steps_to_success_std", "seeds",
+        "operator_steps", "env_steps")}  # fmt: skip
     for k in range(longest):
         rows = [m[k] for m in metrics.values() if len(m) > k]
         mean, std = _stats([r["success_rate"] for r in rows])
         per_iter["success_mean"].append(mean)
         per_iter["success_std"].append(std)
+        steps, steps_std = _stats([r["mean_steps_to_success"] for r in rows])
+        per_iter["steps_to_success_mean"].append(steps)
+        per_iter["steps_to_success_std"].append(steps_std)
         per_iter["seeds"].append(len(rows))
         per_iter["operator_steps"].append(_stats([r["total_human_steps"] for r in rows])[0])
         per_iter["env_steps"].append(_stats([r["total_env_steps"] for r in rows])[0])
@@ -426,8 +430,21 @@ def summarize_algo(runs: list[Path]) -> dict[str, Any]:
         "final_eval_episodes": _stats([r.get("eval_episodes", math.nan) for r in final])[0],
         "env_steps": _stats([r["total_env_steps"] for r in final])[0],
         "mean_steps_to_success": _stats([r["mean_steps_to_success"] for r in final])[0],
+        "mean_steps_to_success_std": _stats([r["mean_steps_to_success"] for r in final])[1],
+        **_by_task(final),
         "wall_s": _stats([sum(x["wall_s"] for x in metrics[s]) for s in finished])[0],
     }
+
+
+def _by_task(final: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Final success and steps to success of each task (a multi-task run's, e.g. MT10),
+    mean over the seeds: {"success_by_task": {task: mean}, "steps_to_success_by_task": ...}.
+    Steps to success average over a task's successful episodes; None where none succeeded."""
+    out: dict[str, dict[str, Any]] = {}
+    for key in ("success_by_task", "steps_to_success_by_task"):
+        tasks = sorted({t for r in final for t in r.get(key) or {}})
+        out[key] = {t: _stats([(r.get(key) or {}).get(t) for r in final])[0] for t in tasks}
+    return out
 
 
 def summarize(root: Path) -> dict[str, Any]:

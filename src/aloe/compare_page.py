@@ -69,6 +69,24 @@ def _final_bars(algos: dict[str, Any]) -> Any:
     return fig
 
 
+def _steps_to_success_per_iteration(algos: dict[str, Any]) -> Any:
+    """Steps to success after each iteration (the second seed's headline figure): the mean
+    episode length of the successful evaluation episodes, mean ± std over seeds."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for algo, a in algos.items():
+        means = a.get("steps_to_success_mean_per_iteration") or []
+        if any(m is not None for m in means):
+            _band(ax, algo, a["iterations"], means, a["steps_to_success_std_per_iteration"])
+    ax.set(xlabel="iteration (0 = BC warm start)", ylabel="steps to success (successful episodes)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def _success_versus(algos: dict[str, Any], key: str, xlabel: str) -> Any:
     import matplotlib.pyplot as plt
 
@@ -81,8 +99,8 @@ def _success_versus(algos: dict[str, Any], key: str, xlabel: str) -> Any:
     return fig
 
 
-def _pm(mean: float | None, std: float | None) -> str:
-    return "–" if mean is None else f"{mean:.2f} ± {std or 0.0:.2f}"
+def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:
+    return "–" if mean is None else f"{mean:.{digits}f} ± {std or 0.0:.{digits}f}"
 
 
 def _int(x: float | None) -> int | None:
@@ -99,11 +117,34 @@ def _table_rows(algos: dict[str, Any]) -> list[dict[str, Any]]:
             "success per 1k operator steps": a.get("success_per_1k_operator_steps"),
             "final eval episodes": _int(a.get("final_eval_episodes")),
             "env steps": _int(a["env_steps"]),
-            "steps to success": a["mean_steps_to_success"],
+            "steps to success": _pm(
+                a["mean_steps_to_success"], a.get("mean_steps_to_success_std"), digits=1
+            ),
             "wall time (min)": None if a["wall_s"] is None else a["wall_s"] / 60,
         }
         for algo, a in algos.items()
     ]
+
+
+def _task_rows(algos: dict[str, Any]) -> list[dict[str, Any]]:
+    """A row per task of a multi-task comparison: each algorithm's final success and steps to
+    success (mean over seeds), then the average over tasks. Empty for one task."""
+    tasks = sorted({t for a in algos.values() for t in a.get("success_by_task") or {}})
+    if len(tasks) < 2:
+        return []
+
+    def cells(task: str | None) -> dict[str, Any]:
+        row: dict[str, Any] = {"task": task or "average over tasks"}
+        for algo, a in algos.items():
+            for key, name in (("success_by_task", "success"),
+                              ("steps_to_success_by_task", "steps to success")):  # fmt: skip
+                by = a.get(key) or {}
+                values = [by.get(t) for t in ([task] if task else tasks)]
+                ok = [v for v in values if v is not None]
+                row[f"{_label(algo)}: {name}"] = float(np.mean(ok)) if ok else None
+        return row
+
+    return [cells(t) for t in tasks] + [cells(None)]
 
 
 def build_page(summary: dict[str, Any], path: Path) -> Path:
@@ -124,6 +165,8 @@ def build_page(summary: dict[str, Any], path: Path) -> Path:
         ("Success per iteration (Fig. 6)",
          figure_html(_success_per_iteration(algos), "success per iteration")),
         ("Final success (Fig. 4)", figure_html(_final_bars(algos), "final success")),
+        ("Steps to success per iteration",
+         figure_html(_steps_to_success_per_iteration(algos), "steps to success")),
         ("Success per operator step",
          figure_html(_success_versus(algos, "operator_steps_per_iteration",
                                      "operator steps (cumulative)"), "success per operator step")),
@@ -132,5 +175,8 @@ def build_page(summary: dict[str, Any], path: Path) -> Path:
                                      "environment steps (cumulative)"), "success per env step")),
         ("Summary", table_html(_table_rows(algos)) + note),
     ]  # fmt: skip
+    tasks = _task_rows(algos)
+    if tasks:
+        sections.append(("Per task (final iteration)", table_html(tasks)))
     title = f"aloe compare: {summary.get('task')} ({summary.get('preset')} preset)"
     return write_page(path, title, sections)

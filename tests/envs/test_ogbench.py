@@ -191,3 +191,15 @@ def test_aloe_train_cube_double_smoke(tmp_path):
     assert info["fps"] == 20 and info["features"]["action"]["shape"] == [5]
     saved = json.loads((out / "config.json").read_text())
     assert saved["task"] == "cube-double" and saved["exec_horizon"] == 5
+
+
+def test_collect_with_a_random_policy_uses_the_tasks_action_size(tmp_path):
+    """`aloe collect --policy random` on OGBench: random chunks of its 5 actions, the
+    composed operator taking over (MetaWorld's are 4 wide)."""
+    from aloe.cli import main
+
+    out = tmp_path / "store"
+    assert main(["collect", "--task", "cube-double", "--policy", "random", "--episodes", "1",
+                 "--max-steps", "30", "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    info = json.loads((out / "meta" / "info.json").read_text())
+    assert info["features"]["action"]["shape"] == [5] and info["total_episodes"] == 1

@@ -64,7 +64,7 @@ def test_chunk_ending_in_a_labelled_takeover_failure_has_the_exact_failure_retur
     np.testing.assert_allclose(truth.q[0], [expected, expected], rtol=1e-6)
     watcher = ScriptedOperator(TASK, QUICK)
     restorer.restore(TaskEnv(CFG), end - 3, watcher)
-    assert watcher.idle == QUICK.patience - 4  # four more idle steps to the alarm
+    assert watcher.stall.idle == QUICK.patience - 4  # four more idle steps to the alarm
     assert pairs.behaviour_return[0] == pytest.approx(expected)
     assert truth.exact.all()
 

@@ -30,7 +30,7 @@ import numpy as np
 from aloe.envs.ogbench_tasks import CONTROL_HZ, lights_out
 from aloe.operators.human import CONTROL_HZ as HUMAN_HZ
 from aloe.operators.human import HumanConfig, HumanOperator
-from aloe.operators.scripted import IRRECOVERABLE, OperatorConfig
+from aloe.operators.scripted import OperatorConfig, StallWatch, restart_index
 
 RETREAT = (0.0, 0.0, 0.2, 0.0, -1.0)  # open the gripper and lift the hand ~1 cm a step
 # The arm's sampling bounds of OGBench's scenes: where an oracle parks the hand when done.
@@ -47,7 +47,7 @@ class ComposedOperator:
         from ogbench.manipspace.oracles.markov.window_markov import WindowMarkovOracle
 
         self.task, self.cfg = task, cfg
-        self.retreat, self.best, self.idle = 0, -np.inf, 0
+        self.retreat, self.stall = 0, StallWatch(cfg)
         env = SimpleNamespace(unwrapped=SimpleNamespace(_arm_sampling_bounds=_PARK))
         self.oracles: dict[str, Any] = {
             "cube": CubeMarkovOracle(env=env), "button": ButtonMarkovOracle(env=env),
@@ -64,24 +64,16 @@ class ComposedOperator:
     # Watching, the takeover's retreat and rewinding: `ScriptedOperator`'s rules.
 
     def start_watching(self) -> None:
-        self.retreat, self.best, self.idle = 0, -np.inf, 0
+        self.retreat = 0
+        self.stall.start()
 
     def watch(self, obs: dict[str, Any], info: dict[str, Any]) -> str | None:
-        progress = float(info.get("progress", 0.0))
-        if progress > self.best + self.cfg.min_gain:
-            self.best, self.idle = progress, 0
-        else:
-            self.idle += 1
-        if self.cfg.patience and self.idle >= self.cfg.patience:
-            return f"imminent failure: no progress for {self.cfg.patience} steps"
-        return None
+        return self.stall.watch(info)
 
     def take_over(self, reason: str, history: list[dict[str, Any]]) -> int:
         self.subtask = None  # the scene is put back: plan afresh after the retreat
         self.retreat = self.cfg.retreat_steps
-        if reason.startswith(IRRECOVERABLE):
-            return max(0, len(history) - 1 - self.cfg.rewind_steps)
-        return len(history) - 1
+        return restart_index(self.cfg, reason, history)
 
     def act(self, obs: dict[str, Any]) -> np.ndarray:
         self.seen.append(obs["privileged"])

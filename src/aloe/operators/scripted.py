@@ -63,6 +63,37 @@ class OperatorConfig:
         self.human.validate(prefix)
 
 
+class StallWatch:
+    """The operator's watch for imminent failure: an alarm after `cfg.patience` steps in which
+    task progress (info["progress"]) never beat its best by `cfg.min_gain`. Every operator
+    (scripted, composed, human) watches by these rules."""
+
+    def __init__(self, cfg: OperatorConfig) -> None:
+        self.cfg = cfg
+        self.start()
+
+    def start(self) -> None:
+        self.best, self.idle = -np.inf, 0
+
+    def watch(self, info: dict[str, Any]) -> str | None:
+        progress = float(info.get("progress", 0.0))
+        if progress > self.best + self.cfg.min_gain:
+            self.best, self.idle = progress, 0
+        else:
+            self.idle += 1
+        if self.cfg.patience and self.idle >= self.cfg.patience:
+            return f"imminent failure: no progress for {self.cfg.patience} steps"
+        return None
+
+
+def restart_index(cfg: OperatorConfig, reason: str, history: list[dict[str, Any]]) -> int:
+    """Where a takeover starts in the policy's recent snapshots: `cfg.rewind_steps` before an
+    irrecoverable failure (the last safe state), the failure state itself otherwise."""
+    if reason.startswith(IRRECOVERABLE):
+        return max(0, len(history) - 1 - cfg.rewind_steps)
+    return len(history) - 1
+
+
 def expert_policy(task: str) -> Any:
     from metaworld.policies import ENV_POLICY_MAP
 
@@ -82,6 +113,7 @@ class ScriptedOperator:
 
         self.cfg = cfg
         self.experts = {INSTRUCTIONS[t]: expert_policy(t) for t in task_list(task)}
+        self.stall = StallWatch(cfg)
         self.reset(seed)
 
     def reset(self, seed: int) -> None:
@@ -91,8 +123,7 @@ class ScriptedOperator:
 
     def start_watching(self) -> None:
         self.retreat = 0
-        self.best = -np.inf
-        self.idle = 0
+        self.stall.start()
 
     def act(self, obs: dict[str, Any]) -> np.ndarray:
         self.seen.append(np.asarray(obs["state"], dtype=np.float64))
@@ -106,17 +137,8 @@ class ScriptedOperator:
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
     def watch(self, obs: dict[str, Any], info: dict[str, Any]) -> str | None:
-        progress = float(info.get("progress", 0.0))
-        if progress > self.best + self.cfg.min_gain:
-            self.best, self.idle = progress, 0
-        else:
-            self.idle += 1
-        if self.cfg.patience and self.idle >= self.cfg.patience:
-            return f"imminent failure: no progress for {self.cfg.patience} steps"
-        return None
+        return self.stall.watch(info)
 
     def take_over(self, reason: str, history: list[dict[str, Any]]) -> int:
         self.retreat = self.cfg.retreat_steps
-        if reason.startswith(IRRECOVERABLE):
-            return max(0, len(history) - 1 - self.cfg.rewind_steps)
-        return len(history) - 1
+        return restart_index(self.cfg, reason, history)

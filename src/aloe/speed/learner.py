@@ -103,7 +103,8 @@ def synthetic_batch(batch: int, state_dim: int, horizon: int, action_dim: int = 
 
 
 def batch_for(s: Sized) -> ChunkBatch:
-    return synthetic_batch(s.cfg.aloe.batch_size, s.obs.dim, s.cfg.horizon, gamma=s.cfg.aloe.gamma)
+    return synthetic_batch(s.cfg.aloe.batch_size, s.obs.dim, s.cfg.horizon,
+                           s.learner.actor.action_dim, gamma=s.cfg.aloe.gamma)  # fmt: skip
 
 
 def measure_size(s: Sized, peak_gflops: float, repeats: int = 0,

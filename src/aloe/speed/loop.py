@@ -26,7 +26,7 @@ from aloe.collect import CollectConfig, collect, evaluate
 from aloe.data import Frames
 from aloe.datasets.sampler import ChunkSampler
 from aloe.datasets.store import EpisodeStore
-from aloe.envs.metaworld import CONTROL_HZ, TaskEnv
+from aloe.envs.registry import make_env
 from aloe.operators.base import Operator
 from aloe.policies.base import BatchChunkPolicy, ChunkPolicy
 from aloe.rollout import batchable
@@ -101,7 +101,7 @@ class TimedOperator:
         return self._time(self.operator.take_over, reason, history)
 
 
-def raw_stepping(env: TaskEnv, steps: int, segments: int = 3) -> dict[str, float]:
+def raw_stepping(env: Any, steps: int, segments: int = 3) -> dict[str, float]:
     """`env.step` with uniform random actions, resetting at episode ends: the floor every
     other rate is compared with. The fastest of `segments` runs of steps/segments steps
     (as the matmul peak is a best-of), so that one stall on a busy machine does not
@@ -119,7 +119,7 @@ def raw_stepping(env: TaskEnv, steps: int, segments: int = 3) -> dict[str, float
     return {"steps": each * segments, "steps_per_s": max(rates)}
 
 
-def collection(env: TaskEnv, operator: Operator, policy: ChunkPolicy | None, steps: int,
+def collection(env: Any, operator: Operator, policy: ChunkPolicy | None, steps: int,
                store: EpisodeStore, raw: float, rule: CollectConfig) -> dict[str, float]:  # fmt: skip
     """Whole episodes collected with the operator (policy None: demonstrations) by `rule`
     (a run's collection rule; its quotas are ignored) until at least `steps` steps, each
@@ -139,7 +139,7 @@ def collection(env: TaskEnv, operator: Operator, policy: ChunkPolicy | None, ste
             "episode_s": elapsed / episodes}  # fmt: skip
 
 
-def evaluation(env: TaskEnv, policy: ChunkPolicy, steps: int, raw: float,
+def evaluation(env: Any, policy: ChunkPolicy, steps: int, raw: float,
                batch: int = 1) -> dict[str, float]:  # fmt: skip
     """Operator-free episodes through `evaluate`, `batch` seeds played together (a run's
     `eval_batch`), until >= `steps` steps."""
@@ -266,20 +266,21 @@ def measure_loop(s: Sized, steps: int, root: Path) -> tuple[dict[str, Any], Fram
     from aloe.policies.chunk_policy import FlowChunkPolicy, RandomPolicy
 
     cfg = s.cfg
-    env = TaskEnv(cfg.env)
+    env = make_env(cfg.env)  # the task's TaskEnv (MetaWorld) or OGBenchEnv
     say(f"raw stepping ({steps} steps of {cfg.task})")
     out: dict[str, Any] = {"raw": raw_stepping(env, steps)}
     raw = out["raw"]["steps_per_s"]
     operator = make_operator(cfg.task, cfg.operator)
     actor = FlowChunkPolicy(s.learner.actor, version=0, exec_horizon=cfg.exec_horizon, seed=0,
                             device=s.device, obs=s.obs)  # fmt: skip
-    runs = {"collect_demo": None, "collect_random": RandomPolicy(horizon=cfg.horizon),
+    runs = {"collect_demo": None, "collect_random": RandomPolicy(env.action_dim, cfg.horizon),
             "collect_policy": actor}  # fmt: skip
     for name, policy in runs.items():
         say(f"{name.replace('_', ' ')} (>= {steps} steps)")
         sim = env.sim_state_dim if cfg.collect.record_sim_state else None
-        store = EpisodeStore.create(root / name, fps=CONTROL_HZ, state_dim=env.state_dim,
-                                    action_dim=env.action_dim, sim_state_dim=sim)  # fmt: skip
+        store = EpisodeStore.create(root / name, fps=1.0 / env.control_period,
+                                    state_dim=env.state_dim, action_dim=env.action_dim,
+                                    sim_state_dim=sim)  # fmt: skip
         out[name] = collection(env, operator, policy, steps, store, raw, cfg.collect)
     say(f"evaluate (>= {steps} steps, {cfg.eval_batch} episodes at a time)")
     out["evaluate"] = evaluation(env, actor, steps, raw, cfg.eval_batch)
