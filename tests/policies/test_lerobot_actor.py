@@ -221,3 +221,18 @@ def test_aloe_smoke_run_trains_it_end_to_end_and_resumes(vlm, tmp_path, same_met
         return [{k: v for k, v in r.items() if k != "wall_s"} for r in out]
 
     same_metrics(rows(copy), rows(tmp_path / "run"))
+
+
+def test_torchvision_after_mujoco_on_osmesa_does_not_crash():
+    """`import aloe` imports torchvision before MuJoCo loads OSMesa (the other order
+    segfaults with PyPI's torchvision), so `aloe train --actor-kind lerobot` runs on a CPU
+    machine rendering with OSMesa."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import aloe.envs.metaworld, mujoco, torchvision; print('ok')"
+    env = {**os.environ, "MUJOCO_GL": "osmesa"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
