@@ -237,7 +237,11 @@ BAD_FLAGS = [
     (["--seed", "-1"], "config field seed (-1): must be >= 0"),
     (
         ["--obs", "image", "--vision.cameras", "nope"],
-        "config field vision.cameras (('nope',)): must name MetaWorld cameras: corner,",
+        "config field vision.cameras (('nope',)): must name cameras of pick-place-v3: corner,",
+    ),
+    (
+        ["--task", "cube-double", "--obs", "image", "--vision.cameras", "corner"],
+        "config field vision.cameras (('corner',)): must name cameras of cube-double: front,",
     ),
     (["--aloe.beta", "inf"], "config field aloe.beta (inf): must be a finite number"),
     (["--aloe.q-abs-max", "nan"], "config field aloe.q_abs_max (nan): must be a number"),

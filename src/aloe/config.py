@@ -26,6 +26,7 @@ from aloe.algos.table import ALGORITHMS
 from aloe.collect import CollectConfig
 from aloe.critics.chunked_q import CriticConfig
 from aloe.envs.metaworld import EnvConfig
+from aloe.envs.ogbench_tasks import CAMERAS as OGBENCH_CAMERAS
 from aloe.envs.ogbench_tasks import TASKS as OGBENCH_TASKS
 from aloe.envs.tasks import DEFAULT_TASK, check_task, task_list
 from aloe.errors import UsageError, bad, require
@@ -162,7 +163,7 @@ class TrainConfig:
         require(tuple(self.env.cameras) in ((), cameras), f"{FIELD}env.cameras", self.env.cameras,
                 "must be empty: a run's cameras are --obs image with --vision.cameras")  # fmt: skip
         if self.obs == "image":
-            self.vision.validate(FIELD)
+            self.vision.validate(FIELD, self.task)
         self._validate_actor_kind()
         for part in (self.env, self.operator, self.collect, self.actor, self.critic, self.aloe,
                      self.awr, self.ppo):  # fmt: skip
@@ -429,6 +430,7 @@ def _ogbench_sizes(cfg: TrainConfig, name: str, limit: int, long_horizon: bool) 
     long-horizon task (every preset; `--exec-horizon` overrides it)."""
     if long_horizon:
         cfg.exec_horizon = min(5, cfg.horizon)
+    cfg.vision = dataclasses.replace(cfg.vision, cameras=OGBENCH_CAMERAS[:1])  # its scene's view
     cfg.operator = dataclasses.replace(cfg.operator, patience=100)
     cfg.env.failures = dataclasses.replace(cfg.env.failures, stall_steps=300)
     if name == "smoke":

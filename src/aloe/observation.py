@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from aloe import data as D
-from aloe.envs.tasks import INSTRUCTIONS, task_list
+from aloe.envs.tasks import DEFAULT_TASK, INSTRUCTIONS, task_list
 from aloe.errors import bad, require
 
 OBS_KINDS = ("state", "image")
@@ -47,8 +47,9 @@ class VisionConfig:
     """Cameras and the frozen image encoder of `obs = "image"` runs."""
 
     cameras: tuple[str, ...] = ("corner",)
-    """MetaWorld cameras (up to 3, as the paper): corner, corner2, corner3, topview,
-    behindGripper, gripperPOV."""
+    """Cameras (up to 3, as the paper). MetaWorld's: corner, corner2, corner3, corner4,
+    topview, behindGripper, gripperPOV; OGBench's: front, front_pixels (an OGBench task's
+    presets start from front)."""
     image_size: int = 64
     """Square images, pixels (rendering with osmesa costs tens of ms per frame on CPU)."""
     encoder: str = "cnn"
@@ -59,20 +60,24 @@ class VisionConfig:
     video_codec: str = "h264"
     """Store videos as h264 (lossy, LeRobot's default) or lossless (bit-exact frames)."""
 
-    def validate(self, prefix: str = "") -> None:
+    def validate(self, prefix: str = "", task: str = DEFAULT_TASK) -> None:
         """Raise UsageError naming the first field out of range, `vision.cameras (('nope',)):
-        must name ...`; `prefix` leads the name ("config field " for a run's config)."""
+        must name ...`; `prefix` leads the name ("config field " for a run's config), `task`
+        says whose cameras may be named."""
         from aloe.datasets.video import CODECS, check_codec
-        from aloe.envs.metaworld import CAMERAS, MAX_CAMERAS
+        from aloe.envs.metaworld import MAX_CAMERAS
+        from aloe.envs.registry import camera_names
         from aloe.vision.encoders import IMAGE_ENCODERS, VISION_EXTRA
+
+        cameras = camera_names(task)
 
         even = self.video_codec != "h264" or self.image_size % 2 == 0  # yuv420p halves chroma
         needs_transformers = self.encoder.startswith("siglip")
         checks: list[tuple[str, bool, str]] = [
             ("cameras", 1 <= len(self.cameras) <= MAX_CAMERAS,
              f"must name 1 to {MAX_CAMERAS} cameras"),
-            ("cameras", all(c in CAMERAS for c in self.cameras),
-             f"must name MetaWorld cameras: {', '.join(CAMERAS)}"),
+            ("cameras", all(c in cameras for c in self.cameras),
+             f"must name cameras of {task}: {', '.join(cameras)}"),
             ("cameras", len(set(self.cameras)) == len(self.cameras), "must not repeat a camera"),
             ("image_size", self.image_size >= 8, "must be >= 8"),
             ("encoder", self.encoder in IMAGE_ENCODERS,

@@ -203,3 +203,16 @@ def test_collect_with_a_random_policy_uses_the_tasks_action_size(tmp_path):
                  "--max-steps", "30", "--out", str(out), "--no-progress"]) == 0  # fmt: skip
     info = json.loads((out / "meta" / "info.json").read_text())
     assert info["features"]["action"]["shape"] == [5] and info["total_episodes"] == 1
+
+
+def test_an_image_run_on_ogbench_starts_from_its_own_camera():
+    """`--obs image` on an OGBench task: the presets name its scene's camera, and its
+    cameras are what `--vision.cameras` may name."""
+    from aloe.config import preset
+
+    cfg = preset("default", "cube-double")
+    cfg.obs = "image"
+    assert cfg.vision.cameras == ("front",)
+    cfg.validate()
+    assert cfg.resolved().env.cameras == ("front",)
+    assert preset("default").vision.cameras == ("corner",)

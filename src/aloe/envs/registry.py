@@ -19,6 +19,18 @@ def make_env(cfg: Any) -> Any:
     return TaskEnv(cfg)
 
 
+def camera_names(task: str) -> tuple[str, ...]:
+    """The cameras a task's scene has (what `--vision.cameras` may name), the first the
+    default view."""
+    if backend(task_list(task)[0]) == "ogbench":
+        from aloe.envs.ogbench_tasks import CAMERAS as OGBENCH_CAMERAS
+
+        return OGBENCH_CAMERAS
+    from aloe.envs.metaworld import CAMERAS
+
+    return CAMERAS
+
+
 def operator_episode_length(task: str) -> float:
     """Mean length of the operator's noise-free episodes on `task`: Eq. 14's default C_fail."""
     if backend(task) == "ogbench":

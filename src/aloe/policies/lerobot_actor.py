@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -326,7 +325,7 @@ class LeRobotActor(nn.Module):
         return a.clamp(-1.0, 1.0).view(b, num_samples, self.horizon, self.action_dim)
 
 
-@contextmanager
+@contextlib.contextmanager
 def _euler_steps(config: Any, num_steps: int | None) -> Iterator[None]:
     """LeRobot's sample_actions reads its Euler steps from its config (SmolVLA's num_steps,
     π0's and π0.5's num_inference_steps): set them for the block (None: leave them), then
