@@ -415,6 +415,7 @@ def summarize_algo(runs: list[Path]) -> dict[str, Any]:
         per_iter["env_steps"].append(_stats([r["total_env_steps"] for r in rows])[0])
     final = [metrics[s][-1] for s in finished]
     success, success_std = _stats([r["success_rate"] for r in final])
+    steps, steps_std = _stats([r["mean_steps_to_success"] for r in final])
     return {
         "seeds": sorted(metrics),
         "finished_seeds": sorted(finished),
@@ -429,8 +430,8 @@ def summarize_algo(runs: list[Path]) -> dict[str, Any]:
         "success_per_1k_operator_steps": _stats([_per_1k(r) for r in final])[0],
         "final_eval_episodes": _stats([r.get("eval_episodes", math.nan) for r in final])[0],
         "env_steps": _stats([r["total_env_steps"] for r in final])[0],
-        "mean_steps_to_success": _stats([r["mean_steps_to_success"] for r in final])[0],
-        "mean_steps_to_success_std": _stats([r["mean_steps_to_success"] for r in final])[1],
+        "mean_steps_to_success": steps,
+        "mean_steps_to_success_std": steps_std,
         **_by_task(final),
         "wall_s": _stats([sum(x["wall_s"] for x in metrics[s]) for s in finished])[0],
     }
