@@ -164,6 +164,8 @@ class TrainConfig:
                 "must be empty: a run's cameras are --obs image with --vision.cameras")  # fmt: skip
         if self.obs == "image":
             self.vision.validate(FIELD, self.task)
+            if self.vision.encoder == "lerobot":  # the tower of the --lerobot.* VLA
+                self.lerobot.validate(FIELD)
         self._validate_actor_kind()
         for part in (self.env, self.operator, self.collect, self.actor, self.critic, self.aloe,
                      self.awr, self.ppo):  # fmt: skip
@@ -176,9 +178,6 @@ class TrainConfig:
             return
         require(self.algo in LEROBOT_ALGOS, f"{FIELD}algo", self.algo,
                 f"must be one of {', '.join(LEROBOT_ALGOS)} with actor_kind lerobot")  # fmt: skip
-        require(self.obs == "state", f"{FIELD}obs", self.obs,
-                "must be state with actor_kind lerobot (the buffer holds image features, "
-                "not the pixels a VLA reads)")  # fmt: skip
         self.lerobot.validate(FIELD)
 
     def to_json(self) -> str:

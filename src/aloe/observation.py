@@ -54,7 +54,9 @@ class VisionConfig:
     """Square images, pixels (rendering with osmesa costs tens of ms per frame on CPU)."""
     encoder: str = "cnn"
     """Frozen image encoder: cnn (small random conv net, the CPU option) | siglip-tiny
-    (random tiny SigLIP, for tests) | siglip (SigLIP from `encoder_path`, as the paper)."""
+    (random tiny SigLIP, for tests) | siglip (SigLIP from `encoder_path`, as the paper) |
+    lerobot (the vision tower of the `--lerobot.pretrained` or `--lerobot.vlm` VLA, at its
+    own image size; the lerobot extra)."""
     encoder_path: str | None = None
     """Local directory (or hub-cache name, never downloaded) of a SigLIP checkpoint."""
     video_codec: str = "h264"
@@ -72,7 +74,7 @@ class VisionConfig:
         cameras = camera_names(task)
 
         even = self.video_codec != "h264" or self.image_size % 2 == 0  # yuv420p halves chroma
-        needs_transformers = self.encoder.startswith("siglip")
+        needs_transformers = self.encoder.startswith("siglip") or self.encoder == "lerobot"
         checks: list[tuple[str, bool, str]] = [
             ("cameras", 1 <= len(self.cameras) <= MAX_CAMERAS,
              f"must name 1 to {MAX_CAMERAS} cameras"),
@@ -109,11 +111,16 @@ class Observations:
         self.feature_log = dict.fromkeys(("features_s", "frames_encoded", "frames_cached"), 0.0)
         self.encoder: Any = None
         if self.cameras:
-            from aloe.vision.encoders import build_image_encoder
-
             v = cfg.vision
-            self.encoder = build_image_encoder(v.encoder, path=v.encoder_path, device=device,
-                                               image_size=v.image_size)  # fmt: skip
+            if v.encoder == "lerobot":  # the run's VLA's own tower, from --lerobot.*
+                from aloe.policies.lerobot_actor import vision_tower
+
+                self.encoder = vision_tower(cfg.lerobot, device)
+            else:
+                from aloe.vision.encoders import build_image_encoder
+
+                self.encoder = build_image_encoder(v.encoder, path=v.encoder_path, device=device,
+                                                   image_size=v.image_size)  # fmt: skip
 
     @property
     def layout(self) -> tuple[int, ...]:

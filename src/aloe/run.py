@@ -60,7 +60,7 @@ def build_learner(
         from aloe.policies.lerobot_actor import build_actor
 
         actor = build_actor(cfg.lerobot, obs.instructions, state_dim=dim, horizon=cfg.horizon,
-                            action_dim=action_dim,
+                            action_dim=action_dim, robot_state_dim=obs.layout[0],
                             state_normalizer=Normalizer.from_stats(mean, std))  # fmt: skip
     else:
         actor = FlowPolicy(cfg.actor, state_dim=dim, action_dim=action_dim, num_tasks=n,

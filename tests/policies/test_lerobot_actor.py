@@ -23,7 +23,10 @@ from aloe.errors import UsageError  # noqa: E402
 from aloe.policies.base import Actor  # noqa: E402
 from aloe.policies.lerobot_actor import (  # noqa: E402
     LeRobotConfig,
+    LeRobotVisionTower,
     build_actor,
+    policy_tower,
+    vision_tower,
     write_tiny_smolvlm,
 )
 
@@ -143,6 +146,49 @@ def test_save_load_gives_identical_outputs(vlm, tmp_path):
                                    f(other, torch.Generator().manual_seed(2)), rtol=0, atol=0)  # fmt: skip
 
 
+def test_checkpoints_of_a_pretrained_vla_skip_its_frozen_weights(vlm, tmp_path):
+    """Through the optimiser's state_dict (what every checkpoint holds): the frozen VLM of a
+    pretrained checkpoint is left out, a digest in its place; loading it back into an actor
+    built from the same checkpoint gives identical outputs, from another one is refused."""
+    import dataclasses
+
+    from aloe.algos.optimised import OptimisedModule
+    from aloe.config import AloeConfig
+
+    make_actor(vlm, seed=0).policy.save_pretrained(tmp_path / "a")
+    make_actor(vlm, seed=1).policy.save_pretrained(tmp_path / "b")
+    cfg = dataclasses.replace(LeRobotConfig(pretrained=str(tmp_path / "a"), vlm=str(vlm)),
+                              num_flow_steps=2)  # fmt: skip
+
+    def built(pretrained):
+        c = dataclasses.replace(cfg, pretrained=str(tmp_path / pretrained))
+        return build_actor(c, TASKS, state_dim=S, action_dim=A, horizon=H)
+
+    actor = built("a")
+    frozen = actor.frozen_keys()
+    assert frozen and all(".vlm_with_expert.vlm." in k for k in frozen)  # the VLM backbone
+    opt = OptimisedModule(actor, 1e-3, AloeConfig())
+    state, task, actions, valid = batch()
+    opt.step(actor.flow_loss_per_sample(state, task, actions, valid).mean(), {}, "actor")
+    saved = opt.state_dict("actor")
+    path = checkpoint.save(tmp_path / "ckpt", 1, {"learner": saved})
+    kept = saved["actor"]
+    assert not set(frozen) & set(kept) and kept["frozen_sha256"] == actor.frozen_digest()
+    full = sum(t.numel() for t in actor.state_dict().values())
+    assert sum(t.numel() for t in kept.values() if torch.is_tensor(t)) < full
+
+    other = built("a")
+    OptimisedModule(other, 1e-3, AloeConfig()).load_state_dict(
+        checkpoint.load(path)["learner"], "actor")  # fmt: skip
+    g = [torch.Generator().manual_seed(2) for _ in range(2)]
+    torch.testing.assert_close(actor.sample(state, task, 1, g[0]),
+                               other.sample(state, task, 1, g[1]), rtol=0, atol=0)  # fmt: skip
+    with pytest.raises(UsageError, match=r"lerobot.pretrained .*not the ones the checkpoint"):
+        built("b").load_checkpoint_state(checkpoint.load(path)["learner"]["actor"])
+    fresh = make_actor(vlm)  # a fresh VLA's random weights are all kept
+    assert set(fresh.checkpoint_state()) == set(fresh.state_dict())
+
+
 def test_config_errors_name_the_field(tmp_path):
     with pytest.raises(UsageError, match=r"lerobot.policy \('pix'\): must be one of"):
         LeRobotConfig(policy="pix", vlm=str(tmp_path)).validate()
@@ -150,6 +196,50 @@ def test_config_errors_name_the_field(tmp_path):
         LeRobotConfig(policy="pi0").validate()
     with pytest.raises(UsageError, match=r"lerobot.vlm \(.*\): has no config.json"):
         LeRobotConfig(vlm=str(tmp_path)).validate()
+
+
+def test_vision_tower_features_are_the_towers_and_its_identity_follows_its_weights(vlm):
+    """`--vision.encoder lerobot` on a fresh SmolVLA: the SmolVLM's tower, mean-pooled over
+    patches, the same for every build; editing one weight changes the cache key."""
+    import numpy as np
+
+    tower = vision_tower(LeRobotConfig(vlm=str(vlm)))
+    images = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
+    feats = tower.encode(images)
+    assert feats.shape == (3, tower.feature_dim) and tower.feature_dim == 16  # vision hidden
+    pixels = tower.preprocess(torch.from_numpy(images))
+    assert pixels.shape[-1] == 32  # resized to the tower's own image size
+    with torch.no_grad():
+        own = tower.model(pixel_values=pixels).last_hidden_state.mean(1)
+    np.testing.assert_allclose(feats, own.numpy(), rtol=1e-6, atol=1e-6)
+    again = vision_tower(LeRobotConfig(vlm=str(vlm)))
+    assert again.identity == tower.identity
+    np.testing.assert_array_equal(again.encode(images), feats)
+    with torch.no_grad():
+        next(again.model.parameters()).add_(1e-3)
+    assert again.identity != tower.identity
+
+
+def test_pretrained_checkpoints_tower_is_the_actors(vlm, tmp_path):
+    """From a saved SmolVLA checkpoint, the critic's tower holds the actor's tower weights."""
+    import copy
+
+    actor = make_actor(vlm, seed=3)
+    actor.policy.save_pretrained(tmp_path / "ckpt")
+    tower = vision_tower(LeRobotConfig(pretrained=str(tmp_path / "ckpt"), vlm=str(vlm)))
+    own = LeRobotVisionTower("smolvla", copy.deepcopy(policy_tower(actor.policy, "smolvla")))
+    assert tower.identity == own.identity
+    fresh = vision_tower(LeRobotConfig(vlm=str(vlm)))  # seed 0's random tower: another one
+    assert fresh.identity != tower.identity
+
+
+def test_image_run_config_checks_the_lerobot_tower(tmp_path):
+    from aloe.config import preset
+
+    cfg = preset("smoke")
+    cfg.obs, cfg.vision.encoder = "image", "lerobot"
+    with pytest.raises(UsageError, match=r"lerobot.vlm \(None\): a fresh SmolVLA needs"):
+        cfg.validate()
 
 
 def _lerobot_transformers() -> bool:
@@ -221,6 +311,32 @@ def test_aloe_smoke_run_trains_it_end_to_end_and_resumes(vlm, tmp_path, same_met
         return [{k: v for k, v in r.items() if k != "wall_s"} for r in out]
 
     same_metrics(rows(copy), rows(tmp_path / "run"))
+
+
+@pytest.mark.slow
+def test_image_smoke_run_critic_reads_the_vlas_tower(vlm, tmp_path):
+    """`--obs image --vision.encoder lerobot --actor-kind lerobot` from a pretrained
+    checkpoint: the critic reads camera features of the VLA's tower (cached by its
+    identity), the VLA reads the robot state, and checkpoints leave the frozen VLM out."""
+    from aloe import load_run
+    from aloe.config import preset
+    from aloe.train import train
+
+    cfg = preset("smoke")
+    build_actor(LeRobotConfig(vlm=str(vlm)), TASKS, state_dim=S, action_dim=A,
+                horizon=cfg.horizon).policy.save_pretrained(tmp_path / "vla")  # fmt: skip
+    cfg.out, cfg.progress, cfg.actor_kind = tmp_path / "run", False, "lerobot"
+    cfg.obs, cfg.vision.encoder, cfg.vision.image_size = "image", "lerobot", 32
+    cfg.lerobot = LeRobotConfig(pretrained=str(tmp_path / "vla"), vlm=str(vlm), num_flow_steps=2)
+    history = train(cfg)
+    assert [row["iteration"] for row in history] == [0, 1, 2]
+    run = load_run(cfg.out)
+    assert run.obs.layout == (S, 16) and run.actor.robot_state_dim == S
+    saved = checkpoint.load(cfg.out / "checkpoints" / "iter-0002")["learner"]["actor"]
+    assert "frozen_sha256" in saved and not set(run.actor.frozen_keys()) & set(saved)
+    tower = vision_tower(cfg.lerobot)
+    cached = list((cfg.out / "dataset" / "cache" / "features").iterdir())
+    assert [d.name for d in cached] == [tower.identity[:16]]
 
 
 def test_torchvision_after_mujoco_on_osmesa_does_not_crash():

@@ -94,15 +94,21 @@ class OptimisedModule:
             group["lr"] = lr * factor
 
     def state_dict(self, name: str) -> dict[str, Any]:
-        """The module, optimiser and schedule under `name`, `name_optim`, `name_sched`."""
+        """The module, optimiser and schedule under `name`, `name_optim`, `name_sched`.
+
+        A module with a `checkpoint_state()` (a VLA whose frozen weights are a pretrained
+        checkpoint's, `LeRobotActor`) gives that instead of its whole state_dict, and reads
+        it back with `load_checkpoint_state`.
+        """
+        module = getattr(self.module, "checkpoint_state", self.module.state_dict)()
         return {
-            name: self.module.state_dict(),
+            name: module,
             f"{name}_optim": self.optim.state_dict(),
             f"{name}_sched": self.sched.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any], name: str) -> None:
-        self.module.load_state_dict(state[name])
+        getattr(self.module, "load_checkpoint_state", self.module.load_state_dict)(state[name])
         self.optim.load_state_dict(state[f"{name}_optim"])
         self.sched.load_state_dict(state[f"{name}_sched"])
 

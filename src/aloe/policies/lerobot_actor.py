@@ -8,9 +8,11 @@ its processors, which fetch tokenizers from the hub; it does the processors' wor
   actions are already in [-1, 1]) and padded to `max_action_dim`, the chunk to `chunk_size`;
 - instruction: each task's text tokenised once with the checkpoint's own tokenizer files,
   kept as buffers, and picked per row by `task_index`;
-- cameras: this adapter reads state runs only (aloe's buffer holds frozen image features,
-  not pixels); the policy's image slots get a blank image, masked out where the policy
-  takes a padding mask (SmolVLA).
+- cameras: the VLA reads the state part of aloe's observation only (aloe's buffer holds
+  frozen image features, not pixels); the policy's image slots get a blank image, masked
+  out where the policy takes a padding mask (SmolVLA). In `obs image` runs the critic reads
+  the cameras through the VLA's own frozen vision tower (`vision_tower`, `--vision.encoder
+  lerobot`), as the paper's critic reads π0.5's SigLIP.
 
 Time conventions: LeRobot interpolates x_t = t·ε + (1 − t)·a and integrates from t = 1
 (noise) to 0; Eq. 15 here has ã = η·a + (1 − η)·ε from η = 0 (noise) to 1. So t = 1 − η,
@@ -26,6 +28,7 @@ dimensions and the valid steps only.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ from torch import Generator, Tensor, nn
 from aloe.errors import bad, require
 from aloe.nn import Normalizer, evaluating
 from aloe.policies.base import chunk_noise
+from aloe.vision.encoders import TorchImageEncoder, hf_config_fields
 
 POLICIES = ("smolvla", "pi0", "pi05")
 AUTOCAST = ("none", "bf16")
@@ -45,6 +49,7 @@ LEROBOT_EXTRA = 'pip install -e ".[lerobot]"'
 IMAGE_KEY = "observation.images.empty"  # a fresh policy's one (blank) camera slot
 STATE, ACTION = "observation.state", "action"
 TOKENS, TOKEN_MASK = "observation.language.tokens", "observation.language.attention_mask"
+FROZEN_DIGEST = "frozen_sha256"  # stands in for a pretrained VLA's frozen weights
 
 
 @dataclass
@@ -212,10 +217,14 @@ class LeRobotActor(nn.Module):
     def __init__(self, cfg: LeRobotConfig, policy: nn.Module, instructions: Sequence[str], *,
                  state_dim: int, action_dim: int, horizon: int,
                  state_normalizer: Normalizer | None = None,
-                 action_normalizer: Normalizer | None = None) -> None:  # fmt: skip
+                 action_normalizer: Normalizer | None = None,
+                 robot_state_dim: int | None = None) -> None:  # fmt: skip
         super().__init__()
         self.cfg, self.policy = cfg, policy
         self.horizon, self.action_dim, self.state_dim = horizon, action_dim, state_dim
+        # the VLA's state input: the observation's leading robot-state part (in an image run
+        # the camera features that follow it are the critic's, see the module docstring)
+        self.robot_state_dim = state_dim if robot_state_dim is None else robot_state_dim
         self.state_norm = state_normalizer or Normalizer(state_dim)
         self.action_norm = action_normalizer or Normalizer(action_dim)
         tokens, mask = instruction_tokens(policy, cfg, instructions)
@@ -223,6 +232,7 @@ class LeRobotActor(nn.Module):
         self.token_mask: Tensor
         self.register_buffer("tokens", tokens)
         self.register_buffer("token_mask", mask)
+        self._frozen_digest: str | None = None
         lr_cfg: Any = policy.config
         self.chunk_size, self.max_action_dim = int(lr_cfg.chunk_size), int(lr_cfg.max_action_dim)
         self.image_keys = list(lr_cfg.image_features) or [IMAGE_KEY]
@@ -239,11 +249,58 @@ class LeRobotActor(nn.Module):
     def device(self) -> torch.device:
         return self.tokens.device
 
+    def frozen_keys(self) -> list[str]:
+        """state_dict keys of the frozen parameters (the VLM or its vision tower)."""
+        return [name for name, p in self.named_parameters() if not p.requires_grad]
+
+    def frozen_digest(self) -> str:
+        """sha256 of the frozen parameters (names, dtypes, shapes, bytes); computed once,
+        since they never train."""
+        if self._frozen_digest is None:
+            h = hashlib.sha256()
+            params = dict(self.named_parameters())
+            for key in self.frozen_keys():
+                t = params[key].detach().cpu().contiguous()
+                h.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
+                h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+            self._frozen_digest = h.hexdigest()
+        return self._frozen_digest
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a run's checkpoints keep: the state_dict without the frozen parameters when
+        they come from `lerobot.pretrained` (on disk already, read again when the run is
+        built), their digest in their place; a fresh VLA's random weights are all kept."""
+        state: dict[str, Any] = dict(self.state_dict())
+        if self.cfg.pretrained is None:
+            return state
+        for key in self.frozen_keys():
+            del state[key]
+        state[FROZEN_DIGEST] = self.frozen_digest()
+        return state
+
+    def load_checkpoint_state(self, state: dict[str, Any]) -> None:
+        """Read `checkpoint_state`'s output back; frozen weights left out must be the ones
+        this actor was built with, else UsageError names both digests."""
+        state = dict(state)
+        digest = state.pop(FROZEN_DIGEST, None)
+        if digest is None:  # everything was saved
+            self.load_state_dict(state)
+            return
+        if digest != self.frozen_digest():
+            raise bad("--lerobot.pretrained", self.cfg.pretrained,
+                      f"its frozen weights (sha256 {self.frozen_digest()[:12]}…) are not the "
+                      f"ones the checkpoint was trained on ({str(digest)[:12]}…): point it "
+                      "at the run's own pretrained checkpoint")  # fmt: skip
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if sorted(missing) != sorted(self.frozen_keys()) or unexpected:
+            raise ValueError(f"checkpoint does not match the actor: missing {missing[:3]}…, "
+                             f"unexpected {unexpected[:3]}")  # fmt: skip
+
     def lerobot_inputs(self, state: Tensor, task_index: Tensor) -> dict[str, Tensor]:
         """The policy's batch keys for aloe's (observation vector, task row)."""
         b = state.shape[0]
         blank = torch.zeros((b, *self.image_shape), device=state.device)
-        batch = {STATE: self.state_norm.normalize(state),
+        batch = {STATE: self.state_norm.normalize(state)[:, : self.robot_state_dim],
                  TOKENS: self.tokens[task_index], TOKEN_MASK: self.token_mask[task_index]}  # fmt: skip
         for key in self.image_keys:  # no camera reaches the policy: blank, masked where it can be
             batch[key] = blank
@@ -342,12 +399,84 @@ def _euler_steps(config: Any, num_steps: int | None) -> Iterator[None]:
 
 
 def build_actor(cfg: LeRobotConfig, instructions: Sequence[str], *, state_dim: int,
-                action_dim: int, horizon: int, state_normalizer: Normalizer | None = None
-                ) -> LeRobotActor:  # fmt: skip
-    """The adapter around `build_policy(cfg, ...)` (`aloe.run.build_learner` calls it)."""
-    policy = build_policy(cfg, state_dim, action_dim, horizon)
+                action_dim: int, horizon: int, state_normalizer: Normalizer | None = None,
+                robot_state_dim: int | None = None) -> LeRobotActor:  # fmt: skip
+    """The adapter around `build_policy(cfg, ...)` (`aloe.run.build_learner` calls it); the
+    VLA reads the first `robot_state_dim` entries of the observation (default: all)."""
+    robot = state_dim if robot_state_dim is None else robot_state_dim
+    policy = build_policy(cfg, robot, action_dim, horizon)
     return LeRobotActor(cfg, policy, instructions, state_dim=state_dim, action_dim=action_dim,
-                        horizon=horizon, state_normalizer=state_normalizer)  # fmt: skip
+                        horizon=horizon, state_normalizer=state_normalizer,
+                        robot_state_dim=robot)  # fmt: skip
+
+
+class LeRobotVisionTower(TorchImageEncoder):
+    """`--vision.encoder lerobot`: the frozen vision tower (SigLIP) of a LeRobot VLA.
+
+    Features are the tower's last hidden states averaged over patches, (N, vision hidden
+    size), before the VLA's own projection into its language model. Preprocessing is
+    SigLIP's (resize to the tower's image size, [-1, 1]), as the VLA's own for square
+    cameras. The identity hashes the tower's config and weights, so the feature cache is
+    rebuilt whenever another checkpoint is pointed at.
+    """
+
+    name = "lerobot"
+
+    def __init__(self, policy: str, tower: nn.Module, device: str | torch.device = "cpu",
+                 batch_size: int = 64) -> None:  # fmt: skip
+        self.policy_name = policy
+        config: Any = tower.config  # transformers' SiglipVisionConfig (or SmolVLM's)
+        self.hf_config = config
+        super().__init__(tower.float(), int(config.hidden_size), int(config.image_size), device,
+                         batch_size)  # fmt: skip
+
+    def _model_config(self) -> dict[str, Any]:
+        return {"policy": self.policy_name, "tower": hf_config_fields(self.hf_config)}
+
+    def _forward(self, pixels: Tensor) -> Tensor:
+        return self.model(pixel_values=pixels).last_hidden_state.mean(1)
+
+
+def policy_tower(policy: Any, name: str) -> nn.Module:
+    """The vision tower inside a built LeRobot policy (SmolVLA's SmolVLM, π0's PaliGemma)."""
+    if name == "smolvla":
+        return policy.model.vlm_with_expert.get_vlm_model().vision_model
+    return policy.model.paligemma_with_expert.paligemma.model.vision_tower
+
+
+def vision_tower(cfg: LeRobotConfig, device: str | torch.device = "cpu") -> LeRobotVisionTower:
+    """The tower of `cfg`'s VLA, loaded from disk (never downloaded).
+
+    A pretrained checkpoint gives its own tower: the actor built from the same checkpoint
+    holds the same weights. A fresh SmolVLA on `vlm` gives that SmolVLM's tower: its weights
+    when the directory holds them, else a random tower fixed by seed 0 (the tiny test VLM).
+    """
+    if cfg.pretrained is not None:
+        from lerobot.configs.policies import PreTrainedConfig
+
+        config = PreTrainedConfig.from_pretrained(cfg.pretrained, local_files_only=True)
+        config.device = "cpu"
+        if cfg.vlm is not None:
+            config.vlm_model_name = cfg.vlm
+        cls = _policy_class(cfg.policy)
+        with torch.random.fork_rng(devices=[]):
+            policy = cls.from_pretrained(cfg.pretrained, config=config, local_files_only=True)
+        return LeRobotVisionTower(cfg.policy, policy_tower(policy, cfg.policy), device)
+    assert cfg.vlm is not None  # LeRobotConfig.validate
+    from aloe.vision.encoders import offline
+
+    offline()
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    vlm = Path(cfg.vlm).expanduser()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        if any(vlm.glob("*.safetensors")):
+            model = AutoModelForImageTextToText.from_pretrained(vlm, local_files_only=True,
+                                                                dtype=torch.float32)  # fmt: skip
+        else:
+            model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(vlm))
+    return LeRobotVisionTower(cfg.policy, model.model.vision_model, device)
 
 
 TINY_WORDS = ("pick place the puck at goal reach push open close door drawer put a window "

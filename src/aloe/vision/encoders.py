@@ -35,6 +35,12 @@ VISION_EXTRA = 'pip install -e ".[vision]"'
 _PROVENANCE_KEYS = {"transformers_version", "architectures", "dtype", "torch_dtype"}
 
 
+def hf_config_fields(config: Any) -> dict[str, Any]:
+    """A transformers config as it fixes a model's output: provenance and private keys out."""
+    fields: dict[str, Any] = config.to_dict()
+    return {k: v for k, v in fields.items() if not k.startswith("_") and k not in _PROVENANCE_KEYS}
+
+
 def require(*modules: str) -> None:
     """Raise an ImportError naming the `vision` extra if any of `modules` is not installed."""
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
@@ -326,14 +332,13 @@ class SiglipEncoder(TorchImageEncoder):
         return cls(model, device, batch_size)
 
     def _model_config(self) -> dict[str, Any]:
-        cfg: dict[str, Any] = self.hf_config.to_dict()
-        return {k: v for k, v in cfg.items() if not k.startswith("_") and k not in _PROVENANCE_KEYS}
+        return hf_config_fields(self.hf_config)
 
     def _forward(self, pixels: Tensor) -> Tensor:
         return self.model(pixel_values=pixels).pooler_output
 
 
-IMAGE_ENCODERS = ("cnn", "siglip-tiny", "siglip")
+IMAGE_ENCODERS = ("cnn", "siglip-tiny", "siglip", "lerobot")
 
 
 def build_image_encoder(
@@ -342,7 +347,8 @@ def build_image_encoder(
     device: str | torch.device = "cpu",
     image_size: int = 64,
 ) -> ImageEncoder:
-    """An encoder by name: "cnn", "siglip-tiny" (random, `image_size`), "siglip" (`path`).
+    """An encoder by name: "cnn", "siglip-tiny" (random, `image_size`), "siglip" (`path`);
+    "lerobot" is built by `aloe.policies.lerobot_actor.vision_tower`.
 
     A pretrained SigLIP keeps the image size it was trained at; `image_size` is ignored.
     """
@@ -357,4 +363,7 @@ def build_image_encoder(
                 "(e.g. google/siglip-base-patch16-224)"
             )
         return SiglipEncoder.from_pretrained(path, device=device)
+    if name == "lerobot":
+        raise ValueError("encoder 'lerobot' is a VLA's tower: build it from the run's LeRobot "
+                         "config with aloe.policies.lerobot_actor.vision_tower")  # fmt: skip
     raise ValueError(f"unknown image encoder {name!r}; choose from {', '.join(IMAGE_ENCODERS)}")
