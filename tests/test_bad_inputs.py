@@ -187,6 +187,10 @@ CASES: list[Any] = [
     Case("eval --run {run} --suite full --action-ope-states -1", ("--action-ope-states", "-1")),
     Case("eval --run {run} --suite full --action-ope-chunks 0", ("--action-ope-chunks", "0")),
     Case("eval --run {run} --suite full --action-ope-rollouts 0", ("--action-ope-rollouts", "0")),
+    Case(
+        "eval --run {run} --suite action-ope --action-ope-states 0",
+        ("--action-ope-states", "0", ">= 1 with --suite action-ope"),
+    ),
     Case("eval --run {copy}", ("{copy}",), remove("checkpoints")),
     Case("eval --run {copy}", ("{copy}",), truncate_checkpoints("tensors.safetensors")),
     Case("eval --run {copy}", ("{copy}",), truncate_checkpoints("state.json")),
@@ -215,6 +219,10 @@ CASES: list[Any] = [
     Case("compare --preset smoke --seeds 1 --algos foo", ("'foo'",)),
     Case("compare --preset smoke --seeds 0", ("--seeds", "0")),
     Case("compare --preset smoke --seeds 1 --jobs 0", ("--jobs", "0")),
+    Case("compare --preset smoke --seeds 1 --action-ope-states -1", ("--action-ope-states", "-1")),
+    Case(
+        "compare --preset smoke --seeds 1 --action-ope-rollouts 0", ("--action-ope-rollouts", "0")
+    ),
     Case("compare --preset nope --seeds 1", ("'nope'",)),
     Case("compare --preset smoke --seeds 1 --task nope", ("'nope'",)),
     Case("compare --preset smoke --seeds 1 --out {foreign}", ("{foreign}",)),

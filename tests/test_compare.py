@@ -46,7 +46,8 @@ def aloe(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
 
 def compare_args(out: Path) -> list[str]:
     return ["compare", "--preset", "smoke", "--seeds", "1", "--algos", ALGOS, "--out", str(out),
-            "--jobs", "2"]  # fmt: skip
+            "--jobs", "2", "--action-ope-states", "2", "--action-ope-chunks", "2",
+            "--action-ope-rollouts", "1"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -75,15 +76,24 @@ def test_smoke_comparison_writes_summary_and_report(smoke_comparison: Path) -> N
     page = (smoke_comparison / "report.html").read_text()
     assert len(PNG.findall(page)) >= 4 and "Fig. 6" in page and "Fig. 4" in page
     assert "<table>" in page and "PPO+SBC" in page
+    # the action-level OPE ran on ALOE's run alone (the only chunked Q critic), as its own job
+    assert [a for a, s in algos.items() if s["action_ope"]] == ["aloe"]
+    ope = algos["aloe"]["action_ope"]
+    assert ope["seeds"] == 1 and -1.0 <= (ope["within_state_spearman"] or 0.0) <= 1.0
+    entry = json.loads((smoke_comparison / "runs" / "aloe-s0" / "action_ope.json").read_text())
+    assert entry["iteration"] == 2 and entry["counts"]["states"] == 2
+    assert "Action-level OPE" in page
 
 
 @pytest.mark.slow
 def test_rerun_skips_finished_runs_and_report_rebuilds(smoke_comparison: Path) -> None:
     before = json.loads((smoke_comparison / "summary.json").read_text())
+    logs = sorted((smoke_comparison / "logs").glob("*.log"))
+    started = [log.read_text().count("\n$ ") for log in logs]
+    assert started == [2 if log.name == "aloe-s0.log" else 1 for log in logs]  # + its OPE
     res = aloe(*compare_args(smoke_comparison))
     assert res.returncode == 0, res.stderr
-    for log in (smoke_comparison / "logs").glob("*.log"):
-        assert log.read_text().count("\n$ ") == 1  # no run was started again
+    assert [log.read_text().count("\n$ ") for log in logs] == started  # nothing started again
     (smoke_comparison / "report.html").unlink()
     res = aloe("report", str(smoke_comparison))
     assert res.returncode == 0, res.stderr
@@ -193,6 +203,48 @@ def test_steps_to_success_per_iteration_and_per_task(tmp_path) -> None:
     html = (tmp_path / "report.html").read_text()
     assert "Steps to success per iteration" in html and "average over tasks" in html
     assert "45.0 ± 5.0" in html
+
+
+def test_action_ope_jobs_and_their_summary(tmp_path) -> None:
+    """A finished ALOE state run on one MetaWorld task gets an action-level OPE job until
+    its action_ope.json is for its last checkpoint at these sizes; the summary averages the
+    scores over seeds, overall and per source."""
+    from aloe.compare import action_ope_job
+
+    args = CompareArgs(out=tmp_path, action_ope_states=4, action_ope_chunks=3)
+    for name, algo in (("aloe-s0", "aloe"), ("aloe-s1", "aloe"), ("awr-s0", "awr")):
+        _fake_run(tmp_path, name, algo, [0.1, 0.2, 0.3], done=True)
+        cfg = {"algo": algo, "iterations": 2, "task": DEFAULT_TASK, "obs": "state"}
+        (tmp_path / "runs" / name / "config.json").write_text(json.dumps(cfg))
+    _fake_run(tmp_path, "aloe-s2", "aloe", [0.1], done=False)
+    job = action_ope_job(args, RunSpec("aloe", 0, tmp_path))
+    assert job is not None and job.kind == "action-ope" and job.label == "aloe-s0 action-level OPE"
+    assert action_ope_job(args, RunSpec("awr", 0, tmp_path)) is None  # no Q critic
+    assert action_ope_job(args, RunSpec("aloe", 2, tmp_path)) is None  # not finished
+    off = CompareArgs(out=tmp_path, action_ope_states=0)
+    assert action_ope_job(off, RunSpec("aloe", 0, tmp_path)) is None
+
+    def entry(seed, rho, policy_rho, iteration=2, states=4):
+        e = {"applicable": True, "iteration": iteration,
+             "config": {"states": states, "chunks": 3, "rollouts": 2},
+             "within_state_spearman": rho, "sign_accuracy": 0.5, "weights_spearman": None,
+             "by_source": {"policy": {"within_state_spearman": policy_rho}}}  # fmt: skip
+        (tmp_path / "runs" / f"aloe-s{seed}" / "action_ope.json").write_text(json.dumps(e))
+
+    entry(0, 0.2, -0.1)
+    assert action_ope_job(args, RunSpec("aloe", 0, tmp_path)) is None  # done
+    entry(0, 0.2, -0.1, states=8)
+    assert action_ope_job(args, RunSpec("aloe", 0, tmp_path)) is not None  # other sizes
+    entry(0, 0.2, -0.1, iteration=1)
+    assert action_ope_job(args, RunSpec("aloe", 0, tmp_path)) is not None  # older checkpoint
+    entry(1, 0.6, 0.3)
+    ope = summarize(tmp_path)["algos"]["aloe"]["action_ope"]
+    assert ope["seeds"] == 2 and ope["within_state_spearman"] == pytest.approx(0.4)
+    assert ope["within_state_spearman_std"] == pytest.approx(0.2)
+    assert ope["policy_within_state_spearman"] == pytest.approx(0.1)
+    assert ope["weights_spearman"] is None and ope["sign_accuracy"] == pytest.approx(0.5)
+    assert summarize(tmp_path)["algos"]["awr"]["action_ope"] is None
+    assert "Action-level OPE" in (write_report(tmp_path) and (tmp_path / "report.html").read_text())
 
 
 def test_started_runs_resume_and_fresh_ones_start(tmp_path) -> None:

@@ -3,6 +3,7 @@
     DIR/compare.json          task, preset and extra train options (a re-run must match)
     DIR/runs/<algo>-s<seed>/  one `aloe train` run each (config.json, metrics.jsonl, ...)
     DIR/logs/<algo>-s<seed>.log
+    DIR/runs/<algo>-s<seed>/action_ope.json   its action-level OPE (runs with a Q critic)
     DIR/summary.json          per algorithm, aggregated over seeds (`summarize`)
     DIR/report.html           self-contained: plots embedded as PNG (`write_report`)
 
@@ -82,6 +83,14 @@ class CompareArgs:
     """Ray backend: CPUs each run reserves (and its torch threads)."""
     gpus_per_run: float = 0.0
     """Ray backend: GPUs each run reserves (give the runs --train-args=--device=cuda)."""
+    action_ope_states: int = 24
+    """Action-level OPE of each finished run with a chunked Q critic (ALOE; single-task
+    MetaWorld state runs), `aloe eval --suite action-ope` as a job of its own: buffer states
+    (0: none). Its scores join the summary and the report."""
+    action_ope_chunks: int = 7
+    """Action-level OPE: chunks sampled from π per state, ranked with the data chunk."""
+    action_ope_rollouts: int = 2
+    """Action-level OPE: Monte-Carlo rollouts per chunk."""
     progress: Progress = None
     """A line on stderr whenever the runs' state changes (which are going, how far along);
     --no-progress: none. Each run's own output goes to DIR/logs/."""
@@ -92,10 +101,15 @@ class RunSpec:
     algo: str
     seed: int
     root: Path  # the comparison directory
+    kind: str = "train"  # or "action-ope": the action-level OPE of the finished run
 
     @property
     def name(self) -> str:
         return f"{self.algo}-s{self.seed}"
+
+    @property
+    def label(self) -> str:
+        return self.name if self.kind == "train" else f"{self.name} action-level OPE"
 
     @property
     def dir(self) -> Path:
@@ -140,6 +154,12 @@ def validate(args: CompareArgs) -> list[str]:
     require(args.seeds >= 1, "--seeds", args.seeds, "must be >= 1")
     require(args.preset in PRESETS, "--preset", args.preset, f"one of {', '.join(PRESETS)}")
     require(args.jobs >= 1, "--jobs", args.jobs, "must be >= 1")
+    require(args.action_ope_states >= 0, "--action-ope-states", args.action_ope_states,
+            "must be >= 0 (0: no action-level OPE)")  # fmt: skip
+    require(args.action_ope_chunks >= 1, "--action-ope-chunks", args.action_ope_chunks,
+            "must be >= 1")  # fmt: skip
+    require(args.action_ope_rollouts >= 1, "--action-ope-rollouts", args.action_ope_rollouts,
+            "must be >= 1")  # fmt: skip
     _check_backend(args)
     _check_out(args.out)
     for algo in algos:  # the seed is the only other per-run option, and any seed >= 0 is valid
@@ -224,6 +244,45 @@ def train_command(args: CompareArgs, spec: RunSpec, state: RunState) -> list[str
             *shlex.split(args.train_args), *([flag, str(budget)] if flag and budget else [])]  # fmt: skip
 
 
+def action_ope_command(args: CompareArgs, spec: RunSpec) -> list[str]:
+    return [sys.executable, "-m", "aloe.cli", "eval", "--run", str(spec.dir), "--suite",
+            "action-ope", "--action-ope-states", str(args.action_ope_states),
+            "--action-ope-chunks", str(args.action_ope_chunks),
+            "--action-ope-rollouts", str(args.action_ope_rollouts), "--no-progress"]  # fmt: skip
+
+
+def action_ope_job(args: CompareArgs, spec: RunSpec) -> RunSpec | None:
+    """The action-level OPE job a finished run still needs, or None: off, not applicable
+    (no chunked Q critic; not a single-task MetaWorld state run), or done already for its
+    last checkpoint with these sample sizes."""
+    from aloe.envs.tasks import backend, task_list
+    from aloe.evaluation.action_ope import ACTION_OPE_FILE
+
+    if args.action_ope_states <= 0 or not run_state(spec.dir).finished:
+        return None
+    cfg = json.loads((spec.dir / "config.json").read_text())
+    tasks = task_list(cfg["task"])
+    if ALGORITHMS[cfg["algo"]].value != "q" or cfg["obs"] != "state" or len(tasks) != 1 \
+            or backend(cfg["task"]) != "metaworld":  # fmt: skip
+        return None
+    wanted = {"states": args.action_ope_states, "chunks": args.action_ope_chunks,
+              "rollouts": args.action_ope_rollouts}  # fmt: skip
+    done = _read_optional(spec.dir / ACTION_OPE_FILE)
+    if done and done.get("iteration") == len(read_metrics(spec.dir)) - 1 and all(
+            (done.get("config") or {}).get(k) == v for k, v in wanted.items()):  # fmt: skip
+        return None
+    return RunSpec(spec.algo, spec.seed, spec.root, kind="action-ope")
+
+
+def _read_optional(path: Path) -> dict[str, Any] | None:
+    """A JSON file's object, or None when it is missing or unreadable (then redone)."""
+    try:
+        out = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return out if isinstance(out, dict) else None
+
+
 def matched_rollout_steps(root: Path, seed: int) -> int | None:
     """Mean environment steps per iteration (warm start excluded) that the seed's finished
     operator-loop runs used; None when there are none."""
@@ -235,7 +294,8 @@ def matched_rollout_steps(root: Path, seed: int) -> int | None:
 def _ready(spec: RunSpec, pending: list[RunSpec], running: list[_Running]) -> bool:
     """A run with a matched budget (PPO+SBC) starts once its seed's operator-loop runs are
     done (or failed)."""
-    if ALGORITHMS[spec.algo].matched_budget is None or run_state(spec.dir).started:
+    if spec.kind != "train" or ALGORITHMS[spec.algo].matched_budget is None or \
+            run_state(spec.dir).started:  # fmt: skip
         return True
     waiting = [*pending, *(r.spec for r in running)]
     return not any(s.seed == spec.seed and s.algo in OPERATOR_LOOP for s in waiting)
@@ -272,7 +332,8 @@ def run_comparison(args: CompareArgs) -> dict[str, Any]:
     _check_settings(args)
     specs = [RunSpec(a, s, args.out) for a in algos for s in range(args.seeds)]
     pending = [s for s in specs if not run_state(s.dir).finished]
-    failed: dict[str, int] = {}
+    pending += [job for s in specs if (job := action_ope_job(args, s))]
+    failed: dict[str, tuple[int, str]] = {}  # label -> (exit code, log name)
     running: list[_Running] = []
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
@@ -290,7 +351,9 @@ def run_comparison(args: CompareArgs) -> dict[str, Any]:
                 running.remove(r)
                 r.log.close()
                 if r.proc.returncode != 0:
-                    failed[r.spec.name] = r.proc.returncode
+                    failed[r.spec.label] = (r.proc.returncode, r.spec.name)
+                elif r.spec.kind == "train" and (job := action_ope_job(args, r.spec)):
+                    pending.append(job)
             line = _progress_line(specs, running, failed)
             if lines(args.progress) and line != shown:
                 print(line, file=sys.stderr, flush=True)
@@ -309,7 +372,8 @@ def run_comparison(args: CompareArgs) -> dict[str, Any]:
     if failed:
         if _discover(args.out):
             write_report(args.out)
-        names = ", ".join(f"{n} (exit {c}, see logs/{n}.log)" for n, c in failed.items())
+        names = ", ".join(f"{label} (exit {code}, see logs/{name}.log)"
+                          for label, (code, name) in failed.items())  # fmt: skip
         raise RuntimeError(f"runs failed: {names}; re-run the same command to retry them")
     return write_report(args.out)
 
@@ -330,10 +394,11 @@ def _interrupt(signum: int, frame: Any) -> None:
 
 def _start(args: CompareArgs, spec: RunSpec, env: dict[str, str]) -> _Running:
     state = run_state(spec.dir)
-    if not state.started and spec.dir.exists():
+    if spec.kind == "train" and not state.started and spec.dir.exists():
         shutil.rmtree(spec.dir)  # killed before its config was written: nothing to keep
     log = open(spec.log, "ab")  # noqa: SIM115 (closed when the run ends)
-    cmd = train_command(args, spec, state)
+    cmd = train_command(args, spec, state) if spec.kind == "train" else \
+        action_ope_command(args, spec)  # fmt: skip
     log.write(f"\n$ {shlex.join(cmd)}\n".encode())
     log.flush()
     if args.backend == "ray":
@@ -348,10 +413,11 @@ def _start(args: CompareArgs, spec: RunSpec, env: dict[str, str]) -> _Running:
     return _Running(spec, proc, log)
 
 
-def _progress_line(specs: list[RunSpec], running: list[_Running], failed: dict[str, int]) -> str:
+def _progress_line(specs: list[RunSpec], running: list[_Running], failed: dict[str, Any]) -> str:
     states = {s.name: run_state(s.dir) for s in specs}
     done = sum(st.finished for st in states.values())
-    going = ", ".join(_run_progress(r.spec.name, states[r.spec.name]) for r in running)
+    going = ", ".join(_run_progress(r.spec.name, states[r.spec.name]) if r.spec.kind == "train"
+                      else r.spec.label for r in running)  # fmt: skip
     line = f"[compare] {done}/{len(specs)} runs done; running: {going or '-'}"
     return line + (f"; failed: {', '.join(failed)}" if failed else "")
 
@@ -434,7 +500,32 @@ def summarize_algo(runs: list[Path]) -> dict[str, Any]:
         "mean_steps_to_success_std": steps_std,
         **_by_task(final),
         "wall_s": _stats([sum(x["wall_s"] for x in metrics[s]) for s in finished])[0],
+        "action_ope": _action_ope_stats([r for r in runs if _seed_of(r) in finished]),
     }
+
+
+ACTION_OPE_SCORES = ("within_state_spearman", "sign_accuracy", "weights_spearman")
+
+
+def _action_ope_stats(runs: list[Path]) -> dict[str, Any] | None:
+    """The action-level OPE of the finished runs (DIR/action_ope.json), mean and std over
+    the seeds that have one: each score overall and per source (`policy_within_state_
+    spearman`, ...); None when no run has one."""
+    from aloe.evaluation.action_ope import ACTION_OPE_FILE
+
+    found = [e for r in runs if (e := _read_optional(r / ACTION_OPE_FILE)) and e.get("applicable")]
+    if not found:
+        return None
+    out: dict[str, Any] = {"seeds": len(found)}
+    sources = sorted({s for e in found for s in e.get("by_source") or {}})
+    for source in [None, *sources]:
+        scores = [e if source is None else (e.get("by_source") or {}).get(source) or {}
+                  for e in found]  # fmt: skip
+        prefix = "" if source is None else f"{source}_"
+        for key in ACTION_OPE_SCORES:
+            mean, std = _stats([sc.get(key) for sc in scores])
+            out[f"{prefix}{key}"], out[f"{prefix}{key}_std"] = mean, std
+    return out
 
 
 def _by_task(final: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

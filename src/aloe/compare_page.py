@@ -147,6 +147,27 @@ def _task_rows(algos: dict[str, Any]) -> list[dict[str, Any]]:
     return [cells(t) for t in tasks] + [cells(None)]
 
 
+def _action_ope_rows(algos: dict[str, Any]) -> list[dict[str, Any]]:
+    """A row per algorithm with an action-level OPE: the critic's within-state Spearman,
+    overall and per source, the sign of A and the weights against the truth (mean ± std
+    over seeds). Empty when no run has one."""
+    rows = []
+    for algo, a in algos.items():
+        ope = a.get("action_ope")
+        if not ope:
+            continue
+        row: dict[str, Any] = {"algorithm": _label(algo), "seeds": ope["seeds"]}
+        for prefix, name in (("", "all"), ("policy_", "policy"), ("human_", "human"),
+                             ("demo_", "demo")):  # fmt: skip
+            key = f"{prefix}within_state_spearman"
+            row[f"within-state Spearman: {name}"] = _pm(ope.get(key), ope.get(f"{key}_std"))
+        row["sign of A right"] = _pm(ope.get("sign_accuracy"), ope.get("sign_accuracy_std"))
+        row["weights vs true A (Spearman)"] = _pm(ope.get("weights_spearman"),
+                                                  ope.get("weights_spearman_std"))  # fmt: skip
+        rows.append(row)
+    return rows
+
+
 def build_page(summary: dict[str, Any], path: Path) -> Path:
     """report.html from a summary: the four figures and the table, nothing external."""
     import matplotlib
@@ -178,5 +199,12 @@ def build_page(summary: dict[str, Any], path: Path) -> Path:
     tasks = _task_rows(algos)
     if tasks:
         sections.append(("Per task (final iteration)", table_html(tasks)))
+    ope = _action_ope_rows(algos)
+    if ope:
+        ope_note = ('<p class="note">At buffer states of each source, the critic ranks π\'s '
+                    "chunks and the data chunk against their true Q^π from restored rollouts "
+                    "(aloe eval --suite action-ope, last checkpoint). 1 is a perfect ranking, "
+                    "0 chance.</p>")  # fmt: skip
+        sections.append(("Action-level OPE (final checkpoint)", table_html(ope) + ope_note))
     title = f"aloe compare: {summary.get('task')} ({summary.get('preset')} preset)"
     return write_page(path, title, sections)

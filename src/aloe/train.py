@@ -376,20 +376,23 @@ class EvalArgs:
     batch: int = 10
     """Basic suite: episodes played together, one policy call per chunk for all of them
     (as `aloe train --eval-batch`; 1 = one at a time)."""
-    suite: Literal["basic", "full"] = "basic"
+    suite: Literal["basic", "full", "action-ope"] = "basic"
     """basic: success on the seeds; full: also throughput, unseen objects, perturbations,
     Q traces, OPE accuracy and action-level OPE (aloe.evaluation), into eval.json and
-    DIR/report.html."""
+    DIR/report.html; action-ope: the action-level OPE alone (runs with a chunked Q critic:
+    ALOE), into DIR/action_ope.json."""
     ope_pairs: int = 32
     """Full suite: (state, chunk) pairs of the OPE ground truth (0 skips it)."""
     ope_rollouts: int = 4
     """Full suite: Monte-Carlo rollouts per pair."""
     action_ope_states: int = 24
-    """Full suite: buffer states of the action-level OPE, stratified by source (0 skips it)."""
+    """Full and action-ope suites: buffer states of the action-level OPE, stratified by
+    source (0 skips it in the full suite)."""
     action_ope_chunks: int = 7
-    """Full suite: chunks sampled from π per state, ranked with the data chunk."""
+    """Full and action-ope suites: chunks sampled from π per state, ranked with the data
+    chunk."""
     action_ope_rollouts: int = 2
-    """Full suite: Monte-Carlo rollouts per chunk of the action-level OPE."""
+    """Full and action-ope suites: Monte-Carlo rollouts per chunk of the action-level OPE."""
     progress: Progress = None
     """Progress on stderr: neither flag, bars when stderr is a terminal, else one line per
     phase; --progress, bars; --no-progress, neither (aloe.progress)."""
@@ -421,6 +424,10 @@ def cmd_eval(args: EvalArgs) -> int:
         from aloe.evaluation.suite import cmd_eval_full
 
         return cmd_eval_full(args)
+    if args.suite == "action-ope":
+        from aloe.evaluation.suite import cmd_eval_action_ope
+
+        return cmd_eval_action_ope(args)
     run = load_run(args.run, what="--run")
     env = make_env(run.config.env)
     seeds = [args.seed + i for i in range(args.episodes)]

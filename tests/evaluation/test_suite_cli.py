@@ -33,6 +33,14 @@ def smoke_run(tmp_path_factory):
     return out
 
 
+def test_action_ope_suite_alone_writes_action_ope_json(smoke_run):
+    printed = json.loads(_aloe("eval", "--run", smoke_run, "--suite", "action-ope", *ACTION_OPE))
+    saved = json.loads((smoke_run / "action_ope.json").read_text())
+    assert printed["iteration"] == saved["iteration"] == 2 and printed["states"] == 3
+    assert saved["applicable"] and saved["config"]["states"] == 3 and len(saved["samples"]) == 3
+    assert printed["file"] == str(smoke_run / "action_ope.json")
+
+
 def test_full_suite_writes_eval_json_and_the_report(smoke_run):
     basic = json.loads(_aloe("eval", "--run", smoke_run, "--episodes", 2))
     printed = json.loads(_aloe("eval", "--run", smoke_run, "--suite", "full", "--episodes", 2,

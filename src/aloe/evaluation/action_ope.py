@@ -63,6 +63,7 @@ from aloe.rollout import Watcher
 ChunkFn = Callable[[np.ndarray, int], np.ndarray]  # states (B, S), n -> chunks (B, n, h, A)
 WeightFn = Callable[[ChunkBatch], np.ndarray]  # the data chunks -> actor weights (B,)
 DATA = 0  # index of the data chunk among a state's C + 1 chunks
+ACTION_OPE_FILE = "action_ope.json"  # `aloe eval --suite action-ope`'s output in a run dir
 
 
 @dataclass

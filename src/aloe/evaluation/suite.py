@@ -26,6 +26,7 @@ from typing import Any
 from aloe.algos.table import ALGORITHMS
 from aloe.envs.metaworld import TaskEnv
 from aloe.evaluation.action_ope import (
+    ACTION_OPE_FILE,
     ActionOpeConfig,
     has_q_critic,
     not_applicable,
@@ -258,6 +259,32 @@ def _check_state_run(run_dir: Path) -> None:
     require(backend(cfg.task) == "metaworld", "--run", run_dir,
             f"--suite full evaluates MetaWorld runs (its variants, perturbations and stored-state "
             f"restores are MetaWorld's); task {cfg.task!r} is OGBench's: use --suite basic")  # fmt: skip
+
+
+def cmd_eval_action_ope(args: Any) -> int:
+    """`aloe eval --suite action-ope` (args: `aloe.train.EvalArgs`): the action-level OPE
+    alone, on the latest checkpoint, into DIR/action_ope.json (written atomically, with the
+    checkpoint's iteration); `aloe compare` runs it on each run with a Q critic."""
+    from aloe.durable import write_atomic
+    from aloe.errors import bad, require
+    from aloe.run import load_run
+
+    args.validate()
+    require(args.action_ope_states >= 1, "--action-ope-states", args.action_ope_states,
+            "must be >= 1 with --suite action-ope")  # fmt: skip
+    _check_state_run(Path(args.run))
+    run = load_run(Path(args.run), what="--run")
+    if not has_q_critic(run):
+        raise bad("--run", args.run, not_applicable(run))
+    cfg = ActionOpeConfig(states=args.action_ope_states, chunks=args.action_ope_chunks,
+                          rollouts=args.action_ope_rollouts)  # fmt: skip
+    out = _json_safe({"iteration": run.iteration, **run_action_ope(run, cfg).as_dict()})
+    path = Path(args.run) / ACTION_OPE_FILE
+    text = json.dumps(out, indent=1).encode()
+    write_atomic(path, lambda f: f.write(text))
+    print(json.dumps({"iteration": run.iteration, **(action_ope_brief(out) or {}),
+                      "file": str(path)}, indent=1))  # fmt: skip
+    return 0
 
 
 def cmd_eval_full(args: Any) -> int:
