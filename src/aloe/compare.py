@@ -154,12 +154,9 @@ def validate(args: CompareArgs) -> list[str]:
     require(args.seeds >= 1, "--seeds", args.seeds, "must be >= 1")
     require(args.preset in PRESETS, "--preset", args.preset, f"one of {', '.join(PRESETS)}")
     require(args.jobs >= 1, "--jobs", args.jobs, "must be >= 1")
-    require(args.action_ope_states >= 0, "--action-ope-states", args.action_ope_states,
-            "must be >= 0 (0: no action-level OPE)")  # fmt: skip
-    require(args.action_ope_chunks >= 1, "--action-ope-chunks", args.action_ope_chunks,
-            "must be >= 1")  # fmt: skip
-    require(args.action_ope_rollouts >= 1, "--action-ope-rollouts", args.action_ope_rollouts,
-            "must be >= 1")  # fmt: skip
+    from aloe.evaluation.action_ope import ActionOpeConfig
+
+    ActionOpeConfig.from_args(args).check(flags=True)
     _check_backend(args)
     _check_out(args.out)
     for algo in algos:  # the seed is the only other per-run option, and any seed >= 0 is valid

@@ -407,12 +407,9 @@ class EvalArgs:
         require(self.batch >= 1, "--batch", self.batch, "must be >= 1")
         require(self.ope_pairs >= 0, "--ope-pairs", self.ope_pairs, "must be >= 0 (0 skips OPE)")
         require(self.ope_rollouts >= 1, "--ope-rollouts", self.ope_rollouts, "must be >= 1")
-        require(self.action_ope_states >= 0, "--action-ope-states", self.action_ope_states,
-                "must be >= 0 (0 skips the action-level OPE)")  # fmt: skip
-        require(self.action_ope_chunks >= 1, "--action-ope-chunks", self.action_ope_chunks,
-                "must be >= 1")  # fmt: skip
-        require(self.action_ope_rollouts >= 1, "--action-ope-rollouts", self.action_ope_rollouts,
-                "must be >= 1")  # fmt: skip
+        from aloe.evaluation.action_ope import ActionOpeConfig
+
+        ActionOpeConfig.from_args(self).check(flags=True)
         require_run_dir(self.run, "--run")
 
 

@@ -86,13 +86,24 @@ class ActionOpeConfig:
     seed: int = 0
     """Seed of the state draw, of the chunks sampled from π and of π's rollout noise."""
 
-    def check(self) -> None:
+    @classmethod
+    def from_args(cls, args: Any) -> ActionOpeConfig:
+        """From the `--action-ope-states/-chunks/-rollouts` of `aloe eval` or `aloe compare`."""
+        return cls(states=args.action_ope_states, chunks=args.action_ope_chunks,
+                   rollouts=args.action_ope_rollouts)  # fmt: skip
+
+    def check(self, flags: bool = False) -> None:
+        """UsageError naming the first field out of range, as `action_ope.states`, or with
+        `flags` as the commands' `--action-ope-states` (aloe eval, aloe compare)."""
         from aloe.errors import require
 
-        require(self.states >= 0, "action_ope.states", self.states, "must be >= 0 (0 skips)")
-        require(self.chunks >= 1, "action_ope.chunks", self.chunks, "must be >= 1")
-        require(self.rollouts >= 1, "action_ope.rollouts", self.rollouts, "must be >= 1")
-        require(self.batch_envs >= 1, "action_ope.batch_envs", self.batch_envs, "must be >= 1")
+        def name(f: str) -> str:
+            return f"--action-ope-{f.replace('_', '-')}" if flags else f"action_ope.{f}"
+
+        require(self.states >= 0, name("states"), self.states, "must be >= 0 (0 skips it)")
+        require(self.chunks >= 1, name("chunks"), self.chunks, "must be >= 1")
+        require(self.rollouts >= 1, name("rollouts"), self.rollouts, "must be >= 1")
+        require(self.batch_envs >= 1, name("batch_envs"), self.batch_envs, "must be >= 1")
 
 
 @dataclass

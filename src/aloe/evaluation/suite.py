@@ -276,8 +276,7 @@ def cmd_eval_action_ope(args: Any) -> int:
     run = load_run(Path(args.run), what="--run")
     if not has_q_critic(run):
         raise bad("--run", args.run, not_applicable(run))
-    cfg = ActionOpeConfig(states=args.action_ope_states, chunks=args.action_ope_chunks,
-                          rollouts=args.action_ope_rollouts)  # fmt: skip
+    cfg = ActionOpeConfig.from_args(args)
     out = _json_safe({"iteration": run.iteration, **run_action_ope(run, cfg).as_dict()})
     path = Path(args.run) / ACTION_OPE_FILE
     text = json.dumps(out, indent=1).encode()
@@ -292,8 +291,7 @@ def cmd_eval_full(args: Any) -> int:
     args.validate()
     _check_state_run(Path(args.run))
     ope = OpeConfig(pairs=args.ope_pairs, rollouts=args.ope_rollouts)
-    action = ActionOpeConfig(states=args.action_ope_states, chunks=args.action_ope_chunks,
-                             rollouts=args.action_ope_rollouts)  # fmt: skip
+    action = ActionOpeConfig.from_args(args)
     cfg = SuiteConfig(episodes=args.episodes, seed=args.seed, ope=ope, action_ope=action,
                       progress=args.progress is not False)  # fmt: skip
     out = run_suite(Path(args.run), cfg)
