@@ -364,3 +364,34 @@ def test_collect_and_operator_configs_refuse_negative_counts() -> None:
         OperatorConfig(noise_std=math.inf).validate()
     OperatorConfig().validate()
     CollectConfig().validate()
+
+
+def test_a_second_trainer_on_a_run_directory_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """While a process trains a run (it holds `.train.lock`), `aloe train --resume` on the
+    same directory is refused before it reads or writes anything; once the holder is gone
+    (however it ended) the lock is free again."""
+    import subprocess
+    import sys
+
+    cfg = preset("smoke")
+    cfg.out = tmp_path / "run"
+    train.start_run_dir(cfg.resolved())
+    hold = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'4242'); print('held', flush=True); "
+            "time.sleep(120)")  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(cfg.out / train.RUN_LOCK)],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        before = sorted(p.name for p in cfg.out.iterdir())
+        assert main(["train", "--resume", str(cfg.out)]) == 2
+        err = capsys.readouterr().err
+        assert "--resume" in err and "is being trained by another process (pid 4242)" in err
+        assert sorted(p.name for p in cfg.out.iterdir()) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    with train.run_lock(cfg, resume=True):  # free again
+        assert (cfg.out / train.RUN_LOCK).read_text() == str(os.getpid())

@@ -23,6 +23,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -326,7 +327,7 @@ def check_run_dir(path: Path, flag: str, resume: bool) -> None:
         require(path.is_dir(), flag, path, f"does not exist; {hint}")
         require((path / "config.json").is_file(), flag, path,
                 f"not a run directory (no config.json); {hint}")  # fmt: skip
-    elif path.is_dir() and any(path.iterdir()):
+    elif path.is_dir() and any(p.name != RUN_LOCK for p in path.iterdir()):
         started = (path / "config.json").is_file()
         raise bad(flag, path, "exists and is not empty; " + (
             "use --resume to continue it" if started else f"{hint} or an empty one"))  # fmt: skip
@@ -335,6 +336,38 @@ def check_run_dir(path: Path, flag: str, resume: bool) -> None:
     writable = os.access(ancestor, os.W_OK | os.X_OK)
     require(writable and not os.statvfs(ancestor).f_flag & os.ST_RDONLY, flag, path,
             f"cannot write in {ancestor} (read-only or not yours); give a writable directory")  # fmt: skip
+
+
+RUN_LOCK = ".train.lock"  # held by the one process training a run directory
+
+
+@contextmanager
+def run_lock(cfg: TrainConfig, resume: bool) -> Iterator[None]:
+    """Hold `cfg.out` for this process's training: an flock on `<out>/.train.lock`, released
+    when the process ends however it ends (no stale lock after a kill). A second `aloe train`
+    on the same directory, while one runs, is refused before it reads or writes anything:
+    two trainers would append their episodes to one store and race for its checkpoints."""
+    import fcntl
+
+    from aloe.durable import ensure_dir
+
+    flag = "--resume" if resume else "--out"
+    ensure_dir(cfg.out)
+    fd = os.open(cfg.out / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise bad(flag, cfg.out, f"is being trained by another process (pid {holder}); "
+                      "wait for it to end or stop it, then resume") from None  # fmt: skip
+        require(resume or not (cfg.out / "config.json").exists(), flag, cfg.out,
+                "was started by another process meanwhile; use --resume to continue it")  # fmt: skip
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def start_run_dir(cfg: TrainConfig) -> None:
@@ -352,14 +385,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> list[dict[str, Any]]:
     in the same order (this module does not import aloe.distributed: no import cycle)."""
     cfg = prepare_run(cfg, resume)
     torch.manual_seed(cfg.seed)
-    try:
-        trainer = Trainer(cfg)
-    except (ImportError, FileNotFoundError) as e:  # the vision extra, a SigLIP checkpoint
-        raise UsageError(str(e)) from None
-    if not resume:
-        start_run_dir(cfg)
-    history = trainer.run()
-    write_report(cfg.out, "aloe train")  # with its plots; a failure only warns
+    with run_lock(cfg, resume):
+        try:
+            trainer = Trainer(cfg)
+        except (ImportError, FileNotFoundError) as e:  # the vision extra, a SigLIP checkpoint
+            raise UsageError(str(e)) from None
+        if not resume:
+            start_run_dir(cfg)
+        history = trainer.run()
+        write_report(cfg.out, "aloe train")  # with its plots; a failure only warns
     return history
 
 

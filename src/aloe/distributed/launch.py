@@ -21,8 +21,10 @@ from aloe.errors import UsageError
 
 
 def train(cfg: Any, resume: bool, scale: Scale) -> list[dict[str, Any]]:
+    import contextlib
+
     from aloe.run_summary import write_report
-    from aloe.train import prepare_run, start_run_dir
+    from aloe.train import prepare_run, run_lock, start_run_dir
 
     several = ddp.init(cfg.device)
     try:
@@ -31,17 +33,19 @@ def train(cfg: Any, resume: bool, scale: Scale) -> list[dict[str, Any]]:
         scale.check_run(cfg.algo, ALGORITHMS[cfg.algo].collect is not None)
         ddp.barrier()  # every rank has checked before rank 0 writes
         torch.manual_seed(cfg.seed)
-        pool, started = _start_workers(cfg, scale) if ddp.is_main() else (None, False)
-        try:
-            trainer = _trainer(cfg)
-            trainer.workers = pool
-            if ddp.is_main() and not resume:
-                start_run_dir(cfg)
-            history = trainer.run()
-            if ddp.is_main():
-                write_report(cfg.out, "aloe train")
-        finally:
-            _stop_workers(pool, started)
+        lock = run_lock(cfg, resume) if ddp.is_main() else contextlib.nullcontext()
+        with lock:  # rank 0 writes the run directory: it alone holds it
+            pool, started = _start_workers(cfg, scale) if ddp.is_main() else (None, False)
+            try:
+                trainer = _trainer(cfg)
+                trainer.workers = pool
+                if ddp.is_main() and not resume:
+                    start_run_dir(cfg)
+                history = trainer.run()
+                if ddp.is_main():
+                    write_report(cfg.out, "aloe train")
+            finally:
+                _stop_workers(pool, started)
         ddp.barrier()
         return history
     finally:
