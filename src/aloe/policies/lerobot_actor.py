@@ -41,7 +41,7 @@ from torch import Generator, Tensor, nn
 from aloe.errors import bad, require
 from aloe.nn import Normalizer, evaluating
 from aloe.policies.base import chunk_noise
-from aloe.vision.encoders import TorchImageEncoder, hf_config_fields
+from aloe.vision.encoders import TorchImageEncoder, hash_tensors, hf_config_fields
 
 POLICIES = ("smolvla", "pi0", "pi05")
 AUTOCAST = ("none", "bf16")
@@ -144,18 +144,25 @@ def build_policy(cfg: LeRobotConfig, state_dim: int, action_dim: int, horizon: i
         size = _vlm_image_size(cfg.vlm)
         config = fresh_smolvla_config(cfg.vlm, state_dim, action_dim, horizon, size)
     else:
-        from lerobot.configs.policies import PreTrainedConfig
-
-        config = PreTrainedConfig.from_pretrained(cfg.pretrained, local_files_only=True)
-        config.device = "cpu"
-        if cfg.vlm is not None:
-            config.vlm_model_name = cfg.vlm
+        config = pretrained_config(cfg)
     _set_training_options(config, cfg)
     _check_fits(config, cfg, state_dim, action_dim, horizon)
     with torch.random.fork_rng(devices=[]):  # init from the run's seed, caller's RNG untouched
         if cfg.pretrained is None:
             return cls(config)
         return cls.from_pretrained(cfg.pretrained, config=config, local_files_only=True)
+
+
+def pretrained_config(cfg: LeRobotConfig) -> Any:
+    """The config of the local checkpoint `cfg.pretrained`, on the CPU, its VLM at `cfg.vlm`
+    where given (the actor's and the vision tower's loading share it)."""
+    from lerobot.configs.policies import PreTrainedConfig
+
+    config = PreTrainedConfig.from_pretrained(cfg.pretrained, local_files_only=True)
+    config.device = "cpu"
+    if cfg.vlm is not None:
+        config.vlm_model_name = cfg.vlm
+    return config
 
 
 def _vlm_image_size(vlm: str) -> int:
@@ -258,11 +265,7 @@ class LeRobotActor(nn.Module):
         since they never train."""
         if self._frozen_digest is None:
             h = hashlib.sha256()
-            params = dict(self.named_parameters())
-            for key in self.frozen_keys():
-                t = params[key].detach().cpu().contiguous()
-                h.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
-                h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+            hash_tensors(h, ((k, p) for k, p in self.named_parameters() if not p.requires_grad))
             self._frozen_digest = h.hexdigest()
         return self._frozen_digest
 
@@ -452,12 +455,7 @@ def vision_tower(cfg: LeRobotConfig, device: str | torch.device = "cpu") -> LeRo
     when the directory holds them, else a random tower fixed by seed 0 (the tiny test VLM).
     """
     if cfg.pretrained is not None:
-        from lerobot.configs.policies import PreTrainedConfig
-
-        config = PreTrainedConfig.from_pretrained(cfg.pretrained, local_files_only=True)
-        config.device = "cpu"
-        if cfg.vlm is not None:
-            config.vlm_model_name = cfg.vlm
+        config = pretrained_config(cfg)
         cls = _policy_class(cfg.policy)
         with torch.random.fork_rng(devices=[]):
             policy = cls.from_pretrained(cfg.pretrained, config=config, local_files_only=True)

@@ -16,7 +16,7 @@ import importlib.util
 import itertools
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -33,6 +33,13 @@ VISION_EXTRA = 'pip install -e ".[vision]"'
 # Config keys that record where or with which library version a model was saved, not what
 # it computes; dropped so a model and its save_pretrained -> from_pretrained copy agree.
 _PROVENANCE_KEYS = {"transformers_version", "architectures", "dtype", "torch_dtype"}
+
+
+def hash_tensors(h: Any, tensors: Iterable[tuple[str, Tensor]]) -> None:
+    """Feed each (name, tensor) to hashlib object `h`: name, dtype, shape, then its bytes."""
+    for key, t in tensors:
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
 
 
 def hf_config_fields(config: Any) -> dict[str, Any]:
@@ -158,10 +165,7 @@ class TorchImageEncoder:
         out: they change the output only at float-rounding level.
         """
         h = hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode())
-        tensors = itertools.chain(self.model.named_parameters(), self.model.named_buffers())
-        for key, t in tensors:
-            h.update(f"{key}:{t.dtype}:{tuple(t.shape)};".encode())
-            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+        hash_tensors(h, itertools.chain(self.model.named_parameters(), self.model.named_buffers()))
         return h.hexdigest()
 
     def preprocess(self, images: Tensor) -> Tensor:
