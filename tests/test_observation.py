@@ -134,6 +134,9 @@ class _FakeStore:
         return [SimpleNamespace(file_id="chunk-000/file-000", index=np.arange(3)),
                 SimpleNamespace(file_id="chunk-000/file-001", index=np.arange(3, 5))]  # fmt: skip
 
+    def load_images(self, key):
+        return np.concatenate([self.read_video(key, f.file_id) for f in self.video_files(key)])
+
     def read_video(self, key, file_id):
         self.decoded += 1
         first = 0 if file_id.endswith("000") else 3
@@ -161,6 +164,25 @@ def test_frames_carry_image_features_of_this_and_the_next_frame(tmp_path) -> Non
     assert store.decoded == 2 and np.array_equal(again[D.STATE], frames[D.STATE])
     assert obs.cache_stats == {"hits": 2, "misses": 0}
     assert obs.feature_log["frames_encoded"] == 5 and obs.feature_log["frames_cached"] == 5
+
+
+def test_a_vla_actor_gets_the_pixels_of_this_and_the_next_frame(tmp_path) -> None:
+    """actor_kind lerobot in an image run: the frames carry each row's images and the row of
+    s_{t+1}'s; a live observation's come from `pixels`. A compact actor's run has neither."""
+    cfg = TrainConfig(task="reach-v3,push-v3", obs="image", actor_kind="lerobot")
+    obs = Observations(cfg)
+    obs.encoder = _FakeEncoder()
+    frames = obs.frames(_FakeStore(tmp_path), [])
+    assert obs.pixel_cameras == ("corner",) and frames[D.PIXELS].shape == (5, 1, 4, 4, 3)
+    assert frames[D.PIXELS][:, 0, 0, 0, 0].tolist() == [0, 1, 2, 3, 4]
+    assert frames[D.NEXT_PIXELS_ROW].tolist() == [1, 2, 2, 4, 4]  # as the features' s_{t+1}
+    image = np.full((4, 4, 3), 7, np.uint8)
+    assert obs.pixels({"state": np.zeros(39), "images": {"corner": image}}).shape == (1, 4, 4, 3)
+    with pytest.raises(ValueError, match="no images"):
+        obs.pixels({"state": np.zeros(39)})
+    flow = Observations(TrainConfig(task="reach-v3", obs="image"))
+    flow.encoder = _FakeEncoder()
+    assert D.PIXELS not in flow.frames(_FakeStore(tmp_path), []) and flow.pixels({}) is None
 
 
 def test_checkpoints_with_pre_camera_key_names_still_load() -> None:

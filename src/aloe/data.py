@@ -60,6 +60,11 @@ INDEX = "index"  # global frame index, over the whole store
 TASK = "task_index"  # index into the store's instructions
 # What training reads of the store: everything but the simulator states (evaluation's).
 FRAME_COLUMNS = [*STEP_COLUMNS, EPISODE, FRAME, INDEX, TASK]
+# In memory only, for an actor that reads camera pixels (`aloe.observation.Observations.frames`):
+# each row's images, uint8 (N, V, H, W, 3) in the run's camera order, and the row whose images
+# are s_{t+1}'s (the episode's next frame; its last frame: itself).
+PIXELS = "observation.pixels"
+NEXT_PIXELS_ROW = "next.observation.pixels_row"
 
 
 def episode_seed(seed: int, iteration: int, i: int) -> int:
@@ -133,6 +138,19 @@ class ChunkBatch(NamedTuple):
     task_index: torch.Tensor  # (B,) int64, index into the store's instructions
     source: torch.Tensor  # (B,) int64, index into SOURCES
     global_index: torch.Tensor  # (B,) int64, global frame index of s_t (LeRobot `index`)
+    # The cameras' pixels, uint8 (B, V, H, W, 3), at s_t and at s_{t+n}, for an actor that
+    # reads them (a LeRobot VLA in an image run); None otherwise.
+    images: torch.Tensor | None = None
+    next_images: torch.Tensor | None = None
+
+    def rows(self, part: slice) -> ChunkBatch:
+        """The batch's rows `part` (every field sliced alike)."""
+        return ChunkBatch._make(None if t is None else t[part] for t in self)
+
+    def to(self, device: torch.device) -> ChunkBatch:
+        """The batch on `device`."""
+        return ChunkBatch._make(None if t is None else t.to(device, non_blocking=True)
+                                for t in self)  # fmt: skip
 
 
 class Frames(Mapping[str, np.ndarray]):

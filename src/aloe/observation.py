@@ -17,6 +17,11 @@ the next frame is the operator's start, possibly rewound; the policy fragment's 
 is a labelled failure there and never bootstraps, and a hand-back continues from the same
 state.)
 
+A LeRobot VLA actor (`actor_kind = "lerobot"`) in an image run reads the cameras' pixels as
+well, as a VLA does: `frames` then adds each row's images (`data.PIXELS`, decoded from the
+store's videos, uint8) and the row of s_{t+1}'s, and `pixels` gives a live observation's.
+The critic and every compact actor read the features only.
+
 Instructions: `instructions = "learned"` gives each task a learned embedding; "minilm" a
 frozen all-MiniLM-L6-v2 sentence embedding (cached per instruction) with a trainable
 projection, so one multi-task policy is told its task by the text alone.
@@ -107,6 +112,8 @@ class Observations:
         self.tasks = task_list(cfg.task)
         self.instructions = [INSTRUCTIONS[t] for t in self.tasks]
         self.cameras: tuple[str, ...] = tuple(cfg.vision.cameras) if cfg.obs == "image" else ()
+        # the cameras whose pixels the actor reads (a VLA's; see the module docstring)
+        self.pixel_cameras = self.cameras if cfg.actor_kind == "lerobot" else ()
         # what reading features cost (decode + encode of new video files, cache reads)
         self.feature_log = dict.fromkeys(("features_s", "frames_encoded", "frames_cached"), 0.0)
         self.encoder: Any = None
@@ -171,7 +178,21 @@ class Observations:
         nxt = np.where(last, index, following)  # frame t+1 of the episode; the last: itself
         frames[D.STATE] = np.concatenate([frames[D.STATE], feats[index]], axis=1)
         frames[D.NEXT_STATE] = np.concatenate([frames[D.NEXT_STATE], feats[nxt]], axis=1)
+        if self.pixel_cameras:
+            images = [store.load_images(D.image_key(c)) for c in self.pixel_cameras]
+            frames[D.PIXELS] = np.stack(images, axis=1)[index]
+            frames[D.NEXT_PIXELS_ROW] = np.searchsorted(index, nxt)
         return D.Frames(frames)
+
+    def pixels(self, obs: dict[str, Any]) -> np.ndarray | None:
+        """A live observation's images (V, H, W, 3) uint8 for an actor that reads pixels, in
+        the run's camera order; None when the actor reads none."""
+        if not self.pixel_cameras:
+            return None
+        if "images" not in obs:
+            raise ValueError(f"this run's VLA sees cameras {self.pixel_cameras}: the observation "
+                             "has no images")  # fmt: skip
+        return np.stack([np.asarray(obs["images"][c], dtype=np.uint8) for c in self.pixel_cameras])
 
     def features(self, store: Any, camera: str) -> np.ndarray:
         """Frozen features (N, F) of every stored frame of `camera`, by global index."""

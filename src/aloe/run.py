@@ -61,7 +61,8 @@ def build_learner(
 
         actor = build_actor(cfg.lerobot, obs.instructions, state_dim=dim, horizon=cfg.horizon,
                             action_dim=action_dim, robot_state_dim=obs.layout[0],
-                            state_normalizer=Normalizer.from_stats(mean, std))  # fmt: skip
+                            state_normalizer=Normalizer.from_stats(mean, std),
+                            cameras=obs.pixel_cameras)  # fmt: skip
     else:
         actor = FlowPolicy(cfg.actor, state_dim=dim, action_dim=action_dim, num_tasks=n,
                            state_normalizer=Normalizer.from_stats(mean, std),
@@ -102,11 +103,19 @@ class Run:
     def _tasks(self, n: int) -> torch.Tensor:
         return torch.zeros(n, dtype=torch.long, device=self.device)
 
-    def sample(self, state: Any, num_samples: int = 1, seed: int | None = None) -> np.ndarray:
-        """Action chunks for one state (num_samples, h, A) or a batch (B, num_samples, h, A)."""
+    def sample(self, state: Any, num_samples: int = 1, seed: int | None = None,
+               images: Any = None) -> np.ndarray:  # fmt: skip
+        """Action chunks for one state (num_samples, h, A) or a batch (B, num_samples, h, A).
+        `images`, uint8 (V, H, W, 3) or (B, V, H, W, 3) in the run's camera order, are for a
+        VLA that reads the cameras (`run.obs.pixel_cameras`)."""
         s = self._state(state)
         gen = None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
-        out = self.actor.sample(s, self._tasks(len(s)), num_samples, gen).cpu().numpy()
+        pixels = None
+        if images is not None:
+            pixels = torch.as_tensor(np.asarray(images, dtype=np.uint8), device=self.device)
+            pixels = pixels[None] if pixels.ndim == 4 else pixels
+        chunks = self.actor.sample(s, self._tasks(len(s)), num_samples, gen, images=pixels)
+        out = chunks.cpu().numpy()
         return out[0] if np.asarray(state).ndim == 1 else out
 
     @torch.no_grad()

@@ -140,7 +140,9 @@ def test_estimate_value_averages_q_pess_over_samples() -> None:
         def flow_loss_per_sample(self, *args: object, **kw: object) -> torch.Tensor:
             raise NotImplementedError
 
-        def sample(self, state, task_index, num_samples=1, generator=None, num_steps=None):
+        def sample(
+            self, state, task_index, num_samples=1, generator=None, num_steps=None, images=None
+        ):
             # sample j of row b is the chunk [[b + j]]
             b = torch.arange(state.shape[0])[:, None] + torch.arange(num_samples)[None]
             return b[..., None, None].float()

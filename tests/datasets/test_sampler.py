@@ -101,7 +101,7 @@ def check_against_reference(frames: dict[str, np.ndarray], h: int, gamma: float)
 
 def chunk(sampler: ChunkSampler, t: int) -> dict:
     b = sampler.chunks_at(np.array([t]))
-    return {name: value[0] for name, value in b._asdict().items()}
+    return {name: value[0] for name, value in b._asdict().items() if value is not None}
 
 
 def test_success_terminates_inside_chunk() -> None:
@@ -235,7 +235,7 @@ def test_state_dict_round_trip_and_seed_determinism() -> None:
     other = ChunkSampler(frames, horizon=4, gamma=GAMMA, seed=99)
     other.load_state_dict(saved)
     for a, b in zip(expected, other.sample(16), strict=True):
-        assert torch.equal(a, b)
+        assert (a is None and b is None) or torch.equal(a, b)
     again = ChunkSampler(frames, horizon=4, gamma=GAMMA, seed=3)
     again.sample(8)
     assert torch.equal(again.sample(16).global_index, expected.global_index)
@@ -248,6 +248,29 @@ def test_sample_shapes_and_dtypes() -> None:
         assert getattr(b, name).shape == (7,) and getattr(b, name).dtype == torch.float32
     for name in ("task_index", "source", "global_index"):
         assert getattr(b, name).dtype == torch.int64
+
+
+def test_pixels_of_this_and_the_next_state_travel_with_the_chunk() -> None:
+    """An actor that reads pixels gets s_t's images and s_{t+n}'s (the row after the chunk's
+    last step, by NEXT_PIXELS_ROW), uint8; a state run's batch has none."""
+    episode = [("policy", [-1, -1, -C_FAIL], "done"), ("human", [-1, -1, 0], "done")]
+    frames = make_frames([episode])
+    assert ChunkSampler(frames, horizon=2, gamma=GAMMA).sample(3).images is None
+    n = len(frames[data.ACTION])  # row r's images are all r; s_{t+1}'s row is r + 1 (capped)
+    frames[data.PIXELS] = np.arange(n, dtype=np.uint8)[:, None, None, None, None] * np.ones(
+        (1, 2, 3, 3, 3), np.uint8)  # fmt: skip
+    frames[data.NEXT_PIXELS_ROW] = np.minimum(np.arange(n) + 1, n - 1)
+    b = ChunkSampler(frames, horizon=2, gamma=GAMMA).chunks_at(np.array([0, 1, 3, 5]))
+    assert b.images.dtype == torch.uint8 and b.images.shape == (4, 2, 3, 3, 3)
+    assert b.images[:, 0, 0, 0, 0].tolist() == [0, 1, 3, 5]
+    # chunk at 1 stops at the takeover cut (row 2): its next images are row 3's
+    assert b.next_images[:, 1, 0, 0, 0].tolist() == [2, 3, 5, 5]
+    part = b.rows(slice(1, 3))
+    assert part.images.shape[0] == 2 and part.next_images[:, 0, 0, 0, 0].tolist() == [3, 5]
+    bad = dict(frames)
+    bad[data.PIXELS] = frames[data.PIXELS][:-1]
+    with pytest.raises(ValueError, match="observation.pixels"):
+        ChunkSampler(bad, horizon=2, gamma=GAMMA)
 
 
 def test_from_store_uses_load_frames() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import pytest
 import torch
 
@@ -189,6 +190,44 @@ def test_checkpoints_of_a_pretrained_vla_skip_its_frozen_weights(vlm, tmp_path):
     assert set(fresh.checkpoint_state()) == set(fresh.state_dict())
 
 
+def test_the_vla_reads_each_cameras_pixels_in_its_own_slot(vlm, tmp_path):
+    """With cameras, camera i fills image slot i as (B, 3, H, W) in [0, 1]: the same noise
+    gives other chunks and another loss for other pixels, images are required, and a
+    checkpoint with fewer slots than cameras is refused by name."""
+    torch.manual_seed(0)
+    cfg = LeRobotConfig(vlm=str(vlm), num_flow_steps=2)
+    actor = build_actor(cfg, TASKS, state_dim=S, action_dim=A, horizon=H,
+                        cameras=("corner", "topview"))  # fmt: skip
+    assert actor.image_keys == ["observation.images.corner", "observation.images.topview"]
+    state, task, actions, valid = batch()
+    rng = np.random.default_rng(0)
+    images = torch.as_tensor(rng.integers(0, 256, (B, 2, 24, 24, 3), dtype=np.uint8))
+    inputs = actor.lerobot_inputs(state, task, images)
+    key = "observation.images.topview"
+    assert inputs[key].shape == (B, 3, 24, 24) and bool(inputs[f"{key}_padding_mask"].all())
+    assert torch.equal(inputs[key][1, 2], images[1, 1, :, :, 2].float() / 255)
+
+    def chunks(pixels):
+        return actor.sample(state, task, 1, torch.Generator().manual_seed(3), images=pixels)
+
+    def loss(pixels):
+        g = torch.Generator().manual_seed(3)
+        return actor.flow_loss_per_sample(state, task, actions, valid, g, images=pixels)
+
+    other = images.clone()
+    other[:, 1] = 255 - other[:, 1]  # only the second camera changes
+    assert torch.equal(chunks(images), chunks(images))
+    assert not torch.allclose(chunks(images), chunks(other))
+    assert not torch.allclose(loss(images), loss(other))
+    with pytest.raises(ValueError, match="reads cameras"):
+        actor.sample(state, task, 1)
+    actor.policy.save_pretrained(tmp_path / "two-slots")
+    pre = LeRobotConfig(pretrained=str(tmp_path / "two-slots"), vlm=str(vlm))
+    with pytest.raises(UsageError, match="--vision.cameras.*image slots"):
+        build_actor(pre, TASKS, state_dim=S, action_dim=A, horizon=H,
+                    cameras=("corner", "topview", "corner2"))  # fmt: skip
+
+
 def test_config_errors_name_the_field(tmp_path):
     with pytest.raises(UsageError, match=r"lerobot.policy \('pix'\): must be one of"):
         LeRobotConfig(policy="pix", vlm=str(tmp_path)).validate()
@@ -201,7 +240,6 @@ def test_config_errors_name_the_field(tmp_path):
 def test_vision_tower_features_are_the_towers_and_its_identity_follows_its_weights(vlm):
     """`--vision.encoder lerobot` on a fresh SmolVLA: the SmolVLM's tower, mean-pooled over
     patches, the same for every build; editing one weight changes the cache key."""
-    import numpy as np
 
     tower = vision_tower(LeRobotConfig(vlm=str(vlm)))
     images = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
@@ -317,7 +355,8 @@ def test_aloe_smoke_run_trains_it_end_to_end_and_resumes(vlm, tmp_path, same_met
 def test_image_smoke_run_critic_reads_the_vlas_tower(vlm, tmp_path):
     """`--obs image --vision.encoder lerobot --actor-kind lerobot` from a pretrained
     checkpoint: the critic reads camera features of the VLA's tower (cached by its
-    identity), the VLA reads the robot state, and checkpoints leave the frozen VLM out."""
+    identity), the VLA reads the robot state and the camera's pixels (collection, training
+    batches and evaluation), and checkpoints leave the frozen VLM out."""
     from aloe import load_run
     from aloe.config import preset
     from aloe.train import train
@@ -332,6 +371,10 @@ def test_image_smoke_run_critic_reads_the_vlas_tower(vlm, tmp_path):
     assert [row["iteration"] for row in history] == [0, 1, 2]
     run = load_run(cfg.out)
     assert run.obs.layout == (S, 16) and run.actor.robot_state_dim == S
+    assert run.actor.cameras == ("corner",)  # the VLA reads the camera's pixels too
+    image = np.zeros((1, 32, 32, 3), np.uint8)
+    vector = np.zeros(run.obs.dim)  # the observation vector: state and the tower's features
+    assert run.sample(vector, num_samples=2, seed=0, images=image).shape == (2, 10, A)
     saved = checkpoint.load(cfg.out / "checkpoints" / "iter-0002")["learner"]["actor"]
     assert "frozen_sha256" in saved and not set(run.actor.frozen_keys()) & set(saved)
     tower = vision_tower(cfg.lerobot)

@@ -193,11 +193,12 @@ def estimate_value(
     num_samples: int,
     generator: Generator | None = None,
     num_steps: int | None = None,
+    images: Tensor | None = None,
 ) -> Tensor:
     """V^π(s, ℓ) (B,) as the mean Q_pess of `num_samples` chunks sampled from π_θ (with
-    `num_steps` Euler steps; None: the actor's own)."""
+    `num_steps` Euler steps; None: the actor's own; `images` for an actor that reads pixels)."""
     b = state.shape[0]
-    chunks = policy.sample(state, task_index, num_samples, generator, num_steps)
+    chunks = policy.sample(state, task_index, num_samples, generator, num_steps, images=images)
     chunks = chunks.flatten(0, 1)
     states = state.repeat_interleave(num_samples, dim=0)
     tasks = task_index.repeat_interleave(num_samples, dim=0)
@@ -281,7 +282,7 @@ class AloeLearner:
         with torch.no_grad():
             # Alg. 1 line 5: a' ~ π_θ(·|s_{t+n}, ℓ), the current policy's next chunk.
             next_actions = self.actor.sample(b.next_state, b.task_index, 1, self.generator,
-                                             self.flow_steps)  # fmt: skip
+                                             self.flow_steps, images=b.next_images)  # fmt: skip
             next_q = self.target_critic(b.next_state, b.task_index, next_actions[:, 0])
             y = td_target(b, reduce_target(next_q, cfg.target_reduce))  # Eq. 7
         q = self.critic(b.state, b.task_index, b.actions, b.valid)
@@ -304,7 +305,7 @@ class AloeLearner:
             m = cfg.num_value_samples
             # Eq. 10: V^π(s, ℓ) from M chunks sampled from π_θ
             v = estimate_value(self.critic, self.actor, b.state, b.task_index, m, self.generator,
-                               self.flow_steps)  # fmt: skip
+                               self.flow_steps, images=b.images)  # fmt: skip
         w, metrics = advantage_weights(  # Eq. 10–11
             q_data, v, cfg.beta, cfg.eps_clip, cfg.normalize_advantage
         )
@@ -344,7 +345,8 @@ def weighted_actor_update(
 ) -> dict[str, float]:
     """Alg. 1 line 14: minimise the w-weighted flow-matching loss (Eq. 15) on the batch."""
     opt.module.train()
-    per_sample = actor.flow_loss_per_sample(b.state, b.task_index, b.actions, b.valid, generator)
+    per_sample = actor.flow_loss_per_sample(b.state, b.task_index, b.actions, b.valid, generator,
+                                            images=b.images)  # fmt: skip
     loss, loss_metrics = weighted_flow_loss(per_sample, w)  # Eq. 15
     metrics |= loss_metrics
     return opt.step(loss, metrics, "actor")

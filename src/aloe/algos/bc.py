@@ -32,6 +32,7 @@ def bc_update(actor: Actor, opt: OptimisedModule, b: ChunkBatch, generator: Gene
               valid_rows_mask: Tensor | None = None) -> dict[str, float]:  # fmt: skip
     """One behaviour-cloning step of the actor's optimised module on a batch (on its device)."""
     opt.module.train()
-    per_sample = actor.flow_loss_per_sample(b.state, b.task_index, b.actions, b.valid, generator)
+    per_sample = actor.flow_loss_per_sample(b.state, b.task_index, b.actions, b.valid, generator,
+                                            images=b.images)  # fmt: skip
     loss, metrics = bc_loss(per_sample, valid_rows_mask)  # Eq. 16
     return opt.step(loss, metrics, "bc")

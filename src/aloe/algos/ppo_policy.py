@@ -51,7 +51,8 @@ class GaussianFlowActor(nn.Module):
         return f.action_norm.unnormalize(a)
 
     def flow_loss_per_sample(self, state: Tensor, task_index: Tensor, actions: Tensor,
-                             valid: Tensor, generator: Generator | None = None) -> Tensor:  # fmt: skip
+                             valid: Tensor, generator: Generator | None = None,
+                             images: Tensor | None = None) -> Tensor:  # fmt: skip
         return self.flow.flow_loss_per_sample(state, task_index, actions, valid, generator)
 
     @torch.no_grad()
@@ -62,9 +63,11 @@ class GaussianFlowActor(nn.Module):
         num_samples: int = 1,
         generator: Generator | Sequence[Generator] | None = None,
         num_steps: int | None = None,
+        images: Tensor | None = None,
     ) -> Tensor:
         """The deterministic μ_θ(s), repeated: (B, num_samples, h, A), clipped to [−1, 1]
-        (no noise and no integration: `generator` and `num_steps` are not used)."""
+        (no noise and no integration: `generator` and `num_steps` are not used; `images`
+        neither: this actor reads the image features in `state`)."""
         with evaluating(self):
             mean = self.mean_chunk(state, task_index).clamp(-1.0, 1.0)
         return mean[:, None].expand(-1, num_samples, -1, -1).contiguous()

@@ -23,6 +23,8 @@ The contract, for a store's frames in global index order and a horizon h:
   probability of a step is proportional to source_weights[source] (unnamed sources weigh
   1; weight 0 excludes a source). The draw uses a seeded numpy Generator whose state
   `state_dict`/`load_state_dict` save and restore for exact resumption.
+- images / next_images: where the frames carry `PIXELS` (an actor that reads camera pixels),
+  the cameras' images of s_t and of s_{t+n} (row `NEXT_PIXELS_ROW` of step t+n-1); else None.
 
 Everything that depends only on the start step is precomputed in __init__, so `sample` is
 a handful of gathers on `device`.
@@ -43,7 +45,9 @@ from aloe.data import (
     FRAGMENT,
     FRAME,
     INDEX,
+    NEXT_PIXELS_ROW,
     NEXT_STATE,
+    PIXELS,
     REWARD,
     SOURCE,
     SOURCES,
@@ -129,6 +133,11 @@ class ChunkSampler:
         ints = [last, frames[TASK], source, frames[INDEX]]
         self._ints = put(np.stack([np.asarray(c, dtype=np.int64) for c in ints], 1), torch.int64)
         self._offsets = torch.arange(self.horizon, device=self.device)
+        self._pixels: torch.Tensor | None = None
+        self._next_pixels: torch.Tensor | None = None
+        if PIXELS in frames:  # uint8 (N, V, H, W, 3), gathered per batch (kept as uint8)
+            self._pixels = put(frames[PIXELS], torch.uint8)
+            self._next_pixels = put(np.asarray(frames[NEXT_PIXELS_ROW])[last], torch.int64)
         self._set_weights(source, source_weights)
 
     @classmethod
@@ -210,7 +219,14 @@ class ChunkSampler:
             task_index=task_index,
             source=source,
             global_index=index,
+            images=self._images(rows),
+            next_images=self._images(
+                None if self._next_pixels is None else _take(self._next_pixels, rows)
+            ),  # fmt: skip
         )
+
+    def _images(self, rows: torch.Tensor | None) -> torch.Tensor | None:
+        return None if self._pixels is None or rows is None else _take(self._pixels, rows)
 
 
 def _take(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -238,6 +254,12 @@ def _check_frames(frames: Mapping[str, np.ndarray]) -> int:
     for name in (STATE, NEXT_STATE, ACTION):
         if np.ndim(frames[name]) != 2:
             raise ValueError(f"frames column {name!r} must be 2-D, got {np.shape(frames[name])}")
+    if PIXELS in frames:
+        shape = np.shape(frames[PIXELS])
+        if len(shape) != 5 or shape[0] != num or shape[-1] != 3:
+            raise ValueError(f"frames column {PIXELS!r} must be (N={num}, V, H, W, 3), got {shape}")
+        if len(frames.get(NEXT_PIXELS_ROW, ())) != num:
+            raise ValueError(f"frames with {PIXELS!r} need {NEXT_PIXELS_ROW!r} for each row")
     return num
 
 

@@ -45,10 +45,12 @@ def active() -> bool:
 
 
 def shard(batch: B) -> B:
-    """This rank's rows of a batch whose every field leads with the batch dimension."""
+    """This rank's rows of a batch whose every field leads with the batch dimension (a field
+    that is None, such as a state run's `ChunkBatch.images`, stays None)."""
     rank, size = world()
     n = batch[0].shape[0] // size
-    return type(batch)._make(t[rank * n : (rank + 1) * n] for t in batch)  # type: ignore[attr-defined]
+    part = slice(rank * n, (rank + 1) * n)
+    return type(batch)._make(None if t is None else t[part] for t in batch)  # type: ignore[attr-defined]
 
 
 def draw(fn: Callable[..., Tensor], shape: Sequence[int], **kwargs: Any) -> Tensor:

@@ -17,7 +17,6 @@ import torch
 
 from aloe import data as D
 from aloe.algos.table import ALGORITHMS
-from aloe.data import ChunkBatch
 from aloe.datasets.sampler import ChunkSampler
 from aloe.datasets.store import EpisodeStore
 
@@ -37,7 +36,7 @@ def weights_by_source(run: Any, rows: int = 4000, seed: int = 0) -> dict[str, di
     run.learner.generator.manual_seed(seed)
     adv, w = [], []
     for part in range(0, len(picked), 512):  # the learner's weights, batch by batch
-        b = ChunkBatch(*(t[part : part + 512] for t in batch))
+        b = batch.rows(slice(part, part + 512))
         weights, _ = run.learner.actor_weights(b)
         a = torch.log(weights) * run.learner.beta  # A/β inside the clip: A where unclipped
         w.append(weights.cpu())

@@ -58,12 +58,15 @@ class Actor(Protocol):
         actions: Tensor,
         valid: Tensor,
         generator: Generator | None = None,
+        images: Tensor | None = None,
     ) -> Tensor:
         """Per-sample flow-matching loss of Eq. 15/16, shape (B,), differentiable.
 
         state (B, S), task_index (B,) int64, actions (B, h, A) the data chunk, valid (B, h)
         1.0 on executed steps: padded steps do not count. Noise ε and time η are drawn from
-        `generator` (on the actor's device) so a seeded run is reproducible.
+        `generator` (on the actor's device) so a seeded run is reproducible. `images`, uint8
+        (B, V, H, W, 3), are the cameras' pixels for an actor that reads them (a VLA's;
+        `ChunkBatch.images`); actors that read the image features in `state` ignore them.
         """
         ...
 
@@ -74,6 +77,7 @@ class Actor(Protocol):
         num_samples: int = 1,
         generator: Generator | Sequence[Generator] | None = None,
         num_steps: int | None = None,
+        images: Tensor | None = None,
     ) -> Tensor:
         """Sample chunks a ~ π(·|s, ℓ) without gradient, in eval mode: (B, num_samples, h, A).
 
@@ -82,7 +86,8 @@ class Actor(Protocol):
         `generator` may be one per row: row i's noise then comes from generator i, as in a
         call for row i alone (a batch of episodes samples as each episode would).
         `num_steps` overrides the actor's own Euler steps (an approximation when fewer;
-        `AloeConfig.value_flow_steps`); None keeps them.
+        `AloeConfig.value_flow_steps`); None keeps them. `images` as in
+        `flow_loss_per_sample`.
         """
         ...
 

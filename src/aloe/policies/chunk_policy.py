@@ -49,8 +49,16 @@ class FlowChunkPolicy:
         state = torch.as_tensor(vec, dtype=torch.float32, device=self.device)[None]
         return state, torch.tensor([row], device=self.device)
 
+    def images(self, obs: Sequence[dict[str, Any]]) -> torch.Tensor | None:
+        """The cameras' pixels (B, V, H, W, 3) uint8 of observations, for an actor that reads
+        them (`Observations.pixels`); None for one that does not."""
+        if self.obs is None or not self.obs.pixel_cameras:
+            return None
+        pixels = [self.obs.pixels(o) for o in obs]
+        return torch.as_tensor(np.stack([p for p in pixels if p is not None]), device=self.device)
+
     def act_chunk(self, obs: dict[str, Any]) -> np.ndarray:
-        chunk = self.actor.sample(*self.inputs(obs), 1, self.generator)
+        chunk = self.actor.sample(*self.inputs(obs), 1, self.generator, images=self.images([obs]))
         return chunk[0, 0].cpu().numpy()
 
     def act_chunks(self, obs: Sequence[dict[str, Any]], rngs: Sequence[torch.Generator]
@@ -58,7 +66,8 @@ class FlowChunkPolicy:
         """Chunks (B, h, A) in one actor call: each row's noise from its episode's generator
         (`episode_rng`), the flow integrated on the stacked batch."""
         states, rows = zip(*(self.inputs(o) for o in obs), strict=True)
-        chunks = self.actor.sample(torch.cat(states), torch.cat(rows), 1, list(rngs))
+        chunks = self.actor.sample(torch.cat(states), torch.cat(rows), 1, list(rngs),
+                                   images=self.images(obs))  # fmt: skip
         return chunks[:, 0].cpu().numpy()
 
 

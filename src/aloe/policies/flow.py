@@ -165,8 +165,10 @@ class FlowPolicy(nn.Module):
         actions: Tensor,
         valid: Tensor,
         generator: Generator | None = None,
+        images: Tensor | None = None,
     ) -> Tensor:
-        """Eq. 15's per-sample loss (B,); draws ε (B, h, A) then η (B,) from `generator`."""
+        """Eq. 15's per-sample loss (B,); draws ε (B, h, A) then η (B,) from `generator`.
+        `images` is not read: this actor reads the cameras' features in `state`."""
         a = self.action_norm.normalize(actions)
         # shard-invariant under several learner processes (aloe.distributed.shard)
         noise = draw(torch.randn, a.shape, generator=generator, device=a.device, dtype=a.dtype)
@@ -184,13 +186,15 @@ class FlowPolicy(nn.Module):
         num_samples: int = 1,
         generator: Generator | Sequence[Generator] | None = None,
         num_steps: int | None = None,
+        images: Tensor | None = None,
     ) -> Tensor:
         """Chunks a ~ π(·|s, ℓ): (B, num_samples, h, A), clipped to [-1, 1], in eval mode.
 
         The conditioning tokens are encoded once per state and shared by its num_samples
         chunks and every Euler step. With one generator per row, row i's noise ε
         (num_samples, h, A) is drawn from generator i, as a call for row i alone would draw
-        it. `num_steps` (default config.num_flow_steps) sets the Euler steps.
+        it. `num_steps` (default config.num_flow_steps) sets the Euler steps. `images` is not
+        read (the features are in `state`).
         """
         b, h, a_dim = state.shape[0], self.horizon, self.action_dim
         with evaluating(self):

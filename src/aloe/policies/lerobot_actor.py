@@ -8,11 +8,16 @@ its processors, which fetch tokenizers from the hub; it does the processors' wor
   actions are already in [-1, 1]) and padded to `max_action_dim`, the chunk to `chunk_size`;
 - instruction: each task's text tokenised once with the checkpoint's own tokenizer files,
   kept as buffers, and picked per row by `task_index`;
-- cameras: the VLA reads the state part of aloe's observation only (aloe's buffer holds
-  frozen image features, not pixels); the policy's image slots get a blank image, masked
-  out where the policy takes a padding mask (SmolVLA). In `obs image` runs the critic reads
-  the cameras through the VLA's own frozen vision tower (`vision_tower`, `--vision.encoder
-  lerobot`), as the paper's critic reads π0.5's SigLIP.
+- cameras: in an `obs image` run the VLA reads the cameras' pixels (`images`, uint8 (B, V,
+  H, W, 3): `ChunkBatch.images` in training, the live observation's in rollouts), camera i
+  in the policy's i-th image slot as (B, 3, H, W) in [0, 1], which the policy resizes and
+  rescales itself. A fresh SmolVLA gets one slot per camera (`observation.images.<camera>`);
+  a checkpoint's slots take the run's cameras in order (`--vision.cameras` may not name more
+  cameras than it has slots). Slots without a camera, and all of them in a state run, get a
+  blank image, masked out where the policy takes a padding mask (SmolVLA). Only the leading
+  robot-state part of aloe's observation vector reaches the VLA: the image features after it
+  are the critic's, which reads the cameras through the VLA's own frozen vision tower
+  (`vision_tower`, `--vision.encoder lerobot`), as the paper's critic reads π0.5's SigLIP.
 
 Time conventions: LeRobot interpolates x_t = t·ε + (1 − t)·a and integrates from t = 1
 (noise) to 0; Eq. 15 here has ã = η·a + (1 − η)·ε from η = 0 (noise) to 1. So t = 1 − η,
@@ -38,6 +43,7 @@ from typing import Any
 import torch
 from torch import Generator, Tensor, nn
 
+from aloe.data import image_key
 from aloe.errors import bad, require
 from aloe.nn import Normalizer, evaluating
 from aloe.policies.base import chunk_noise
@@ -46,7 +52,7 @@ from aloe.vision.encoders import TorchImageEncoder, hash_tensors, hf_config_fiel
 POLICIES = ("smolvla", "pi0", "pi05")
 AUTOCAST = ("none", "bf16")
 LEROBOT_EXTRA = 'pip install -e ".[lerobot]"'
-IMAGE_KEY = "observation.images.empty"  # a fresh policy's one (blank) camera slot
+IMAGE_KEY = "observation.images.empty"  # a fresh policy's one (blank) slot in a state run
 STATE, ACTION = "observation.state", "action"
 TOKENS, TOKEN_MASK = "observation.language.tokens", "observation.language.attention_mask"
 FROZEN_DIGEST = "frozen_sha256"  # stands in for a pretrained VLA's frozen weights
@@ -121,8 +127,9 @@ def _policy_class(policy: str) -> Any:
 
 
 def fresh_smolvla_config(vlm: str, state_dim: int, action_dim: int, horizon: int,
-                         image_size: int) -> Any:  # fmt: skip
-    """A SmolVLA config on a local SmolVLM (random weights) sized for aloe's run."""
+                         image_size: int, cameras: Sequence[str] = ()) -> Any:  # fmt: skip
+    """A SmolVLA config on a local SmolVLM (random weights) sized for aloe's run: one image
+    slot per camera (a blank one without cameras)."""
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
 
@@ -131,22 +138,30 @@ def fresh_smolvla_config(vlm: str, state_dim: int, action_dim: int, horizon: int
         max_state_dim=max(32, state_dim), max_action_dim=max(32, action_dim),
         resize_imgs_with_padding=(image_size, image_size), device="cpu",
         input_features={STATE: PolicyFeature(FeatureType.STATE, (state_dim,)),
-                        IMAGE_KEY: PolicyFeature(FeatureType.VISUAL, (3, image_size, image_size))},
+                        **dict.fromkeys(image_keys(cameras),
+                                        PolicyFeature(FeatureType.VISUAL, (3, image_size, image_size)))},
         output_features={ACTION: PolicyFeature(FeatureType.ACTION, (action_dim,))},
     )  # fmt: skip
 
 
-def build_policy(cfg: LeRobotConfig, state_dim: int, action_dim: int, horizon: int) -> Any:
-    """The LeRobot policy of `cfg`: a local checkpoint, or a fresh SmolVLA on `cfg.vlm`."""
+def image_keys(cameras: Sequence[str]) -> list[str]:
+    """A fresh policy's image slots: one per camera, or one blank slot in a state run."""
+    return [image_key(c) for c in cameras] or [IMAGE_KEY]
+
+
+def build_policy(cfg: LeRobotConfig, state_dim: int, action_dim: int, horizon: int,
+                 cameras: Sequence[str] = ()) -> Any:  # fmt: skip
+    """The LeRobot policy of `cfg`: a local checkpoint, or a fresh SmolVLA on `cfg.vlm` with a
+    slot for each of `cameras`."""
     cls = _policy_class(cfg.policy)
     if cfg.pretrained is None:
         assert cfg.vlm is not None  # LeRobotConfig.validate
         size = _vlm_image_size(cfg.vlm)
-        config = fresh_smolvla_config(cfg.vlm, state_dim, action_dim, horizon, size)
+        config = fresh_smolvla_config(cfg.vlm, state_dim, action_dim, horizon, size, cameras)
     else:
         config = pretrained_config(cfg)
     _set_training_options(config, cfg)
-    _check_fits(config, cfg, state_dim, action_dim, horizon)
+    _check_fits(config, cfg, state_dim, action_dim, horizon, len(cameras))
     with torch.random.fork_rng(devices=[]):  # init from the run's seed, caller's RNG untouched
         if cfg.pretrained is None:
             return cls(config)
@@ -180,8 +195,12 @@ def _set_training_options(config: Any, cfg: LeRobotConfig) -> None:
 
 
 def _check_fits(config: Any, cfg: LeRobotConfig, state_dim: int, action_dim: int,
-                horizon: int) -> None:  # fmt: skip
+                horizon: int, cameras: int = 0) -> None:  # fmt: skip
     where = f"--lerobot.pretrained {cfg.pretrained}"
+    slots = len(config.image_features)
+    require(cameras <= slots, "--vision.cameras", cameras,
+            f"names more cameras than the policy has image slots ({slots}: "
+            f"{', '.join(config.image_features) or 'none'}, {where})")  # fmt: skip
     require(horizon <= config.chunk_size, "horizon", horizon,
             f"must be <= the checkpoint's chunk_size ({config.chunk_size}, {where})")  # fmt: skip
     require(action_dim <= config.max_action_dim, "action dim", action_dim,
@@ -225,8 +244,9 @@ class LeRobotActor(nn.Module):
                  state_dim: int, action_dim: int, horizon: int,
                  state_normalizer: Normalizer | None = None,
                  action_normalizer: Normalizer | None = None,
-                 robot_state_dim: int | None = None) -> None:  # fmt: skip
+                 robot_state_dim: int | None = None, cameras: Sequence[str] = ()) -> None:  # fmt: skip
         super().__init__()
+        self.cameras = tuple(cameras)  # their pixels fill the policy's first image slots
         self.cfg, self.policy = cfg, policy
         self.horizon, self.action_dim, self.state_dim = horizon, action_dim, state_dim
         # the VLA's state input: the observation's leading robot-state part (in an image run
@@ -299,15 +319,24 @@ class LeRobotActor(nn.Module):
             raise ValueError(f"checkpoint does not match the actor: missing {missing[:3]}…, "
                              f"unexpected {unexpected[:3]}")  # fmt: skip
 
-    def lerobot_inputs(self, state: Tensor, task_index: Tensor) -> dict[str, Tensor]:
-        """The policy's batch keys for aloe's (observation vector, task row)."""
-        b = state.shape[0]
-        blank = torch.zeros((b, *self.image_shape), device=state.device)
+    def lerobot_inputs(self, state: Tensor, task_index: Tensor, images: Tensor | None = None
+                       ) -> dict[str, Tensor]:  # fmt: skip
+        """The policy's batch keys for aloe's (observation vector, task row, cameras' pixels
+        uint8 (B, V, H, W, 3) when the actor reads cameras)."""
+        b, dev = state.shape[0], state.device
+        if self.cameras and (images is None or images.shape[:2] != (b, len(self.cameras))):
+            got = None if images is None else tuple(images.shape)
+            raise ValueError(f"this VLA reads cameras {self.cameras}: images must be uint8 "
+                             f"(B={b}, V={len(self.cameras)}, H, W, 3), got {got}")  # fmt: skip
         batch = {STATE: self.state_norm.normalize(state)[:, : self.robot_state_dim],
                  TOKENS: self.tokens[task_index], TOKEN_MASK: self.token_mask[task_index]}  # fmt: skip
-        for key in self.image_keys:  # no camera reaches the policy: blank, masked where it can be
-            batch[key] = blank
-            batch[f"{key}_padding_mask"] = torch.zeros(b, dtype=torch.bool, device=state.device)
+        for i, key in enumerate(self.image_keys):
+            if i < len(self.cameras) and images is not None:  # LeRobot's (B, 3, H, W) in [0, 1]
+                batch[key] = images[:, i].to(dev).permute(0, 3, 1, 2).float() / 255.0
+                batch[f"{key}_padding_mask"] = torch.ones(b, dtype=torch.bool, device=dev)
+            else:  # no camera in this slot: blank, masked where the policy can mask it
+                batch[key] = torch.zeros((b, *self.image_shape), device=dev)
+                batch[f"{key}_padding_mask"] = torch.zeros(b, dtype=torch.bool, device=dev)
         return batch
 
     def _model_args(self, batch: dict[str, Tensor]) -> list[Any]:
@@ -338,9 +367,9 @@ class LeRobotActor(nn.Module):
         return full, mask
 
     def elementwise_loss(self, state: Tensor, task_index: Tensor, actions: Tensor, noise: Tensor,
-                         time: Tensor) -> Tensor:  # fmt: skip
+                         time: Tensor, images: Tensor | None = None) -> Tensor:  # fmt: skip
         """LeRobot's own (ε − a − v)² per element (B, chunk_size, max_action_dim), at its t."""
-        args = self._model_args(self.lerobot_inputs(state, task_index))
+        args = self._model_args(self.lerobot_inputs(state, task_index, images))
         p: Any = self.policy
         with self._autocast():
             return p.model.forward(*args, actions, noise, time).float()
@@ -352,13 +381,15 @@ class LeRobotActor(nn.Module):
         actions: Tensor,
         valid: Tensor,
         generator: Generator | None = None,
+        images: Tensor | None = None,
     ) -> Tensor:
         """Eq. 15's per-sample loss (B,), the squared error averaged over the valid steps and
         the real action dimensions; draws ε (B, chunk, max_action_dim) then t (B,)."""
         full, mask = self.padded(actions, valid.float())
         noise = torch.randn(full.shape, generator=generator, device=full.device)
         time = self.lerobot_time(full.shape[0], generator)  # t = 1 − η of Eq. 15
-        err = self.elementwise_loss(state, task_index, full, noise, time)[..., : self.action_dim]
+        err = self.elementwise_loss(state, task_index, full, noise, time,
+                                    images)[..., : self.action_dim]  # fmt: skip
         per_step = err.mean(-1)  # the real action dimensions only
         return (per_step * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
 
@@ -370,6 +401,7 @@ class LeRobotActor(nn.Module):
         num_samples: int = 1,
         generator: Generator | Sequence[Generator] | None = None,
         num_steps: int | None = None,
+        images: Tensor | None = None,
     ) -> Tensor:
         """Chunks (B, num_samples, h, A), clipped to [-1, 1]; LeRobot integrates t = 1 -> 0
         from noise ε drawn here (row i's from generator i when one is given per row), in
@@ -377,7 +409,11 @@ class LeRobotActor(nn.Module):
         b = state.shape[0]
         noise = chunk_noise(b, num_samples, (self.chunk_size, self.max_action_dim), generator,
                             self.device)  # fmt: skip
-        rows = state.repeat_interleave(num_samples, 0), task_index.repeat_interleave(num_samples)
+        rows = (
+            state.repeat_interleave(num_samples, 0),
+            task_index.repeat_interleave(num_samples),
+            None if images is None else images.repeat_interleave(num_samples, 0),
+        )
         p: Any = self.policy
         with evaluating(self), self._autocast(), _euler_steps(p.model.config, num_steps):
             x = p.model.sample_actions(*self._model_args(self.lerobot_inputs(*rows)), noise=noise)
@@ -403,14 +439,16 @@ def _euler_steps(config: Any, num_steps: int | None) -> Iterator[None]:
 
 def build_actor(cfg: LeRobotConfig, instructions: Sequence[str], *, state_dim: int,
                 action_dim: int, horizon: int, state_normalizer: Normalizer | None = None,
-                robot_state_dim: int | None = None) -> LeRobotActor:  # fmt: skip
+                robot_state_dim: int | None = None,
+                cameras: Sequence[str] = ()) -> LeRobotActor:  # fmt: skip
     """The adapter around `build_policy(cfg, ...)` (`aloe.run.build_learner` calls it); the
-    VLA reads the first `robot_state_dim` entries of the observation (default: all)."""
+    VLA reads the first `robot_state_dim` entries of the observation (default: all) and the
+    pixels of `cameras`."""
     robot = state_dim if robot_state_dim is None else robot_state_dim
-    policy = build_policy(cfg, robot, action_dim, horizon)
+    policy = build_policy(cfg, robot, action_dim, horizon, cameras)
     return LeRobotActor(cfg, policy, instructions, state_dim=state_dim, action_dim=action_dim,
                         horizon=horizon, state_normalizer=state_normalizer,
-                        robot_state_dim=robot)  # fmt: skip
+                        robot_state_dim=robot, cameras=cameras)  # fmt: skip
 
 
 class LeRobotVisionTower(TorchImageEncoder):

@@ -42,7 +42,9 @@ class ServedPolicy:
         delay), inpainted to agree with the prefix (`aloe.robot.rtc`)."""
         state, row = self.chunks.inputs(obs)
         if rtc is None:
-            return self.chunks.actor.sample(state, row, 1, generator)[0, 0].cpu().numpy()
+            images = self.chunks.images([obs])
+            return self.chunks.actor.sample(state, row, 1, generator,
+                                            images=images)[0, 0].cpu().numpy()  # fmt: skip
         prefix = torch.as_tensor(rtc[0], dtype=torch.float32)
         chunk = sample_inpainted(self.chunks.actor, state, row, prefix, rtc[1], generator)
         return chunk.cpu().numpy()

@@ -163,14 +163,14 @@ def actor_parts(learner: AloeLearner, batch: ChunkBatch, repeats: int,
                 peak_gflops: float) -> dict[str, dict[str, float]]:  # fmt: skip
     """Each part of `AloeLearner.actor_step` timed alone (see the module docstring)."""
     cfg, device, actor, critic = learner.config, learner.device, learner.actor, learner.critic
-    b = ChunkBatch._make(t.to(device) for t in batch)
+    b = batch.to(device)
     opt = learner.actor_opt  # what `OptimisedModule.step` does, split in two below
 
     def value() -> Tensor:
         with evaluating(critic):  # Eq. 10
             m = cfg.num_value_samples
             return estimate_value(critic, actor, b.state, b.task_index, m, learner.generator,
-                                  learner.flow_steps)  # fmt: skip
+                                  learner.flow_steps, images=b.images)  # fmt: skip
 
     @torch.no_grad()
     def q_data() -> Tensor:
@@ -182,7 +182,7 @@ def actor_parts(learner: AloeLearner, batch: ChunkBatch, repeats: int,
     def forward() -> Tensor:
         opt.module.train()
         per_sample = actor.flow_loss_per_sample(b.state, b.task_index, b.actions, b.valid,
-                                                learner.generator)  # fmt: skip
+                                                learner.generator, images=b.images)  # fmt: skip
         return weighted_flow_loss(per_sample, w)[0]  # Eq. 15
 
     def backward(loss: Tensor) -> None:
