@@ -85,7 +85,7 @@ class CompareArgs:
     """Ray backend: GPUs each run reserves (give the runs --train-args=--device=cuda)."""
     action_ope_states: int = 24
     """Action-level OPE of each finished run with a chunked Q critic (ALOE; single-task
-    MetaWorld state runs), `aloe eval --suite action-ope` as a job of its own: buffer states
+    state runs, MetaWorld or OGBench), `aloe eval --suite action-ope` as a job of its own: buffer states
     (0: none). Its scores join the summary and the report."""
     action_ope_chunks: int = 7
     """Action-level OPE: chunks sampled from π per state, ranked with the data chunk."""
@@ -250,17 +250,16 @@ def action_ope_command(args: CompareArgs, spec: RunSpec) -> list[str]:
 
 def action_ope_job(args: CompareArgs, spec: RunSpec) -> RunSpec | None:
     """The action-level OPE job a finished run still needs, or None: off, not applicable
-    (no chunked Q critic; not a single-task MetaWorld state run), or done already for its
+    (no chunked Q critic; not a single-task state run), or done already for its
     last checkpoint with these sample sizes."""
-    from aloe.envs.tasks import backend, task_list
+    from aloe.envs.tasks import task_list
     from aloe.evaluation.action_ope import ACTION_OPE_FILE
 
     if args.action_ope_states <= 0 or not run_state(spec.dir).finished:
         return None
     cfg = json.loads((spec.dir / "config.json").read_text())
     tasks = task_list(cfg["task"])
-    if ALGORITHMS[cfg["algo"]].value != "q" or cfg["obs"] != "state" or len(tasks) != 1 \
-            or backend(cfg["task"]) != "metaworld":  # fmt: skip
+    if ALGORITHMS[cfg["algo"]].value != "q" or cfg["obs"] != "state" or len(tasks) != 1:
         return None
     wanted = {"states": args.action_ope_states, "chunks": args.action_ope_chunks,
               "rollouts": args.action_ope_rollouts}  # fmt: skip

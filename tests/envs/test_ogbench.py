@@ -191,6 +191,11 @@ def test_aloe_train_cube_double_smoke(tmp_path):
     assert info["fps"] == 20 and info["features"]["action"]["shape"] == [5]
     saved = json.loads((out / "config.json").read_text())
     assert saved["task"] == "cube-double" and saved["exec_horizon"] == 5
+    # the action-level OPE restores its buffer states by replay, exactly
+    assert main(["eval", "--run", str(out), "--suite", "action-ope", "--action-ope-states", "3",
+                 "--action-ope-chunks", "2", "--action-ope-rollouts", "1", "--no-progress"]) == 0  # fmt: skip
+    ope = json.loads((out / "action_ope.json").read_text())
+    assert ope["iteration"] == 2 and ope["restore_exact"] == 1.0 and ope["states"] == 3
 
 
 def test_collect_with_a_random_policy_uses_the_tasks_action_size(tmp_path):

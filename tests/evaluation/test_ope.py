@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from known_replays import CFG, GAMMA, QUICK, TASK, Expert, H
+from known_replays import frames_of as known_frames
 
 from aloe import data as D
 from aloe.envs.metaworld import TaskEnv
@@ -80,3 +81,69 @@ def test_rank_correlation_and_error_measures():
     acc = accuracy(np.array([1.0, 3.0]), np.array([0.0, 1.0]))
     assert acc["bias"] == pytest.approx(1.5) and acc["rmse"] == pytest.approx(np.sqrt(2.5))
     assert acc["n"] == 2
+
+
+class _Rewinding:
+    """An operator that rewinds 5 steps at every takeover (the composed operator rewinds only
+    after an irrecoverable failure): the replay must find the earlier state."""
+
+    def __init__(self, operator):
+        self.operator = operator
+
+    def __getattr__(self, name):
+        return getattr(self.operator, name)
+
+    def take_over(self, reason, history):
+        return max(0, len(history) - 6)
+
+
+@pytest.mark.slow
+def test_ogbench_steps_restore_by_replay_across_takeovers_and_rewinds():
+    """scene keeps its buttons and locks outside the MuJoCo state: its stored steps restore
+    by replaying the episode, exactly, also after a takeover rewound the world and at a
+    policy fragment after a handback."""
+    from aloe.collect import run_episode
+    from aloe.envs.metaworld import EnvConfig
+    from aloe.envs.registry import make_env
+    from aloe.evaluation.restore import ReplayRestorer, make_restorer
+    from aloe.operators.composed import ComposedOperator
+    from aloe.operators.scripted import OperatorConfig
+
+    cfg = EnvConfig(task="scene", max_steps=300, c_fail=165.0)
+    env, other = make_env(cfg), make_env(cfg)
+    quick = OperatorConfig(noise_std=0.0, patience=8)
+    demo = run_episode(env, ComposedOperator("scene", quick), 1, policy=None)
+    op = _Rewinding(ComposedOperator("scene", quick, seed=2))
+    taken = run_episode(env, op, 5, policy=RandomPolicy(action_dim=5, seed=2), handback_steps=20,
+                        max_takeovers=2)  # fmt: skip
+    assert demo.success and taken.meta["takeovers"] == 2
+    frames = known_frames([demo, taken])
+    restorer = make_restorer("scene", frames, {0: 1, 1: 5}, cfg.max_steps)
+    assert isinstance(restorer, ReplayRestorer)
+    ep, source = frames["episode_index"], frames[D.SOURCE]
+    starts = np.flatnonzero((ep == 1) & D.run_starts(frames[D.FRAGMENT]))
+    human = [int(k) for k in starts if source[k] == "human"]
+    # the takeover rewound: the operator's first state is not where the policy's last step led
+    assert not np.array_equal(frames[D.STATE][human[0]], frames[D.NEXT_STATE][human[0] - 1])
+    env.reset(seed=1)
+    initial = env.raw._cur_button_states.copy()
+    for k in range(len(demo)):  # the first step after the demo's first press: unlocked
+        env.step(frames[D.ACTION][k])
+        if not np.array_equal(env.raw._cur_button_states, initial):
+            break
+    pressed, buttons = k + 1, env.raw._cur_button_states.copy()  # the state row k + 1 began in
+    handback = [int(k) for k in starts if source[k] == "policy" and k > human[0]]
+    rows = [3, pressed, len(demo) - 10, human[0], human[0] + 4, handback[0], handback[0] + 2]
+    for row in rows:
+        restored = restorer.restore(env, row)
+        assert restored.exact, row
+        np.testing.assert_array_equal(restored.obs, frames[D.STATE][row])
+        np.testing.assert_array_equal(restorer.copy_to(env, other, row), restored.obs)
+        if row == pressed:  # the lock's state, which the MuJoCo state alone does not hold
+            np.testing.assert_array_equal(other.raw._cur_button_states, buttons)
+        for k in range(row, min(row + 5, len(frames[D.ACTION]))):
+            if frames[D.EPISODE][k] != frames[D.EPISODE][row] or (k > row and D.run_starts(
+                    frames[D.FRAGMENT][k - 1 : k + 1])[1]):  # fmt: skip
+                break
+            np.testing.assert_array_equal(other.step(frames[D.ACTION][k])[0]["state"],
+                                          frames[D.NEXT_STATE][k])  # fmt: skip

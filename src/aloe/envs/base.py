@@ -26,6 +26,7 @@ class EpisodeEnv(Protocol):
     instruction: str  # its natural-language instruction
     steps: int  # steps since the reset
     limit: int  # the step count at which the acting party's time runs out (truncation)
+    control_period: float  # seconds per step (1 / the control rate)
 
     @property
     def max_steps(self) -> int:

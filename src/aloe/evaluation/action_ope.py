@@ -53,10 +53,11 @@ import torch
 
 from aloe import data as D
 from aloe.data import ChunkBatch
-from aloe.envs.metaworld import TaskEnv
+from aloe.envs.base import EpisodeEnv
+from aloe.envs.registry import make_env
 from aloe.evaluation.ope import load_buffer, restored_returns, spearman, watcher_factory
 from aloe.evaluation.qtrace import QFn
-from aloe.evaluation.restore import EpisodeRestorer
+from aloe.evaluation.restore import Restorer
 from aloe.evaluation.rollout import BatchPolicy
 from aloe.rollout import Watcher
 
@@ -135,7 +136,7 @@ def stratified_rows(source: np.ndarray, eligible: np.ndarray, n: int, seed: int)
 
 
 def sample_candidates(
-    frames: Mapping[str, np.ndarray], restorer: EpisodeRestorer, chunk_fn: ChunkFn,
+    frames: Mapping[str, np.ndarray], restorer: Restorer, chunk_fn: ChunkFn,
     cfg: ActionOpeConfig, horizon: int, gamma: float,
 ) -> Candidates:  # fmt: skip
     """Draw the states (stratified by source) and put C chunks of π beside each data chunk."""
@@ -155,8 +156,8 @@ def sample_candidates(
 
 
 def chunk_truth(
-    make_env: Callable[[], TaskEnv],
-    restorer: EpisodeRestorer,
+    make_env: Callable[[], EpisodeEnv],
+    restorer: Restorer,
     cands: Candidates,
     policy: BatchPolicy,
     *,
@@ -309,7 +310,7 @@ def run_action_ope(run: Any, cfg: ActionOpeConfig) -> ActionOpeResult:
     cands = sample_candidates(frames, restorer, actor_chunk_fn(run, cfg.seed), cfg,
                               rc.horizon, rc.aloe.gamma)  # fmt: skip
     truth, exact = chunk_truth(
-        lambda: TaskEnv(rc.env), restorer, cands, policy, gamma=rc.aloe.gamma,
+        lambda: make_env(rc.env), restorer, cands, policy, gamma=rc.aloe.gamma,
         rollouts=cfg.rollouts, make_watcher=watcher_factory(run, cfg.watch),
         reseed=lambda k: policy.reseed(cfg.seed * 1_000_003 + k), batch_envs=cfg.batch_envs,
     )  # fmt: skip

@@ -34,9 +34,10 @@ import numpy as np
 import torch
 
 from aloe import data as D
-from aloe.envs.metaworld import TaskEnv
+from aloe.envs.base import EpisodeEnv
+from aloe.envs.registry import make_env
 from aloe.evaluation.qtrace import QFn
-from aloe.evaluation.restore import COLUMNS, EpisodeRestorer
+from aloe.evaluation.restore import COLUMNS, Restorer, make_restorer
 from aloe.evaluation.rollout import BatchPolicy, play
 from aloe.rollout import Watcher
 
@@ -84,7 +85,7 @@ class GroundTruth:
     exact: np.ndarray  # (P,) bool: the restore reproduced the stored observations
 
 
-def sample_pairs(frames: Mapping[str, np.ndarray], restorer: EpisodeRestorer, n: int,
+def sample_pairs(frames: Mapping[str, np.ndarray], restorer: Restorer, n: int,
                  horizon: int, gamma: float, seed: int) -> Pairs:  # fmt: skip
     """Draw n distinct restorable steps uniformly; their chunks follow the sampler's rule."""
     from aloe.datasets.sampler import ChunkSampler
@@ -100,8 +101,8 @@ def sample_pairs(frames: Mapping[str, np.ndarray], restorer: EpisodeRestorer, n:
 
 
 def ground_truth(
-    make_env: Callable[[], TaskEnv],
-    restorer: EpisodeRestorer,
+    make_env: Callable[[], EpisodeEnv],
+    restorer: Restorer,
     pairs: Pairs,
     policy: BatchPolicy,
     *,
@@ -128,8 +129,8 @@ def ground_truth(
 
 
 def restored_returns(
-    make_env: Callable[[], TaskEnv],
-    restorer: EpisodeRestorer,
+    make_env: Callable[[], EpisodeEnv],
+    restorer: Restorer,
     rows: Sequence[int] | np.ndarray,
     prefixes: Sequence[Sequence[np.ndarray]],
     policy: BatchPolicy,
@@ -171,7 +172,7 @@ def restored_returns(
 
 
 def _restore_pair(
-    restorer: EpisodeRestorer, envs: list[TaskEnv], row: int,
+    restorer: Restorer, envs: list[EpisodeEnv], row: int,
     make_watcher: Callable[[], Watcher] | None,
 ) -> tuple[list[np.ndarray], bool, Watcher | None]:  # fmt: skip
     """Restore `row` into every env: the first by replay (counters), the rest directly."""
@@ -288,7 +289,7 @@ def run_ope(
     exec_h = cfg.exec_horizon or rc.exec_horizon
     policy = ActorBatchPolicy(run.actor, exec_h, run.device, seed=cfg.seed)
     truth = ground_truth(
-        lambda: TaskEnv(rc.env), restorer, pairs, policy, gamma=gamma, rollouts=cfg.rollouts,
+        lambda: make_env(rc.env), restorer, pairs, policy, gamma=gamma, rollouts=cfg.rollouts,
         make_watcher=watcher_factory(run, cfg.watch),
         reseed=lambda k: policy.reseed(cfg.seed * 1_000_003 + k), batch_envs=cfg.batch_envs,
     )  # fmt: skip
@@ -298,7 +299,7 @@ def run_ope(
     return OpeResult(cfg, gamma, exec_h, pairs, truth, q, v, extra)
 
 
-def load_buffer(run: Any) -> tuple[dict[str, np.ndarray], EpisodeRestorer]:
+def load_buffer(run: Any) -> tuple[dict[str, np.ndarray], Restorer]:
     """A run's stored frames (what the sampler and the restore read) and their restorer."""
     from aloe.datasets.store import EpisodeStore
 
@@ -306,7 +307,7 @@ def load_buffer(run: Any) -> tuple[dict[str, np.ndarray], EpisodeRestorer]:
     frames = store.load_frames(list(dict.fromkeys([*D.FRAME_COLUMNS, *COLUMNS])))
     meta = store.episodes()
     seeds = dict(zip(meta["episode_index"].to_pylist(), meta["seed"].to_pylist(), strict=True))
-    return frames, EpisodeRestorer(frames, seeds, run.config.env.max_steps)
+    return frames, make_restorer(run.config.task, frames, seeds, run.config.env.max_steps)
 
 
 def watcher_factory(run: Any, watch: bool) -> Callable[[], Watcher] | None:

@@ -18,6 +18,17 @@ counters (the episode's reset or the start of a human fragment) up to the row â€
 because replay is â€” so the stall counter and the watch's patience judge a ground-truth
 rollout as they judged the original episode. The detector's "object was lifted" flag is
 read off the stored states before that point (it misses a lift a takeover's rewind undid).
+
+`ReplayRestorer` restores OGBench's stored steps, whose world is more than the MuJoCo state
+the store keeps (the scene's button and lock states, OGBench's previous-step attributes):
+it resets with the episode's seed and replays the episode's stored actions up to the row,
+calling the env as collection did at each fragment (`hand_to`, and `reset_progress` where an
+operator fragment starts). Where a takeover rewound the world, the operator's fragment
+starts from an earlier state of the episode: the replay goes back to its own snapshot of
+that state (the latest replayed step observed as the fragment's first step was). Exact
+means, as for `EpisodeRestorer`, that every replayed observation equals the stored one.
+Replay is exact, so the counters of the failure events and of the operator's watch are the
+collection's too. `make_restorer` picks the restorer of a task's backend.
 """
 
 from __future__ import annotations
@@ -25,11 +36,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import mujoco
 import numpy as np
 
 from aloe import data as D
+from aloe.envs.base import EpisodeEnv
 from aloe.envs.failures import OBJ
 from aloe.envs.metaworld import TaskEnv
 from aloe.rollout import Watcher
@@ -141,3 +154,100 @@ class EpisodeRestorer:
         while k > 0 and ep[k - 1] == ep[row] and fr[k - 1] == fr[row]:
             k -= 1
         return k
+
+
+class ReplayRestorer:
+    """Restores a stored step by replaying its episode from the seeded reset (see the module
+    docstring); the interface of `EpisodeRestorer`, for any `aloe.envs.base.EpisodeEnv`."""
+
+    def __init__(
+        self, frames: Mapping[str, np.ndarray], seeds: Mapping[int, int], max_steps: int
+    ) -> None:
+        if D.SIM_STATE not in frames:
+            raise ValueError("the store has no sim.state column (record_sim_state was off)")
+        self.f, self.seeds, self.max_steps = frames, seeds, max_steps
+        ep = np.asarray(frames[D.EPISODE])
+        starts = np.flatnonzero(D.run_starts(ep))
+        self.first = dict(zip(ep[starts].tolist(), starts.tolist(), strict=True))
+        self.source = np.asarray(frames[D.SOURCE]).astype(str)
+        fragment = np.asarray(frames[D.FRAGMENT])
+        self.fragment_start = D.run_starts(ep) | D.run_starts(fragment)
+
+    def restorable(self, row: int) -> bool:
+        return self.seeds.get(int(self.f[D.EPISODE][row])) is not None
+
+    def restore(self, env: EpisodeEnv, row: int, watcher: Watcher | None = None) -> Restored:
+        """Put env (and the watcher's counters) where `row` began; exact when every replayed
+        observation equals the stored one."""
+        f, src = self.f, self.source
+        first = self.first[int(f[D.EPISODE][row])]
+        watch_from = self._policy_fragment_start(row) if src[row] == "policy" else row
+        obs, _ = env.reset(seed=self.seeds[int(f[D.EPISODE][row])])
+        env.limit = 10**9  # the replay is never cut; the row's own limit is set below
+        snaps: list[tuple[np.ndarray, dict]] = []  # (observation, snapshot) before each step
+        exact = True
+        for k in range(first, row + 1):
+            if self.fragment_start[k] and src[k] != "policy":  # collection's `correct`
+                if k > first:
+                    obs = self._rewound(env, obs, snaps, f[D.STATE][k])
+                env.reset_progress()  # and `operate`
+            if self.fragment_start[k]:
+                env.hand_to("policy" if src[k] == "policy" else "operator")
+            exact &= bool(np.array_equal(obs["state"], f[D.STATE][k]))
+            if k == row:
+                break
+            snaps.append((obs["state"], env.snapshot()))
+            if watcher is not None and k == watch_from:
+                watcher.start_watching()
+            obs, _, _, _, info = env.step(f[D.ACTION][k])
+            if watcher is not None and src[k] == "policy" and k >= watch_from:
+                watcher.watch(obs, info)
+        if watcher is not None and watch_from == row:
+            watcher.start_watching()
+        env.limit = env.steps + max(1, self.max_steps - int((src[first:row] == "policy").sum()))
+        return Restored(np.asarray(obs["state"], dtype=np.float32), exact)
+
+    def copy_to(self, src: EpisodeEnv, dst: EpisodeEnv, row: int) -> np.ndarray:
+        """Restore `row` into another env from `src` (restored by `restore`): its snapshot."""
+        obs = dst.restore(src.snapshot())
+        dst.limit = src.limit
+        return np.asarray(obs["state"], dtype=np.float32)
+
+    @staticmethod
+    def _rewound(env: EpisodeEnv, obs: dict, snaps: list[tuple[np.ndarray, dict]],
+                 start: np.ndarray) -> dict:  # fmt: skip
+        """The observation an operator fragment starts from: where a takeover rewound the
+        world (its first observation `start` is not the current one), the latest replayed
+        step observed as `start` is restored. Not found: the replay goes on from here, and
+        `exact` reports the mismatch."""
+        if np.array_equal(obs["state"], start):
+            return obs
+        for state, snap in reversed(snaps):
+            if np.array_equal(state, start):
+                return env.restore(snap)
+        return obs
+
+    def _policy_fragment_start(self, row: int) -> int:
+        k = row
+        while not self.fragment_start[k]:
+            k -= 1
+        return k
+
+
+class Restorer(Protocol):
+    """What OPE needs of a restorer (`EpisodeRestorer`, `ReplayRestorer`)."""
+
+    def restorable(self, row: int) -> bool: ...
+
+    def restore(self, env: Any, row: int, watcher: Watcher | None = None) -> Restored: ...
+
+    def copy_to(self, src: Any, dst: Any, row: int) -> np.ndarray: ...
+
+
+def make_restorer(task: str, frames: Mapping[str, np.ndarray], seeds: Mapping[int, int],
+                  max_steps: int) -> Restorer:  # fmt: skip
+    """The restorer of `task`'s backend: MetaWorld's from the stored states, else by replay."""
+    from aloe.envs.tasks import backend
+
+    cls = EpisodeRestorer if backend(task) == "metaworld" else ReplayRestorer
+    return cls(frames, seeds, max_steps)

@@ -10,6 +10,9 @@
 
 Every condition uses the same seeds as `aloe eval` (EVAL_SEED + i), so `nominal` equals
 what `aloe eval` reports for the same checkpoint, and conditions differ only in the change.
+On OGBench tasks the variants, perturbations and Q traces (MetaWorld's objects and camera
+clock) are not run, and `not_run` says so; the OPE sections restore stored steps by replay
+(`restore.ReplayRestorer`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from aloe.algos.table import ALGORITHMS
-from aloe.envs.metaworld import TaskEnv
+from aloe.envs.registry import make_env
+from aloe.envs.tasks import backend
 from aloe.evaluation.action_ope import (
     ACTION_OPE_FILE,
     ActionOpeConfig,
@@ -67,12 +71,13 @@ class SuiteConfig:
 
 
 def evaluate_condition(
-    env: TaskEnv,
+    env: Any,
     policy: ChunkPolicy,
     seeds: Sequence[int],
     make_hook: Callable[[int], StepHook | None] | None = None,
 ) -> dict[str, Any]:
-    """One episode per seed (under a fresh hook each); speed metrics and failure counts."""
+    """One episode per seed (under a fresh hook each) of `env` (an `EpisodeEnv`; a hook is
+    MetaWorld's); speed metrics and failure counts."""
     lengths, successes, reasons = [], [], Counter[str]()
     for seed in seeds:
         hook = make_hook(seed) if make_hook else None
@@ -96,7 +101,8 @@ def run_suite(run_dir: Path, cfg: SuiteConfig) -> dict[str, Any]:
     from aloe.run_summary import write_report
 
     run = load_run(run_dir, what="--run")
-    env = TaskEnv(run.config.env)
+    env = make_env(run.config.env)
+    metaworld = backend(run.config.task) == "metaworld"
     seeds = [cfg.seed + i for i in range(cfg.episodes)]
     # reseeded per episode from (cfg.seed, episode seed), exactly as in `aloe eval`
     policy = run.chunk_policy(seed=cfg.seed)
@@ -105,17 +111,20 @@ def run_suite(run_dir: Path, cfg: SuiteConfig) -> dict[str, Any]:
         "iteration": run.iteration, "seeds": [seeds[0], seeds[-1]] if seeds else [],
     }  # fmt: skip
     out["nominal"] = _log(cfg, "nominal", evaluate_condition(env, policy, seeds))
-    out["variants"] = {}
-    for v in task_variants(run.config.task)[1:] if cfg.variants else []:
+    out["variants"], out["perturbations"], out["q_traces"] = {}, {}, []
+    if not metaworld:
+        why = f"MetaWorld's ({run.config.task} is an OGBench task)"
+        out["not_run"] = {"variants": why, "perturbations": why, "q_traces": why}
+    for v in task_variants(run.config.task)[1:] if cfg.variants and metaworld else []:
         with applied(env, v):
             metrics = evaluate_condition(env, policy, seeds)
         out["variants"][v.name] = _log(cfg, v.name, {"description": v.description, **metrics})
-    out["perturbations"] = {}
-    for p in cfg.perturbations:
+    for p in cfg.perturbations if metaworld else []:
         metrics = evaluate_condition(env, policy, seeds, _perturber(env, p))
         out["perturbations"][p.name] = _log(cfg, p.name, {"description": p.description, **metrics})
     figures = run_dir / EVAL_DIR
-    out["q_traces"] = _q_traces(run, figures, cfg.seed)
+    if metaworld:
+        out["q_traces"] = _q_traces(run, figures, cfg.seed)
     out["ope"] = _ope(run, cfg.ope, figures)
     out["action_ope"] = _action_ope(run, cfg.action_ope, figures, cfg.progress)
     if ALGORITHMS[run.config.algo].weighted:
@@ -127,7 +136,7 @@ def run_suite(run_dir: Path, cfg: SuiteConfig) -> dict[str, Any]:
     return out
 
 
-def _perturber(env: TaskEnv, p: Perturbation) -> Callable[[int], StepHook | None]:
+def _perturber(env: Any, p: Perturbation) -> Callable[[int], StepHook | None]:
     return lambda seed: Perturber(env, p, seed)
 
 
@@ -248,7 +257,7 @@ def _json_safe(obj: Any) -> Any:
 
 def _check_state_run(run_dir: Path) -> None:
     """The suite replays states (restores, variants, OPE): single-task state runs only."""
-    from aloe.envs.tasks import backend, task_list
+    from aloe.envs.tasks import task_list
     from aloe.errors import require
     from aloe.run import read_run_config
 
@@ -256,9 +265,6 @@ def _check_state_run(run_dir: Path) -> None:
     require(cfg.obs == "state" and len(task_list(cfg.task)) == 1, "--run", run_dir,
             f"--suite full evaluates single-task state runs; this one has obs={cfg.obs!r}, "
             f"task={cfg.task!r}: use --suite basic")  # fmt: skip
-    require(backend(cfg.task) == "metaworld", "--run", run_dir,
-            f"--suite full evaluates MetaWorld runs (its variants, perturbations and stored-state "
-            f"restores are MetaWorld's); task {cfg.task!r} is OGBench's: use --suite basic")  # fmt: skip
 
 
 def cmd_eval_action_ope(args: Any) -> int:
