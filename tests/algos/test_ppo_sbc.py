@@ -137,6 +137,12 @@ def test_self_demo_buffer_keeps_the_latest_unhelped_successes() -> None:
     assert chosen == {0, 2, 5}
     chosen = set(f["episode_index"][self_demo_rows(f, capacity=2)].tolist())
     assert chosen == {2, 5}  # FIFO: the demonstration makes room first
+    # shortest: episode 0 (2 steps) and 5 (2 steps) beat 2 (3 steps); capacity 1 keeps the
+    # latest of the two shortest
+    chosen = set(f["episode_index"][self_demo_rows(f, capacity=2, rule="shortest")].tolist())
+    assert chosen == {0, 5}
+    assert set(f["episode_index"][self_demo_rows(f, 1, "shortest")].tolist()) == {5}
+    assert set(f["episode_index"][self_demo_rows(f, 3, "shortest")].tolist()) == {0, 2, 5}
 
 
 def test_config_validation_names_the_field() -> None:
@@ -144,6 +150,10 @@ def test_config_validation_names_the_field() -> None:
         PpoConfig(clip=1.5).validate()
     with pytest.raises(ValueError, match="ppo.init_std"):
         PpoConfig(init_std=2.0).validate()
+    with pytest.raises(ValueError, match="ppo.sbc_buffer_rule.*recent, shortest"):
+        PpoConfig(sbc_buffer_rule="best").validate()
+    with pytest.raises(ValueError, match="ppo.value_warmup_iterations"):
+        PpoConfig(value_warmup_iterations=-1).validate()
 
 
 # The learner.
@@ -186,6 +196,18 @@ def test_first_step_ratio_is_one() -> None:
     m = learner.ppo_step(d, demo_batch(), bc_weight=0.5)
     assert m["ppo/ratio_mean"] == 1.0 and m["ppo/approx_kl"] == 0.0
     assert m["sbc/weight"] == 0.5 and m["ppo/value_loss"] > 0
+
+
+def test_value_warmup_step_moves_the_value_and_not_the_policy() -> None:
+    learner = tiny_learner()
+    d = learner.decisions(decision_batch(), torch.zeros(6), reward_scale=0.01)
+    actor = [p.detach().clone() for p in learner.actor.parameters()]
+    value = [p.detach().clone() for p in learner.critic.parameters()]
+    m = learner.ppo_step(d, demo_batch(), bc_weight=0.5, policy=False)
+    assert "ppo/approx_kl" not in m and m["ppo/value_loss"] > 0
+    assert all(torch.equal(a, b) for a, b in zip(actor, learner.actor.parameters(), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(value, learner.critic.parameters(),
+                                                     strict=True))  # fmt: skip
 
 
 def test_ppo_step_moves_the_policy_and_its_std() -> None:
@@ -253,3 +275,25 @@ def test_set_actor_lr_keeps_the_schedule_position(tmp_path) -> None:
     loaded.load_state_dict(checkpoint.load(tmp_path / "iter-0001")["learner"])
     assert loaded.actor_opt.sched.base_lrs == [1e-5]
     assert loaded.actor_opt.optim.param_groups[0]["lr"] == pytest.approx(group["lr"])
+
+
+def test_a_value_warmup_iteration_leaves_the_policy_at_its_bc_start(tmp_path) -> None:
+    """--ppo.value-warmup-iterations 1: iteration 1 trains V(s) alone (its policy metrics
+    are empty and its checkpoint's actor is the warm start's); iteration 2 moves π."""
+    import json
+
+    from aloe import checkpoint
+    from aloe.config import preset
+    from aloe.train import train
+
+    cfg = preset("smoke")
+    cfg.algo, cfg.out, cfg.progress = "ppo-sbc", tmp_path / "run", False
+    cfg.ppo.value_warmup_iterations = 1
+    train(cfg)
+    rows = [json.loads(x) for x in (cfg.out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["ppo_value_warmup"] for r in rows[1:]] == [1.0, 0.0]
+    assert rows[1]["ppo_approx_kl"] is None and rows[2]["ppo_approx_kl"] is not None
+    actors = [checkpoint.load(cfg.out / "checkpoints" / f"iter-000{k}")["learner"]["actor"]
+              for k in range(3)]  # fmt: skip
+    assert all(torch.equal(actors[0][n], actors[1][n]) for n in actors[0])
+    assert not all(torch.equal(actors[1][n], actors[2][n]) for n in actors[1])

@@ -29,9 +29,15 @@ While the policy mostly fails, PPO's advantages are sparse and noisy and the BC 
 it on successful behaviour; as it succeeds, BC gives way and PPO refines (shortens) what
 works; a collapse raises s̄'s complement and pulls it back. s̄ starts at the first ŝ.
 
-Self-demonstration buffer (`self_demo_rows`): the most recent `sbc_buffer_episodes`
-successful episodes without operator help — initially the demonstrations, then the
-policy's own successes displace the oldest.
+Self-demonstration buffer (`self_demo_rows`): `sbc_buffer_episodes` successful episodes
+without operator help, initially the demonstrations. Rule `recent` (FIFO): the policy's own
+successes displace the oldest. Rule `shortest`: the buffer keeps the fewest steps to success
+(ties: the most recent), so BC pulls towards the fastest trials found so far, the paper's
+headline measure.
+
+Value warm-up (`value_warmup_iterations`): in the first PPO iterations only V(s) trains (the
+same epochs and minibatches, the policy's step skipped), so that the first policy updates
+read advantages of a fitted value rather than of the BC warm start's untrained one.
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ if TYPE_CHECKING:
     from aloe.config import TrainConfig
 
 LOG_2PI = math.log(2.0 * math.pi)
+BUFFER_RULES = ("recent", "shortest")
 
 
 @dataclass
@@ -125,6 +132,12 @@ class PpoConfig:
     """w_max: the BC weight when every recent rollout fails."""
     sbc_success_rate: float = 0.5
     """ρ, the rate of the success-rate moving average s̄ that sets the BC weight."""
+    sbc_buffer_rule: str = "recent"
+    """Which successes the self-demonstration buffer keeps: recent (FIFO, the latest) |
+    shortest (the fewest steps to success; ties: the latest)."""
+    value_warmup_iterations: int = 0
+    """PPO iterations, from the first, in which only the value network trains (rollouts are
+    still collected; the policy does not move)."""
 
     def validate(self, prefix: str = "") -> None:
         """Raise UsageError naming the first field out of range, `ppo.clip (1.5): must be in
@@ -150,6 +163,9 @@ class PpoConfig:
             ("sbc_weight_max", self.sbc_weight_max >= self.sbc_weight_min,
              f"must be >= sbc_weight_min ({self.sbc_weight_min})"),
             ("sbc_success_rate", 0 < self.sbc_success_rate <= 1, "must be in (0, 1]"),
+            ("sbc_buffer_rule", self.sbc_buffer_rule in BUFFER_RULES,
+             f"must be one of {', '.join(BUFFER_RULES)}"),
+            ("value_warmup_iterations", self.value_warmup_iterations >= 0, "must be >= 0"),
         ]  # fmt: skip
         for name, ok, allowed in checks:
             require(ok, f"{prefix}ppo.{name}", getattr(self, name), allowed)
@@ -213,11 +229,15 @@ def sbc_weight(success_average: float, w_min: float, w_max: float) -> float:
     return w_max - (w_max - w_min) * min(1.0, max(0.0, success_average))
 
 
-def self_demo_rows(frames: D.Frames, capacity: int) -> np.ndarray:
-    """Bool mask (N,) of the buffer: the last `capacity` successful episodes without help."""
+def self_demo_rows(frames: D.Frames, capacity: int, rule: str = "recent") -> np.ndarray:
+    """Bool mask (N,) of the buffer: `capacity` successful episodes without help, the
+    latest (`recent`) or the shortest, ties to the latest (`shortest`)."""
     episode = np.asarray(frames[D.EPISODE])
     helped = np.isin(episode, episode[np.asarray(frames[D.SOURCE]).astype(str) == "human"])
-    ok = np.unique(episode[frames.successful_episodes() & ~helped])
+    ok, length = np.unique(episode[frames.successful_episodes() & ~helped], return_counts=True)
+    if rule == "shortest":  # by length, then the latest first
+        ok = ok[np.lexsort((-ok, length))][:capacity]
+        return np.isin(episode, ok)
     return np.isin(episode, ok[-capacity:])
 
 
@@ -277,8 +297,12 @@ class PpoSbcLearner:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         return Decisions(b.state, b.task_index, b.actions, b.valid, logp_old, adv, ret)
 
-    def ppo_step(self, d: Decisions, demos: ChunkBatch, bc_weight: float) -> dict[str, float]:
-        """One actor update: L = L_PPO − c_H H + w L_BC; then one value update."""
+    def ppo_step(self, d: Decisions, demos: ChunkBatch, bc_weight: float,
+                 policy: bool = True) -> dict[str, float]:  # fmt: skip
+        """One actor update: L = L_PPO − c_H H + w L_BC; then one value update (the value's
+        alone without `policy`, in the warm-up)."""
+        if not policy:
+            return self.value_step(d, {})
         cfg, b = self.ppo, to_device(demos, self.device)
         self.actor.train()
         logp = self.log_prob(d.state, d.task_index, d.actions, d.valid)
@@ -291,6 +315,10 @@ class PpoSbcLearner:
         metrics |= {"sbc/bc_loss": float(bc.detach()), "sbc/weight": bc_weight,
                     "ppo/std": float(self.actor.clamped_log_std().detach().exp().mean())}  # fmt: skip
         self.actor_opt.step(total, metrics, "actor")
+        return self.value_step(d, metrics)
+
+    def value_step(self, d: Decisions, metrics: dict[str, float]) -> dict[str, float]:
+        """One value update towards the decisions' GAE targets."""
         self.critic.train()
         value = self.critic(d.state, d.task_index)[0]
         value_loss = (value - d.returns).square().mean()
@@ -404,10 +432,11 @@ def update(ctx: UpdateContext) -> dict[str, float]:
         learner.success_average, float(won.mean()), cfg.ppo.sbc_success_rate
     )
     weight = sbc_weight(learner.success_average, cfg.ppo.sbc_weight_min, cfg.ppo.sbc_weight_max)
-    buffer = self_demo_rows(frames, cfg.ppo.sbc_buffer_episodes)
+    buffer = self_demo_rows(frames, cfg.ppo.sbc_buffer_episodes, cfg.ppo.sbc_buffer_rule)
     demos = ctx.sampler(frames.select(buffer))
 
-    steps = _ppo_epochs(learner, decisions, demos, weight)
+    warmup = k <= cfg.ppo.value_warmup_iterations  # iteration 0 is the BC warm start
+    steps = _ppo_epochs(learner, decisions, demos, weight, policy=not warmup)
     lengths = np.diff(np.r_[0, np.flatnonzero(ends) + 1])
     return {
         **step_means(steps, PPO_METRICS),
@@ -418,18 +447,22 @@ def update(ctx: UpdateContext) -> dict[str, float]:
         "sbc_bc_loss": mean_metric(steps, "sbc/bc_loss"),
         "sbc_weight": weight,
         "sbc_buffer_episodes": len(np.unique(frames[D.EPISODE][buffer])),
+        "ppo_value_warmup": float(warmup),
     }
 
 
 def _ppo_epochs(learner: PpoSbcLearner, decisions: Decisions, demos: ChunkSampler,
-                weight: float) -> list[dict[str, float]]:  # fmt: skip
-    """Minibatch passes over the decisions, stopped early by the KL guard."""
+                weight: float, policy: bool = True) -> list[dict[str, float]]:  # fmt: skip
+    """Minibatch passes over the decisions, stopped early by the KL guard (value-only steps
+    without `policy`)."""
     cfg, steps = learner.ppo, []
     for _ in range(cfg.epochs):
         order = torch.randperm(decisions.state.shape[0], generator=learner.generator)
         for mb in order.split(cfg.minibatch_size):
             part = Decisions._make(t[mb.to(learner.device)] for t in decisions)
-            steps.append(learner.ppo_step(part, demos.sample(cfg.bc_batch_size), weight))
-            if cfg.target_kl is not None and steps[-1]["ppo/approx_kl"] > 1.5 * cfg.target_kl:
+            demo_batch = demos.sample(cfg.bc_batch_size)  # drawn in the warm-up too
+            steps.append(learner.ppo_step(part, demo_batch, weight, policy=policy))
+            kl = steps[-1].get("ppo/approx_kl", 0.0)
+            if cfg.target_kl is not None and kl > 1.5 * cfg.target_kl:
                 return steps
     return steps
