@@ -70,6 +70,17 @@ def restore_step(
     return obs.astype(np.float32)
 
 
+def episode_index(frames: Mapping[str, np.ndarray]) -> tuple[dict[int, int], np.ndarray]:
+    """(episode -> its first row, each row's source as str) of a buffer that can be restored;
+    ValueError where the store kept no simulator states."""
+    if D.SIM_STATE not in frames:
+        raise ValueError("the store has no sim.state column (record_sim_state was off)")
+    ep = np.asarray(frames[D.EPISODE])
+    starts = np.flatnonzero(D.run_starts(ep))
+    first = dict(zip(ep[starts].tolist(), starts.tolist(), strict=True))
+    return first, np.asarray(frames[D.SOURCE]).astype(str)
+
+
 @dataclass
 class Restored:
     obs: np.ndarray  # the observation at the row (float32), as the policy saw it
@@ -86,13 +97,8 @@ class EpisodeRestorer:
     def __init__(
         self, frames: Mapping[str, np.ndarray], seeds: Mapping[int, int], max_steps: int
     ) -> None:
-        if D.SIM_STATE not in frames:
-            raise ValueError("the store has no sim.state column (record_sim_state was off)")
         self.f, self.seeds, self.max_steps = frames, seeds, max_steps
-        ep = np.asarray(frames[D.EPISODE])
-        starts = np.flatnonzero(D.run_starts(ep))
-        self.first = dict(zip(ep[starts].tolist(), starts.tolist(), strict=True))
-        self.source = np.asarray(frames[D.SOURCE]).astype(str)
+        self.first, self.source = episode_index(frames)
 
     def restorable(self, row: int) -> bool:
         return self.seeds.get(int(self.f[D.EPISODE][row])) is not None
@@ -163,15 +169,9 @@ class ReplayRestorer:
     def __init__(
         self, frames: Mapping[str, np.ndarray], seeds: Mapping[int, int], max_steps: int
     ) -> None:
-        if D.SIM_STATE not in frames:
-            raise ValueError("the store has no sim.state column (record_sim_state was off)")
         self.f, self.seeds, self.max_steps = frames, seeds, max_steps
-        ep = np.asarray(frames[D.EPISODE])
-        starts = np.flatnonzero(D.run_starts(ep))
-        self.first = dict(zip(ep[starts].tolist(), starts.tolist(), strict=True))
-        self.source = np.asarray(frames[D.SOURCE]).astype(str)
-        fragment = np.asarray(frames[D.FRAGMENT])
-        self.fragment_start = D.run_starts(ep) | D.run_starts(fragment)
+        self.first, self.source = episode_index(frames)
+        self.fragment_start = D.run_starts(frames[D.EPISODE], frames[D.FRAGMENT])
 
     def restorable(self, row: int) -> bool:
         return self.seeds.get(int(self.f[D.EPISODE][row])) is not None
