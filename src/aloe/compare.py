@@ -58,7 +58,8 @@ class CompareArgs:
     """Run several algorithms × seeds with `aloe train` and compare them in one report."""
 
     task: str = DEFAULT_TASK
-    """MetaWorld v3 task (`aloe tasks`)."""
+    """Task (`aloe tasks`): a MetaWorld v3 task, or OGBench's cube-double, scene or
+    puzzle-3x3."""
     algos: str = "aloe,awr,dagger,bc,ppo-sbc"
     """Comma-separated algorithms, in the order the report lists them."""
     seeds: int = 3

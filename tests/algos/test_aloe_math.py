@@ -155,6 +155,15 @@ def test_estimate_value_averages_q_pess_over_samples() -> None:
     # row 0: samples 0, 1, 2 -> Q_pess = (0, 1, 2) -> 1 ; row 1: (1, 2, 3) -> 2
     assert torch.equal(v, torch.tensor([1.0, 2.0]))
 
+    def masked_critic(state, task_index, actions, valid):  # Q = −(executed steps) · a
+        return torch.stack([-valid.sum(1) * actions[:, 0, 0]] * 2)
+
+    valid = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])  # row 0's data chunk: 2 of 3 steps
+    v = estimate_value(masked_critic, StubPolicy(), torch.zeros(2, 1), torch.zeros(2), 3,
+                       valid=valid)  # fmt: skip
+    # π's chunks scored over the data chunk's steps: row 0 −2·(0, 1, 2) -> −2, row 1 −3·2 -> −6
+    assert torch.equal(v, torch.tensor([-2.0, -6.0]))
+
 
 @pytest.mark.parametrize(("value_flow_steps", "expected"), [(0, None), (1, 1), (3, 3)])
 def test_value_flow_steps_reach_both_samplings(value_flow_steps: int, expected: int | None) -> None:
@@ -244,6 +253,8 @@ def test_config_validate_names_the_field() -> None:
         AloeConfig(target_reduce="max").validate()  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"aloe.value_flow_steps \(-1\): must be >= 0"):
         AloeConfig(value_flow_steps=-1).validate()
+    with pytest.raises(ValueError, match=r"aloe.value_steps \('some'\): must be full or data"):
+        AloeConfig(value_steps="some").validate()  # type: ignore[arg-type]
 
 
 def test_warmup_cosine_schedule() -> None:

@@ -14,6 +14,17 @@ with ε_clip = 3 anything beyond |A| = 15 (every success-versus-failure distinct
 saturates at e^{±3} ≈ 20× / 0.05×: graded among near-equal chunks, bounded influence
 otherwise. Scale β with the reward; with `normalize_advantage` A is in units of its
 batch std and β ≈ 1 is the analogue.
+
+Truncated chunks (`value_steps`). A data chunk stops at its fragment's end (a success, a
+labelled failure, a takeover cut, a time limit): n < h executed steps, and the critic scores
+it over those (Eq. 7's n-step target). V^π's chunks are sampled whole. At a state a few steps
+before a fragment's end the buffer holds only short chunks, so the critic's value for a full
+chunk there is an extrapolation. Measured on the human-profile runs (issue 13): at states
+whose data chunk reaches a labelled failure, the critic scores π's full chunks 15–20 below
+their true Q^π, so the failing chunk gets A ≈ +19 (true: +0.6) and the largest weight of
+the buffer. With `value_steps = "data"` π's chunks are scored over the same n steps
+(Q(s, a'_{0:n}), the value of the same n-step option), which the critic has been trained on
+there: A ≈ +0.4.
 """
 
 from __future__ import annotations
@@ -36,7 +47,8 @@ from aloe.nn import evaluating
 from aloe.policies.base import Actor, as_module
 
 TargetReduce = Literal["min", "mean", "member"]
-CriticFn = Callable[[Tensor, Tensor, Tensor], Tensor]  # (state, task_index, actions) -> (K, B)
+ValueSteps = Literal["full", "data"]
+CriticFn = Callable[..., Tensor]  # (state, task_index, actions[, valid]) -> (K, B)
 
 
 @dataclass
@@ -50,6 +62,11 @@ class AloeConfig:
     """ε_clip of Eq. 11: weights lie in [e^{−ε}, e^{ε}] ≈ [0.05, 20] (open; AWR's usual cap)."""
     num_value_samples: int = 4
     """M, chunks sampled from π_θ to estimate V^π in Eq. 10 (open; cost grows linearly)."""
+    value_steps: ValueSteps = "full"
+    """Which steps of V^π's M chunks the critic scores in Eq. 10 (open): full = all h (Eq. 10
+    as written); data = the data chunk's executed steps, so that where a fragment's end cuts
+    the data chunk to n < h steps, A compares n steps of the data with n steps of π's chunks
+    rather than a short chunk with full ones (module docstring, "Truncated chunks")."""
     value_flow_steps: int = 0
     """Euler steps of the chunks the update samples from π_θ: a' of Eq. 7 and V^π's M chunks
     of Eq. 10; 0 = the actor's own (actor.num_flow_steps, the paper's 10: exact). Fewer is an
@@ -122,6 +139,7 @@ class AloeConfig:
             ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "must be in [0, 1]"),
             ("target_reduce", self.target_reduce in get_args(TargetReduce),
              "must be min, mean or member"),
+            ("value_steps", self.value_steps in get_args(ValueSteps), "must be full or data"),
             ("q_abs_max", self.q_abs_max > 0, "must be > 0 (inf = no bound)"),
             ("seed", self.seed >= 0, "must be >= 0"),
         ]  # fmt: skip
@@ -194,15 +212,20 @@ def estimate_value(
     generator: Generator | None = None,
     num_steps: int | None = None,
     images: Tensor | None = None,
+    valid: Tensor | None = None,
 ) -> Tensor:
     """V^π(s, ℓ) (B,) as the mean Q_pess of `num_samples` chunks sampled from π_θ (with
-    `num_steps` Euler steps; None: the actor's own; `images` for an actor that reads pixels)."""
+    `num_steps` Euler steps; None: the actor's own; `images` for an actor that reads pixels),
+    each scored over the steps `valid` (B, h) marks (None: all; `AloeConfig.value_steps`)."""
     b = state.shape[0]
     chunks = policy.sample(state, task_index, num_samples, generator, num_steps, images=images)
     chunks = chunks.flatten(0, 1)
     states = state.repeat_interleave(num_samples, dim=0)
     tasks = task_index.repeat_interleave(num_samples, dim=0)
-    q = q_pess(critic(states, tasks, chunks))  # Eq. 9 at a' ~ π_θ(·|s, ℓ)
+    if valid is None:
+        q = q_pess(critic(states, tasks, chunks))  # Eq. 9 at a' ~ π_θ(·|s, ℓ)
+    else:  # the same executed steps as the data chunk's
+        q = q_pess(critic(states, tasks, chunks, valid.repeat_interleave(num_samples, dim=0)))
     return q.view(b, num_samples).mean(dim=1)  # Eq. 10: V^π = E_{a'~π_θ}[Q_pess(s, a', ℓ)]
 
 
@@ -305,7 +328,8 @@ class AloeLearner:
             m = cfg.num_value_samples
             # Eq. 10: V^π(s, ℓ) from M chunks sampled from π_θ
             v = estimate_value(self.critic, self.actor, b.state, b.task_index, m, self.generator,
-                               self.flow_steps, images=b.images)  # fmt: skip
+                               self.flow_steps, images=b.images,
+                               valid=b.valid if cfg.value_steps == "data" else None)  # fmt: skip
         w, metrics = advantage_weights(  # Eq. 10–11
             q_data, v, cfg.beta, cfg.eps_clip, cfg.normalize_advantage
         )

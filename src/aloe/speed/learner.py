@@ -170,7 +170,8 @@ def actor_parts(learner: AloeLearner, batch: ChunkBatch, repeats: int,
         with evaluating(critic):  # Eq. 10
             m = cfg.num_value_samples
             return estimate_value(critic, actor, b.state, b.task_index, m, learner.generator,
-                                  learner.flow_steps, images=b.images)  # fmt: skip
+                                  learner.flow_steps, images=b.images,
+                                  valid=b.valid if cfg.value_steps == "data" else None)  # fmt: skip
 
     @torch.no_grad()
     def q_data() -> Tensor:
