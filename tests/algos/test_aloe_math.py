@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import math
 
+import numpy as np
 import pytest
 import torch
 
+from aloe import data as D
 from aloe.algos.aloe import (
     AloeConfig,
     AloeLearner,
@@ -381,3 +383,17 @@ def test_weights_by_source_shares_add_up_per_source() -> None:
 
     with pytest.raises(ValueError, match="does not weight"):
         weights_by_source(types.SimpleNamespace(config=types.SimpleNamespace(algo="dagger")))
+
+
+def test_fragment_failure_marks_the_chunks_that_reach_a_labelled_failure() -> None:
+    """Episode 0: a policy fragment of 5 steps cut by a failure, then a human fragment that
+    succeeds; episode 1: a policy fragment of 3 steps that succeeds. Horizon 2."""
+    from aloe.evaluation.weights import fragment_failure
+
+    frames = {D.EPISODE: np.array([0, 0, 0, 0, 0, 0, 0, 1, 1, 1]),
+              D.FRAGMENT: np.array([0, 0, 0, 0, 0, 1, 1, 0, 0, 0]),
+              D.DONE: np.array([0, 0, 0, 0, 1, 0, 1, 0, 0, 1], dtype=bool),
+              D.SUCCESS: np.array([0, 0, 0, 0, 0, 0, 1, 0, 0, 1], dtype=bool)}  # fmt: skip
+    reaches, failed = fragment_failure(frames, np.arange(10), horizon=2)
+    assert failed.tolist() == [True] * 5 + [False] * 5
+    assert reaches.tolist() == [False, False, False, True, True] + [False] * 5

@@ -79,6 +79,11 @@ def test_full_suite_writes_eval_json_and_the_report(smoke_run):
     assert set(weights) <= {"demo", "policy", "human"} and "demo" in weights
     assert sum(w["rows"] for w in weights.values()) == pytest.approx(1.0)
     assert sum(w["weight_share"] for w in weights.values()) == pytest.approx(1.0)
+    outcome = ev["weights_by_policy_outcome"]  # the policy's chunks by their fragment's end
+    if "policy" in weights:
+        assert sum(w["rows"] for w in outcome.values()) == pytest.approx(weights["policy"]["rows"])
+        assert sum(w["weight_share"] for w in outcome.values()) == pytest.approx(
+            weights["policy"]["weight_share"])  # fmt: skip
     assert "Which data the actor imitates" in html
 
 

@@ -145,10 +145,14 @@ def _eval_sections(run_dir: Path, ev: dict[str, Any]) -> list[tuple[str, str]]:
                          _action_ope_html(run_dir, ev["action_ope"])))  # fmt: skip
     if ev.get("weights_by_source"):
         note = ('<p class="note">Chunks drawn from the buffer as training draws them; weights '
-                "exp(clip(A/β)) (Eq. 11) from the checkpoint's critic. A policy row comes from "
-                "a fragment that the operator took over.</p>")  # fmt: skip
+                "exp(clip(A/β)) (Eq. 11) from the checkpoint's critic.</p>")  # fmt: skip
         rows = [{"source": k, **v} for k, v in ev["weights_by_source"].items()]
-        sections.append(("Which data the actor imitates", note + table_html(rows)))
+        outcome = [{"policy chunk": k, **v}
+                   for k, v in (ev.get("weights_by_policy_outcome") or {}).items()]  # fmt: skip
+        split = ('<p class="note">The policy\'s chunks by how their fragment ended (shares of '
+                 "the whole buffer's weight). HG-DAgger never imitates the first two.</p>"
+                 + table_html(outcome)) if outcome else ""  # fmt: skip
+        sections.append(("Which data the actor imitates", note + table_html(rows) + split))
     return sections
 
 

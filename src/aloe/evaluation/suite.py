@@ -7,6 +7,7 @@
     ope            the critic's accuracy against ground-truth Q^π and V^π (ope.py)
     action_ope     the critic's ranking of chunks at one state, and the weights (action_ope.py)
     weights_by_source  which data the actor imitates: advantage weights by source (weights.py)
+    weights_by_policy_outcome  the policy's chunks by how their fragment ended
 
 Every condition uses the same seeds as `aloe eval` (EVAL_SEED + i), so `nominal` equals
 what `aloe eval` reports for the same checkpoint, and conditions differ only in the change.
@@ -43,7 +44,7 @@ from aloe.evaluation.perturb import Perturbation, Perturber, default_perturbatio
 from aloe.evaluation.qtrace import critic_q_fn, default_episode, plot_run_episode, plot_run_rollout
 from aloe.evaluation.rollout import rollout
 from aloe.evaluation.variants import applied, task_variants
-from aloe.evaluation.weights import weights_by_source
+from aloe.evaluation.weights import buffer_weights, weights_by_policy_outcome, weights_by_source
 from aloe.policies.base import ChunkPolicy
 from aloe.rollout import StepHook
 
@@ -128,7 +129,9 @@ def run_suite(run_dir: Path, cfg: SuiteConfig) -> dict[str, Any]:
     out["ope"] = _ope(run, cfg.ope, figures)
     out["action_ope"] = _action_ope(run, cfg.action_ope, figures, cfg.progress)
     if ALGORITHMS[run.config.algo].weighted:
-        out["weights_by_source"] = weights_by_source(run)
+        bw = buffer_weights(run)
+        out["weights_by_source"] = weights_by_source(run, bw=bw)
+        out["weights_by_policy_outcome"] = weights_by_policy_outcome(run, bw=bw)
     text = json.dumps(_json_safe(out), indent=1)
     (run_dir / "eval.json").write_text(text)
     report = write_report(run_dir, "aloe eval")
