@@ -137,16 +137,20 @@ def stratified_rows(source: np.ndarray, eligible: np.ndarray, n: int, seed: int)
 
 def sample_candidates(
     frames: Mapping[str, np.ndarray], restorer: Restorer, chunk_fn: ChunkFn,
-    cfg: ActionOpeConfig, horizon: int, gamma: float,
+    cfg: ActionOpeConfig, horizon: int, gamma: float, rows: np.ndarray | None = None,
 ) -> Candidates:  # fmt: skip
-    """Draw the states (stratified by source) and put C chunks of π beside each data chunk."""
+    """Draw the states (stratified by source; or take `rows`) and put C chunks of π beside
+    each data chunk."""
     from aloe.datasets.sampler import ChunkSampler
 
     source = np.asarray(frames[D.SOURCE]).astype(str)
     ok = np.flatnonzero([restorer.restorable(r) for r in range(len(source))])
     if not ok.size:
         raise ValueError("no restorable step: the store's episodes carry no seed")
-    rows = stratified_rows(source, ok, cfg.states, cfg.seed)
+    if rows is None:
+        rows = stratified_rows(source, ok, cfg.states, cfg.seed)
+    elif not np.isin(rows, ok).all():
+        raise ValueError("rows: every row must be a restorable buffer step")
     batch = ChunkSampler(frames, horizon=horizon, gamma=gamma).chunks_at(rows)
     states, data, valid = (t.numpy() for t in (batch.state, batch.actions, batch.valid))
     drawn = np.asarray(chunk_fn(states, cfg.chunks), dtype=np.float32)  # (N, C, h, A)
@@ -289,8 +293,10 @@ class ActionOpeResult:
         }  # fmt: skip
 
 
-def run_action_ope(run: Any, cfg: ActionOpeConfig) -> ActionOpeResult:
-    """Action-level OPE of a loaded run (`aloe.load_run`) with a chunked Q critic (ALOE).
+def run_action_ope(run: Any, cfg: ActionOpeConfig, rows: np.ndarray | None = None
+                   ) -> ActionOpeResult:  # fmt: skip
+    """Action-level OPE of a loaded run (`aloe.load_run`) with a chunked Q critic (ALOE), at
+    `cfg.states` buffer states drawn per source, or at the given buffer `rows`.
 
     A run without one (BC, HG-DAgger, AWR's state value) raises a UsageError; the suite
     checks `has_q_critic` first and says so in its output instead.
@@ -308,7 +314,7 @@ def run_action_ope(run: Any, cfg: ActionOpeConfig) -> ActionOpeResult:
     exec_h = cfg.exec_horizon or rc.exec_horizon
     policy = ActorBatchPolicy(run.actor, exec_h, run.device, seed=cfg.seed)
     cands = sample_candidates(frames, restorer, actor_chunk_fn(run, cfg.seed), cfg,
-                              rc.horizon, rc.aloe.gamma)  # fmt: skip
+                              rc.horizon, rc.aloe.gamma, rows)  # fmt: skip
     truth, exact = chunk_truth(
         lambda: make_env(rc.env), restorer, cands, policy, gamma=rc.aloe.gamma,
         rollouts=cfg.rollouts, make_watcher=watcher_factory(run, cfg.watch),
