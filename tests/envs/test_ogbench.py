@@ -191,11 +191,18 @@ def test_aloe_train_cube_double_smoke(tmp_path):
     assert info["fps"] == 20 and info["features"]["action"]["shape"] == [5]
     saved = json.loads((out / "config.json").read_text())
     assert saved["task"] == "cube-double" and saved["exec_horizon"] == 5
-    # the action-level OPE restores its buffer states by replay, exactly
-    assert main(["eval", "--run", str(out), "--suite", "action-ope", "--action-ope-states", "3",
-                 "--action-ope-chunks", "2", "--action-ope-rollouts", "1", "--no-progress"]) == 0  # fmt: skip
-    ope = json.loads((out / "action_ope.json").read_text())
-    assert ope["iteration"] == 2 and ope["restore_exact"] == 1.0 and ope["states"] == 3
+    # the full suite's OPE and action-level OPE restore buffer states by replay, exactly; the
+    # MetaWorld-only parts say they did not run
+    assert main(["eval", "--run", str(out), "--suite", "full", "--episodes", "2", "--ope-pairs",
+                 "3", "--ope-rollouts", "1", "--action-ope-states", "3", "--action-ope-chunks",
+                 "2", "--action-ope-rollouts", "1", "--no-progress"]) == 0  # fmt: skip
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["ope"]["restore_exact"] == 1.0 and ev["ope"]["pairs"] == 3
+    assert ev["action_ope"]["restore_exact"] == 1.0 and ev["action_ope"]["states"] == 3
+    assert set(ev["not_run"]) == {"variants", "perturbations", "q_traces"}
+    assert (
+        ev["variants"] == {} and ev["perturbations"] == {} and "policy" in ev["weights_by_source"]
+    )
 
 
 def test_collect_with_a_random_policy_uses_the_tasks_action_size(tmp_path):
