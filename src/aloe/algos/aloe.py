@@ -20,11 +20,11 @@ labelled failure, a takeover cut, a time limit): n < h executed steps, and the c
 it over those (Eq. 7's n-step target). V^π's chunks are sampled whole. At a state a few steps
 before a fragment's end the buffer holds only short chunks, so the critic's value for a full
 chunk there is an extrapolation. Measured on the human-profile runs (issue 13): at states
-whose data chunk reaches a labelled failure, the critic scores π's full chunks 15–20 below
-their true Q^π, so the failing chunk gets A ≈ +19 (true: +0.6) and the largest weight of
-the buffer. With `value_steps = "data"` π's chunks are scored over the same n steps
-(Q(s, a'_{0:n}), the value of the same n-step option), which the critic has been trained on
-there: A ≈ +0.4.
+whose data chunk reaches a labelled failure, the critic scores π's full chunks 8–15 below
+their true Q^π, so the failing chunk gets A of +6 to +20 (true: −2.3 to +0.6), up to the
+largest weight of the buffer. With `value_steps = "data"` π's chunks are scored over the
+same n steps (Q(s, a'_{0:n}), the value of the same n-step option), which the critic has
+been trained on there: A of −0.4 to +1.5.
 """
 
 from __future__ import annotations
