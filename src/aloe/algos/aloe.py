@@ -320,16 +320,21 @@ class AloeLearner:
         w, metrics = self.actor_weights(b)
         return weighted_actor_update(self.actor, self.actor_opt, b, w, metrics, self.generator)
 
+    def value(self, b: ChunkBatch) -> Tensor:
+        """Eq. 10: V^π(s, ℓ) (B,) of the batch's states from M chunks sampled from π_θ, scored
+        over `config.value_steps`; call it under `evaluating(self.critic)`."""
+        cfg = self.config
+        return estimate_value(self.critic, self.actor, b.state, b.task_index,
+                              cfg.num_value_samples, self.generator, self.flow_steps,
+                              images=b.images,
+                              valid=b.valid if cfg.value_steps == "data" else None)  # fmt: skip
+
     def actor_weights(self, b: ChunkBatch) -> tuple[Tensor, dict[str, float]]:
         """Alg. 1 lines 11–13: the weight w (B,) of each data chunk, and its metrics."""
         cfg = self.config
         with torch.no_grad(), evaluating(self.critic):
             q_data = q_pess(self.critic(b.state, b.task_index, b.actions, b.valid))  # Eq. 9
-            m = cfg.num_value_samples
-            # Eq. 10: V^π(s, ℓ) from M chunks sampled from π_θ
-            v = estimate_value(self.critic, self.actor, b.state, b.task_index, m, self.generator,
-                               self.flow_steps, images=b.images,
-                               valid=b.valid if cfg.value_steps == "data" else None)  # fmt: skip
+            v = self.value(b)
         w, metrics = advantage_weights(  # Eq. 10–11
             q_data, v, cfg.beta, cfg.eps_clip, cfg.normalize_advantage
         )

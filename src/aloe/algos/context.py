@@ -124,10 +124,8 @@ def _checked(learner: Learner, kind: type[L], algo: str) -> L:
 
 
 def mean_metric(steps: list[dict[str, float]], key: str) -> float:
-    """The mean of one metric over the iteration's steps that report it (NaN when none do:
-    no steps, or a PPO value warm-up's, which have no policy metrics)."""
-    values = [s[key] for s in steps if key in s]
-    return float(np.mean(values)) if values else math.nan
+    """The mean of one metric over an iteration's steps (NaN when there were none)."""
+    return float(np.mean([s[key] for s in steps])) if steps else math.nan
 
 
 def step_means(steps: list[dict[str, float]], columns: Mapping[str, str]) -> dict[str, float]:

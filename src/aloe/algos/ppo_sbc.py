@@ -405,11 +405,10 @@ def collect_rollouts(ctx: CollectContext) -> CollectStats:
     return stats
 
 
-PPO_METRICS = {  # metrics.jsonl column -> the step metric it averages
+PPO_METRICS = {  # metrics.jsonl column -> the policy-step metric it averages
     "ppo_loss": "ppo/loss",
     "ppo_clip_frac": "ppo/clip_frac",
     "ppo_approx_kl": "ppo/approx_kl",
-    "ppo_value_loss": "ppo/value_loss",
     "ppo_std": "ppo/std",
 }
 
@@ -438,13 +437,15 @@ def update(ctx: UpdateContext) -> dict[str, float]:
     warmup = k <= cfg.ppo.value_warmup_iterations  # iteration 0 is the BC warm start
     steps = _ppo_epochs(learner, decisions, demos, weight, policy=not warmup)
     lengths = np.diff(np.r_[0, np.flatnonzero(ends) + 1])
+    moved = [] if warmup else steps  # a warm-up's steps report the value's loss alone
     return {
-        **step_means(steps, PPO_METRICS),
+        **step_means(moved, PPO_METRICS),
+        "ppo_value_loss": mean_metric(steps, "ppo/value_loss"),
         "ppo_decisions": len(rows),
         "ppo_updates": len(steps),
         "rollout_success_rate": float(won.mean()),
         "rollout_steps_to_success": float(lengths[won].mean()) if won.any() else math.nan,
-        "sbc_bc_loss": mean_metric(steps, "sbc/bc_loss"),
+        "sbc_bc_loss": mean_metric(moved, "sbc/bc_loss"),
         "sbc_weight": weight,
         "sbc_buffer_episodes": len(np.unique(frames[D.EPISODE][buffer])),
         "ppo_value_warmup": float(warmup),
@@ -462,7 +463,7 @@ def _ppo_epochs(learner: PpoSbcLearner, decisions: Decisions, demos: ChunkSample
             part = Decisions._make(t[mb.to(learner.device)] for t in decisions)
             demo_batch = demos.sample(cfg.bc_batch_size)  # drawn in the warm-up too
             steps.append(learner.ppo_step(part, demo_batch, weight, policy=policy))
-            kl = steps[-1].get("ppo/approx_kl", 0.0)
-            if cfg.target_kl is not None and kl > 1.5 * cfg.target_kl:
+            if policy and cfg.target_kl is not None \
+                    and steps[-1]["ppo/approx_kl"] > 1.5 * cfg.target_kl:  # fmt: skip
                 return steps
     return steps

@@ -207,6 +207,10 @@ class ChunkSampler:
         # Transposed copies, so that each returned column is contiguous.
         reward, discount, bootstrap, mc_return = _take(self._floats, rows).T.contiguous()
         last, task_index, source, index = _take(self._ints, rows).T.contiguous()
+        images = next_images = None
+        if self._pixels is not None and self._next_pixels is not None:
+            images = _take(self._pixels, rows)
+            next_images = _take(self._pixels, _take(self._next_pixels, rows))
         return ChunkBatch(
             state=_take(self._state, rows),
             actions=_take(self._actions, steps).view(*valid.shape, -1),
@@ -219,14 +223,9 @@ class ChunkSampler:
             task_index=task_index,
             source=source,
             global_index=index,
-            images=self._images(rows),
-            next_images=self._images(
-                None if self._next_pixels is None else _take(self._next_pixels, rows)
-            ),  # fmt: skip
+            images=images,
+            next_images=next_images,
         )
-
-    def _images(self, rows: torch.Tensor | None) -> torch.Tensor | None:
-        return None if self._pixels is None or rows is None else _take(self._pixels, rows)
 
 
 def _take(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

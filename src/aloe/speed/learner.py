@@ -27,7 +27,6 @@ from torch import Tensor, nn
 from aloe.algos.aloe import (
     AloeLearner,
     advantage_weights,
-    estimate_value,
     q_pess,
     weighted_flow_loss,
 )
@@ -168,10 +167,7 @@ def actor_parts(learner: AloeLearner, batch: ChunkBatch, repeats: int,
 
     def value() -> Tensor:
         with evaluating(critic):  # Eq. 10
-            m = cfg.num_value_samples
-            return estimate_value(critic, actor, b.state, b.task_index, m, learner.generator,
-                                  learner.flow_steps, images=b.images,
-                                  valid=b.valid if cfg.value_steps == "data" else None)  # fmt: skip
+            return learner.value(b)
 
     @torch.no_grad()
     def q_data() -> Tensor:
