@@ -63,4 +63,5 @@ if __name__ == "__main__":
     if dist.get_rank() == 0:
         with open(sys.argv[1], "w") as f:
             json.dump(result, f)
+    dist.barrier()  # no rank tears gloo down while another is still in a collective
     dist.destroy_process_group()

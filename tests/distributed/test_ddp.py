@@ -40,12 +40,26 @@ def test_two_gloo_processes_give_one_process_losses(tmp_path):
     finally:
         sys.path.remove(str(HERE))
     one = losses()
-    subprocess.run([*TORCHRUN, str(HERE / "ddp_losses.py"), str(tmp_path / "two.json")],
-                   check=True, timeout=600)  # fmt: skip
-    two = json.loads((tmp_path / "two.json").read_text())
+    two = json.loads(_torchrun_losses(tmp_path / "two.json").read_text())
     assert two.keys() == one.keys()
     for name in one:
         assert two[name] == pytest.approx(one[name], rel=1e-5, abs=1e-6), name
+
+
+def _torchrun_losses(out: Path) -> Path:
+    """ddp_losses.py on two gloo processes. Once in CI (stop 27, torch 2.13) a rank aborted
+    in gloo's C++ teardown ("terminate called without an active exception", SIGABRT) after
+    the losses were computed; not reproduced in 8 local runs. That abort alone is retried,
+    once, from scratch; any other failure, or the abort twice, fails the test."""
+    cmd = [*TORCHRUN, str(HERE / "ddp_losses.py"), str(out)]
+    for attempt in range(2):
+        out.unlink(missing_ok=True)
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if run.returncode == 0:
+            return out
+        if attempt == 1 or "terminate called without an active exception" not in run.stderr:
+            break
+    raise AssertionError(f"torchrun exited {run.returncode}:\n{run.stderr[-4000:]}")
 
 
 def _train(*args: str) -> None:
