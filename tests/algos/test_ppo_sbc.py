@@ -145,6 +145,21 @@ def test_self_demo_buffer_keeps_the_latest_unhelped_successes() -> None:
     assert set(f["episode_index"][self_demo_rows(f, 3, "shortest")].tolist()) == {0, 2, 5}
 
 
+def test_self_demo_buffer_keeps_its_capacity_per_task() -> None:
+    # tasks: 0 for episodes 0-2, 1 for 3-5 (each episode's rows share its task)
+    f = buffer_frames()
+    task = np.where(f["episode_index"] <= 2, 0, 1)
+    f = D.Frames({**f, D.TASK: task})
+    # successes without help: task 0 -> {0 (2 steps), 2 (3 steps)}, task 1 -> {5 (2 steps)}
+    chosen = set(f["episode_index"][self_demo_rows(f, capacity=1)].tolist())
+    assert chosen == {2, 5}  # the latest of each task, not the latest two overall
+    chosen = set(f["episode_index"][self_demo_rows(f, 1, "shortest")].tolist())
+    assert chosen == {0, 5}  # the shortest of each task
+    assert set(f["episode_index"][self_demo_rows(f, 2)].tolist()) == {0, 2, 5}
+    nothing = D.Frames({**f, D.SUCCESS: np.zeros(len(task), bool)})
+    assert not self_demo_rows(nothing, 3).any()
+
+
 def test_config_validation_names_the_field() -> None:
     with pytest.raises(ValueError, match="ppo.clip"):
         PpoConfig(clip=1.5).validate()

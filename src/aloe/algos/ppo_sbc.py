@@ -30,7 +30,7 @@ it on successful behaviour; as it succeeds, BC gives way and PPO refines (shorte
 works; a collapse raises s̄'s complement and pulls it back. s̄ starts at the first ŝ.
 
 Self-demonstration buffer (`self_demo_rows`): `sbc_buffer_episodes` successful episodes
-without operator help, initially the demonstrations. Rule `recent` (FIFO): the policy's own
+per task without operator help, initially the demonstrations. Rule `recent` (FIFO): the policy's own
 successes displace the oldest. Rule `shortest`: the buffer keeps the fewest steps to success
 (ties: the most recent), so BC pulls towards the fastest trials found so far, the paper's
 headline measure.
@@ -125,7 +125,8 @@ class PpoConfig:
     bc_batch_size: int = 64
     """Chunks from the self-demonstration buffer per update (the BC term)."""
     sbc_buffer_episodes: int = 50
-    """Capacity of the self-demonstration buffer, in successful episodes (FIFO)."""
+    """Capacity of the self-demonstration buffer, in successful episodes per task (a
+    multi-task run keeps this many of each task's)."""
     sbc_weight_min: float = 0.1
     """w_min: the BC weight when every recent rollout succeeds."""
     sbc_weight_max: float = 1.0
@@ -230,15 +231,22 @@ def sbc_weight(success_average: float, w_min: float, w_max: float) -> float:
 
 
 def self_demo_rows(frames: D.Frames, capacity: int, rule: str = "recent") -> np.ndarray:
-    """Bool mask (N,) of the buffer: `capacity` successful episodes without help, the
-    latest (`recent`) or the shortest, ties to the latest (`shortest`)."""
+    """Bool mask (N,) of the buffer: per task, `capacity` successful episodes without help,
+    the latest (`recent`) or the shortest, ties to the latest (`shortest`). Per task, so that
+    in a multi-task run the tasks that succeed often do not displace the others' trials (and
+    demonstrations) and `shortest` does not keep only the tasks with short episodes."""
     episode = np.asarray(frames[D.EPISODE])
     helped = np.isin(episode, episode[np.asarray(frames[D.SOURCE]).astype(str) == "human"])
-    ok, length = np.unique(episode[frames.successful_episodes() & ~helped], return_counts=True)
-    if rule == "shortest":  # by length, then the latest first
-        ok = ok[np.lexsort((-ok, length))][:capacity]
-        return np.isin(episode, ok)
-    return np.isin(episode, ok[-capacity:])
+    won = frames.successful_episodes() & ~helped
+    task = np.asarray(frames[D.TASK]) if D.TASK in frames else np.zeros(len(episode), int)
+    keep = []
+    for t in np.unique(task[won]):
+        ok, length = np.unique(episode[won & (task == t)], return_counts=True)
+        if rule == "shortest":  # by length, then the latest first
+            keep.append(ok[np.lexsort((-ok, length))][:capacity])
+        else:
+            keep.append(ok[-capacity:])
+    return np.isin(episode, np.concatenate(keep)) if keep else np.zeros(len(episode), bool)
 
 
 # The learner.
