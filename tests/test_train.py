@@ -141,6 +141,16 @@ def test_preset_rejects_unknown_name():
         preset("fast")
 
 
+def test_the_mt10_preset_is_ppo_sbc_on_mt10_from_the_default_networks():
+    cfg, default = preset("mt10"), preset("default")
+    assert (cfg.task, cfg.algo, cfg.instructions, cfg.num_demos) == ("mt10", "ppo-sbc", "minilm", 5)
+    assert (cfg.iterations, cfg.eval_episodes) == (12, 50)
+    assert (cfg.actor, cfg.critic, cfg.aloe, cfg.ppo) == (default.actor, default.critic,
+                                                          default.aloe, default.ppo)  # fmt: skip
+    assert preset("mt10", "reach-v3,push-v3").task == "reach-v3,push-v3"
+    cfg.validate()
+
+
 def test_exploding_q_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     out = tmp_path / "nan"
     proc = _train(out, "--aloe.q-abs-max", "1e-6")

@@ -65,7 +65,7 @@ class CompareArgs:
     seeds: int = 3
     """Seeds 0..N−1, the same for every algorithm."""
     preset: str = "default"
-    """Preset of every run (smoke | default | paper)."""
+    """Preset of every run (smoke | default | paper | mt10)."""
     out: Path = Path("runs/compare")
     """Comparison directory (created, or resumed when it holds the same comparison)."""
     jobs: int = field(default_factory=_cores)

@@ -136,9 +136,13 @@ class PpoConfig:
     sbc_buffer_rule: str = "recent"
     """Which successes the self-demonstration buffer keeps: recent (FIFO, the latest) |
     shortest (the fewest steps to success; ties: the latest)."""
-    value_warmup_iterations: int = 0
+    value_warmup_iterations: int = 1
     """PPO iterations, from the first, in which only the value network trains (rollouts are
-    still collected; the policy does not move)."""
+    still collected; the policy does not move). 1: on MT10 the first iteration's policy
+    gradient, read from the BC start's untrained V(s), was no more reproducible than one of
+    shuffled advantages (cosine between the gradients of two random halves of its decisions
+    −0.02 ± 0.33, shuffled 0.09 ± 0.20), the second's, after one fit of V, was (0.35 ± 0.20;
+    benchmarks/ppo_gradient_probe.py, README "Results")."""
 
     def validate(self, prefix: str = "") -> None:
         """Raise UsageError naming the first field out of range, `ppo.clip (1.5): must be in
@@ -421,17 +425,24 @@ PPO_METRICS = {  # metrics.jsonl column -> the policy-step metric it averages
 }
 
 
-def update(ctx: UpdateContext) -> dict[str, float]:
-    """PPO epochs over iteration k's decisions, each step with a BC batch from the buffer."""
-    cfg, learner, frames, k = ctx.cfg, ctx.learner_as(PpoSbcLearner), ctx.frames, ctx.iteration
-    learner.actor_opt.set_peak_lr(cfg.ppo.actor_lr)
+def rollout_decisions(cfg: TrainConfig, learner: PpoSbcLearner, frames: D.Frames,
+                      k: int) -> tuple[Decisions, D.Frames]:  # fmt: skip
+    """Iteration k's decisions as its update reads them (π_{k−1}'s rollouts, one per executed
+    chunk, with log π_old and GAE advantages from the learner as it is), and those rollouts."""
     mine = (frames[D.SOURCE] == "policy") & (frames[D.POLICY_VERSION] == k - 1)
     rollouts = frames.select(mine)
     rows = np.flatnonzero(rollouts[D.FRAME] % cfg.exec_horizon == 0)
     last = torch.as_tensor(D.run_ends(rollouts[D.EPISODE][rows]), dtype=torch.float32)
     chunks = ChunkSampler(rollouts, horizon=cfg.exec_horizon, gamma=cfg.aloe.gamma,
                           device=learner.device).chunks_at(rows)  # fmt: skip
-    decisions = learner.decisions(chunks, last, cfg.ppo.reward_scale)
+    return learner.decisions(chunks, last, cfg.ppo.reward_scale), rollouts
+
+
+def update(ctx: UpdateContext) -> dict[str, float]:
+    """PPO epochs over iteration k's decisions, each step with a BC batch from the buffer."""
+    cfg, learner, frames, k = ctx.cfg, ctx.learner_as(PpoSbcLearner), ctx.frames, ctx.iteration
+    learner.actor_opt.set_peak_lr(cfg.ppo.actor_lr)
+    decisions, rollouts = rollout_decisions(cfg, learner, frames, k)
 
     ends = rollouts.episode_ends()
     won = rollouts[D.SUCCESS][ends].astype(bool)
@@ -449,7 +460,7 @@ def update(ctx: UpdateContext) -> dict[str, float]:
     return {
         **step_means(moved, PPO_METRICS),
         "ppo_value_loss": mean_metric(steps, "ppo/value_loss"),
-        "ppo_decisions": len(rows),
+        "ppo_decisions": decisions.state.shape[0],
         "ppo_updates": len(steps),
         "rollout_success_rate": float(won.mean()),
         "rollout_steps_to_success": float(lengths[won].mean()) if won.any() else math.nan,
