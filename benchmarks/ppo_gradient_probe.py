@@ -3,7 +3,7 @@
 For iteration k of a finished ppo-sbc run: the learner of checkpoint k−1 (π_old and V as
 iteration k's update found them), iteration k's decisions as that update reads them (GAE
 advantages, normalised), and the gradient of PPO's surrogate at ratio 1 (the first update
-step's) on disjoint random halves of the decisions, `--splits` times. The cosine between
+step's; each half's advantages centred) on disjoint random halves of the decisions, `--splits` times. The cosine between
 the two halves' gradients says how reproducible the direction is: near 1, every half of the
 data points the same way; near 0, the direction is noise. The same with the advantages
 shuffled across decisions (a gradient of pure noise by construction) is the reference, and
@@ -38,12 +38,17 @@ def gradient(learner, loss_fn) -> torch.Tensor:
 
 
 def ppo_gradient(learner, d: Decisions, rows: torch.Tensor, advantage: torch.Tensor):
+    """The surrogate's gradient on `rows`, their advantages centred on their own mean: a
+    constant baseline leaves the expected gradient as it is, and without it the halves of a
+    batch normalised as a whole share its mean with opposite signs, which makes their
+    gradients' cosine negative through the mean score Σ ∇ log π alone."""
     part = Decisions._make(t[rows] for t in d)
+    adv = advantage[rows] - advantage[rows].mean()
     learner.actor.train()
 
     def loss() -> torch.Tensor:
         logp = learner.log_prob(part.state, part.task_index, part.actions, part.valid)
-        return ppo_clip_loss(logp, part.logp_old, advantage[rows], learner.ppo.clip)[0]
+        return ppo_clip_loss(logp, part.logp_old, adv, learner.ppo.clip)[0]
 
     return gradient(learner, loss)
 

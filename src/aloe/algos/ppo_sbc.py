@@ -138,11 +138,10 @@ class PpoConfig:
     shortest (the fewest steps to success; ties: the latest)."""
     value_warmup_iterations: int = 1
     """PPO iterations, from the first, in which only the value network trains (rollouts are
-    still collected; the policy does not move). 1: on MT10 the first iteration's policy
-    gradient, read from the BC start's untrained V(s), was no more reproducible than one of
-    shuffled advantages (cosine between the gradients of two random halves of its decisions
-    −0.02 ± 0.33, shuffled 0.09 ± 0.20), the second's, after one fit of V, was (0.35 ± 0.20;
-    benchmarks/ppo_gradient_probe.py, README "Results")."""
+    still collected; the policy does not move). 1, standard practice: otherwise the first
+    policy step reads advantages of the BC start's untrained V(s). Not resolved by
+    measurement: on MT10 neither the curves nor benchmarks/ppo_gradient_probe.py separate it
+    from 0 (README, "Results")."""
 
     def validate(self, prefix: str = "") -> None:
         """Raise UsageError naming the first field out of range, `ppo.clip (1.5): must be in
