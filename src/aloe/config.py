@@ -483,8 +483,8 @@ def preset(name: str, task: str | None = None) -> TrainConfig:
         cfg.critic = dataclasses.replace(cfg.critic, hidden_dim=64, num_layers=2, num_heads=4)
         cfg.aloe = dataclasses.replace(cfg.aloe, critic_steps=400, actor_steps=200,
                                        batch_size=128, num_value_samples=2)  # fmt: skip
-    if name == "mt10":
-        _mt10_sizes(cfg, task)
+        if name == "mt10":
+            _mt10_sizes(cfg, task)
     elif name == "paper":  # Appendix C; meant for a GPU
         cfg.horizon, cfg.exec_horizon = 50, 25
         cfg.critic = dataclasses.replace(cfg.critic, hidden_dim=256, num_layers=6, num_heads=8)
