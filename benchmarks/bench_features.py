@@ -118,7 +118,7 @@ def main() -> None:
                     }
                     if in_loop
                     else {}
-                ),  # fmt: skip
+                ),
                 "encoder": args.encoder,
                 "device": args.device,
                 "torch_threads": torch.get_num_threads(),

@@ -97,15 +97,20 @@ def fit(args: argparse.Namespace) -> None:
             metrics = learner.critic_step(sampler.sample(batch))
             done += 1
         q_pess = critic_members(critic_q_fn(learner.critic, learner.device), cands).min(0)
-        row: dict[str, Any] = {"variant": args.name, "steps": done,
-                               "wall_s": round(time.perf_counter() - start, 1),
-                               "loss": round(metrics["critic/loss"], 3)}  # fmt: skip
+        row: dict[str, Any] = {
+            "variant": args.name,
+            "steps": done,
+            "wall_s": round(time.perf_counter() - start, 1),
+            "loss": round(metrics["critic/loss"], 3),
+        }
         for source in ("all", *D.SOURCES):
             mask = np.ones(len(cands.source), bool) if source == "all" else cands.source == source
             if mask.any():
                 sc = score_states(q_pess[mask], q_true[mask])
-                row[source] = {"rho": round(sc["within_state_spearman"], 3),
-                               "sign": round(sc["sign_accuracy"], 3)}  # fmt: skip
+                row[source] = {
+                    "rho": round(sc["within_state_spearman"], 3),
+                    "sign": round(sc["sign_accuracy"], 3),
+                }
         print(json.dumps(row), flush=True)
 
 

@@ -56,8 +56,9 @@ def open_store(cfg: TrainConfig, root: Path) -> EpisodeStore:
     """A store as the run's (`aloe.train.Trainer._open_store`, state observations)."""
     env = TaskEnv(cfg.env)
     sim = env.sim_state_dim if cfg.collect.record_sim_state else None
-    return EpisodeStore.open_or_create(root, fps=CONTROL_HZ, state_dim=env.state_dim,
-                                       action_dim=env.action_dim, sim_state_dim=sim)  # fmt: skip
+    return EpisodeStore.open_or_create(
+        root, fps=CONTROL_HZ, state_dim=env.state_dim, action_dim=env.action_dim, sim_state_dim=sim
+    )
 
 
 def rule(cfg: TrainConfig, episodes: int) -> CollectConfig:
@@ -67,20 +68,39 @@ def rule(cfg: TrainConfig, episodes: int) -> CollectConfig:
 
 def in_process(cfg: TrainConfig, actor: Any, episodes: int, root: Path) -> dict[str, Any]:
     env, operator = TaskEnv(cfg.env), make_operator(cfg.task, cfg.operator, seed=cfg.seed)
-    policy = FlowChunkPolicy(actor, version=0, exec_horizon=cfg.exec_horizon, seed=cfg.seed,
-                             device=torch.device("cpu"), obs=Observations(cfg, "cpu"))  # fmt: skip
+    policy = FlowChunkPolicy(
+        actor,
+        version=0,
+        exec_horizon=cfg.exec_horizon,
+        seed=cfg.seed,
+        device=torch.device("cpu"),
+        obs=Observations(cfg, "cpu"),
+    )
     seeds = (episode_seed(cfg.seed, 1, i) for i in range(episodes))
     store = open_store(cfg, root / "in-process")
     start = time.perf_counter()
-    eps, stats = collect(env, operator, rule(cfg, episodes), policy=policy, seeds=seeds, store=store,
-                         iteration=1, progress=False)  # fmt: skip
+    eps, stats = collect(
+        env,
+        operator,
+        rule(cfg, episodes),
+        policy=policy,
+        seeds=seeds,
+        store=store,
+        iteration=1,
+        progress=False,
+    )
     wall = time.perf_counter() - start
-    return {"env_steps": stats.env_steps, "wall_s": wall, "steps_per_s": stats.env_steps / wall,
-            "episodes": eps}  # fmt: skip
+    return {
+        "env_steps": stats.env_steps,
+        "wall_s": wall,
+        "steps_per_s": stats.env_steps / wall,
+        "episodes": eps,
+    }
 
 
-def on_workers(cfg: TrainConfig, actor: Any, workers: int, episodes: int,
-               root: Path) -> dict[str, Any]:  # fmt: skip
+def on_workers(
+    cfg: TrainConfig, actor: Any, workers: int, episodes: int, root: Path
+) -> dict[str, Any]:
     from aloe.distributed.workers import WorkerPool
 
     pool = WorkerPool(cfg, workers, timeout=600.0)
@@ -90,8 +110,7 @@ def on_workers(cfg: TrainConfig, actor: Any, workers: int, episodes: int,
         pool.set_policy(actor, 0, seed=cfg.seed)
         stats = pool.collect(1, rule(cfg, episodes), store, CollectStats(), progress=False)
         wall = time.perf_counter() - start
-        out = {"env_steps": stats.env_steps, "wall_s": wall,
-               "steps_per_s": stats.env_steps / wall}  # fmt: skip
+        out = {"env_steps": stats.env_steps, "wall_s": wall, "steps_per_s": stats.env_steps / wall}
         if workers == 2:
             pool.take_broadcast_s()
             for version in range(1, 6):
@@ -136,8 +155,9 @@ def collection(cfg: TrainConfig, episodes: int) -> dict[str, Any]:
     base = here["steps_per_s"]
     out["ratio_workers_1"] = out["workers_1"]["steps_per_s"] / base
     out["ratio_workers_2"] = out["workers_2"]["steps_per_s"] / base
-    out["same_env_steps"] = len({out[k]["env_steps"] for k in ("in_process", "workers_1",
-                                                                "workers_2")}) == 1  # fmt: skip
+    out["same_env_steps"] = (
+        len({out[k]["env_steps"] for k in ("in_process", "workers_1", "workers_2")}) == 1
+    )
     return out
 
 
@@ -149,12 +169,16 @@ def synthetic_batch(gen: torch.Generator, b: int, state_dim: int, horizon: int) 
     return ChunkBatch(
         state=torch.randn(b, state_dim, generator=gen),
         actions=torch.rand(b, horizon, TaskEnv.ACTION_DIM, generator=gen) * 2 - 1,
-        valid=torch.ones(b, horizon), reward=-torch.rand(b, generator=gen) * 5,
-        next_state=torch.randn(b, state_dim, generator=gen), discount=torch.full((b,), 0.9),
-        bootstrap=(torch.rand(b, generator=gen) > 0.1).float(), mc_return=torch.zeros(b),
-        task_index=torch.zeros(b, dtype=torch.long), source=torch.zeros(b, dtype=torch.long),
+        valid=torch.ones(b, horizon),
+        reward=-torch.rand(b, generator=gen) * 5,
+        next_state=torch.randn(b, state_dim, generator=gen),
+        discount=torch.full((b,), 0.9),
+        bootstrap=(torch.rand(b, generator=gen) > 0.1).float(),
+        mc_return=torch.zeros(b),
+        task_index=torch.zeros(b, dtype=torch.long),
+        source=torch.zeros(b, dtype=torch.long),
         global_index=torch.arange(b),
-    )  # fmt: skip
+    )
 
 
 def learner_child(name: str, steps: int, out: Path) -> None:
@@ -194,9 +218,20 @@ def learner(name: str, steps: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         for procs in (1, 2):
             path = Path(tmp) / f"{procs}.json"
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                   f"--nproc-per-node={procs}", str(HERE), "--learner-child", str(path),
-                   "--preset", name, "--learner-steps", str(steps)]  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc-per-node={procs}",
+                str(HERE),
+                "--learner-child",
+                str(path),
+                "--preset",
+                name,
+                "--learner-steps",
+                str(steps),
+            ]
             subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
             out[f"procs_{procs}"] = json.loads(path.read_text())
     for kind in ("critic", "actor"):
@@ -220,14 +255,20 @@ def main() -> None:
     parts = set(args.parts.split(","))
     start, load = time.time(), list(os.getloadavg())
     cfg = config(args.preset)
-    result: dict[str, Any] = {"preset": args.preset, "episodes": args.episodes,
-                              "cores": os.cpu_count()}  # fmt: skip
+    result: dict[str, Any] = {
+        "preset": args.preset,
+        "episodes": args.episodes,
+        "cores": os.cpu_count(),
+    }
     if "collection" in parts:
         result["collection"] = collection(cfg, args.episodes)
     if "learner" in parts:
         result["learner"] = learner(args.preset, args.learner_steps)
-    result |= {"load_avg_start": load, "load_avg_end": list(os.getloadavg()),
-               "wall_s": time.time() - start}  # fmt: skip
+    result |= {
+        "load_avg_start": load,
+        "load_avg_end": list(os.getloadavg()),
+        "wall_s": time.time() - start,
+    }
     print(json.dumps(result, indent=1) if args.json else table(result))
 
 
@@ -237,27 +278,38 @@ def table(r: dict[str, Any]) -> str:
         c = r["collection"]
         rows += [
             ("collection in-process", f"{c['in_process']['steps_per_s']:.0f} steps/s"),
-            ("collection 1 worker", f"{c['workers_1']['steps_per_s']:.0f} steps/s "
-                                    f"(x{c['ratio_workers_1']:.2f})"),
-            ("collection 2 workers", f"{c['workers_2']['steps_per_s']:.0f} steps/s "
-                                     f"(x{c['ratio_workers_2']:.2f})"),
-            ("weight broadcast (2 workers)", f"{c['workers_2']['broadcast_s'] * 1e3:.0f} ms "
-                                             f"({c['actor_mb']:.2f} MB actor)"),
+            (
+                "collection 1 worker",
+                f"{c['workers_1']['steps_per_s']:.0f} steps/s (x{c['ratio_workers_1']:.2f})",
+            ),
+            (
+                "collection 2 workers",
+                f"{c['workers_2']['steps_per_s']:.0f} steps/s (x{c['ratio_workers_2']:.2f})",
+            ),
+            (
+                "weight broadcast (2 workers)",
+                f"{c['workers_2']['broadcast_s'] * 1e3:.0f} ms ({c['actor_mb']:.2f} MB actor)",
+            ),
             ("store writer", f"{c['store_writer']['episodes_per_s']:.1f} episodes/s"),
-        ]  # fmt: skip
+        ]
     if "learner" in r:
         ln = r["learner"]
         rows += [
-            ("learner 1 process", f"{ln['procs_1']['critic_steps_per_s']:.1f} critic, "
-                                  f"{ln['procs_1']['actor_steps_per_s']:.1f} actor steps/s"),
-            ("learner 2 processes", f"{ln['procs_2']['critic_steps_per_s']:.1f} critic "
-                                    f"(x{ln['ratio_critic']:.2f}), "
-                                    f"{ln['procs_2']['actor_steps_per_s']:.1f} actor "
-                                    f"(x{ln['ratio_actor']:.2f}) steps/s"),
-        ]  # fmt: skip
+            (
+                "learner 1 process",
+                f"{ln['procs_1']['critic_steps_per_s']:.1f} critic, "
+                f"{ln['procs_1']['actor_steps_per_s']:.1f} actor steps/s",
+            ),
+            (
+                "learner 2 processes",
+                f"{ln['procs_2']['critic_steps_per_s']:.1f} critic "
+                f"(x{ln['ratio_critic']:.2f}), "
+                f"{ln['procs_2']['actor_steps_per_s']:.1f} actor "
+                f"(x{ln['ratio_actor']:.2f}) steps/s",
+            ),
+        ]
     lines = [f"{what:30s} {fig}" for what, fig in rows]
-    lines.append(f"load average {r['load_avg_start']} -> {r['load_avg_end']}, "
-                 f"{r['wall_s']:.0f} s")  # fmt: skip
+    lines.append(f"load average {r['load_avg_start']} -> {r['load_avg_end']}, {r['wall_s']:.0f} s")
     return "\n".join(lines)
 
 

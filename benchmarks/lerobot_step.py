@@ -36,8 +36,9 @@ def timings(actor: Any, batch: int, repeats: int, cameras: int, device: torch.de
     valid = torch.ones(batch, HORIZON, device=device)
     images = None
     if cameras:
-        images = torch.randint(0, 256, (batch, cameras, IMAGE, IMAGE, 3), generator=g,
-                               device=device, dtype=torch.uint8)  # fmt: skip
+        images = torch.randint(
+            0, 256, (batch, cameras, IMAGE, IMAGE, 3), generator=g, device=device, dtype=torch.uint8
+        )
     params = [p for p in actor.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=1e-4)
 
@@ -79,8 +80,9 @@ def main() -> None:
         out["smolvla"] = "tiny (random, offline)" if args.vlm is None else args.vlm
         for name, cameras in (("smolvla_state", ()), ("smolvla_1_camera", ("corner",))):
             cfg = LeRobotConfig(vlm=vlm, num_flow_steps=10)
-            actor = build_actor(cfg, TASKS, state_dim=STATE, action_dim=ACTION, horizon=HORIZON,
-                                cameras=cameras).to(device)  # fmt: skip
+            actor = build_actor(
+                cfg, TASKS, state_dim=STATE, action_dim=ACTION, horizon=HORIZON, cameras=cameras
+            ).to(device)
             out[name] = timings(actor, args.batch, args.repeats, len(cameras), device)
     for name in ("smolvla_state", "smolvla_1_camera"):
         for key in ("bc_step_ms", "chunk_ms"):

@@ -40,10 +40,16 @@ def run(task: str, seeds: range, profile: str, noise: float) -> dict[str, object
             lengths.append(env.steps)
         else:
             reasons[str(info.get("failure_reason") or "time limit")] += 1
-    return {"task": task, "profile": profile, "noise_std": noise, "episodes": len(seeds),
-            "success": len(lengths) / len(seeds),
-            "mean_length": float(np.mean(lengths)) if lengths else None,
-            "failures": dict(reasons), "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+    return {
+        "task": task,
+        "profile": profile,
+        "noise_std": noise,
+        "episodes": len(seeds),
+        "success": len(lengths) / len(seeds),
+        "mean_length": float(np.mean(lengths)) if lengths else None,
+        "failures": dict(reasons),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
 
 
 def main() -> None:

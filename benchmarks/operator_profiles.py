@@ -50,20 +50,24 @@ def cell(task: str, profile: str, episodes: int) -> tuple[list[Counts], list[Cou
     op = make_operator(task, OperatorConfig(profile=profile))
     demos = [play_episode(env, s, policy=None, operator=op) for s in range(episodes)]
     policy = RandomPolicy(horizon=10)
-    fixes = [play_episode(env, CORRECTION_SEED + i, policy=policy, operator=op)
-             for i in range(episodes)]  # fmt: skip
+    fixes = [
+        play_episode(env, CORRECTION_SEED + i, policy=policy, operator=op) for i in range(episodes)
+    ]
     return demos, fixes
 
 
 def row(task: str, profile: str, demos: list[Counts], fixes: list[Counts]) -> str:
     fixed = [c for c in fixes if c.takeovers]
-    return " | ".join([
-        task, profile,
-        rate(sum(c.success for c in demos), len(demos)),
-        mean_steps([c.steps for c in demos if c.success]),
-        rate(sum(c.success for c in fixed), len(fixed)) if fixed else "-",
-        mean_steps([c.operator_steps for c in fixed if c.success]),
-    ])  # fmt: skip
+    return " | ".join(
+        [
+            task,
+            profile,
+            rate(sum(c.success for c in demos), len(demos)),
+            mean_steps([c.steps for c in demos if c.success]),
+            rate(sum(c.success for c in fixed), len(fixed)) if fixed else "-",
+            mean_steps([c.operator_steps for c in fixed if c.success]),
+        ]
+    )
 
 
 def main() -> None:
@@ -72,8 +76,10 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=".*Constant\\(s\\) may be too high.*")
-    print("| task | profile | demo success | demo steps to success | correction success "
-          "| operator steps per correction |")  # fmt: skip
+    print(
+        "| task | profile | demo success | demo steps to success | correction success "
+        "| operator steps per correction |"
+    )
     print("|---|---|---|---|---|---|")
     start = time.time()
     for task in args.tasks:

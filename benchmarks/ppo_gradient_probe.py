@@ -33,8 +33,9 @@ def gradient(learner, loss_fn) -> torch.Tensor:
     params = [p for p in learner.actor.parameters() if p.requires_grad]
     learner.actor.zero_grad(set_to_none=True)
     loss_fn().backward()
-    return torch.cat([torch.zeros(p.numel()) if p.grad is None else p.grad.flatten()
-                      for p in params])  # fmt: skip
+    return torch.cat(
+        [torch.zeros(p.numel()) if p.grad is None else p.grad.flatten() for p in params]
+    )
 
 
 def ppo_gradient(learner, d: Decisions, rows: torch.Tensor, advantage: torch.Tensor):
@@ -67,18 +68,27 @@ def probe(root: str, k: int, splits: int, seed: int) -> dict:
     for _ in range(splits):
         order = torch.randperm(n, generator=gen)
         a, b = order[: n // 2], order[n // 2 : 2 * (n // 2)]
-        real.append(cosine(ppo_gradient(learner, d, a, d.advantage),
-                           ppo_gradient(learner, d, b, d.advantage)))  # fmt: skip
+        real.append(
+            cosine(
+                ppo_gradient(learner, d, a, d.advantage), ppo_gradient(learner, d, b, d.advantage)
+            )
+        )
         noise = d.advantage[torch.randperm(n, generator=gen)]
-        shuffled.append(cosine(ppo_gradient(learner, d, a, noise),
-                               ppo_gradient(learner, d, b, noise)))  # fmt: skip
+        shuffled.append(
+            cosine(ppo_gradient(learner, d, a, noise), ppo_gradient(learner, d, b, noise))
+        )
     whole = ppo_gradient(learner, d, torch.arange(n), d.advantage)
-    buffer = frames.select(self_demo_rows(frames, cfg.ppo.sbc_buffer_episodes,
-                                          cfg.ppo.sbc_buffer_rule))  # fmt: skip
+    buffer = frames.select(
+        self_demo_rows(frames, cfg.ppo.sbc_buffer_episodes, cfg.ppo.sbc_buffer_rule)
+    )
     demos = ChunkSampler(buffer, horizon=cfg.horizon, gamma=cfg.aloe.gamma, seed=seed)
     batch = demos.sample(min(512, buffer.rows))
-    bc = gradient(learner, lambda: learner.actor.flow_loss_per_sample(
-        batch.state, batch.task_index, batch.actions, batch.valid, learner.generator).mean())  # fmt: skip
+    bc = gradient(
+        learner,
+        lambda: learner.actor.flow_loss_per_sample(
+            batch.state, batch.task_index, batch.actions, batch.valid, learner.generator
+        ).mean(),
+    )
     won = rollouts[D.SUCCESS][rollouts.episode_ends()].astype(bool)
     return {
         "iteration": k,
@@ -96,8 +106,13 @@ def probe(root: str, k: int, splits: int, seed: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a finished ppo-sbc run directory")
-    parser.add_argument("--iterations", type=int, nargs="+", default=[1],
-                        help="PPO iterations k to probe (each needs checkpoint k-1)")  # fmt: skip
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="PPO iterations k to probe (each needs checkpoint k-1)",
+    )
     parser.add_argument("--splits", type=int, default=8, help="random half splits")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

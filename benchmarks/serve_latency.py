@@ -49,14 +49,21 @@ def untrained_run(preset_name: str, out: Path) -> Path:
     state = {"learner": build_learner(cfg).state_dict(), "history": [{"iteration": 0}]}
     checkpoint.save(out / "checkpoints", 0, state)
     env = TaskEnv(cfg.env)
-    EpisodeStore.create(out / "dataset", fps=CONTROL_HZ, state_dim=env.state_dim,
-                        action_dim=env.action_dim, sim_state_dim=env.sim_state_dim)  # fmt: skip
+    EpisodeStore.create(
+        out / "dataset",
+        fps=CONTROL_HZ,
+        state_dim=env.state_dim,
+        action_dim=env.action_dim,
+        sim_state_dim=env.sim_state_dim,
+    )
     return out
 
 
 def percentiles(ms: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 2),
-            "p99_ms": round(float(np.percentile(ms, 99)), 2)}  # fmt: skip
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+    }
 
 
 def in_process(run: Path, n: int) -> dict[str, float]:
@@ -118,8 +125,11 @@ def execution(url: str, run: Path, episodes: int, hz: float, steps: int) -> dict
     cfg = read_run_config(run)
     env = Paced(TaskEnv(dataclasses.replace(cfg.env, max_steps=steps)), hz)
     out = {}
-    for mode, asynchronous, rtc in [("sync", False, False), ("async", True, False),
-                                    ("async_rtc", True, True)]:  # fmt: skip
+    for mode, asynchronous, rtc in [
+        ("sync", False, False),
+        ("async", True, False),
+        ("async_rtc", True, True),
+    ]:
         client = RobotClient(Connection(url), asynchronous=asynchronous, rtc=rtc)
         played = [client.episode(env, seed, record=False) for seed in range(episodes)]  # type: ignore[arg-type]
         out[mode] = {
@@ -148,8 +158,10 @@ def main() -> None:
             run = untrained_run(name, Path(tmp) / name)
             proc, url = start_server(run)
             try:
-                report["latency"][name] = {"in_process": in_process(run, args.requests),
-                                           "loopback": loopback(url, args.requests)}  # fmt: skip
+                report["latency"][name] = {
+                    "in_process": in_process(run, args.requests),
+                    "loopback": loopback(url, args.requests),
+                }
                 report["execution"][name] = execution(url, run, args.episodes, args.hz, args.steps)
             finally:
                 proc.terminate()

@@ -42,8 +42,9 @@ def probe(path: str, states: int, chunks: int, rollouts: int) -> dict:
     run = load_run(path)
     frames, _ = load_buffer(run)
     rows = failing_rows(frames, run.config.horizon, states, seed=0)
-    res = run_action_ope(run, ActionOpeConfig(states=len(rows), chunks=chunks, rollouts=rollouts),
-                         rows)  # fmt: skip
+    res = run_action_ope(
+        run, ActionOpeConfig(states=len(rows), chunks=chunks, rollouts=rollouts), rows
+    )
     c, q_true, q_pess = res.cands, res.q_true, res.q_pess  # (N, C + 1), data chunk first
     n, c1 = c.chunks.shape[:2]
     with torch.no_grad():  # π's chunks over the data chunk's executed steps
@@ -51,21 +52,28 @@ def probe(path: str, states: int, chunks: int, rollouts: int) -> dict:
         chunk = torch.as_tensor(c.chunks[:, 1:].reshape(-1, *c.chunks.shape[2:]))
         valid = torch.as_tensor(np.repeat(c.valid[:, :1], c1 - 1, 1).reshape(-1, c.valid.shape[-1]))
         task = torch.as_tensor(np.repeat(c.batch.task_index.numpy(), c1 - 1))
-        q = run.critic.eval()(state.to(run.device), task.to(run.device), chunk.to(run.device),
-                              valid.to(run.device))  # fmt: skip
+        q = run.critic.eval()(
+            state.to(run.device), task.to(run.device), chunk.to(run.device), valid.to(run.device)
+        )
         v_data = q.min(0).values.view(n, c1 - 1).mean(1).cpu().numpy()
 
     def reading(q_data: np.ndarray, v: np.ndarray) -> dict:
         a = q_data - v
-        return {"q_data": float(q_data.mean()), "v": float(v.mean()), "advantage": float(a.mean()),
-                "advantage_positive": float((a > 0).mean())}  # fmt: skip
+        return {
+            "q_data": float(q_data.mean()),
+            "v": float(v.mean()),
+            "advantage": float(a.mean()),
+            "advantage_positive": float((a > 0).mean()),
+        }
 
     return {
-        "run": path, "states": int(n), "restore_exact": float(res.exact.mean()),
+        "run": path,
+        "states": int(n),
+        "restore_exact": float(res.exact.mean()),
         "truth": reading(q_true[:, 0], q_true[:, 1:].mean(1)),
         "critic_full_chunks": reading(q_pess[:, 0], q_pess[:, 1:].mean(1)),
         "critic_data_steps": reading(q_pess[:, 0], v_data),
-    }  # fmt: skip
+    }
 
 
 def main() -> None:

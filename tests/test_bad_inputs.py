@@ -278,8 +278,12 @@ def _places(tmp_path: Path, fixtures: dict[str, Path], case: Case) -> dict[str, 
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "thesis.tex").write_text("mine too")
     places = {name: str(path) for name, path in fixtures.items()}
-    places |= {"file": str(tmp_path / "notes.txt"), "empty": str(tmp_path / "empty"),
-               "foreign": str(tmp_path / "foreign"), "missing": str(tmp_path / "nowhere")}  # fmt: skip
+    places |= {
+        "file": str(tmp_path / "notes.txt"),
+        "empty": str(tmp_path / "empty"),
+        "foreign": str(tmp_path / "foreign"),
+        "missing": str(tmp_path / "nowhere"),
+    }
     if "{copy}" in case.argv:
         copy = tmp_path / "copy"
         shutil.copytree(fixtures["run"], copy)
@@ -358,8 +362,13 @@ def test_no_traceback_reaches_a_user(case: Case, fixtures, tmp_path):
     places = _places(tmp_path, fixtures, case)
     before = _snapshot(tmp_path, *fixtures.values())
     argv = shlex.split(case.argv.format(**places))
-    res = subprocess.run([sys.executable, "-m", "aloe.cli", *argv], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "aloe.cli", *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     _check_refusal(case, argv, res.returncode, res.stderr, places)
     assert _snapshot(tmp_path, *fixtures.values()) == before
 
@@ -367,8 +376,14 @@ def test_no_traceback_reaches_a_user(case: Case, fixtures, tmp_path):
 def test_a_reader_that_leaves_early_ends_aloe_quietly(tmp_path):
     """`aloe tasks | head`: stdout closed before aloe writes; a user's stdout is buffered."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-    proc = subprocess.Popen([sys.executable, "-m", "aloe.cli", "tasks"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aloe.cli", "tasks"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()  # the reader is gone before aloe has even imported
     err = proc.stderr.read()

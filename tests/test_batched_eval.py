@@ -47,11 +47,17 @@ def one_at_a_time(env, policy, seeds):
 def assert_same(sequential, counts, trajs, *, state_atol: float) -> None:
     for (want, want_traj), got, traj in zip(sequential, counts, trajs, strict=True):
         assert (got.steps, got.policy_steps, got.success, got.failure_reason, got.truncated) == (
-            want.steps, want.policy_steps, want.success, want.failure_reason, want.truncated)  # fmt: skip
+            want.steps,
+            want.policy_steps,
+            want.success,
+            want.failure_reason,
+            want.truncated,
+        )
         assert traj.rewards == want_traj.rewards  # the per-episode return, step by step
         assert traj.chunk_starts == want_traj.chunk_starts
-        np.testing.assert_allclose(np.array(traj.states), np.array(want_traj.states),
-                                   rtol=0, atol=state_atol)  # fmt: skip
+        np.testing.assert_allclose(
+            np.array(traj.states), np.array(want_traj.states), rtol=0, atol=state_atol
+        )
 
 
 @pytest.mark.parametrize("batch", BATCHES)
@@ -89,8 +95,10 @@ def test_per_row_generators_draw_each_rows_own_noise():
     state, task = torch.randn(4, TaskEnv.STATE_DIM), torch.zeros(4, dtype=torch.long)
     gens = [torch.Generator().manual_seed(i) for i in range(4)]
     batched = actor.sample(state, task, 2, gens)
-    rows = [actor.sample(state[i : i + 1], task[i : i + 1], 2, torch.Generator().manual_seed(i))
-            for i in range(4)]  # fmt: skip
+    rows = [
+        actor.sample(state[i : i + 1], task[i : i + 1], 2, torch.Generator().manual_seed(i))
+        for i in range(4)
+    ]
     assert batched.shape == (4, 2, 6, 4)
     torch.testing.assert_close(batched, torch.cat(rows), rtol=0, atol=1e-5)
     one = actor.sample(state[:1], task[:1], 2, [torch.Generator().manual_seed(0)])
@@ -121,8 +129,9 @@ def test_a_subclass_changing_act_chunk_alone_is_not_batched():
             return np.zeros((6, 4), dtype=np.float32)
 
     assert batchable(flow_policy()) and batchable(RandomPolicy())
-    assert not batchable(Greedy(flow_policy().actor, version=0, exec_horizon=4, seed=0,
-                                device=torch.device("cpu")))  # fmt: skip
+    assert not batchable(
+        Greedy(flow_policy().actor, version=0, exec_horizon=4, seed=0, device=torch.device("cpu"))
+    )
 
 
 def test_copies_are_built_once_and_reused(env):
@@ -139,10 +148,16 @@ def test_bad_batch_sizes_are_refused(tmp_path):
         EvalArgs(run=tmp_path, batch=0).validate()
 
 
-@pytest.mark.parametrize("argv, line", [
-    ("train --eval-batch 0 --out {out}", "aloe train: error: config field eval_batch (0): must be >= 1"),
-    ("eval --run {out} --batch 0", "aloe eval: error: --batch (0): must be >= 1"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (
+            "train --eval-batch 0 --out {out}",
+            "aloe train: error: config field eval_batch (0): must be >= 1",
+        ),
+        ("eval --run {out} --batch 0", "aloe eval: error: --batch (0): must be >= 1"),
+    ],
+)
 def test_the_cli_refuses_a_bad_batch_before_any_work(tmp_path, capsys, argv, line):
     from aloe.cli import main
 

@@ -55,8 +55,9 @@ def test_cpu_attention_is_counted_forward_and_backward():
     q, k, v = (torch.randn(b, h, s, d, requires_grad=True) for _ in range(3))
     out: list[torch.Tensor] = []
     # Q K^T and (softmax) V: two products of s x d by d x s (and s x s by s x d)
-    assert measure.count_flops(lambda: out.append(F.scaled_dot_product_attention(q, k, v))) \
-        == 2 * (2 * b * h * s * s * d)  # fmt: skip
+    assert measure.count_flops(lambda: out.append(F.scaled_dot_product_attention(q, k, v))) == 2 * (
+        2 * b * h * s * s * d
+    )
     # the scores recomputed, then the gradients of the scores, V, Q and K
     assert measure.count_flops(lambda: out[0].sum().backward()) == 5 * (2 * b * h * s * s * d)
 
@@ -72,7 +73,11 @@ def test_the_fused_inference_path_counts_what_training_counts():
 
 def test_figures_are_arithmetic_of_time_and_counted_flops():
     assert measure.work_figures(0.5, 10**9, 4.0) == {
-        "ms": 500.0, "gflop": 1.0, "gflops": 2.0, "peak_share": 0.5}  # fmt: skip
+        "ms": 500.0,
+        "gflop": 1.0,
+        "gflops": 2.0,
+        "peak_share": 0.5,
+    }
     peak = measure.matmul_peak(torch.device("cpu"), n=32, repeats=1)
     assert peak["gflops"] == pytest.approx(2 * 32**3 / (peak["ms"] / 1e3) / 1e9)
 
@@ -100,8 +105,7 @@ def test_a_size_reports_steps_parts_and_inference(smoke):
         assert set(fig[step]) == {"ms", "gflop", "gflops", "peak_share"}
         assert fig[step]["gflop"] > 0
     parts = {k: v for k, v in fig["actor_parts"].items() if isinstance(v, dict)}
-    assert list(parts) == ["value_sampling", "q_data", "flow_forward", "flow_backward",
-                           "optimiser"]  # fmt: skip
+    assert list(parts) == ["value_sampling", "q_data", "flow_forward", "flow_backward", "optimiser"]
     # the parts are the whole step: together they count exactly the step's FLOPs
     assert sum(p["gflop"] for p in parts.values()) == pytest.approx(fig["actor_step"]["gflop"])
     assert parts["optimiser"]["gflop"] == 0  # elementwise only
@@ -115,25 +119,37 @@ def test_a_size_reports_steps_parts_and_inference(smoke):
 def test_the_approximation_is_timed_beside_the_exact_steps(smoke):
     """--value-flow-steps K: both steps again with K Euler steps for the update's samples;
     the learner's own config is left exact, and fewer steps count fewer FLOPs."""
-    fig = learner.measure_size(smoke, peak_gflops=1.0, repeats=1, latency_calls=1,
-                               value_flow_steps=1)  # fmt: skip
+    fig = learner.measure_size(
+        smoke, peak_gflops=1.0, repeats=1, latency_calls=1, value_flow_steps=1
+    )
     approx = fig["value_flow_steps"]
     assert approx["flow_steps"] == 1 and smoke.learner.config.value_flow_steps == 0
     for step in ("critic_step", "actor_step"):
         assert 0 < approx[step]["gflop"] < fig[step]["gflop"]
     assert 0 < approx["value_sampling_share"] < 1
     parts = {k: {"ms": 1.0} for k in ("flow_forward", "flow_backward", "optimiser")}
-    steps = {"critic_step": {"ms": 4.0}, "actor_step": {"ms": 6.0}, "actor_parts": parts,
-             "value_flow_steps": {"flow_steps": 1, "critic_step": {"ms": 1.0},
-                                  "actor_step": {"ms": 2.0}}}  # fmt: skip
-    loop_figs = {"collect_policy": {"successes": 1, "episodes": 1, "episode_s": 1.0},
-                 "collect_demo": {"episode_s": 1.0}, "evaluate": {"episode_s": 0.5}}  # fmt: skip
+    steps = {
+        "critic_step": {"ms": 4.0},
+        "actor_step": {"ms": 6.0},
+        "actor_parts": parts,
+        "value_flow_steps": {
+            "flow_steps": 1,
+            "critic_step": {"ms": 1.0},
+            "actor_step": {"ms": 2.0},
+        },
+    }
+    loop_figs = {
+        "collect_policy": {"successes": 1, "episodes": 1, "episode_s": 1.0},
+        "collect_demo": {"episode_s": 1.0},
+        "evaluate": {"episode_s": 0.5},
+    }
     it = loop.iteration_phases(smoke, steps, loop_figs, batch_ms=0.0, save_s=0.0)
     a, fast = smoke.cfg.aloe, it["value_flow_steps"]
     saved = (a.critic_steps * 3.0 + a.actor_steps * 4.0) / 1e3
     assert fast["total_s"] == pytest.approx(it["total_s"] - saved)
-    assert fast["run_estimate_s"] == pytest.approx(it["warm_start_s"]
-                                                   + smoke.cfg.iterations * fast["total_s"])  # fmt: skip
+    assert fast["run_estimate_s"] == pytest.approx(
+        it["warm_start_s"] + smoke.cfg.iterations * fast["total_s"]
+    )
 
 
 def test_the_synthetic_batch_has_the_sizes_of_the_preset(smoke):
@@ -145,8 +161,7 @@ def test_the_synthetic_batch_has_the_sizes_of_the_preset(smoke):
 
 def test_the_loop_and_the_iteration_split(smoke, tmp_path):
     figures, frames = loop.measure_loop(smoke, steps=10, root=tmp_path)
-    assert list(figures) == ["raw", "collect_demo", "collect_random", "collect_policy",
-                             "evaluate"]  # fmt: skip
+    assert list(figures) == ["raw", "collect_demo", "collect_random", "collect_policy", "evaluate"]
     raw = figures["raw"]["steps_per_s"]
     for name in ("collect_demo", "collect_random", "collect_policy", "evaluate"):
         f = figures[name]
@@ -159,16 +174,19 @@ def test_the_loop_and_the_iteration_split(smoke, tmp_path):
     assert frames.rows == figures["collect_policy"]["steps"]
 
     steps = learner.measure_size(smoke, peak_gflops=1.0, repeats=1, latency_calls=1)
-    it = loop.measure_iteration(smoke, {"steps": {"smoke": steps}, "loop": figures}, frames,
-                                tmp_path)  # fmt: skip
+    it = loop.measure_iteration(
+        smoke, {"steps": {"smoke": steps}, "loop": figures}, frames, tmp_path
+    )
     phases = ["collect_s", "critic_s", "actor_s", "evaluate_s", "checkpoint_s"]
     assert it["total_s"] == pytest.approx(sum(it[p] for p in phases))
     assert sum(it[f"{p[:-2]}_share"] for p in phases) == pytest.approx(1.0)
     a = smoke.cfg.aloe
     assert it["critic_s"] == pytest.approx(
-        a.critic_steps * (steps["critic_step"]["ms"] + it["batch_ms"]) / 1e3)  # fmt: skip
-    assert it["run_estimate_s"] == pytest.approx(it["warm_start_s"]
-                                                 + smoke.cfg.iterations * it["total_s"])  # fmt: skip
+        a.critic_steps * (steps["critic_step"]["ms"] + it["batch_ms"]) / 1e3
+    )
+    assert it["run_estimate_s"] == pytest.approx(
+        it["warm_start_s"] + smoke.cfg.iterations * it["total_s"]
+    )
     assert "preset's counts" in it["method"]
 
     # the sampler against steps of the library's default networks, at --horizon and --batch-size
@@ -181,15 +199,24 @@ def test_the_loop_and_the_iteration_split(smoke, tmp_path):
 
 
 def test_flatten_names_figures_by_path_and_renames_old_ones():
-    flat = against.flatten({"env_raw_steps_per_s": 5.0, "task": "t",
-                            "steps": {"default": {"critic_step": {"ms": 2.0}}}})  # fmt: skip
-    assert flat == {"loop.raw.steps_per_s": 5.0, "run.task": "t",
-                    "steps.default.critic_step.ms": 2.0}  # fmt: skip
+    flat = against.flatten(
+        {
+            "env_raw_steps_per_s": 5.0,
+            "task": "t",
+            "steps": {"default": {"critic_step": {"ms": 2.0}}},
+        }
+    )
+    assert flat == {
+        "loop.raw.steps_per_s": 5.0,
+        "run.task": "t",
+        "steps.default.critic_step.ms": 2.0,
+    }
 
 
 def test_the_table_shows_both_columns_their_ratio_and_dashes():
-    text = render([("this", {"a.x": 2.0, "a.n": "text", "b.only": 1}),
-                   ("HEAD", {"a.x": 1.0, "c.old": 3.0})])  # fmt: skip
+    text = render(
+        [("this", {"a.x": 2.0, "a.n": "text", "b.only": 1}), ("HEAD", {"a.x": 1.0, "c.old": 3.0})]
+    )
     rows = {line.split()[0]: line.split()[1:] for line in text.splitlines() if line.strip()}
     assert rows["figure"] == ["this", "HEAD", "this/HEAD"]
     assert rows["a.x"] == ["2", "1", "2.00"]
@@ -227,8 +254,11 @@ def test_a_revision_whose_bench_fails_leaves_an_empty_column(tmp_path):
 
 
 def test_an_estimate_of_collection_episodes_follows_the_success_rate(smoke):
-    loop_figs = {"collect_policy": {"successes": 1, "episodes": 4, "episode_s": 2.0},
-                 "collect_demo": {"episode_s": 1.0}, "evaluate": {"episode_s": 0.5}}  # fmt: skip
+    loop_figs = {
+        "collect_policy": {"successes": 1, "episodes": 4, "episode_s": 2.0},
+        "collect_demo": {"episode_s": 1.0},
+        "evaluate": {"episode_s": 0.5},
+    }
     parts = {k: {"ms": 1.0} for k in ("flow_forward", "flow_backward", "optimiser")}
     steps = {"critic_step": {"ms": 1.0}, "actor_step": {"ms": 1.0}, "actor_parts": parts}
     it = loop.iteration_phases(smoke, steps, loop_figs, batch_ms=0.0, save_s=0.0)

@@ -69,8 +69,11 @@ def _truncate(file: Path) -> None:
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
-            for f in sorted(root.rglob("*")) if f.is_file()}  # fmt: skip
+    return {
+        str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(root.rglob("*"))
+        if f.is_file()
+    }
 
 
 DAMAGE = {
@@ -112,8 +115,11 @@ def test_a_resuming_trainer_sets_the_broken_checkpoint_aside_and_writes_it_anew(
     checkpoint.save(tmp_path, 1, {"a": torch.full((100,), 2.0)})  # the re-run iteration
     (latest / STATE).unlink()
     assert checkpoint.load_latest(tmp_path, set_aside=True).iteration == 0  # type: ignore[union-attr]
-    assert {p.name for p in tmp_path.iterdir()} == {"iter-0000", "iter-0001.broken-1",
-                                                    "iter-0001.broken-2"}  # fmt: skip
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "iter-0000",
+        "iter-0001.broken-1",
+        "iter-0001.broken-2",
+    }
 
 
 def test_no_readable_checkpoint_is_a_usage_error_that_changes_nothing(tmp_path):
@@ -121,9 +127,12 @@ def test_no_readable_checkpoint_is_a_usage_error_that_changes_nothing(tmp_path):
     (latest / STATE).unlink()
     _truncate(tmp_path / "iter-0000" / TENSORS)
     before = _snapshot(tmp_path)
-    with pytest.raises(UsageError, match=r"checkpoints \(.*\): none of them is readable \("
-                       r"iter-0001: state.json is missing; iter-0000: tensors.safetensors is "
-                       r"truncated \(\d+ of \d+ bytes\)\)$"):  # fmt: skip
+    with pytest.raises(
+        UsageError,
+        match=r"checkpoints \(.*\): none of them is readable \("
+        r"iter-0001: state.json is missing; iter-0000: tensors.safetensors is "
+        r"truncated \(\d+ of \d+ bytes\)\)$",
+    ):
         checkpoint.load_latest(tmp_path, set_aside=True)
     assert _snapshot(tmp_path) == before
     assert checkpoint.load_latest(tmp_path / "no-such-dir") is None  # nothing yet: start afresh
@@ -162,10 +171,29 @@ def fake_run(tmp_path):
     return cfg.out
 
 
-TINY = ["--preset", "smoke", "--no-progress", "--iterations", "1", "--eval-episodes", "1",
-        "--bc-steps", "5", "--num-demos", "1", "--collect.success-quota", "1",
-        "--collect.max-episodes", "1", "--aloe.critic-steps", "5", "--aloe.actor-steps", "2",
-        "--env.max-steps", "60"]  # fmt: skip
+TINY = [
+    "--preset",
+    "smoke",
+    "--no-progress",
+    "--iterations",
+    "1",
+    "--eval-episodes",
+    "1",
+    "--bc-steps",
+    "5",
+    "--num-demos",
+    "1",
+    "--collect.success-quota",
+    "1",
+    "--collect.max-episodes",
+    "1",
+    "--aloe.critic-steps",
+    "5",
+    "--aloe.actor-steps",
+    "2",
+    "--env.max-steps",
+    "60",
+]
 
 
 @pytest.mark.slow

@@ -12,8 +12,9 @@ from aloe.datasets.store import EpisodeStore
 
 
 def aloe(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "aloe.cli", *args], capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "aloe.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def tree(root):
@@ -30,13 +31,26 @@ def test_help_and_tasks():
 @pytest.mark.slow
 def test_collect_demos_then_takeovers_grow_one_store(tmp_path):
     d = tmp_path / "d"
-    res = aloe("collect", "--task", "bin-picking-v3", "--episodes", "3", "--out", str(d),
-               "--no-progress")  # fmt: skip
+    res = aloe(
+        "collect", "--task", "bin-picking-v3", "--episodes", "3", "--out", str(d), "--no-progress"
+    )
     assert res.returncode == 0, res.stderr
     info = aloe("dataset", "info", str(d)).stdout
     assert "episodes" in info and "demo" in info
-    res = aloe("collect", "--task", "bin-picking-v3", "--episodes", "2", "--out", str(d),
-               "--policy", "random", "--seed", "100", "--no-progress")  # fmt: skip
+    res = aloe(
+        "collect",
+        "--task",
+        "bin-picking-v3",
+        "--episodes",
+        "2",
+        "--out",
+        str(d),
+        "--policy",
+        "random",
+        "--seed",
+        "100",
+        "--no-progress",
+    )
     assert res.returncode == 0, res.stderr
     stats = json.loads(res.stdout)
     assert stats["takeovers"] >= 2 and stats["human_steps"] > 0 and stats["policy_steps"] > 0
@@ -95,8 +109,18 @@ def test_collect_refuses_a_store_that_records_other_columns(tmp_path, capsys):
 
 def test_collect_continues_the_seeds_of_the_store(tmp_path, capsys):
     out = tmp_path / "d"
-    argv = ["collect", "--task", "reach-v3", "--episodes", "1", "--seed", "5", "--out", str(out),
-            "--no-progress"]  # fmt: skip
+    argv = [
+        "collect",
+        "--task",
+        "reach-v3",
+        "--episodes",
+        "1",
+        "--seed",
+        "5",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     assert "continuing" not in capsys.readouterr().err
     assert main(argv) == 0  # a restart of the same command: the next seed, not seed 5 again

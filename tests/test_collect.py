@@ -103,12 +103,20 @@ def test_evaluate_runs_without_operator():
 
 def test_collect_validates_its_config_before_recording(tmp_path):
     env = _env()
-    store = EpisodeStore.create(tmp_path / "s", fps=80, state_dim=env.state_dim,
-                                action_dim=env.action_dim)  # fmt: skip
+    store = EpisodeStore.create(
+        tmp_path / "s", fps=80, state_dim=env.state_dim, action_dim=env.action_dim
+    )
     before = sorted((p, p.stat().st_size) for p in store.root.rglob("*") if p.is_file())
     op = ScriptedOperator(env.task, OperatorConfig())
     with pytest.raises(UsageError, match=r"collect.handback_steps \(-1\): must be >= 0"):
-        collect(env, op, CollectConfig(handback_steps=-1), policy=None,
-                seeds=itertools.count(), store=store, progress=False)  # fmt: skip
+        collect(
+            env,
+            op,
+            CollectConfig(handback_steps=-1),
+            policy=None,
+            seeds=itertools.count(),
+            store=store,
+            progress=False,
+        )
     assert EpisodeStore.open(store.root).num_episodes == 0
     assert sorted((p, p.stat().st_size) for p in store.root.rglob("*") if p.is_file()) == before

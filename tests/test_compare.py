@@ -40,14 +40,35 @@ ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def aloe(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "aloe.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=ONE_THREAD)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "aloe.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ONE_THREAD,
+    )
 
 
 def compare_args(out: Path) -> list[str]:
-    return ["compare", "--preset", "smoke", "--seeds", "1", "--algos", ALGOS, "--out", str(out),
-            "--jobs", "2", "--action-ope-states", "2", "--action-ope-chunks", "2",
-            "--action-ope-rollouts", "1"]  # fmt: skip
+    return [
+        "compare",
+        "--preset",
+        "smoke",
+        "--seeds",
+        "1",
+        "--algos",
+        ALGOS,
+        "--out",
+        str(out),
+        "--jobs",
+        "2",
+        "--action-ope-states",
+        "2",
+        "--action-ope-chunks",
+        "2",
+        "--action-ope-rollouts",
+        "1",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -111,10 +132,24 @@ def test_killed_ppo_run_resumes_to_the_same_metrics(
     compared = json.loads((smoke_comparison / "runs" / "ppo-sbc-s0" / "config.json").read_text())
     budget = compared["ppo"]["rollout_steps"]
     assert budget == matched_rollout_steps(smoke_comparison, 0)  # matched to the operator loop
-    cmd = [sys.executable, "-m", "aloe.cli", "train", "--preset", "smoke", "--algo", "ppo-sbc",
-           "--out", str(out), "--no-progress", "--ppo.rollout-steps", str(budget)]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env=ONE_THREAD)  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "aloe.cli",
+        "train",
+        "--preset",
+        "smoke",
+        "--algo",
+        "ppo-sbc",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--ppo.rollout-steps",
+        str(budget),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ONE_THREAD
+    )
     deadline = time.time() + 300
     while not (out / "checkpoints" / "iter-0001").exists():
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read()  # type: ignore[union-attr]
@@ -153,9 +188,17 @@ def _fake_run(root: Path, name: str, algo: str, successes: list[float], done: bo
     run.mkdir(parents=True)
     iterations = 0 if algo == "bc" else 2
     (run / "config.json").write_text(json.dumps({"algo": algo, "iterations": iterations}))
-    rows = [{"iteration": k, "success_rate": s, "mean_steps_to_success": 50.0 + k if s else None,
-             "total_human_steps": 100 * (k + 1), "total_env_steps": 300 * (k + 1), "wall_s": 2.0}
-            for k, s in enumerate(successes)]  # fmt: skip
+    rows = [
+        {
+            "iteration": k,
+            "success_rate": s,
+            "mean_steps_to_success": 50.0 + k if s else None,
+            "total_human_steps": 100 * (k + 1),
+            "total_env_steps": 300 * (k + 1),
+            "wall_s": 2.0,
+        }
+        for k, s in enumerate(successes)
+    ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert run_state(run).finished == done
 
@@ -187,11 +230,19 @@ def test_steps_to_success_per_iteration_and_per_task(tmp_path) -> None:
         run = tmp_path / "runs" / f"aloe-s{seed}"
         run.mkdir(parents=True)
         (run / "config.json").write_text(json.dumps({"algo": "aloe", "iterations": 1}))
-        rows = [{"iteration": k, "success_rate": 0.5, "mean_steps_to_success": v,
-                 "total_human_steps": 10, "total_env_steps": 30, "wall_s": 1.0,
-                 "success_by_task": {"a": 1.0, "b": 0.0 + seed},
-                 "steps_to_success_by_task": {"a": v, "b": 30.0 if seed else None}}
-                for k, v in enumerate(steps)]  # fmt: skip
+        rows = [
+            {
+                "iteration": k,
+                "success_rate": 0.5,
+                "mean_steps_to_success": v,
+                "total_human_steps": 10,
+                "total_env_steps": 30,
+                "wall_s": 1.0,
+                "success_by_task": {"a": 1.0, "b": 0.0 + seed},
+                "steps_to_success_by_task": {"a": v, "b": 30.0 if seed else None},
+            }
+            for k, v in enumerate(steps)
+        ]
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     a = summarize(tmp_path)["algos"]["aloe"]
     assert a["steps_to_success_mean_per_iteration"] == pytest.approx([60.0, 45.0])
@@ -225,10 +276,15 @@ def test_action_ope_jobs_and_their_summary(tmp_path) -> None:
     assert action_ope_job(off, RunSpec("aloe", 0, tmp_path)) is None
 
     def entry(seed, rho, policy_rho, iteration=2, states=4):
-        e = {"applicable": True, "iteration": iteration,
-             "config": {"states": states, "chunks": 3, "rollouts": 2},
-             "within_state_spearman": rho, "sign_accuracy": 0.5, "weights_spearman": None,
-             "by_source": {"policy": {"within_state_spearman": policy_rho}}}  # fmt: skip
+        e = {
+            "applicable": True,
+            "iteration": iteration,
+            "config": {"states": states, "chunks": 3, "rollouts": 2},
+            "within_state_spearman": rho,
+            "sign_accuracy": 0.5,
+            "weights_spearman": None,
+            "by_source": {"policy": {"within_state_spearman": policy_rho}},
+        }
         (tmp_path / "runs" / f"aloe-s{seed}" / "action_ope.json").write_text(json.dumps(e))
 
     entry(0, 0.2, -0.1)
@@ -251,8 +307,10 @@ def test_started_runs_resume_and_fresh_ones_start(tmp_path) -> None:
     args = CompareArgs(out=tmp_path, preset="smoke", train_args="--iterations 1")
     _fake_run(tmp_path, "awr-s0", "awr", [0.0], done=False)
     started = RunSpec("awr", 0, tmp_path)
-    assert train_command(args, started, run_state(started.dir))[-2:] == ["--resume",
-                                                                         str(started.dir)]  # fmt: skip
+    assert train_command(args, started, run_state(started.dir))[-2:] == [
+        "--resume",
+        str(started.dir),
+    ]
     fresh = RunSpec("dagger", 1, tmp_path)
     cmd = train_command(args, fresh, run_state(fresh.dir))
     assert cmd[-2:] == ["--iterations", "1"] and "--resume" not in cmd
@@ -260,8 +318,11 @@ def test_started_runs_resume_and_fresh_ones_start(tmp_path) -> None:
 
 
 def test_ppo_budget_is_the_operator_loops_mean_env_steps_per_iteration(tmp_path) -> None:
-    for name, steps in [("aloe-s0", [50, 1000, 1200]), ("dagger-s0", [50, 800, 600]),
-                        ("awr-s1", [50, 5000, 5000])]:  # fmt: skip
+    for name, steps in [
+        ("aloe-s0", [50, 1000, 1200]),
+        ("dagger-s0", [50, 800, 600]),
+        ("awr-s1", [50, 5000, 5000]),
+    ]:
         run = tmp_path / "runs" / name
         run.mkdir(parents=True)
         rows = [{"iteration": k, "env_steps": n} for k, n in enumerate(steps)]

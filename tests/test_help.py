@@ -26,8 +26,10 @@ def _help(capsys, *argv: str) -> str:
     return capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", [n for n in COMMANDS if n not in ("serve", "robot")
-                                  or importlib.util.find_spec("websockets")])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [n for n in COMMANDS if n not in ("serve", "robot") or importlib.util.find_spec("websockets")],
+)
 def test_each_command_help_ends_with_its_example(name, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = _help(capsys, name)

@@ -45,10 +45,22 @@ def test_instruction_token_is_a_projection_of_frozen_features() -> None:
 def test_actor_and_critic_take_camera_tokens_and_ignore_padding_after_them() -> None:
     torch.manual_seed(0)
     layout, h, a = (39, 6, 6), 4, 4
-    actor = FlowPolicy(ActorConfig(hidden_dim=16, num_layers=1, num_heads=2),
-                       51, a, 2, obs_layout=layout, horizon=h)  # fmt: skip
-    critic = ChunkedQCritic(CriticConfig(hidden_dim=16, num_layers=1, num_heads=2, num_q=2),
-                            51, a, 2, obs_layout=layout, horizon=h)  # fmt: skip
+    actor = FlowPolicy(
+        ActorConfig(hidden_dim=16, num_layers=1, num_heads=2),
+        51,
+        a,
+        2,
+        obs_layout=layout,
+        horizon=h,
+    )
+    critic = ChunkedQCritic(
+        CriticConfig(hidden_dim=16, num_layers=1, num_heads=2, num_q=2),
+        51,
+        a,
+        2,
+        obs_layout=layout,
+        horizon=h,
+    )
     s, task = torch.randn(3, 51), torch.tensor([0, 1, 1])
     assert actor.condition(s, task).shape == (3, 4, 16)  # state, 2 cameras, instruction
     assert actor.sample(s, task, 2).shape == (3, 2, h, a)
@@ -82,10 +94,12 @@ def test_bad_observation_settings_are_refused_before_any_work() -> None:
         with pytest.raises(ValueError, match=f"config field {field} "):
             dataclasses.replace(TrainConfig(), **change).validate()
     cfg = TrainConfig(obs="image")
-    for vision, field in [({"cameras": ()}, "vision.cameras"),
-                          ({"encoder": "resnet"}, "vision.encoder"),
-                          ({"encoder": "siglip"}, "vision.encoder_path"),
-                          ({"image_size": 4}, "vision.image_size")]:  # fmt: skip
+    for vision, field in [
+        ({"cameras": ()}, "vision.cameras"),
+        ({"encoder": "resnet"}, "vision.encoder"),
+        ({"encoder": "siglip"}, "vision.encoder_path"),
+        ({"image_size": 4}, "vision.image_size"),
+    ]:
         cfg.vision = dataclasses.replace(TrainConfig().vision, **vision)
         with pytest.raises(ValueError, match=field):
             cfg.validate()
@@ -131,8 +145,10 @@ class _FakeStore:
         }
 
     def video_files(self, key):
-        return [SimpleNamespace(file_id="chunk-000/file-000", index=np.arange(3)),
-                SimpleNamespace(file_id="chunk-000/file-001", index=np.arange(3, 5))]  # fmt: skip
+        return [
+            SimpleNamespace(file_id="chunk-000/file-000", index=np.arange(3)),
+            SimpleNamespace(file_id="chunk-000/file-001", index=np.arange(3, 5)),
+        ]
 
     def load_images(self, key):
         return np.concatenate([self.read_video(key, f.file_id) for f in self.video_files(key)])
@@ -189,9 +205,12 @@ def test_checkpoints_with_pre_camera_key_names_still_load() -> None:
     torch.manual_seed(0)
     cfg = ActorConfig(hidden_dim=16, num_layers=1, num_heads=2)
     old = FlowPolicy(cfg, 39, 4, 1, horizon=4)
-    legacy = {k.replace("obs_encoder.state.", "state_encoder.")
-              .replace("instruction.embedding.", "task_embedding."): v
-              for k, v in old.state_dict().items()}  # fmt: skip
+    legacy = {
+        k.replace("obs_encoder.state.", "state_encoder.").replace(
+            "instruction.embedding.", "task_embedding."
+        ): v
+        for k, v in old.state_dict().items()
+    }
     assert "state_encoder.0.weight" in legacy and "task_embedding.weight" in legacy
     new = FlowPolicy(cfg, 39, 4, 1, horizon=4)
     new.load_state_dict(legacy)

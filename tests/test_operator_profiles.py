@@ -48,11 +48,13 @@ def test_oracle_is_the_scripted_operator_exactly(env):
         built = make_operator(TASK, cfg)
         assert type(built) is ScriptedOperator
         for seed in (0, 5):
-            assert np.array_equal(actions(env, built, seed),
-                                  actions(env, ScriptedOperator(TASK, cfg), seed))  # fmt: skip
+            assert np.array_equal(
+                actions(env, built, seed), actions(env, ScriptedOperator(TASK, cfg), seed)
+            )
         policy = RandomPolicy(seed=1)  # takeovers: the retreat, the rewind, the watch
-        assert np.array_equal(actions(env, built, 7, policy),
-                              actions(env, ScriptedOperator(TASK, cfg), 7, policy))  # fmt: skip
+        assert np.array_equal(
+            actions(env, built, 7, policy), actions(env, ScriptedOperator(TASK, cfg), 7, policy)
+        )
 
 
 def lag1(x: np.ndarray) -> float:
@@ -80,11 +82,20 @@ def test_human_action_noise_is_correlated_in_time_unlike_the_oracle(env):
     """The deviation of the executed actions from the noise-free expert on the same
     observations: white for the oracle, strongly correlated from step to step for the person
     (mistakes, lag and the speed cap switched off, so the deviation is the noise alone)."""
-    calm = HumanConfig(lag_steps=0, speed=1.0, wrong_approach_prob=0, grasp_slip_prob=0,
-                       drop_prob=0, overshoot_prob=0, skill_spread=0)  # fmt: skip
+    calm = HumanConfig(
+        lag_steps=0,
+        speed=1.0,
+        wrong_approach_prob=0,
+        grasp_slip_prob=0,
+        drop_prob=0,
+        overshoot_prob=0,
+        skill_spread=0,
+    )
     expert = expert_policy(TASK)
-    for cfg, low, high in ((OperatorConfig(), -0.2, 0.2),
-                           (OperatorConfig(profile="human", human=calm), 0.5, 1.0)):  # fmt: skip
+    for cfg, low, high in (
+        (OperatorConfig(), -0.2, 0.2),
+        (OperatorConfig(profile="human", human=calm), 0.5, 1.0),
+    ):
         op, res = make_operator(TASK, cfg), []
         for seed in range(3):
             obs, _ = env.reset(seed=seed)
@@ -103,8 +114,9 @@ def test_human_action_noise_is_correlated_in_time_unlike_the_oracle(env):
 def test_reaction_time_holds_the_robot_after_a_takeover(env):
     cfg = dataclasses.replace(HUMAN, patience=20)
     op = make_operator(TASK, cfg)
-    steps = record_episode(env, 2, policy=RandomPolicy(seed=0), operator=op,
-                           record_sim_state=False).episode.steps  # fmt: skip
+    steps = record_episode(
+        env, 2, policy=RandomPolicy(seed=0), operator=op, record_sim_state=False
+    ).episode.steps
     human = np.flatnonzero(steps[D.SOURCE] == "human")
     assert len(human) > cfg.human.reaction_steps
     held = human[: cfg.human.reaction_steps]
@@ -127,19 +139,32 @@ def test_human_demonstrations_succeed_on_pick_place(env):
 @pytest.mark.parametrize(
     ("cfg", "message"),
     [
-        (OperatorConfig(profile="robot"), "operator.profile ('robot'): must be one of oracle, human"),
-        (OperatorConfig(human=HumanConfig(reaction_steps=-1)),
-         "operator.human.reaction_steps (-1): must be >= 0"),
-        (OperatorConfig(human=HumanConfig(speed=0.0)),
-         "operator.human.speed (0.0): must be a finite number in (0, 1]"),
-        (OperatorConfig(human=HumanConfig(drop_prob=1.5)),
-         "operator.human.drop_prob (1.5): must be in [0, 1]"),
-        (OperatorConfig(human=HumanConfig(tremor_hz=40.0)),
-         "operator.human.tremor_hz (40.0): must be a finite number in (0, 40) (below Nyquist at 80 Hz)"),
-        (OperatorConfig(human=HumanConfig(drift_std=math.nan)),
-         "operator.human.drift_std (nan): must be a finite number >= 0"),
+        (
+            OperatorConfig(profile="robot"),
+            "operator.profile ('robot'): must be one of oracle, human",
+        ),
+        (
+            OperatorConfig(human=HumanConfig(reaction_steps=-1)),
+            "operator.human.reaction_steps (-1): must be >= 0",
+        ),
+        (
+            OperatorConfig(human=HumanConfig(speed=0.0)),
+            "operator.human.speed (0.0): must be a finite number in (0, 1]",
+        ),
+        (
+            OperatorConfig(human=HumanConfig(drop_prob=1.5)),
+            "operator.human.drop_prob (1.5): must be in [0, 1]",
+        ),
+        (
+            OperatorConfig(human=HumanConfig(tremor_hz=40.0)),
+            "operator.human.tremor_hz (40.0): must be a finite number in (0, 40) (below Nyquist at 80 Hz)",
+        ),
+        (
+            OperatorConfig(human=HumanConfig(drift_std=math.nan)),
+            "operator.human.drift_std (nan): must be a finite number >= 0",
+        ),
     ],
-)  # fmt: skip
+)
 def test_validation_names_the_field(cfg, message):
     with pytest.raises(UsageError) as e:
         cfg.validate()

@@ -38,10 +38,30 @@ from aloe.cli import main
 pytestmark = [pytest.mark.slow, pytest.mark.render]  # the Quickstart trains on camera images
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-TINY = ["--iterations", "1", "--bc-steps", "5", "--num-demos", "1", "--eval-episodes", "1",
-        "--collect.success-quota", "1", "--collect.max-episodes", "1",
-        "--aloe.critic-steps", "5", "--aloe.actor-steps", "2", "--awr.value-steps", "5",
-        "--awr.actor-steps", "2", "--env.max-steps", "60"]  # fmt: skip
+TINY = [
+    "--iterations",
+    "1",
+    "--bc-steps",
+    "5",
+    "--num-demos",
+    "1",
+    "--eval-episodes",
+    "1",
+    "--collect.success-quota",
+    "1",
+    "--collect.max-episodes",
+    "1",
+    "--aloe.critic-steps",
+    "5",
+    "--aloe.actor-steps",
+    "2",
+    "--awr.value-steps",
+    "5",
+    "--awr.actor-steps",
+    "2",
+    "--env.max-steps",
+    "60",
+]
 SIZES = {  # (command, flag) -> the value used instead of the README's
     ("collect", "--episodes"): "1",
     ("train", "--collect.success-quota"): "1",
@@ -51,10 +71,34 @@ SIZES = {  # (command, flag) -> the value used instead of the README's
     ("compare", "--seeds"): "1",
     ("plot-q", "--episode"): "0",
 }
-EVAL_FULL = ["--episodes", "1", "--ope-pairs", "2", "--ope-rollouts", "1", "--action-ope-states", "2",
-             "--action-ope-chunks", "2", "--action-ope-rollouts", "1"]  # fmt: skip
-BENCH = ["--sizes", "smoke", "--steps", "60", "--repeats", "1", "--threads", "1", "--horizon", "10",
-         "--batch-size", "32"]  # fmt: skip
+EVAL_FULL = [
+    "--episodes",
+    "1",
+    "--ope-pairs",
+    "2",
+    "--ope-rollouts",
+    "1",
+    "--action-ope-states",
+    "2",
+    "--action-ope-chunks",
+    "2",
+    "--action-ope-rollouts",
+    "1",
+]
+BENCH = [
+    "--sizes",
+    "smoke",
+    "--steps",
+    "60",
+    "--repeats",
+    "1",
+    "--threads",
+    "1",
+    "--horizon",
+    "10",
+    "--batch-size",
+    "32",
+]
 
 
 def quickstart_commands(readme: str) -> list[list[str]]:
@@ -150,8 +194,10 @@ def _run_all(commands: list[list[str]], capsys: pytest.CaptureFixture[str]) -> s
 
 def test_substitutions_keep_the_readme_flags():
     used: set[str] = set()
-    argv = substitute(shlex.split("aloe compare --algos aloe,dagger --train-args='--aloe.beta 2' "
-                                  "--out runs/b2"), used)  # fmt: skip
+    argv = substitute(
+        shlex.split("aloe compare --algos aloe,dagger --train-args='--aloe.beta 2' --out runs/b2"),
+        used,
+    )
     assert argv[:3] == ["compare", "--algos", "aloe,dagger"]
     assert _value(argv, "--train-args").startswith("--aloe.beta 2 --iterations 1")
     assert argv[argv.index("--seeds") + 1] == "1" and argv.count("--seeds") == 1

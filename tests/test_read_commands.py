@@ -34,8 +34,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*"))}  # fmt: skip
+    return {
+        str(p): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def _comparison(root: Path, summary: str | None = None) -> Path:
@@ -58,20 +60,26 @@ CASES = [
     ("collect --policy {tmp} --out {tmp}/d", "--policy ({tmp}): not a run directory"),
     ("report {tmp}/cmp", "comparison ({tmp}/cmp): has no runs under runs/ and no summary.json"),
     ("report {tmp}/bad", "comparison ({tmp}/bad): summary.json is unreadable"),
-    ("compare --preset smoke --out {tmp}/c --train-args=--aloe.beta=-1",
-     "--train-args ('--aloe.beta=-1'): config field aloe.beta (-1.0): must be > 0"),
-    ("compare --preset smoke --out {tmp}/c --train-args '--aloe.beta -1'",
-     "must be attached with '=': --train-args='--aloe.beta -1'"),
-    ("compare --preset smoke --out {tmp}/c --train-args=--seed=3",
-     "--train-args ('--seed=3'): --seed=3 is set by compare for each run"),
+    (
+        "compare --preset smoke --out {tmp}/c --train-args=--aloe.beta=-1",
+        "--train-args ('--aloe.beta=-1'): config field aloe.beta (-1.0): must be > 0",
+    ),
+    (
+        "compare --preset smoke --out {tmp}/c --train-args '--aloe.beta -1'",
+        "must be attached with '=': --train-args='--aloe.beta -1'",
+    ),
+    (
+        "compare --preset smoke --out {tmp}/c --train-args=--seed=3",
+        "--train-args ('--seed=3'): --seed=3 is set by compare for each run",
+    ),
     ("compare --preset smoke --out {tmp}/c --train-args=--iterations=x", "--iterations ('x')"),
-    ("compare --preset smoke --out {tmp}/c \"--train-args=--task 'x\"", "No closing quotation"),
+    ('compare --preset smoke --out {tmp}/c "--train-args=--task \'x"', "No closing quotation"),
     ("compare --preset smoke --out {tmp}/brk", "--out ({tmp}/brk): compare.json is unreadable"),
     ("bench --steps 100000000000", "--steps (100000000000): the collected frames need about"),
     ("bench --horizon 2000", "--horizon (2000) with --batch-size (256): one update step needs"),
     ("bench --out {tmp}/no/figures.json", "--out ({tmp}/no/figures.json): its directory does"),
     ("bench --task mt10", "--task ('mt10'): name one task"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("argv, shows", CASES, ids=[c[0] for c in CASES])
@@ -104,8 +112,10 @@ def test_eval_falls_back_past_a_truncated_latest_checkpoint(run, tmp_path, capsy
     out = capsys.readouterr()
     assert json.loads(out.out)["iteration"] == 0
     skip = [line for line in out.err.splitlines() if line.startswith("aloe: skipping")]
-    assert skip == [f"aloe: skipping checkpoint {latest}: {checkpoint.TENSORS} is truncated "
-                    f"(1000 of at least {header_end} bytes); using iter-0000"]  # fmt: skip
+    assert skip == [
+        f"aloe: skipping checkpoint {latest}: {checkpoint.TENSORS} is truncated "
+        f"(1000 of at least {header_end} bytes); using iter-0000"
+    ]
     assert tensors.stat().st_size == 1000  # kept as it was
 
 

@@ -91,8 +91,9 @@ def test_config_json_does_not_name_the_run_location(run_dir: Path) -> None:
             assert str(run_dir).encode() not in path.read_bytes(), path
 
 
-def test_a_moved_run_resumes_in_place(run_dir: Path, tmp_path: Path, same_metrics,
-                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_moved_run_resumes_in_place(
+    run_dir: Path, tmp_path: Path, same_metrics, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "old").mkdir()
     moved = _interrupted_copy(run_dir, tmp_path / "old" / "run")
     moved = Path(shutil.move(moved, tmp_path / "new" / "run"))
@@ -140,7 +141,7 @@ CORRUPTIONS = [
     (
         _set("algo", "foo"),
         "config field algo ('foo'): must be one of aloe, awr, dagger, bc, ppo-sbc",
-    ),  # fmt: skip
+    ),
     (_set("horizon", -1), "config field horizon (-1): must be >= 1"),
     (_set("aloe.beta", -5), "config field aloe.beta (-5.0): must be > 0"),
     (_set("exec_horizon", 999), "config field exec_horizon (999): must be in 1..horizon (10)"),
@@ -297,17 +298,27 @@ def test_an_unwritable_out_is_refused(tmp_path: Path, capsys: pytest.CaptureFixt
 # --- what --resume accepts ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("flags", [["--aloe.beta", "3"], ["--iterations=4"], ["--preset", "smoke"],
-                                   ["--task", "reach-v3"], ["--out", "elsewhere"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--aloe.beta", "3"],
+        ["--iterations=4"],
+        ["--preset", "smoke"],
+        ["--task", "reach-v3"],
+        ["--out", "elsewhere"],
+    ],
+)
 def test_resume_refuses_options_that_change_the_run(
     run_dir: Path, capsys: pytest.CaptureFixture[str], flags: list[str]
 ) -> None:
     before = _digest(run_dir)
     err = _error(capsys, ["train", "--resume", str(run_dir), "--no-progress", *flags])
     flag = flags[0].split("=")[0]
-    assert err == (f"aloe train: error: --resume ({flag}): only --progress/--no-progress and "
-                   f"--device may be given with --resume; the run's config is "
-                   f"{run_dir / 'config.json'}")  # fmt: skip
+    assert err == (
+        f"aloe train: error: --resume ({flag}): only --progress/--no-progress and "
+        f"--device may be given with --resume; the run's config is "
+        f"{run_dir / 'config.json'}"
+    )
     assert _digest(run_dir) == before
 
 
@@ -332,14 +343,20 @@ def test_resume_on_a_missing_device_is_refused_with_nothing_changed(
     assert _digest(run_dir) == before
 
 
-@pytest.mark.parametrize("where, message", [
-    ("nowhere", "does not exist; give a run directory written by `aloe train`"),
-    (".", "not a run directory (no config.json)"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        ("nowhere", "does not exist; give a run directory written by `aloe train`"),
+        (".", "not a run directory (no config.json)"),
+    ],
+)
 def test_resume_needs_a_run_directory(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-    where: str, message: str,
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+    message: str,
+) -> None:
     monkeypatch.chdir(tmp_path)
     err = _error(capsys, ["train", "--resume", where])
     assert f"--resume ({where}): {message}" in err
@@ -378,11 +395,16 @@ def test_a_second_trainer_on_a_run_directory_is_refused(
     cfg = preset("smoke")
     cfg.out = tmp_path / "run"
     train.start_run_dir(cfg.resolved())
-    hold = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
-            "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'4242'); print('held', flush=True); "
-            "time.sleep(120)")  # fmt: skip
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(cfg.out / train.RUN_LOCK)],
-                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    hold = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'4242'); print('held', flush=True); "
+        "time.sleep(120)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(cfg.out / train.RUN_LOCK)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         before = sorted(p.name for p in cfg.out.iterdir())

@@ -15,8 +15,15 @@ from aloe.run_summary import iteration_line, sparkline, summary, write_report
 
 
 def _row(k: int, success: float, takeovers: int, human: int, total: int) -> dict:
-    return {"iteration": k, "success_rate": success, "eval_episodes": 20, "takeovers": takeovers,
-            "human_steps": human, "total_human_steps": total, "wall_s": 60.0}  # fmt: skip
+    return {
+        "iteration": k,
+        "success_rate": success,
+        "eval_episodes": 20,
+        "takeovers": takeovers,
+        "human_steps": human,
+        "total_human_steps": total,
+        "wall_s": 60.0,
+    }
 
 
 HISTORY = [_row(0, 0.1, 0, 250, 250), _row(1, 0.3, 20, 500, 750), _row(2, 0.55, 17, 484, 1234)]
@@ -29,13 +36,18 @@ def test_sparkline_is_on_a_fixed_zero_to_one_scale():
 
 
 def test_duration_reads_as_a_person_says_it():
-    assert [duration(s) for s in (0.42, 59.94, 65, 3725)] == ["0.4 s", "59.9 s", "1 min 05 s",
-                                                               "1 h 02 min"]  # fmt: skip
+    assert [duration(s) for s in (0.42, 59.94, 65, 3725)] == [
+        "0.4 s",
+        "59.9 s",
+        "1 min 05 s",
+        "1 h 02 min",
+    ]
 
 
 def test_iteration_line():
-    assert iteration_line(HISTORY[1], 5) == ("iteration 1/5: success 0.30 on 20 episodes, "
-                                             "20 takeovers, 500 operator steps, 1 min 00 s")  # fmt: skip
+    assert iteration_line(HISTORY[1], 5) == (
+        "iteration 1/5: success 0.30 on 20 episodes, 20 takeovers, 500 operator steps, 1 min 00 s"
+    )
     assert "BC warm start" in iteration_line(HISTORY[0], 5)
 
 
@@ -86,9 +98,15 @@ def test_a_report_that_cannot_be_written_is_a_warning(tmp_path, capsys, monkeypa
     )
 
 
-@pytest.mark.parametrize(("flag", "tty", "shown"), [
-    (None, False, "line"), (None, True, "bar"), (True, False, "bar"), (False, True, "nothing"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("flag", "tty", "shown"),
+    [
+        (None, False, "line"),
+        (None, True, "bar"),
+        (True, False, "bar"),
+        (False, True, "nothing"),
+    ],
+)
 def test_a_phase_is_a_bar_on_a_terminal_a_line_in_a_log(flag, tty, shown, monkeypatch):
     err = io.StringIO()
     err.isatty = lambda: tty  # type: ignore[method-assign]

@@ -15,15 +15,35 @@ from aloe.config import TrainConfig, preset
 pytestmark = pytest.mark.slow
 
 METRIC_KEYS = {
-    "iteration", "success_rate", "mean_steps_to_success", "env_steps", "human_steps",
-    "takeovers", "episodes", "critic_loss", "q_pess_mean", "advantage_mean", "weight_mean",
-    "weight_clipped_frac", "wall_s",
-}  # fmt: skip
+    "iteration",
+    "success_rate",
+    "mean_steps_to_success",
+    "env_steps",
+    "human_steps",
+    "takeovers",
+    "episodes",
+    "critic_loss",
+    "q_pess_mean",
+    "advantage_mean",
+    "weight_mean",
+    "weight_clipped_frac",
+    "wall_s",
+}
 
 
 def _train(out, *extra):
-    cmd = [sys.executable, "-m", "aloe.cli", "train", "--preset", "smoke", "--out", str(out),
-           "--no-progress", *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "aloe.cli",
+        "train",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -52,13 +72,26 @@ def test_a_captured_log_has_lines_not_bar_frames_and_ends_with_the_summary(smoke
     lines = log.splitlines()
     assert "  bc warm start: 40 steps in " in log and "  critic[2]: 20 steps in " in log
     assert [line.split(":")[0] for line in lines if line.startswith("iteration ")] == [
-        "iteration 0/2", "iteration 1/2", "iteration 2/2"]  # fmt: skip
+        "iteration 0/2",
+        "iteration 1/2",
+        "iteration 2/2",
+    ]
     summary = lines[lines.index(next(x for x in lines if x.startswith("aloe train: "))) :]
-    assert summary[0] == (f"aloe train: finished {smoke_run}: aloe on pick-place-v3, preset "
-                          "smoke, 2 iterations after the BC warm start")  # fmt: skip
+    assert summary[0] == (
+        f"aloe train: finished {smoke_run}: aloe on pick-place-v3, preset "
+        "smoke, 2 iterations after the BC warm start"
+    )
     labels = [line.split()[0] for line in summary[1:]]
-    assert labels == ["success", "BC", "operator", "wall", "report", "checkpoint",
-                      "TensorBoard", "metrics"]  # fmt: skip
+    assert labels == [
+        "success",
+        "BC",
+        "operator",
+        "wall",
+        "report",
+        "checkpoint",
+        "TensorBoard",
+        "metrics",
+    ]
     assert f"  report       {smoke_run / 'report.html'}" in summary
     assert f"  checkpoint   {smoke_run / 'checkpoints' / 'iter-0002'}" in summary
     page = (smoke_run / "report.html").read_text()
@@ -103,8 +136,12 @@ def test_killed_and_resumed_run_equals_uninterrupted(smoke_run, tmp_path, same_m
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert checkpoint.latest(out / "checkpoints")[0] >= 1
-    resumed = subprocess.run([sys.executable, "-m", "aloe.cli", "train", "--resume", str(out)],
-                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    resumed = subprocess.run(
+        [sys.executable, "-m", "aloe.cli", "train", "--resume", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr
     same_metrics(_metrics(out), _metrics(smoke_run))
 
@@ -145,8 +182,12 @@ def test_the_mt10_preset_is_ppo_sbc_on_mt10_from_the_default_networks():
     cfg, default = preset("mt10"), preset("default")
     assert (cfg.task, cfg.algo, cfg.instructions, cfg.num_demos) == ("mt10", "ppo-sbc", "minilm", 5)
     assert (cfg.iterations, cfg.eval_episodes) == (12, 50)
-    assert (cfg.actor, cfg.critic, cfg.aloe, cfg.ppo) == (default.actor, default.critic,
-                                                          default.aloe, default.ppo)  # fmt: skip
+    assert (cfg.actor, cfg.critic, cfg.aloe, cfg.ppo) == (
+        default.actor,
+        default.critic,
+        default.aloe,
+        default.ppo,
+    )
     assert preset("mt10", "reach-v3,push-v3").task == "reach-v3,push-v3"
     cfg.validate()
 
@@ -162,13 +203,34 @@ def test_exploding_q_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 
 def test_collect_with_a_trained_policy_and_eval(smoke_run, tmp_path):
     d = tmp_path / "d"
-    res = subprocess.run([sys.executable, "-m", "aloe.cli", "collect", "--task", "peg-insert-side-v3",
-                          "--episodes", "1", "--out", str(d), "--policy", str(smoke_run),
-                          "--no-progress"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aloe.cli",
+            "collect",
+            "--task",
+            "peg-insert-side-v3",
+            "--episodes",
+            "1",
+            "--out",
+            str(d),
+            "--policy",
+            str(smoke_run),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["policy_steps"] > 0
-    res = subprocess.run([sys.executable, "-m", "aloe.cli", "eval", "--run", str(smoke_run),
-                          "--episodes", "2"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "aloe.cli", "eval", "--run", str(smoke_run), "--episodes", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     result = json.loads((smoke_run / "eval.json").read_text())
     assert result["episodes"] == 2 and 0.0 <= result["success_rate"] <= 1.0

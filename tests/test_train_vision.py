@@ -20,8 +20,18 @@ pytest.importorskip("transformers")
 
 
 def _train(out: Path, *extra: str) -> None:
-    cmd = [sys.executable, "-m", "aloe.cli", "train", "--preset", "smoke", "--out", str(out),
-           "--no-progress", *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "aloe.cli",
+        "train",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
 
@@ -45,16 +55,20 @@ def test_smoke_image_run_trains_on_cached_features(tmp_path: Path) -> None:
     files = len(store.video_files(key))
 
     obs = Observations(cfg)
-    frames = obs.frames(store, ["observation.state", "next.observation.state", "index",
-                                "episode_index", "task_index"])  # fmt: skip
+    frames = obs.frames(
+        store,
+        ["observation.state", "next.observation.state", "index", "episode_index", "task_index"],
+    )
     assert obs.cache_stats == {"hits": files, "misses": 0}  # training filled the cache
     assert frames[D.STATE].shape == (store.num_frames, obs.dim) and obs.dim > 39
     first = frames[D.STATE][:, 39:].copy()
 
     cfg.vision.encoder = "cnn"  # another encoder: the cache is rebuilt, not reused
     other = Observations(cfg)
-    again = other.frames(store, ["observation.state", "next.observation.state", "index",
-                                 "episode_index", "task_index"])  # fmt: skip
+    again = other.frames(
+        store,
+        ["observation.state", "next.observation.state", "index", "episode_index", "task_index"],
+    )
     assert other.cache_stats == {"hits": 0, "misses": files}
     assert again[D.STATE].shape[1] != first.shape[1] or not np.allclose(
         again[D.STATE][:, 39:], first

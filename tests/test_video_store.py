@@ -124,9 +124,11 @@ def test_h264_is_close_on_smooth_images(tmp_path: Path) -> None:
 def test_store_reopens_and_grows(lossless: tuple[EpisodeStore, list[Episode]]) -> None:
     store, eps = lossless
     again = EpisodeStore.open_or_create(
-        store.root, **STORE_KW, cameras={"corner": [16, 24], "topview": (8, 8)},
+        store.root,
+        **STORE_KW,
+        cameras={"corner": [16, 24], "topview": (8, 8)},
         video_codec="lossless",
-    )  # fmt: skip
+    )
     again.append(episode(3))
     with pytest.raises(StoreError, match="cameras"):
         EpisodeStore.open_or_create(store.root, **STORE_KW, cameras={"corner": (16, 24)})
@@ -172,8 +174,9 @@ def test_codec_and_shape_are_checked(tmp_path: Path) -> None:
         EpisodeStore.create(tmp_path / "a", **STORE_KW, cameras=CAMERAS, video_codec="vp8")
     with pytest.raises(ValueError, match="even"):
         EpisodeStore.create(tmp_path / "b", **STORE_KW, cameras={"corner": (15, 16)})
-    store = EpisodeStore.create(tmp_path / "c", **STORE_KW, cameras={"corner": (15, 16)},
-                                video_codec="lossless")  # fmt: skip
+    store = EpisodeStore.create(
+        tmp_path / "c", **STORE_KW, cameras={"corner": (15, 16)}, video_codec="lossless"
+    )
     store.append(_odd(0))
     np.testing.assert_array_equal(store.load_images("corner"), _odd(0).steps[KEYS[0]])
 

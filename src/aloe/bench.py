@@ -101,8 +101,11 @@ class BenchArgs:
         except ValueError as e:
             raise bad("--task", self.task, str(e)) from None
         require(len(tasks) == 1, "--task", self.task, "name one task: bench steps one env")
-        for flag, value in (("--steps", self.steps), ("--horizon", self.horizon),
-                            ("--batch-size", self.batch_size)):  # fmt: skip
+        for flag, value in (
+            ("--steps", self.steps),
+            ("--horizon", self.horizon),
+            ("--batch-size", self.batch_size),
+        ):
             require(value >= 1, flag, value, "must be >= 1")
         self._validate_choices()
         if self.out is not None:
@@ -117,12 +120,20 @@ class BenchArgs:
             return
         room = f"more than this machine's {_gib(have)} of memory"
         frames = FRAME_BYTES * self.steps
-        require(frames <= have, "--steps", self.steps,
-                f"the collected frames need about {_gib(frames)}, {room}")  # fmt: skip
+        require(
+            frames <= have,
+            "--steps",
+            self.steps,
+            f"the collected frames need about {_gib(frames)}, {room}",
+        )
         need = estimate_bytes(self.horizon, self.batch_size)
-        require(frames + need <= have, f"--horizon ({self.horizon}) with --batch-size",
-                self.batch_size, f"one update step needs about {_gib(need)}, {room}; use a "
-                "smaller horizon or batch size")  # fmt: skip
+        require(
+            frames + need <= have,
+            f"--horizon ({self.horizon}) with --batch-size",
+            self.batch_size,
+            f"one update step needs about {_gib(need)}, {room}; use a "
+            "smaller horizon or batch size",
+        )
 
     def _validate_choices(self) -> None:
         sizes = " ".join(self.sizes)
@@ -130,17 +141,29 @@ class BenchArgs:
         require(len(set(self.sizes)) == len(self.sizes), "--sizes", sizes, "names a size twice")
         require(self.repeats >= 0, "--repeats", self.repeats, "must be >= 0 (0: per size)")
         require(self.threads >= 0, "--threads", self.threads, "must be >= 0 (0: one per core)")
-        require(self.value_flow_steps >= 0, "--value-flow-steps", self.value_flow_steps,
-                "must be >= 0 (0: only the exact steps)")  # fmt: skip
-        require(DEVICE.fullmatch(self.device) is not None, "--device", self.device,
-                "must be cpu, cuda, cuda:N or auto")  # fmt: skip
+        require(
+            self.value_flow_steps >= 0,
+            "--value-flow-steps",
+            self.value_flow_steps,
+            "must be >= 0 (0: only the exact steps)",
+        )
+        require(
+            DEVICE.fullmatch(self.device) is not None,
+            "--device",
+            self.device,
+            "must be cpu, cuda, cuda:N or auto",
+        )
         if self.device.startswith("cuda"):
             import torch
 
             count = torch.cuda.device_count() if torch.cuda.is_available() else 0
             index = int(self.device.partition(":")[2] or 0)
-            require(index < count, "--device", self.device,
-                    f"this machine has {count} CUDA device(s); use --device cpu or auto")  # fmt: skip
+            require(
+                index < count,
+                "--device",
+                self.device,
+                f"this machine has {count} CUDA device(s); use --device cpu or auto",
+            )
 
 
 def _gib(n: int) -> str:
@@ -169,8 +192,9 @@ def estimate_bytes(horizon: int, batch_size: int) -> int:
     t_c, t_a = horizon + critic.num_q + 3, horizon + 3
     per_critic = layer(critic.num_heads, t_c, critic.hidden_dim, critic.mlp_ratio)
     per_actor = layer(actor.num_heads, t_a, actor.hidden_dim, actor.mlp_ratio)
-    floats = batch_size * (critic.num_layers * per_critic + actor.num_layers * per_actor
-                           + m * per_critic)  # fmt: skip
+    floats = batch_size * (
+        critic.num_layers * per_critic + actor.num_layers * per_actor + m * per_critic
+    )
     return 4 * floats
 
 
@@ -210,11 +234,17 @@ def cmd_bench(args: BenchArgs) -> int:
 
 def child_options(args: BenchArgs) -> dict[str, list[str]]:
     """This run's options as flags, for the other revision's bench (`--against`)."""
-    return {"--task": [args.task], "--steps": [str(args.steps)], "--horizon": [str(args.horizon)],
-            "--batch-size": [str(args.batch_size)], "--sizes": list(args.sizes),
-            "--repeats": [str(args.repeats)], "--threads": [str(args.threads)],
-            "--device": [args.device], "--value-flow-steps": [str(args.value_flow_steps)]
-            }  # fmt: skip
+    return {
+        "--task": [args.task],
+        "--steps": [str(args.steps)],
+        "--horizon": [str(args.horizon)],
+        "--batch-size": [str(args.batch_size)],
+        "--sizes": list(args.sizes),
+        "--repeats": [str(args.repeats)],
+        "--threads": [str(args.threads)],
+        "--device": [args.device],
+        "--value-flow-steps": [str(args.value_flow_steps)],
+    }
 
 
 def measure_all(args: BenchArgs) -> dict[str, Any]:
@@ -233,11 +263,15 @@ def measure_all(args: BenchArgs) -> dict[str, Any]:
             with measure.torch_threads(1):
                 peak["gflops_1_thread"] = measure.matmul_peak(device, repeats=3)["gflops"]
         figures: dict[str, Any] = {
-            "run": {"task": args.task, "device": str(device), "torch": torch.__version__,
-                    "source": describe_source()},
+            "run": {
+                "task": args.task,
+                "device": str(device),
+                "torch": torch.__version__,
+                "source": describe_source(),
+            },
             "machine": {**threads, "matmul_peak": peak},
             "steps": {},
-        }  # fmt: skip
+        }
         sized = [learner.build(name, args.task, str(device)) for name in args.sizes]
         for s in sized:
             figures["steps"][s.name] = learner.measure_size(
@@ -245,7 +279,8 @@ def measure_all(args: BenchArgs) -> dict[str, Any]:
             )
         figures["loop"], frames = loop.measure_loop(sized[0], args.steps, Path(tmp))
         measure.say(f"sampler (h={args.horizon}, B={args.batch_size}) vs default networks' steps")
-        figures["sampler"] = loop.sampler_vs_critic(frames, args.task, args.horizon,
-                                                    args.batch_size, device)  # fmt: skip
+        figures["sampler"] = loop.sampler_vs_critic(
+            frames, args.task, args.horizon, args.batch_size, device
+        )
         figures["iteration"] = loop.measure_iteration(sized[0], figures, frames, Path(tmp))
     return figures

@@ -181,8 +181,11 @@ def load_latest(root: Path, set_aside: bool = False) -> Loaded | None:
             continue
         for broken in skipped:
             kept = f" (kept as {move_aside(broken.path).name})" if set_aside else ""
-            print(f"aloe: skipping checkpoint {broken.path}: {broken.reason}{kept}; using "
-                  f"{path.name}", file=sys.stderr)  # fmt: skip
+            print(
+                f"aloe: skipping checkpoint {broken.path}: {broken.reason}{kept}; using "
+                f"{path.name}",
+                file=sys.stderr,
+            )
         return Loaded(iteration, path, state)
     if skipped:
         reasons = "; ".join(f"{e.path.name}: {e.reason}" for e in skipped)

@@ -120,10 +120,15 @@ def cmd_collect(args: CollectArgs) -> int:
     require(args.episodes >= 1, "--episodes", args.episodes, "must be >= 1")
     require(0 <= args.seed < 2**31, "--seed", args.seed, "must be in 0..2**31-1")
     require(args.max_steps >= 1, "--max-steps", args.max_steps, "must be >= 1")
-    op_cfg = OperatorConfig(profile=args.profile, noise_std=args.noise, delay_steps=args.delay,
-                            patience=args.patience)  # fmt: skip
-    cfg = CollectConfig(success_quota=args.episodes, max_episodes=args.episodes,
-                        handback_steps=args.handback_steps, record_sim_state=one_task)  # fmt: skip
+    op_cfg = OperatorConfig(
+        profile=args.profile, noise_std=args.noise, delay_steps=args.delay, patience=args.patience
+    )
+    cfg = CollectConfig(
+        success_quota=args.episodes,
+        max_episodes=args.episodes,
+        handback_steps=args.handback_steps,
+        record_sim_state=one_task,
+    )
     _as_collect_flags(op_cfg.validate)
     _as_collect_flags(cfg.validate)
     _require_store_location(args.out)
@@ -134,8 +139,9 @@ def cmd_collect(args: CollectArgs) -> int:
     store = _collect_store(args.out, env, one_task)
     seeds = _continue_seeds(store, args.seed, args.episodes)
     operator = make_operator(args.task, op_cfg, seed=args.seed)
-    _, stats = collect(env, operator, cfg, policy=policy, seeds=iter(seeds), store=store,
-                       progress=args.progress)  # fmt: skip
+    _, stats = collect(
+        env, operator, cfg, policy=policy, seeds=iter(seeds), store=store, progress=args.progress
+    )
     print(json.dumps({"out": str(args.out), **vars(stats)}, indent=1))
     return 0
 
@@ -175,9 +181,13 @@ def _collect_store(out: Path, env: Any, one_task: bool) -> Any:
 
     try:
         return EpisodeStore.open_or_create(
-            out, fps=1.0 / env.control_period, state_dim=env.state_dim, action_dim=env.action_dim,
-            sim_state_dim=env.sim_state_dim if one_task else None, cameras=None,
-        )  # fmt: skip
+            out,
+            fps=1.0 / env.control_period,
+            state_dim=env.state_dim,
+            action_dim=env.action_dim,
+            sim_state_dim=env.sim_state_dim if one_task else None,
+            cameras=None,
+        )
     except StoreMismatch as e:
         raise bad("--out", out, f"{e.reason}: use another --out") from None
     except StoreRefused as e:
@@ -199,8 +209,11 @@ def _continue_seeds(store: Any, seed: int, episodes: int) -> list[int]:
     if n:
         note = f"; skipping seeds {skipped}, which it holds already" if skipped else ""
         held_n = f"{n} episode" + "s" * (n != 1)
-        print(f"aloe collect: {store.root} holds {held_n}: continuing at episode {n}, "
-              f"seed {seed + n}{note}", file=sys.stderr)  # fmt: skip
+        print(
+            f"aloe collect: {store.root} holds {held_n}: continuing at episode {n}, "
+            f"seed {seed + n}{note}",
+            file=sys.stderr,
+        )
     return seeds
 
 
@@ -262,12 +275,13 @@ def read_train_args(argv: list[str], prog: str) -> TrainRequest:
         return TrainRequest(_resume_config(known, rest), True, scale, (*argv, *again))
     name = known.preset or "default"
     base = preset(name, known.task)
-    description = (f"Run Algorithm 1. Defaults below are the {name!r} preset "
-                   f"(--preset {' | '.join(PRESETS)}).\n\n"
-                   "To continue the run in DIR (wherever it now is) from its latest checkpoint:\n"
-                   "  aloe train --resume DIR [--device D] [--progress | --no-progress]")  # fmt: skip
-    cfg = parse(TrainConfig, rest + ["--preset", name], prog, default=base,
-                description=description)  # fmt: skip
+    description = (
+        f"Run Algorithm 1. Defaults below are the {name!r} preset "
+        f"(--preset {' | '.join(PRESETS)}).\n\n"
+        "To continue the run in DIR (wherever it now is) from its latest checkpoint:\n"
+        "  aloe train --resume DIR [--device D] [--progress | --no-progress]"
+    )
+    cfg = parse(TrainConfig, rest + ["--preset", name], prog, default=base, description=description)
     return TrainRequest(cfg, False, scale, (*argv, *again))
 
 
@@ -280,8 +294,9 @@ def _scale_args(argv: list[str]) -> tuple[Any, list[str], list[str]]:
 
     flags, rest = _known_args(argv, [(f, None) for f in SCALE_FLAGS])
     values = [getattr(flags, f[2:].replace("-", "_")) for f in SCALE_FLAGS]
-    again = [t for f, v in zip(SCALE_FLAGS[:3], values, strict=False) if v is not None
-             for t in (f, v)]  # fmt: skip
+    again = [
+        t for f, v in zip(SCALE_FLAGS[:3], values, strict=False) if v is not None for t in (f, v)
+    ]
     return Scale.from_flags(*values), rest, again
 
 
@@ -314,8 +329,10 @@ def cmd_train(request: TrainRequest) -> int:
         return 0  # a torchrun learner process: the run's summary is rank 0's
     report = cfg.out / "report.html"
     fresh = report.is_file() and report.stat().st_mtime >= start  # this run's, not a stale one
-    print(summary(cfg, history, time.time() - start, request.resume, report if fresh else None),
-          file=sys.stderr)  # fmt: skip
+    print(
+        summary(cfg, history, time.time() - start, request.resume, report if fresh else None),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -340,9 +357,11 @@ def _resume_config(known: Any, rest: list[str]) -> Any:
     refused = [*others, *(f for f in ("--preset", "--task") if getattr(known, f[2:]) is not None)]
     if refused:
         flag = next((t for t in refused if t.startswith("-")), refused[0]).split("=")[0]
-        raise UsageError(f"--resume ({flag}): only --progress/--no-progress and --device may be "
-                         f"given with --resume; the run's config is "
-                         f"{known.resume / 'config.json'}")  # fmt: skip
+        raise UsageError(
+            f"--resume ({flag}): only --progress/--no-progress and --device may be "
+            f"given with --resume; the run's config is "
+            f"{known.resume / 'config.json'}"
+        )
     return train.resumed_config(known.resume, device=given.device, progress=given.progress)
 
 
@@ -365,8 +384,15 @@ def cmd_compare(args: compare.CompareArgs) -> int:
         return 130
     finals = {a: s["final_success"] for a, s in summary["algos"].items()}
     steps = {a: s["mean_steps_to_success"] for a, s in summary["algos"].items()}
-    print(json.dumps({"report": str(args.out / compare.REPORT), "final_success": finals,
-                      "steps_to_success": steps}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "report": str(args.out / compare.REPORT),
+                "final_success": finals,
+                "steps_to_success": steps,
+            }
+        )
+    )
     return 0
 
 
@@ -376,8 +402,12 @@ def _require_attached_train_args(argv: list[str]) -> None:
 
     for flag, value in zip(argv, argv[1:], strict=False):
         if flag in ("--train-args", "--train_args") and value.startswith("-"):
-            raise bad("--train-args", value, "a value starting with '-' must be attached "
-                      f"with '=': --train-args={shlex.quote(value)}")  # fmt: skip
+            raise bad(
+                "--train-args",
+                value,
+                "a value starting with '-' must be attached "
+                f"with '=': --train-args={shlex.quote(value)}",
+            )
 
 
 @dataclass
@@ -399,11 +429,17 @@ def cmd_report(args: ReportArgs) -> int:
         compare.write_report(args.dir)
         print(args.dir / compare.REPORT)
         return 0
-    require((args.dir / "config.json").is_file(), "DIR", args.dir,
-            f"neither a comparison (no summary.json or runs/) nor a run (no config.json); {hint}")  # fmt: skip
+    require(
+        (args.dir / "config.json").is_file(),
+        "DIR",
+        args.dir,
+        f"neither a comparison (no summary.json or runs/) nor a run (no config.json); {hint}",
+    )
     if importlib.util.find_spec("aloe.evaluation.report") is None:
-        raise UsageError(f"{args.dir} is not a comparison (no summary.json or runs/), and "
-                         "run reports need aloe.evaluation.report, which this install lacks")  # fmt: skip
+        raise UsageError(
+            f"{args.dir} is not a comparison (no summary.json or runs/), and "
+            "run reports need aloe.evaluation.report, which this install lacks"
+        )
     report = importlib.import_module("aloe.evaluation.report")
     print(report.build_run_report(args.dir))
     return 0
@@ -434,39 +470,74 @@ class Command:
         return self.run(args)
 
 
-# fmt: off
 COMMANDS: dict[str, Command] = {
-    "tasks": Command("list the supported MetaWorld tasks and their instructions",
-                     TasksArgs, cmd_tasks, "aloe tasks --variants"),
-    "collect": Command("record demos, or run a policy with the operator in the loop",
-                       CollectArgs, cmd_collect,
-                       "aloe collect --task peg-insert-side-v3 --episodes 20 -o data/peg"),
-    "dataset": Command("`info` summarises an episode store, `check` validates it",
-                       read_dataset_args, cmd_dataset, "aloe dataset check data/peg"),
-    "train": Command("run Algorithm 1 (BC, then collect / critic / actor / evaluate)",
-                     read_train_args, cmd_train, "aloe train --preset smoke --out runs/smoke"),
-    "eval": Command("evaluate a run, operator-free (--suite full: the whole suite)",
-                    train.EvalArgs, train.cmd_eval, "aloe eval --run runs/aloe --suite full"),
-    "plot-q": Command("plot Q_pess along a dataset episode or a fresh rollout of a run",
-                      qtrace.PlotQArgs, qtrace.cmd_plot_q,
-                      "aloe plot-q --run runs/aloe --episode 12"),
-    "bench": Command("measure speed against this machine's limits (--against REV)",
-                     bench.BenchArgs, bench.cmd_bench,
-                     "aloe bench --sizes default --against HEAD~1"),
-    "compare": Command("run algorithms x seeds on one task; write a comparison report",
-                       read_compare_args, cmd_compare,
-                       "aloe compare --algos aloe,dagger,bc --seeds 3 --out runs/cmp"),
-    "report": Command("(re)build the HTML report of a comparison or of a run directory",
-                      ReportArgs, cmd_report, "aloe report runs/cmp"),
-    "serve": Command("serve a run's policy to robots (openpi protocol); record episodes",
-                     lambda argv, prog: parse(_serve().ServeArgs, argv, prog),
-                     lambda args: _serve().cmd_serve(args), "aloe serve --run runs/aloe"),
-    "robot": Command("MetaWorld as a robot through `aloe serve`, the operator as teleop",
-                     lambda argv, prog: parse(_robot().RobotArgs, argv, prog),
-                     lambda args: _robot().cmd_robot(args),
-                     "aloe robot --server ws://127.0.0.1:8000 --episodes 5"),
+    "tasks": Command(
+        "list the supported MetaWorld tasks and their instructions",
+        TasksArgs,
+        cmd_tasks,
+        "aloe tasks --variants",
+    ),
+    "collect": Command(
+        "record demos, or run a policy with the operator in the loop",
+        CollectArgs,
+        cmd_collect,
+        "aloe collect --task peg-insert-side-v3 --episodes 20 -o data/peg",
+    ),
+    "dataset": Command(
+        "`info` summarises an episode store, `check` validates it",
+        read_dataset_args,
+        cmd_dataset,
+        "aloe dataset check data/peg",
+    ),
+    "train": Command(
+        "run Algorithm 1 (BC, then collect / critic / actor / evaluate)",
+        read_train_args,
+        cmd_train,
+        "aloe train --preset smoke --out runs/smoke",
+    ),
+    "eval": Command(
+        "evaluate a run, operator-free (--suite full: the whole suite)",
+        train.EvalArgs,
+        train.cmd_eval,
+        "aloe eval --run runs/aloe --suite full",
+    ),
+    "plot-q": Command(
+        "plot Q_pess along a dataset episode or a fresh rollout of a run",
+        qtrace.PlotQArgs,
+        qtrace.cmd_plot_q,
+        "aloe plot-q --run runs/aloe --episode 12",
+    ),
+    "bench": Command(
+        "measure speed against this machine's limits (--against REV)",
+        bench.BenchArgs,
+        bench.cmd_bench,
+        "aloe bench --sizes default --against HEAD~1",
+    ),
+    "compare": Command(
+        "run algorithms x seeds on one task; write a comparison report",
+        read_compare_args,
+        cmd_compare,
+        "aloe compare --algos aloe,dagger,bc --seeds 3 --out runs/cmp",
+    ),
+    "report": Command(
+        "(re)build the HTML report of a comparison or of a run directory",
+        ReportArgs,
+        cmd_report,
+        "aloe report runs/cmp",
+    ),
+    "serve": Command(
+        "serve a run's policy to robots (openpi protocol); record episodes",
+        lambda argv, prog: parse(_serve().ServeArgs, argv, prog),
+        lambda args: _serve().cmd_serve(args),
+        "aloe serve --run runs/aloe",
+    ),
+    "robot": Command(
+        "MetaWorld as a robot through `aloe serve`, the operator as teleop",
+        lambda argv, prog: parse(_robot().RobotArgs, argv, prog),
+        lambda args: _robot().cmd_robot(args),
+        "aloe robot --server ws://127.0.0.1:8000 --episodes 5",
+    ),
 }
-# fmt: on
 
 
 def _serve() -> Any:
@@ -486,21 +557,26 @@ def _extra(module: str) -> Any:
     except ModuleNotFoundError as e:
         if e.name not in ("websockets", "msgpack"):
             raise
-        raise UsageError(f"{module.split('.')[1]} needs the serve extra: "
-                         "pip install 'aloe[serve]' (websockets, msgpack)") from None  # fmt: skip
+        raise UsageError(
+            f"{module.split('.')[1]} needs the serve extra: "
+            "pip install 'aloe[serve]' (websockets, msgpack)"
+        ) from None
 
 
 def usage() -> str:
     """`aloe --help`: every sub-command with its line and an example, then the exit statuses."""
-    rows = "\n".join(f"  {name:10s} {c.summary}\n  {'':10s} $ {c.example}"
-                     for name, c in COMMANDS.items())  # fmt: skip
-    return (f"usage: aloe COMMAND [ARGS]\n\ncommands:\n{rows}\n\n"
-            "`aloe COMMAND --help` describes each command's options;\n"
-            "`aloe train --resume DIR` continues a run from its latest checkpoint, wherever\n"
-            "the directory now is (with --device and --progress/--no-progress only).\n"
-            "train, eval, collect, compare and bench take --progress/--no-progress: neither\n"
-            "flag shows bars when stderr is a terminal and one line per phase otherwise.\n\n"
-            f"{EXIT_STATUS}")  # fmt: skip
+    rows = "\n".join(
+        f"  {name:10s} {c.summary}\n  {'':10s} $ {c.example}" for name, c in COMMANDS.items()
+    )
+    return (
+        f"usage: aloe COMMAND [ARGS]\n\ncommands:\n{rows}\n\n"
+        "`aloe COMMAND --help` describes each command's options;\n"
+        "`aloe train --resume DIR` continues a run from its latest checkpoint, wherever\n"
+        "the directory now is (with --device and --progress/--no-progress only).\n"
+        "train, eval, collect, compare and bench take --progress/--no-progress: neither\n"
+        "flag shows bars when stderr is a terminal and one line per phase otherwise.\n\n"
+        f"{EXIT_STATUS}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -521,8 +597,10 @@ def _dispatch(argv: list[str]) -> int:
         return 0
     name, *rest = argv
     if name not in COMMANDS:
-        print(f"aloe: error: {bad('unknown command', name, 'one of ' + ', '.join(COMMANDS))}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"aloe: error: {bad('unknown command', name, 'one of ' + ', '.join(COMMANDS))}",
+            file=sys.stderr,
+        )
         return 2
     try:
         return COMMANDS[name](rest, f"aloe {name}")

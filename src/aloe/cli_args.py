@@ -81,8 +81,14 @@ def _given(argv: list[str], arg: Any) -> str | None:
     return None
 
 
-_WORDS = {"INT": "an integer", "FLOAT": "a number", "STR": "a string", "PATH": "a path",
-          "{None}": "None", "{True,False}": "True or False"}  # fmt: skip
+_WORDS = {
+    "INT": "an integer",
+    "FLOAT": "a number",
+    "STR": "a string",
+    "PATH": "a path",
+    "{None}": "None",
+    "{True,False}": "True or False",
+}
 
 
 def _expected(arg: Any) -> str:

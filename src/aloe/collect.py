@@ -123,11 +123,14 @@ class CollectConfig:
         checks: list[tuple[str, bool, str]] = [
             ("success_quota", self.success_quota >= 1, "must be >= 1"),
             ("max_episodes", self.max_episodes >= 1, "must be >= 1"),
-            ("handback_steps", self.handback_steps >= 0,
-             "must be >= 0 (0 = the operator completes the task)"),
+            (
+                "handback_steps",
+                self.handback_steps >= 0,
+                "must be >= 0 (0 = the operator completes the task)",
+            ),
             ("operator_max_steps", self.operator_max_steps >= 1, "must be >= 1"),
             ("max_takeovers", self.max_takeovers >= 1, "must be >= 1"),
-        ]  # fmt: skip
+        ]
         for name, ok, allowed in checks:
             require(ok, f"{prefix}collect.{name}", getattr(self, name), allowed)
 
@@ -198,12 +201,17 @@ class EvalResult:
         """Success rate and mean steps to success (NaN: none succeeded) of each task."""
         out = {}
         for task in dict.fromkeys(self.tasks):
-            mine = [(n, s) for n, s, t in zip(self.lengths, self.successes, self.tasks,
-                                              strict=True) if t == task]  # fmt: skip
+            mine = [
+                (n, s)
+                for n, s, t in zip(self.lengths, self.successes, self.tasks, strict=True)
+                if t == task
+            ]
             ok = [n for n, s in mine if s]
-            out[task] = {"success_rate": float(np.mean([s for _, s in mine])),
-                         "mean_steps_to_success": float(np.mean(ok)) if ok else float("nan"),
-                         "episodes": len(mine)}  # fmt: skip
+            out[task] = {
+                "success_rate": float(np.mean([s for _, s in mine])),
+                "mean_steps_to_success": float(np.mean(ok)) if ok else float("nan"),
+                "episodes": len(mine),
+            }
         return out
 
 

@@ -176,8 +176,12 @@ def _check_backend(args: CompareArgs) -> None:
     require(args.cpus_per_run > 0, "--cpus-per-run", args.cpus_per_run, "must be > 0")
     require(args.gpus_per_run >= 0, "--gpus-per-run", args.gpus_per_run, "must be >= 0")
     if args.backend == "ray":
-        require(importlib.util.find_spec("ray") is not None, "--backend", args.backend,
-                "needs Ray, which is not installed: pip install 'aloe[ray]'")  # fmt: skip
+        require(
+            importlib.util.find_spec("ray") is not None,
+            "--backend",
+            args.backend,
+            "needs Ray, which is not installed: pip install 'aloe[ray]'",
+        )
         args.out = args.out.absolute()  # a Ray worker's directory is not this one
 
 
@@ -185,8 +189,12 @@ def _check_out(out: Path) -> None:
     """--out is new, empty, or a comparison (compare.json): never a foreign directory."""
     require(not out.exists() or out.is_dir(), "--out", out, "is a file; give a directory")
     if out.is_dir() and not (out / SETTINGS).is_file() and any(out.iterdir()):
-        raise bad("--out", out, f"is not empty and holds no comparison (no {SETTINGS}); "
-                  "choose a new or empty directory")  # fmt: skip
+        raise bad(
+            "--out",
+            out,
+            f"is not empty and holds no comparison (no {SETTINGS}); "
+            "choose a new or empty directory",
+        )
 
 
 def train_config(args: CompareArgs, spec: RunSpec) -> Any:
@@ -200,8 +208,12 @@ def train_config(args: CompareArgs, spec: RunSpec) -> Any:
     except ValueError as e:  # unbalanced quotes
         raise bad("--train-args", args.train_args, str(e)) from None
     own = [t for t in extra if t.split("=")[0].replace("_", "-") in OWN_OPTIONS]
-    require(not own, "--train-args", args.train_args,
-            f"{own[0] if own else ''} is set by compare for each run; use compare's own option")  # fmt: skip
+    require(
+        not own,
+        "--train-args",
+        args.train_args,
+        f"{own[0] if own else ''} is set by compare for each run; use compare's own option",
+    )
     argv = [*_fresh_options(args, spec), *extra, "--preset", args.preset]
     try:
         cfg = parse(TrainConfig, argv, "aloe train", default=preset(args.preset, args.task))
@@ -212,8 +224,7 @@ def train_config(args: CompareArgs, spec: RunSpec) -> Any:
 
 
 def _fresh_options(args: CompareArgs, spec: RunSpec) -> list[str]:
-    return ["--algo", spec.algo, "--seed", str(spec.seed), "--out", str(spec.dir),
-            "--no-progress"]  # fmt: skip
+    return ["--algo", spec.algo, "--seed", str(spec.seed), "--out", str(spec.dir), "--no-progress"]
 
 
 def run_state(run: Path) -> RunState:
@@ -238,15 +249,36 @@ def train_command(args: CompareArgs, spec: RunSpec, state: RunState) -> list[str
         return [*base, "--resume", str(spec.dir)]
     flag = ALGORITHMS[spec.algo].matched_budget
     budget = matched_rollout_steps(spec.root, spec.seed) if flag else None
-    return [*base, "--preset", args.preset, "--task", args.task, *_fresh_options(args, spec),
-            *shlex.split(args.train_args), *([flag, str(budget)] if flag and budget else [])]  # fmt: skip
+    return [
+        *base,
+        "--preset",
+        args.preset,
+        "--task",
+        args.task,
+        *_fresh_options(args, spec),
+        *shlex.split(args.train_args),
+        *([flag, str(budget)] if flag and budget else []),
+    ]
 
 
 def action_ope_command(args: CompareArgs, spec: RunSpec) -> list[str]:
-    return [sys.executable, "-m", "aloe.cli", "eval", "--run", str(spec.dir), "--suite",
-            "action-ope", "--action-ope-states", str(args.action_ope_states),
-            "--action-ope-chunks", str(args.action_ope_chunks),
-            "--action-ope-rollouts", str(args.action_ope_rollouts), "--no-progress"]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "aloe.cli",
+        "eval",
+        "--run",
+        str(spec.dir),
+        "--suite",
+        "action-ope",
+        "--action-ope-states",
+        str(args.action_ope_states),
+        "--action-ope-chunks",
+        str(args.action_ope_chunks),
+        "--action-ope-rollouts",
+        str(args.action_ope_rollouts),
+        "--no-progress",
+    ]
 
 
 def action_ope_job(args: CompareArgs, spec: RunSpec) -> RunSpec | None:
@@ -262,11 +294,17 @@ def action_ope_job(args: CompareArgs, spec: RunSpec) -> RunSpec | None:
     tasks = task_list(cfg["task"])
     if ALGORITHMS[cfg["algo"]].value != "q" or cfg["obs"] != "state" or len(tasks) != 1:
         return None
-    wanted = {"states": args.action_ope_states, "chunks": args.action_ope_chunks,
-              "rollouts": args.action_ope_rollouts}  # fmt: skip
+    wanted = {
+        "states": args.action_ope_states,
+        "chunks": args.action_ope_chunks,
+        "rollouts": args.action_ope_rollouts,
+    }
     done = _read_optional(spec.dir / ACTION_OPE_FILE)
-    if done and done.get("iteration") == len(read_metrics(spec.dir)) - 1 and all(
-            (done.get("config") or {}).get(k) == v for k, v in wanted.items()):  # fmt: skip
+    if (
+        done
+        and done.get("iteration") == len(read_metrics(spec.dir)) - 1
+        and all((done.get("config") or {}).get(k) == v for k, v in wanted.items())
+    ):
         return None
     return RunSpec(spec.algo, spec.seed, spec.root, kind="action-ope")
 
@@ -283,16 +321,22 @@ def _read_optional(path: Path) -> dict[str, Any] | None:
 def matched_rollout_steps(root: Path, seed: int) -> int | None:
     """Mean environment steps per iteration (warm start excluded) that the seed's finished
     operator-loop runs used; None when there are none."""
-    steps = [row["env_steps"] for algo in OPERATOR_LOOP
-             for row in read_metrics(RunSpec(algo, seed, root).dir)[1:]]  # fmt: skip
+    steps = [
+        row["env_steps"]
+        for algo in OPERATOR_LOOP
+        for row in read_metrics(RunSpec(algo, seed, root).dir)[1:]
+    ]
     return round(float(np.mean(steps))) if steps else None
 
 
 def _ready(spec: RunSpec, pending: list[RunSpec], running: list[_Running]) -> bool:
     """A run with a matched budget (PPO+SBC) starts once its seed's operator-loop runs are
     done (or failed)."""
-    if spec.kind != "train" or ALGORITHMS[spec.algo].matched_budget is None or \
-            run_state(spec.dir).started:  # fmt: skip
+    if (
+        spec.kind != "train"
+        or ALGORITHMS[spec.algo].matched_budget is None
+        or run_state(spec.dir).started
+    ):
         return True
     waiting = [*pending, *(r.spec for r in running)]
     return not any(s.seed == spec.seed and s.algo in OPERATOR_LOOP for s in waiting)
@@ -305,8 +349,12 @@ def _check_settings(args: CompareArgs) -> None:
     if path.is_file():
         old = _read_json(path, "--out")
         diff = {k: old.get(k) for k, v in settings.items() if old.get(k) != v}
-        require(not diff, "--out", args.out,
-                f"holds a comparison with other settings {diff}; choose another --out")  # fmt: skip
+        require(
+            not diff,
+            "--out",
+            args.out,
+            f"holds a comparison with other settings {diff}; choose another --out",
+        )
         algos = list(dict.fromkeys([*old.get("algos", []), *parse_algos(args.algos)]))
     else:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -369,8 +417,9 @@ def run_comparison(args: CompareArgs) -> dict[str, Any]:
     if failed:
         if _discover(args.out):
             write_report(args.out)
-        names = ", ".join(f"{label} (exit {code}, see logs/{name}.log)"
-                          for label, (code, name) in failed.items())  # fmt: skip
+        names = ", ".join(
+            f"{label} (exit {code}, see logs/{name}.log)" for label, (code, name) in failed.items()
+        )
         raise RuntimeError(f"runs failed: {names}; re-run the same command to retry them")
     return write_report(args.out)
 
@@ -394,8 +443,9 @@ def _start(args: CompareArgs, spec: RunSpec, env: dict[str, str]) -> _Running:
     if spec.kind == "train" and not state.started and spec.dir.exists():
         shutil.rmtree(spec.dir)  # killed before its config was written: nothing to keep
     log = open(spec.log, "ab")  # noqa: SIM115 (closed when the run ends)
-    cmd = train_command(args, spec, state) if spec.kind == "train" else \
-        action_ope_command(args, spec)  # fmt: skip
+    cmd = (
+        train_command(args, spec, state) if spec.kind == "train" else action_ope_command(args, spec)
+    )
     log.write(f"\n$ {shlex.join(cmd)}\n".encode())
     log.flush()
     if args.backend == "ray":
@@ -403,8 +453,13 @@ def _start(args: CompareArgs, spec: RunSpec, env: dict[str, str]) -> _Running:
 
         threads = str(max(1, int(args.cpus_per_run)))
         log.close()  # the task appends to it, on whichever node runs it
-        proc: Any = RayRun(cmd, spec.log, {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
-                           args.cpus_per_run, args.gpus_per_run)  # fmt: skip
+        proc: Any = RayRun(
+            cmd,
+            spec.log,
+            {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads},
+            args.cpus_per_run,
+            args.gpus_per_run,
+        )
     else:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     return _Running(spec, proc, log)
@@ -413,8 +468,10 @@ def _start(args: CompareArgs, spec: RunSpec, env: dict[str, str]) -> _Running:
 def _progress_line(specs: list[RunSpec], running: list[_Running], failed: dict[str, Any]) -> str:
     states = {s.name: run_state(s.dir) for s in specs}
     done = sum(st.finished for st in states.values())
-    going = ", ".join(_run_progress(r.spec.name, states[r.spec.name]) if r.spec.kind == "train"
-                      else r.spec.label for r in running)  # fmt: skip
+    going = ", ".join(
+        _run_progress(r.spec.name, states[r.spec.name]) if r.spec.kind == "train" else r.spec.label
+        for r in running
+    )
     line = f"[compare] {done}/{len(specs)} runs done; running: {going or '-'}"
     return line + (f"; failed: {', '.join(failed)}" if failed else "")
 
@@ -462,9 +519,18 @@ def summarize_algo(runs: list[Path]) -> dict[str, Any]:
     metrics = {_seed_of(r): read_metrics(r) for r in runs}
     finished = [_seed_of(r) for r in runs if run_state(r).finished]
     longest = max((len(m) for m in metrics.values()), default=0)
-    per_iter: dict[str, list[Any]] = {k: [] for k in (
-        "success_mean", "success_std", "steps_to_success_mean", "steps_to_success_std", "seeds",
-        "operator_steps", "env_steps")}  # fmt: skip
+    per_iter: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "success_mean",
+            "success_std",
+            "steps_to_success_mean",
+            "steps_to_success_std",
+            "seeds",
+            "operator_steps",
+            "env_steps",
+        )
+    }
     for k in range(longest):
         rows = [m[k] for m in metrics.values() if len(m) > k]
         mean, std = _stats([r["success_rate"] for r in rows])
@@ -486,7 +552,7 @@ def summarize_algo(runs: list[Path]) -> dict[str, Any]:
         **{
             f"{k}_per_iteration" if k != "seeds" else "seeds_per_iteration": v
             for k, v in per_iter.items()
-        },  # fmt: skip
+        },
         "final_success": success,
         "final_success_std": success_std,
         "operator_steps": _stats([r["total_human_steps"] for r in final])[0],
@@ -516,8 +582,9 @@ def _action_ope_stats(runs: list[Path]) -> dict[str, Any] | None:
     out: dict[str, Any] = {"seeds": len(found)}
     sources = sorted({s for e in found for s in e.get("by_source") or {}})
     for source in [None, *sources]:
-        scores = [e if source is None else (e.get("by_source") or {}).get(source) or {}
-                  for e in found]  # fmt: skip
+        scores = [
+            e if source is None else (e.get("by_source") or {}).get(source) or {} for e in found
+        ]
         prefix = "" if source is None else f"{source}_"
         for key in ACTION_OPE_SCORES:
             mean, std = _stats([sc.get(key) for sc in scores])
@@ -541,8 +608,12 @@ def summarize(root: Path) -> dict[str, Any]:
     settings = root / SETTINGS
     head = json.loads(settings.read_text()) if settings.is_file() else {}
     algos = {a: summarize_algo(runs) for a, runs in _discover(root).items()}
-    return {"task": head.get("task"), "preset": head.get("preset"),
-            "train_args": head.get("train_args", ""), "algos": algos}  # fmt: skip
+    return {
+        "task": head.get("task"),
+        "preset": head.get("preset"),
+        "train_args": head.get("train_args", ""),
+        "algos": algos,
+    }
 
 
 def write_report(root: Path) -> dict[str, Any]:
@@ -557,8 +628,9 @@ def write_report(root: Path) -> dict[str, Any]:
     elif (root / SUMMARY).is_file():
         summary = _read_json(root / SUMMARY, "comparison")
     else:
-        raise bad("comparison", root, f"has no runs under runs/ and no {SUMMARY}: nothing to "
-                  "report yet")  # fmt: skip
+        raise bad(
+            "comparison", root, f"has no runs under runs/ and no {SUMMARY}: nothing to report yet"
+        )
     from aloe.compare_page import build_page
 
     build_page(summary, root / REPORT)

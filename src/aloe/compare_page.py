@@ -42,11 +42,17 @@ def _success_per_iteration(algos: dict[str, Any]) -> Any:
     for algo, a in algos.items():
         if len(a["iterations"]) == 1 and a["success_mean_per_iteration"][0] is not None:
             y = a["success_mean_per_iteration"][0]  # BC: the warm start, drawn across
-            ax.hlines(y, 0, max(last, 1), colors=[_color(algo)], linestyles="--",
-                      label=_label(algo))  # fmt: skip
+            ax.hlines(
+                y, 0, max(last, 1), colors=[_color(algo)], linestyles="--", label=_label(algo)
+            )
         else:
-            _band(ax, algo, a["iterations"], a["success_mean_per_iteration"],
-                  a["success_std_per_iteration"])  # fmt: skip
+            _band(
+                ax,
+                algo,
+                a["iterations"],
+                a["success_mean_per_iteration"],
+                a["success_std_per_iteration"],
+            )
     ax.set(xlabel="iteration (0 = BC warm start)", ylabel="success rate", ylim=(-0.02, 1.02))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
@@ -62,8 +68,9 @@ def _final_bars(algos: dict[str, Any]) -> Any:
     names = list(algos)
     means = [algos[a]["final_success"] or 0.0 for a in names]
     stds = [algos[a]["final_success_std"] or 0.0 for a in names]
-    ax.bar([_label(a) for a in names], means, yerr=stds, capsize=4,
-           color=[_color(a) for a in names])  # fmt: skip
+    ax.bar(
+        [_label(a) for a in names], means, yerr=stds, capsize=4, color=[_color(a) for a in names]
+    )
     ax.set(ylabel="final success rate", ylim=(0, 1.05))
     ax.grid(axis="y", alpha=0.3)
     return fig
@@ -136,8 +143,10 @@ def _task_rows(algos: dict[str, Any]) -> list[dict[str, Any]]:
     def cells(task: str | None) -> dict[str, Any]:
         row: dict[str, Any] = {"task": task or "average over tasks"}
         for algo, a in algos.items():
-            for key, name in (("success_by_task", "success"),
-                              ("steps_to_success_by_task", "steps to success")):  # fmt: skip
+            for key, name in (
+                ("success_by_task", "success"),
+                ("steps_to_success_by_task", "steps to success"),
+            ):
                 by = a.get(key) or {}
                 values = [by.get(t) for t in ([task] if task else tasks)]
                 ok = [v for v in values if v is not None]
@@ -157,13 +166,18 @@ def _action_ope_rows(algos: dict[str, Any]) -> list[dict[str, Any]]:
         if not ope:
             continue
         row: dict[str, Any] = {"algorithm": _label(algo), "seeds": ope["seeds"]}
-        for prefix, name in (("", "all"), ("policy_", "policy"), ("human_", "human"),
-                             ("demo_", "demo")):  # fmt: skip
+        for prefix, name in (
+            ("", "all"),
+            ("policy_", "policy"),
+            ("human_", "human"),
+            ("demo_", "demo"),
+        ):
             key = f"{prefix}within_state_spearman"
             row[f"within-state Spearman: {name}"] = _pm(ope.get(key), ope.get(f"{key}_std"))
         row["sign of A right"] = _pm(ope.get("sign_accuracy"), ope.get("sign_accuracy_std"))
-        row["weights vs true A (Spearman)"] = _pm(ope.get("weights_spearman"),
-                                                  ope.get("weights_spearman_std"))  # fmt: skip
+        row["weights vs true A (Spearman)"] = _pm(
+            ope.get("weights_spearman"), ope.get("weights_spearman_std")
+        )
         rows.append(row)
     return rows
 
@@ -183,28 +197,44 @@ def build_page(summary: dict[str, Any], path: Path) -> Path:
         "while other runs shared the machine.</p>"
     )
     sections = [
-        ("Success per iteration (Fig. 6)",
-         figure_html(_success_per_iteration(algos), "success per iteration")),
+        (
+            "Success per iteration (Fig. 6)",
+            figure_html(_success_per_iteration(algos), "success per iteration"),
+        ),
         ("Final success (Fig. 4)", figure_html(_final_bars(algos), "final success")),
-        ("Steps to success per iteration",
-         figure_html(_steps_to_success_per_iteration(algos), "steps to success")),
-        ("Success per operator step",
-         figure_html(_success_versus(algos, "operator_steps_per_iteration",
-                                     "operator steps (cumulative)"), "success per operator step")),
-        ("Success per environment step",
-         figure_html(_success_versus(algos, "env_steps_per_iteration",
-                                     "environment steps (cumulative)"), "success per env step")),
+        (
+            "Steps to success per iteration",
+            figure_html(_steps_to_success_per_iteration(algos), "steps to success"),
+        ),
+        (
+            "Success per operator step",
+            figure_html(
+                _success_versus(
+                    algos, "operator_steps_per_iteration", "operator steps (cumulative)"
+                ),
+                "success per operator step",
+            ),
+        ),
+        (
+            "Success per environment step",
+            figure_html(
+                _success_versus(algos, "env_steps_per_iteration", "environment steps (cumulative)"),
+                "success per env step",
+            ),
+        ),
         ("Summary", table_html(_table_rows(algos)) + note),
-    ]  # fmt: skip
+    ]
     tasks = _task_rows(algos)
     if tasks:
         sections.append(("Per task (final iteration)", table_html(tasks)))
     ope = _action_ope_rows(algos)
     if ope:
-        ope_note = ('<p class="note">At buffer states of each source, the critic ranks π\'s '
-                    "chunks and the data chunk against their true Q^π from restored rollouts "
-                    "(aloe eval --suite action-ope, last checkpoint). 1 is a perfect ranking, "
-                    "0 chance.</p>")  # fmt: skip
+        ope_note = (
+            '<p class="note">At buffer states of each source, the critic ranks π\'s '
+            "chunks and the data chunk against their true Q^π from restored rollouts "
+            "(aloe eval --suite action-ope, last checkpoint). 1 is a perfect ranking, "
+            "0 chance.</p>"
+        )
         sections.append(("Action-level OPE (final checkpoint)", table_html(ope) + ope_note))
     title = f"aloe compare: {summary.get('task')} ({summary.get('preset')} preset)"
     return write_page(path, title, sections)

@@ -122,8 +122,9 @@ class TrainConfig:
         """Copy shared fields into the sub-configs so that each part reads one value."""
         cfg = dataclasses.replace(self)
         cameras = tuple(self.vision.cameras) if self.obs == "image" else ()
-        cfg.env = dataclasses.replace(self.env, task=self.task, cameras=cameras,
-                                      image_size=self.vision.image_size)  # fmt: skip
+        cfg.env = dataclasses.replace(
+            self.env, task=self.task, cameras=cameras, image_size=self.vision.image_size
+        )
         if len(task_list(self.task)) > 1:  # sim.state's size differs between tasks
             cfg.collect = dataclasses.replace(self.collect, record_sim_state=False)
         return cfg
@@ -141,48 +142,84 @@ class TrainConfig:
             ("algo", self.algo in ALGOS, f"must be one of {', '.join(ALGOS)}"),
             ("preset", self.preset in PRESETS, f"must be one of {', '.join(PRESETS)}"),
             ("obs", self.obs in OBS_KINDS, f"must be one of {', '.join(OBS_KINDS)}"),
-            ("instructions", self.instructions in INSTRUCTION_KINDS,
-             f"must be one of {', '.join(INSTRUCTION_KINDS)}"),
-            ("device", DEVICE.fullmatch(self.device) is not None,
-             "must be cpu, cuda, cuda:N, mps or auto"),
+            (
+                "instructions",
+                self.instructions in INSTRUCTION_KINDS,
+                f"must be one of {', '.join(INSTRUCTION_KINDS)}",
+            ),
+            (
+                "device",
+                DEVICE.fullmatch(self.device) is not None,
+                "must be cpu, cuda, cuda:N, mps or auto",
+            ),
             ("seed", self.seed >= 0, "must be >= 0"),
             ("iterations", self.iterations >= 0, "must be >= 0"),
             ("horizon", self.horizon >= 1, "must be >= 1"),
-            ("exec_horizon", 1 <= self.exec_horizon <= self.horizon,
-             f"must be in 1..horizon ({self.horizon})"),
+            (
+                "exec_horizon",
+                1 <= self.exec_horizon <= self.horizon,
+                f"must be in 1..horizon ({self.horizon})",
+            ),
             ("num_demos", self.num_demos >= 1, "must be >= 1"),
             ("bc_steps", self.bc_steps >= 0, "must be >= 0"),
             ("eval_episodes", self.eval_episodes >= 1, "must be >= 1"),
-            ("final_eval_episodes", self.final_eval_episodes >= 0,
-             "must be >= 0 (0 = eval_episodes)"),
+            (
+                "final_eval_episodes",
+                self.final_eval_episodes >= 0,
+                "must be >= 0 (0 = eval_episodes)",
+            ),
             ("eval_batch", self.eval_batch >= 1, "must be >= 1"),
-        ]  # fmt: skip
+        ]
         for name, ok, allowed in checks:
             require(ok, f"{FIELD}{name}", getattr(self, name), allowed)
         if self.instructions == "minilm":
             from aloe.vision import language
 
-            require(language.available(), f"{FIELD}instructions", self.instructions,
-                    f"needs the vision extra: {VISION_EXTRA}")  # fmt: skip
+            require(
+                language.available(),
+                f"{FIELD}instructions",
+                self.instructions,
+                f"needs the vision extra: {VISION_EXTRA}",
+            )
         cameras = tuple(self.vision.cameras) if self.obs == "image" else ()
-        require(tuple(self.env.cameras) in ((), cameras), f"{FIELD}env.cameras", self.env.cameras,
-                "must be empty: a run's cameras are --obs image with --vision.cameras")  # fmt: skip
+        require(
+            tuple(self.env.cameras) in ((), cameras),
+            f"{FIELD}env.cameras",
+            self.env.cameras,
+            "must be empty: a run's cameras are --obs image with --vision.cameras",
+        )
         if self.obs == "image":
             self.vision.validate(FIELD, self.task)
             if self.vision.encoder == "lerobot":  # the tower of the --lerobot.* VLA
                 self.lerobot.validate(FIELD)
         self._validate_actor_kind()
-        for part in (self.env, self.operator, self.collect, self.actor, self.critic, self.aloe,
-                     self.awr, self.ppo):  # fmt: skip
+        for part in (
+            self.env,
+            self.operator,
+            self.collect,
+            self.actor,
+            self.critic,
+            self.aloe,
+            self.awr,
+            self.ppo,
+        ):
             part.validate(FIELD)
 
     def _validate_actor_kind(self) -> None:
-        require(self.actor_kind in ACTOR_KINDS, f"{FIELD}actor_kind", self.actor_kind,
-                f"must be one of {', '.join(ACTOR_KINDS)}")  # fmt: skip
+        require(
+            self.actor_kind in ACTOR_KINDS,
+            f"{FIELD}actor_kind",
+            self.actor_kind,
+            f"must be one of {', '.join(ACTOR_KINDS)}",
+        )
         if self.actor_kind != "lerobot":
             return
-        require(self.algo in LEROBOT_ALGOS, f"{FIELD}algo", self.algo,
-                f"must be one of {', '.join(LEROBOT_ALGOS)} with actor_kind lerobot")  # fmt: skip
+        require(
+            self.algo in LEROBOT_ALGOS,
+            f"{FIELD}algo",
+            self.algo,
+            f"must be one of {', '.join(LEROBOT_ALGOS)} with actor_kind lerobot",
+        )
         self.lerobot.validate(FIELD)
 
     def to_json(self) -> str:
@@ -227,29 +264,46 @@ def _parse(cls: type[TrainConfig], text: str) -> TrainConfig:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UsageError(f"not valid JSON at line {e.lineno} column {e.colno} ({e.msg}); fix "
-                         "the file or restore it") from None  # fmt: skip
-    require(isinstance(data, dict), "config", type(data).__name__,
-            "must be a JSON object of config fields")  # fmt: skip
+        raise UsageError(
+            f"not valid JSON at line {e.lineno} column {e.colno} ({e.msg}); fix "
+            "the file or restore it"
+        ) from None
+    require(
+        isinstance(data, dict),
+        "config",
+        type(data).__name__,
+        "must be a JSON object of config fields",
+    )
     data.pop("out", None)  # written before runs were relocatable; the location is run_dir
     legacy = _legacy_horizons(data)
     cfg = _from_dict(cls, data, "")
     cfg.validate()
     for name, value in legacy.items():  # copies `resolved` made of the one horizon
-        require(value == cfg.horizon, f"{FIELD}{name}", value,
-                f"must be {cfg.horizon!r}, the run's horizon")  # fmt: skip
+        require(
+            value == cfg.horizon,
+            f"{FIELD}{name}",
+            value,
+            f"must be {cfg.horizon!r}, the run's horizon",
+        )
     want = _flat(dataclasses.asdict(cfg.resolved()))
     for name, value in _flat(dataclasses.asdict(cfg)).items():  # as `resolved` left them
-        require(value == want[name], f"{FIELD}{name}", value,
-                f"must be {want[name]!r}, the value the run's shared fields give it")  # fmt: skip
+        require(
+            value == want[name],
+            f"{FIELD}{name}",
+            value,
+            f"must be {want[name]!r}, the value the run's shared fields give it",
+        )
     return cfg
 
 
 def _legacy_horizons(data: dict[str, Any]) -> dict[str, Any]:
     """Take out `actor.horizon` and `critic.horizon`, which configs saved before the chunk
     length became one field (`horizon`) hold; they must equal it."""
-    return {f"{part}.horizon": data[part].pop("horizon") for part in ("actor", "critic")
-            if isinstance(data.get(part), dict) and "horizon" in data[part]}  # fmt: skip
+    return {
+        f"{part}.horizon": data[part].pop("horizon")
+        for part in ("actor", "critic")
+        if isinstance(data.get(part), dict) and "horizon" in data[part]
+    }
 
 
 def _from_dict(cls: Any, data: dict[str, Any], path: str) -> Any:
@@ -259,8 +313,11 @@ def _from_dict(cls: Any, data: dict[str, Any], path: str) -> Any:
     kwargs = {}
     for key, value in data.items():
         close = difflib.get_close_matches(key, hints, n=1)
-        require(key in hints, f"{FIELD}{path}{key}",
-                allowed=f"unknown field{f' (did you mean {close[0]}?)' if close else ''}")  # fmt: skip
+        require(
+            key in hints,
+            f"{FIELD}{path}{key}",
+            allowed=f"unknown field{f' (did you mean {close[0]}?)' if close else ''}",
+        )
         kwargs[key] = _from_json_value(value, hints[key], f"{path}{key}")
     return cls(**kwargs)
 
@@ -292,8 +349,12 @@ def check_types(obj: Any, path: str = "") -> None:
             check_types(value, f"{name}.")
             continue
         inf_ok = name in MAY_BE_INFINITE
-        require(_fits(value, hint, inf_ok), f"{FIELD}{name}", value,
-                f"must be {_describe(hint, inf_ok)}")  # fmt: skip
+        require(
+            _fits(value, hint, inf_ok),
+            f"{FIELD}{name}",
+            value,
+            f"must be {_describe(hint, inf_ok)}",
+        )
 
 
 def _is_int(value: Any) -> bool:
@@ -308,8 +369,11 @@ def _fits(value: Any, hint: Any, inf_ok: bool) -> bool:
         return any(_fits(value, a, inf_ok) for a in args)
     if origin is tuple:
         items = [args[0]] * len(value) if args[-1:] == (Ellipsis,) else list(args)
-        return (isinstance(value, tuple) and len(items) == len(value)
-                and all(_fits(v, a, inf_ok) for v, a in zip(value, items, strict=True)))  # fmt: skip
+        return (
+            isinstance(value, tuple)
+            and len(items) == len(value)
+            and all(_fits(v, a, inf_ok) for v, a in zip(value, items, strict=True))
+        )
     if hint is float:
         finite = _is_int(value) or (isinstance(value, float) and math.isfinite(value))
         return finite or (inf_ok and isinstance(value, float) and math.isinf(value))
@@ -331,9 +395,14 @@ def _describe(hint: Any, inf_ok: bool = False, plural: bool = False) -> str:
             return f"a list of {_describe(args[0], inf_ok, plural=True)}"
         return f"a list of {len(args)} {_describe(args[0], inf_ok, plural=True)}"
     number = "number" if inf_ok else "finite number"
-    names = {bool: ("true or false", "booleans"), int: ("an integer", "integers"),
-             float: (f"a {number}", f"{number}s"), str: ("a string", "strings"),
-             Path: ("a path", "paths"), NoneType: ("None", "None")}  # fmt: skip
+    names = {
+        bool: ("true or false", "booleans"),
+        int: ("an integer", "integers"),
+        float: (f"a {number}", f"{number}s"),
+        str: ("a string", "strings"),
+        Path: ("a path", "paths"),
+        NoneType: ("None", "None"),
+    }
     return names[hint][plural]
 
 
@@ -367,22 +436,36 @@ def check_machine(cfg: TrainConfig) -> None:
     have = memory_bytes(device)
     if need > have:
         values = ", ".join(str(_get(cfg, f)) for f in fields)
-        raise UsageError(f"{FIELD}{' and '.join(fields)} ({values}): an update would need "
-                         f"about {_gb(need)} of activations, more than the {_gb(have)} of "
-                         f"memory of this {device.type}; lower them")  # fmt: skip
+        raise UsageError(
+            f"{FIELD}{' and '.join(fields)} ({values}): an update would need "
+            f"about {_gb(need)} of activations, more than the {_gb(have)} of "
+            f"memory of this {device.type}; lower them"
+        )
 
 
 def _available_device(name: str) -> torch.device:
     device = resolve_device(name)
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        require(count > 0, f"{FIELD}device", name,
-                f"this torch ({torch.__version__}) sees no CUDA device; use --device cpu or auto")  # fmt: skip
-        require((device.index or 0) < count, f"{FIELD}device", name,
-                f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")  # fmt: skip
+        require(
+            count > 0,
+            f"{FIELD}device",
+            name,
+            f"this torch ({torch.__version__}) sees no CUDA device; use --device cpu or auto",
+        )
+        require(
+            (device.index or 0) < count,
+            f"{FIELD}device",
+            name,
+            f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}",
+        )
     if device.type == "mps":
-        require(torch.backends.mps.is_available(), f"{FIELD}device", name,
-                "MPS is not available here; use --device cpu or auto")  # fmt: skip
+        require(
+            torch.backends.mps.is_available(),
+            f"{FIELD}device",
+            name,
+            "MPS is not available here; use --device cpu or auto",
+        )
     return device
 
 
@@ -403,8 +486,10 @@ def activation_bytes(cfg: TrainConfig) -> tuple[int, tuple[str, ...]]:
     batch, batch_field = ALGORITHMS[cfg.algo].update_batch(cfg)
     samples = max(1, cfg.aloe.num_value_samples)
     need = 0
-    for net, tokens in ((cfg.critic, cfg.critic.num_q + views + cfg.horizon + 1),
-                        (cfg.actor, views + 1 + cfg.horizon)):  # fmt: skip
+    for net, tokens in (
+        (cfg.critic, cfg.critic.num_q + views + cfg.horizon + 1),
+        (cfg.actor, views + 1 + cfg.horizon),
+    ):
         per_layer = (6 + net.mlp_ratio) * tokens * net.hidden_dim + 2 * net.num_heads * tokens**2
         need = max(need, batch * per_layer * 4 * 2 * max(net.num_layers, samples))
     return need, (batch_field, "horizon")
@@ -471,28 +556,39 @@ def preset(name: str, task: str | None = None) -> TrainConfig:
         cfg.env.max_steps = 120
         cfg.collect = CollectConfig(success_quota=2, max_episodes=2, operator_max_steps=200)
         cfg.actor = dataclasses.replace(cfg.actor, hidden_dim=32, num_layers=1, num_heads=2)
-        cfg.critic = dataclasses.replace(cfg.critic, hidden_dim=32, num_layers=1, num_heads=2,
-                                         num_q=2)  # fmt: skip
-        cfg.aloe = dataclasses.replace(cfg.aloe, critic_steps=20, actor_steps=10, batch_size=32,
-                                       num_value_samples=2, warmup_steps=5)  # fmt: skip
-        cfg.ppo = dataclasses.replace(cfg.ppo, epochs=2, minibatch_size=32, bc_batch_size=16,
-                                      sbc_buffer_episodes=10)  # fmt: skip
+        cfg.critic = dataclasses.replace(
+            cfg.critic, hidden_dim=32, num_layers=1, num_heads=2, num_q=2
+        )
+        cfg.aloe = dataclasses.replace(
+            cfg.aloe,
+            critic_steps=20,
+            actor_steps=10,
+            batch_size=32,
+            num_value_samples=2,
+            warmup_steps=5,
+        )
+        cfg.ppo = dataclasses.replace(
+            cfg.ppo, epochs=2, minibatch_size=32, bc_batch_size=16, sbc_buffer_episodes=10
+        )
         cfg.vision = dataclasses.replace(cfg.vision, image_size=32, encoder="siglip-tiny")
     elif name in ("default", "mt10"):  # default: ≤ 20 minutes on 2 CPU cores (README)
         cfg.actor = dataclasses.replace(cfg.actor, hidden_dim=64, num_layers=2, num_heads=4)
         cfg.critic = dataclasses.replace(cfg.critic, hidden_dim=64, num_layers=2, num_heads=4)
-        cfg.aloe = dataclasses.replace(cfg.aloe, critic_steps=400, actor_steps=200,
-                                       batch_size=128, num_value_samples=2)  # fmt: skip
+        cfg.aloe = dataclasses.replace(
+            cfg.aloe, critic_steps=400, actor_steps=200, batch_size=128, num_value_samples=2
+        )
         if name == "mt10":
             _mt10_sizes(cfg, task)
     elif name == "paper":  # Appendix C; meant for a GPU
         cfg.horizon, cfg.exec_horizon = 50, 25
         cfg.critic = dataclasses.replace(cfg.critic, hidden_dim=256, num_layers=6, num_heads=8)
-        cfg.aloe = dataclasses.replace(cfg.aloe, batch_size=256, gamma=0.99, polyak=0.005,
-                                       critic_lr=3e-5, warmup_steps=100)  # fmt: skip
+        cfg.aloe = dataclasses.replace(
+            cfg.aloe, batch_size=256, gamma=0.99, polyak=0.005, critic_lr=3e-5, warmup_steps=100
+        )
     if task in OGBENCH_TASKS:
         _ogbench_sizes(cfg, name, OGBENCH_TASKS[task].max_steps, OGBENCH_TASKS[task].long_horizon)
     # AWR gets ALOE's update budget, so that the two differ only in the value they weight with.
-    cfg.awr = dataclasses.replace(cfg.awr, value_steps=cfg.aloe.critic_steps,
-                                  actor_steps=cfg.aloe.actor_steps)  # fmt: skip
+    cfg.awr = dataclasses.replace(
+        cfg.awr, value_steps=cfg.aloe.critic_steps, actor_steps=cfg.aloe.actor_steps
+    )
     return cfg

@@ -149,8 +149,9 @@ class ChunkBatch(NamedTuple):
 
     def to(self, device: torch.device) -> ChunkBatch:
         """The batch on `device`."""
-        return ChunkBatch._make(None if t is None else t.to(device, non_blocking=True)
-                                for t in self)  # fmt: skip
+        return ChunkBatch._make(
+            None if t is None else t.to(device, non_blocking=True) for t in self
+        )
 
 
 class Frames(Mapping[str, np.ndarray]):

@@ -81,21 +81,36 @@ class VisionConfig:
         even = self.video_codec != "h264" or self.image_size % 2 == 0  # yuv420p halves chroma
         needs_transformers = self.encoder.startswith("siglip") or self.encoder == "lerobot"
         checks: list[tuple[str, bool, str]] = [
-            ("cameras", 1 <= len(self.cameras) <= MAX_CAMERAS,
-             f"must name 1 to {MAX_CAMERAS} cameras"),
-            ("cameras", all(c in cameras for c in self.cameras),
-             f"must name cameras of {task}: {', '.join(cameras)}"),
+            (
+                "cameras",
+                1 <= len(self.cameras) <= MAX_CAMERAS,
+                f"must name 1 to {MAX_CAMERAS} cameras",
+            ),
+            (
+                "cameras",
+                all(c in cameras for c in self.cameras),
+                f"must name cameras of {task}: {', '.join(cameras)}",
+            ),
             ("cameras", len(set(self.cameras)) == len(self.cameras), "must not repeat a camera"),
             ("image_size", self.image_size >= 8, "must be >= 8"),
-            ("encoder", self.encoder in IMAGE_ENCODERS,
-             f"must be one of {', '.join(IMAGE_ENCODERS)}"),
-            ("encoder", not needs_transformers or importlib.util.find_spec("transformers")
-             is not None, f"needs the vision extra: {VISION_EXTRA}"),
-            ("encoder_path", self.encoder != "siglip" or bool(self.encoder_path),
-             "must be a local SigLIP directory with vision.encoder siglip"),
+            (
+                "encoder",
+                self.encoder in IMAGE_ENCODERS,
+                f"must be one of {', '.join(IMAGE_ENCODERS)}",
+            ),
+            (
+                "encoder",
+                not needs_transformers or importlib.util.find_spec("transformers") is not None,
+                f"needs the vision extra: {VISION_EXTRA}",
+            ),
+            (
+                "encoder_path",
+                self.encoder != "siglip" or bool(self.encoder_path),
+                "must be a local SigLIP directory with vision.encoder siglip",
+            ),
             ("video_codec", self.video_codec in CODECS, f"must be one of {', '.join(CODECS)}"),
             ("image_size", even, "must be even with vision.video_codec h264"),
-        ]  # fmt: skip
+        ]
         for name, ok, allowed in checks:
             require(ok, f"{prefix}vision.{name}", getattr(self, name), allowed)
         try:
@@ -126,8 +141,9 @@ class Observations:
             else:
                 from aloe.vision.encoders import build_image_encoder
 
-                self.encoder = build_image_encoder(v.encoder, path=v.encoder_path, device=device,
-                                                   image_size=v.image_size)  # fmt: skip
+                self.encoder = build_image_encoder(
+                    v.encoder, path=v.encoder_path, device=device, image_size=v.image_size
+                )
 
     @property
     def layout(self) -> tuple[int, ...]:
@@ -149,8 +165,9 @@ class Observations:
         try:
             return self.instructions.index(instruction)
         except ValueError:
-            raise ValueError(f"instruction {instruction!r} is not one of this run's tasks "
-                             f"{self.tasks}") from None  # fmt: skip
+            raise ValueError(
+                f"instruction {instruction!r} is not one of this run's tasks {self.tasks}"
+            ) from None
 
     def vector(self, obs: dict[str, Any]) -> np.ndarray:
         """One environment observation as the vector the networks read."""
@@ -190,8 +207,9 @@ class Observations:
         if not self.pixel_cameras:
             return None
         if "images" not in obs:
-            raise ValueError(f"this run's VLA sees cameras {self.pixel_cameras}: the observation "
-                             "has no images")  # fmt: skip
+            raise ValueError(
+                f"this run's VLA sees cameras {self.pixel_cameras}: the observation has no images"
+            )
         return np.stack([np.asarray(obs["images"][c], dtype=np.uint8) for c in self.pixel_cameras])
 
     def features(self, store: Any, camera: str) -> np.ndarray:

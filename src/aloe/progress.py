@@ -24,8 +24,10 @@ Progress = tyro.conf.DisallowNone[bool | None]
 """The type of every `progress` field: tyro reads it as `--progress | --no-progress`,
 None when neither is given."""
 
-PROGRESS_HELP = ("neither flag: bars when stderr is a terminal, else one line per phase "
-                 "with its duration; --progress: bars; --no-progress: neither")  # fmt: skip
+PROGRESS_HELP = (
+    "neither flag: bars when stderr is a terminal, else one line per phase "
+    "with its duration; --progress: bars; --no-progress: neither"
+)
 
 T = TypeVar("T")
 
@@ -69,8 +71,14 @@ class Phase:
     Used like the tqdm bar it replaces: `update(n)`, `set_postfix(**values)`, `close()`;
     `unit` is singular (`episode`)."""
 
-    def __init__(self, desc: str, total: int | None, progress: bool | None, unit: str = "step",
-                 initial: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        desc: str,
+        total: int | None,
+        progress: bool | None,
+        unit: str = "step",
+        initial: int = 0,
+    ) -> None:
         self.desc, self.unit, self.progress = desc, unit, progress
         self.done = 0  # in this phase (not counting `initial`)
         self.postfix: dict[str, Any] = {}
@@ -95,8 +103,11 @@ class Phase:
             return
         extra = ", ".join(f"{k} {v}" for k, v in self.postfix.items())
         took = duration(time.perf_counter() - self.start)
-        say(f"  {self.desc}: {plural(self.done, self.unit)} in {took}"
-            + (f" ({extra})" if extra else ""), self.progress)  # fmt: skip
+        say(
+            f"  {self.desc}: {plural(self.done, self.unit)} in {took}"
+            + (f" ({extra})" if extra else ""),
+            self.progress,
+        )
 
     def iterate(self, items: Iterable[T]) -> Iterator[T]:
         """Each item, counted; the phase closes after the last."""

@@ -59,14 +59,26 @@ def build_learner(
     if cfg.actor_kind == "lerobot":
         from aloe.policies.lerobot_actor import build_actor
 
-        actor = build_actor(cfg.lerobot, obs.instructions, state_dim=dim, horizon=cfg.horizon,
-                            action_dim=action_dim, robot_state_dim=obs.layout[0],
-                            state_normalizer=Normalizer.from_stats(mean, std),
-                            cameras=obs.pixel_cameras)  # fmt: skip
+        actor = build_actor(
+            cfg.lerobot,
+            obs.instructions,
+            state_dim=dim,
+            horizon=cfg.horizon,
+            action_dim=action_dim,
+            robot_state_dim=obs.layout[0],
+            state_normalizer=Normalizer.from_stats(mean, std),
+            cameras=obs.pixel_cameras,
+        )
     else:
-        actor = FlowPolicy(cfg.actor, state_dim=dim, action_dim=action_dim, num_tasks=n,
-                           state_normalizer=Normalizer.from_stats(mean, std),
-                           horizon=cfg.horizon, **tokens)  # fmt: skip
+        actor = FlowPolicy(
+            cfg.actor,
+            state_dim=dim,
+            action_dim=action_dim,
+            num_tasks=n,
+            state_normalizer=Normalizer.from_stats(mean, std),
+            horizon=cfg.horizon,
+            **tokens,
+        )
     parts = LearnerParts(
         cfg,
         actor,
@@ -103,8 +115,9 @@ class Run:
     def _tasks(self, n: int) -> torch.Tensor:
         return torch.zeros(n, dtype=torch.long, device=self.device)
 
-    def sample(self, state: Any, num_samples: int = 1, seed: int | None = None,
-               images: Any = None) -> np.ndarray:  # fmt: skip
+    def sample(
+        self, state: Any, num_samples: int = 1, seed: int | None = None, images: Any = None
+    ) -> np.ndarray:
         """Action chunks for one state (num_samples, h, A) or a batch (B, num_samples, h, A).
         `images`, uint8 (V, H, W, 3) or (B, V, H, W, 3) in the run's camera order, are for a
         VLA that reads the cameras (`run.obs.pixel_cameras`)."""
@@ -138,18 +151,28 @@ class Run:
         s = self._state(state)
         gen = torch.Generator(device=self.device).manual_seed(seed)
         self.critic.eval()
-        return estimate_value(self.critic, self.actor, s, self._tasks(len(s)), num_samples,
-                              gen).cpu().numpy()  # fmt: skip
+        return (
+            estimate_value(self.critic, self.actor, s, self._tasks(len(s)), num_samples, gen)
+            .cpu()
+            .numpy()
+        )
 
     def _require_q(self) -> None:
         if self.algorithm.value == "state":
-            raise ValueError(f"{self.root}: algo {self.config.algo!r} learns a state value "
-                             "V(s), not the chunked Q these methods read")  # fmt: skip
+            raise ValueError(
+                f"{self.root}: algo {self.config.algo!r} learns a state value "
+                "V(s), not the chunked Q these methods read"
+            )
 
     def chunk_policy(self, seed: int = 0) -> FlowChunkPolicy:
-        return FlowChunkPolicy(self.actor, version=self.iteration,
-                               exec_horizon=self.config.exec_horizon, seed=seed,
-                               device=self.device, obs=self.obs)  # fmt: skip
+        return FlowChunkPolicy(
+            self.actor,
+            version=self.iteration,
+            exec_horizon=self.config.exec_horizon,
+            seed=seed,
+            device=self.device,
+            obs=self.obs,
+        )
 
 
 def load_run(root: str | Path, iteration: int | None = None, what: str = "run") -> Run:
@@ -165,11 +188,19 @@ def require_run_dir(root: Path, what: str = "run", hint: str = RUN_HINT) -> None
     """Refuse, before any work, a path that is not a run directory with a checkpoint."""
     require(root.exists(), what, root, f"does not exist; {hint}")
     require(root.is_dir(), what, root, f"is a file; {hint}")
-    require((root / "config.json").is_file(), what, root,
-            f"not a run directory (no config.json); {hint}")  # fmt: skip
-    require(bool(checkpoint.complete(root / "checkpoints")), what, root,
-            "has no checkpoint yet: resume it with `aloe train --resume` until its first "
-            "iteration ends")  # fmt: skip
+    require(
+        (root / "config.json").is_file(),
+        what,
+        root,
+        f"not a run directory (no config.json); {hint}",
+    )
+    require(
+        bool(checkpoint.complete(root / "checkpoints")),
+        what,
+        root,
+        "has no checkpoint yet: resume it with `aloe train --resume` until its first "
+        "iteration ends",
+    )
 
 
 def read_run_config(root: Path) -> TrainConfig:
@@ -189,6 +220,10 @@ def _checkpoint(root: Path, iteration: int | None) -> checkpoint.Loaded:
             raise bad("checkpoints", root, "none left")
         return loaded
     found = dict(checkpoint.complete(root))
-    require(iteration in found, "iteration", iteration,
-            f"no checkpoint of it under {root}; there are {sorted(found)}")  # fmt: skip
+    require(
+        iteration in found,
+        "iteration",
+        iteration,
+        f"no checkpoint of it under {root}; there are {sorted(found)}",
+    )
     return checkpoint.Loaded(iteration, found[iteration], checkpoint.load(found[iteration]))

@@ -41,9 +41,11 @@ def iteration_line(metrics: dict[str, Any], final_iteration: int) -> str:
     """`iteration 1/5: success 0.20 on 20 episodes, 3 takeovers, 120 operator steps, 45.2 s`."""
     k = metrics["iteration"]
     what = "BC warm start" if k == 0 else plural(metrics["takeovers"], "takeover")
-    return (f"iteration {k}/{final_iteration}: success {_rate(metrics['success_rate'])} on "
-            f"{plural(metrics['eval_episodes'], 'episode')}, {what}, "
-            f"{plural(metrics['human_steps'], 'operator step')}, {duration(metrics['wall_s'])}")  # fmt: skip
+    return (
+        f"iteration {k}/{final_iteration}: success {_rate(metrics['success_rate'])} on "
+        f"{plural(metrics['eval_episodes'], 'episode')}, {what}, "
+        f"{plural(metrics['human_steps'], 'operator step')}, {duration(metrics['wall_s'])}"
+    )
 
 
 def _success_lines(history: list[dict[str, Any]]) -> list[str]:
@@ -67,26 +69,33 @@ def _operator_line(history: list[dict[str, Any]]) -> str:
     total = history[-1].get("total_human_steps", 0)
     demos = history[0]["human_steps"]
     takeovers = sum(r["takeovers"] for r in history[1:])
-    return (f"  operator     {total} steps: {demos} demonstrating, {total - demos} in "
-            f"{plural(takeovers, 'takeover')}")  # fmt: skip
+    return (
+        f"  operator     {total} steps: {demos} demonstrating, {total - demos} in "
+        f"{plural(takeovers, 'takeover')}"
+    )
 
 
-def summary(cfg: Any, history: list[dict[str, Any]], session_s: float, resumed: bool,
-            report: Path | None) -> str:  # fmt: skip
+def summary(
+    cfg: Any, history: list[dict[str, Any]], session_s: float, resumed: bool, report: Path | None
+) -> str:
     """The closing lines of `aloe train` on the run `cfg.out` (its config), whose metrics
     are `history`; `session_s` is this command's wall time."""
     from aloe import checkpoint
 
     out = Path(cfg.out)
     iterations = plural(history[-1]["iteration"], "iteration") if history else "no iterations"
-    head = (f"aloe train: {'resumed and ' if resumed else ''}finished {out}: {cfg.algo} on "
-            f"{cfg.task}, preset {cfg.preset}, {iterations} after the BC warm start")  # fmt: skip
+    head = (
+        f"aloe train: {'resumed and ' if resumed else ''}finished {out}: {cfg.algo} on "
+        f"{cfg.task}, preset {cfg.preset}, {iterations} after the BC warm start"
+    )
     lines = [head]
     if history:
         lines += [*_success_lines(history), _operator_line(history)]
         trained = sum(r.get("wall_s", 0.0) for r in history)
-        lines.append(f"  wall time    {duration(session_s)}" + (
-            f" this session; {duration(trained)} over all iterations" if resumed else ""))  # fmt: skip
+        lines.append(
+            f"  wall time    {duration(session_s)}"
+            + (f" this session; {duration(trained)} over all iterations" if resumed else "")
+        )
     last = checkpoint.latest(out / "checkpoints")
     written = str(report) if report else f"not written: `aloe report {out}` retries"
     lines += [
@@ -106,6 +115,9 @@ def write_report(run_dir: Path, prog: str) -> Path | None:
 
         return build_run_report(run_dir)
     except Exception as e:  # noqa: BLE001 (a report is never worth a finished run)
-        print(f"{prog}: warning: could not write {Path(run_dir) / 'report.html'} "
-              f"({type(e).__name__}: {e}); `aloe report {run_dir}` retries", file=sys.stderr)  # fmt: skip
+        print(
+            f"{prog}: warning: could not write {Path(run_dir) / 'report.html'} "
+            f"({type(e).__name__}: {e}); `aloe report {run_dir}` retries",
+            file=sys.stderr,
+        )
         return None

@@ -73,12 +73,14 @@ class Trainer:
     def _open_store(self) -> EpisodeStore:
         cfg, size = self.cfg, (self.cfg.env.image_size, self.cfg.env.image_size)
         return EpisodeStore.open_or_create(
-            self.root / "dataset", fps=1.0 / self.env.control_period, state_dim=self.env.state_dim,
+            self.root / "dataset",
+            fps=1.0 / self.env.control_period,
+            state_dim=self.env.state_dim,
             action_dim=self.env.action_dim,
             sim_state_dim=self.env.sim_state_dim if cfg.collect.record_sim_state else None,
             cameras={c: size for c in cfg.env.cameras} or None,
             video_codec=cfg.vision.video_codec,
-        )  # fmt: skip
+        )
 
     # --- Algorithm 1 -----------------------------------------------------------------------
 
@@ -105,16 +107,24 @@ class Trainer:
         """Algorithm 1, line 1: imitation on successful operator demonstrations."""
         cfg, start = self.cfg, time.time()
         demos = cfg.num_demos * len(self.obs.tasks)  # episode seeds take the tasks in turn
-        quota = CollectConfig(success_quota=demos, max_episodes=3 * demos,
-                              record_sim_state=cfg.collect.record_sim_state)  # fmt: skip
+        quota = CollectConfig(
+            success_quota=demos,
+            max_episodes=3 * demos,
+            record_sim_state=cfg.collect.record_sim_state,
+        )
         stats = self._collect(0, quota, policy=None)
         frames = self.frames()
         demo = frames.successful_episodes() & (frames[D.SOURCE] == "demo")
         if not demo.any():
             raise RuntimeError("no successful demonstration: lower operator.noise_std")
         states = frames[D.STATE][demo]
-        self.learner = self._build_learner(cfg, states.mean(0), states.std(0), obs=self.obs,
-                                           instruction_features=self._instruction_features())  # fmt: skip
+        self.learner = self._build_learner(
+            cfg,
+            states.mean(0),
+            states.std(0),
+            obs=self.obs,
+            instruction_features=self._instruction_features(),
+        )
         ctx = self._update_context(0, frames)
         self.writer = self._tensorboard(0)
         sampler = ctx.sampler(frames.select(demo))
@@ -168,8 +178,14 @@ class Trainer:
 
     def _policy(self, version: int, seed: int) -> FlowChunkPolicy:
         learner = self._learner()
-        return FlowChunkPolicy(learner.actor, version=version, exec_horizon=self.cfg.exec_horizon,
-                               seed=seed, device=learner.device, obs=self.obs)  # fmt: skip
+        return FlowChunkPolicy(
+            learner.actor,
+            version=version,
+            exec_horizon=self.cfg.exec_horizon,
+            seed=seed,
+            device=learner.device,
+            obs=self.obs,
+        )
 
     def _instruction_features(self) -> torch.Tensor | None:
         return self.obs.instruction_features(self.root / "dataset" / "cache")
@@ -183,9 +199,17 @@ class Trainer:
         seeds: Iterator[int] = (
             episode_seed(self.cfg.seed, k, i) for i in itertools.count(stats.episodes)
         )
-        _, stats = collect(self.env, self.operator, rule, policy=policy, seeds=seeds,
-                           store=self.store, iteration=k, progress=self.cfg.progress,
-                           stats=stats)  # fmt: skip
+        _, stats = collect(
+            self.env,
+            self.operator,
+            rule,
+            policy=policy,
+            seeds=seeds,
+            store=self.store,
+            iteration=k,
+            progress=self.cfg.progress,
+            stats=stats,
+        )
         return stats
 
     def frames(self) -> Frames:
@@ -204,14 +228,20 @@ class Trainer:
     def _finish(self, k: int, stats: CollectStats, row: dict[str, Any], start: float) -> None:
         cfg = self.cfg
         final = k == self.final_iteration and cfg.final_eval_episodes
-        seeds = [EVAL_SEED + i for i in range(cfg.final_eval_episodes if final
-                                              else cfg.eval_episodes)]  # fmt: skip
+        seeds = [
+            EVAL_SEED + i for i in range(cfg.final_eval_episodes if final else cfg.eval_episodes)
+        ]
         if self.workers is not None:
             self.workers.set_policy(self._learner().actor, k, seed=EVAL_SEED)
             result = self.workers.evaluate(seeds, cfg.eval_batch)
         else:
-            result = evaluate(self.eval_env, self._policy(k, seed=EVAL_SEED), seeds,
-                              cfg.progress, batch=cfg.eval_batch)  # fmt: skip
+            result = evaluate(
+                self.eval_env,
+                self._policy(k, seed=EVAL_SEED),
+                seeds,
+                cfg.progress,
+                batch=cfg.eval_batch,
+            )
         prev = self.history[-1] if self.history else {}
         metrics = {
             "iteration": k,
@@ -236,8 +266,14 @@ class Trainer:
         state = {"learner": self._learner().state_dict(), "history": self.history}
         checkpoint.save(self.root / "checkpoints", k, state)
         _write_jsonl(self.root / "metrics.jsonl", self.history)
-        flat = {**metrics, **{f"{key}/{t}": v for key in ("success_by_task",)
-                              for t, v in metrics.get(key, {}).items()}}  # fmt: skip
+        flat = {
+            **metrics,
+            **{
+                f"{key}/{t}": v
+                for key in ("success_by_task",)
+                for t, v in metrics.get(key, {}).items()
+            },
+        }
         for key, value in flat.items():
             if isinstance(value, int | float) and key != "iteration" and math.isfinite(value):
                 self.writer.add_scalar(f"aloe/{key}", value, k)
@@ -256,9 +292,12 @@ def _by_task(result: Any) -> dict[str, Any]:
     if len(set(result.tasks)) < 2:
         return {}
     by = result.by_task()
-    return {"success_by_task": {t: r["success_rate"] for t, r in by.items()},
-            "steps_to_success_by_task": {t: json_safe(r)["mean_steps_to_success"]
-                                         for t, r in by.items()}}  # fmt: skip
+    return {
+        "success_by_task": {t: r["success_rate"] for t, r in by.items()},
+        "steps_to_success_by_task": {
+            t: json_safe(r)["mean_steps_to_success"] for t, r in by.items()
+        },
+    }
 
 
 def json_safe(row: dict[str, Any]) -> dict[str, Any]:
@@ -302,8 +341,9 @@ def prepare_run(cfg: TrainConfig, resume: bool) -> TrainConfig:
     return cfg
 
 
-def resumed_config(run_dir: Path, device: str | None = None,
-                   progress: bool | None = None) -> TrainConfig:  # fmt: skip
+def resumed_config(
+    run_dir: Path, device: str | None = None, progress: bool | None = None
+) -> TrainConfig:
     """The config of the run in `run_dir`, wherever that now is (its config.json, validated
     as flags are; `out` = run_dir), with `device` and `progress` changed where given (a
     progress of None keeps the run's)."""
@@ -320,22 +360,39 @@ def check_run_dir(path: Path, flag: str, resume: bool) -> None:
     needs a new or empty directory it can create, a resumed one a run directory it can write."""
     hint = "give a run directory written by `aloe train`" if resume else "give a new directory"
     kernel = [fs for fs in _KERNEL_FS if path.resolve().is_relative_to(fs)]
-    require(not kernel, flag, path, f"is under {kernel[0] if kernel else ''}, a kernel file "
-            f"system that holds no ordinary files; {hint}")  # fmt: skip
+    require(
+        not kernel,
+        flag,
+        path,
+        f"is under {kernel[0] if kernel else ''}, a kernel file "
+        f"system that holds no ordinary files; {hint}",
+    )
     require(not path.exists() or path.is_dir(), flag, path, f"is a file; {hint}")
     if resume:
         require(path.is_dir(), flag, path, f"does not exist; {hint}")
-        require((path / "config.json").is_file(), flag, path,
-                f"not a run directory (no config.json); {hint}")  # fmt: skip
+        require(
+            (path / "config.json").is_file(),
+            flag,
+            path,
+            f"not a run directory (no config.json); {hint}",
+        )
     elif path.is_dir() and any(p.name != RUN_LOCK for p in path.iterdir()):
         started = (path / "config.json").is_file()
-        raise bad(flag, path, "exists and is not empty; " + (
-            "use --resume to continue it" if started else f"{hint} or an empty one"))  # fmt: skip
+        raise bad(
+            flag,
+            path,
+            "exists and is not empty; "
+            + ("use --resume to continue it" if started else f"{hint} or an empty one"),
+        )
     ancestor = next(p for p in (path, *path.absolute().parents) if p.exists())
     require(ancestor.is_dir(), flag, path, f"cannot be created: {ancestor} is a file; {hint}")
     writable = os.access(ancestor, os.W_OK | os.X_OK)
-    require(writable and not os.statvfs(ancestor).f_flag & os.ST_RDONLY, flag, path,
-            f"cannot write in {ancestor} (read-only or not yours); give a writable directory")  # fmt: skip
+    require(
+        writable and not os.statvfs(ancestor).f_flag & os.ST_RDONLY,
+        flag,
+        path,
+        f"cannot write in {ancestor} (read-only or not yours); give a writable directory",
+    )
 
 
 RUN_LOCK = ".train.lock"  # held by the one process training a run directory
@@ -359,10 +416,18 @@ def run_lock(cfg: TrainConfig, resume: bool) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise bad(flag, cfg.out, f"is being trained by another process (pid {holder}); "
-                      "wait for it to end or stop it, then resume") from None  # fmt: skip
-        require(resume or not (cfg.out / "config.json").exists(), flag, cfg.out,
-                "was started by another process meanwhile; use --resume to continue it")  # fmt: skip
+            raise bad(
+                flag,
+                cfg.out,
+                f"is being trained by another process (pid {holder}); "
+                "wait for it to end or stop it, then resume",
+            ) from None
+        require(
+            resume or not (cfg.out / "config.json").exists(),
+            flag,
+            cfg.out,
+            "was started by another process meanwhile; use --resume to continue it",
+        )
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
@@ -462,8 +527,9 @@ def cmd_eval(args: EvalArgs) -> int:
     run = load_run(args.run, what="--run")
     env = make_env(run.config.env)
     seeds = [args.seed + i for i in range(args.episodes)]
-    result = evaluate(env, run.chunk_policy(seed=args.seed), seeds, progress=args.progress,
-                      batch=args.batch)  # fmt: skip
+    result = evaluate(
+        env, run.chunk_policy(seed=args.seed), seeds, progress=args.progress, batch=args.batch
+    )
     out = json_safe({"iteration": run.iteration, **result.as_dict()})
     text = json.dumps(out, indent=1)
     print(text)

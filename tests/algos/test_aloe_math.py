@@ -161,8 +161,9 @@ def test_estimate_value_averages_q_pess_over_samples() -> None:
         return torch.stack([-valid.sum(1) * actions[:, 0, 0]] * 2)
 
     valid = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])  # row 0's data chunk: 2 of 3 steps
-    v = estimate_value(masked_critic, StubPolicy(), torch.zeros(2, 1), torch.zeros(2), 3,
-                       valid=valid)  # fmt: skip
+    v = estimate_value(
+        masked_critic, StubPolicy(), torch.zeros(2, 1), torch.zeros(2), 3, valid=valid
+    )
     # π's chunks scored over the data chunk's steps: row 0 −2·(0, 1, 2) -> −2, row 1 −3·2 -> −6
     assert torch.equal(v, torch.tensor([-2.0, -6.0]))
 
@@ -390,10 +391,12 @@ def test_fragment_failure_marks_the_chunks_that_reach_a_labelled_failure() -> No
     succeeds; episode 1: a policy fragment of 3 steps that succeeds. Horizon 2."""
     from aloe.evaluation.weights import fragment_failure
 
-    frames = {D.EPISODE: np.array([0, 0, 0, 0, 0, 0, 0, 1, 1, 1]),
-              D.FRAGMENT: np.array([0, 0, 0, 0, 0, 1, 1, 0, 0, 0]),
-              D.DONE: np.array([0, 0, 0, 0, 1, 0, 1, 0, 0, 1], dtype=bool),
-              D.SUCCESS: np.array([0, 0, 0, 0, 0, 0, 1, 0, 0, 1], dtype=bool)}  # fmt: skip
+    frames = {
+        D.EPISODE: np.array([0, 0, 0, 0, 0, 0, 0, 1, 1, 1]),
+        D.FRAGMENT: np.array([0, 0, 0, 0, 0, 1, 1, 0, 0, 0]),
+        D.DONE: np.array([0, 0, 0, 0, 1, 0, 1, 0, 0, 1], dtype=bool),
+        D.SUCCESS: np.array([0, 0, 0, 0, 0, 0, 1, 0, 0, 1], dtype=bool),
+    }
     reaches, failed = fragment_failure(frames, np.arange(10), horizon=2)
     assert failed.tolist() == [True] * 5 + [False] * 5
     assert reaches.tolist() == [False, False, False, True, True] + [False] * 5

@@ -67,8 +67,9 @@ def test_projection_keeps_the_mean_of_the_clipped_return(returns: list[float]) -
 
 def test_value_from_logits_hand_cases() -> None:
     # atoms (−1, 1); softmax(0, ln 3) = (1/4, 3/4) -> V = −1/4 + 3/4 = 1/2
-    assert torch.allclose(value_from_logits(torch.tensor([[0.0, math.log(3.0)]]), -1.0, 1.0),
-                          torch.tensor([0.5]))  # fmt: skip
+    assert torch.allclose(
+        value_from_logits(torch.tensor([[0.0, math.log(3.0)]]), -1.0, 1.0), torch.tensor([0.5])
+    )
     # uniform logits over atoms 0..4: the mean atom, 2
     assert torch.allclose(value_from_logits(torch.zeros(2, 5), 0.0, 4.0), torch.tensor([2.0, 2.0]))
     # one dominant logit: that atom
@@ -105,10 +106,10 @@ def test_config_validation_names_the_field() -> None:
 
 def tiny_learner(seed: int = 0) -> AwrLearner:
     torch.manual_seed(seed)
-    actor = FlowPolicy(ActorConfig(hidden_dim=16, num_layers=1, num_heads=2, num_flow_steps=2),
-                       S, A, 1, horizon=H)  # fmt: skip
-    critic_cfg = CriticConfig(num_q=4, hidden_dim=16, num_layers=1, num_heads=2,
-                              head_hidden_dim=8)  # fmt: skip
+    actor = FlowPolicy(
+        ActorConfig(hidden_dim=16, num_layers=1, num_heads=2, num_flow_steps=2), S, A, 1, horizon=H
+    )
+    critic_cfg = CriticConfig(num_q=4, hidden_dim=16, num_layers=1, num_heads=2, head_hidden_dim=8)
     critic = value_critic(critic_cfg, S, 1, num_bins=11)
     aloe = AloeConfig(batch_size=4, warmup_steps=0, seed=seed)
     return AwrLearner(actor, critic, aloe, AwrConfig(num_bins=11), (-10.0, 0.0))
@@ -117,13 +118,18 @@ def tiny_learner(seed: int = 0) -> AwrLearner:
 def batch(b: int = 4) -> ChunkBatch:
     g = torch.Generator().manual_seed(3)
     return ChunkBatch(
-        state=torch.randn(b, S, generator=g), actions=torch.rand(b, H, A, generator=g) * 2 - 1,
-        valid=torch.ones(b, H), reward=torch.zeros(b), next_state=torch.randn(b, S, generator=g),
-        discount=torch.ones(b), bootstrap=torch.ones(b),
+        state=torch.randn(b, S, generator=g),
+        actions=torch.rand(b, H, A, generator=g) * 2 - 1,
+        valid=torch.ones(b, H),
+        reward=torch.zeros(b),
+        next_state=torch.randn(b, S, generator=g),
+        discount=torch.ones(b),
+        bootstrap=torch.ones(b),
         mc_return=torch.tensor([-1.0, -9.0, -4.0, -12.0])[:b],
-        task_index=torch.zeros(b, dtype=torch.long), source=torch.zeros(b, dtype=torch.long),
+        task_index=torch.zeros(b, dtype=torch.long),
+        source=torch.zeros(b, dtype=torch.long),
         global_index=torch.arange(b),
-    )  # fmt: skip
+    )
 
 
 def test_value_critic_is_state_only_with_one_readout() -> None:

@@ -120,15 +120,26 @@ def test_sbc_weight_rule() -> None:
 def buffer_frames() -> D.Frames:
     # (episode, sources, success): demo ok, demo failed, policy ok, policy failed,
     # policy+human ok (helped: never a self-demonstration), policy ok
-    eps = [(0, ["demo"] * 2, True), (1, ["demo"] * 2, False), (2, ["policy"] * 3, True),
-           (3, ["policy"] * 2, False), (4, ["policy", "human"], True), (5, ["policy"] * 2, True)]  # fmt: skip
+    eps = [
+        (0, ["demo"] * 2, True),
+        (1, ["demo"] * 2, False),
+        (2, ["policy"] * 3, True),
+        (3, ["policy"] * 2, False),
+        (4, ["policy", "human"], True),
+        (5, ["policy"] * 2, True),
+    ]
     episode, source, success = [], [], []
     for ep, src, ok in eps:
         episode += [ep] * len(src)
         source += src
         success += [False] * (len(src) - 1) + [ok]
-    return D.Frames({D.EPISODE: np.array(episode), D.SOURCE: np.array(source, dtype=object),
-                     D.SUCCESS: np.array(success)})  # fmt: skip
+    return D.Frames(
+        {
+            D.EPISODE: np.array(episode),
+            D.SOURCE: np.array(source, dtype=object),
+            D.SUCCESS: np.array(success),
+        }
+    )
 
 
 def test_self_demo_buffer_keeps_the_latest_unhelped_successes() -> None:
@@ -176,10 +187,10 @@ def test_config_validation_names_the_field() -> None:
 
 def tiny_learner(seed: int = 0):
     torch.manual_seed(seed)
-    actor = FlowPolicy(ActorConfig(hidden_dim=16, num_layers=1, num_heads=2, num_flow_steps=3),
-                       S, A, 1, horizon=H)  # fmt: skip
-    critic_cfg = CriticConfig(hidden_dim=16, num_layers=1, num_heads=2,
-                              head_hidden_dim=8)  # fmt: skip
+    actor = FlowPolicy(
+        ActorConfig(hidden_dim=16, num_layers=1, num_heads=2, num_flow_steps=3), S, A, 1, horizon=H
+    )
+    critic_cfg = CriticConfig(hidden_dim=16, num_layers=1, num_heads=2, head_hidden_dim=8)
     aloe = AloeConfig(warmup_steps=0, seed=seed)
     ppo = PpoConfig(minibatch_size=4, bc_batch_size=4)
     return build_ppo_learner(actor, critic_cfg, S, Normalizer(S), aloe, ppo, torch.device("cpu"))
@@ -190,12 +201,18 @@ def decision_batch(b: int = 6) -> ChunkBatch:
     valid = torch.ones(b, E)
     valid[-1, 1:] = 0.0
     return ChunkBatch(
-        state=torch.randn(b, S, generator=g), actions=torch.rand(b, E, A, generator=g) * 2 - 1,
-        valid=valid, reward=-torch.ones(b), next_state=torch.randn(b, S, generator=g),
-        discount=torch.full((b,), 0.99**E), bootstrap=torch.ones(b), mc_return=torch.zeros(b),
-        task_index=torch.zeros(b, dtype=torch.long), source=torch.ones(b, dtype=torch.long),
+        state=torch.randn(b, S, generator=g),
+        actions=torch.rand(b, E, A, generator=g) * 2 - 1,
+        valid=valid,
+        reward=-torch.ones(b),
+        next_state=torch.randn(b, S, generator=g),
+        discount=torch.full((b,), 0.99**E),
+        bootstrap=torch.ones(b),
+        mc_return=torch.zeros(b),
+        task_index=torch.zeros(b, dtype=torch.long),
+        source=torch.ones(b, dtype=torch.long),
         global_index=torch.arange(b),
-    )  # fmt: skip
+    )
 
 
 def demo_batch(b: int = 4) -> ChunkBatch:
@@ -221,8 +238,9 @@ def test_value_warmup_step_moves_the_value_and_not_the_policy() -> None:
     m = learner.ppo_step(d, demo_batch(), bc_weight=0.5, policy=False)
     assert "ppo/approx_kl" not in m and m["ppo/value_loss"] > 0
     assert all(torch.equal(a, b) for a, b in zip(actor, learner.actor.parameters(), strict=True))
-    assert not all(torch.equal(a, b) for a, b in zip(value, learner.critic.parameters(),
-                                                     strict=True))  # fmt: skip
+    assert not all(
+        torch.equal(a, b) for a, b in zip(value, learner.critic.parameters(), strict=True)
+    )
 
 
 def test_ppo_step_moves_the_policy_and_its_std() -> None:
@@ -232,8 +250,9 @@ def test_ppo_step_moves_the_policy_and_its_std() -> None:
     flow = [p.detach().clone() for p in learner.actor.flow.parameters()]
     learner.ppo_step(d, demo_batch(), bc_weight=0.5)
     assert not torch.equal(log_std, learner.actor.log_std)
-    assert any(not torch.equal(a, b) for a, b in zip(flow, learner.actor.flow.parameters(),
-                                                     strict=True))  # fmt: skip
+    assert any(
+        not torch.equal(a, b) for a, b in zip(flow, learner.actor.flow.parameters(), strict=True)
+    )
 
 
 def test_evaluation_policy_is_the_deterministic_mean() -> None:
@@ -249,8 +268,9 @@ def test_evaluation_policy_is_the_deterministic_mean() -> None:
 
 def test_exploring_policy_is_reproducible_per_episode_seed() -> None:
     learner = tiny_learner()
-    policy = ExploringChunkPolicy(learner.actor, version=0, exec_horizon=E, seed=3,
-                                  device=torch.device("cpu"))  # fmt: skip
+    policy = ExploringChunkPolicy(
+        learner.actor, version=0, exec_horizon=E, seed=3, device=torch.device("cpu")
+    )
     obs = {"state": np.ones(S, np.float32)}
     policy.reset(7)
     first = policy.act_chunk(obs)
@@ -308,7 +328,9 @@ def test_a_value_warmup_iteration_leaves_the_policy_at_its_bc_start(tmp_path) ->
     rows = [json.loads(x) for x in (cfg.out / "metrics.jsonl").read_text().splitlines()]
     assert [r["ppo_value_warmup"] for r in rows[1:]] == [1.0, 0.0]
     assert rows[1]["ppo_approx_kl"] is None and rows[2]["ppo_approx_kl"] is not None
-    actors = [checkpoint.load(cfg.out / "checkpoints" / f"iter-000{k}")["learner"]["actor"]
-              for k in range(3)]  # fmt: skip
+    actors = [
+        checkpoint.load(cfg.out / "checkpoints" / f"iter-000{k}")["learner"]["actor"]
+        for k in range(3)
+    ]
     assert all(torch.equal(actors[0][n], actors[1][n]) for n in actors[0])
     assert not all(torch.equal(actors[1][n], actors[2][n]) for n in actors[1])

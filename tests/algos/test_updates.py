@@ -38,8 +38,9 @@ def actor() -> FlowPolicy:
 
 
 def aloe_learner() -> AloeLearner:
-    critic = ChunkedQCritic(CriticConfig(hidden_dim=16, num_layers=1, num_heads=2, num_q=2),
-                            S, A, 1, horizon=H)  # fmt: skip
+    critic = ChunkedQCritic(
+        CriticConfig(hidden_dim=16, num_layers=1, num_heads=2, num_q=2), S, A, 1, horizon=H
+    )
     return AloeLearner(actor(), critic, AloeConfig())
 
 
@@ -82,11 +83,15 @@ def frames(rows: int = 10) -> D.Frames:
     episode = np.repeat([0, 1], rows // 2)
     success = np.zeros(rows, bool)
     success[rows // 2 - 1] = True  # episode 0 succeeds, episode 1 fails
-    return D.Frames({
-        D.EPISODE: episode, D.FRAGMENT: np.zeros(rows, int),
-        D.SOURCE: np.array(["demo"] * rows, dtype=object), D.SUCCESS: success,
-        D.ACTION: np.zeros((rows, A), np.float32),
-    })  # fmt: skip
+    return D.Frames(
+        {
+            D.EPISODE: episode,
+            D.FRAGMENT: np.zeros(rows, int),
+            D.SOURCE: np.array(["demo"] * rows, dtype=object),
+            D.SUCCESS: success,
+            D.ACTION: np.zeros((rows, A), np.float32),
+        }
+    )
 
 
 def context(algo: str, learner: Any, log: Log) -> UpdateContext:
@@ -133,7 +138,12 @@ def test_the_table_names_every_algorithm_once() -> None:
     assert [a for a, r in rows.items() if r.with_operator] == ["aloe", "awr", "dagger"]
     assert [a for a, r in rows.items() if not r.iterates] == ["bc"]
     assert {a: r.value for a, r in rows.items()} == {
-        "aloe": "q", "awr": "state", "dagger": None, "bc": None, "ppo-sbc": "state"}  # fmt: skip
+        "aloe": "q",
+        "awr": "state",
+        "dagger": None,
+        "bc": None,
+        "ppo-sbc": "state",
+    }
     assert [a for a, r in rows.items() if r.weighted] == ["aloe", "awr"]
     assert [a for a, r in rows.items() if r.matched_budget] == ["ppo-sbc"]
     cfg = config("ppo-sbc")

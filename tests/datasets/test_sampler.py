@@ -258,7 +258,8 @@ def test_pixels_of_this_and_the_next_state_travel_with_the_chunk() -> None:
     assert ChunkSampler(frames, horizon=2, gamma=GAMMA).sample(3).images is None
     n = len(frames[data.ACTION])  # row r's images are all r; s_{t+1}'s row is r + 1 (capped)
     frames[data.PIXELS] = np.arange(n, dtype=np.uint8)[:, None, None, None, None] * np.ones(
-        (1, 2, 3, 3, 3), np.uint8)  # fmt: skip
+        (1, 2, 3, 3, 3), np.uint8
+    )
     frames[data.NEXT_PIXELS_ROW] = np.minimum(np.arange(n) + 1, n - 1)
     b = ChunkSampler(frames, horizon=2, gamma=GAMMA).chunks_at(np.array([0, 1, 3, 5]))
     assert b.images.dtype == torch.uint8 and b.images.shape == (4, 2, 3, 3, 3)

@@ -271,15 +271,26 @@ for r, spec in enumerate(sys.argv[7:]):
 """
 
 
-def kill_writers(root: Path, test_file: str, store_kw: str, factory: str, seed: int,
-                 delays: list[str]) -> list[int]:  # fmt: skip
+def kill_writers(
+    root: Path, test_file: str, store_kw: str, factory: str, seed: int, delays: list[str]
+) -> list[int]:
     """Run CHILD on `root`; the episode indices that appends returned before the kills.
 
     A delay kills its writer that many seconds after it started; "+d", d seconds after its
     first append returned (so that a busy machine still commits something)."""
     here = Path(test_file)
-    args = [sys.executable, "-c", CHILD, str(root), str(here.parent), here.stem, store_kw,
-            factory, str(seed), *delays]  # fmt: skip
+    args = [
+        sys.executable,
+        "-c",
+        CHILD,
+        str(root),
+        str(here.parent),
+        here.stem,
+        store_kw,
+        factory,
+        str(seed),
+        *delays,
+    ]
     out = subprocess.run(args, capture_output=True, text=True, timeout=120)
     lines = out.stdout.splitlines()
     assert lines.count("killed") == len(delays), out.stderr
@@ -551,8 +562,15 @@ for mode in ("create", "open_or_create"):
 
 def test_concurrent_creators_leave_one_store_and_no_debris(tmp_path: Path) -> None:
     n, rounds = 3, 3
-    args = [sys.executable, "-c", CREATORS, str(tmp_path), str(n), str(rounds),
-            str(Path(__file__).parent)]  # fmt: skip
+    args = [
+        sys.executable,
+        "-c",
+        CREATORS,
+        str(tmp_path),
+        str(n),
+        str(rounds),
+        str(Path(__file__).parent),
+    ]
     out = subprocess.run(args, capture_output=True, text=True, timeout=300)
     lines = out.stdout.splitlines()
     assert out.stderr == "" and len(lines) == 2 * n * rounds, out.stdout

@@ -48,9 +48,11 @@ def losses() -> dict[str, list[float]]:
     ctx = UpdateContext(cfg, 1, None, learner, sampler=None)  # type: ignore[arg-type]
     batches = Batches(39, cfg.horizon)
     out = {}
-    for name, step, key in (("bc", learner.bc_step, "bc/loss"),
-                            ("critic", learner.critic_step, "critic/loss"),
-                            ("actor", learner.actor_step, "actor/loss")):  # fmt: skip
+    for name, step, key in (
+        ("bc", learner.bc_step, "bc/loss"),
+        ("critic", learner.critic_step, "critic/loss"),
+        ("actor", learner.actor_step, "actor/loss"),
+    ):
         out[name] = [m[key] for m in ctx.steps(STEPS, step, batches, name)]
     return out
 

@@ -16,14 +16,22 @@ HERE = Path(__file__).parent
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
 
 
-@pytest.mark.parametrize(("flags", "message"), [
-    (["--algo", "ppo-sbc"], "--learner-procs (2): algo ppo-sbc trains on one process; use one "
-                            "of aloe, bc, dagger"),
-    (["--aloe.batch-size", "33"], "config field aloe.batch_size (33): must be a multiple of "
-                                  "the 2 learner processes"),
-])  # fmt: skip
-def test_a_run_the_learner_cannot_shard_is_refused_before_torchrun(tmp_path, capsys, flags,
-                                                                    message):  # fmt: skip
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--algo", "ppo-sbc"],
+            "--learner-procs (2): algo ppo-sbc trains on one process; use one of aloe, bc, dagger",
+        ),
+        (
+            ["--aloe.batch-size", "33"],
+            "config field aloe.batch_size (33): must be a multiple of the 2 learner processes",
+        ),
+    ],
+)
+def test_a_run_the_learner_cannot_shard_is_refused_before_torchrun(
+    tmp_path, capsys, flags, message
+):
     from aloe.cli import main
 
     out = tmp_path / "run"
@@ -77,9 +85,23 @@ def test_a_resumed_two_process_run_equals_an_uninterrupted_one(tmp_path, same_me
     """The run is cut after iteration 1's collection (its checkpoint and metrics row
     removed, its episodes kept), as a driver killed during the update leaves it."""
     whole = tmp_path / "whole"
-    _train("--preset", "smoke", "--iterations", "1", "--eval-episodes", "1", "--bc-steps", "10",
-           "--aloe.critic-steps", "10", "--aloe.actor-steps", "5", "--out", str(whole),
-           "--no-progress")  # fmt: skip
+    _train(
+        "--preset",
+        "smoke",
+        "--iterations",
+        "1",
+        "--eval-episodes",
+        "1",
+        "--bc-steps",
+        "10",
+        "--aloe.critic-steps",
+        "10",
+        "--aloe.actor-steps",
+        "5",
+        "--out",
+        str(whole),
+        "--no-progress",
+    )
     cut = tmp_path / "cut"
     shutil.copytree(whole, cut)
     shutil.rmtree(cut / "checkpoints" / "iter-0001")

@@ -77,8 +77,9 @@ def test_one_and_two_workers_collect_the_same_episodes(local_ray, two_workers, t
     assert {r["iteration"] for r in rows} == {0, 1}
 
 
-def test_a_sigkilled_worker_loses_no_committed_episode(local_ray, two_workers, tmp_path,
-                                                        monkeypatch):  # fmt: skip
+def test_a_sigkilled_worker_loses_no_committed_episode(
+    local_ray, two_workers, tmp_path, monkeypatch
+):
     """Worker 1 is killed (SIGKILL) after the warm start's first commit, while it runs an
     episode: it is restarted, its episode re-run from its seed, and the run completes with
     the episodes of an unkilled run. BC (the warm start alone) keeps the run short."""
@@ -88,8 +89,9 @@ def test_a_sigkilled_worker_loses_no_committed_episode(local_ray, two_workers, t
     def init(self, *args, **kwargs):
         start(self, *args, **kwargs)
         pools.append(self)
-        self.on_commit = lambda k, i: (k == 0 and i == 1 and self.restarts == 0
-                                       and os.kill(self.slots[1].pid, signal.SIGKILL))  # fmt: skip
+        self.on_commit = lambda k, i: (
+            k == 0 and i == 1 and self.restarts == 0 and os.kill(self.slots[1].pid, signal.SIGKILL)
+        )
 
     monkeypatch.setattr(W.WorkerPool, "__init__", init)
     out = tmp_path / "killed"

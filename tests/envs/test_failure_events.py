@@ -87,9 +87,14 @@ def contact_force(env: TaskEnv) -> str:
     return drive(env, [-1, 0, 0, -1], 60)
 
 
-SCENES = {"empty_grasp": empty_grasp, "knocked_away": knocked_away,
-          "release_in_air": release_in_air, "drop": drop, "table_hit": table_hit,
-          "contact_force": contact_force}  # fmt: skip
+SCENES = {
+    "empty_grasp": empty_grasp,
+    "knocked_away": knocked_away,
+    "release_in_air": release_in_air,
+    "drop": drop,
+    "table_hit": table_hit,
+    "contact_force": contact_force,
+}
 
 
 @pytest.mark.parametrize("event", EVENTS)
@@ -172,8 +177,14 @@ class Fumbler:
 
 def test_the_rollout_hands_control_so_that_only_the_policys_fumble_is_a_failure(env):
     rec = EpisodeRecorder(record_sim_state=False)
-    counts = play_episode(env, 0, policy=Chunks(), operator=Fumbler(),
-                          takeover=Takeover(operator_max_steps=90), recorder=rec)  # fmt: skip
+    counts = play_episode(
+        env,
+        0,
+        policy=Chunks(),
+        operator=Fumbler(),
+        takeover=Takeover(operator_max_steps=90),
+        recorder=rec,
+    )
     assert counts.failure_reason.startswith("empty grasp") and counts.takeovers == 1
     steps = rec.episode(env, {}).steps
     human = steps[D.SOURCE] == "human"
@@ -181,8 +192,9 @@ def test_the_rollout_hands_control_so_that_only_the_policys_fumble_is_a_failure(
     # a demonstration is the operator's too
     demo = EpisodeRecorder(record_sim_state=False)
     play_episode(env, 1, policy=None, operator=Fumbler(), recorder=demo)
-    assert not [r for r in demo.episode(env, {}).steps[D.FAILURE_REASON]
-                if r.startswith(EVENT_PREFIXES)]  # fmt: skip
+    assert not [
+        r for r in demo.episode(env, {}).steps[D.FAILURE_REASON] if r.startswith(EVENT_PREFIXES)
+    ]
 
 
 def test_snapshot_restore_then_replay_is_identical_with_events_on(env):
@@ -192,8 +204,7 @@ def test_snapshot_restore_then_replay_is_identical_with_events_on(env):
         obs, *_ = env.step(expert.get_action(obs["state"]))
     snap = env.snapshot()
     # the detector's state is plain data (the probe's MuJoCo handles live on the env)
-    assert not [k for k, v in vars(env.detector).items()
-                if type(v).__module__.startswith("mujoco")]  # fmt: skip
+    assert not [k for k, v in vars(env.detector).items() if type(v).__module__.startswith("mujoco")]
     rng = np.random.default_rng(0)
     actions = np.concatenate([rng.uniform(-1, 1, (20, 4)), np.tile([0, 0, 0.5, -1.0], (20, 1))])
 
@@ -205,8 +216,9 @@ def test_snapshot_restore_then_replay_is_identical_with_events_on(env):
     assert any(reason.startswith(EVENT_PREFIXES) for _, reason in first)
     env.restore(snap)
     second = play()
-    assert all(np.array_equal(a[0], b[0]) and a[1] == b[1]
-               for a, b in zip(first, second, strict=True))  # fmt: skip
+    assert all(
+        np.array_equal(a[0], b[0]) and a[1] == b[1] for a, b in zip(first, second, strict=True)
+    )
 
 
 def test_the_task_table_turns_off_what_cannot_apply():

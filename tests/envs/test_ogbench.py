@@ -25,8 +25,9 @@ C_FAIL = 97.0
 def cube():
     """One cube-double env for the module (building one costs seconds); its camera renders
     only when an observation's images are read."""
-    cfg = EnvConfig(task="cube-double", max_steps=400, c_fail=C_FAIL, cameras=("front",),
-                    image_size=32)  # fmt: skip
+    cfg = EnvConfig(
+        task="cube-double", max_steps=400, c_fail=C_FAIL, cameras=("front",), image_size=32
+    )
     return make_env(cfg)
 
 
@@ -63,9 +64,11 @@ def test_reward_eq14(cube):
 
 @pytest.mark.parametrize(
     ("where", "reason"),
-    [((1.2, 0.0, 0.02), "object fell off the table (cube 0)"),
-     ((0.75, 0.0, 0.02), "object left the workspace: out of the arm's reach (cube 0)")],
-)  # fmt: skip
+    [
+        ((1.2, 0.0, 0.02), "object fell off the table (cube 0)"),
+        ((0.75, 0.0, 0.02), "object left the workspace: out of the arm's reach (cube 0)"),
+    ],
+)
 def test_state_checks_fire_on_constructed_states_whoever_acts(cube, where, reason):
     cube.reset(seed=0)
     cube.hand_to("operator")
@@ -84,8 +87,10 @@ def test_a_lifted_cube_landing_away_from_its_goal_is_a_drop(cube):
 
 
 def test_a_completed_stage_undone_by_the_policy_is_a_failure_and_not_under_the_operator(cube):
-    for actor, expect in [("policy", "completed stage undone: cube 0 is no longer at its goal"),
-                          ("operator", "")]:  # fmt: skip
+    for actor, expect in [
+        ("policy", "completed stage undone: cube 0 is no longer at its goal"),
+        ("operator", ""),
+    ]:
         cube.reset(seed=0)
         cube.hand_to(actor)
         _place(cube, 0, _goal(cube, 0))
@@ -97,8 +102,10 @@ def test_a_completed_stage_undone_by_the_policy_is_a_failure_and_not_under_the_o
 
 def test_each_event_has_a_switch(cube):
     reach = "object left the workspace: out of the arm's reach (cube 0)"
-    for off, expect in [({"off_table": False}, reach),
-                        ({"off_table": False, "out_of_reach": False}, "")]:  # fmt: skip
+    for off, expect in [
+        ({"off_table": False}, reach),
+        ({"off_table": False, "out_of_reach": False}, ""),
+    ]:
         cube.failures = OGBenchFailures(**off)
         cube.reset(seed=0)
         _place(cube, 0, (1.2, 0.0, 0.02))
@@ -183,8 +190,21 @@ def test_aloe_train_cube_double_smoke(tmp_path):
     from aloe.cli import main
 
     out = tmp_path / "run"
-    assert main(["train", "--task", "cube-double", "--preset", "smoke", "--out", str(out),
-                 "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "cube-double",
+                "--preset",
+                "smoke",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [0, 1, 2]
     info = json.loads((out / "dataset" / "meta" / "info.json").read_text())
@@ -193,9 +213,31 @@ def test_aloe_train_cube_double_smoke(tmp_path):
     assert saved["task"] == "cube-double" and saved["exec_horizon"] == 5
     # the full suite's OPE and action-level OPE restore buffer states by replay, exactly; the
     # MetaWorld-only parts say they did not run
-    assert main(["eval", "--run", str(out), "--suite", "full", "--episodes", "2", "--ope-pairs",
-                 "3", "--ope-rollouts", "1", "--action-ope-states", "3", "--action-ope-chunks",
-                 "2", "--action-ope-rollouts", "1", "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "eval",
+                "--run",
+                str(out),
+                "--suite",
+                "full",
+                "--episodes",
+                "2",
+                "--ope-pairs",
+                "3",
+                "--ope-rollouts",
+                "1",
+                "--action-ope-states",
+                "3",
+                "--action-ope-chunks",
+                "2",
+                "--action-ope-rollouts",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     ev = json.loads((out / "eval.json").read_text())
     assert ev["ope"]["restore_exact"] == 1.0 and ev["ope"]["pairs"] == 3
     assert ev["action_ope"]["restore_exact"] == 1.0 and ev["action_ope"]["states"] == 3
@@ -211,8 +253,25 @@ def test_collect_with_a_random_policy_uses_the_tasks_action_size(tmp_path):
     from aloe.cli import main
 
     out = tmp_path / "store"
-    assert main(["collect", "--task", "cube-double", "--policy", "random", "--episodes", "1",
-                 "--max-steps", "30", "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "collect",
+                "--task",
+                "cube-double",
+                "--policy",
+                "random",
+                "--episodes",
+                "1",
+                "--max-steps",
+                "30",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     info = json.loads((out / "meta" / "info.json").read_text())
     assert info["features"]["action"]["shape"] == [5] and info["total_episodes"] == 1
 

@@ -43,9 +43,11 @@ def hand_return(env, restorer, row, prefix, expert):
 
 def lookup_critic(cands, truth, transform):
     """A critic whose members are known transforms of each (state, chunk)'s ground truth."""
-    table = {(s.tobytes(), a.tobytes()): t
-             for s, chunks, ts in zip(cands.states, cands.chunks, truth, strict=True)
-             for a, t in zip(chunks, ts, strict=True)}  # fmt: skip
+    table = {
+        (s.tobytes(), a.tobytes()): t
+        for s, chunks, ts in zip(cands.states, cands.chunks, truth, strict=True)
+        for a, t in zip(chunks, ts, strict=True)
+    }
 
     def q_fn(states, chunks, valid):
         t = np.array(
@@ -63,12 +65,18 @@ def known(recorded):
     cfg = ActionOpeConfig(states=3, chunks=3, rollouts=1, watch=False, seed=1)
     cands = sample_candidates(frames, restorer, fixed_chunks, cfg, H, GAMMA)
     expert, env = Expert(), TaskEnv(CFG)
-    truth, exact = chunk_truth(lambda: TaskEnv(CFG), restorer, cands, expert, gamma=GAMMA,
-                               rollouts=1, batch_envs=4)  # fmt: skip
-    by_hand = np.array([[hand_return(env, restorer, int(row), chunk[: int(v.sum())], expert)
-                         for chunk, v in zip(chunks, valid, strict=True)]
-                        for row, chunks, valid in zip(cands.rows, cands.chunks, cands.valid,
-                                                      strict=True)])  # fmt: skip
+    truth, exact = chunk_truth(
+        lambda: TaskEnv(CFG), restorer, cands, expert, gamma=GAMMA, rollouts=1, batch_envs=4
+    )
+    by_hand = np.array(
+        [
+            [
+                hand_return(env, restorer, int(row), chunk[: int(v.sum())], expert)
+                for chunk, v in zip(chunks, valid, strict=True)
+            ]
+            for row, chunks, valid in zip(cands.rows, cands.chunks, cands.valid, strict=True)
+        ]
+    )
     return cfg, cands, truth, exact, by_hand
 
 
@@ -130,10 +138,24 @@ def test_constant_truth_is_counted_apart_and_sources_are_scored_separately():
     assert only_flat["constant_truth"] == 1 and math.isnan(only_flat["within_state_spearman"])
     assert only_flat["sign_n"] == 0 and "weights_pearson" not in only_flat
 
-    cands = Candidates(np.arange(4), np.array(["policy", "human", "policy", "demo"]),
-                       np.zeros((4, 2)), np.zeros((4, 3, 1, 1)), np.ones((4, 3, 1)), None)  # fmt: skip
-    result = ActionOpeResult(ActionOpeConfig(states=4, chunks=2, rollouts=1), GAMMA, 1, cands,
-                             q_true[..., None], np.ones(4, bool), q_pess[None], None)  # fmt: skip
+    cands = Candidates(
+        np.arange(4),
+        np.array(["policy", "human", "policy", "demo"]),
+        np.zeros((4, 2)),
+        np.zeros((4, 3, 1, 1)),
+        np.ones((4, 3, 1)),
+        None,
+    )
+    result = ActionOpeResult(
+        ActionOpeConfig(states=4, chunks=2, rollouts=1),
+        GAMMA,
+        1,
+        cands,
+        q_true[..., None],
+        np.ones(4, bool),
+        q_pess[None],
+        None,
+    )
     by = result.as_dict()["by_source"]
     assert list(by) == ["demo", "policy", "human"]  # D.SOURCES order
     assert by["policy"]["states"] == 2

@@ -18,16 +18,23 @@ def test_restore_reproduces_the_stored_observations_exactly(recorded):
     env, other = TaskEnv(CFG), TaskEnv(CFG)
     source = frames[D.SOURCE]
     human = np.flatnonzero((frames["episode_index"] == 1) & (source == "human"))
-    rows = [0, 7, 30, int(np.flatnonzero(frames["episode_index"] == 1)[5]), int(human[0]),
-            int(human[10])]  # fmt: skip
+    rows = [
+        0,
+        7,
+        30,
+        int(np.flatnonzero(frames["episode_index"] == 1)[5]),
+        int(human[0]),
+        int(human[10]),
+    ]
     for row in rows:
         restored = restorer.restore(env, row)
         assert restored.exact, row
         np.testing.assert_array_equal(restored.obs, frames[D.STATE][row])
         np.testing.assert_array_equal(restorer.copy_to(env, other, row), restored.obs)
         for k in range(row, row + 5):  # stepping on reproduces the stored next observations
-            np.testing.assert_array_equal(other.step(frames[D.ACTION][k])[0]["state"],
-                                          frames[D.NEXT_STATE][k])  # fmt: skip
+            np.testing.assert_array_equal(
+                other.step(frames[D.ACTION][k])[0]["state"], frames[D.NEXT_STATE][k]
+            )
 
 
 def test_ground_truth_equals_the_known_return_of_a_deterministic_policy(recorded):
@@ -58,8 +65,15 @@ def test_chunk_ending_in_a_labelled_takeover_failure_has_the_exact_failure_retur
     # Whatever the policy would do afterwards (random chunks here), the chunk's fourth step is
     # where the operator's alarm fired in collection: its watch counters were restored.
     random = SerialPolicy(RandomPolicy(seed=0))
-    truth = ground_truth(lambda: TaskEnv(CFG), restorer, pairs, random, gamma=GAMMA, rollouts=2,
-                         make_watcher=lambda: ScriptedOperator(TASK, QUICK))  # fmt: skip
+    truth = ground_truth(
+        lambda: TaskEnv(CFG),
+        restorer,
+        pairs,
+        random,
+        gamma=GAMMA,
+        rollouts=2,
+        make_watcher=lambda: ScriptedOperator(TASK, QUICK),
+    )
     expected = -1 - GAMMA - GAMMA**2 - GAMMA**3 * CFG.c_fail
     assert pairs.valid[0].sum() == 4
     np.testing.assert_allclose(truth.q[0], [expected, expected], rtol=1e-6)
@@ -114,8 +128,9 @@ def test_ogbench_steps_restore_by_replay_across_takeovers_and_rewinds():
     quick = OperatorConfig(noise_std=0.0, patience=8)
     demo = run_episode(env, ComposedOperator("scene", quick), 1, policy=None)
     op = _Rewinding(ComposedOperator("scene", quick, seed=2))
-    taken = run_episode(env, op, 5, policy=RandomPolicy(action_dim=5, seed=2), handback_steps=20,
-                        max_takeovers=2)  # fmt: skip
+    taken = run_episode(
+        env, op, 5, policy=RandomPolicy(action_dim=5, seed=2), handback_steps=20, max_takeovers=2
+    )
     assert demo.success and taken.meta["takeovers"] == 2
     frames = known_frames([demo, taken])
     restorer = make_restorer("scene", frames, {0: 1, 1: 5}, cfg.max_steps)
@@ -142,8 +157,10 @@ def test_ogbench_steps_restore_by_replay_across_takeovers_and_rewinds():
         if row == pressed:  # the lock's state, which the MuJoCo state alone does not hold
             np.testing.assert_array_equal(other.raw._cur_button_states, buttons)
         for k in range(row, min(row + 5, len(frames[D.ACTION]))):
-            if frames[D.EPISODE][k] != frames[D.EPISODE][row] or (k > row and D.run_starts(
-                    frames[D.FRAGMENT][k - 1 : k + 1])[1]):  # fmt: skip
+            if frames[D.EPISODE][k] != frames[D.EPISODE][row] or (
+                k > row and D.run_starts(frames[D.FRAGMENT][k - 1 : k + 1])[1]
+            ):
                 break
-            np.testing.assert_array_equal(other.step(frames[D.ACTION][k])[0]["state"],
-                                          frames[D.NEXT_STATE][k])  # fmt: skip
+            np.testing.assert_array_equal(
+                other.step(frames[D.ACTION][k])[0]["state"], frames[D.NEXT_STATE][k]
+            )

@@ -38,8 +38,13 @@ def test_play_executes_the_prefix_then_the_policy_and_ends_at_an_alarm():
     envs = [TaskEnv(EnvConfig(task="reach-v3", c_fail=50.0, max_steps=100)) for _ in range(2)]
     states = [e.reset(seed=7)[0]["state"] for e in envs]
     prefix = np.full((3, 4), 0.25, dtype=np.float32)
-    trajs = play(envs, states, SerialPolicy(RandomPolicy(horizon=4, seed=0)),
-                 prefixes=[prefix, prefix[:0]], watchers=[Alarm(6), None])  # fmt: skip
+    trajs = play(
+        envs,
+        states,
+        SerialPolicy(RandomPolicy(horizon=4, seed=0)),
+        prefixes=[prefix, prefix[:0]],
+        watchers=[Alarm(6), None],
+    )
     a, b = trajs
     np.testing.assert_array_equal(np.stack(a.actions[:3]), prefix)
     assert a.chunk_starts[:2] == [0, 3] and b.chunk_starts[:2] == [0, 4]

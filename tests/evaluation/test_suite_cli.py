@@ -43,8 +43,22 @@ def test_action_ope_suite_alone_writes_action_ope_json(smoke_run):
 
 def test_full_suite_writes_eval_json_and_the_report(smoke_run):
     basic = json.loads(_aloe("eval", "--run", smoke_run, "--episodes", 2))
-    printed = json.loads(_aloe("eval", "--run", smoke_run, "--suite", "full", "--episodes", 2,
-                               "--ope-pairs", 3, "--ope-rollouts", 1, *ACTION_OPE))  # fmt: skip
+    printed = json.loads(
+        _aloe(
+            "eval",
+            "--run",
+            smoke_run,
+            "--suite",
+            "full",
+            "--episodes",
+            2,
+            "--ope-pairs",
+            3,
+            "--ope-rollouts",
+            1,
+            *ACTION_OPE,
+        )
+    )
     ev = json.loads((smoke_run / "eval.json").read_text())
     assert {"nominal", "variants", "perturbations", "q_traces", "ope", "action_ope"} <= set(ev)
     nominal = ev["nominal"]
@@ -66,8 +80,13 @@ def test_full_suite_writes_eval_json_and_the_report(smoke_run):
     assert action["applicable"] and action["counts"] == {"states": 3, "chunks": 9, "rollouts": 9}
     assert action["restore_exact"] == 1.0 and len(action["samples"]) == 3
     assert set(action["by_source"]) <= {"demo", "policy", "human"}
-    assert {"within_state_spearman", "constant_truth", "sign_accuracy", "weights_pearson",
-            "weights_spearman"} <= set(action)  # fmt: skip
+    assert {
+        "within_state_spearman",
+        "constant_truth",
+        "sign_accuracy",
+        "weights_pearson",
+        "weights_spearman",
+    } <= set(action)
     assert printed["action_ope"]["states"] == 3 and "by_source" in printed["action_ope"]
     figures = [*ev["q_traces"], ope["scatter"], action["figure"]]
     assert len(figures) == 4 and all((smoke_run / f).is_file() for f in figures)
@@ -83,7 +102,8 @@ def test_full_suite_writes_eval_json_and_the_report(smoke_run):
     if "policy" in weights:
         assert sum(w["rows"] for w in outcome.values()) == pytest.approx(weights["policy"]["rows"])
         assert sum(w["weight_share"] for w in outcome.values()) == pytest.approx(
-            weights["policy"]["weight_share"])  # fmt: skip
+            weights["policy"]["weight_share"]
+        )
     assert "Which data the actor imitates" in html
 
 
@@ -93,16 +113,42 @@ def test_plot_q_cli(smoke_run, tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
     printed = _aloe("plot-q", "--run", smoke_run, "--episode", 0).strip()
     assert printed.endswith("eval/qtrace-episode-0.png")
-    bad = subprocess.run([sys.executable, "-m", "aloe.cli", "plot-q", "--run", str(smoke_run),
-                          "--rollout", "--episode", "1"], capture_output=True, text=True, env=ENV)  # fmt: skip
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aloe.cli",
+            "plot-q",
+            "--run",
+            str(smoke_run),
+            "--rollout",
+            "--episode",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert bad.returncode == 2 and "not both" in bad.stderr
 
 
 def test_full_suite_scores_an_awr_runs_state_value(tmp_path):
     run = tmp_path / "awr"
     _aloe("train", "--preset", "smoke", "--algo", "awr", "--out", run, "--no-progress")
-    _aloe("eval", "--run", run, "--suite", "full", "--episodes", 1, "--ope-pairs", 2,
-          "--ope-rollouts", 1, *ACTION_OPE)  # fmt: skip
+    _aloe(
+        "eval",
+        "--run",
+        run,
+        "--suite",
+        "full",
+        "--episodes",
+        1,
+        "--ope-pairs",
+        2,
+        "--ope-rollouts",
+        1,
+        *ACTION_OPE,
+    )
     ev = json.loads((run / "eval.json").read_text())
     ope = ev["ope"]
     assert ev["algo"] == "awr" and ev["q_traces"] == []  # no Q critic to trace

@@ -14,8 +14,19 @@ from aloe.evaluation.variants import (
 )
 
 TASKS = [*TASK_OBJECTS, "push-v3"]  # the tabled tasks and one that takes the fallback
-FIELDS = ("geom_size", "geom_pos", "geom_friction", "geom_priority", "geom_rgba", "geom_matid",
-          "body_mass", "body_inertia", "body_pos", "site_pos", "geom_type")  # fmt: skip
+FIELDS = (
+    "geom_size",
+    "geom_pos",
+    "geom_friction",
+    "geom_priority",
+    "geom_rgba",
+    "geom_matid",
+    "body_mass",
+    "body_inertia",
+    "body_pos",
+    "site_pos",
+    "geom_type",
+)
 
 
 @pytest.fixture(scope="module", params=TASKS)
@@ -52,8 +63,9 @@ def test_object_body_is_the_tabled_body_or_the_free_body_nearest_obs(env):
     assert any(model.jnt_bodyid[j] == root for j in range(model.njnt))
 
 
-@pytest.mark.parametrize("variant", [v for v in task_variants("pick-place-v3")[1:-1]],
-                         ids=lambda v: v.name)  # fmt: skip
+@pytest.mark.parametrize(
+    "variant", [v for v in task_variants("pick-place-v3")[1:-1]], ids=lambda v: v.name
+)
 def test_variant_changes_the_object_in_the_model_and_is_undone(env, variant):
     before = _model(env)
     with applied(env, variant) as root:
@@ -69,8 +81,9 @@ def test_variant_changes_the_object_in_the_model_and_is_undone(env, variant):
                 m.body_mass[bodies], variant.mass * before["body_mass"][bodies]
             )
         if variant.friction != 1.0:
-            np.testing.assert_allclose(m.geom_friction[geoms, 0],
-                                       variant.friction * before["geom_friction"][geoms, 0])  # fmt: skip
+            np.testing.assert_allclose(
+                m.geom_friction[geoms, 0], variant.friction * before["geom_friction"][geoms, 0]
+            )
             others = np.setdiff1d(np.arange(m.ngeom), geoms)
             assert m.geom_priority[geoms].min() > m.geom_priority[others].max()
         if variant.rgba is not None:

@@ -37,23 +37,32 @@ def test_lights_out_refuses_an_unreachable_pattern():
 
 def _scene(buttons, drawer, window, goal_buttons=(0, 0)):
     cube = np.array([0.35, -0.05, 0.02])
-    return {"privileged/block_0_pos": cube, "goal/block_0_pos": cube.copy(),
-            "button_states": np.array(buttons), "goal/button_states": np.array(goal_buttons),
-            "button_top_pos": [np.zeros(3), np.ones(3)],
-            "privileged/drawer_pos": np.array([drawer]), "goal/drawer_pos": 0.0,
-            "privileged/window_pos": np.array([window]), "goal/window_pos": 0.0,
-            "goal/drawer_handle_pos": np.zeros(3), "goal/window_handle_pos": np.zeros(3)}  # fmt: skip
+    return {
+        "privileged/block_0_pos": cube,
+        "goal/block_0_pos": cube.copy(),
+        "button_states": np.array(buttons),
+        "goal/button_states": np.array(goal_buttons),
+        "button_top_pos": [np.zeros(3), np.ones(3)],
+        "privileged/drawer_pos": np.array([drawer]),
+        "goal/drawer_pos": 0.0,
+        "privileged/window_pos": np.array([window]),
+        "goal/window_pos": 0.0,
+        "goal/drawer_handle_pos": np.zeros(3),
+        "goal/window_handle_pos": np.zeros(3),
+    }
 
 
 @pytest.mark.parametrize(
     ("buttons", "drawer", "window", "expect"),
-    [((0, 0), -0.16, 0.2, ("button", 0)),  # the drawer is locked: unlock it first
-     ((1, 0), -0.16, 0.2, ("drawer", None)),  # unlocked: close it
-     ((1, 0), 0.0, 0.2, ("button", 1)),  # then the window's lock
-     ((1, 1), 0.0, 0.2, ("window", None)),
-     ((1, 1), 0.0, 0.0, ("button", 0)),  # everything closed: lock them again
-     ((0, 0), 0.0, 0.0, None)],
-)  # fmt: skip
+    [
+        ((0, 0), -0.16, 0.2, ("button", 0)),  # the drawer is locked: unlock it first
+        ((1, 0), -0.16, 0.2, ("drawer", None)),  # unlocked: close it
+        ((1, 0), 0.0, 0.2, ("button", 1)),  # then the window's lock
+        ((1, 1), 0.0, 0.2, ("window", None)),
+        ((1, 1), 0.0, 0.0, ("button", 0)),  # everything closed: lock them again
+        ((0, 0), 0.0, 0.0, None),
+    ],
+)
 def test_the_scene_planner_respects_the_locks(buttons, drawer, window, expect):
     plan = next_subtask("scene", _scene(buttons, drawer, window))
     if expect is None:
@@ -68,8 +77,12 @@ def test_the_scene_planner_respects_the_locks(buttons, drawer, window, expect):
 
 def test_the_cube_planner_takes_the_first_cube_off_its_goal():
     at, goal = np.array([0.35, -0.1, 0.02]), np.array([0.35, 0.1, 0.02])
-    info = {"privileged/block_0_pos": goal.copy(), "goal/block_0_pos": goal,
-            "privileged/block_1_pos": at, "goal/block_1_pos": goal + [0.15, 0, 0]}  # fmt: skip
+    info = {
+        "privileged/block_0_pos": goal.copy(),
+        "goal/block_0_pos": goal,
+        "privileged/block_1_pos": at,
+        "goal/block_1_pos": goal + [0.15, 0, 0],
+    }
     kind, target = next_subtask("cube-double", info)
     assert kind == "cube" and target["privileged/target_block"] == 1
     info["privileged/block_1_pos"] = info["goal/block_1_pos"]

@@ -117,8 +117,9 @@ def test_sample_with_one_euler_step_by_hand() -> None:
         want = noise - policy.velocity(noise, torch.zeros(4), cond)
     torch.testing.assert_close(got, want.clamp(-1, 1).view(2, 2, H, A), rtol=0, atol=1e-6)
     default = policy.sample(state, task, 2, torch.Generator().manual_seed(5))
-    assert torch.equal(default, policy.sample(state, task, 2, torch.Generator().manual_seed(5),
-                                              num_steps=3))  # fmt: skip
+    assert torch.equal(
+        default, policy.sample(state, task, 2, torch.Generator().manual_seed(5), num_steps=3)
+    )
 
 
 def test_shared_encoding_equals_encoding_each_sample_again() -> None:
@@ -135,9 +136,14 @@ def test_shared_encoding_equals_encoding_each_sample_again() -> None:
         x = noise
         for k in range(steps):
             eta = torch.full((3 * m,), k / steps)
-            per_row = [policy.velocity(x[i : i + 1], eta[i : i + 1],
-                                       policy.condition(rows[0][i : i + 1], rows[1][i : i + 1]))
-                       for i in range(3 * m)]  # fmt: skip
+            per_row = [
+                policy.velocity(
+                    x[i : i + 1],
+                    eta[i : i + 1],
+                    policy.condition(rows[0][i : i + 1], rows[1][i : i + 1]),
+                )
+                for i in range(3 * m)
+            ]
             x = x - torch.cat(per_row) / steps
     want = x.clamp(-1, 1).view(3, m, H, A)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)

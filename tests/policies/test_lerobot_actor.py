@@ -141,10 +141,16 @@ def test_save_load_gives_identical_outputs(vlm, tmp_path):
     other = make_actor(vlm, seed=1)  # different init, overwritten by the file
     other.load_state_dict(checkpoint.load(path)["actor"])
     state, task, actions, valid = batch()
-    for f in (lambda m, g: m.sample(state, task, 1, g),
-              lambda m, g: m.flow_loss_per_sample(state, task, actions, valid, g)):  # fmt: skip
-        torch.testing.assert_close(f(actor, torch.Generator().manual_seed(2)),
-                                   f(other, torch.Generator().manual_seed(2)), rtol=0, atol=0)  # fmt: skip
+    for f in (
+        lambda m, g: m.sample(state, task, 1, g),
+        lambda m, g: m.flow_loss_per_sample(state, task, actions, valid, g),
+    ):
+        torch.testing.assert_close(
+            f(actor, torch.Generator().manual_seed(2)),
+            f(other, torch.Generator().manual_seed(2)),
+            rtol=0,
+            atol=0,
+        )
 
 
 def test_checkpoints_of_a_pretrained_vla_skip_its_frozen_weights(vlm, tmp_path):
@@ -158,8 +164,9 @@ def test_checkpoints_of_a_pretrained_vla_skip_its_frozen_weights(vlm, tmp_path):
 
     make_actor(vlm, seed=0).policy.save_pretrained(tmp_path / "a")
     make_actor(vlm, seed=1).policy.save_pretrained(tmp_path / "b")
-    cfg = dataclasses.replace(LeRobotConfig(pretrained=str(tmp_path / "a"), vlm=str(vlm)),
-                              num_flow_steps=2)  # fmt: skip
+    cfg = dataclasses.replace(
+        LeRobotConfig(pretrained=str(tmp_path / "a"), vlm=str(vlm)), num_flow_steps=2
+    )
 
     def built(pretrained):
         c = dataclasses.replace(cfg, pretrained=str(tmp_path / pretrained))
@@ -180,10 +187,12 @@ def test_checkpoints_of_a_pretrained_vla_skip_its_frozen_weights(vlm, tmp_path):
 
     other = built("a")
     OptimisedModule(other, 1e-3, AloeConfig()).load_state_dict(
-        checkpoint.load(path)["learner"], "actor")  # fmt: skip
+        checkpoint.load(path)["learner"], "actor"
+    )
     g = [torch.Generator().manual_seed(2) for _ in range(2)]
-    torch.testing.assert_close(actor.sample(state, task, 1, g[0]),
-                               other.sample(state, task, 1, g[1]), rtol=0, atol=0)  # fmt: skip
+    torch.testing.assert_close(
+        actor.sample(state, task, 1, g[0]), other.sample(state, task, 1, g[1]), rtol=0, atol=0
+    )
     with pytest.raises(UsageError, match=r"lerobot.pretrained .*not the ones the checkpoint"):
         built("b").load_checkpoint_state(checkpoint.load(path)["learner"]["actor"])
     fresh = make_actor(vlm)  # a fresh VLA's random weights are all kept
@@ -196,8 +205,9 @@ def test_the_vla_reads_each_cameras_pixels_in_its_own_slot(vlm, tmp_path):
     checkpoint with fewer slots than cameras is refused by name."""
     torch.manual_seed(0)
     cfg = LeRobotConfig(vlm=str(vlm), num_flow_steps=2)
-    actor = build_actor(cfg, TASKS, state_dim=S, action_dim=A, horizon=H,
-                        cameras=("corner", "topview"))  # fmt: skip
+    actor = build_actor(
+        cfg, TASKS, state_dim=S, action_dim=A, horizon=H, cameras=("corner", "topview")
+    )
     assert actor.image_keys == ["observation.images.corner", "observation.images.topview"]
     state, task, actions, valid = batch()
     rng = np.random.default_rng(0)
@@ -224,8 +234,14 @@ def test_the_vla_reads_each_cameras_pixels_in_its_own_slot(vlm, tmp_path):
     actor.policy.save_pretrained(tmp_path / "two-slots")
     pre = LeRobotConfig(pretrained=str(tmp_path / "two-slots"), vlm=str(vlm))
     with pytest.raises(UsageError, match="--vision.cameras.*image slots"):
-        build_actor(pre, TASKS, state_dim=S, action_dim=A, horizon=H,
-                    cameras=("corner", "topview", "corner2"))  # fmt: skip
+        build_actor(
+            pre,
+            TASKS,
+            state_dim=S,
+            action_dim=A,
+            horizon=H,
+            cameras=("corner", "topview", "corner2"),
+        )
 
 
 def test_config_errors_name_the_field(tmp_path):
@@ -289,8 +305,10 @@ def _lerobot_transformers() -> bool:
         return False
 
 
-@pytest.mark.skipif(not _lerobot_transformers(),
-                    reason="pi0/pi05 need lerobot's patched transformers branch (not on PyPI)")  # fmt: skip
+@pytest.mark.skipif(
+    not _lerobot_transformers(),
+    reason="pi0/pi05 need lerobot's patched transformers branch (not on PyPI)",
+)
 @pytest.mark.parametrize("policy", ["pi0", "pi05"])
 def test_pi_policies_share_the_adapter(policy, tmp_path):
     """A tiny random π0/π0.5 saved locally, then run through the same adapter."""
@@ -302,17 +320,25 @@ def test_pi_policies_share_the_adapter(policy, tmp_path):
 
     cls = _policy_class(policy)
     config = cls.config_class(
-        paligemma_variant="gemma_300m", action_expert_variant="gemma_300m", chunk_size=H,
-        n_action_steps=H, max_state_dim=40, device="cpu",
-        input_features={"observation.state": PolicyFeature(FeatureType.STATE, (S,)),
-                        "observation.images.cam": PolicyFeature(FeatureType.VISUAL, (3, 224, 224))},
-        output_features={"action": PolicyFeature(FeatureType.ACTION, (A,))})  # fmt: skip
+        paligemma_variant="gemma_300m",
+        action_expert_variant="gemma_300m",
+        chunk_size=H,
+        n_action_steps=H,
+        max_state_dim=40,
+        device="cpu",
+        input_features={
+            "observation.state": PolicyFeature(FeatureType.STATE, (S,)),
+            "observation.images.cam": PolicyFeature(FeatureType.VISUAL, (3, 224, 224)),
+        },
+        output_features={"action": PolicyFeature(FeatureType.ACTION, (A,))},
+    )
     cls(config).save_pretrained(tmp_path)
     write_tiny_smolvlm(tmp_path / "tok")  # tokenizer files beside the checkpoint
     for f in (tmp_path / "tok").glob("tokenizer*"):
         f.rename(tmp_path / f.name)
-    cfg = dataclasses.replace(LeRobotConfig(policy=policy, pretrained=str(tmp_path)),
-                              num_flow_steps=2)  # fmt: skip
+    cfg = dataclasses.replace(
+        LeRobotConfig(policy=policy, pretrained=str(tmp_path)), num_flow_steps=2
+    )
     actor = build_actor(cfg, TASKS, state_dim=S, action_dim=A, horizon=H)
     state, task, actions, valid = batch()
     assert actor.flow_loss_per_sample(state, task, actions, valid).shape == (B,)
@@ -362,8 +388,9 @@ def test_image_smoke_run_critic_reads_the_vlas_tower(vlm, tmp_path):
     from aloe.train import train
 
     cfg = preset("smoke")
-    build_actor(LeRobotConfig(vlm=str(vlm)), TASKS, state_dim=S, action_dim=A,
-                horizon=cfg.horizon).policy.save_pretrained(tmp_path / "vla")  # fmt: skip
+    build_actor(
+        LeRobotConfig(vlm=str(vlm)), TASKS, state_dim=S, action_dim=A, horizon=cfg.horizon
+    ).policy.save_pretrained(tmp_path / "vla")
     cfg.out, cfg.progress, cfg.actor_kind = tmp_path / "run", False, "lerobot"
     cfg.obs, cfg.vision.encoder, cfg.vision.image_size = "image", "lerobot", 32
     cfg.lerobot = LeRobotConfig(pretrained=str(tmp_path / "vla"), vlm=str(vlm), num_flow_steps=2)
@@ -392,6 +419,7 @@ def test_torchvision_after_mujoco_on_osmesa_does_not_crash():
 
     code = "import aloe.envs.metaworld, mujoco, torchvision; print('ok')"
     env = {**os.environ, "MUJOCO_GL": "osmesa"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -41,8 +41,13 @@ def make_untrained_run(out: Path) -> Path:
     state = {"learner": build_learner(cfg).state_dict(), "history": [{"iteration": 0}]}
     checkpoint.save(out / "checkpoints", 0, state)
     env = TaskEnv(cfg.env)
-    EpisodeStore.create(out / "dataset", fps=CONTROL_HZ, state_dim=env.state_dim,
-                        action_dim=env.action_dim, sim_state_dim=env.sim_state_dim)  # fmt: skip
+    EpisodeStore.create(
+        out / "dataset",
+        fps=CONTROL_HZ,
+        state_dim=env.state_dim,
+        action_dim=env.action_dim,
+        sim_state_dim=env.sim_state_dim,
+    )
     return out
 
 

@@ -38,8 +38,9 @@ def smoke(out: Path) -> TrainConfig:
     cfg.iterations, cfg.bc_steps, cfg.eval_episodes = 1, 5, 1
     cfg.env = dataclasses.replace(cfg.env, max_steps=60, c_fail=100.0)
     cfg.operator = dataclasses.replace(cfg.operator, patience=25)
-    cfg.collect = CollectConfig(success_quota=2, max_episodes=2, handback_steps=15,
-                                operator_max_steps=150, max_takeovers=2)  # fmt: skip
+    cfg.collect = CollectConfig(
+        success_quota=2, max_episodes=2, handback_steps=15, operator_max_steps=150, max_takeovers=2
+    )
     cfg.actor = dataclasses.replace(cfg.actor, num_flow_steps=2)
     cfg.aloe = dataclasses.replace(cfg.aloe, critic_steps=3, actor_steps=2)
     return cfg
@@ -63,8 +64,15 @@ def in_process(run: Path, iteration: int, n: int) -> list[D.Episode]:
     seeds = (D.episode_seed(cfg.seed, iteration, i) for i in itertools.count())
     operator = make_operator(cfg.task, cfg.operator, seed=cfg.seed)
     rule = dataclasses.replace(cfg.collect, max_episodes=n)
-    episodes, _ = collect(TaskEnv(cfg.env), operator, rule, policy=loaded.chunk_policy(seed=cfg.seed),
-                          seeds=seeds, iteration=iteration, progress=False)  # fmt: skip
+    episodes, _ = collect(
+        TaskEnv(cfg.env),
+        operator,
+        rule,
+        policy=loaded.chunk_policy(seed=cfg.seed),
+        seeds=seeds,
+        iteration=iteration,
+        progress=False,
+    )
     return episodes
 
 

@@ -50,10 +50,15 @@ def openpi_python(request: pytest.FixtureRequest) -> Path:
     venv = Path(request.config.cache.mkdir("openpi-client-0.1.2-venv"))
     python = venv / "bin" / "python"
     if not (venv / "ready").exists():
-        made = subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)],
-                              capture_output=True, text=True)  # fmt: skip
-        pip = subprocess.run([str(python), "-m", "pip", "install", "-q", *OPENPI],
-                             capture_output=True, text=True, timeout=600)  # fmt: skip
+        made = subprocess.run(
+            [sys.executable, "-m", "venv", "--clear", str(venv)], capture_output=True, text=True
+        )
+        pip = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", *OPENPI],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if made.returncode or pip.returncode:
             pytest.skip(
                 f"cannot build openpi-client's virtualenv: {made.stderr}{pip.stderr}"[-500:]
@@ -66,8 +71,12 @@ def test_openpi_client_gets_chunks(openpi_python: Path, untrained_run: Path):
     token = "interop-token-0123456789"
     running = Running(PolicyServer(untrained_run, Options(token=token)))
     try:
-        proc = subprocess.run([str(openpi_python), "-c", CLIENT, str(running.port), token],
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        proc = subprocess.run(
+            [str(openpi_python), "-c", CLIENT, str(running.port), token],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         running.stop()
     assert proc.returncode == 0, proc.stderr

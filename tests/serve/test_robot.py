@@ -77,8 +77,9 @@ def test_sync_execution_waits_for_each_chunk_from_its_start():
     conn = FakeConnection()
     client = RobotClient(conn, asynchronous=False)  # type: ignore[arg-type]
     executed = np.array(run_policy_steps(client, 10))[:, 0]
-    np.testing.assert_allclose(executed, [0, 0.01, 0.02, 0.03, 0.04, 1, 1.01, 1.02, 1.03, 1.04],
-                               atol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        executed, [0, 0.01, 0.02, 0.03, 0.04, 1, 1.01, 1.02, 1.03, 1.04], atol=1e-6
+    )
     assert [m["observation.state"][0] for m in conn.sent if "type" not in m] == [0, 5]
 
 
@@ -117,9 +118,15 @@ def test_a_teleop_device_drives_the_rollout_loop(peg_env):
     assert as_operator(expert) is expert
     expert.reset(0)
     rec = EpisodeRecorder(record_sim_state=False)
-    counts = play_episode(peg_env, 0, policy=RandomPolicy(), operator=operator,
-                          takeover=Takeover(operator_max_steps=20), recorder=rec,
-                          label_time_limit=True)  # fmt: skip
+    counts = play_episode(
+        peg_env,
+        0,
+        policy=RandomPolicy(),
+        operator=operator,
+        takeover=Takeover(operator_max_steps=20),
+        recorder=rec,
+        label_time_limit=True,
+    )
     assert counts.takeovers == 1 and counts.operator_steps > 0
     assert set(rec.cols["source"]) == {"policy", "human"}
 
@@ -149,8 +156,9 @@ def test_paced_steps_wait_for_the_control_period(monkeypatch):
     assert env.limit == 7 and waits == pytest.approx([0.015] * 3)
 
 
-@pytest.mark.parametrize("text, code", [("bad_request: state: wrong", "bad_request"),
-                                        ("no code here", "error")])  # fmt: skip
+@pytest.mark.parametrize(
+    "text, code", [("bad_request: state: wrong", "bad_request"), ("no code here", "error")]
+)
 def test_server_error_codes(text, code):
     from aloe.robot.connection import ServerError
 

@@ -38,8 +38,13 @@ def test_zero_weights_are_plain_euler_integration():
 
 def test_inpainted_chunk_keeps_the_frozen_actions():
     torch.manual_seed(0)
-    actor = FlowPolicy(ActorConfig(hidden_dim=32, num_layers=1, num_heads=2), state_dim=39,
-                       action_dim=4, num_tasks=1, horizon=10)  # fmt: skip
+    actor = FlowPolicy(
+        ActorConfig(hidden_dim=32, num_layers=1, num_heads=2),
+        state_dim=39,
+        action_dim=4,
+        num_tasks=1,
+        horizon=10,
+    )
     state, task = torch.zeros(1, 39), torch.zeros(1, dtype=torch.long)
     prefix = torch.linspace(-0.5, 0.5, 6 * 4).reshape(6, 4)
     plain = actor.sample(state, task, 1, torch.Generator().manual_seed(1))[0, 0]

@@ -30,26 +30,53 @@ def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 TOKEN = "a-token-long-enough-1234"
 
 
-@pytest.mark.parametrize("args, line", [
-    ("--run {missing}", "aloe serve: error: --run ({missing}): does not exist; give a run "
-     "directory written by `aloe train`"),
-    ("--run {run} --port 70000", "aloe serve: error: --port (70000): must be in 0..65535"),
-    ("--run {run} --host 0.0.0.0", "aloe serve: error: --host ('0.0.0.0'): is not a loopback "
-     "address: give --token (or $ALOE_TOKEN) to serve beyond this machine"),
-    ("--run {run} --host robot-lab.local", "aloe serve: error: --host ('robot-lab.local'): is "
-     "not a loopback address: give --token (or $ALOE_TOKEN) to serve beyond this machine"),
-    ("--run {run} --host 0.0.0.0 --token short", "aloe serve: error: --token ('***'): must be "
-     "at least 16 characters"),
-    ("--run {run} --deadline 0", "aloe serve: error: --deadline (0.0): must be a finite number > 0"),
-    ("--run {run} --heartbeat inf", "aloe serve: error: --heartbeat (inf): must be a finite "
-     "number > 0"),
-    ("--run {run} --poll -1", "aloe serve: error: --poll (-1.0): must be a finite number > 0"),
-    ("--run {run} --max-message-mb 0", "aloe serve: error: --max-message-mb (0.0): must be a "
-     "finite number > 0"),
-    ("--run {run} --max-connections 0", "aloe serve: error: --max-connections (0): must be >= 1"),
-    ("--run {empty}", "aloe serve: error: --run ({empty}): not a run directory (no config.json); "
-     "give a run directory written by `aloe train`"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (
+            "--run {missing}",
+            "aloe serve: error: --run ({missing}): does not exist; give a run "
+            "directory written by `aloe train`",
+        ),
+        ("--run {run} --port 70000", "aloe serve: error: --port (70000): must be in 0..65535"),
+        (
+            "--run {run} --host 0.0.0.0",
+            "aloe serve: error: --host ('0.0.0.0'): is not a loopback "
+            "address: give --token (or $ALOE_TOKEN) to serve beyond this machine",
+        ),
+        (
+            "--run {run} --host robot-lab.local",
+            "aloe serve: error: --host ('robot-lab.local'): is "
+            "not a loopback address: give --token (or $ALOE_TOKEN) to serve beyond this machine",
+        ),
+        (
+            "--run {run} --host 0.0.0.0 --token short",
+            "aloe serve: error: --token ('***'): must be at least 16 characters",
+        ),
+        (
+            "--run {run} --deadline 0",
+            "aloe serve: error: --deadline (0.0): must be a finite number > 0",
+        ),
+        (
+            "--run {run} --heartbeat inf",
+            "aloe serve: error: --heartbeat (inf): must be a finite number > 0",
+        ),
+        ("--run {run} --poll -1", "aloe serve: error: --poll (-1.0): must be a finite number > 0"),
+        (
+            "--run {run} --max-message-mb 0",
+            "aloe serve: error: --max-message-mb (0.0): must be a finite number > 0",
+        ),
+        (
+            "--run {run} --max-connections 0",
+            "aloe serve: error: --max-connections (0): must be >= 1",
+        ),
+        (
+            "--run {empty}",
+            "aloe serve: error: --run ({empty}): not a run directory (no config.json); "
+            "give a run directory written by `aloe train`",
+        ),
+    ],
+)
 def test_serve_refuses(args, line, untrained_run, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("ALOE_TOKEN", raising=False)
     (tmp_path / "empty").mkdir()
@@ -69,20 +96,35 @@ def test_serve_refuses_a_taken_port(untrained_run, capsys):
     assert line.startswith(f"aloe serve: error: --port ({port}): cannot listen on 127.0.0.1: ")
 
 
-@pytest.mark.parametrize("args, line", [
-    ("--server http://x:1", "aloe robot: error: --server ('http://x:1'): must be ws://HOST:PORT "
-     "or wss://HOST:PORT"),
-    ("--server ws://", "aloe robot: error: --server ('ws://'): must be ws://HOST:PORT or "
-     "wss://HOST:PORT"),
-    ("--episodes -1", "aloe robot: error: --episodes (-1): must be >= 0 (0 = the run's rule)"),
-    ("--steps-ahead -2", "aloe robot: error: --steps-ahead (-2): must be >= 0 (0 = from the "
-     "measured latency)"),
-    ("--hz nan", "aloe robot: error: --hz (nan): must be a finite rate >= 0 (0 = unpaced)"),
-    ("--timeout 0", "aloe robot: error: --timeout (0.0): must be a finite number of seconds > 0"),
-    ("--attempts 0", "aloe robot: error: --attempts (0): must be >= 1"),
-    ("--rtc --mode sync", "aloe robot: error: --rtc (True): needs --mode async: synchronous "
-     "execution has no queued actions to agree with"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (
+            "--server http://x:1",
+            "aloe robot: error: --server ('http://x:1'): must be ws://HOST:PORT or wss://HOST:PORT",
+        ),
+        (
+            "--server ws://",
+            "aloe robot: error: --server ('ws://'): must be ws://HOST:PORT or wss://HOST:PORT",
+        ),
+        ("--episodes -1", "aloe robot: error: --episodes (-1): must be >= 0 (0 = the run's rule)"),
+        (
+            "--steps-ahead -2",
+            "aloe robot: error: --steps-ahead (-2): must be >= 0 (0 = from the measured latency)",
+        ),
+        ("--hz nan", "aloe robot: error: --hz (nan): must be a finite rate >= 0 (0 = unpaced)"),
+        (
+            "--timeout 0",
+            "aloe robot: error: --timeout (0.0): must be a finite number of seconds > 0",
+        ),
+        ("--attempts 0", "aloe robot: error: --attempts (0): must be >= 1"),
+        (
+            "--rtc --mode sync",
+            "aloe robot: error: --rtc (True): needs --mode async: synchronous "
+            "execution has no queued actions to agree with",
+        ),
+    ],
+)
 def test_robot_refuses(args, line, capsys):
     assert _error(capsys, ["robot", *args.split()]) == line
 
@@ -93,8 +135,9 @@ def test_robot_names_an_unreachable_server(capsys):
         port = free.getsockname()[1]
     url = f"ws://127.0.0.1:{port}"
     line = _error(capsys, ["robot", "--server", url, "--attempts", "1"])
-    assert line.startswith(f"aloe robot: error: --server ('{url}'): {url}: no aloe server after "
-                           "1 attempts (")  # fmt: skip
+    assert line.startswith(
+        f"aloe robot: error: --server ('{url}'): {url}: no aloe server after 1 attempts ("
+    )
     assert line.endswith("is `aloe serve` running there?")
 
 
@@ -106,5 +149,7 @@ def test_robot_names_a_refused_token(server, capsys):
         line = _error(capsys, ["robot", "--server", running.url, "--token", "x" * 20])
     finally:
         running.stop()
-    assert line == (f"aloe robot: error: --token ('***'): unauthorized: {running.url} refused the "
-                    "token (give the server's --token)")  # fmt: skip
+    assert line == (
+        f"aloe robot: error: --token ('***'): unauthorized: {running.url} refused the "
+        "token (give the server's --token)"
+    )

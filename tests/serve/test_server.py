@@ -77,32 +77,69 @@ def malformed_messages(rng: np.random.Generator) -> list[bytes | str]:
     out += [msgpack.packb({b"bytes": 1}), msgpack.packb({"x": msgpack.ExtType(3, b"p")})] * 10
     out += [b"\x91" * int(n) + b"\xc0" for n in rng.integers(2000, 9000, 20)]
     out += [f"text frame {i}" for i in range(50)]
-    for dtype, shape, nbytes in [("|O", [39], 39 * 8), (">f4", [39], 156), ("<c8", [39], 312),
-                                 ("|V4", [39], 156), ("x", [39], 156), (5, [39], 156),
-                                 ("<f4", [-39], 156), ("<f4", [2**31, 2**31], 8),
-                                 ("<f4", [39], 155), ("<f4", [1.5], 4), ("<f4", "39", 156),
-                                 ("<f4", [1] * 12, 4)]:  # fmt: skip
+    for dtype, shape, nbytes in [
+        ("|O", [39], 39 * 8),
+        (">f4", [39], 156),
+        ("<c8", [39], 312),
+        ("|V4", [39], 156),
+        ("x", [39], 156),
+        (5, [39], 156),
+        ("<f4", [-39], 156),
+        ("<f4", [2**31, 2**31], 8),
+        ("<f4", [39], 155),
+        ("<f4", [1.5], 4),
+        ("<f4", "39", 156),
+        ("<f4", [1] * 12, 4),
+    ]:
         arr = {b"__ndarray__": True, b"data": b"\0" * nbytes, b"dtype": dtype, b"shape": shape}
         out += [msgpack.packb({STATE: arr, "prompt": "x"})] * 12
-    bad_states = [np.zeros(38, np.float32), np.zeros((39, 1), np.float32), np.zeros(0, np.float32),
-                  np.zeros(39, np.int32), np.zeros(39, np.uint8), np.zeros(39, bool),
-                  np.full(39, np.nan, np.float32), np.full(39, np.inf), np.full(39, 1e30),
-                  np.zeros(4 * 2**20 + 1, np.uint8)[:0].reshape(0, 0)]  # fmt: skip
+    bad_states = [
+        np.zeros(38, np.float32),
+        np.zeros((39, 1), np.float32),
+        np.zeros(0, np.float32),
+        np.zeros(39, np.int32),
+        np.zeros(39, np.uint8),
+        np.zeros(39, bool),
+        np.full(39, np.nan, np.float32),
+        np.full(39, np.inf),
+        np.full(39, 1e30),
+        np.zeros(4 * 2**20 + 1, np.uint8)[:0].reshape(0, 0),
+    ]
     for state in bad_states:
         out += [pack({STATE: state, "prompt": "x"})] * 15
     out += [pack({"prompt": "no state"})] * 10
     out += [pack(good_request(prompt=p)) for p in (3, None, ["x"], b"x")] * 5
     out += [pack({"type": t}) for t in ("nope", 3, None, "", "INFER", b"step")] * 8
-    out += [pack(good_request(**{"rtc.prefix": p, "rtc.delay": d})) for p, d in [
-        (np.zeros((11, 4), np.float32), 0), (np.zeros((3, 5), np.float32), 0),
-        (np.zeros(4, np.float32), 0), (np.zeros((3, 4), np.float32), 4),
-        (np.zeros((3, 4), np.float32), -1), (np.full((3, 4), np.nan, np.float32), 1),
-        (np.zeros((0, 4), np.float32), 0), (np.zeros((3, 4), np.float32), "1")]] * 5  # fmt: skip
-    step = {"type": "step", STATE: np.zeros(39, np.float32), "action": np.zeros(4, np.float32),
-            "next.observation.state": np.zeros(39, np.float32), "source": "policy"}  # fmt: skip
-    out += [pack(m) for m in (step, {"type": "label", "outcome": "failure"},
-                              {"type": "intervention_start"}, {"type": "intervention_end"},
-                              {"type": "episode_end"})] * 10  # no episode is open  # fmt: skip
+    out += [
+        pack(good_request(**{"rtc.prefix": p, "rtc.delay": d}))
+        for p, d in [
+            (np.zeros((11, 4), np.float32), 0),
+            (np.zeros((3, 5), np.float32), 0),
+            (np.zeros(4, np.float32), 0),
+            (np.zeros((3, 4), np.float32), 4),
+            (np.zeros((3, 4), np.float32), -1),
+            (np.full((3, 4), np.nan, np.float32), 1),
+            (np.zeros((0, 4), np.float32), 0),
+            (np.zeros((3, 4), np.float32), "1"),
+        ]
+    ] * 5
+    step = {
+        "type": "step",
+        STATE: np.zeros(39, np.float32),
+        "action": np.zeros(4, np.float32),
+        "next.observation.state": np.zeros(39, np.float32),
+        "source": "policy",
+    }
+    out += [
+        pack(m)
+        for m in (
+            step,
+            {"type": "label", "outcome": "failure"},
+            {"type": "intervention_start"},
+            {"type": "intervention_end"},
+            {"type": "episode_end"},
+        )
+    ] * 10  # no episode is open
     out += [pack({"type": "episode_start", "seed": s}) for s in (-1, "3", 2.5, 2**63)] * 5
     return out
 
@@ -136,14 +173,21 @@ def test_recording_messages_in_the_wrong_order_are_refused(server):
     conn = Connection(server.url)
     conn.call({"type": "episode_start", "instruction": "x", "seed": 1})
     sim = np.zeros(conn.metadata["sim_state_dim"])
-    step = {"type": "step", STATE: np.zeros(39, np.float32), "action": np.zeros(4, np.float32),
-            "next.observation.state": np.zeros(39, np.float32), "sim.state": sim}  # fmt: skip
-    for msg, says in [({**step, "source": "human"}, "intervention_start first"),
-                      ({"type": "intervention_start"}, "the policy must have acted"),
-                      ({"type": "label", "outcome": "failure"}, "failure_reason"),
-                      ({"type": "episode_start"}, "an episode is open"),
-                      ({**step, "source": "policy", "outcome": "failure"}, "failure_reason"),
-                      ({**step, "source": "policy", "sim.state": sim[:-1]}, "sim.state")]:  # fmt: skip
+    step = {
+        "type": "step",
+        STATE: np.zeros(39, np.float32),
+        "action": np.zeros(4, np.float32),
+        "next.observation.state": np.zeros(39, np.float32),
+        "sim.state": sim,
+    }
+    for msg, says in [
+        ({**step, "source": "human"}, "intervention_start first"),
+        ({"type": "intervention_start"}, "the policy must have acted"),
+        ({"type": "label", "outcome": "failure"}, "failure_reason"),
+        ({"type": "episode_start"}, "an episode is open"),
+        ({**step, "source": "policy", "outcome": "failure"}, "failure_reason"),
+        ({**step, "source": "policy", "sim.state": sim[:-1]}, "sim.state"),
+    ]:
         with pytest.raises(ServerError, match=says) as err:
             conn.call(msg)
         assert err.value.code == "bad_request"
@@ -159,9 +203,14 @@ def test_a_connection_lost_mid_episode_stores_nothing(server, untrained_run):
     lost = server.server.lost_episodes
     conn = Connection(server.url)
     conn.call({"type": "episode_start", "instruction": "x", "seed": 1})
-    step = {"type": "step", STATE: np.zeros(39, np.float32), "action": np.zeros(4, np.float32),
-            "next.observation.state": np.zeros(39, np.float32), "source": "policy",
-            "sim.state": np.zeros(conn.metadata["sim_state_dim"])}  # fmt: skip
+    step = {
+        "type": "step",
+        STATE: np.zeros(39, np.float32),
+        "action": np.zeros(4, np.float32),
+        "next.observation.state": np.zeros(39, np.float32),
+        "source": "policy",
+        "sim.state": np.zeros(conn.metadata["sim_state_dim"]),
+    }
     conn.call(step)
     conn.close()
     deadline = time.time() + 30
@@ -229,8 +278,9 @@ def test_eq14_reward_is_the_environments(peg_env):
     from aloe.serve.episodes import eq14_reward
 
     for success, failed in [(True, False), (False, True), (False, False)]:
-        assert eq14_reward(success=success, failed=failed, c_fail=peg_env.c_fail) == \
-            peg_env.reward(success=success, failed=failed)  # fmt: skip
+        assert eq14_reward(success=success, failed=failed, c_fail=peg_env.c_fail) == peg_env.reward(
+            success=success, failed=failed
+        )
 
 
 def test_untrained_run_fixture_is_a_run(untrained_run: Path):

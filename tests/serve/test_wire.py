@@ -19,8 +19,12 @@ def openpi_pack(obj):
 
     def default(x):
         if isinstance(x, np.ndarray):
-            return {b"__ndarray__": True, b"data": x.tobytes(), b"dtype": x.dtype.str,
-                    b"shape": x.shape}  # fmt: skip
+            return {
+                b"__ndarray__": True,
+                b"data": x.tobytes(),
+                b"dtype": x.dtype.str,
+                b"shape": x.shape,
+            }
         if isinstance(x, np.generic):
             return {b"__npgeneric__": True, b"data": x.item(), b"dtype": x.dtype.str}
         return x
@@ -38,8 +42,13 @@ def openpi_unpack(data):
 
 
 def test_round_trip_and_openpi_encoding_both_ways():
-    msg = {"observation.state": np.arange(39, dtype=np.float32), "prompt": "pick",
-           "img": np.zeros((4, 4, 3), np.uint8), "n": np.int64(3), "nested": {"x": [1, 2.5]}}  # fmt: skip
+    msg = {
+        "observation.state": np.arange(39, dtype=np.float32),
+        "prompt": "pick",
+        "img": np.zeros((4, 4, 3), np.uint8),
+        "n": np.int64(3),
+        "nested": {"x": [1, 2.5]},
+    }
     for data in (pack(msg), openpi_pack(msg)):
         back = unpack(data)
         assert back["prompt"] == "pick" and back["nested"] == {"x": [1, 2.5]} and back["n"] == 3
@@ -51,30 +60,34 @@ def test_round_trip_and_openpi_encoding_both_ways():
 
 
 def _array(dtype="<f4", shape=(2,), data=b"\0" * 8):
-    return msgpack.packb({"a": {b"__ndarray__": True, b"data": data, b"dtype": dtype,
-                                b"shape": list(shape)}})  # fmt: skip
+    return msgpack.packb(
+        {"a": {b"__ndarray__": True, b"data": data, b"dtype": dtype, b"shape": list(shape)}}
+    )
 
 
-@pytest.mark.parametrize("data, says", [
-    (_array(dtype="|O", data=b"\0" * 16), "dtype"),
-    (_array(dtype=">f4"), "dtype"),
-    (_array(dtype="<c8", data=b"\0" * 16), "dtype"),
-    (_array(dtype="|V8"), "dtype"),
-    (_array(shape=(-1,)), "shape"),
-    (_array(shape=(2.0,)), "shape"),
-    (_array(shape=(1,) * 9, data=b"\0" * 4), "shape"),
-    (_array(shape=(2**20, 2**20)), "elements"),
-    (_array(data=b"\0" * 7), "bytes"),
-    (msgpack.packb(msgpack.ExtType(1, b"\x80\x04N.")), "ext"),
-    (msgpack.packb({1: 2}), "msgpack"),
-    (msgpack.packb({b"key": 2}), "strings"),
-    (msgpack.packb([1, 2]), "map"),
-    (b"\x91" * 5000, "msgpack"),
-    (b"\xc1", "msgpack"),
-    (pack({"a": 1})[:-1], "msgpack"),
-    (pack({"a": 1}) + b"\x00", "msgpack"),
-    (msgpack.packb({"s": "x" * 5000}), "msgpack"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "data, says",
+    [
+        (_array(dtype="|O", data=b"\0" * 16), "dtype"),
+        (_array(dtype=">f4"), "dtype"),
+        (_array(dtype="<c8", data=b"\0" * 16), "dtype"),
+        (_array(dtype="|V8"), "dtype"),
+        (_array(shape=(-1,)), "shape"),
+        (_array(shape=(2.0,)), "shape"),
+        (_array(shape=(1,) * 9, data=b"\0" * 4), "shape"),
+        (_array(shape=(2**20, 2**20)), "elements"),
+        (_array(data=b"\0" * 7), "bytes"),
+        (msgpack.packb(msgpack.ExtType(1, b"\x80\x04N.")), "ext"),
+        (msgpack.packb({1: 2}), "msgpack"),
+        (msgpack.packb({b"key": 2}), "strings"),
+        (msgpack.packb([1, 2]), "map"),
+        (b"\x91" * 5000, "msgpack"),
+        (b"\xc1", "msgpack"),
+        (pack({"a": 1})[:-1], "msgpack"),
+        (pack({"a": 1}) + b"\x00", "msgpack"),
+        (msgpack.packb({"s": "x" * 5000}), "msgpack"),
+    ],
+)
 def test_malformed_messages_raise_wire_errors(data, says):
     with pytest.raises(WireError, match=says):
         unpack(data, Limits())
@@ -97,8 +110,11 @@ PICKLERS = {"pickle", "_pickle", "cPickle", "cloudpickle", "dill", "joblib", "sh
 
 
 def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
-    return [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-            and isinstance(n.func, ast.Attribute) and n.func.attr == name]  # fmt: skip
+    return [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == name
+    ]
 
 
 def test_wire_modules_never_unpickle():
@@ -141,8 +157,9 @@ def test_a_pickle_payload_is_refused_and_never_unpickled(monkeypatch):
     for name in ("loads", "load", "Unpickler"):
         monkeypatch.setattr(pickle, name, trap)
     payload = pickle.dumps({"evil": 1})
-    as_object = msgpack.packb({"a": {b"__ndarray__": True, b"data": payload, b"dtype": "|O",
-                                     b"shape": [1]}})  # fmt: skip
+    as_object = msgpack.packb(
+        {"a": {b"__ndarray__": True, b"data": payload, b"dtype": "|O", b"shape": [1]}}
+    )
     for data in (as_object, msgpack.packb({"a": msgpack.ExtType(42, payload)})):
         with pytest.raises(WireError):
             unpack(data)

@@ -120,8 +120,11 @@ class AloeConfig:
             ("beta", self.beta > 0, "must be > 0"),
             ("eps_clip", self.eps_clip > 0, "must be > 0"),
             ("num_value_samples", self.num_value_samples >= 1, "must be >= 1"),
-            ("value_flow_steps", self.value_flow_steps >= 0,
-             "must be >= 0 (0 = the actor's own num_flow_steps)"),
+            (
+                "value_flow_steps",
+                self.value_flow_steps >= 0,
+                "must be >= 0 (0 = the actor's own num_flow_steps)",
+            ),
             ("polyak", 0 < self.polyak <= 1, "must be in (0, 1]"),
             ("gamma", 0 < self.gamma <= 1, "must be in (0, 1]"),
             ("critic_steps", self.critic_steps >= 0, "must be >= 0"),
@@ -130,19 +133,28 @@ class AloeConfig:
             ("critic_lr", self.critic_lr > 0, "must be > 0"),
             ("actor_lr", self.actor_lr > 0, "must be > 0"),
             ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
-            ("adam_betas", len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
-             "must be two values in [0, 1)"),
+            (
+                "adam_betas",
+                len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
+                "must be two values in [0, 1)",
+            ),
             ("grad_clip", self.grad_clip > 0, "must be > 0"),
             ("warmup_steps", self.warmup_steps >= 0, "must be >= 0"),
-            ("decay_steps", self.decay_steps >= self.warmup_steps,
-             f"must be >= warmup_steps ({self.warmup_steps})"),
+            (
+                "decay_steps",
+                self.decay_steps >= self.warmup_steps,
+                f"must be >= warmup_steps ({self.warmup_steps})",
+            ),
             ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "must be in [0, 1]"),
-            ("target_reduce", self.target_reduce in get_args(TargetReduce),
-             "must be min, mean or member"),
+            (
+                "target_reduce",
+                self.target_reduce in get_args(TargetReduce),
+                "must be min, mean or member",
+            ),
             ("value_steps", self.value_steps in get_args(ValueSteps), "must be full or data"),
             ("q_abs_max", self.q_abs_max > 0, "must be > 0 (inf = no bound)"),
             ("seed", self.seed >= 0, "must be >= 0"),
-        ]  # fmt: skip
+        ]
         for name, ok, allowed in checks:
             require(ok, f"{prefix}aloe.{name}", getattr(self, name), allowed)
 
@@ -304,8 +316,9 @@ class AloeLearner:
         self.critic.train()
         with torch.no_grad():
             # Alg. 1 line 5: a' ~ π_θ(·|s_{t+n}, ℓ), the current policy's next chunk.
-            next_actions = self.actor.sample(b.next_state, b.task_index, 1, self.generator,
-                                             self.flow_steps, images=b.next_images)  # fmt: skip
+            next_actions = self.actor.sample(
+                b.next_state, b.task_index, 1, self.generator, self.flow_steps, images=b.next_images
+            )
             next_q = self.target_critic(b.next_state, b.task_index, next_actions[:, 0])
             y = td_target(b, reduce_target(next_q, cfg.target_reduce))  # Eq. 7
         q = self.critic(b.state, b.task_index, b.actions, b.valid)
@@ -324,10 +337,17 @@ class AloeLearner:
         """Eq. 10: V^π(s, ℓ) (B,) of the batch's states from M chunks sampled from π_θ, scored
         over `config.value_steps`; call it under `evaluating(self.critic)`."""
         cfg = self.config
-        return estimate_value(self.critic, self.actor, b.state, b.task_index,
-                              cfg.num_value_samples, self.generator, self.flow_steps,
-                              images=b.images,
-                              valid=b.valid if cfg.value_steps == "data" else None)  # fmt: skip
+        return estimate_value(
+            self.critic,
+            self.actor,
+            b.state,
+            b.task_index,
+            cfg.num_value_samples,
+            self.generator,
+            self.flow_steps,
+            images=b.images,
+            valid=b.valid if cfg.value_steps == "data" else None,
+        )
 
     def actor_weights(self, b: ChunkBatch) -> tuple[Tensor, dict[str, float]]:
         """Alg. 1 lines 11–13: the weight w (B,) of each data chunk, and its metrics."""
@@ -374,8 +394,9 @@ def weighted_actor_update(
 ) -> dict[str, float]:
     """Alg. 1 line 14: minimise the w-weighted flow-matching loss (Eq. 15) on the batch."""
     opt.module.train()
-    per_sample = actor.flow_loss_per_sample(b.state, b.task_index, b.actions, b.valid, generator,
-                                            images=b.images)  # fmt: skip
+    per_sample = actor.flow_loss_per_sample(
+        b.state, b.task_index, b.actions, b.valid, generator, images=b.images
+    )
     loss, loss_metrics = weighted_flow_loss(per_sample, w)  # Eq. 15
     metrics |= loss_metrics
     return opt.step(loss, metrics, "actor")

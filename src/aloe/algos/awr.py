@@ -74,13 +74,16 @@ class AwrConfig:
         checks: list[tuple[str, bool, str]] = [
             ("num_bins", self.num_bins >= 2, "must be >= 2"),
             ("v_max", math.isfinite(self.v_max), "must be a finite number"),
-            ("v_min", self.v_min is None or (math.isfinite(self.v_min) and self.v_min < self.v_max),
-             f"must be None or a finite number < v_max ({self.v_max})"),
+            (
+                "v_min",
+                self.v_min is None or (math.isfinite(self.v_min) and self.v_min < self.v_max),
+                f"must be None or a finite number < v_max ({self.v_max})",
+            ),
             ("beta", self.beta > 0, "must be > 0"),
             ("eps_clip", self.eps_clip > 0, "must be > 0"),
             ("value_steps", self.value_steps >= 0, "must be >= 0"),
             ("actor_steps", self.actor_steps >= 0, "must be >= 0"),
-        ]  # fmt: skip
+        ]
         for name, ok, allowed in checks:
             require(ok, f"{prefix}awr.{name}", getattr(self, name), allowed)
 

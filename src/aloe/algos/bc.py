@@ -28,11 +28,17 @@ def bc_loss(
     return loss, {"bc/loss": float(loss.detach())}
 
 
-def bc_update(actor: Actor, opt: OptimisedModule, b: ChunkBatch, generator: Generator | None,
-              valid_rows_mask: Tensor | None = None) -> dict[str, float]:  # fmt: skip
+def bc_update(
+    actor: Actor,
+    opt: OptimisedModule,
+    b: ChunkBatch,
+    generator: Generator | None,
+    valid_rows_mask: Tensor | None = None,
+) -> dict[str, float]:
     """One behaviour-cloning step of the actor's optimised module on a batch (on its device)."""
     opt.module.train()
-    per_sample = actor.flow_loss_per_sample(b.state, b.task_index, b.actions, b.valid, generator,
-                                            images=b.images)  # fmt: skip
+    per_sample = actor.flow_loss_per_sample(
+        b.state, b.task_index, b.actions, b.valid, generator, images=b.images
+    )
     loss, metrics = bc_loss(per_sample, valid_rows_mask)  # Eq. 16
     return opt.step(loss, metrics, "bc")

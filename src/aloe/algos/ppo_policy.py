@@ -29,13 +29,20 @@ class GaussianFlowActor(nn.Module):
     policy that is evaluated; `mean_chunk` is μ_θ(s) with gradient, for PPO.
     """
 
-    def __init__(self, flow: FlowPolicy, init_std: float, min_std: float, max_std: float,
-                 learn_std: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        flow: FlowPolicy,
+        init_std: float,
+        min_std: float,
+        max_std: float,
+        learn_std: bool = True,
+    ) -> None:
         super().__init__()
         self.flow = flow
         self.horizon, self.action_dim = flow.horizon, flow.action_dim
-        self.log_std = nn.Parameter(torch.full((flow.action_dim,), math.log(init_std)),
-                                    requires_grad=learn_std)  # fmt: skip
+        self.log_std = nn.Parameter(
+            torch.full((flow.action_dim,), math.log(init_std)), requires_grad=learn_std
+        )
         self.log_std_range = (math.log(min_std), math.log(max_std))
 
     def clamped_log_std(self) -> Tensor:
@@ -45,14 +52,21 @@ class GaussianFlowActor(nn.Module):
         """μ_θ(s) (B, h, A): the flow integrated from ε = 0, unclipped, with gradient."""
         f = self.flow
         cond = f.condition(state, task_index)
-        zero = torch.zeros(state.shape[0], f.horizon, f.action_dim, device=cond.device,
-                           dtype=cond.dtype)  # fmt: skip
+        zero = torch.zeros(
+            state.shape[0], f.horizon, f.action_dim, device=cond.device, dtype=cond.dtype
+        )
         a = euler_integrate(lambda x, t: f.velocity(x, t, cond), zero, f.config.num_flow_steps)
         return f.action_norm.unnormalize(a)
 
-    def flow_loss_per_sample(self, state: Tensor, task_index: Tensor, actions: Tensor,
-                             valid: Tensor, generator: Generator | None = None,
-                             images: Tensor | None = None) -> Tensor:  # fmt: skip
+    def flow_loss_per_sample(
+        self,
+        state: Tensor,
+        task_index: Tensor,
+        actions: Tensor,
+        valid: Tensor,
+        generator: Generator | None = None,
+        images: Tensor | None = None,
+    ) -> Tensor:
         return self.flow.flow_loss_per_sample(state, task_index, actions, valid, generator)
 
     @torch.no_grad()

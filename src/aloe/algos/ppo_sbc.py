@@ -147,12 +147,18 @@ class PpoConfig:
         """Raise UsageError naming the first field out of range, `ppo.clip (1.5): must be in
         (0, 1)`; `prefix` leads the name ("config field " for a run's config)."""
         checks: list[tuple[str, bool, str]] = [
-            ("rollout_steps", self.rollout_steps is None or self.rollout_steps >= 1,
-             "must be None or >= 1"),
+            (
+                "rollout_steps",
+                self.rollout_steps is None or self.rollout_steps >= 1,
+                "must be None or >= 1",
+            ),
             ("min_std", self.min_std > 0, "must be > 0"),
             ("max_std", self.max_std >= self.min_std, f"must be >= min_std ({self.min_std})"),
-            ("init_std", self.min_std <= self.init_std <= self.max_std,
-             f"must be in [min_std, max_std] ([{self.min_std}, {self.max_std}])"),
+            (
+                "init_std",
+                self.min_std <= self.init_std <= self.max_std,
+                f"must be in [min_std, max_std] ([{self.min_std}, {self.max_std}])",
+            ),
             ("actor_lr", self.actor_lr > 0, "must be > 0"),
             ("clip", 0 < self.clip < 1, "must be in (0, 1)"),
             ("gae_lambda", 0 <= self.gae_lambda <= 1, "must be in [0, 1]"),
@@ -164,13 +170,19 @@ class PpoConfig:
             ("bc_batch_size", self.bc_batch_size >= 1, "must be >= 1"),
             ("sbc_buffer_episodes", self.sbc_buffer_episodes >= 1, "must be >= 1"),
             ("sbc_weight_min", self.sbc_weight_min >= 0, "must be >= 0"),
-            ("sbc_weight_max", self.sbc_weight_max >= self.sbc_weight_min,
-             f"must be >= sbc_weight_min ({self.sbc_weight_min})"),
+            (
+                "sbc_weight_max",
+                self.sbc_weight_max >= self.sbc_weight_min,
+                f"must be >= sbc_weight_min ({self.sbc_weight_min})",
+            ),
             ("sbc_success_rate", 0 < self.sbc_success_rate <= 1, "must be in (0, 1]"),
-            ("sbc_buffer_rule", self.sbc_buffer_rule in BUFFER_RULES,
-             f"must be one of {', '.join(BUFFER_RULES)}"),
+            (
+                "sbc_buffer_rule",
+                self.sbc_buffer_rule in BUFFER_RULES,
+                f"must be one of {', '.join(BUFFER_RULES)}",
+            ),
             ("value_warmup_iterations", self.value_warmup_iterations >= 0, "must be >= 0"),
-        ]  # fmt: skip
+        ]
         for name, ok, allowed in checks:
             require(ok, f"{prefix}ppo.{name}", getattr(self, name), allowed)
 
@@ -272,8 +284,14 @@ class PpoSbcLearner:
     K = 1, no action tokens, a scalar head), each an `OptimisedModule` with ALOE's settings.
     """
 
-    def __init__(self, actor: GaussianFlowActor, critic: ChunkedQCritic, config: AloeConfig,
-                 ppo: PpoConfig, device: str | torch.device = "cpu") -> None:  # fmt: skip
+    def __init__(
+        self,
+        actor: GaussianFlowActor,
+        critic: ChunkedQCritic,
+        config: AloeConfig,
+        ppo: PpoConfig,
+        device: str | torch.device = "cpu",
+    ) -> None:
         self.config, self.ppo = config, ppo
         self.device = torch.device(device)
         self.actor = actor.to(self.device)
@@ -302,14 +320,22 @@ class PpoSbcLearner:
         with torch.no_grad():
             logp_old = self.log_prob(b.state, b.task_index, b.actions, b.valid)
         v, v_next = self.value(b.state, b.task_index), self.value(b.next_state, b.task_index)
-        adv, ret = chunk_gae(b.reward * reward_scale, b.discount, b.bootstrap, v, v_next,
-                             last.to(self.device), self.ppo.gae_lambda)  # fmt: skip
+        adv, ret = chunk_gae(
+            b.reward * reward_scale,
+            b.discount,
+            b.bootstrap,
+            v,
+            v_next,
+            last.to(self.device),
+            self.ppo.gae_lambda,
+        )
         if self.ppo.normalize_advantage and adv.numel() > 1:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         return Decisions(b.state, b.task_index, b.actions, b.valid, logp_old, adv, ret)
 
-    def ppo_step(self, d: Decisions, demos: ChunkBatch, bc_weight: float,
-                 policy: bool = True) -> dict[str, float]:  # fmt: skip
+    def ppo_step(
+        self, d: Decisions, demos: ChunkBatch, bc_weight: float, policy: bool = True
+    ) -> dict[str, float]:
         """One actor update: L = L_PPO − c_H H + w L_BC; then one value update (the value's
         alone without `policy`, in the warm-up)."""
         if not policy:
@@ -319,12 +345,16 @@ class PpoSbcLearner:
         logp = self.log_prob(d.state, d.task_index, d.actions, d.valid)
         loss, metrics = ppo_clip_loss(logp, d.logp_old, d.advantage, cfg.clip)
         entropy = self.actor.clamped_log_std().sum()  # Gaussian entropy up to a constant
-        per_sample = self.actor.flow_loss_per_sample(b.state, b.task_index, b.actions, b.valid,
-                                                     self.generator)  # fmt: skip
+        per_sample = self.actor.flow_loss_per_sample(
+            b.state, b.task_index, b.actions, b.valid, self.generator
+        )
         bc = per_sample.mean()  # Eq. 16 on the self-demonstration buffer
         total = loss - cfg.entropy_coef * entropy + bc_weight * bc
-        metrics |= {"sbc/bc_loss": float(bc.detach()), "sbc/weight": bc_weight,
-                    "ppo/std": float(self.actor.clamped_log_std().detach().exp().mean())}  # fmt: skip
+        metrics |= {
+            "sbc/bc_loss": float(bc.detach()),
+            "sbc/weight": bc_weight,
+            "ppo/std": float(self.actor.clamped_log_std().detach().exp().mean()),
+        }
         self.actor_opt.step(total, metrics, "actor")
         return self.value_step(d, metrics)
 
@@ -360,10 +390,16 @@ class PpoSbcLearner:
         self.success_average = state["success_average"]
 
 
-def build_ppo_learner(actor: FlowPolicy, critic_cfg: CriticConfig, state_dim: int,
-                      state_norm: Normalizer, aloe: AloeConfig, ppo: PpoConfig,
-                      device: torch.device,
-                      tokens: dict[str, Any] | None = None) -> PpoSbcLearner:  # fmt: skip
+def build_ppo_learner(
+    actor: FlowPolicy,
+    critic_cfg: CriticConfig,
+    state_dim: int,
+    state_norm: Normalizer,
+    aloe: AloeConfig,
+    ppo: PpoConfig,
+    device: torch.device,
+    tokens: dict[str, Any] | None = None,
+) -> PpoSbcLearner:
     """The Gaussian flow actor and V(s): ALOE's critic transformer, K = 1, no actions."""
     gauss = GaussianFlowActor(actor, ppo.init_std, ppo.min_std, ppo.max_std, ppo.learn_std)
     cfg = CriticConfig(**{**vars(critic_cfg), "num_q": 1})
@@ -375,8 +411,16 @@ def build_ppo_learner(actor: FlowPolicy, critic_cfg: CriticConfig, state_dim: in
 def build_learner(parts: LearnerParts) -> PpoSbcLearner:
     cfg = parts.cfg
     assert isinstance(parts.actor, FlowPolicy)  # PPO reads its internals; config refuses others
-    return build_ppo_learner(parts.actor, cfg.critic, parts.state_dim, parts.normalizer(),
-                             cfg.aloe, cfg.ppo, parts.device, parts.tokens)  # fmt: skip
+    return build_ppo_learner(
+        parts.actor,
+        cfg.critic,
+        parts.state_dim,
+        parts.normalizer(),
+        cfg.aloe,
+        cfg.ppo,
+        parts.device,
+        parts.tokens,
+    )
 
 
 def update_batch(cfg: TrainConfig) -> tuple[int, str]:
@@ -400,15 +444,23 @@ def collect_rollouts(ctx: CollectContext) -> CollectStats:
     each episode is recorded like any other (one `policy` fragment)."""
     cfg, learner, k = ctx.cfg, ctx.learner_as(PpoSbcLearner), ctx.iteration
     stats = CollectStats.from_store(ctx.store, iteration=k)  # resumes a partial round
-    policy = ExploringChunkPolicy(learner.actor, version=k - 1, exec_horizon=cfg.exec_horizon,
-                                  seed=cfg.seed, device=learner.device, obs=ctx.obs)  # fmt: skip
+    policy = ExploringChunkPolicy(
+        learner.actor,
+        version=k - 1,
+        exec_horizon=cfg.exec_horizon,
+        seed=cfg.seed,
+        device=learner.device,
+        obs=ctx.obs,
+    )
     budget = rollout_budget(cfg)
-    bar = Phase(f"rollouts[{k}]", budget, cfg.progress, unit="step",
-                initial=min(budget, stats.env_steps))  # fmt: skip
+    bar = Phase(
+        f"rollouts[{k}]", budget, cfg.progress, unit="step", initial=min(budget, stats.env_steps)
+    )
     while stats.env_steps < budget:
         seed = episode_seed(cfg.seed, k, stats.episodes)
-        ep = record_episode(ctx.env, seed, policy=policy, iteration=k,
-                            record_sim_state=cfg.collect.record_sim_state).episode  # fmt: skip
+        ep = record_episode(
+            ctx.env, seed, policy=policy, iteration=k, record_sim_state=cfg.collect.record_sim_state
+        ).episode
         ctx.store.append(ep)
         stats.add(ep)
         bar.update(len(ep))
@@ -424,16 +476,18 @@ PPO_METRICS = {  # metrics.jsonl column -> the policy-step metric it averages
 }
 
 
-def rollout_decisions(cfg: TrainConfig, learner: PpoSbcLearner, frames: D.Frames,
-                      k: int) -> tuple[Decisions, D.Frames]:  # fmt: skip
+def rollout_decisions(
+    cfg: TrainConfig, learner: PpoSbcLearner, frames: D.Frames, k: int
+) -> tuple[Decisions, D.Frames]:
     """Iteration k's decisions as its update reads them (π_{k−1}'s rollouts, one per executed
     chunk, with log π_old and GAE advantages from the learner as it is), and those rollouts."""
     mine = (frames[D.SOURCE] == "policy") & (frames[D.POLICY_VERSION] == k - 1)
     rollouts = frames.select(mine)
     rows = np.flatnonzero(rollouts[D.FRAME] % cfg.exec_horizon == 0)
     last = torch.as_tensor(D.run_ends(rollouts[D.EPISODE][rows]), dtype=torch.float32)
-    chunks = ChunkSampler(rollouts, horizon=cfg.exec_horizon, gamma=cfg.aloe.gamma,
-                          device=learner.device).chunks_at(rows)  # fmt: skip
+    chunks = ChunkSampler(
+        rollouts, horizon=cfg.exec_horizon, gamma=cfg.aloe.gamma, device=learner.device
+    ).chunks_at(rows)
     return learner.decisions(chunks, last, cfg.ppo.reward_scale), rollouts
 
 
@@ -470,8 +524,13 @@ def update(ctx: UpdateContext) -> dict[str, float]:
     }
 
 
-def _ppo_epochs(learner: PpoSbcLearner, decisions: Decisions, demos: ChunkSampler,
-                weight: float, policy: bool = True) -> list[dict[str, float]]:  # fmt: skip
+def _ppo_epochs(
+    learner: PpoSbcLearner,
+    decisions: Decisions,
+    demos: ChunkSampler,
+    weight: float,
+    policy: bool = True,
+) -> list[dict[str, float]]:
     """Minibatch passes over the decisions, stopped early by the KL guard (value-only steps
     without `policy`)."""
     cfg, steps = learner.ppo, []
@@ -481,7 +540,10 @@ def _ppo_epochs(learner: PpoSbcLearner, decisions: Decisions, demos: ChunkSample
             part = Decisions._make(t[mb.to(learner.device)] for t in decisions)
             demo_batch = demos.sample(cfg.bc_batch_size)  # drawn in the warm-up too
             steps.append(learner.ppo_step(part, demo_batch, weight, policy=policy))
-            if policy and cfg.target_kl is not None \
-                    and steps[-1]["ppo/approx_kl"] > 1.5 * cfg.target_kl:  # fmt: skip
+            if (
+                policy
+                and cfg.target_kl is not None
+                and steps[-1]["ppo/approx_kl"] > 1.5 * cfg.target_kl
+            ):
                 return steps
     return steps

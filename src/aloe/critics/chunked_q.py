@@ -54,14 +54,25 @@ class CriticConfig:
     def validate(self, prefix: str = "") -> None:
         """Raise UsageError naming the first field out of range, `critic.num_q (0): must be
         >= 1`; `prefix` leads the name ("config field " for a run's config)."""
-        checks = [(name, getattr(self, name) >= 1, "must be >= 1") for name in
-                  ("num_q", "hidden_dim", "num_layers", "num_heads", "mlp_ratio",
-                   "head_hidden_dim")]  # fmt: skip
+        checks = [
+            (name, getattr(self, name) >= 1, "must be >= 1")
+            for name in (
+                "num_q",
+                "hidden_dim",
+                "num_layers",
+                "num_heads",
+                "mlp_ratio",
+                "head_hidden_dim",
+            )
+        ]
         checks += [
-            ("hidden_dim", self.hidden_dim % self.num_heads == 0,
-             f"must be a multiple of critic.num_heads ({self.num_heads})"),
+            (
+                "hidden_dim",
+                self.hidden_dim % self.num_heads == 0,
+                f"must be a multiple of critic.num_heads ({self.num_heads})",
+            ),
             ("dropout", 0 <= self.dropout < 1, "must be in [0, 1)"),
-        ]  # fmt: skip
+        ]
         for name, ok, allowed in checks:
             require(ok, f"{prefix}critic.{name}", getattr(self, name), allowed)
 

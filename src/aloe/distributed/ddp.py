@@ -51,13 +51,25 @@ def check(cfg: Any, size: int | None = None) -> None:
     size = world()[1] if size is None else size
     if size == 1:
         return
-    require(cfg.algo in DDP_ALGOS, "--learner-procs", size,
-            f"algo {cfg.algo} trains on one process; use one of {', '.join(DDP_ALGOS)}")  # fmt: skip
-    require(cfg.aloe.batch_size % size == 0, "config field aloe.batch_size", cfg.aloe.batch_size,
-            f"must be a multiple of the {size} learner processes")  # fmt: skip
-    require(not cfg.aloe.normalize_advantage, "config field aloe.normalize_advantage", True,
-            "divides by the whole batch's std, which a shard does not see; turn it off "
-            "or train on one process")  # fmt: skip
+    require(
+        cfg.algo in DDP_ALGOS,
+        "--learner-procs",
+        size,
+        f"algo {cfg.algo} trains on one process; use one of {', '.join(DDP_ALGOS)}",
+    )
+    require(
+        cfg.aloe.batch_size % size == 0,
+        "config field aloe.batch_size",
+        cfg.aloe.batch_size,
+        f"must be a multiple of the {size} learner processes",
+    )
+    require(
+        not cfg.aloe.normalize_advantage,
+        "config field aloe.normalize_advantage",
+        True,
+        "divides by the whole batch's std, which a shard does not see; turn it off "
+        "or train on one process",
+    )
 
 
 def is_main() -> bool:

@@ -32,15 +32,28 @@ class Scale:
         return self.workers > 0 or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
     @classmethod
-    def from_flags(cls, workers: str | None, ray_address: str | None, worker_timeout: str | None,
-                   learner_procs: str | None) -> Scale:  # fmt: skip
+    def from_flags(
+        cls,
+        workers: str | None,
+        ray_address: str | None,
+        worker_timeout: str | None,
+        learner_procs: str | None,
+    ) -> Scale:
         """The flags as given (None: not given), each checked: `--workers (0): must be >= 1`."""
         n = flag_value(workers, "--workers", int)
         require(n is None or n >= 1, "--workers", n, "must be >= 1 (drop it to collect here)")
-        require(ray_address is None or n is not None, "--ray-address", ray_address,
-                "needs --workers N: the workers are what runs on the cluster")  # fmt: skip
-        require(ray_address is None or ray_address.strip() != "", "--ray-address", ray_address,
-                "give host:port of a running cluster (`ray start --head` prints it) or auto")  # fmt: skip
+        require(
+            ray_address is None or n is not None,
+            "--ray-address",
+            ray_address,
+            "needs --workers N: the workers are what runs on the cluster",
+        )
+        require(
+            ray_address is None or ray_address.strip() != "",
+            "--ray-address",
+            ray_address,
+            "give host:port of a running cluster (`ray start --head` prints it) or auto",
+        )
         timeout = flag_value(worker_timeout, "--worker-timeout", float)
         require(timeout is None or timeout > 0, "--worker-timeout", timeout, "must be > 0")
         procs = flag_value(learner_procs, "--learner-procs", int)
@@ -51,11 +64,19 @@ class Scale:
         """What the run's algorithm and this machine allow; nothing is imported or started."""
         if not self.workers:
             return
-        require(not collects_itself, "--workers", self.workers,
-                f"algo {algo} collects its own rollouts in the driver; drop --workers "
-                "or use an operator-loop algorithm (aloe, awr, dagger, bc)")  # fmt: skip
-        require(importlib.util.find_spec("ray") is not None, "--workers", self.workers,
-                f"needs Ray, which is not installed: {RAY_EXTRA}")  # fmt: skip
+        require(
+            not collects_itself,
+            "--workers",
+            self.workers,
+            f"algo {algo} collects its own rollouts in the driver; drop --workers "
+            "or use an operator-loop algorithm (aloe, awr, dagger, bc)",
+        )
+        require(
+            importlib.util.find_spec("ray") is not None,
+            "--workers",
+            self.workers,
+            f"needs Ray, which is not installed: {RAY_EXTRA}",
+        )
 
 
 def flag_value(text: str | None, flag: str, kind: type) -> int | float | None:

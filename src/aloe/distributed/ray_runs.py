@@ -26,8 +26,9 @@ def _run(cmd: list[str], log: str, env: dict[str, str]) -> int:
 class RayRun:
     """One run as a Ray task, with the part of `subprocess.Popen` compare's loop uses."""
 
-    def __init__(self, cmd: list[str], log: Path, env: dict[str, str], cpus: float,
-                 gpus: float) -> None:  # fmt: skip
+    def __init__(
+        self, cmd: list[str], log: Path, env: dict[str, str], cpus: float, gpus: float
+    ) -> None:
         import ray
 
         self.ray = ray
@@ -45,8 +46,12 @@ class RayRun:
     def _result(self, timeout: float) -> int:
         try:
             return int(self.ray.get(self.ref, timeout=timeout))
-        except (self.ray.exceptions.RayTaskError, self.ray.exceptions.WorkerCrashedError,
-                self.ray.exceptions.TaskCancelledError, self.ray.exceptions.NodeDiedError):  # fmt: skip
+        except (
+            self.ray.exceptions.RayTaskError,
+            self.ray.exceptions.WorkerCrashedError,
+            self.ray.exceptions.TaskCancelledError,
+            self.ray.exceptions.NodeDiedError,
+        ):
             return 1  # the node or its worker died: re-running the comparison resumes it
 
     def terminate(self) -> None:

@@ -50,13 +50,19 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     if not address:  # a Ray of our own: its workers are the run, not background work
         os.environ.setdefault("RAY_worker_niceness", "0")
     try:
-        ray.init(address=address, num_cpus=None if address else num_cpus,
-                 include_dashboard=False, log_to_driver=False)  # fmt: skip
+        ray.init(
+            address=address,
+            num_cpus=None if address else num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
     except (ConnectionError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"--ray-address ({address}): no Ray cluster answers there ({first}); "
-                         "start one with `ray start --head` and give the address it prints, "
-                         "or drop --ray-address for a local Ray") from None  # fmt: skip
+        raise UsageError(
+            f"--ray-address ({address}): no Ray cluster answers there ({first}); "
+            "start one with `ray start --head` and give the address it prints, "
+            "or drop --ray-address for a local Ray"
+        ) from None
     return True
 
 
@@ -88,16 +94,31 @@ class EpisodeWorker:
 
         from aloe.policies.chunk_policy import FlowChunkPolicy
 
-        self.policy = None if actor is None else FlowChunkPolicy(
-            actor, version=version, exec_horizon=self.cfg.exec_horizon, seed=seed,
-            device=torch.device("cpu"), obs=self.obs)  # fmt: skip
+        self.policy = (
+            None
+            if actor is None
+            else FlowChunkPolicy(
+                actor,
+                version=version,
+                exec_horizon=self.cfg.exec_horizon,
+                seed=seed,
+                device=torch.device("cpu"),
+                obs=self.obs,
+            )
+        )
 
     def episode(self, seed: int, rule: CollectConfig, iteration: int) -> Episode:
-        return run_episode(self.env, self.operator, seed, policy=self.policy,
-                           handback_steps=rule.handback_steps,
-                           operator_max_steps=rule.operator_max_steps,
-                           max_takeovers=rule.max_takeovers,
-                           record_sim_state=rule.record_sim_state, iteration=iteration)  # fmt: skip
+        return run_episode(
+            self.env,
+            self.operator,
+            seed,
+            policy=self.policy,
+            handback_steps=rule.handback_steps,
+            operator_max_steps=rule.operator_max_steps,
+            max_takeovers=rule.max_takeovers,
+            record_sim_state=rule.record_sim_state,
+            iteration=iteration,
+        )
 
     def evaluate(self, seeds: list[int], batch: int) -> EvalResult:
         return evaluate(self.eval_env, self.policy, seeds, progress=False, batch=batch)
@@ -130,8 +151,9 @@ class WorkerPool:
     def _start(self, n: int) -> list[_Slot]:
         """n new workers, started together (each imports torch and builds its envs)."""
         handles = [self.remote.remote(self.cfg) for _ in range(n)]
-        pids = self.ray.get([h.ready.remote() for h in handles],
-                            timeout=max(self.timeout, START_TIMEOUT))  # fmt: skip
+        pids = self.ray.get(
+            [h.ready.remote() for h in handles], timeout=max(self.timeout, START_TIMEOUT)
+        )
         return [_Slot(h, pid) for h, pid in zip(handles, pids, strict=True)]
 
     def _restart(self, i: int) -> None:
@@ -140,8 +162,10 @@ class WorkerPool:
         self.slots[i] = self._start(1)[0]
         self.restarts += 1
         ref, version, seed = self.policy
-        self.ray.get(self.slots[i].handle.set_policy.remote(ref, version, seed),
-                     timeout=max(self.timeout, START_TIMEOUT))  # fmt: skip
+        self.ray.get(
+            self.slots[i].handle.set_policy.remote(ref, version, seed),
+            timeout=max(self.timeout, START_TIMEOUT),
+        )
 
     def set_policy(self, actor: Any, version: int, seed: int) -> None:
         """Broadcast the weights: one `ray.put`, every worker loads them (None: demos)."""
@@ -165,12 +189,20 @@ class WorkerPool:
         total, self.broadcast_s = sum(self.broadcast_s), []
         return total
 
-    def collect(self, k: int, rule: CollectConfig, store: EpisodeStore, stats: CollectStats,
-                progress: bool | None) -> CollectStats:  # fmt: skip
+    def collect(
+        self,
+        k: int,
+        rule: CollectConfig,
+        store: EpisodeStore,
+        stats: CollectStats,
+        progress: bool | None,
+    ) -> CollectStats:
         """Iteration k's collection (seeds from stats.episodes on), committed in seed order."""
         rule.validate()
-        start, bar = stats.episodes, Phase(f"collect[{k}]", rule.max_episodes, progress,
-                                           unit="episode")  # fmt: skip
+        start, bar = (
+            stats.episodes,
+            Phase(f"collect[{k}]", rule.max_episodes, progress, unit="episode"),
+        )
         results: dict[int, Episode] = {}
         flight: dict[Any, tuple[int, int, float]] = {}  # ref -> (worker, i, deadline)
         tries: dict[int, int] = {}
@@ -208,8 +240,9 @@ class WorkerPool:
         bar.close()
         return stats
 
-    def _finished(self, flight: dict[Any, tuple[int, int, float]], tries: dict[int, int]
-                  ) -> list[tuple[int, int, Any]]:  # fmt: skip
+    def _finished(
+        self, flight: dict[Any, tuple[int, int, float]], tries: dict[int, int]
+    ) -> list[tuple[int, int, Any]]:
         """Wait, until the nearest deadline, for episodes: (worker, i, the episode, or None
         when the worker died or overran and was restarted). A bug in an episode raises."""
         wait = max(0.0, min(d for _, _, d in flight.values()) - time.monotonic())
@@ -233,8 +266,10 @@ class WorkerPool:
     def _retry(self, w: int, i: int, error: Exception, tries: dict[int, int]) -> None:
         tries[i] = tries.get(i, 0) + 1
         if tries[i] >= RETRIES:
-            raise RuntimeError(f"episode {i} failed on {RETRIES} workers in a row; the last: "
-                               f"{type(error).__name__}: {error}") from None  # fmt: skip
+            raise RuntimeError(
+                f"episode {i} failed on {RETRIES} workers in a row; the last: "
+                f"{type(error).__name__}: {error}"
+            ) from None
         self._restart(w)
 
     def _drain(self, flight: dict[Any, tuple[int, int, float]]) -> None:
@@ -252,8 +287,11 @@ class WorkerPool:
         parts = [seeds[j * len(seeds) // n : (j + 1) * len(seeds) // n] for j in range(n)]
         results: list[EvalResult | None] = [None] * n
         for _ in range(RETRIES):
-            calls = {j: self.slots[j].handle.evaluate.remote(p, batch)
-                     for j, p in enumerate(parts) if p and results[j] is None}  # fmt: skip
+            calls = {
+                j: self.slots[j].handle.evaluate.remote(p, batch)
+                for j, p in enumerate(parts)
+                if p and results[j] is None
+            }
             for j, call in calls.items():
                 try:
                     results[j] = self.ray.get(call, timeout=self.timeout)
@@ -279,9 +317,12 @@ def merge(parts: list[EvalResult]) -> EvalResult:
     return EvalResult(
         success_rate=float(np.mean(successes)) if successes else 0.0,
         mean_steps_to_success=float(np.mean(ok)) if ok else float("nan"),
-        episodes=len(lengths), env_steps=int(sum(lengths)), lengths=lengths,
-        successes=successes, tasks=[t for p in parts for t in p.tasks],
-    )  # fmt: skip
+        episodes=len(lengths),
+        env_steps=int(sum(lengths)),
+        lengths=lengths,
+        successes=successes,
+        tasks=[t for p in parts for t in p.tasks],
+    )
 
 
 def _cpu_copy(actor: Any) -> Any:
@@ -295,5 +336,11 @@ def _cpu_copy(actor: Any) -> Any:
 def _worker_errors(ray: Any, *more: type[Exception]) -> tuple[type[Exception], ...]:
     """What a dead, killed or unreachable worker raises on `ray.get` (and `more`)."""
     ex = ray.exceptions
-    return (ex.RayActorError, ex.WorkerCrashedError, ex.ObjectLostError, ex.GetTimeoutError,
-            ex.ActorUnavailableError, *more)  # fmt: skip
+    return (
+        ex.RayActorError,
+        ex.WorkerCrashedError,
+        ex.ObjectLostError,
+        ex.GetTimeoutError,
+        ex.ActorUnavailableError,
+        *more,
+    )

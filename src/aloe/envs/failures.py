@@ -35,8 +35,14 @@ GOAL = slice(36, 39)
 
 # The action-level events, by their switches in FailureConfig, and their reasons' prefixes.
 EVENTS = ("empty_grasp", "knocked_away", "release_in_air", "drop", "table_hit", "contact_force")
-EVENT_PREFIXES = ("empty grasp", "object knocked away", "released in the air",
-                  "grasped object fell", "hand hit the table", "excessive contact force")  # fmt: skip
+EVENT_PREFIXES = (
+    "empty grasp",
+    "object knocked away",
+    "released in the air",
+    "grasped object fell",
+    "hand hit the table",
+    "excessive contact force",
+)
 """Every action-level failure reason starts with one of these (in the order of `EVENTS`).
 None starts like `aloe.operators.scripted.IRRECOVERABLE`: the operator restarts from the
 event's state, it does not rewind."""
@@ -160,12 +166,19 @@ class ContactProbe:
         self.model, self.data = model, data
         body = model.geom_bodyid
         cls = np.full(model.ngeom, _OTHER, dtype=np.int8)
-        free = [model.jnt_bodyid[j] for j in range(model.njnt)
-                if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE]  # fmt: skip
+        free = [
+            model.jnt_bodyid[j]
+            for j in range(model.njnt)
+            if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE
+        ]
         self.has_object = bool(free)
-        for code, root in [(_TABLE, _body(model, "tablelink")), (_HAND, _body(model, "right_hand")),
-                           (_LEFT, _body(model, "leftclaw")), (_RIGHT, _body(model, "rightclaw")),
-                           (_OBJECT, free[0] if free else -1)]:  # fmt: skip
+        for code, root in [
+            (_TABLE, _body(model, "tablelink")),
+            (_HAND, _body(model, "right_hand")),
+            (_LEFT, _body(model, "leftclaw")),
+            (_RIGHT, _body(model, "rightclaw")),
+            (_OBJECT, free[0] if free else -1),
+        ]:
             if root >= 0:
                 cls[np.isin(body, _subtree(model, root))] = code
         self.cls = cls

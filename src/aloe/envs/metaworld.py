@@ -92,46 +92,113 @@ class EnvConfig:
         cameras = OGBENCH_CAMERAS if self.task in OGBENCH_TASKS else CAMERAS
         checks: list[tuple[str, Any, bool, str]] = [
             ("max_steps", self.max_steps, self.max_steps >= 1, "must be >= 1"),
-            ("c_fail", self.c_fail, self.c_fail is None or 0 < self.c_fail < math.inf,
-             "must be None (the expert's mean episode length) or a finite number > 0"),
-            ("cameras", self.cameras, all(c in cameras for c in self.cameras),
-             f"must name the task's cameras: {', '.join(cameras)}"),
-            ("cameras", self.cameras,
-             len(set(self.cameras)) == len(self.cameras) <= MAX_CAMERAS,
-             f"must name at most {MAX_CAMERAS} distinct cameras"),
+            (
+                "c_fail",
+                self.c_fail,
+                self.c_fail is None or 0 < self.c_fail < math.inf,
+                "must be None (the expert's mean episode length) or a finite number > 0",
+            ),
+            (
+                "cameras",
+                self.cameras,
+                all(c in cameras for c in self.cameras),
+                f"must name the task's cameras: {', '.join(cameras)}",
+            ),
+            (
+                "cameras",
+                self.cameras,
+                len(set(self.cameras)) == len(self.cameras) <= MAX_CAMERAS,
+                f"must name at most {MAX_CAMERAS} distinct cameras",
+            ),
             ("image_size", self.image_size, self.image_size >= 1, "must be >= 1"),
             ("failures.table_z", f.table_z, math.isfinite(f.table_z), "must be a finite number"),
-            ("failures.workspace_x", f.workspace_x, f.workspace_x[0] < f.workspace_x[1],
-             "must be (low, high) with low < high"),
-            ("failures.workspace_y", f.workspace_y, f.workspace_y[0] < f.workspace_y[1],
-             "must be (low, high) with low < high"),
-            ("failures.lift_height", f.lift_height, 0 < f.lift_height < math.inf,
-             "must be a finite number > 0"),
-            ("failures.drop_goal_distance", f.drop_goal_distance,
-             0 <= f.drop_goal_distance < math.inf, "must be a finite number >= 0"),
-            ("failures.stall_steps", f.stall_steps, f.stall_steps >= 0,
-             "must be >= 0 (0 disables the stall detector)"),
-            ("failures.stall_min_gain", f.stall_min_gain, 0 <= f.stall_min_gain < math.inf,
-             "must be a finite number >= 0"),
-            ("failures.closed_opening", f.closed_opening, 0 < f.closed_opening < 1,
-             "must be a gripper opening between 0 and 1 (exclusive)"),
+            (
+                "failures.workspace_x",
+                f.workspace_x,
+                f.workspace_x[0] < f.workspace_x[1],
+                "must be (low, high) with low < high",
+            ),
+            (
+                "failures.workspace_y",
+                f.workspace_y,
+                f.workspace_y[0] < f.workspace_y[1],
+                "must be (low, high) with low < high",
+            ),
+            (
+                "failures.lift_height",
+                f.lift_height,
+                0 < f.lift_height < math.inf,
+                "must be a finite number > 0",
+            ),
+            (
+                "failures.drop_goal_distance",
+                f.drop_goal_distance,
+                0 <= f.drop_goal_distance < math.inf,
+                "must be a finite number >= 0",
+            ),
+            (
+                "failures.stall_steps",
+                f.stall_steps,
+                f.stall_steps >= 0,
+                "must be >= 0 (0 disables the stall detector)",
+            ),
+            (
+                "failures.stall_min_gain",
+                f.stall_min_gain,
+                0 <= f.stall_min_gain < math.inf,
+                "must be a finite number >= 0",
+            ),
+            (
+                "failures.closed_opening",
+                f.closed_opening,
+                0 < f.closed_opening < 1,
+                "must be a gripper opening between 0 and 1 (exclusive)",
+            ),
             ("failures.empty_steps", f.empty_steps, f.empty_steps >= 1, "must be >= 1"),
-            ("failures.knock_distance", f.knock_distance, 0 < f.knock_distance < math.inf,
-             "must be a finite number > 0"),
-            ("failures.rest_speed", f.rest_speed, 0 < f.rest_speed < math.inf,
-             "must be a finite number > 0"),
-            ("failures.air_height", f.air_height, 0 <= f.air_height < math.inf,
-             "must be a finite number >= 0"),
-            ("failures.release_goal_distance", f.release_goal_distance,
-             0 <= f.release_goal_distance < math.inf, "must be a finite number >= 0"),
+            (
+                "failures.knock_distance",
+                f.knock_distance,
+                0 < f.knock_distance < math.inf,
+                "must be a finite number > 0",
+            ),
+            (
+                "failures.rest_speed",
+                f.rest_speed,
+                0 < f.rest_speed < math.inf,
+                "must be a finite number > 0",
+            ),
+            (
+                "failures.air_height",
+                f.air_height,
+                0 <= f.air_height < math.inf,
+                "must be a finite number >= 0",
+            ),
+            (
+                "failures.release_goal_distance",
+                f.release_goal_distance,
+                0 <= f.release_goal_distance < math.inf,
+                "must be a finite number >= 0",
+            ),
             ("failures.release_steps", f.release_steps, f.release_steps >= 1, "must be >= 1"),
-            ("failures.open_margin", f.open_margin, 0 <= f.open_margin < 1,
-             "must be a number >= 0 and < 1 (a gripper opening)"),
-            ("failures.table_force", f.table_force, 0 <= f.table_force < math.inf,
-             "must be a finite number of newtons >= 0"),
-            ("failures.max_contact_force", f.max_contact_force,
-             0 < f.max_contact_force < math.inf, "must be a finite number of newtons > 0"),
-        ]  # fmt: skip
+            (
+                "failures.open_margin",
+                f.open_margin,
+                0 <= f.open_margin < 1,
+                "must be a number >= 0 and < 1 (a gripper opening)",
+            ),
+            (
+                "failures.table_force",
+                f.table_force,
+                0 <= f.table_force < math.inf,
+                "must be a finite number of newtons >= 0",
+            ),
+            (
+                "failures.max_contact_force",
+                f.max_contact_force,
+                0 < f.max_contact_force < math.inf,
+                "must be a finite number of newtons > 0",
+            ),
+        ]
         for name, value, ok, allowed in checks:
             require(ok, f"{prefix}env.{name}", value, allowed)
         self.ogbench.validate(prefix)
@@ -213,8 +280,9 @@ class TaskEnv(gym.Env):
         """
         if task not in self._envs:
             raw = _make_raw(task)
-            cameras = Cameras(raw.model, self.cfg.cameras, self.cfg.image_size,
-                               self.cfg.fast_render)  # fmt: skip
+            cameras = Cameras(
+                raw.model, self.cfg.cameras, self.cfg.image_size, self.cfg.fast_render
+            )
             self._envs[task] = (raw, cameras)
             self._probes[task] = ContactProbe(raw.model, raw.data)
         self.task, self.instruction = task, INSTRUCTIONS[task]
@@ -347,8 +415,11 @@ class TaskEnv(gym.Env):
         return self._state
 
 
-_SLOW_FLAGS = (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION,
-               mujoco.mjtRndFlag.mjRND_SKYBOX)  # fmt: skip
+_SLOW_FLAGS = (
+    mujoco.mjtRndFlag.mjRND_SHADOW,
+    mujoco.mjtRndFlag.mjRND_REFLECTION,
+    mujoco.mjtRndFlag.mjRND_SKYBOX,
+)
 
 
 class LazyImages(Mapping[str, np.ndarray]):
@@ -358,9 +429,12 @@ class LazyImages(Mapping[str, np.ndarray]):
 
     def __init__(self, cameras: Cameras, sim: mujoco.MjData) -> None:
         self._cameras = cameras
-        self._state = SimpleNamespace(qpos=sim.qpos.copy(), qvel=sim.qvel.copy(),
-                                      mocap_pos=sim.mocap_pos.copy(),
-                                      mocap_quat=sim.mocap_quat.copy())  # fmt: skip
+        self._state = SimpleNamespace(
+            qpos=sim.qpos.copy(),
+            qvel=sim.qvel.copy(),
+            mocap_pos=sim.mocap_pos.copy(),
+            mocap_quat=sim.mocap_quat.copy(),
+        )
         self._images: dict[str, np.ndarray] | None = None
 
     def _rendered(self) -> dict[str, np.ndarray]:

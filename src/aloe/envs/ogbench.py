@@ -157,8 +157,13 @@ class OGBenchEnv:
 
     def snapshot(self) -> dict[str, Any]:
         attrs = {k: copy.deepcopy(v) for k, v in vars(self.raw).items() if k in _RAW_ATTRS}
-        return {"mj_state": self.sim_state(), "attrs": attrs, "steps": self.steps,
-                "state": self._state.copy(), "episode": copy.deepcopy(self._episode)}  # fmt: skip
+        return {
+            "mj_state": self.sim_state(),
+            "attrs": attrs,
+            "steps": self.steps,
+            "state": self._state.copy(),
+            "episode": copy.deepcopy(self._episode),
+        }
 
     def restore(self, snap: dict[str, Any]) -> dict[str, Any]:
         import mujoco
@@ -214,8 +219,9 @@ class OGBenchEnv:
         shaped = sum(0.5 * (1.0 - min(1.0, d / 0.3)) for d in dist)
         info = self._privileged()
         if self.task == "puzzle-3x3":
-            todo += int(lights_out(info["button_states"], info["goal/button_states"],
-                                   *info["board"]).sum())  # fmt: skip
+            todo += int(
+                lights_out(info["button_states"], info["goal/button_states"], *info["board"]).sum()
+            )
         elif self.task == "scene":
             for part, button in (("drawer", 0), ("window", 1)):
                 now, want = info["button_states"][button], info["goal/button_states"][button]
@@ -229,8 +235,9 @@ class OGBenchEnv:
 
     def _failure(self, progress: float) -> str:
         f, ep = self.failures, self._episode
-        for i, (pos, dist) in enumerate(zip(self._cube_positions(), self._cube_goal_distances(),
-                                            strict=True)):  # fmt: skip
+        for i, (pos, dist) in enumerate(
+            zip(self._cube_positions(), self._cube_goal_distances(), strict=True)
+        ):
             if f.off_table and (pos[2] < f.table_z or np.any(np.abs(pos[:2]) > self._table)):
                 return f"{IRRECOVERABLE_OFF_TABLE} (cube {i})"
             low, high = WORKSPACE[0] - f.reach_margin, WORKSPACE[1] + f.reach_margin
@@ -291,9 +298,11 @@ class OGBenchEnv:
     def _obs(self) -> dict[str, Any]:
         from aloe.envs.metaworld import LazyImages
 
-        obs: dict[str, Any] = {"state": self._state.astype(np.float32),
-                               "instruction": self.instruction,
-                               "privileged": self._privileged()}  # fmt: skip
+        obs: dict[str, Any] = {
+            "state": self._state.astype(np.float32),
+            "instruction": self.instruction,
+            "privileged": self._privileged(),
+        }
         if self.cfg.cameras:
             obs["images"] = LazyImages(self.cameras, self.data)
         return obs
@@ -325,17 +334,28 @@ class OGBenchEnv:
 
     def _cube_goal_distances(self) -> list[float]:
         mocap = getattr(self.raw, "_cube_target_mocap_ids", [])
-        return [float(np.linalg.norm(p - self.data.mocap_pos[m]))
-                for p, m in zip(self._cube_positions(), mocap, strict=False)]  # fmt: skip
+        return [
+            float(np.linalg.norm(p - self.data.mocap_pos[m]))
+            for p, m in zip(self._cube_positions(), mocap, strict=False)
+        ]
 
     def _cube_met(self) -> list[bool]:
         return [d <= 0.04 for d in self._cube_goal_distances()]
 
 
 # OGBench's Python-side episode state (MuJoCo's integration state holds the rest).
-_RAW_ATTRS = {"_cur_button_states", "_prev_button_states", "_target_button_states",
-              "_success", "_prev_qpos", "_prev_qvel", "_prev_ob_info", "_reset_next_step",
-              "_target_drawer_pos", "_target_window_pos"}  # fmt: skip
+_RAW_ATTRS = {
+    "_cur_button_states",
+    "_prev_button_states",
+    "_target_button_states",
+    "_success",
+    "_prev_qpos",
+    "_prev_qvel",
+    "_prev_ob_info",
+    "_reset_next_step",
+    "_target_drawer_pos",
+    "_target_window_pos",
+}
 
 
 def _mj_state() -> Any:

@@ -26,15 +26,24 @@ class OGTask(NamedTuple):
 
 
 TASKS: dict[str, OGTask] = {
-    "cube-double": OGTask("cube-double-singletask-v0",
-                          "move both cubes to their goal positions", 41, 500, True),
-    "scene": OGTask("scene-singletask-v0",
-                    "unlock the drawer and the window, close both, then lock them again",
-                    44, 750, True),
-    "puzzle-3x3": OGTask("puzzle-3x3-singletask-v0",
-                         "press the buttons until the board shows the goal pattern", 59, 500,
-                         True),
-}  # fmt: skip
+    "cube-double": OGTask(
+        "cube-double-singletask-v0", "move both cubes to their goal positions", 41, 500, True
+    ),
+    "scene": OGTask(
+        "scene-singletask-v0",
+        "unlock the drawer and the window, close both, then lock them again",
+        44,
+        750,
+        True,
+    ),
+    "puzzle-3x3": OGTask(
+        "puzzle-3x3-singletask-v0",
+        "press the buttons until the board shows the goal pattern",
+        59,
+        500,
+        True,
+    ),
+}
 
 # Mean length of the composed operator's noise-free successful episodes (Eq. 14's C_fail),
 # measured with benchmarks/ogbench_operator.py --seeds 20 (all 20 solved on each task); a
@@ -82,12 +91,21 @@ class OGBenchFailures:
     def validate(self, prefix: str = "") -> None:
         from aloe.errors import require
 
-        for name in ("table_z", "reach_margin", "lift_height", "drop_goal_distance",
-                     "undo_distance"):  # fmt: skip
+        for name in (
+            "table_z",
+            "reach_margin",
+            "lift_height",
+            "drop_goal_distance",
+            "undo_distance",
+        ):
             value = getattr(self, name)
             ok = math.isfinite(value) and (name == "table_z" or value > 0)
-            require(ok, f"{prefix}env.ogbench.{name}", value,
-                    "must be a finite number" + ("" if name == "table_z" else " > 0"))  # fmt: skip
+            require(
+                ok,
+                f"{prefix}env.ogbench.{name}",
+                value,
+                "must be a finite number" + ("" if name == "table_z" else " > 0"),
+            )
 
 
 WORKSPACE = np.array([[0.25, -0.35], [0.6, 0.35]])  # OGBench's _workspace_bounds, xy

@@ -81,19 +81,27 @@ UNSUPPORTED: dict[str, str] = {}
 def supported_tasks() -> list[str]:
     """The tasks this installation runs (the OGBench ones where the extra is installed)."""
     og = importlib.util.find_spec("ogbench") is not None
-    return sorted(t for t in INSTRUCTIONS
-                  if t not in UNSUPPORTED and (og or t not in OGBENCH_TASKS))  # fmt: skip
+    return sorted(
+        t for t in INSTRUCTIONS if t not in UNSUPPORTED and (og or t not in OGBENCH_TASKS)
+    )
 
 
 # Multi-task suites: one policy and one critic over several tasks, told apart by the
 # instruction alone. MT10 as MetaWorld defines it (`metaworld.MT10().train_classes`).
 SUITES: dict[str, tuple[str, ...]] = {
     "mt10": (
-        "reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-open-v3",
-        "drawer-close-v3", "button-press-topdown-v3", "peg-insert-side-v3", "window-open-v3",
+        "reach-v3",
+        "push-v3",
+        "pick-place-v3",
+        "door-open-v3",
+        "drawer-open-v3",
+        "drawer-close-v3",
+        "button-press-topdown-v3",
+        "peg-insert-side-v3",
+        "window-open-v3",
         "window-close-v3",
     ),
-}  # fmt: skip
+}
 
 
 def task_list(name: str) -> list[str]:
@@ -102,8 +110,10 @@ def task_list(name: str) -> list[str]:
         return list(SUITES[name])
     tasks = [check_task(t.strip()) for t in name.split(",") if t.strip()]
     if not tasks or len(set(tasks)) != len(tasks):
-        raise ValueError(f"task {name!r}: name one task, a suite ({', '.join(SUITES)}) or a "
-                         "comma-separated list of distinct tasks")  # fmt: skip
+        raise ValueError(
+            f"task {name!r}: name one task, a suite ({', '.join(SUITES)}) or a "
+            "comma-separated list of distinct tasks"
+        )
     if len(tasks) > 1 and any(backend(t) == "ogbench" for t in tasks):
         raise ValueError(f"task {name!r}: an OGBench task runs alone, not in a list")
     return tasks

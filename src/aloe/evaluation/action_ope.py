@@ -90,8 +90,11 @@ class ActionOpeConfig:
     @classmethod
     def from_args(cls, args: Any) -> ActionOpeConfig:
         """From the `--action-ope-states/-chunks/-rollouts` of `aloe eval` or `aloe compare`."""
-        return cls(states=args.action_ope_states, chunks=args.action_ope_chunks,
-                   rollouts=args.action_ope_rollouts)  # fmt: skip
+        return cls(
+            states=args.action_ope_states,
+            chunks=args.action_ope_chunks,
+            rollouts=args.action_ope_rollouts,
+        )
 
     def check(self, flags: bool = False) -> None:
         """UsageError naming the first field out of range, as `action_ope.states`, or with
@@ -136,9 +139,14 @@ def stratified_rows(source: np.ndarray, eligible: np.ndarray, n: int, seed: int)
 
 
 def sample_candidates(
-    frames: Mapping[str, np.ndarray], restorer: Restorer, chunk_fn: ChunkFn,
-    cfg: ActionOpeConfig, horizon: int, gamma: float, rows: np.ndarray | None = None,
-) -> Candidates:  # fmt: skip
+    frames: Mapping[str, np.ndarray],
+    restorer: Restorer,
+    chunk_fn: ChunkFn,
+    cfg: ActionOpeConfig,
+    horizon: int,
+    gamma: float,
+    rows: np.ndarray | None = None,
+) -> Candidates:
     """Draw the states (stratified by source; or take `rows`) and put C chunks of π beside
     each data chunk."""
     from aloe.datasets.sampler import ChunkSampler
@@ -174,12 +182,24 @@ def chunk_truth(
     """Returns (N, C + 1, R) of each chunk executed from its restored state then π, and
     exact (N,): the restore reproduced the stored observations."""
     prefixes = [
-        [chunk[: int(v.sum())] for chunk, v in zip(chunks, valid, strict=True) for _ in range(rollouts)]
+        [
+            chunk[: int(v.sum())]
+            for chunk, v in zip(chunks, valid, strict=True)
+            for _ in range(rollouts)
+        ]
         for chunks, valid in zip(cands.chunks, cands.valid, strict=True)
-    ]  # fmt: skip
-    returns, exact = restored_returns(make_env, restorer, cands.rows, prefixes, policy,
-                                      gamma=gamma, make_watcher=make_watcher, reseed=reseed,
-                                      batch_envs=batch_envs)  # fmt: skip
+    ]
+    returns, exact = restored_returns(
+        make_env,
+        restorer,
+        cands.rows,
+        prefixes,
+        policy,
+        gamma=gamma,
+        make_watcher=make_watcher,
+        reseed=reseed,
+        batch_envs=batch_envs,
+    )
     return returns.reshape(*cands.chunks.shape[:2], rollouts), exact
 
 
@@ -208,8 +228,9 @@ def score_states(
     a_true = q_true[:, DATA] - q_true[:, 1:].mean(1)
     flat = constant_rows(q_true)
     a_true = np.where(flat, 0.0, a_true)
-    rho = np.array([math.nan if f else spearman(e, t)
-                    for e, t, f in zip(q_pess, q_true, flat, strict=True)])  # fmt: skip
+    rho = np.array(
+        [math.nan if f else spearman(e, t) for e, t, f in zip(q_pess, q_true, flat, strict=True)]
+    )
     ranked, varied = ~np.isnan(rho), ~flat
     out: dict[str, Any] = {
         "states": len(q_true),
@@ -282,19 +303,23 @@ class ActionOpeResult:
     def _sample(self, i: int) -> dict[str, Any]:
         q_true, q_pess = self.q_true[i], self.q_pess[i]
         return {
-            "row": int(self.cands.rows[i]), "source": str(self.cands.source[i]),
+            "row": int(self.cands.rows[i]),
+            "source": str(self.cands.source[i]),
             "valid_steps": int(self.cands.valid[i, DATA].sum()),
-            "q_true": q_true.tolist(), "q_pess": q_pess.tolist(),
+            "q_true": q_true.tolist(),
+            "q_pess": q_pess.tolist(),
             "v_true": float(q_true[1:].mean()),
             "advantage_true": float(q_true[DATA] - q_true[1:].mean()),
             "advantage": float(q_pess[DATA] - q_pess[1:].mean()),
             "weight": None if self.weights is None else float(self.weights[i]),
-            "spearman": spearman(q_pess, q_true), "exact": bool(self.exact[i]),
-        }  # fmt: skip
+            "spearman": spearman(q_pess, q_true),
+            "exact": bool(self.exact[i]),
+        }
 
 
-def run_action_ope(run: Any, cfg: ActionOpeConfig, rows: np.ndarray | None = None
-                   ) -> ActionOpeResult:  # fmt: skip
+def run_action_ope(
+    run: Any, cfg: ActionOpeConfig, rows: np.ndarray | None = None
+) -> ActionOpeResult:
     """Action-level OPE of a loaded run (`aloe.load_run`) with a chunked Q critic (ALOE), at
     `cfg.states` buffer states drawn per source, or at the given buffer `rows`.
 
@@ -313,13 +338,20 @@ def run_action_ope(run: Any, cfg: ActionOpeConfig, rows: np.ndarray | None = Non
     frames, restorer = load_buffer(run)
     exec_h = cfg.exec_horizon or rc.exec_horizon
     policy = ActorBatchPolicy(run.actor, exec_h, run.device, seed=cfg.seed)
-    cands = sample_candidates(frames, restorer, actor_chunk_fn(run, cfg.seed), cfg,
-                              rc.horizon, rc.aloe.gamma, rows)  # fmt: skip
+    cands = sample_candidates(
+        frames, restorer, actor_chunk_fn(run, cfg.seed), cfg, rc.horizon, rc.aloe.gamma, rows
+    )
     truth, exact = chunk_truth(
-        lambda: make_env(rc.env), restorer, cands, policy, gamma=rc.aloe.gamma,
-        rollouts=cfg.rollouts, make_watcher=watcher_factory(run, cfg.watch),
-        reseed=lambda k: policy.reseed(cfg.seed * 1_000_003 + k), batch_envs=cfg.batch_envs,
-    )  # fmt: skip
+        lambda: make_env(rc.env),
+        restorer,
+        cands,
+        policy,
+        gamma=rc.aloe.gamma,
+        rollouts=cfg.rollouts,
+        make_watcher=watcher_factory(run, cfg.watch),
+        reseed=lambda k: policy.reseed(cfg.seed * 1_000_003 + k),
+        batch_envs=cfg.batch_envs,
+    )
     q = critic_members(critic_q_fn(run.critic, run.device), cands)
     weights = learner_weights(run, cands.batch, cfg.seed) if run.algorithm.weighted else None
     wall = time.perf_counter() - start
@@ -335,16 +367,21 @@ def not_applicable(run: Any) -> str:
 
     with_q = ", ".join(a for a, row in ALGORITHMS.items() if row.value == "q")
     kind = {"state": "a state value V(s)", None: "no value function"}[run.algorithm.value]
-    return (f"algo {run.config.algo!r} learns {kind}, not a chunked Q critic; action-level "
-            f"OPE ranks a Q critic's chunks (algos with one: {with_q})")  # fmt: skip
+    return (
+        f"algo {run.config.algo!r} learns {kind}, not a chunked Q critic; action-level "
+        f"OPE ranks a Q critic's chunks (algos with one: {with_q})"
+    )
 
 
 def critic_members(q_fn: QFn, cands: Candidates) -> np.ndarray:
     """Every member's Q (K, N, C + 1) of every state's chunks."""
     n, c1 = cands.chunks.shape[:2]
     states = np.repeat(cands.states, c1, axis=0)
-    q = q_fn(states, cands.chunks.reshape(n * c1, *cands.chunks.shape[2:]),
-             cands.valid.reshape(n * c1, -1))  # fmt: skip
+    q = q_fn(
+        states,
+        cands.chunks.reshape(n * c1, *cands.chunks.shape[2:]),
+        cands.valid.reshape(n * c1, -1),
+    )
     return np.asarray(q).reshape(len(q), n, c1)
 
 

@@ -85,8 +85,14 @@ class GroundTruth:
     exact: np.ndarray  # (P,) bool: the restore reproduced the stored observations
 
 
-def sample_pairs(frames: Mapping[str, np.ndarray], restorer: Restorer, n: int,
-                 horizon: int, gamma: float, seed: int) -> Pairs:  # fmt: skip
+def sample_pairs(
+    frames: Mapping[str, np.ndarray],
+    restorer: Restorer,
+    n: int,
+    horizon: int,
+    gamma: float,
+    seed: int,
+) -> Pairs:
     """Draw n distinct restorable steps uniformly; their chunks follow the sampler's rule."""
     from aloe.datasets.sampler import ChunkSampler
 
@@ -95,9 +101,14 @@ def sample_pairs(frames: Mapping[str, np.ndarray], restorer: Restorer, n: int,
         raise ValueError("no restorable step: the store's episodes carry no seed")
     rows = np.sort(np.random.default_rng(seed).choice(ok, size=min(n, ok.size), replace=False))
     batch = ChunkSampler(frames, horizon=horizon, gamma=gamma).chunks_at(rows)
-    return Pairs(rows, batch.state.numpy(), batch.actions.numpy(), batch.valid.numpy(),
-                 batch.mc_return.numpy().astype(np.float64),
-                 np.asarray(frames[D.SOURCE])[rows].astype(str))  # fmt: skip
+    return Pairs(
+        rows,
+        batch.state.numpy(),
+        batch.actions.numpy(),
+        batch.valid.numpy(),
+        batch.mc_return.numpy().astype(np.float64),
+        np.asarray(frames[D.SOURCE])[rows].astype(str),
+    )
 
 
 def ground_truth(
@@ -121,9 +132,17 @@ def ground_truth(
     for chunk, valid in zip(pairs.chunks, pairs.valid, strict=True):
         n = int(valid.sum())
         prefixes.append([chunk[:n]] * rollouts + [chunk[:0]] * rollouts)
-    returns, exact = restored_returns(make_env, restorer, pairs.rows, prefixes, policy,
-                                      gamma=gamma, make_watcher=make_watcher, reseed=reseed,
-                                      batch_envs=batch_envs)  # fmt: skip
+    returns, exact = restored_returns(
+        make_env,
+        restorer,
+        pairs.rows,
+        prefixes,
+        policy,
+        gamma=gamma,
+        make_watcher=make_watcher,
+        reseed=reseed,
+        batch_envs=batch_envs,
+    )
     returns = returns.reshape(len(pairs.rows), 2, rollouts)
     return GroundTruth(returns[:, 0], returns[:, 1], exact)
 
@@ -172,9 +191,11 @@ def restored_returns(
 
 
 def _restore_pair(
-    restorer: Restorer, envs: list[EpisodeEnv], row: int,
+    restorer: Restorer,
+    envs: list[EpisodeEnv],
+    row: int,
     make_watcher: Callable[[], Watcher] | None,
-) -> tuple[list[np.ndarray], bool, Watcher | None]:  # fmt: skip
+) -> tuple[list[np.ndarray], bool, Watcher | None]:
     """Restore `row` into every env: the first by replay (counters), the rest directly."""
     watcher = make_watcher() if make_watcher else None
     restored = restorer.restore(envs[0], row, watcher)
@@ -249,15 +270,18 @@ class OpeResult:
         }
         samples = [
             {
-                "row": int(r), "source": str(s), "valid_steps": int(self.pairs.valid[i].sum()),
-                "q_true": float(truth.q[i].mean()), "v_true": float(truth.v[i].mean()),
+                "row": int(r),
+                "source": str(s),
+                "valid_steps": int(self.pairs.valid[i].sum()),
+                "q_true": float(truth.q[i].mean()),
+                "v_true": float(truth.v[i].mean()),
                 "q_pess": None if q_pess is None else float(q_pess[i]),
                 "behaviour_return": float(self.pairs.behaviour_return[i]),
                 "v_estimate": None if self.v_estimate is None else float(self.v_estimate[i]),
                 "exact": bool(truth.exact[i]),
             }
             for i, (r, s) in enumerate(zip(self.pairs.rows, self.pairs.source, strict=True))
-        ]  # fmt: skip
+        ]
         return {
             "config": asdict(self.config),
             "gamma": self.gamma,
@@ -289,10 +313,16 @@ def run_ope(
     exec_h = cfg.exec_horizon or rc.exec_horizon
     policy = ActorBatchPolicy(run.actor, exec_h, run.device, seed=cfg.seed)
     truth = ground_truth(
-        lambda: make_env(rc.env), restorer, pairs, policy, gamma=gamma, rollouts=cfg.rollouts,
+        lambda: make_env(rc.env),
+        restorer,
+        pairs,
+        policy,
+        gamma=gamma,
+        rollouts=cfg.rollouts,
         make_watcher=watcher_factory(run, cfg.watch),
-        reseed=lambda k: policy.reseed(cfg.seed * 1_000_003 + k), batch_envs=cfg.batch_envs,
-    )  # fmt: skip
+        reseed=lambda k: policy.reseed(cfg.seed * 1_000_003 + k),
+        batch_envs=cfg.batch_envs,
+    )
     q = q_fn(pairs.states, pairs.chunks, pairs.valid) if q_fn is not None else None
     v = value_fn(pairs.states) if value_fn is not None else None
     extra = {name: np.asarray(fn(pairs.states)) for name, fn in (value_fns or {}).items()}
@@ -323,8 +353,10 @@ def aloe_value_fn(run: Any, num_samples: int, seed: int = 0) -> ValueFn:
 
     def value(states: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            parts = [run.value(states[i : i + 256], num_samples=num_samples, seed=seed + i)
-                     for i in range(0, len(states), 256)]  # fmt: skip
+            parts = [
+                run.value(states[i : i + 256], num_samples=num_samples, seed=seed + i)
+                for i in range(0, len(states), 256)
+            ]
         return np.concatenate(parts)
 
     return value

@@ -33,8 +33,12 @@ def critic_q_fn(critic: torch.nn.Module, device: torch.device, batch: int = 256)
         out = []
         with evaluating(critic):
             for i in range(0, len(states), batch):
-                s, a, v = (torch.as_tensor(np.asarray(x[i : i + batch]), dtype=torch.float32,
-                                           device=device) for x in (states, chunks, valid))  # fmt: skip
+                s, a, v = (
+                    torch.as_tensor(
+                        np.asarray(x[i : i + batch]), dtype=torch.float32, device=device
+                    )
+                    for x in (states, chunks, valid)
+                )
                 tasks = torch.zeros(len(s), dtype=torch.long, device=device)
                 out.append(critic(s, tasks, a, v).cpu().numpy())
         return np.concatenate(out, axis=1)
@@ -81,8 +85,15 @@ def from_store(root: Path, episode: int) -> EpisodeTrace:
     f = {k: frames[k][rows] for k in cols}
     meta = store.episodes().slice(episode, 1).to_pylist()[0]
     title = f"episode {episode} (iteration {meta['iteration']}, seed {meta['seed']})"
-    return EpisodeTrace(f[D.STATE], f[D.ACTION], f[D.SOURCE].astype(str), f[D.FRAGMENT],
-                        f[D.FAILURE_REASON].astype(str), bool(f[D.SUCCESS][-1]), title)  # fmt: skip
+    return EpisodeTrace(
+        f[D.STATE],
+        f[D.ACTION],
+        f[D.SOURCE].astype(str),
+        f[D.FRAGMENT],
+        f[D.FAILURE_REASON].astype(str),
+        bool(f[D.SUCCESS][-1]),
+        title,
+    )
 
 
 def from_trajectory(traj: Any, title: str) -> EpisodeTrace:
@@ -91,9 +102,15 @@ def from_trajectory(traj: Any, title: str) -> EpisodeTrace:
     reasons = np.array([""] * n, dtype=object)
     if traj.failure_reason:
         reasons[-1] = traj.failure_reason
-    return EpisodeTrace(np.stack(traj.states[:n]), np.stack(traj.actions),
-                        np.array(["policy"] * n), np.zeros(n, dtype=np.int64),
-                        reasons.astype(str), traj.success, title)  # fmt: skip
+    return EpisodeTrace(
+        np.stack(traj.states[:n]),
+        np.stack(traj.actions),
+        np.array(["policy"] * n),
+        np.zeros(n, dtype=np.int64),
+        reasons.astype(str),
+        traj.success,
+        title,
+    )
 
 
 def q_trace(q_fn: QFn, trace: EpisodeTrace, horizon: int) -> np.ndarray:
@@ -114,16 +131,28 @@ def plot_q_trace(trace: EpisodeTrace, q: np.ndarray, path: Path, control_hz: flo
     fig, ax = plt.subplots(figsize=(10, 3.6))
     for start, end, source in _runs(trace.source, trace.fragment):
         ax.axvspan(start - 0.5, end - 0.5, color=SOURCE_COLOURS.get(source, "#eee"), lw=0)
-    ax.fill_between(t, q.min(0), q.max(0), color="#1f77b4", alpha=0.2, lw=0,
-                    label=f"ensemble range (K={q.shape[0]})")  # fmt: skip
+    ax.fill_between(
+        t,
+        q.min(0),
+        q.max(0),
+        color="#1f77b4",
+        alpha=0.2,
+        lw=0,
+        label=f"ensemble range (K={q.shape[0]})",
+    )
     ax.plot(t, q_pess, color="#1f77b4", lw=1.6, label="Q_pess of the executed chunk")
     _mark_events(ax, trace, q_pess)
     handles, labels = ax.get_legend_handles_labels()
     patches = [plt.Rectangle((0, 0), 1, 1, color=SOURCE_COLOURS[s]) for s in SOURCE_COLOURS]
     present = [s for s in SOURCE_COLOURS if s in set(trace.source.tolist())]
-    ax.legend(handles + [patches[list(SOURCE_COLOURS).index(s)] for s in present],
-              labels + [f"{s} fragment" for s in present], fontsize=7, loc="upper left",
-              bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # fmt: skip
+    ax.legend(
+        handles + [patches[list(SOURCE_COLOURS).index(s)] for s in present],
+        labels + [f"{s} fragment" for s in present],
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0.0,
+    )
     ax.set_xlabel(f"step ({control_hz:g} Hz)")
     ax.set_ylabel("Q")
     ax.set_title(trace.title, fontsize=10)
@@ -236,20 +265,36 @@ def _check_plot_args(args: PlotQArgs) -> None:
     from aloe.errors import require
     from aloe.run import read_run_config, require_run_dir
 
-    require(not (args.rollout and args.episode is not None), "--episode", args.episode,
-            "give --episode or --rollout, not both")  # fmt: skip
+    require(
+        not (args.rollout and args.episode is not None),
+        "--episode",
+        args.episode,
+        "give --episode or --rollout, not both",
+    )
     require(args.seed >= 0, "--seed", args.seed, "must be >= 0")
-    require(args.out is None or not args.out.is_dir(), "--out", args.out,
-            "is a directory; give a .png file")  # fmt: skip
+    require(
+        args.out is None or not args.out.is_dir(),
+        "--out",
+        args.out,
+        "is a directory; give a .png file",
+    )
     require_run_dir(args.run, "--run")
     algo = read_run_config(args.run).algo
-    require(ALGORITHMS[algo].value != "state", "--run", args.run,
-            f"algo {algo!r} learns a state value V(s), not the chunked Q that plot-q plots")  # fmt: skip
+    require(
+        ALGORITHMS[algo].value != "state",
+        "--run",
+        args.run,
+        f"algo {algo!r} learns a state value V(s), not the chunked Q that plot-q plots",
+    )
     if not args.rollout:
         n = _num_episodes(args.run / "dataset")
         require(n > 0, "--run", args.run, "its dataset has no episodes; use --rollout")
-        require(args.episode is None or 0 <= args.episode < n, "--episode", args.episode,
-                f"the run's dataset has episodes 0..{n - 1}")  # fmt: skip
+        require(
+            args.episode is None or 0 <= args.episode < n,
+            "--episode",
+            args.episode,
+            f"the run's dataset has episodes 0..{n - 1}",
+        )
 
 
 def _num_episodes(root: Path) -> int:

@@ -19,10 +19,29 @@ from typing import Any
 
 from aloe.report import figure_html, png_html, table_html, write_page
 
-CONFIG_FIELDS = ("task", "algo", "preset", "seed", "iterations", "horizon", "exec_horizon",
-                 "num_demos", "bc_steps", "eval_episodes")  # fmt: skip
-SPEED_COLUMNS = ("condition", "description", "success_rate", "success_ci95", "mean_steps_to_success",
-                 "throughput", "episodes_per_hour", "episodes", "failure_reasons")  # fmt: skip
+CONFIG_FIELDS = (
+    "task",
+    "algo",
+    "preset",
+    "seed",
+    "iterations",
+    "horizon",
+    "exec_horizon",
+    "num_demos",
+    "bc_steps",
+    "eval_episodes",
+)
+SPEED_COLUMNS = (
+    "condition",
+    "description",
+    "success_rate",
+    "success_ci95",
+    "mean_steps_to_success",
+    "throughput",
+    "episodes_per_hour",
+    "episodes",
+    "failure_reasons",
+)
 SKIP_METRICS = {"iteration", "wall_s"}
 
 
@@ -33,8 +52,9 @@ def build_run_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     config = _read_json(run_dir / "config.json")
     if not isinstance(config, dict):
-        raise bad("run", run_dir, "no readable config.json; give a directory written by "
-                  "`aloe train`")  # fmt: skip
+        raise bad(
+            "run", run_dir, "no readable config.json; give a directory written by `aloe train`"
+        )
     title = f"aloe run {run_dir.name}: {config.get('task', '?')}, {config.get('algo', '?')}"
     sections = [("Configuration", _config_html(config))]
     sections.append(("Training metrics per iteration", _metrics_html(run_dir / "metrics.jsonl")))
@@ -112,8 +132,9 @@ def _by_task_html(path: Path) -> str | None:
         line["final steps to success"] = rows[-1]["steps_to_success_by_task"].get(task)
         table.append(line)
     mean = {"task": "mean", **{f"iter {r['iteration']}": r["success_rate"] for r in rows}}
-    return table_html([*table, mean | {"final steps to success": rows[-1].get(
-        "mean_steps_to_success")}])  # fmt: skip
+    return table_html(
+        [*table, mean | {"final steps to success": rows[-1].get("mean_steps_to_success")}]
+    )
 
 
 def _finite(values: Any) -> bool:
@@ -134,24 +155,40 @@ def _eval_sections(run_dir: Path, ev: dict[str, Any]) -> list[tuple[str, str]]:
         ("Success and throughput; unseen objects", head + table_html(speed, SPEED_COLUMNS)),
         ("Robustness to perturbations", table_html(perturbed, SPEED_COLUMNS)),
     ]
-    traces = [png_html(run_dir / p, Path(p).stem) for p in ev.get("q_traces") or []
-              if (run_dir / p).is_file()]  # fmt: skip
+    traces = [
+        png_html(run_dir / p, Path(p).stem)
+        for p in ev.get("q_traces") or []
+        if (run_dir / p).is_file()
+    ]
     if traces:
         sections.append(("Q traces (Figs. 3 and 9)", "\n".join(traces)))
     if ev.get("ope"):
         sections.append(("Off-policy evaluation accuracy", _ope_html(run_dir, ev["ope"])))
     if ev.get("action_ope"):
-        sections.append(("Action-level OPE: chunks ranked at one state",
-                         _action_ope_html(run_dir, ev["action_ope"])))  # fmt: skip
+        sections.append(
+            (
+                "Action-level OPE: chunks ranked at one state",
+                _action_ope_html(run_dir, ev["action_ope"]),
+            )
+        )
     if ev.get("weights_by_source"):
-        note = ('<p class="note">Chunks drawn from the buffer as training draws them; weights '
-                "exp(clip(A/β)) (Eq. 11) from the checkpoint's critic.</p>")  # fmt: skip
+        note = (
+            '<p class="note">Chunks drawn from the buffer as training draws them; weights '
+            "exp(clip(A/β)) (Eq. 11) from the checkpoint's critic.</p>"
+        )
         rows = [{"source": k, **v} for k, v in ev["weights_by_source"].items()]
-        outcome = [{"policy chunk": k, **v}
-                   for k, v in (ev.get("weights_by_policy_outcome") or {}).items()]  # fmt: skip
-        split = ('<p class="note">The policy\'s chunks by how their fragment ended (shares of '
-                 "the whole buffer's weight). HG-DAgger never imitates the first two.</p>"
-                 + table_html(outcome)) if outcome else ""  # fmt: skip
+        outcome = [
+            {"policy chunk": k, **v} for k, v in (ev.get("weights_by_policy_outcome") or {}).items()
+        ]
+        split = (
+            (
+                '<p class="note">The policy\'s chunks by how their fragment ended (shares of '
+                "the whole buffer's weight). HG-DAgger never imitates the first two.</p>"
+                + table_html(outcome)
+            )
+            if outcome
+            else ""
+        )
         sections.append(("Which data the actor imitates", note + table_html(rows) + split))
     return sections
 
@@ -201,10 +238,19 @@ def _estimator_rows(scores: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-ACTION_OPE_COLUMNS = ("states", "within_state_spearman", "within_state_spearman_n",
-                      "constant_truth", "constant_estimate", "sign_accuracy",
-                      "true_advantage_positive", "weight_sign_accuracy", "weights_pearson",
-                      "weights_spearman", "advantage_spearman")  # fmt: skip
+ACTION_OPE_COLUMNS = (
+    "states",
+    "within_state_spearman",
+    "within_state_spearman_n",
+    "constant_truth",
+    "constant_estimate",
+    "sign_accuracy",
+    "true_advantage_positive",
+    "weight_sign_accuracy",
+    "weights_pearson",
+    "weights_spearman",
+    "advantage_spearman",
+)
 
 
 def _action_ope_html(run_dir: Path, entry: dict[str, Any]) -> str:

@@ -49,8 +49,7 @@ from aloe.rollout import Watcher
 
 MJ_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
 PREV = slice(18, 36)  # the previous frame in MetaWorld's frame-stacked observation
-COLUMNS = [D.STATE, D.NEXT_STATE, D.ACTION, D.SOURCE, D.FRAGMENT, D.SIM_STATE,
-           D.EPISODE, D.FRAME]  # fmt: skip
+COLUMNS = [D.STATE, D.NEXT_STATE, D.ACTION, D.SOURCE, D.FRAGMENT, D.SIM_STATE, D.EPISODE, D.FRAME]
 
 
 def restore_step(
@@ -110,8 +109,13 @@ class EpisodeRestorer:
         first = self.first[episode]
         counters = self._counter_start(first, row)
         watch_from = self._fragment_start(row) if src[row] == "policy" else row
-        obs = restore_step(env, self.seeds[episode], f[D.ACTION][first], f[D.SIM_STATE][counters],
-                           f[D.STATE][counters])  # fmt: skip
+        obs = restore_step(
+            env,
+            self.seeds[episode],
+            f[D.ACTION][first],
+            f[D.SIM_STATE][counters],
+            f[D.STATE][counters],
+        )
         exact = bool(np.array_equal(obs, f[D.STATE][counters]))
         env.detector.reset(f[D.STATE][first])
         lift = env.detector.start_z + env.detector.cfg.lift_height
@@ -139,8 +143,9 @@ class EpisodeRestorer:
         f = self.f
         episode = int(f[D.EPISODE][row])
         first = self.first[episode]
-        obs = restore_step(dst, self.seeds[episode], f[D.ACTION][first], f[D.SIM_STATE][row],
-                           f[D.STATE][row])  # fmt: skip
+        obs = restore_step(
+            dst, self.seeds[episode], f[D.ACTION][first], f[D.SIM_STATE][row], f[D.STATE][row]
+        )
         vars(dst.detector).update(copy.deepcopy(vars(src.detector)))
         dst.steps, dst.limit = src.steps, src.limit
         return obs
@@ -214,8 +219,9 @@ class ReplayRestorer:
         return np.asarray(obs["state"], dtype=np.float32)
 
     @staticmethod
-    def _rewound(env: EpisodeEnv, obs: dict, snaps: list[tuple[np.ndarray, dict]],
-                 start: np.ndarray) -> dict:  # fmt: skip
+    def _rewound(
+        env: EpisodeEnv, obs: dict, snaps: list[tuple[np.ndarray, dict]], start: np.ndarray
+    ) -> dict:
         """The observation an operator fragment starts from: where a takeover rewound the
         world (its first observation `start` is not the current one), the latest replayed
         step observed as `start` is restored. Not found: the replay goes on from here, and
@@ -244,8 +250,9 @@ class Restorer(Protocol):
     def copy_to(self, src: Any, dst: Any, row: int) -> np.ndarray: ...
 
 
-def make_restorer(task: str, frames: Mapping[str, np.ndarray], seeds: Mapping[int, int],
-                  max_steps: int) -> Restorer:  # fmt: skip
+def make_restorer(
+    task: str, frames: Mapping[str, np.ndarray], seeds: Mapping[int, int], max_steps: int
+) -> Restorer:
     """The restorer of `task`'s backend: MetaWorld's from the stored states, else by replay."""
     from aloe.envs.tasks import backend
 

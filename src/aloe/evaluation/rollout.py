@@ -127,8 +127,11 @@ def play(
         if prefixes is not None and len(prefixes[i]):
             part.give(list(prefixes[i]))
         parts.append(part)
-    lockstep(parts, lambda need: policy.act_chunks(np.stack([p.obs["state"] for p in need])),
-             policy.exec_horizon)  # fmt: skip
+    lockstep(
+        parts,
+        lambda need: policy.act_chunks(np.stack([p.obs["state"] for p in need])),
+        policy.exec_horizon,
+    )
     return [t.finish(p.success, p.reason, p.truncated) for t, p in zip(trajs, parts, strict=True)]
 
 

@@ -108,9 +108,12 @@ def run_suite(run_dir: Path, cfg: SuiteConfig) -> dict[str, Any]:
     # reseeded per episode from (cfg.seed, episode seed), exactly as in `aloe eval`
     policy = run.chunk_policy(seed=cfg.seed)
     out: dict[str, Any] = {
-        "suite": "full", "task": run.config.task, "algo": run.config.algo,
-        "iteration": run.iteration, "seeds": [seeds[0], seeds[-1]] if seeds else [],
-    }  # fmt: skip
+        "suite": "full",
+        "task": run.config.task,
+        "algo": run.config.algo,
+        "iteration": run.iteration,
+        "seeds": [seeds[0], seeds[-1]] if seeds else [],
+    }
     out["nominal"] = _log(cfg, "nominal", evaluate_condition(env, policy, seeds))
     out["variants"], out["perturbations"], out["q_traces"] = {}, {}, []
     if not metaworld:
@@ -159,11 +162,12 @@ def _ope(run: Any, cfg: OpeConfig, figures: Path) -> dict[str, Any] | None:
         return None
     has_critic = ALGORITHMS[run.config.algo].value == "q"
     result = run_ope(
-        run, cfg,
+        run,
+        cfg,
         q_fn=critic_q_fn(run.critic, run.device) if has_critic else None,
         value_fn=aloe_value_fn(run, cfg.value_samples) if has_critic else None,
         value_fns=state_value_fns(run),
-    )  # fmt: skip
+    )
     figures.mkdir(parents=True, exist_ok=True)
     scatter = plot_ope(result, figures / "ope-scatter.png")
     return {**result.as_dict(), "scatter": str(Path(scatter).relative_to(run.root))}
@@ -182,8 +186,10 @@ def _action_ope(
     figure = plot_action_ope(result, figures / "action-ope.png")
     out = {**result.as_dict(), "figure": str(Path(figure).relative_to(run.root))}
     if progress:
-        print(json.dumps({"condition": "action_ope", **_json_safe(action_ope_brief(out))}),
-              file=sys.stderr)  # fmt: skip
+        print(
+            json.dumps({"condition": "action_ope", **_json_safe(action_ope_brief(out))}),
+            file=sys.stderr,
+        )
     return out
 
 
@@ -192,14 +198,22 @@ def action_ope_brief(entry: dict[str, Any] | None) -> dict[str, Any] | None:
     if not entry or not entry.get("applicable"):
         return entry
     return {
-        **entry["counts"], "wall_s": round(entry["wall_s"], 1), **_headline(entry),
+        **entry["counts"],
+        "wall_s": round(entry["wall_s"], 1),
+        **_headline(entry),
         "by_source": {s: _headline(v) for s, v in entry["by_source"].items()},
-    }  # fmt: skip
+    }
 
 
 def _headline(scores: dict[str, Any]) -> dict[str, Any]:
-    keys = ("within_state_spearman", "constant_truth", "sign_accuracy",
-            "true_advantage_positive", "weights_pearson", "weights_spearman")  # fmt: skip
+    keys = (
+        "within_state_spearman",
+        "constant_truth",
+        "sign_accuracy",
+        "true_advantage_positive",
+        "weights_pearson",
+        "weights_spearman",
+    )
     return {k: scores[k] for k in keys if k in scores}
 
 
@@ -231,8 +245,9 @@ def learner_value_fn(learner: Any, batch: int = 256) -> ValueFn:
         out = []
         with evaluating(learner.critic):
             for i in range(0, len(states), batch):
-                s = torch.as_tensor(states[i : i + batch], dtype=torch.float32,
-                                    device=learner.device)  # fmt: skip
+                s = torch.as_tensor(
+                    states[i : i + batch], dtype=torch.float32, device=learner.device
+                )
                 tasks = torch.zeros(len(s), dtype=torch.long, device=learner.device)
                 out.append(learner.value(s, tasks).cpu().numpy())
         return np.concatenate(out)
@@ -265,9 +280,13 @@ def _check_state_run(run_dir: Path) -> None:
     from aloe.run import read_run_config
 
     cfg = read_run_config(run_dir)
-    require(cfg.obs == "state" and len(task_list(cfg.task)) == 1, "--run", run_dir,
-            f"--suite full evaluates single-task state runs; this one has obs={cfg.obs!r}, "
-            f"task={cfg.task!r}: use --suite basic")  # fmt: skip
+    require(
+        cfg.obs == "state" and len(task_list(cfg.task)) == 1,
+        "--run",
+        run_dir,
+        f"--suite full evaluates single-task state runs; this one has obs={cfg.obs!r}, "
+        f"task={cfg.task!r}: use --suite basic",
+    )
 
 
 def cmd_eval_action_ope(args: Any) -> int:
@@ -279,8 +298,12 @@ def cmd_eval_action_ope(args: Any) -> int:
     from aloe.run import load_run
 
     args.validate()
-    require(args.action_ope_states >= 1, "--action-ope-states", args.action_ope_states,
-            "must be >= 1 with --suite action-ope")  # fmt: skip
+    require(
+        args.action_ope_states >= 1,
+        "--action-ope-states",
+        args.action_ope_states,
+        "must be >= 1 with --suite action-ope",
+    )
     _check_state_run(Path(args.run))
     run = load_run(Path(args.run), what="--run")
     if not has_q_critic(run):
@@ -290,8 +313,12 @@ def cmd_eval_action_ope(args: Any) -> int:
     path = Path(args.run) / ACTION_OPE_FILE
     text = json.dumps(out, indent=1).encode()
     write_atomic(path, lambda f: f.write(text))
-    print(json.dumps({"iteration": run.iteration, **(action_ope_brief(out) or {}),
-                      "file": str(path)}, indent=1))  # fmt: skip
+    print(
+        json.dumps(
+            {"iteration": run.iteration, **(action_ope_brief(out) or {}), "file": str(path)},
+            indent=1,
+        )
+    )
     return 0
 
 
@@ -301,11 +328,22 @@ def cmd_eval_full(args: Any) -> int:
     _check_state_run(Path(args.run))
     ope = OpeConfig(pairs=args.ope_pairs, rollouts=args.ope_rollouts)
     action = ActionOpeConfig.from_args(args)
-    cfg = SuiteConfig(episodes=args.episodes, seed=args.seed, ope=ope, action_ope=action,
-                      progress=args.progress is not False)  # fmt: skip
+    cfg = SuiteConfig(
+        episodes=args.episodes,
+        seed=args.seed,
+        ope=ope,
+        action_ope=action,
+        progress=args.progress is not False,
+    )
     out = run_suite(Path(args.run), cfg)
     brief = {k: out[k] for k in ("task", "algo", "iteration", "nominal")}
     brief["action_ope"] = action_ope_brief(out["action_ope"])
-    print(json.dumps(_json_safe({**brief, "eval": str(Path(args.run) / "eval.json"),
-                                 "report": out["report"]}), indent=1))  # fmt: skip
+    print(
+        json.dumps(
+            _json_safe(
+                {**brief, "eval": str(Path(args.run) / "eval.json"), "report": out["report"]}
+            ),
+            indent=1,
+        )
+    )
     return 0

@@ -96,8 +96,9 @@ class Variant:
         return self.init_low is not None or self.shift_init
 
 
-SHAPE = Variant("shape", "object shape changed: round geoms become boxes, boxes cylinders",
-                reshape=True)  # fmt: skip
+SHAPE = Variant(
+    "shape", "object shape changed: round geoms become boxes, boxes cylinders", reshape=True
+)
 # Objects made of many boxes (assembly's nut is a ring of 11): as cylinders the ring closes
 # and no longer fits the peg, so the scripted expert solves 0/6; they get no shape variant.
 KEEP_SHAPE = {"assembly-v3", "disassemble-v3"}
@@ -164,10 +165,19 @@ def subtree(model: mujoco.MjModel, root: int) -> np.ndarray:
 # (model field, index kind) of everything a variant may edit; saved and restored by rows
 _FIELDS = {
     "body": ("body_pos", "body_ipos", "body_inertia", "body_mass"),
-    "geom": ("geom_size", "geom_pos", "geom_rbound", "geom_aabb", "geom_friction",
-             "geom_priority", "geom_rgba", "geom_matid", "geom_type"),
+    "geom": (
+        "geom_size",
+        "geom_pos",
+        "geom_rbound",
+        "geom_aabb",
+        "geom_friction",
+        "geom_priority",
+        "geom_rgba",
+        "geom_matid",
+        "geom_type",
+    ),
     "site": ("site_pos", "site_size"),
-}  # fmt: skip
+}
 
 
 @contextmanager

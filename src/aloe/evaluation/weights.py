@@ -29,13 +29,20 @@ def buffer_weights(run: Any, rows: int = 4000, seed: int = 0) -> dict[str, Any]:
     """The learner's weights w and clipped advantages A (as `actor_weights` gives them) of
     `rows` chunks drawn from the run's store, with their rows in `frames`."""
     if run.config.algo not in WEIGHTED_ALGOS:
-        raise ValueError(f"algo {run.config.algo!r} does not weight its data; "
-                         f"only {WEIGHTED_ALGOS} do")  # fmt: skip
+        raise ValueError(
+            f"algo {run.config.algo!r} does not weight its data; only {WEIGHTED_ALGOS} do"
+        )
     frames = run.obs.frames(EpisodeStore.open(run.root / "dataset"), D.FRAME_COLUMNS)
-    sampler = ChunkSampler(frames, horizon=run.config.horizon, gamma=run.config.aloe.gamma,
-                           seed=seed, device=run.device)  # fmt: skip
-    picked = np.sort(np.random.default_rng(seed).choice(len(sampler), min(rows, len(sampler)),
-                                                        False))  # fmt: skip
+    sampler = ChunkSampler(
+        frames,
+        horizon=run.config.horizon,
+        gamma=run.config.aloe.gamma,
+        seed=seed,
+        device=run.device,
+    )
+    picked = np.sort(
+        np.random.default_rng(seed).choice(len(sampler), min(rows, len(sampler)), False)
+    )
     batch = sampler.chunks_at(picked)
     run.learner.generator.manual_seed(seed)
     adv, w = [], []
@@ -45,12 +52,18 @@ def buffer_weights(run: Any, rows: int = 4000, seed: int = 0) -> dict[str, Any]:
         a = torch.log(weights) * run.learner.beta  # A/β inside the clip: A where unclipped
         w.append(weights.cpu())
         adv.append(a.cpu())
-    return {"frames": frames, "rows": picked, "weights": torch.cat(w).numpy(),
-            "advantage": torch.cat(adv).numpy(), "source": batch.source.cpu().numpy()}  # fmt: skip
+    return {
+        "frames": frames,
+        "rows": picked,
+        "weights": torch.cat(w).numpy(),
+        "advantage": torch.cat(adv).numpy(),
+        "source": batch.source.cpu().numpy(),
+    }
 
 
-def _summary(groups: dict[str, np.ndarray], weights: np.ndarray, advantage: np.ndarray
-             ) -> dict[str, dict[str, float]]:  # fmt: skip
+def _summary(
+    groups: dict[str, np.ndarray], weights: np.ndarray, advantage: np.ndarray
+) -> dict[str, dict[str, float]]:
     out = {}
     for name, m in groups.items():
         if m.any():
@@ -64,8 +77,9 @@ def _summary(groups: dict[str, np.ndarray], weights: np.ndarray, advantage: np.n
     return out
 
 
-def weights_by_source(run: Any, rows: int = 4000, seed: int = 0,
-                      bw: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:  # fmt: skip
+def weights_by_source(
+    run: Any, rows: int = 4000, seed: int = 0, bw: dict[str, Any] | None = None
+) -> dict[str, dict[str, float]]:
     """Per source: rows (fraction), weight_share, weight_mean, advantage_mean/std (of `bw`,
     `buffer_weights`' output, when given)."""
     bw = bw or buffer_weights(run, rows, seed)
@@ -84,13 +98,16 @@ def fragment_failure(frames: Any, rows: np.ndarray, horizon: int) -> tuple[np.nd
     return failed & (end - rows < horizon), failed
 
 
-POLICY_OUTCOMES = ("reaches its fragment's failure", "earlier in a failed fragment",
-                   "fragment without a failure")  # fmt: skip
+POLICY_OUTCOMES = (
+    "reaches its fragment's failure",
+    "earlier in a failed fragment",
+    "fragment without a failure",
+)
 
 
-def weights_by_policy_outcome(run: Any, rows: int = 4000, seed: int = 0,
-                              bw: dict[str, Any] | None = None
-                              ) -> dict[str, dict[str, float]]:  # fmt: skip
+def weights_by_policy_outcome(
+    run: Any, rows: int = 4000, seed: int = 0, bw: dict[str, Any] | None = None
+) -> dict[str, dict[str, float]]:
     """The policy's chunks (`weights_by_source`'s policy rows) by how their fragment ended:
     the chunk reaches a labelled failure (a takeover cut or a failure event) within its h
     steps; the fragment ends in one later; or it ends otherwise (success, time limit without
@@ -99,5 +116,4 @@ def weights_by_policy_outcome(run: Any, rows: int = 4000, seed: int = 0,
     reaches, failed = fragment_failure(bw["frames"], bw["rows"], run.config.horizon)
     policy = bw["source"] == D.SOURCES.index("policy")
     masks = (policy & reaches, policy & failed & ~reaches, policy & ~failed)
-    return _summary(dict(zip(POLICY_OUTCOMES, masks, strict=True)), bw["weights"],
-                    bw["advantage"])  # fmt: skip
+    return _summary(dict(zip(POLICY_OUTCOMES, masks, strict=True)), bw["weights"], bw["advantage"])

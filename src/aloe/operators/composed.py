@@ -50,9 +50,11 @@ class ComposedOperator:
         self.retreat, self.stall = 0, StallWatch(cfg)
         env = SimpleNamespace(unwrapped=SimpleNamespace(_arm_sampling_bounds=_PARK))
         self.oracles: dict[str, Any] = {
-            "cube": CubeMarkovOracle(env=env), "button": ButtonMarkovOracle(env=env),
-            "drawer": DrawerMarkovOracle(env=env), "window": WindowMarkovOracle(env=env),
-        }  # fmt: skip
+            "cube": CubeMarkovOracle(env=env),
+            "button": ButtonMarkovOracle(env=env),
+            "drawer": DrawerMarkovOracle(env=env),
+            "window": WindowMarkovOracle(env=env),
+        }
         self.reset(seed)
 
     def reset(self, seed: int) -> None:
@@ -106,9 +108,11 @@ def next_subtask(task: str, info: dict[str, Any]) -> tuple[str, dict[str, Any]] 
     for i in range(_count(info, "goal/block_{}_pos")):
         goal = info[f"goal/block_{i}_pos"]
         if np.linalg.norm(info[f"privileged/block_{i}_pos"] - goal) > 0.04:
-            return "cube", {"privileged/target_block": i,
-                            "privileged/target_block_pos": goal.copy(),
-                            "privileged/target_block_yaw": np.zeros(1)}  # fmt: skip
+            return "cube", {
+                "privileged/target_block": i,
+                "privileged/target_block_pos": goal.copy(),
+                "privileged/target_block_yaw": np.zeros(1),
+            }
     if task == "scene":
         return _next_scene_stage(info)
     return None
@@ -120,9 +124,10 @@ def _next_scene_stage(info: dict[str, Any]) -> tuple[str, dict[str, Any]] | None
         if abs(float(info[f"privileged/{part}_pos"][0]) - info[f"goal/{part}_pos"]) > 0.04:
             if states[button] == 0:  # locked
                 return _press(info, button)
-            return part, {f"privileged/target_{part}_pos": np.array([info[f"goal/{part}_pos"]]),
-                          f"privileged/target_{part}_handle_pos":
-                              info[f"goal/{part}_handle_pos"].copy()}  # fmt: skip
+            return part, {
+                f"privileged/target_{part}_pos": np.array([info[f"goal/{part}_pos"]]),
+                f"privileged/target_{part}_handle_pos": info[f"goal/{part}_handle_pos"].copy(),
+            }
     for button, (now, want) in enumerate(zip(states, goal, strict=True)):
         if now != want:
             return _press(info, button)
@@ -225,8 +230,9 @@ def at_control_rate(cfg: HumanConfig) -> HumanConfig:
     (a quarter of the steps; the tremor, defined per step, is left as it is)."""
     scale = CONTROL_HZ / HUMAN_HZ
     steps = ("reaction_steps", "lag_steps", "retry_steps", "back_off_steps", "notice_steps")
-    new: dict[str, Any] = {k: max(1 if k != "lag_steps" else 0, round(getattr(cfg, k) * scale))
-                           for k in steps}  # fmt: skip
+    new: dict[str, Any] = {
+        k: max(1 if k != "lag_steps" else 0, round(getattr(cfg, k) * scale)) for k in steps
+    }
     return dataclasses.replace(cfg, drift_tau_steps=cfg.drift_tau_steps * scale, **new)
 
 

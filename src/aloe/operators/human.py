@@ -114,22 +114,42 @@ class HumanConfig:
         checks: list[tuple[str, bool, str]] = [
             ("reaction_steps", self.reaction_steps >= 0, "must be >= 0"),
             ("lag_steps", self.lag_steps >= 0, "must be >= 0"),
-            ("speed", _finite(self.speed) and 0 < self.speed <= 1,
-             "must be a finite number in (0, 1]"),
-            ("drift_tau_steps", _finite(self.drift_tau_steps) and self.drift_tau_steps > 0,
-             "must be a finite number > 0"),
-            ("tremor_hz", _finite(self.tremor_hz) and 0 < self.tremor_hz < CONTROL_HZ / 2,
-             f"must be a finite number in (0, {CONTROL_HZ / 2:g}) (below Nyquist at 80 Hz)"),
-            ("tremor_band_hz", _finite(self.tremor_band_hz) and self.tremor_band_hz > 0,
-             "must be a finite number > 0"),
-            ("overshoot_gain", _finite(self.overshoot_gain) and self.overshoot_gain >= 1,
-             "must be a finite number >= 1"),
+            (
+                "speed",
+                _finite(self.speed) and 0 < self.speed <= 1,
+                "must be a finite number in (0, 1]",
+            ),
+            (
+                "drift_tau_steps",
+                _finite(self.drift_tau_steps) and self.drift_tau_steps > 0,
+                "must be a finite number > 0",
+            ),
+            (
+                "tremor_hz",
+                _finite(self.tremor_hz) and 0 < self.tremor_hz < CONTROL_HZ / 2,
+                f"must be a finite number in (0, {CONTROL_HZ / 2:g}) (below Nyquist at 80 Hz)",
+            ),
+            (
+                "tremor_band_hz",
+                _finite(self.tremor_band_hz) and self.tremor_band_hz > 0,
+                "must be a finite number > 0",
+            ),
+            (
+                "overshoot_gain",
+                _finite(self.overshoot_gain) and self.overshoot_gain >= 1,
+                "must be a finite number >= 1",
+            ),
             ("retry_steps", self.retry_steps >= 1, "must be >= 1"),
             ("back_off_steps", self.back_off_steps >= 1, "must be >= 1"),
             ("notice_steps", self.notice_steps >= 1, "must be >= 1"),
-        ]  # fmt: skip
-        for name in ("drift_std", "tremor_std", "approach_offset_m", "grasp_lift_m",
-                     "skill_spread"):  # fmt: skip
+        ]
+        for name in (
+            "drift_std",
+            "tremor_std",
+            "approach_offset_m",
+            "grasp_lift_m",
+            "skill_spread",
+        ):
             value = getattr(self, name)
             checks.append((name, _finite(value) and value >= 0, "must be a finite number >= 0"))
         for name in ("wrong_approach_prob", "grasp_slip_prob", "drop_prob", "overshoot_prob"):

@@ -49,15 +49,21 @@ class OperatorConfig:
         must be >= 0`; `prefix` leads the name ("config field " for a run's config)."""
         checks: list[tuple[str, bool, str]] = [
             ("profile", self.profile in PROFILES, f"must be one of {', '.join(PROFILES)}"),
-            ("noise_std", math.isfinite(self.noise_std) and self.noise_std >= 0,
-             "must be a finite number >= 0"),
+            (
+                "noise_std",
+                math.isfinite(self.noise_std) and self.noise_std >= 0,
+                "must be a finite number >= 0",
+            ),
             ("delay_steps", self.delay_steps >= 0, "must be >= 0"),
             ("patience", self.patience >= 0, "must be >= 0 (0 = only on failure)"),
-            ("min_gain", math.isfinite(self.min_gain) and self.min_gain >= 0,
-             "must be a finite number >= 0"),
+            (
+                "min_gain",
+                math.isfinite(self.min_gain) and self.min_gain >= 0,
+                "must be a finite number >= 0",
+            ),
             ("retreat_steps", self.retreat_steps >= 0, "must be >= 0"),
             ("rewind_steps", self.rewind_steps >= 0, "must be >= 0"),
-        ]  # fmt: skip
+        ]
         for name, ok, allowed in checks:
             require(ok, f"{prefix}operator.{name}", getattr(self, name), allowed)
         self.human.validate(prefix)

@@ -106,8 +106,9 @@ def chunk_noise(
     for each row however a learner's batch is sharded (aloe.distributed.shard.draw).
     """
     if isinstance(generator, Sequence):
-        return torch.cat([torch.randn((num_samples, *shape), generator=g, device=device)
-                          for g in generator])  # fmt: skip
+        return torch.cat(
+            [torch.randn((num_samples, *shape), generator=g, device=device) for g in generator]
+        )
     return draw(torch.randn, (rows * num_samples, *shape), generator=generator, device=device)
 
 

@@ -22,8 +22,16 @@ class FlowChunkPolicy:
     row); without it the input is the state and the only task.
     """
 
-    def __init__(self, actor: Any, *, version: int, exec_horizon: int, seed: int,
-                 device: torch.device, obs: Observations | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        actor: Any,
+        *,
+        version: int,
+        exec_horizon: int,
+        seed: int,
+        device: torch.device,
+        obs: Observations | None = None,
+    ) -> None:
         self.actor, self.version, self.exec_horizon = actor, version, exec_horizon
         self.seed, self.device, self.obs = seed, device, obs
         self.generator = torch.Generator(device=device)
@@ -61,13 +69,15 @@ class FlowChunkPolicy:
         chunk = self.actor.sample(*self.inputs(obs), 1, self.generator, images=self.images([obs]))
         return chunk[0, 0].cpu().numpy()
 
-    def act_chunks(self, obs: Sequence[dict[str, Any]], rngs: Sequence[torch.Generator]
-                   ) -> np.ndarray:  # fmt: skip
+    def act_chunks(
+        self, obs: Sequence[dict[str, Any]], rngs: Sequence[torch.Generator]
+    ) -> np.ndarray:
         """Chunks (B, h, A) in one actor call: each row's noise from its episode's generator
         (`episode_rng`), the flow integrated on the stacked batch."""
         states, rows = zip(*(self.inputs(o) for o in obs), strict=True)
-        chunks = self.actor.sample(torch.cat(states), torch.cat(rows), 1, list(rngs),
-                                   images=self.images(obs))  # fmt: skip
+        chunks = self.actor.sample(
+            torch.cat(states), torch.cat(rows), 1, list(rngs), images=self.images(obs)
+        )
         return chunks[:, 0].cpu().numpy()
 
 
@@ -89,6 +99,7 @@ class RandomPolicy:
     def act_chunk(self, obs: dict[str, Any]) -> np.ndarray:
         return self.rng.uniform(-1.0, 1.0, self.shape).astype(np.float32)
 
-    def act_chunks(self, obs: Sequence[dict[str, Any]], rngs: Sequence[np.random.Generator]
-                   ) -> np.ndarray:  # fmt: skip
+    def act_chunks(
+        self, obs: Sequence[dict[str, Any]], rngs: Sequence[np.random.Generator]
+    ) -> np.ndarray:
         return np.stack([r.uniform(-1.0, 1.0, self.shape).astype(np.float32) for r in rngs])

@@ -55,14 +55,18 @@ class ActorConfig:
     def validate(self, prefix: str = "") -> None:
         """Raise UsageError naming the first field out of range, `actor.num_heads (0): must be
         >= 1`; `prefix` leads the name ("config field " for a run's config)."""
-        checks = [(name, getattr(self, name) >= 1, "must be >= 1") for name in
-                  ("num_flow_steps", "hidden_dim", "num_layers", "num_heads",
-                   "mlp_ratio")]  # fmt: skip
+        checks = [
+            (name, getattr(self, name) >= 1, "must be >= 1")
+            for name in ("num_flow_steps", "hidden_dim", "num_layers", "num_heads", "mlp_ratio")
+        ]
         checks += [
-            ("hidden_dim", self.hidden_dim % self.num_heads == 0,
-             f"must be a multiple of actor.num_heads ({self.num_heads})"),
+            (
+                "hidden_dim",
+                self.hidden_dim % self.num_heads == 0,
+                f"must be a multiple of actor.num_heads ({self.num_heads})",
+            ),
             ("dropout", 0 <= self.dropout < 1, "must be in [0, 1)"),
-        ]  # fmt: skip
+        ]
         for name, ok, allowed in checks:
             require(ok, f"{prefix}actor.{name}", getattr(self, name), allowed)
 

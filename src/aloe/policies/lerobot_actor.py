@@ -84,29 +84,58 @@ class LeRobotConfig:
     def validate(self, prefix: str = "") -> None:
         """Raise UsageError naming the first bad field; nothing is loaded."""
         name = f"{prefix}lerobot."
-        require(importlib.util.find_spec("lerobot") is not None, f"{prefix}actor_kind",
-                "lerobot", f"needs the lerobot extra: {LEROBOT_EXTRA}")  # fmt: skip
-        require(self.policy in POLICIES, f"{name}policy", self.policy,
-                f"must be one of {', '.join(POLICIES)}")  # fmt: skip
-        require(self.num_flow_steps >= 1, f"{name}num_flow_steps", self.num_flow_steps,
-                "must be >= 1")  # fmt: skip
-        require(self.autocast in AUTOCAST, f"{name}autocast", self.autocast,
-                f"must be one of {', '.join(AUTOCAST)}")  # fmt: skip
-        require(not (self.gradient_checkpointing and self.policy == "smolvla"),
-                f"{name}gradient_checkpointing", True,
-                "SmolVLA has no gradient checkpointing in lerobot 0.4.4; use pi0 or pi05")  # fmt: skip
-        hint = ("a local directory; aloe never downloads (get one with e.g. "
-                "`hf download lerobot/smolvla_base --local-dir DIR`)")  # fmt: skip
+        require(
+            importlib.util.find_spec("lerobot") is not None,
+            f"{prefix}actor_kind",
+            "lerobot",
+            f"needs the lerobot extra: {LEROBOT_EXTRA}",
+        )
+        require(
+            self.policy in POLICIES,
+            f"{name}policy",
+            self.policy,
+            f"must be one of {', '.join(POLICIES)}",
+        )
+        require(
+            self.num_flow_steps >= 1, f"{name}num_flow_steps", self.num_flow_steps, "must be >= 1"
+        )
+        require(
+            self.autocast in AUTOCAST,
+            f"{name}autocast",
+            self.autocast,
+            f"must be one of {', '.join(AUTOCAST)}",
+        )
+        require(
+            not (self.gradient_checkpointing and self.policy == "smolvla"),
+            f"{name}gradient_checkpointing",
+            True,
+            "SmolVLA has no gradient checkpointing in lerobot 0.4.4; use pi0 or pi05",
+        )
+        hint = (
+            "a local directory; aloe never downloads (get one with e.g. "
+            "`hf download lerobot/smolvla_base --local-dir DIR`)"
+        )
         if self.pretrained is None:
-            require(self.policy == "smolvla", f"{name}pretrained", None,
-                    f"{self.policy} needs a pretrained checkpoint: {hint}")  # fmt: skip
-            require(self.vlm is not None, f"{name}vlm", None,
-                    "a fresh SmolVLA needs a local SmolVLM directory (or give "
-                    f"{name}pretrained)")  # fmt: skip
+            require(
+                self.policy == "smolvla",
+                f"{name}pretrained",
+                None,
+                f"{self.policy} needs a pretrained checkpoint: {hint}",
+            )
+            require(
+                self.vlm is not None,
+                f"{name}vlm",
+                None,
+                f"a fresh SmolVLA needs a local SmolVLM directory (or give {name}pretrained)",
+            )
         for field, path in (("pretrained", self.pretrained), ("vlm", self.vlm)):
             if path is not None:
-                require((Path(path).expanduser() / "config.json").is_file(), f"{name}{field}",
-                        path, f"has no config.json: {hint}")  # fmt: skip
+                require(
+                    (Path(path).expanduser() / "config.json").is_file(),
+                    f"{name}{field}",
+                    path,
+                    f"has no config.json: {hint}",
+                )
 
 
 def _policy_class(policy: str) -> Any:
@@ -126,22 +155,36 @@ def _policy_class(policy: str) -> Any:
     return PI05Policy
 
 
-def fresh_smolvla_config(vlm: str, state_dim: int, action_dim: int, horizon: int,
-                         image_size: int, cameras: Sequence[str] = ()) -> Any:  # fmt: skip
+def fresh_smolvla_config(
+    vlm: str,
+    state_dim: int,
+    action_dim: int,
+    horizon: int,
+    image_size: int,
+    cameras: Sequence[str] = (),
+) -> Any:
     """A SmolVLA config on a local SmolVLM (random weights) sized for aloe's run: one image
     slot per camera (a blank one without cameras)."""
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
 
     return SmolVLAConfig(
-        vlm_model_name=vlm, load_vlm_weights=False, chunk_size=horizon, n_action_steps=horizon,
-        max_state_dim=max(32, state_dim), max_action_dim=max(32, action_dim),
-        resize_imgs_with_padding=(image_size, image_size), device="cpu",
-        input_features={STATE: PolicyFeature(FeatureType.STATE, (state_dim,)),
-                        **dict.fromkeys(image_keys(cameras),
-                                        PolicyFeature(FeatureType.VISUAL, (3, image_size, image_size)))},
+        vlm_model_name=vlm,
+        load_vlm_weights=False,
+        chunk_size=horizon,
+        n_action_steps=horizon,
+        max_state_dim=max(32, state_dim),
+        max_action_dim=max(32, action_dim),
+        resize_imgs_with_padding=(image_size, image_size),
+        device="cpu",
+        input_features={
+            STATE: PolicyFeature(FeatureType.STATE, (state_dim,)),
+            **dict.fromkeys(
+                image_keys(cameras), PolicyFeature(FeatureType.VISUAL, (3, image_size, image_size))
+            ),
+        },
         output_features={ACTION: PolicyFeature(FeatureType.ACTION, (action_dim,))},
-    )  # fmt: skip
+    )
 
 
 def image_keys(cameras: Sequence[str]) -> list[str]:
@@ -149,8 +192,9 @@ def image_keys(cameras: Sequence[str]) -> list[str]:
     return [image_key(c) for c in cameras] or [IMAGE_KEY]
 
 
-def build_policy(cfg: LeRobotConfig, state_dim: int, action_dim: int, horizon: int,
-                 cameras: Sequence[str] = ()) -> Any:  # fmt: skip
+def build_policy(
+    cfg: LeRobotConfig, state_dim: int, action_dim: int, horizon: int, cameras: Sequence[str] = ()
+) -> Any:
     """The LeRobot policy of `cfg`: a local checkpoint, or a fresh SmolVLA on `cfg.vlm` with a
     slot for each of `cameras`."""
     cls = _policy_class(cfg.policy)
@@ -194,30 +238,53 @@ def _set_training_options(config: Any, cfg: LeRobotConfig) -> None:
         config.gradient_checkpointing = cfg.gradient_checkpointing
 
 
-def _check_fits(config: Any, cfg: LeRobotConfig, state_dim: int, action_dim: int,
-                horizon: int, cameras: int = 0) -> None:  # fmt: skip
+def _check_fits(
+    config: Any, cfg: LeRobotConfig, state_dim: int, action_dim: int, horizon: int, cameras: int = 0
+) -> None:
     where = f"--lerobot.pretrained {cfg.pretrained}"
     slots = len(config.image_features)
-    require(cameras <= slots, "--vision.cameras", cameras,
-            f"names more cameras than the policy has image slots ({slots}: "
-            f"{', '.join(config.image_features) or 'none'}, {where})")  # fmt: skip
-    require(horizon <= config.chunk_size, "horizon", horizon,
-            f"must be <= the checkpoint's chunk_size ({config.chunk_size}, {where})")  # fmt: skip
-    require(action_dim <= config.max_action_dim, "action dim", action_dim,
-            f"must be <= the checkpoint's max_action_dim ({config.max_action_dim})")  # fmt: skip
+    require(
+        cameras <= slots,
+        "--vision.cameras",
+        cameras,
+        f"names more cameras than the policy has image slots ({slots}: "
+        f"{', '.join(config.image_features) or 'none'}, {where})",
+    )
+    require(
+        horizon <= config.chunk_size,
+        "horizon",
+        horizon,
+        f"must be <= the checkpoint's chunk_size ({config.chunk_size}, {where})",
+    )
+    require(
+        action_dim <= config.max_action_dim,
+        "action dim",
+        action_dim,
+        f"must be <= the checkpoint's max_action_dim ({config.max_action_dim})",
+    )
     if cfg.policy != "pi05":  # π0.5 reads the state through its prompt, not a projection
-        require(state_dim <= config.max_state_dim, "observation dim", state_dim,
-                f"must be <= the checkpoint's max_state_dim ({config.max_state_dim})")  # fmt: skip
+        require(
+            state_dim <= config.max_state_dim,
+            "observation dim",
+            state_dim,
+            f"must be <= the checkpoint's max_state_dim ({config.max_state_dim})",
+        )
 
 
-def instruction_tokens(policy: Any, cfg: LeRobotConfig, instructions: Sequence[str]
-                       ) -> tuple[Tensor, Tensor]:  # fmt: skip
+def instruction_tokens(
+    policy: Any, cfg: LeRobotConfig, instructions: Sequence[str]
+) -> tuple[Tensor, Tensor]:
     """(tokens (T, L) int64, attention mask (T, L) bool) of each task's instruction, from the
     checkpoint's own tokenizer (SmolVLA: its VLM's; π0/π0.5: files in `pretrained`)."""
     tokenizer = _tokenizer(policy, cfg)
     texts = [t if t.endswith("\n") else t + "\n" for t in instructions]  # as LeRobot's processor
-    out = tokenizer(texts, padding="longest", truncation=True, return_tensors="pt",
-                    max_length=policy.config.tokenizer_max_length)  # fmt: skip
+    out = tokenizer(
+        texts,
+        padding="longest",
+        truncation=True,
+        return_tensors="pt",
+        max_length=policy.config.tokenizer_max_length,
+    )
     return out["input_ids"].long(), out["attention_mask"].bool()
 
 
@@ -240,11 +307,20 @@ def _tokenizer(policy: Any, cfg: LeRobotConfig) -> Any:
 class LeRobotActor(nn.Module):
     """aloe's `Actor` over a LeRobot policy (module `policy`); see the module docstring."""
 
-    def __init__(self, cfg: LeRobotConfig, policy: nn.Module, instructions: Sequence[str], *,
-                 state_dim: int, action_dim: int, horizon: int,
-                 state_normalizer: Normalizer | None = None,
-                 action_normalizer: Normalizer | None = None,
-                 robot_state_dim: int | None = None, cameras: Sequence[str] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: LeRobotConfig,
+        policy: nn.Module,
+        instructions: Sequence[str],
+        *,
+        state_dim: int,
+        action_dim: int,
+        horizon: int,
+        state_normalizer: Normalizer | None = None,
+        action_normalizer: Normalizer | None = None,
+        robot_state_dim: int | None = None,
+        cameras: Sequence[str] = (),
+    ) -> None:
         super().__init__()
         self.cameras = tuple(cameras)  # their pixels fill the policy's first image slots
         self.cfg, self.policy = cfg, policy
@@ -263,8 +339,11 @@ class LeRobotActor(nn.Module):
         lr_cfg: Any = policy.config
         self.chunk_size, self.max_action_dim = int(lr_cfg.chunk_size), int(lr_cfg.max_action_dim)
         self.image_keys = list(lr_cfg.image_features) or [IMAGE_KEY]
-        self.image_shape = tuple(next(iter(lr_cfg.image_features.values())).shape) if \
-            lr_cfg.image_features else (3, 32, 32)  # fmt: skip
+        self.image_shape = (
+            tuple(next(iter(lr_cfg.image_features.values())).shape)
+            if lr_cfg.image_features
+            else (3, 32, 32)
+        )
         beta = getattr(lr_cfg, "time_sampling_beta_beta", 1.0)
         if beta != 1.0:
             raise NotImplementedError(f"time sampling Beta(α, {beta}): only β = 1 is drawn here")
@@ -310,26 +389,37 @@ class LeRobotActor(nn.Module):
             self.load_state_dict(state)
             return
         if digest != self.frozen_digest():
-            raise bad("--lerobot.pretrained", self.cfg.pretrained,
-                      f"its frozen weights (sha256 {self.frozen_digest()[:12]}…) are not the "
-                      f"ones the checkpoint was trained on ({str(digest)[:12]}…): point it "
-                      "at the run's own pretrained checkpoint")  # fmt: skip
+            raise bad(
+                "--lerobot.pretrained",
+                self.cfg.pretrained,
+                f"its frozen weights (sha256 {self.frozen_digest()[:12]}…) are not the "
+                f"ones the checkpoint was trained on ({str(digest)[:12]}…): point it "
+                "at the run's own pretrained checkpoint",
+            )
         missing, unexpected = self.load_state_dict(state, strict=False)
         if sorted(missing) != sorted(self.frozen_keys()) or unexpected:
-            raise ValueError(f"checkpoint does not match the actor: missing {missing[:3]}…, "
-                             f"unexpected {unexpected[:3]}")  # fmt: skip
+            raise ValueError(
+                f"checkpoint does not match the actor: missing {missing[:3]}…, "
+                f"unexpected {unexpected[:3]}"
+            )
 
-    def lerobot_inputs(self, state: Tensor, task_index: Tensor, images: Tensor | None = None
-                       ) -> dict[str, Tensor]:  # fmt: skip
+    def lerobot_inputs(
+        self, state: Tensor, task_index: Tensor, images: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """The policy's batch keys for aloe's (observation vector, task row, cameras' pixels
         uint8 (B, V, H, W, 3) when the actor reads cameras)."""
         b, dev = state.shape[0], state.device
         if self.cameras and (images is None or images.shape[:2] != (b, len(self.cameras))):
             got = None if images is None else tuple(images.shape)
-            raise ValueError(f"this VLA reads cameras {self.cameras}: images must be uint8 "
-                             f"(B={b}, V={len(self.cameras)}, H, W, 3), got {got}")  # fmt: skip
-        batch = {STATE: self.state_norm.normalize(state)[:, : self.robot_state_dim],
-                 TOKENS: self.tokens[task_index], TOKEN_MASK: self.token_mask[task_index]}  # fmt: skip
+            raise ValueError(
+                f"this VLA reads cameras {self.cameras}: images must be uint8 "
+                f"(B={b}, V={len(self.cameras)}, H, W, 3), got {got}"
+            )
+        batch = {
+            STATE: self.state_norm.normalize(state)[:, : self.robot_state_dim],
+            TOKENS: self.tokens[task_index],
+            TOKEN_MASK: self.token_mask[task_index],
+        }
         for i, key in enumerate(self.image_keys):
             if i < len(self.cameras) and images is not None:  # LeRobot's (B, 3, H, W) in [0, 1]
                 batch[key] = images[:, i].to(dev).permute(0, 3, 1, 2).float() / 255.0
@@ -366,8 +456,15 @@ class LeRobotActor(nn.Module):
         mask[:, :h] = valid
         return full, mask
 
-    def elementwise_loss(self, state: Tensor, task_index: Tensor, actions: Tensor, noise: Tensor,
-                         time: Tensor, images: Tensor | None = None) -> Tensor:  # fmt: skip
+    def elementwise_loss(
+        self,
+        state: Tensor,
+        task_index: Tensor,
+        actions: Tensor,
+        noise: Tensor,
+        time: Tensor,
+        images: Tensor | None = None,
+    ) -> Tensor:
         """LeRobot's own (ε − a − v)² per element (B, chunk_size, max_action_dim), at its t."""
         args = self._model_args(self.lerobot_inputs(state, task_index, images))
         p: Any = self.policy
@@ -388,8 +485,9 @@ class LeRobotActor(nn.Module):
         full, mask = self.padded(actions, valid.float())
         noise = torch.randn(full.shape, generator=generator, device=full.device)
         time = self.lerobot_time(full.shape[0], generator)  # t = 1 − η of Eq. 15
-        err = self.elementwise_loss(state, task_index, full, noise, time,
-                                    images)[..., : self.action_dim]  # fmt: skip
+        err = self.elementwise_loss(state, task_index, full, noise, time, images)[
+            ..., : self.action_dim
+        ]
         per_step = err.mean(-1)  # the real action dimensions only
         return (per_step * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)
 
@@ -407,8 +505,9 @@ class LeRobotActor(nn.Module):
         from noise ε drawn here (row i's from generator i when one is given per row), in
         `num_steps` Euler steps (default: lerobot.num_flow_steps)."""
         b = state.shape[0]
-        noise = chunk_noise(b, num_samples, (self.chunk_size, self.max_action_dim), generator,
-                            self.device)  # fmt: skip
+        noise = chunk_noise(
+            b, num_samples, (self.chunk_size, self.max_action_dim), generator, self.device
+        )
         rows = (
             state.repeat_interleave(num_samples, 0),
             task_index.repeat_interleave(num_samples),
@@ -437,18 +536,33 @@ def _euler_steps(config: Any, num_steps: int | None) -> Iterator[None]:
             setattr(config, n, value)
 
 
-def build_actor(cfg: LeRobotConfig, instructions: Sequence[str], *, state_dim: int,
-                action_dim: int, horizon: int, state_normalizer: Normalizer | None = None,
-                robot_state_dim: int | None = None,
-                cameras: Sequence[str] = ()) -> LeRobotActor:  # fmt: skip
+def build_actor(
+    cfg: LeRobotConfig,
+    instructions: Sequence[str],
+    *,
+    state_dim: int,
+    action_dim: int,
+    horizon: int,
+    state_normalizer: Normalizer | None = None,
+    robot_state_dim: int | None = None,
+    cameras: Sequence[str] = (),
+) -> LeRobotActor:
     """The adapter around `build_policy(cfg, ...)` (`aloe.run.build_learner` calls it); the
     VLA reads the first `robot_state_dim` entries of the observation (default: all) and the
     pixels of `cameras`."""
     robot = state_dim if robot_state_dim is None else robot_state_dim
     policy = build_policy(cfg, robot, action_dim, horizon, cameras)
-    return LeRobotActor(cfg, policy, instructions, state_dim=state_dim, action_dim=action_dim,
-                        horizon=horizon, state_normalizer=state_normalizer,
-                        robot_state_dim=robot, cameras=cameras)  # fmt: skip
+    return LeRobotActor(
+        cfg,
+        policy,
+        instructions,
+        state_dim=state_dim,
+        action_dim=action_dim,
+        horizon=horizon,
+        state_normalizer=state_normalizer,
+        robot_state_dim=robot,
+        cameras=cameras,
+    )
 
 
 class LeRobotVisionTower(TorchImageEncoder):
@@ -463,13 +577,19 @@ class LeRobotVisionTower(TorchImageEncoder):
 
     name = "lerobot"
 
-    def __init__(self, policy: str, tower: nn.Module, device: str | torch.device = "cpu",
-                 batch_size: int = 64) -> None:  # fmt: skip
+    def __init__(
+        self,
+        policy: str,
+        tower: nn.Module,
+        device: str | torch.device = "cpu",
+        batch_size: int = 64,
+    ) -> None:
         self.policy_name = policy
         config: Any = tower.config  # transformers' SiglipVisionConfig (or SmolVLM's)
         self.hf_config = config
-        super().__init__(tower.float(), int(config.hidden_size), int(config.image_size), device,
-                         batch_size)  # fmt: skip
+        super().__init__(
+            tower.float(), int(config.hidden_size), int(config.image_size), device, batch_size
+        )
 
     def _model_config(self) -> dict[str, Any]:
         return {"policy": self.policy_name, "tower": hf_config_fields(self.hf_config)}
@@ -508,15 +628,18 @@ def vision_tower(cfg: LeRobotConfig, device: str | torch.device = "cpu") -> LeRo
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         if any(vlm.glob("*.safetensors")):
-            model = AutoModelForImageTextToText.from_pretrained(vlm, local_files_only=True,
-                                                                dtype=torch.float32)  # fmt: skip
+            model = AutoModelForImageTextToText.from_pretrained(
+                vlm, local_files_only=True, dtype=torch.float32
+            )
         else:
             model = AutoModelForImageTextToText.from_config(AutoConfig.from_pretrained(vlm))
     return LeRobotVisionTower(cfg.policy, model.model.vision_model, device)
 
 
-TINY_WORDS = ("pick place the puck at goal reach push open close door drawer put a window "
-              "button press peg insert side assembly into hole")  # fmt: skip
+TINY_WORDS = (
+    "pick place the puck at goal reach push open close door drawer put a window "
+    "button press peg insert side assembly into hole"
+)
 
 
 def write_tiny_smolvlm(root: Path, image_size: int = 32) -> Path:
@@ -527,27 +650,53 @@ def write_tiny_smolvlm(root: Path, image_size: int = 32) -> Path:
         PreTrainedTokenizerFast,
         SmolVLMConfig,
         SmolVLMImageProcessor,
-        SmolVLMProcessor,  # fmt: skip
+        SmolVLMProcessor,
         SmolVLMVideoProcessor,
     )
 
-    special = {"fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
-               "global_image_token": "<global-img>", "end_of_utterance_token": "<eou>"}  # fmt: skip
+    special = {
+        "fake_image_token": "<fake_token_around_image>",
+        "image_token": "<image>",
+        "global_image_token": "<global-img>",
+        "end_of_utterance_token": "<eou>",
+    }
     words = ["<pad>", "<unk>", *special.values(), *TINY_WORDS.split()]
     vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>",
-                                   extra_special_tokens=special)  # fmt: skip
-    text = dict(model_type="llama", vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
-                num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
-                max_position_embeddings=256, pad_token_id=0)  # fmt: skip
-    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                  num_attention_heads=2, image_size=image_size, patch_size=8)  # fmt: skip
-    SmolVLMConfig(text_config=text, vision_config=vision, scale_factor=2,
-                  image_token_id=vocab["<image>"]).save_pretrained(root)  # fmt: skip
-    images = SmolVLMImageProcessor(do_resize=False, do_image_splitting=False,
-                                   max_image_size={"longest_edge": image_size})  # fmt: skip
-    SmolVLMProcessor(image_processor=images, tokenizer=fast, image_seq_len=4,
-                     video_processor=SmolVLMVideoProcessor()).save_pretrained(root)  # fmt: skip
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", unk_token="<unk>", extra_special_tokens=special
+    )
+    text = dict(
+        model_type="llama",
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=256,
+        pad_token_id=0,
+    )
+    vision = dict(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=8,
+    )
+    SmolVLMConfig(
+        text_config=text, vision_config=vision, scale_factor=2, image_token_id=vocab["<image>"]
+    ).save_pretrained(root)
+    images = SmolVLMImageProcessor(
+        do_resize=False, do_image_splitting=False, max_image_size={"longest_edge": image_size}
+    )
+    SmolVLMProcessor(
+        image_processor=images,
+        tokenizer=fast,
+        image_seq_len=4,
+        video_processor=SmolVLMVideoProcessor(),
+    ).save_pretrained(root)
     return root

@@ -49,8 +49,12 @@ class Timing:
     def summary(self) -> dict[str, float]:
         rtt = np.asarray(self.round_trips_s) * 1e3
         pct = (lambda q: float(np.percentile(rtt, q))) if len(rtt) else (lambda q: math.nan)
-        return {"chunks": self.chunks, "rtt_p50_ms": pct(50), "rtt_p99_ms": pct(99),
-                "idle_s": self.idle_s}  # fmt: skip
+        return {
+            "chunks": self.chunks,
+            "rtt_p50_ms": pct(50),
+            "rtt_p99_ms": pct(99),
+            "idle_s": self.idle_s,
+        }
 
 
 class Played(NamedTuple):
@@ -63,8 +67,15 @@ class Played(NamedTuple):
 class RobotClient:
     """A `ChunkPolicy` whose chunks come from `aloe serve` (see the module docstring)."""
 
-    def __init__(self, conn: Connection, *, asynchronous: bool = True, rtc: bool = False,
-                 steps_ahead: int | None = None, exec_horizon: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        asynchronous: bool = True,
+        rtc: bool = False,
+        steps_ahead: int | None = None,
+        exec_horizon: int | None = None,
+    ) -> None:
         meta = conn.metadata
         self.conn = conn
         self.version = int(meta.get("policy_version", 0))
@@ -85,18 +96,31 @@ class RobotClient:
 
     # --- episodes --------------------------------------------------------------------------
 
-    def episode(self, env: EpisodeEnv, seed: int, *, operator: Operator | None = None,
-                takeover: Takeover | None = None, record: bool = True, demo: bool = False
-                ) -> Played:  # fmt: skip
+    def episode(
+        self,
+        env: EpisodeEnv,
+        seed: int,
+        *,
+        operator: Operator | None = None,
+        takeover: Takeover | None = None,
+        record: bool = True,
+        demo: bool = False,
+    ) -> Played:
         """One episode from the seeded reset: the policy with `operator` watching (or the
         operator's demonstration, `demo`), recorded in the server's store with `record`."""
         self._env, self._seed, self._record, self._started = env, seed, record, False
         recorder = RemoteRecorder(self) if record else None
         start, idle = time.perf_counter(), self.timing.idle_s
         try:
-            counts = play_episode(Clocked(env, self), seed, policy=None if demo else self,
-                                  operator=operator, takeover=takeover, recorder=recorder,
-                                  label_time_limit=record)  # fmt: skip
+            counts = play_episode(
+                Clocked(env, self),
+                seed,
+                policy=None if demo else self,
+                operator=operator,
+                takeover=takeover,
+                recorder=recorder,
+                label_time_limit=record,
+            )
             if recorder is not None:
                 recorder.flush()
             reply = self.conn.call({"type": "episode_end"})
@@ -104,13 +128,21 @@ class RobotClient:
             self._abandon()
             raise
         self._started = False
-        return Played(counts, reply.get("episode_index"), time.perf_counter() - start,
-                      self.timing.idle_s - idle)  # fmt: skip
+        return Played(
+            counts,
+            reply.get("episode_index"),
+            time.perf_counter() - start,
+            self.timing.idle_s - idle,
+        )
 
     def start(self, instruction: str) -> None:
         """Open the episode on the server: it reseeds sampling and pins the policy version."""
-        msg = {"type": "episode_start", "instruction": instruction, "seed": self._seed,
-               "record": self._record}  # fmt: skip
+        msg = {
+            "type": "episode_start",
+            "instruction": instruction,
+            "seed": self._seed,
+            "record": self._record,
+        }
         self.version = int(self.conn.call(msg)["policy_version"])
         self._started = True
 
@@ -147,8 +179,11 @@ class RobotClient:
     def stepped(self, obs: Obs) -> None:
         now = time.perf_counter()
         if self._last_step:
-            self._period = 0.9 * self._period + 0.1 * (now - self._last_step) if self._period \
-                else now - self._last_step  # fmt: skip
+            self._period = (
+                0.9 * self._period + 0.1 * (now - self._last_step)
+                if self._period
+                else now - self._last_step
+            )
         self._last_step = now
         if self._control != "policy":
             return
@@ -179,10 +214,13 @@ class RobotClient:
             prefix = self._chunk[self._offset :] if self.rtc else None
             self._pending = (self._request(obs, prefix, delay=self._queued), self._steps)
 
-    def _request(self, obs: Obs, prefix: np.ndarray | None = None,
-                 delay: int = 0) -> Future[dict[str, Any]]:  # fmt: skip
-        msg: dict[str, Any] = {D.STATE: np.asarray(obs["state"], np.float32),
-                               "prompt": obs.get("instruction", "")}  # fmt: skip
+    def _request(
+        self, obs: Obs, prefix: np.ndarray | None = None, delay: int = 0
+    ) -> Future[dict[str, Any]]:
+        msg: dict[str, Any] = {
+            D.STATE: np.asarray(obs["state"], np.float32),
+            "prompt": obs.get("instruction", ""),
+        }
         for camera, image in obs.get("images", {}).items():
             msg[D.image_key(camera)] = np.asarray(image, np.uint8)
         if prefix is not None:
@@ -201,8 +239,10 @@ class RobotClient:
         self.timing.chunks += 1
         chunk = np.asarray(reply.get("actions"))
         if chunk.ndim != 2 or len(chunk) != self.horizon or chunk.dtype.kind != "f":
-            raise RuntimeError(f"{self.conn.url}: a reply without an (h={self.horizon}, A) "
-                               f"float 'actions' chunk: {chunk.dtype} {chunk.shape}")  # fmt: skip
+            raise RuntimeError(
+                f"{self.conn.url}: a reply without an (h={self.horizon}, A) "
+                f"float 'actions' chunk: {chunk.dtype} {chunk.shape}"
+            )
         return chunk.astype(np.float32, copy=False)
 
     def _drop_queue(self) -> None:
@@ -267,8 +307,11 @@ class RemoteRecorder:
             return {"type": "intervention_start", "reason": reason}
         if not done and next_source == "policy":
             return {"type": "intervention_end"}
-        return {"type": "label", "outcome": "failure" if done else "truncated",
-                "failure_reason": reason if done else ""}  # fmt: skip
+        return {
+            "type": "label",
+            "outcome": "failure" if done else "truncated",
+            "failure_reason": reason if done else "",
+        }
 
     def flush(self) -> None:
         """Send a last relabel and wait until the server has taken every report."""
@@ -288,8 +331,15 @@ def step_message(step: Step) -> dict[str, Any]:
     """A rollout step as the protocol's `step` report."""
     info = step.info
     reason = str(info.get("failure_reason") or "")
-    outcome = ("success" if info.get("success") else "failure" if reason
-               else "truncated" if step.truncated else "")  # fmt: skip
+    outcome = (
+        "success"
+        if info.get("success")
+        else "failure"
+        if reason
+        else "truncated"
+        if step.truncated
+        else ""
+    )
     msg: dict[str, Any] = {
         "type": "step",
         D.STATE: np.asarray(step.obs["state"], np.float32),

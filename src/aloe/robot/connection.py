@@ -47,9 +47,17 @@ class ConnectionLost(ConnectionError):
 class Connection:
     """One websocket; `metadata` is what the server sent on connect."""
 
-    def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0,
-                 heartbeat: float = 10.0, attempts: int = 6, backoff: float = 0.5,
-                 limits: Limits = DEFAULT_LIMITS) -> None:  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        heartbeat: float = 10.0,
+        attempts: int = 6,
+        backoff: float = 0.5,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
         self.url, self.token, self.timeout, self.heartbeat = url, token, timeout, heartbeat
         self.attempts, self.backoff, self.limits = attempts, backoff, limits
         self._lock = threading.Lock()
@@ -71,26 +79,35 @@ class Connection:
             except InvalidStatus as e:
                 status = e.response.status_code
                 if status == 401:
-                    raise ServerError(f"unauthorized: {self.url} refused the token "
-                                      "(give the server's --token)") from None  # fmt: skip
+                    raise ServerError(
+                        f"unauthorized: {self.url} refused the token (give the server's --token)"
+                    ) from None
                 last = f"HTTP {status}"
             except (OSError, TimeoutError, WireError, ConnectionClosed) as e:
                 last = f"{type(e).__name__}: {e}"
             if attempt < self.attempts:
-                print(f"aloe robot: cannot reach {self.url} ({last}); retrying in {delay:.1f} s "
-                      f"(attempt {attempt} of {self.attempts})", file=sys.stderr)  # fmt: skip
+                print(
+                    f"aloe robot: cannot reach {self.url} ({last}); retrying in {delay:.1f} s "
+                    f"(attempt {attempt} of {self.attempts})",
+                    file=sys.stderr,
+                )
                 time.sleep(delay)
                 delay = min(2 * delay, 30.0)
-        raise ConnectionError(f"{self.url}: no aloe server after {self.attempts} attempts "
-                              f"({last})")  # fmt: skip
+        raise ConnectionError(f"{self.url}: no aloe server after {self.attempts} attempts ({last})")
 
     def _open(self) -> None:
         headers = {"Authorization": f"Api-Key {self.token}"} if self.token else None
         ws: ClientConnection = _connect(
-            self.url, additional_headers=headers, compression=None, proxy=None,
-            max_size=self.limits.max_message_bytes, open_timeout=self.timeout,
-            ping_interval=self.heartbeat, ping_timeout=self.heartbeat, **PLAIN,
-        )  # fmt: skip
+            self.url,
+            additional_headers=headers,
+            compression=None,
+            proxy=None,
+            max_size=self.limits.max_message_bytes,
+            open_timeout=self.timeout,
+            ping_interval=self.heartbeat,
+            ping_timeout=self.heartbeat,
+            **PLAIN,
+        )
         try:
             first = ws.recv(timeout=self.timeout)
             if isinstance(first, str):
@@ -126,8 +143,11 @@ class Connection:
                 self._ws = None
             while self._pending:
                 code = ws.close_code
-                self._pending.popleft().set_exception(ConnectionLost(
-                    f"{self.url}: connection closed (code {code}); the request was not answered"))  # fmt: skip
+                self._pending.popleft().set_exception(
+                    ConnectionLost(
+                        f"{self.url}: connection closed (code {code}); the request was not answered"
+                    )
+                )
 
     def submit(self, msg: dict[str, Any]) -> Future[dict[str, Any]]:
         """Send `msg` now; its reply (or ServerError / ConnectionLost) comes in the future."""
@@ -149,8 +169,10 @@ class Connection:
             return future.result(self.timeout)
         except TimeoutError:
             self.close()
-            raise TimeoutError(f"{self.url}: no reply within {self.timeout} s; the connection "
-                               "was closed (call connect() to reconnect)") from None  # fmt: skip
+            raise TimeoutError(
+                f"{self.url}: no reply within {self.timeout} s; the connection "
+                "was closed (call connect() to reconnect)"
+            ) from None
 
     def call(self, msg: dict[str, Any]) -> dict[str, Any]:
         return self.wait(self.submit(msg))

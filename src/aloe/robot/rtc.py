@@ -44,8 +44,14 @@ def prefix_weights(horizon: int, length: int, delay: int) -> Tensor:
     return torch.where(i < delay, 1.0, torch.where(i < length, soft, 0.0)).float()
 
 
-def guided_integrate(velocity: VelocityFn, noise: Tensor, num_steps: int, target: Tensor,
-                     weights: Tensor, beta: float = BETA) -> Tensor:  # fmt: skip
+def guided_integrate(
+    velocity: VelocityFn,
+    noise: Tensor,
+    num_steps: int,
+    target: Tensor,
+    weights: Tensor,
+    beta: float = BETA,
+) -> Tensor:
     """Euler steps from ã = ε at η = 0 to η = 1, guided towards `target` (B, h, A) with
     `weights` (h,): the inpainted chunk, in the velocity's (normalised) units."""
     x, dt = noise, 1.0 / num_steps
@@ -63,9 +69,15 @@ def guided_integrate(velocity: VelocityFn, noise: Tensor, num_steps: int, target
     return x
 
 
-def sample_inpainted(actor: Any, state: Tensor, task_index: Tensor, prefix: Tensor,
-                     delay: int, generator: Generator | None = None, beta: float = BETA
-                     ) -> Tensor:  # fmt: skip
+def sample_inpainted(
+    actor: Any,
+    state: Tensor,
+    task_index: Tensor,
+    prefix: Tensor,
+    delay: int,
+    generator: Generator | None = None,
+    beta: float = BETA,
+) -> Tensor:
     """One chunk (h, A) for one observation (state (1, S), task_index (1,)), inpainted to the
     prefix (L, A) in environment units. Draws the same noise as `actor.sample(..., 1, g)`."""
     h, a_dim = actor.horizon, actor.action_dim
@@ -76,6 +88,12 @@ def sample_inpainted(actor: Any, state: Tensor, task_index: Tensor, prefix: Tens
         target = torch.zeros((1, h, a_dim), device=cond.device)
         target[0, : len(prefix)] = actor.action_norm.normalize(prefix.to(cond.device))
         weights = prefix_weights(h, len(prefix), delay)
-        a = guided_integrate(lambda x, t: actor.velocity(x, t, cond), noise.to(cond.dtype),
-                             actor.config.num_flow_steps, target, weights, beta)  # fmt: skip
+        a = guided_integrate(
+            lambda x, t: actor.velocity(x, t, cond),
+            noise.to(cond.dtype),
+            actor.config.num_flow_steps,
+            target,
+            weights,
+            beta,
+        )
     return actor.action_norm.unnormalize(a.detach()).clamp(-1.0, 1.0)[0]

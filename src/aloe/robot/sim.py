@@ -81,20 +81,40 @@ class RobotArgs:
 
     def validate(self) -> None:
         url = urlparse(self.server)
-        require(url.scheme in ("ws", "wss") and bool(url.hostname), "--server", self.server,
-                "must be ws://HOST:PORT or wss://HOST:PORT")  # fmt: skip
+        require(
+            url.scheme in ("ws", "wss") and bool(url.hostname),
+            "--server",
+            self.server,
+            "must be ws://HOST:PORT or wss://HOST:PORT",
+        )
         require(
             self.episodes >= 0, "--episodes", self.episodes, "must be >= 0 (0 = the run's rule)"
         )
-        require(self.steps_ahead >= 0, "--steps-ahead", self.steps_ahead,
-                "must be >= 0 (0 = from the measured latency)")  # fmt: skip
-        require(math.isfinite(self.hz) and self.hz >= 0, "--hz", self.hz,
-                "must be a finite rate >= 0 (0 = unpaced)")  # fmt: skip
-        require(math.isfinite(self.timeout) and self.timeout > 0, "--timeout", self.timeout,
-                "must be a finite number of seconds > 0")  # fmt: skip
+        require(
+            self.steps_ahead >= 0,
+            "--steps-ahead",
+            self.steps_ahead,
+            "must be >= 0 (0 = from the measured latency)",
+        )
+        require(
+            math.isfinite(self.hz) and self.hz >= 0,
+            "--hz",
+            self.hz,
+            "must be a finite rate >= 0 (0 = unpaced)",
+        )
+        require(
+            math.isfinite(self.timeout) and self.timeout > 0,
+            "--timeout",
+            self.timeout,
+            "must be a finite number of seconds > 0",
+        )
         require(self.attempts >= 1, "--attempts", self.attempts, "must be >= 1")
-        require(not self.rtc or self.mode == "async", "--rtc", self.rtc,
-                "needs --mode async: synchronous execution has no queued actions to agree with")  # fmt: skip
+        require(
+            not self.rtc or self.mode == "async",
+            "--rtc",
+            self.rtc,
+            "needs --mode async: synchronous execution has no queued actions to agree with",
+        )
 
 
 def connect(args: RobotArgs) -> Connection:
@@ -118,15 +138,20 @@ def cmd_robot(args: RobotArgs) -> int:
     conn = connect(args)
     meta = conn.metadata
     if "config" not in meta:
-        raise bad("--server", args.server, "is not an `aloe serve` server (no run config in "
-                  "its metadata); a plain openpi server has no episode recording")  # fmt: skip
+        raise bad(
+            "--server",
+            args.server,
+            "is not an `aloe serve` server (no run config in "
+            "its metadata); a plain openpi server has no episode recording",
+        )
     cfg = TrainConfig.from_json(meta["config"])
     env: EpisodeEnv = make_env(cfg.env)
     if args.hz:
         env = cast(EpisodeEnv, Paced(env, args.hz))
     operator = make_operator(cfg.task, cfg.operator, seed=cfg.seed)
-    client = RobotClient(conn, asynchronous=args.mode == "async", rtc=args.rtc,
-                         steps_ahead=args.steps_ahead or None)  # fmt: skip
+    client = RobotClient(
+        conn, asynchronous=args.mode == "async", rtc=args.rtc, steps_ahead=args.steps_ahead or None
+    )
     try:
         summary = collect(client, env, operator, cfg, args.episodes, record=args.record)
     except (ServerError, ConnectionError) as e:  # after validation: what the server said
@@ -136,8 +161,14 @@ def cmd_robot(args: RobotArgs) -> int:
     return 0
 
 
-def collect(client: RobotClient, env: EpisodeEnv, operator: Any, cfg: Any, episodes: int,
-            record: bool = True) -> dict[str, Any]:  # fmt: skip
+def collect(
+    client: RobotClient,
+    env: EpisodeEnv,
+    operator: Any,
+    cfg: Any,
+    episodes: int,
+    record: bool = True,
+) -> dict[str, Any]:
     """Episodes over the network by the run's collection rule (or `episodes` of them); a
     connection lost mid-episode loses that episode, which is played again after reconnecting."""
     meta, rule = client.conn.metadata, cfg.collect
@@ -148,8 +179,15 @@ def collect(client: RobotClient, env: EpisodeEnv, operator: Any, cfg: Any, episo
         (math.inf, n + episodes) if episodes else (rule.success_quota, rule.max_episodes)
     )
     takeover = Takeover(rule.handback_steps, rule.operator_max_steps, rule.max_takeovers)
-    out: dict[str, Any] = {"iteration": iteration, "episodes": 0, "successes": 0, "takeovers": 0,
-                           "stored": [], "robot_s": 0.0, "lost": 0}  # fmt: skip
+    out: dict[str, Any] = {
+        "iteration": iteration,
+        "episodes": 0,
+        "successes": 0,
+        "takeovers": 0,
+        "stored": [],
+        "robot_s": 0.0,
+        "lost": 0,
+    }
     while successes < quota and n < budget:
         seed = episode_seed(int(meta.get("seed", 0)), iteration, n)
         try:

@@ -46,16 +46,28 @@ class ServeArgs:
 
         token = self.token if self.token is not None else os.environ.get("ALOE_TOKEN")
         require(0 <= self.port <= 65535, "--port", self.port, "must be in 0..65535")
-        for flag, value in (("--deadline", self.deadline), ("--heartbeat", self.heartbeat),
-                            ("--poll", self.poll), ("--max-message-mb", self.max_message_mb)):  # fmt: skip
+        for flag, value in (
+            ("--deadline", self.deadline),
+            ("--heartbeat", self.heartbeat),
+            ("--poll", self.poll),
+            ("--max-message-mb", self.max_message_mb),
+        ):
             require(math.isfinite(value) and value > 0, flag, value, "must be a finite number > 0")
-        require(self.max_connections >= 1, "--max-connections", self.max_connections,
-                "must be >= 1")  # fmt: skip
-        require(token is None or len(token) >= MIN_TOKEN, "--token", "***",
-                f"must be at least {MIN_TOKEN} characters")  # fmt: skip
-        require(token is not None or is_loopback(self.host), "--host", self.host,
-                "is not a loopback address: give --token (or $ALOE_TOKEN) to serve beyond this "
-                "machine")  # fmt: skip
+        require(
+            self.max_connections >= 1, "--max-connections", self.max_connections, "must be >= 1"
+        )
+        require(
+            token is None or len(token) >= MIN_TOKEN,
+            "--token",
+            "***",
+            f"must be at least {MIN_TOKEN} characters",
+        )
+        require(
+            token is not None or is_loopback(self.host),
+            "--host",
+            self.host,
+            "is not a loopback address: give --token (or $ALOE_TOKEN) to serve beyond this machine",
+        )
         require_run_dir(self.run, "--run")
         return token
 
@@ -75,14 +87,23 @@ def cmd_serve(args: ServeArgs) -> int:
 
     token = args.validate()
     limits = Limits(max_message_bytes=int(args.max_message_mb * 2**20))
-    options = Options(token=token, deadline_s=args.deadline, heartbeat_s=args.heartbeat,
-                      poll_s=args.poll, max_connections=args.max_connections, limits=limits)  # fmt: skip
+    options = Options(
+        token=token,
+        deadline_s=args.deadline,
+        heartbeat_s=args.heartbeat,
+        poll_s=args.poll,
+        max_connections=args.max_connections,
+        limits=limits,
+    )
     server = PolicyServer(args.run, options)
 
     def ready(ws_server: object) -> None:
         port = next(iter(ws_server.sockets)).getsockname()[1]  # type: ignore[attr-defined]
-        print(f"aloe serve: {args.run} iteration {server.version} on ws://{args.host}:{port}"
-              f"{' (token required)' if token else ''}; Ctrl-C stops", file=sys.stderr)  # fmt: skip
+        print(
+            f"aloe serve: {args.run} iteration {server.version} on ws://{args.host}:{port}"
+            f"{' (token required)' if token else ''}; Ctrl-C stops",
+            file=sys.stderr,
+        )
 
     try:
         asyncio.run(server.serve(args.host, args.port, ready))

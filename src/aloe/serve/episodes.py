@@ -37,8 +37,16 @@ def eq14_reward(*, success: bool, failed: bool, c_fail: float) -> float:
 class RemoteEpisode:
     """One episode's reports, checked for order, turned into the recorder's calls."""
 
-    def __init__(self, *, task: str, instruction: str, seed: int | None, version: int,
-                 c_fail: float, record_sim_state: bool) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        task: str,
+        instruction: str,
+        seed: int | None,
+        version: int,
+        c_fail: float,
+        record_sim_state: bool,
+    ) -> None:
         self.task, self.instruction, self.seed = task, instruction, seed
         self.version, self.c_fail = version, c_fail
         self.recorder = EpisodeRecorder(record_sim_state)
@@ -54,15 +62,24 @@ class RemoteEpisode:
             raise refuse(f"an episode holds at most {MAX_STEPS} steps; end it")
         self._check_source(r.source)
         failed = r.outcome == "failure"
-        self.recorder.add(Step(
-            obs=r.obs, action=r.action, next_obs={"state": r.next_state},
-            reward=eq14_reward(success=r.outcome == "success", failed=failed,
-                               c_fail=self.c_fail),
-            terminated=r.outcome in ("success", "failure"), truncated=r.outcome == "truncated",
-            info={"success": r.outcome == "success", "failure_reason": r.reason},
-            source=r.source, version=self.version if r.source == "policy" else -1,
-            fragment=self.fragment, chunk_start=False, sim_state=r.sim_state,
-        ))  # fmt: skip
+        self.recorder.add(
+            Step(
+                obs=r.obs,
+                action=r.action,
+                next_obs={"state": r.next_state},
+                reward=eq14_reward(
+                    success=r.outcome == "success", failed=failed, c_fail=self.c_fail
+                ),
+                terminated=r.outcome in ("success", "failure"),
+                truncated=r.outcome == "truncated",
+                info={"success": r.outcome == "success", "failure_reason": r.reason},
+                source=r.source,
+                version=self.version if r.source == "policy" else -1,
+                fragment=self.fragment,
+                chunk_start=False,
+                sim_state=r.sim_state,
+            )
+        )
         self.last_source = r.source
 
     def _check_source(self, source: str) -> None:
@@ -74,22 +91,26 @@ class RemoteEpisode:
                 "policy": "send intervention_end first",
                 "demo": "a demonstration is demo steps only",
             }
-            raise refuse(f"source ({source!r}): the {self.control} is in control; "
-                         f"{hint[source]}")  # fmt: skip
+            raise refuse(f"source ({source!r}): the {self.control} is in control; {hint[source]}")
 
     def label(self, outcome: str, reason: str) -> None:
         """Relabel the last step: a failure (Section IV-A's cut) or a truncation."""
         if not len(self):
             raise refuse("label: no step to label yet")
         failed = outcome == "failure"
-        self.recorder.relabel_end(reward=eq14_reward(success=False, failed=failed,
-                                                     c_fail=self.c_fail),
-                                  done=failed, truncated=not failed, reason=reason)  # fmt: skip
+        self.recorder.relabel_end(
+            reward=eq14_reward(success=False, failed=failed, c_fail=self.c_fail),
+            done=failed,
+            truncated=not failed,
+            reason=reason,
+        )
 
     def intervention_start(self, reason: str) -> None:
         if self.control != "policy" or self.last_source != "policy":
-            raise refuse("intervention_start: the policy must have acted (a policy step "
-                         "last, no intervention open)")  # fmt: skip
+            raise refuse(
+                "intervention_start: the policy must have acted (a policy step "
+                "last, no intervention open)"
+            )
         self.label("failure", reason)  # the cut fragment is a labelled failure
         self.control, self.fragment, self.takeovers = "human", self.fragment + 1, self.takeovers + 1
 
@@ -103,7 +124,10 @@ class RemoteEpisode:
         if not len(self):
             raise refuse("episode_end: the episode has no steps; discard it instead")
         iteration = self.version + 1  # policy k collects iteration k + 1's data, as in train
-        meta: dict[str, Any] = {"seed": self.seed, "iteration": iteration,
-                                "takeovers": self.takeovers}  # fmt: skip
+        meta: dict[str, Any] = {
+            "seed": self.seed,
+            "iteration": iteration,
+            "takeovers": self.takeovers,
+        }
         where = SimpleNamespace(task=self.task, instruction=self.instruction)
         return self.recorder.episode(cast(Any, where), meta)

@@ -36,15 +36,22 @@ class ServedPolicy:
         """The sampling state of the episode of `seed`, as in-process collection seeds it."""
         return self.chunks.episode_rng(seed)
 
-    def infer(self, obs: dict[str, Any], generator: torch.Generator,
-              rtc: tuple[np.ndarray, int] | None = None) -> np.ndarray:  # fmt: skip
+    def infer(
+        self,
+        obs: dict[str, Any],
+        generator: torch.Generator,
+        rtc: tuple[np.ndarray, int] | None = None,
+    ) -> np.ndarray:
         """A chunk (h, A) float32 for an environment observation; with `rtc` = (prefix,
         delay), inpainted to agree with the prefix (`aloe.robot.rtc`)."""
         state, row = self.chunks.inputs(obs)
         if rtc is None:
             images = self.chunks.images([obs])
-            return self.chunks.actor.sample(state, row, 1, generator,
-                                            images=images)[0, 0].cpu().numpy()  # fmt: skip
+            return (
+                self.chunks.actor.sample(state, row, 1, generator, images=images)[0, 0]
+                .cpu()
+                .numpy()
+            )
         prefix = torch.as_tensor(rtc[0], dtype=torch.float32)
         chunk = sample_inpainted(self.chunks.actor, state, row, prefix, rtc[1], generator)
         return chunk.cpu().numpy()
@@ -107,5 +114,7 @@ def failure_costs(policy: ServedPolicy) -> dict[str, float]:
     from aloe.envs.registry import operator_episode_length
 
     cfg, obs = policy.run.config, policy.run.obs
-    return {text: cfg.env.c_fail if cfg.env.c_fail is not None else operator_episode_length(task)
-            for task, text in zip(obs.tasks, obs.instructions, strict=True)}  # fmt: skip
+    return {
+        text: cfg.env.c_fail if cfg.env.c_fail is not None else operator_episode_length(task)
+        for task, text in zip(obs.tasks, obs.instructions, strict=True)
+    }

@@ -43,8 +43,15 @@ import numpy as np
 from aloe import data as D
 
 PROTOCOL = 1
-TYPES = ("infer", "episode_start", "step", "label", "intervention_start",
-         "intervention_end", "episode_end")  # fmt: skip
+TYPES = (
+    "infer",
+    "episode_start",
+    "step",
+    "label",
+    "intervention_start",
+    "intervention_end",
+    "episode_end",
+)
 SOURCES = ("policy", "human", "demo")
 OUTCOMES = ("", "success", "failure", "truncated")
 STATE, NEXT_STATE, ACTION, SIM = D.STATE, D.NEXT_STATE, D.ACTION, D.SIM_STATE
@@ -100,8 +107,13 @@ def kind(msg: dict[str, Any]) -> str:
     return str(t)
 
 
-def array(msg: dict[str, Any], key: str, shape: tuple[int, ...], kinds: str = FLOAT,
-          dtype: Any = np.float32) -> np.ndarray:  # fmt: skip
+def array(
+    msg: dict[str, Any],
+    key: str,
+    shape: tuple[int, ...],
+    kinds: str = FLOAT,
+    dtype: Any = np.float32,
+) -> np.ndarray:
     """Field `key`: an array of `shape` (-1: any length) and a dtype kind in `kinds`, finite."""
     x = msg.get(key)
     if not isinstance(x, np.ndarray):
@@ -119,8 +131,12 @@ def array(msg: dict[str, Any], key: str, shape: tuple[int, ...], kinds: str = FL
     return x.astype(dtype, copy=False)
 
 
-def text(msg: dict[str, Any], key: str, default: str | None = None,
-         choices: tuple[str, ...] | None = None) -> str:  # fmt: skip
+def text(
+    msg: dict[str, Any],
+    key: str,
+    default: str | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> str:
     value = msg.get(key, default)
     if not isinstance(value, str):
         raise refuse(f"{key}: missing or not a string")
@@ -151,8 +167,10 @@ def read_instruction(msg: dict[str, Any], spec: Spec, keys: tuple[str, ...]) -> 
         if key in msg:
             value = text(msg, key)
             if len(spec.instructions) > 1 and value not in spec.instructions:
-                raise refuse(f"{key} ({value[:60]!r}): not one of this run's instructions "
-                             f"{list(spec.instructions)}")  # fmt: skip
+                raise refuse(
+                    f"{key} ({value[:60]!r}): not one of this run's instructions "
+                    f"{list(spec.instructions)}"
+                )
             return value
     if len(spec.instructions) > 1:
         raise refuse(f"{' or '.join(keys)}: required, this run serves several tasks")
@@ -161,11 +179,15 @@ def read_instruction(msg: dict[str, Any], spec: Spec, keys: tuple[str, ...]) -> 
 
 def observation(msg: dict[str, Any], spec: Spec, instruction: str) -> dict[str, Any]:
     """The environment observation a policy reads: state, instruction, camera images."""
-    obs: dict[str, Any] = {"state": array(msg, STATE, (spec.state_dim,)),
-                           "instruction": instruction}  # fmt: skip
+    obs: dict[str, Any] = {
+        "state": array(msg, STATE, (spec.state_dim,)),
+        "instruction": instruction,
+    }
     if spec.cameras:
-        obs["images"] = {c: array(msg, D.image_key(c), (h, w, 3), "u", np.uint8)
-                         for c, (h, w) in spec.cameras.items()}  # fmt: skip
+        obs["images"] = {
+            c: array(msg, D.image_key(c), (h, w, 3), "u", np.uint8)
+            for c, (h, w) in spec.cameras.items()
+        }
     return obs
 
 
@@ -193,8 +215,10 @@ def step(msg: dict[str, Any], spec: Spec, instruction: str) -> StepReport:
     sim = None
     if spec.sim_state_dim is not None:
         if SIM not in msg:
-            raise refuse(f"{SIM}: required, this run's store records the simulator state "
-                         f"({spec.sim_state_dim} values) of every step")  # fmt: skip
+            raise refuse(
+                f"{SIM}: required, this run's store records the simulator state "
+                f"({spec.sim_state_dim} values) of every step"
+            )
         sim = array(msg, SIM, (spec.sim_state_dim,), dtype=np.float64)
     return StepReport(
         obs=observation(msg, spec, instruction),

@@ -70,8 +70,13 @@ class PolicyServer:
         self.store = open_store(self.root)
         self.spec = spec_of(self.published.current, self.store)
         self.c_fail = failure_costs(self.published.current)
-        self.tasks = dict(zip(self.published.current.run.obs.instructions,
-                              self.published.current.run.obs.tasks, strict=True))  # fmt: skip
+        self.tasks = dict(
+            zip(
+                self.published.current.run.obs.instructions,
+                self.published.current.run.obs.tasks,
+                strict=True,
+            )
+        )
         self._infer_lock = threading.Lock()  # one model: chunks are computed one at a time
         self._store_lock = threading.Lock()
         self._numbers = itertools.count()
@@ -87,10 +92,16 @@ class PolicyServer:
     async def serve(self, host: str, port: int, ready: Any = None) -> None:
         """Serve until cancelled; `ready(server)` is called once it listens."""
         async with serve(
-            self.handle, host, port, process_request=self.process_request, compression=None,
-            max_size=self.options.limits.max_message_bytes, max_queue=4,
-            ping_interval=self.options.heartbeat_s, ping_timeout=self.options.heartbeat_s,
-        ) as server:  # fmt: skip
+            self.handle,
+            host,
+            port,
+            process_request=self.process_request,
+            compression=None,
+            max_size=self.options.limits.max_message_bytes,
+            max_queue=4,
+            ping_interval=self.options.heartbeat_s,
+            ping_timeout=self.options.heartbeat_s,
+        ) as server:
             if ready is not None:
                 ready(server)
             await self.watch_checkpoints()
@@ -103,12 +114,15 @@ class PolicyServer:
         if token is not None:
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Api-Key {token}".encode()):
-                return connection.respond(http.HTTPStatus.UNAUTHORIZED,
-                                          "unauthorized: send the header "
-                                          "'Authorization: Api-Key <token>'\n")  # fmt: skip
+                return connection.respond(
+                    http.HTTPStatus.UNAUTHORIZED,
+                    "unauthorized: send the header 'Authorization: Api-Key <token>'\n",
+                )
         if len(self.connections) >= self.options.max_connections:
-            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE,
-                                      f"busy: {len(self.connections)} connections open\n")  # fmt: skip
+            return connection.respond(
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                f"busy: {len(self.connections)} connections open\n",
+            )
         return None
 
     async def handle(self, ws: ServerConnection) -> None:
@@ -124,8 +138,11 @@ class PolicyServer:
             self.connections.discard(ws)
             if session.episode is not None:  # documented: a dropped episode is lost whole
                 self.lost_episodes += 1
-                print(f"aloe serve: connection {session.number} closed mid-episode; its "
-                      f"{len(session.episode)} steps were not stored", file=sys.stderr)  # fmt: skip
+                print(
+                    f"aloe serve: connection {session.number} closed mid-episode; its "
+                    f"{len(session.episode)} steps were not stored",
+                    file=sys.stderr,
+                )
 
     async def answer(self, session: Session, message: bytes | str) -> bytes | str:
         """The reply to one message: its answer, or an error text frame."""
@@ -203,11 +220,19 @@ class PolicyServer:
             raise P.ProtocolError(
                 "deadline", f"no chunk within {self.options.deadline_s} s"
             ) from None
-        return {"actions": np.asarray(chunk, dtype=np.float32), "policy_version": policy.version,
-                "server_timing": {"infer_ms": 1e3 * (time.perf_counter() - start)}}  # fmt: skip
+        return {
+            "actions": np.asarray(chunk, dtype=np.float32),
+            "policy_version": policy.version,
+            "server_timing": {"infer_ms": 1e3 * (time.perf_counter() - start)},
+        }
 
-    def _infer(self, policy: ServedPolicy, obs: dict[str, Any], gen: torch.Generator,
-               rtc: tuple[np.ndarray, int] | None) -> np.ndarray:  # fmt: skip
+    def _infer(
+        self,
+        policy: ServedPolicy,
+        obs: dict[str, Any],
+        gen: torch.Generator,
+        rtc: tuple[np.ndarray, int] | None,
+    ) -> np.ndarray:
         with self._infer_lock:
             try:
                 return policy.infer(obs, gen, rtc)
@@ -226,11 +251,18 @@ class PolicyServer:
             # a single-task run reads any instruction as its own task (`Observations.task_row`)
             known = text if text in self.tasks else next(iter(self.tasks))
             s.episode = RemoteEpisode(
-                task=self.tasks[known], instruction=text, seed=seed, version=policy.version,
-                c_fail=self.c_fail[known], record_sim_state=self.spec.sim_state_dim is not None,
-            )  # fmt: skip
-        return {"type": "episode", "policy_version": policy.version,
-                "iteration": policy.version + 1}  # fmt: skip
+                task=self.tasks[known],
+                instruction=text,
+                seed=seed,
+                version=policy.version,
+                c_fail=self.c_fail[known],
+                record_sim_state=self.spec.sim_state_dim is not None,
+            )
+        return {
+            "type": "episode",
+            "policy_version": policy.version,
+            "iteration": policy.version + 1,
+        }
 
     async def episode_end(self, s: Session, msg: dict[str, Any]) -> dict[str, Any]:
         if s.policy is None:
@@ -241,8 +273,12 @@ class PolicyServer:
             return {"type": "discarded"}
         episode = ep.episode()
         (index,) = await asyncio.to_thread(self._append, episode)
-        return {"type": "stored", "episode_index": index, "length": len(episode),
-                "success": episode.success}  # fmt: skip
+        return {
+            "type": "stored",
+            "episode_index": index,
+            "length": len(episode),
+            "success": episode.success,
+        }
 
     def _append(self, episode: Any) -> list[int]:
         with self._store_lock:

@@ -63,8 +63,12 @@ def _encode(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         if obj.dtype.str not in DTYPES:
             raise TypeError(f"cannot send a {obj.dtype} array: plain numeric dtypes only")
-        return {_ND: True, b"data": np.ascontiguousarray(obj).tobytes(),
-                b"dtype": obj.dtype.str, b"shape": list(obj.shape)}  # fmt: skip
+        return {
+            _ND: True,
+            b"data": np.ascontiguousarray(obj).tobytes(),
+            b"dtype": obj.dtype.str,
+            b"shape": list(obj.shape),
+        }
     if isinstance(obj, np.generic):
         return obj.item()
     raise TypeError(f"cannot send {type(obj).__name__}")

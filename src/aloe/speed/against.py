@@ -63,9 +63,13 @@ def describe_source() -> str:
 def resolve(rev: str) -> tuple[Path, str]:
     """(the checkout, the commit `rev` names in it); a UsageError when there is none."""
     root = source_checkout()
-    require(root is not None, "--against", rev,
-            f"aloe runs from {Path(aloe.__file__).parent}, not from a git checkout; run the "
-            "bench from a clone of aloe")  # fmt: skip
+    require(
+        root is not None,
+        "--against",
+        rev,
+        f"aloe runs from {Path(aloe.__file__).parent}, not from a git checkout; run the "
+        "bench from a clone of aloe",
+    )
     assert root is not None
     require(not rev.startswith("-"), "--against", rev, "a revision, not an option of git")
     try:
@@ -78,14 +82,16 @@ def resolve(rev: str) -> tuple[Path, str]:
 
 
 def _git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True,
-                          text=True).stdout.strip()  # fmt: skip
+    return subprocess.run(
+        ["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def export(root: Path, commit: str, dest: Path) -> Path:
     """The commit's tree extracted under `dest` (git archive); returns its src directory."""
-    tar = subprocess.run(["git", "-C", str(root), "archive", "--format=tar", commit],
-                         check=True, capture_output=True).stdout  # fmt: skip
+    tar = subprocess.run(
+        ["git", "-C", str(root), "archive", "--format=tar", commit], check=True, capture_output=True
+    ).stdout
     with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
         archive.extractall(dest, filter="data")
     return dest / "src"
@@ -122,11 +128,16 @@ class Revision:
             self.env = {**os.environ, "PYTHONPATH": path}
             _check_imports_from(src, self.env, self.dir)
             self.cli = [sys.executable, "-m", "aloe.cli", "bench"]
-            probe = subprocess.run([*self.cli, "--help"], env=self.env, cwd=self.dir,
-                                   capture_output=True, text=True)  # fmt: skip
-            require(probe.returncode == 0, "--against", self.rev,
-                    f"its `aloe bench --help` failed (exit {probe.returncode}): that revision "
-                    "has no bench to run")  # fmt: skip
+            probe = subprocess.run(
+                [*self.cli, "--help"], env=self.env, cwd=self.dir, capture_output=True, text=True
+            )
+            require(
+                probe.returncode == 0,
+                "--against",
+                self.rev,
+                f"its `aloe bench --help` failed (exit {probe.returncode}): that revision "
+                "has no bench to run",
+            )
         except BaseException:
             self._tmp.cleanup()
             raise
@@ -142,8 +153,9 @@ class Revision:
         out = self.dir / "figures.json"
         argv = [*child_argv(options, self.flags), "--out", str(out)]
         say(f"--against {self.rev} ({self.commit[:10]}): bench {' '.join(argv[:-2])}")
-        done = subprocess.run([*self.cli, *argv], env=self.env, cwd=self.dir,
-                              stdout=subprocess.DEVNULL)  # fmt: skip
+        done = subprocess.run(
+            [*self.cli, *argv], env=self.env, cwd=self.dir, stdout=subprocess.DEVNULL
+        )
         found = {"rev": self.rev, "commit": self.commit}
         if done.returncode != 0:  # its error is on stderr above; this run's figures still count
             say(f"--against {self.rev}: its bench failed (exit {done.returncode}); no figures")
@@ -154,11 +166,19 @@ class Revision:
 def _check_imports_from(src: Path, env: dict[str, str], cwd: Path) -> None:
     """The child must import the exported aloe, not this one (an editable install's hook
     could shadow PYTHONPATH): else the two columns would measure the same code."""
-    where = subprocess.run([sys.executable, "-c", "import aloe; print(aloe.__file__)"], env=env,
-                           cwd=cwd, capture_output=True, text=True, check=True).stdout  # fmt: skip
+    where = subprocess.run(
+        [sys.executable, "-c", "import aloe; print(aloe.__file__)"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     if not Path(where.strip()).resolve().is_relative_to(src.resolve()):
-        raise RuntimeError(f"the exported revision imports aloe from {where.strip()}, not "
-                           f"from {src}: the comparison would not be side by side")  # fmt: skip
+        raise RuntimeError(
+            f"the exported revision imports aloe from {where.strip()}, not "
+            f"from {src}: the comparison would not be side by side"
+        )
 
 
 def flatten(figures: dict[str, Any], prefix: str = "") -> dict[str, Any]:

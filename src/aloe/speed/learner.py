@@ -58,9 +58,11 @@ class Sized:
 
     def describe(self) -> str:
         c, a, q = self.cfg, self.cfg.actor, self.cfg.critic
-        return (f"h={c.horizon} B={c.aloe.batch_size} M={c.aloe.num_value_samples} "
-                f"flow_steps={a.num_flow_steps} actor {a.hidden_dim}x{a.num_layers} "
-                f"critic {q.hidden_dim}x{q.num_layers} K={q.num_q}")  # fmt: skip
+        return (
+            f"h={c.horizon} B={c.aloe.batch_size} M={c.aloe.num_value_samples} "
+            f"flow_steps={a.num_flow_steps} actor {a.hidden_dim}x{a.num_layers} "
+            f"critic {q.hidden_dim}x{q.num_layers} K={q.num_q}"
+        )
 
 
 def build(name: str, task: str, device: str) -> Sized:
@@ -81,8 +83,14 @@ def aloe_learner(cfg: TrainConfig, obs: Observations | None = None) -> AloeLearn
     return learner
 
 
-def synthetic_batch(batch: int, state_dim: int, horizon: int, action_dim: int = TaskEnv.ACTION_DIM,
-                    gamma: float = 0.99, seed: int = 0) -> ChunkBatch:  # fmt: skip
+def synthetic_batch(
+    batch: int,
+    state_dim: int,
+    horizon: int,
+    action_dim: int = TaskEnv.ACTION_DIM,
+    gamma: float = 0.99,
+    seed: int = 0,
+) -> ChunkBatch:
     """Random states and chunks, every step valid and bootstrapped, one task."""
     gen = torch.Generator().manual_seed(seed)
     zeros = torch.zeros(batch, dtype=torch.long)
@@ -102,13 +110,22 @@ def synthetic_batch(batch: int, state_dim: int, horizon: int, action_dim: int = 
 
 
 def batch_for(s: Sized) -> ChunkBatch:
-    return synthetic_batch(s.cfg.aloe.batch_size, s.obs.dim, s.cfg.horizon,
-                           s.learner.actor.action_dim, gamma=s.cfg.aloe.gamma)  # fmt: skip
+    return synthetic_batch(
+        s.cfg.aloe.batch_size,
+        s.obs.dim,
+        s.cfg.horizon,
+        s.learner.actor.action_dim,
+        gamma=s.cfg.aloe.gamma,
+    )
 
 
-def measure_size(s: Sized, peak_gflops: float, repeats: int = 0,
-                 latency_calls: int = LATENCY_CALLS,
-                 value_flow_steps: int = 0) -> dict[str, Any]:  # fmt: skip
+def measure_size(
+    s: Sized,
+    peak_gflops: float,
+    repeats: int = 0,
+    latency_calls: int = LATENCY_CALLS,
+    value_flow_steps: int = 0,
+) -> dict[str, Any]:
     """Critic step, actor step and its parts, and chunk inference of one preset's learner;
     with `value_flow_steps`, also both steps with that approximation (aloe.value_flow_steps)."""
     n = repeats or REPEATS.get(s.name, 3)
@@ -135,8 +152,9 @@ def measure_size(s: Sized, peak_gflops: float, repeats: int = 0,
     return out
 
 
-def approximate_steps(s: Sized, batch: ChunkBatch, repeats: int, peak_gflops: float,
-                      flow_steps: int) -> dict[str, Any]:  # fmt: skip
+def approximate_steps(
+    s: Sized, batch: ChunkBatch, repeats: int, peak_gflops: float, flow_steps: int
+) -> dict[str, Any]:
     """Both steps and V^π's share with `flow_steps` Euler steps for the update's own samples
     (the opt-in approximation aloe.value_flow_steps), on the same learner and batch."""
     exact = s.learner.config
@@ -148,18 +166,24 @@ def approximate_steps(s: Sized, batch: ChunkBatch, repeats: int, peak_gflops: fl
         value = actor_parts(s.learner, batch, repeats, peak_gflops)["value_sampling"]
     finally:
         s.learner.config = exact
-    return {"flow_steps": flow_steps, "critic_step": critic, "actor_step": actor,
-            "value_sampling_share": value["ms"] / actor["ms"]}  # fmt: skip
+    return {
+        "flow_steps": flow_steps,
+        "critic_step": critic,
+        "actor_step": actor,
+        "value_sampling_share": value["ms"] / actor["ms"],
+    }
 
 
-def _step(fn: Callable[[], Any], repeats: int, device: torch.device,
-          peak_gflops: float) -> dict[str, float]:  # fmt: skip
+def _step(
+    fn: Callable[[], Any], repeats: int, device: torch.device, peak_gflops: float
+) -> dict[str, float]:
     timing = time_calls(fn, repeats, warmup=1, device=device)
     return work_figures(timing.median, count_flops(fn), peak_gflops)
 
 
-def actor_parts(learner: AloeLearner, batch: ChunkBatch, repeats: int,
-                peak_gflops: float) -> dict[str, dict[str, float]]:  # fmt: skip
+def actor_parts(
+    learner: AloeLearner, batch: ChunkBatch, repeats: int, peak_gflops: float
+) -> dict[str, dict[str, float]]:
     """Each part of `AloeLearner.actor_step` timed alone (see the module docstring)."""
     cfg, device, actor, critic = learner.config, learner.device, learner.actor, learner.critic
     b = batch.to(device)
@@ -178,8 +202,9 @@ def actor_parts(learner: AloeLearner, batch: ChunkBatch, repeats: int,
 
     def forward() -> Tensor:
         opt.module.train()
-        per_sample = actor.flow_loss_per_sample(b.state, b.task_index, b.actions, b.valid,
-                                                learner.generator, images=b.images)  # fmt: skip
+        per_sample = actor.flow_loss_per_sample(
+            b.state, b.task_index, b.actions, b.valid, learner.generator, images=b.images
+        )
         return weighted_flow_loss(per_sample, w)[0]  # Eq. 15
 
     def backward(loss: Tensor) -> None:
@@ -196,14 +221,21 @@ def actor_parts(learner: AloeLearner, batch: ChunkBatch, repeats: int,
         "q_data": time_calls(q_data, repeats, device=device),
         **_update_timings(forward, backward, step, repeats, device),
     }
-    flops = {"value_sampling": count_flops(value), "q_data": count_flops(q_data),
-             **_update_flops(forward, backward, step)}  # fmt: skip
+    flops = {
+        "value_sampling": count_flops(value),
+        "q_data": count_flops(q_data),
+        **_update_flops(forward, backward, step),
+    }
     return {k: work_figures(t.median, flops[k], peak_gflops) for k, t in timings.items()}
 
 
-def _update_timings(forward: Callable[[], Tensor], backward: Callable[[Tensor], None],
-                    step: Callable[[], None], repeats: int,
-                    device: torch.device) -> dict[str, Timing]:  # fmt: skip
+def _update_timings(
+    forward: Callable[[], Tensor],
+    backward: Callable[[Tensor], None],
+    step: Callable[[], None],
+    repeats: int,
+    device: torch.device,
+) -> dict[str, Timing]:
     """Forward, backward and optimiser of the same updates, timed apart (one warm-up)."""
     seconds: dict[str, list[float]] = {"flow_forward": [], "flow_backward": [], "optimiser": []}
     for i in range(repeats + 1):
@@ -213,8 +245,9 @@ def _update_timings(forward: Callable[[], Tensor], backward: Callable[[Tensor], 
     return {k: Timing(v) for k, v in seconds.items()}
 
 
-def _timed(into: list[float], keep: bool, device: torch.device, fn: Callable[..., Any],
-           *args: Any) -> Any:  # fmt: skip
+def _timed(
+    into: list[float], keep: bool, device: torch.device, fn: Callable[..., Any], *args: Any
+) -> Any:
     """fn(*args), its wall time appended to `into` if `keep`."""
     start = time.perf_counter()
     out = fn(*args)
@@ -224,8 +257,9 @@ def _timed(into: list[float], keep: bool, device: torch.device, fn: Callable[...
     return out
 
 
-def _update_flops(forward: Callable[[], Tensor], backward: Callable[[Tensor], None],
-                  step: Callable[[], None]) -> dict[str, int]:  # fmt: skip
+def _update_flops(
+    forward: Callable[[], Tensor], backward: Callable[[Tensor], None], step: Callable[[], None]
+) -> dict[str, int]:
     box: list[Tensor] = []
     return {
         "flow_forward": count_flops(lambda: box.append(forward())),
@@ -237,8 +271,14 @@ def _update_flops(forward: Callable[[], Tensor], backward: Callable[[Tensor], No
 def inference_latency(s: Sized, calls: int) -> dict[str, float]:
     """One observation -> one chunk through `FlowChunkPolicy`, as collection and evaluation
     call it: p50 and p99 over `calls` calls, and its counted GFLOP."""
-    policy = FlowChunkPolicy(s.learner.actor, version=0, exec_horizon=s.cfg.exec_horizon,
-                             seed=0, device=s.device, obs=s.obs)  # fmt: skip
+    policy = FlowChunkPolicy(
+        s.learner.actor,
+        version=0,
+        exec_horizon=s.cfg.exec_horizon,
+        seed=0,
+        device=s.device,
+        obs=s.obs,
+    )
     obs = {"state": np.random.default_rng(0).standard_normal(s.obs.dim).astype(np.float32)}
     timing = time_calls(lambda: policy.act_chunk(obs), calls, warmup=3, device=s.device)
     return {

@@ -33,10 +33,12 @@ from aloe.rollout import batchable
 from aloe.speed.learner import Sized
 from aloe.speed.measure import say, time_calls
 
-ITERATION_METHOD = ("per phase: the unit costs measured here (a collected episode, an update "
-                    "step with its batch, an evaluation episode, a checkpoint) times the "
-                    "preset's counts; collect assumes the measured success rate, evaluate the "
-                    "untrained actor's episodes (to the time limit: an upper bound)")  # fmt: skip
+ITERATION_METHOD = (
+    "per phase: the unit costs measured here (a collected episode, an update "
+    "step with its batch, an evaluation episode, a checkpoint) times the "
+    "preset's counts; collect assumes the measured success rate, evaluate the "
+    "untrained actor's episodes (to the time limit: an upper bound)"
+)
 
 
 class TimedPolicy:
@@ -119,8 +121,15 @@ def raw_stepping(env: Any, steps: int, segments: int = 3) -> dict[str, float]:
     return {"steps": each * segments, "steps_per_s": max(rates)}
 
 
-def collection(env: Any, operator: Operator, policy: ChunkPolicy | None, steps: int,
-               store: EpisodeStore, raw: float, rule: CollectConfig) -> dict[str, float]:  # fmt: skip
+def collection(
+    env: Any,
+    operator: Operator,
+    policy: ChunkPolicy | None,
+    steps: int,
+    store: EpisodeStore,
+    raw: float,
+    rule: CollectConfig,
+) -> dict[str, float]:
     """Whole episodes collected with the operator (policy None: demonstrations) by `rule`
     (a run's collection rule; its quotas are ignored) until at least `steps` steps, each
     appended to `store` as it ends."""
@@ -129,18 +138,24 @@ def collection(env: Any, operator: Operator, policy: ChunkPolicy | None, steps: 
     seeds, done, episodes, successes = itertools.count(), 0, 0, 0
     start = time.perf_counter()
     while done < steps:
-        _, stats = collect(env, timed_op, one, policy=timed, seeds=seeds, store=store,
-                           progress=False)  # fmt: skip
+        _, stats = collect(
+            env, timed_op, one, policy=timed, seeds=seeds, store=store, progress=False
+        )
         done += stats.env_steps
         episodes, successes = episodes + 1, successes + stats.successes
     elapsed = time.perf_counter() - start
     figures = _rates(done, elapsed, raw, timed.seconds if timed else 0.0, timed_op.seconds)
-    return {**figures, "episodes": episodes, "successes": successes,
-            "episode_s": elapsed / episodes}  # fmt: skip
+    return {
+        **figures,
+        "episodes": episodes,
+        "successes": successes,
+        "episode_s": elapsed / episodes,
+    }
 
 
-def evaluation(env: Any, policy: ChunkPolicy, steps: int, raw: float,
-               batch: int = 1) -> dict[str, float]:  # fmt: skip
+def evaluation(
+    env: Any, policy: ChunkPolicy, steps: int, raw: float, batch: int = 1
+) -> dict[str, float]:
     """Operator-free episodes through `evaluate`, `batch` seeds played together (a run's
     `eval_batch`), until >= `steps` steps."""
     timed = TimedBatchPolicy(policy) if batch > 1 and batchable(policy) else TimedPolicy(policy)
@@ -150,12 +165,17 @@ def evaluation(env: Any, policy: ChunkPolicy, steps: int, raw: float,
         done += evaluate(env, timed, range(episodes, episodes + batch), batch=batch).env_steps
         episodes += batch
     elapsed = time.perf_counter() - start
-    return {**_rates(done, elapsed, raw, timed.seconds), "episodes": episodes, "batch": batch,
-            "episode_s": elapsed / episodes}  # fmt: skip
+    return {
+        **_rates(done, elapsed, raw, timed.seconds),
+        "episodes": episodes,
+        "batch": batch,
+        "episode_s": elapsed / episodes,
+    }
 
 
-def _rates(steps: int, elapsed: float, raw: float, inference: float = 0.0,
-           operator: float = 0.0) -> dict[str, float]:  # fmt: skip
+def _rates(
+    steps: int, elapsed: float, raw: float, inference: float = 0.0, operator: float = 0.0
+) -> dict[str, float]:
     rest = elapsed - inference
     return {
         "steps": steps,
@@ -168,15 +188,17 @@ def _rates(steps: int, elapsed: float, raw: float, inference: float = 0.0,
     }
 
 
-def sampler_ms(frames: Frames, horizon: int, batch_size: int, gamma: float,
-               device: torch.device) -> float:  # fmt: skip
+def sampler_ms(
+    frames: Frames, horizon: int, batch_size: int, gamma: float, device: torch.device
+) -> float:
     """Median time of one `ChunkSampler.sample` batch on these frames (20 batches)."""
     sampler = ChunkSampler(frames, horizon=horizon, gamma=gamma, device=device)
     return 1e3 * time_calls(lambda: sampler.sample(batch_size), 20, device=device).median
 
 
-def sampler_vs_critic(frames: Frames, task: str, horizon: int, batch_size: int,
-                      device: torch.device) -> dict[str, float]:  # fmt: skip
+def sampler_vs_critic(
+    frames: Frames, task: str, horizon: int, batch_size: int, device: torch.device
+) -> dict[str, float]:
     """The sampler against a critic and an actor step of the library's default networks, at
     this horizon and batch (the figures `aloe bench` has reported since it began)."""
     from aloe.config import TrainConfig
@@ -188,13 +210,20 @@ def sampler_vs_critic(frames: Frames, task: str, horizon: int, batch_size: int,
     learner = aloe_learner(cfg.resolved())
     sampler = ChunkSampler(frames, horizon=horizon, gamma=cfg.aloe.gamma, device=device)
     sample = time_calls(lambda: sampler.sample(batch_size), 20, device=device).median
-    critic_s = time_calls(lambda: learner.critic_step(sampler.sample(batch_size)), 2,
-                          device=device).median  # fmt: skip
-    actor_s = time_calls(lambda: learner.actor_step(sampler.sample(batch_size)), 2,
-                         device=device).median  # fmt: skip
-    return {"horizon": horizon, "batch": batch_size, "batches_per_s": 1 / sample,
-            "critic_steps_per_s": 1 / critic_s, "actor_steps_per_s": 1 / actor_s,
-            "vs_critic_step": critic_s / sample}  # fmt: skip
+    critic_s = time_calls(
+        lambda: learner.critic_step(sampler.sample(batch_size)), 2, device=device
+    ).median
+    actor_s = time_calls(
+        lambda: learner.actor_step(sampler.sample(batch_size)), 2, device=device
+    ).median
+    return {
+        "horizon": horizon,
+        "batch": batch_size,
+        "batches_per_s": 1 / sample,
+        "critic_steps_per_s": 1 / critic_s,
+        "actor_steps_per_s": 1 / actor_s,
+        "vs_critic_step": critic_s / sample,
+    }
 
 
 def checkpoint_s(learner: AloeLearner, root: Path, repeats: int = 3) -> float:
@@ -204,8 +233,9 @@ def checkpoint_s(learner: AloeLearner, root: Path, repeats: int = 3) -> float:
     return time_calls(lambda: checkpoint.save(root, next(iterations), state), repeats).median
 
 
-def measure_iteration(s: Sized, figures: dict[str, Any], frames: Frames,
-                      root: Path) -> dict[str, Any]:  # fmt: skip
+def measure_iteration(
+    s: Sized, figures: dict[str, Any], frames: Frames, root: Path
+) -> dict[str, Any]:
     """`iteration_phases` of `s`, given its steps and the loop's figures, after timing what
     they lack: a batch of `s`'s size from the sampler, and a checkpoint."""
     say(f"{s.name} iteration: a sampler batch and a checkpoint, then the phases")
@@ -215,15 +245,19 @@ def measure_iteration(s: Sized, figures: dict[str, Any], frames: Frames,
     return iteration_phases(s, figures["steps"][s.name], figures["loop"], batch_ms, save_s)
 
 
-def iteration_phases(s: Sized, steps: dict[str, Any], loop: dict[str, Any],
-                     batch_ms: float, save_s: float) -> dict[str, Any]:  # fmt: skip
+def iteration_phases(
+    s: Sized, steps: dict[str, Any], loop: dict[str, Any], batch_ms: float, save_s: float
+) -> dict[str, Any]:
     """One iteration of `s`'s preset split into its phases (ITERATION_METHOD), and a whole
     run's estimate: the BC warm start (demonstrations, BC steps) then `iterations` of them."""
     cfg, a = s.cfg, s.cfg.aloe
     policy, parts = loop["collect_policy"], steps["actor_parts"]
     success = policy["successes"] / policy["episodes"]
-    episodes = cfg.collect.max_episodes if success == 0 else min(
-        cfg.collect.max_episodes, math.ceil(cfg.collect.success_quota / success))  # fmt: skip
+    episodes = (
+        cfg.collect.max_episodes
+        if success == 0
+        else min(cfg.collect.max_episodes, math.ceil(cfg.collect.success_quota / success))
+    )
     phases = {
         "collect_s": episodes * policy["episode_s"],
         "critic_s": a.critic_steps * (steps["critic_step"]["ms"] + batch_ms) / 1e3,
@@ -233,8 +267,12 @@ def iteration_phases(s: Sized, steps: dict[str, Any], loop: dict[str, Any],
     }
     total = sum(phases.values())
     bc_ms = sum(parts[k]["ms"] for k in ("flow_forward", "flow_backward", "optimiser"))
-    warm = (cfg.num_demos * loop["collect_demo"]["episode_s"] + cfg.bc_steps * (bc_ms + batch_ms)
-            / 1e3 + phases["evaluate_s"] + save_s)  # fmt: skip
+    warm = (
+        cfg.num_demos * loop["collect_demo"]["episode_s"]
+        + cfg.bc_steps * (bc_ms + batch_ms) / 1e3
+        + phases["evaluate_s"]
+        + save_s
+    )
     out = {
         "preset": s.name,
         "method": ITERATION_METHOD,
@@ -252,10 +290,12 @@ def iteration_phases(s: Sized, steps: dict[str, Any], loop: dict[str, Any],
         actor_s = a.actor_steps * (approx["actor_step"]["ms"] + batch_ms) / 1e3
         rest = total - phases["critic_s"] - phases["actor_s"]
         out["value_flow_steps"] = {
-            "flow_steps": approx["flow_steps"], "critic_s": critic_s, "actor_s": actor_s,
+            "flow_steps": approx["flow_steps"],
+            "critic_s": critic_s,
+            "actor_s": actor_s,
             "total_s": rest + critic_s + actor_s,
             "run_estimate_s": warm + cfg.iterations * (rest + critic_s + actor_s),
-        }  # fmt: skip
+        }
     return out
 
 
@@ -271,16 +311,29 @@ def measure_loop(s: Sized, steps: int, root: Path) -> tuple[dict[str, Any], Fram
     out: dict[str, Any] = {"raw": raw_stepping(env, steps)}
     raw = out["raw"]["steps_per_s"]
     operator = make_operator(cfg.task, cfg.operator)
-    actor = FlowChunkPolicy(s.learner.actor, version=0, exec_horizon=cfg.exec_horizon, seed=0,
-                            device=s.device, obs=s.obs)  # fmt: skip
-    runs = {"collect_demo": None, "collect_random": RandomPolicy(env.action_dim, cfg.horizon),
-            "collect_policy": actor}  # fmt: skip
+    actor = FlowChunkPolicy(
+        s.learner.actor,
+        version=0,
+        exec_horizon=cfg.exec_horizon,
+        seed=0,
+        device=s.device,
+        obs=s.obs,
+    )
+    runs = {
+        "collect_demo": None,
+        "collect_random": RandomPolicy(env.action_dim, cfg.horizon),
+        "collect_policy": actor,
+    }
     for name, policy in runs.items():
         say(f"{name.replace('_', ' ')} (>= {steps} steps)")
         sim = env.sim_state_dim if cfg.collect.record_sim_state else None
-        store = EpisodeStore.create(root / name, fps=1.0 / env.control_period,
-                                    state_dim=env.state_dim, action_dim=env.action_dim,
-                                    sim_state_dim=sim)  # fmt: skip
+        store = EpisodeStore.create(
+            root / name,
+            fps=1.0 / env.control_period,
+            state_dim=env.state_dim,
+            action_dim=env.action_dim,
+            sim_state_dim=sim,
+        )
         out[name] = collection(env, operator, policy, steps, store, raw, cfg.collect)
     say(f"evaluate (>= {steps} steps, {cfg.eval_batch} episodes at a time)")
     out["evaluate"] = evaluation(env, actor, steps, raw, cfg.eval_batch)

@@ -65,8 +65,9 @@ class Timing:
         return float(np.percentile(self.seconds, q))
 
 
-def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1,
-               device: torch.device | None = None) -> Timing:  # fmt: skip
+def time_calls(
+    fn: Callable[[], Any], repeats: int, warmup: int = 1, device: torch.device | None = None
+) -> Timing:
     """`repeats` timed calls of fn after `warmup` untimed ones (allocator, caches, lazy init)."""
     device = device or torch.device("cpu")
     for _ in range(warmup):
@@ -85,8 +86,9 @@ def _cpu_attention(query: Any, key: Any, value: Any, *args: Any, **kwargs: Any) 
     return sdpa_flop_count(query, key, value)
 
 
-def _cpu_attention_backward(grad_out: Any, query: Any, key: Any, value: Any, *args: Any,
-                            **kwargs: Any) -> int:  # fmt: skip
+def _cpu_attention_backward(
+    grad_out: Any, query: Any, key: Any, value: Any, *args: Any, **kwargs: Any
+) -> int:
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 
@@ -125,8 +127,12 @@ def matmul_peak(device: torch.device, n: int | None = None, repeats: int = 5) ->
 def work_figures(seconds: float, flops: int, peak_gflops: float) -> dict[str, float]:
     """Wall time, counted GFLOP, achieved GFLOP/s and its share of the measured peak."""
     gflops = flops / seconds / 1e9
-    return {"ms": 1e3 * seconds, "gflop": flops / 1e9, "gflops": gflops,
-            "peak_share": gflops / peak_gflops}  # fmt: skip
+    return {
+        "ms": 1e3 * seconds,
+        "gflop": flops / 1e9,
+        "gflops": gflops,
+        "peak_share": gflops / peak_gflops,
+    }
 
 
 def cores() -> int:

@@ -42,8 +42,13 @@ def render(columns: list[tuple[str, dict[str, Any]]]) -> str:
         values = [f.get(name) for _, f in columns]
         rows.append([name, *map(_show, values), *([ratio(*values)] if len(columns) == 2 else [])])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                       enumerate(zip(r, widths, strict=True))).rstrip() for r in rows]  # fmt: skip
+    lines = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
+        for r in rows
+    ]
     notes = [k for k in names if k not in numbers]
     for title, figures in columns:
         mine = [f"{title} {k}: {_show(figures[k])}" for k in notes if k in figures]

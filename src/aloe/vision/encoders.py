@@ -368,6 +368,8 @@ def build_image_encoder(
             )
         return SiglipEncoder.from_pretrained(path, device=device)
     if name == "lerobot":
-        raise ValueError("encoder 'lerobot' is a VLA's tower: build it from the run's LeRobot "
-                         "config with aloe.policies.lerobot_actor.vision_tower")  # fmt: skip
+        raise ValueError(
+            "encoder 'lerobot' is a VLA's tower: build it from the run's LeRobot "
+            "config with aloe.policies.lerobot_actor.vision_tower"
+        )
     raise ValueError(f"unknown image encoder {name!r}; choose from {', '.join(IMAGE_ENCODERS)}")
