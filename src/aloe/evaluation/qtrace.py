@@ -280,7 +280,7 @@ def _check_plot_args(args: PlotQArgs) -> None:
     )
     require(args.seed >= 0, "--seed", args.seed, "must be >= 0")
     require(
-        args.out is None or not png_path(args.out).is_dir(),
+        args.out is None or not (args.out.is_dir() or png_path(args.out).is_dir()),
         "--out",
         args.out,
         "is a directory; give a .png file",
