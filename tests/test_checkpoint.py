@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from aloe import checkpoint
-from aloe.checkpoint import STATE, TENSORS
+from aloe.checkpoint import HASHES, STATE, TENSORS
 from aloe.errors import UsageError
 
 
@@ -138,6 +138,105 @@ def test_no_readable_checkpoint_is_a_usage_error_that_changes_nothing(tmp_path):
     assert checkpoint.load_latest(tmp_path / "no-such-dir") is None  # nothing yet: start afresh
 
 
+# Hashes: every file a save writes is covered, and a change that still parses is caught.
+
+
+def test_a_checkpoint_carries_the_sha256_of_its_tensors_and_state(tmp_path):
+    path = checkpoint.save(tmp_path, 0, _state())
+    assert sorted(p.name for p in path.iterdir()) == sorted([TENSORS, STATE, HASHES])
+    hashes = json.loads((path / HASHES).read_text())
+    by_hand = {n: hashlib.sha256((path / n).read_bytes()).hexdigest() for n in (TENSORS, STATE)}
+    assert hashes == by_hand
+
+
+def _flip(file: Path, at: int) -> None:
+    data = bytearray(file.read_bytes())
+    data[at] ^= 0x01
+    file.write_bytes(bytes(data))
+
+
+def _places(file: Path) -> list[int]:
+    """Byte offsets spread over the whole file: its first and last byte and 30 between."""
+    n = file.stat().st_size
+    return sorted({0, n - 1, *(n * i // 31 for i in range(1, 31))})
+
+
+@pytest.mark.parametrize("name", [TENSORS, STATE, HASHES])
+def test_a_flipped_bit_anywhere_in_any_file_is_refused(tmp_path, name):
+    """`load` refuses each flip with a reason naming the file it is in, and the restored
+    checkpoint loads again."""
+    path = checkpoint.save(tmp_path, 0, _state())
+    file, good = path / name, (path / name).read_bytes()
+    for at in _places(file):
+        _flip(file, at)
+        with pytest.raises(checkpoint.CheckpointError) as e:
+            checkpoint.load(path)
+        assert name in e.value.reason, (at, e.value.reason)
+        file.write_bytes(good)
+    checkpoint.load(path)
+
+
+def _weight_flip(p: Path) -> None:
+    """A flip inside the tensor data (past the header): the file still parses."""
+    (n,) = __import__("struct").unpack("<Q", (p / TENSORS).read_bytes()[:8])
+    _flip(p / TENSORS, 8 + n + 5)
+
+
+CHANGED = {
+    "a weight": (_weight_flip, f"{TENSORS} does not match its SHA-256 in {HASHES}"),
+    "a state value": (
+        lambda p: (p / STATE).write_text((p / STATE).read_text().replace("3", "4")),
+        f"{STATE} does not match its SHA-256 in {HASHES}",
+    ),
+    "a hash": (
+        lambda p: (p / HASHES).write_text((p / HASHES).read_text().replace('": "', '": "0', 1)),
+        " does not match its SHA-256 in",
+    ),
+    "no manifest": (lambda p: (p / HASHES).unlink(), f"{HASHES} is missing"),
+    "a foreign manifest": (
+        lambda p: (p / HASHES).write_text('{"state.json": "00"}'),
+        f"{HASHES} does not list the hashes of {TENSORS}, {STATE}",
+    ),
+}
+
+
+@pytest.mark.parametrize("change", CHANGED)
+def test_a_changed_checkpoint_that_still_parses_falls_back_as_a_truncated_one(
+    tmp_path, capsys, change
+):
+    root = tmp_path / "checkpoints"
+    checkpoint.save(root, 0, {"a": torch.zeros(100), "meta": {"iteration": 0}})
+    latest = checkpoint.save(root, 1, {"a": torch.ones(100), "meta": {"iteration": 3}})
+    hurt, reason = CHANGED[change]
+    hurt(latest)
+    kept = _snapshot(latest)
+    loaded = checkpoint.load_latest(root, set_aside=True)
+    assert loaded is not None and loaded.iteration == 0
+    assert torch.equal(loaded.state["a"], torch.zeros(100))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"aloe: skipping checkpoint {latest}: "), err
+    assert reason in err and err.endswith("(kept as iter-0001.broken-1); using iter-0000\n")
+    assert _snapshot(root / "iter-0001.broken-1") == kept  # the user's bytes, set aside
+
+
+def test_a_checkpoint_saved_before_hashes_loads_with_a_notice(tmp_path, capsys):
+    """The layout older versions wrote: the two files, no manifest, no header metadata."""
+    from safetensors.torch import save_file
+
+    old = tmp_path / "iter-0000"
+    old.mkdir()
+    skeleton, tensors = checkpoint.flatten({"a": torch.arange(3.0)})
+    save_file(tensors, str(old / TENSORS))
+    (old / STATE).write_text(json.dumps(skeleton))
+    loaded = checkpoint.load_latest(tmp_path)
+    assert loaded is not None and torch.equal(loaded.state["a"], torch.arange(3.0))
+    err = capsys.readouterr().err
+    assert err == (
+        f"aloe: checkpoint {old} has no {HASHES} (saved before checkpoints carried hashes): "
+        "loaded without verifying its files\n"
+    )
+
+
 def test_load_run_falls_back_past_a_truncated_checkpoint(fake_run, capsys):
     import aloe
 
@@ -146,6 +245,26 @@ def test_load_run_falls_back_past_a_truncated_checkpoint(fake_run, capsys):
     run = aloe.load_run(fake_run)
     assert run.iteration == 0
     assert f"aloe: skipping checkpoint {latest}: {TENSORS} is truncated" in capsys.readouterr().err
+    assert latest.is_dir()
+
+
+@pytest.mark.parametrize("loader", ["load_run", "serve"])
+def test_every_loader_falls_back_past_a_changed_checkpoint(fake_run, capsys, loader):
+    """`aloe eval`, `collect --policy` and `plot-q` load through `load_run`, `aloe serve`
+    through `Published`; each verifies the hashes and takes the previous checkpoint."""
+    import aloe
+
+    latest = _two_of(fake_run)
+    _weight_flip(latest)
+    if loader == "serve":
+        from aloe.serve.policy import Published
+
+        iteration = Published(fake_run).current.version
+    else:
+        iteration = aloe.load_run(fake_run).iteration
+    assert iteration == 0
+    err = capsys.readouterr().err
+    assert f"aloe: skipping checkpoint {latest}: {TENSORS} does not match its SHA-256" in err
     assert latest.is_dir()
 
 
@@ -196,9 +315,16 @@ TINY = [
 ]
 
 
+RESUME_DAMAGE = {
+    "truncated": (lambda p: _truncate(p / TENSORS), f"{TENSORS} is truncated"),
+    "flipped": (_weight_flip, f"{TENSORS} does not match its SHA-256 in {HASHES}"),
+}
+
+
 @pytest.mark.slow
-def test_train_resume_past_a_truncated_last_checkpoint_reruns_its_iteration(
-    tmp_path, capsys, same_metrics
+@pytest.mark.parametrize("damage", RESUME_DAMAGE)
+def test_train_resume_past_a_damaged_last_checkpoint_reruns_its_iteration(
+    tmp_path, capsys, same_metrics, damage
 ):
     from aloe.cli import main
 
@@ -206,12 +332,13 @@ def test_train_resume_past_a_truncated_last_checkpoint_reruns_its_iteration(
     assert main(["train", "--out", str(out), *TINY]) == 0
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     latest = out / "checkpoints" / "iter-0001"
-    _truncate(latest / TENSORS)
+    hurt, reason = RESUME_DAMAGE[damage]
+    hurt(latest)
     kept = _snapshot(latest)
     capsys.readouterr()
     assert main(["train", "--resume", str(out)]) == 0
     err = capsys.readouterr().err
-    assert f"aloe: skipping checkpoint {latest}: {TENSORS} is truncated" in err
+    assert f"aloe: skipping checkpoint {latest}: {reason}" in err
     assert "(kept as iter-0001.broken-1); using iter-0000" in err
     assert _snapshot(out / "checkpoints" / "iter-0001.broken-1") == kept
     assert [k for k, _ in checkpoint.complete(out / "checkpoints")] == [0, 1]

@@ -417,3 +417,14 @@ def test_a_second_trainer_on_a_run_directory_is_refused(
         holder.wait()
     with train.run_lock(cfg, resume=True):  # free again
         assert (cfg.out / train.RUN_LOCK).read_text() == str(os.getpid())
+
+
+def test_the_episode_bound_is_the_seed_spacing_of_an_iteration():
+    """`collect.max_episodes <= SEEDS_PER_ITERATION` keeps a store's seeds distinct only
+    while `episode_seed` spaces iterations that far apart."""
+    from aloe.config import SEEDS_PER_ITERATION
+    from aloe.data import episode_seed
+
+    assert episode_seed(3, 2, 0) - episode_seed(3, 1, 0) == SEEDS_PER_ITERATION
+    last = episode_seed(3, 1, SEEDS_PER_ITERATION - 1)
+    assert last < episode_seed(3, 2, 0)

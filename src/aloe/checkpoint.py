@@ -1,8 +1,14 @@
 """Checkpoints as safetensors + JSON (never pickle), written atomically.
 
-A checkpoint is a directory `iter-NNNN/` holding `tensors.safetensors` and `state.json`. It
-is written as `iter-NNNN.tmp/`, fsync'd and renamed, so a kill at any moment leaves every
-complete checkpoint loadable and no half-written one that a reader would pick up.
+A checkpoint is a directory `iter-NNNN/` holding `tensors.safetensors`, `state.json` and
+`sha256.json`, the SHA-256 of the other two files' bytes. It is written as `iter-NNNN.tmp/`,
+fsync'd and renamed, so a kill at any moment leaves every complete checkpoint loadable and
+no half-written one that a reader would pick up.
+
+`load` checks both hashes, so a checkpoint changed after it was saved is refused even where
+it still parses (a flipped byte in a weight, a hand-edited number in the state). The
+safetensors header names the manifest, so a new checkpoint that lost it is refused too; one
+saved before checkpoints carried hashes (neither) loads unverified, with a notice on stderr.
 
 A checkpoint damaged afterwards (a truncated copy, a disk error, a hand edit) is skipped by
 `load_latest`, the one way every command finds the checkpoint to start from: it falls back
@@ -16,6 +22,7 @@ tensors, stored in safetensors under their path, and a JSON skeleton of everythi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -26,13 +33,16 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from aloe.durable import fsync_path
 from aloe.errors import UsageError, bad
 
 _NAME = re.compile(r"^iter-(\d{4,})$")  # `.tmp` and `.broken-<n>` directories never match
-TENSORS, STATE = "tensors.safetensors", "state.json"
+TENSORS, STATE, HASHES = "tensors.safetensors", "state.json", "sha256.json"
+HASHED = (TENSORS, STATE)  # the files whose SHA-256 `HASHES` holds
+_MANIFEST_KEY = "aloe.hashes"  # safetensors metadata: this checkpoint has a `HASHES` file
 _MAX_HEADER = 100_000_000  # safetensors refuses longer headers: a larger length is garbage
 
 
@@ -91,8 +101,10 @@ def save(root: Path, iteration: int, state: dict[str, Any]) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     skeleton, tensors = flatten(state)
-    save_file(tensors, str(tmp / "tensors.safetensors"))
-    (tmp / "state.json").write_text(json.dumps(skeleton))
+    save_file(tensors, str(tmp / TENSORS), metadata={_MANIFEST_KEY: HASHES})
+    (tmp / STATE).write_text(json.dumps(skeleton))
+    hashes = {name: sha256_of(tmp / name) for name in HASHED}
+    (tmp / HASHES).write_text(json.dumps(hashes, indent=1))
     for f in tmp.iterdir():
         fsync_path(f)
     fsync_path(tmp)
@@ -102,7 +114,8 @@ def save(root: Path, iteration: int, state: dict[str, Any]) -> Path:
 
 
 def load(path: Path) -> dict[str, Any]:
-    """The state saved in checkpoint directory `path`; CheckpointError says what is wrong."""
+    """The state saved in checkpoint directory `path`, its files checked against their
+    hashes (see the module docstring); CheckpointError says what is wrong."""
     tensors = _read_tensors(path / TENSORS)
     try:
         skeleton = json.loads((path / STATE).read_text())
@@ -112,10 +125,55 @@ def load(path: Path) -> dict[str, Any]:
         raise CheckpointError(path, f"{STATE} is unreadable ({e.strerror or e})") from None
     except ValueError as e:  # JSONDecodeError and UnicodeDecodeError both are
         raise CheckpointError(path, f"{STATE} is not valid JSON ({e})") from None
+    verify(path)
     try:
         return unflatten(skeleton, tensors)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(path, f"{STATE} does not match {TENSORS} ({e!r})") from None
+
+
+def sha256_of(file: Path) -> str:
+    """The SHA-256 of a file's bytes, as lowercase hex."""
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: Path) -> None:
+    """Check the files of checkpoint `path` against `HASHES` (CheckpointError naming the file
+    that differs). A checkpoint saved before checkpoints carried hashes passes, with a
+    one-line notice on stderr; one whose safetensors header names a lost manifest does not."""
+    manifest = path / HASHES
+    if not manifest.is_file():
+        if _names_manifest(path / TENSORS):
+            raise CheckpointError(path, f"{HASHES} is missing")
+        print(
+            f"aloe: checkpoint {path} has no {HASHES} (saved before checkpoints carried "
+            "hashes): loaded without verifying its files",
+            file=sys.stderr,
+        )
+        return
+    try:
+        hashes = json.loads(manifest.read_text())
+    except OSError as e:
+        raise CheckpointError(path, f"{HASHES} is unreadable ({e.strerror or e})") from None
+    except ValueError as e:
+        raise CheckpointError(path, f"{HASHES} is not valid JSON ({e})") from None
+    if not isinstance(hashes, dict) or sorted(hashes) != sorted(HASHED):
+        raise CheckpointError(path, f"{HASHES} does not list the hashes of {', '.join(HASHED)}")
+    for name in HASHED:
+        if sha256_of(path / name) != hashes[name]:
+            raise CheckpointError(
+                path, f"{name} does not match its SHA-256 in {HASHES} (one changed since saved)"
+            )
+
+
+def _names_manifest(file: Path) -> bool:
+    """Whether a (readable) safetensors file was saved with a `HASHES` manifest beside it."""
+    with safe_open(str(file), "pt") as f:
+        return (f.metadata() or {}).get(_MANIFEST_KEY) == HASHES
 
 
 def _read_tensors(file: Path) -> dict[str, torch.Tensor]:

@@ -172,6 +172,7 @@ class TrainConfig:
         ]
         for name, ok, allowed in checks:
             require(ok, f"{FIELD}{name}", getattr(self, name), allowed)
+        self._validate_sizes()
         if self.instructions == "minilm":
             from aloe.vision import language
 
@@ -204,6 +205,31 @@ class TrainConfig:
             self.ppo,
         ):
             part.validate(FIELD)
+
+    def _validate_sizes(self) -> None:
+        """The bounds below MAX_INT that keep a run's seeds distinct and its episodes in
+        memory (see SEEDS_PER_ITERATION and MAX_EPISODE_STEPS)."""
+        seeds = f"an iteration has {SEEDS_PER_ITERATION} episode seeds"
+        held = "an episode is held in memory until it is stored"
+        tasks = len(task_list(self.task))
+        checks: list[tuple[str, int, int, str]] = [
+            (
+                "num_demos",
+                self.num_demos,
+                SEEDS_PER_ITERATION // (3 * tasks),
+                f"per task: the warm start may run 3 episodes a demonstration, and {seeds}",
+            ),
+            ("collect.max_episodes", self.collect.max_episodes, SEEDS_PER_ITERATION, seeds),
+            ("env.max_steps", self.env.max_steps, MAX_EPISODE_STEPS, held),
+            (
+                "collect.operator_max_steps",
+                self.collect.operator_max_steps,
+                MAX_EPISODE_STEPS,
+                held,
+            ),
+        ]
+        for name, value, most, why in checks:
+            require(value <= most, f"{FIELD}{name}", value, f"must be <= {most} ({why})")
 
     def _validate_actor_kind(self) -> None:
         require(
@@ -258,6 +284,15 @@ FIELD = "config field "  # how a run's fields are named in messages: `config fie
 DEVICE = re.compile(r"cpu|auto|mps|cuda(:\d+)?")
 # float fields whose docstring gives inf a meaning; every other float must be finite
 MAY_BE_INFINITE = frozenset({"aloe.q_abs_max"})
+# Upper bounds. Any integer field: no count of a run comes near 10^9, and the fields end up
+# in int64 columns and products (an episode seed is seed * 1 000 003 + k * 10 000 + i).
+MAX_INT = 10**9
+# `aloe.data.episode_seed` spaces iterations 10 000 seeds apart: more episodes in one
+# iteration would reuse the next iteration's seeds, and the store would hold a seed twice.
+SEEDS_PER_ITERATION = 10_000
+# An episode is held in memory until it is stored whole (and sampled whole by the chunk
+# sampler); MetaWorld's own limit is 500 steps, OGBench's 1 000.
+MAX_EPISODE_STEPS = 100_000
 
 
 def _parse(cls: type[TrainConfig], text: str) -> TrainConfig:
@@ -355,6 +390,9 @@ def check_types(obj: Any, path: str = "") -> None:
             value,
             f"must be {_describe(hint, inf_ok)}",
         )
+        if _is_int(value) and abs(value) > MAX_INT:
+            bound = f"<= {MAX_INT}" if value > 0 else f">= -{MAX_INT}"
+            raise bad(f"{FIELD}{name}", value, f"must be {bound} (no count of a run comes near it)")
 
 
 def _is_int(value: Any) -> bool:

@@ -46,6 +46,10 @@ def test_q_trace_feeds_each_step_its_chunk_and_the_plot_is_written(tmp_path):
     np.testing.assert_array_equal(q[0], [3, 3, 3, 2, 1, 3, 3, 3, 3, 3, 2, 1])
     path = plot_q_trace(trace, q, tmp_path / "sub" / "q.png", 80.0)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a name without a suffix: the returned path (what plot-q prints) is the file written
+    bare = plot_q_trace(trace, q, tmp_path / "afile", 80.0)
+    assert bare == tmp_path / "afile.png" and bare.read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile.png", "sub"]
 
 
 def test_trace_of_a_rollout():

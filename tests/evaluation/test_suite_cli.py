@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,6 +114,9 @@ def test_plot_q_cli(smoke_run, tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
     printed = _aloe("plot-q", "--run", smoke_run, "--episode", 0).strip()
     assert printed.endswith("eval/qtrace-episode-0.png")
+    bare = tmp_path / "afile"  # matplotlib adds .png: the path printed is the one written
+    assert _aloe("plot-q", "--run", smoke_run, "--out", bare).strip() == f"{bare}.png"
+    assert Path(f"{bare}.png").is_file() and not bare.exists()
     bad = subprocess.run(
         [
             sys.executable,

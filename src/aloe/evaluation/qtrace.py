@@ -158,11 +158,18 @@ def plot_q_trace(trace: EpisodeTrace, q: np.ndarray, path: Path, control_hz: flo
     ax.set_title(trace.title, fontsize=10)
     ax.set_xlim(-0.5, len(t) - 0.5)
     fig.tight_layout()
-    path = Path(path)
+    path = png_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def png_path(path: Path) -> Path:
+    """The file a PNG for `path` is written to: `path`, with `.png` added when it has no
+    suffix (as matplotlib's `savefig` adds it), so that the path reported is the one written."""
+    path = Path(path)
+    return path if path.suffix else path.with_name(path.name + ".png")
 
 
 def _runs(source: np.ndarray, fragment: np.ndarray) -> list[tuple[int, int, str]]:
@@ -273,10 +280,16 @@ def _check_plot_args(args: PlotQArgs) -> None:
     )
     require(args.seed >= 0, "--seed", args.seed, "must be >= 0")
     require(
-        args.out is None or not args.out.is_dir(),
+        args.out is None or not (args.out.is_dir() or png_path(args.out).is_dir()),
         "--out",
         args.out,
         "is a directory; give a .png file",
+    )
+    require(
+        args.out is None or args.out.suffix.lower() in ("", ".png"),
+        "--out",
+        args.out,
+        "must be a .png file (a name without a suffix gets .png)",
     )
     require_run_dir(args.run, "--run")
     algo = read_run_config(args.run).algo
