@@ -118,9 +118,9 @@ class RemoteEpisode:
         frame = STEP_OVERHEAD + sum(int(np.asarray(x).nbytes) for x in arrays)
         if self.bytes + frame > self.max_bytes:
             raise EpisodeRefused(
-                f"step {len(self)}: the open episode would hold {(self.bytes + frame) / 2**20:.1f}"
+                f"step {len(self)}: the open episode would hold {(self.bytes + frame) / 2**20:.3g}"
                 f" MiB ({len(self) + 1} steps of {frame} bytes), more than a connection may "
-                f"({self.max_bytes / 2**20:g} MiB, aloe serve --max-episode-mb)"
+                f"({self.max_bytes / 2**20:.3g} MiB, aloe serve --max-episode-mb)"
             )
         self.bytes += frame
 
