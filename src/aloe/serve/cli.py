@@ -56,8 +56,8 @@ class ServeArgs:
     """MiB an open recorded episode may hold per connection (its steps' arrays: states,
     actions, images, sim states); a longer episode is refused and discarded."""
     bounds_margin: float = 1.0
-    """Recorded states and actions must lie within the demonstrations' range per dimension
-    widened by this × the range on each side (inf: no bounds)."""
+    """Recorded states and actions must lie within the demonstrations' range per dimension,
+    widened on each side by this × the widest dimension's range (inf: no bounds)."""
 
     def validate(self) -> str | None:
         """Every flag, then the run directory; returns the token to require."""

@@ -164,7 +164,9 @@ class RemoteEpisode:
         if self.control != "human" or self.last_source != "human":
             raise refuse("intervention_end: no intervention with a human step is open")
         if self.ended is not None:
-            raise EpisodeRefused(f"intervention_end: the operator's fragment ended with {self.ended}")
+            raise EpisodeRefused(
+                f"intervention_end: the operator's fragment ended with {self.ended}"
+            )
         self.label("truncated", "")  # a handback: the operator's fragment has no outcome
         self.control, self.fragment, self.ended = "policy", self.fragment + 1, None
 

@@ -10,7 +10,9 @@ is told. An episode is stored only when:
   iteration k up to the served one) and no stored or open episode has it;
 - its instruction is one of the run's (no new task arrives over the wire);
 - its states and actions lie inside the store's declared bounds: the demonstrations' range
-  per dimension, widened by `margin` × that range on each side (`Bounds`).
+  per dimension, widened on each side by `margin` × the widest dimension's range (`Bounds`;
+  the widest, because a dimension that a few demonstrations barely vary, such as a goal
+  fixed per seed, may vary as much as any other on other seeds).
 
 A violation raises `EpisodeRefused`; the server then discards the whole episode.
 """
@@ -28,7 +30,7 @@ from aloe import data as D
 from aloe.serve.protocol import ProtocolError
 
 BOUNDED = (D.STATE, D.NEXT_STATE, D.ACTION)
-MIN_WIDTH = 1e-3  # a dimension constant in the demonstrations still gets this much room
+MIN_WIDTH = 1e-3  # a vector constant in the demonstrations still gets this much room
 
 
 class EpisodeRefused(ProtocolError):
@@ -48,8 +50,8 @@ class Bounds:
     @classmethod
     def of_store(cls, store: Any, margin: float) -> Bounds | None:
         """The demonstrations' min and max (every stored episode's when there is no
-        demonstration) widened by `margin` × (max − min) on each side; None when the store
-        is empty or `margin` is inf (no bounds)."""
+        demonstration) widened by `margin` × the widest dimension's (max − min) on each
+        side; None when the store is empty or `margin` is inf (no bounds)."""
         meta = store.episodes()
         if meta.num_rows == 0 or math.isinf(margin):
             return None
@@ -61,7 +63,7 @@ class Bounds:
             keys = (D.STATE, D.NEXT_STATE) if key != D.ACTION else (D.ACTION,)
             low = np.min([_stat(meta, k, "min")[rows].min(0) for k in keys], axis=0)
             high = np.max([_stat(meta, k, "max")[rows].max(0) for k in keys], axis=0)
-            pad = margin * np.maximum(high - low, MIN_WIDTH)
+            pad = margin * max(float((high - low).max()), MIN_WIDTH)
             lo[key], hi[key] = low - pad, high + pad
         return cls(lo, hi)
 

@@ -69,7 +69,7 @@ class Options:
     max_connections: int = 16
     max_per_peer: int = 4  # connections from one address (all local processes are one)
     max_episode_bytes: int = 256 * 2**20  # an open episode's frames, per connection
-    bounds_margin: float = 1.0  # states/actions: demo range ± this × range (inf: unbounded)
+    bounds_margin: float = 1.0  # demo range ± this × the widest range (`rules.Bounds`; inf: none)
     limits: Limits = Limits()
 
 
@@ -161,8 +161,10 @@ class PolicyServer:
                 "aloe serve --allow-origin)\n",
             )
         header = request.headers.get("Authorization")
-        if header is None and not self.open_inference or (
-            header is not None and not auth.matches(header, self.token)
+        if (
+            header is None
+            and not self.open_inference
+            or (header is not None and not auth.matches(header, self.token))
         ):
             return (
                 http.HTTPStatus.UNAUTHORIZED,
@@ -188,7 +190,8 @@ class PolicyServer:
         self.connections.discard(connection)
 
     async def handle(self, ws: ServerConnection) -> None:
-        authorized = auth.matches(ws.request.headers.get("Authorization"), self.token)
+        header = ws.request.headers.get("Authorization") if ws.request is not None else None
+        authorized = auth.matches(header, self.token)
         session = Session(next(self._numbers), _peer(ws), authorized)
         idle = self.options.idle_s
         try:
