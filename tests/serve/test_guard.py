@@ -342,3 +342,35 @@ def test_outcomes_only_where_the_rollout_puts_them():
     early.steps[D.SUCCESS][1] = early.steps[D.DONE][1] = True
     with pytest.raises(EpisodeRefused, match="succeeds before the end"):
         check_episode(early, ["do it"], None)
+
+
+@pytest.mark.slow
+def test_aloe_serve_makes_prints_and_removes_its_token(demo_run: Path):
+    """As Jupyter does: a token made at start, printed, written 0600 into the run, removed
+    at exit; recording with it works, and without it is refused."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ALOE_TOKEN"}
+    cmd = [sys.executable, "-m", "aloe.cli", "serve", "--run", str(demo_run), "--port", "0"]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    try:
+        first, second = proc.stderr.readline(), proc.stderr.readline()
+        url = re.search(r"on (ws://\S+);", first)
+        assert url is not None, first + second + proc.stderr.read()
+        assert f"recording needs the token in {demo_run / auth.TOKEN_FILE} (mode 0600" in first
+        token = second.strip().removeprefix("aloe serve: the token is ALOE_TOKEN=")
+        path = demo_run / auth.TOKEN_FILE
+        assert auth.read_token_file(path) == token and stat.S_IMODE(path.stat().st_mode) == 0o600
+        with pytest.raises(ServerError, match="unauthorized: recording needs"):
+            Connection(url[1]).call({"type": "episode_start"})
+        conn = Connection(url[1], token)
+        assert conn.call({"type": "episode_start"})["seed"] is not None
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130
+    assert not (demo_run / auth.TOKEN_FILE).exists()

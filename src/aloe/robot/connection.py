@@ -32,7 +32,8 @@ _connect: Any = connect  # its overloads differ between websockets versions
 
 
 class ServerError(RuntimeError):
-    """An error reply: `code` (bad_message, bad_request, deadline, internal) and its text."""
+    """An error reply: `code` (bad_message, bad_request, deadline, unauthorized, refused,
+    internal; `aloe.serve.protocol`) and its text."""
 
     def __init__(self, text: str) -> None:
         code, _, message = text.partition(": ")

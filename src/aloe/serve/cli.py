@@ -52,9 +52,11 @@ class ServeArgs:
     machine is one peer on loopback."""
     max_message_mb: float = 16.0
     """Largest message accepted, in MiB; a larger one closes its connection (code 1009)."""
-    max_episode_mb: float = 256.0
-    """MiB an open recorded episode may hold per connection (its steps' arrays: states,
-    actions, images, sim states); a longer episode is refused and discarded."""
+    max_episode_mb: float = 64.0
+    """MiB an open recorded episode may hold per connection: steps × (their arrays' bytes:
+    states, actions, images, sim state + 1 KiB); a longer episode is refused and discarded.
+    64 MiB holds ~4 000 MetaWorld steps with a 64x64 camera; raise it for large images.
+    The server's worst case is this × --max-connections."""
     bounds_margin: float = 1.0
     """Recorded states and actions must lie within the demonstrations' range per dimension,
     widened on each side by this × the widest dimension's range (inf: no bounds)."""

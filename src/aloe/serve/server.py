@@ -68,7 +68,7 @@ class Options:
     poll_s: float = 1.0  # checkpoint directory polling period
     max_connections: int = 16
     max_per_peer: int = 4  # connections from one address (all local processes are one)
-    max_episode_bytes: int = 256 * 2**20  # an open episode's frames, per connection
+    max_episode_bytes: int = 64 * 2**20  # an open episode's frames, per connection
     bounds_margin: float = 1.0  # demo range ± this × the widest range (`rules.Bounds`; inf: none)
     limits: Limits = Limits()
 
