@@ -161,11 +161,8 @@ class PolicyServer:
                 "aloe serve --allow-origin)\n",
             )
         header = request.headers.get("Authorization")
-        if (
-            header is None
-            and not self.open_inference
-            or (header is not None and not auth.matches(header, self.token))
-        ):
+        anonymous = header is None and self.open_inference  # may infer, not record
+        if not anonymous and not auth.matches(header, self.token):
             return (
                 http.HTTPStatus.UNAUTHORIZED,
                 "unauthorized: send the header 'Authorization: Api-Key <token>'\n",
