@@ -114,7 +114,7 @@ def test_collect_over_the_network_train_swap_and_collect_again(warm_run: Path, t
     expected = in_process(warm_run, iteration=1, n=2)
     running = Running(PolicyServer(run, Options(poll_s=0.05)))
     try:
-        conn = Connection(running.url)
+        conn = Connection(running.url, running.server.token)
         cfg = TrainConfig.from_json(conn.metadata["config"])
         env = TaskEnv(cfg.env)
         operator = make_operator(cfg.task, cfg.operator, seed=cfg.seed)
@@ -145,7 +145,8 @@ def test_collect_over_the_network_train_swap_and_collect_again(warm_run: Path, t
             time.sleep(0.05)
 
         # 4. and the robot collects again, asynchronously with real-time chunking
-        fresh = Connection(running.url)  # what a robot connecting now is told: iteration 2
+        # what a robot connecting now is told: iteration 2
+        fresh = Connection(running.url, running.server.token)
         conn.metadata = fresh.metadata
         fresh.close()
         client = RobotClient(conn, asynchronous=True, rtc=True)

@@ -51,7 +51,36 @@ TOKEN = "a-token-long-enough-1234"
         ),
         (
             "--run {run} --host 0.0.0.0 --token short",
-            "aloe serve: error: --token ('***'): must be at least 16 characters",
+            "aloe serve: error: --token ('***'): must be 16 to 512 characters",
+        ),
+        (
+            "--run {run} --token ééééééééééééééééé",
+            "aloe serve: error: --token ('***'): must be printable ASCII without spaces",
+        ),
+        (
+            "--run {run} --idle-timeout 0",
+            "aloe serve: error: --idle-timeout (0.0): must be a finite number > 0",
+        ),
+        (
+            "--run {run} --max-episode-mb inf",
+            "aloe serve: error: --max-episode-mb (inf): must be a finite number > 0",
+        ),
+        (
+            "--run {run} --max-connections-per-peer 0",
+            "aloe serve: error: --max-connections-per-peer (0): must be >= 1",
+        ),
+        (
+            "--run {run} --bounds-margin -1",
+            "aloe serve: error: --bounds-margin (-1.0): must be a number >= 0 (inf: no bounds)",
+        ),
+        (
+            "--run {run} --bounds-margin nan",
+            "aloe serve: error: --bounds-margin (nan): must be a number >= 0 (inf: no bounds)",
+        ),
+        (
+            "--run {run} --allow-origin lab.example",
+            "aloe serve: error: --allow-origin ('lab.example'): must be a web origin, "
+            "scheme://host[:port], e.g. https://lab.example",
         ),
         (
             "--run {run} --deadline 0",
@@ -119,13 +148,19 @@ def test_serve_refuses_a_taken_port(untrained_run, capsys):
         ),
         ("--attempts 0", "aloe robot: error: --attempts (0): must be >= 1"),
         (
+            "--token-file /nonexistent/serve.token",
+            "aloe robot: error: --token-file (/nonexistent/serve.token): cannot read a token: "
+            "[Errno 2] No such file or directory: '/nonexistent/serve.token'",
+        ),
+        (
             "--rtc --mode sync",
             "aloe robot: error: --rtc (True): needs --mode async: synchronous "
             "execution has no queued actions to agree with",
         ),
     ],
 )
-def test_robot_refuses(args, line, capsys):
+def test_robot_refuses(args, line, capsys, monkeypatch):
+    monkeypatch.delenv("ALOE_TOKEN", raising=False)
     assert _error(capsys, ["robot", *args.split()]) == line
 
 

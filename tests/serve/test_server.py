@@ -169,30 +169,49 @@ def test_fuzz_a_thousand_malformed_messages_then_a_good_request(server):
     bystander.close()
 
 
-def test_recording_messages_in_the_wrong_order_are_refused(server):
-    conn = Connection(server.url)
-    conn.call({"type": "episode_start", "instruction": "x", "seed": 1})
-    sim = np.zeros(conn.metadata["sim_state_dim"])
-    step = {
+def step_message(conn: Connection, **extra) -> dict:
+    return {
         "type": "step",
         STATE: np.zeros(39, np.float32),
         "action": np.zeros(4, np.float32),
         "next.observation.state": np.zeros(39, np.float32),
-        "sim.state": sim,
+        "sim.state": np.zeros(conn.metadata["sim_state_dim"]),
+        **extra,
     }
+
+
+def start_recording(conn: Connection) -> dict:
+    """An episode of the run's instruction and a seed the server assigns."""
+    instruction = conn.metadata["instructions"][0]
+    return conn.call({"type": "episode_start", "instruction": instruction})
+
+
+def test_recording_messages_in_the_wrong_order_are_refused(server):
+    conn = Connection(server.url, server.server.token)
+    step = step_message(conn)
+    sim = step["sim.state"]
+    start_recording(conn)
+    with pytest.raises(ServerError, match="an episode is open") as err:  # the episode goes on
+        conn.call({"type": "episode_start"})
+    assert err.value.code == "bad_request"
+    assert conn.call({**step, "source": "policy"}) == {"type": "ok"}
+    assert conn.call({"type": "episode_end", "discard": True})["type"] == "discarded"
     for msg, says in [
         ({**step, "source": "human"}, "intervention_start first"),
         ({"type": "intervention_start"}, "the policy must have acted"),
         ({"type": "label", "outcome": "failure"}, "failure_reason"),
-        ({"type": "episode_start"}, "an episode is open"),
         ({**step, "source": "policy", "outcome": "failure"}, "failure_reason"),
         ({**step, "source": "policy", "sim.state": sim[:-1]}, "sim.state"),
     ]:
+        start_recording(conn)
         with pytest.raises(ServerError, match=says) as err:
             conn.call(msg)
-        assert err.value.code == "bad_request"
-    assert conn.call({**step, "source": "policy"}) == {"type": "ok"}
-    assert conn.call({"type": "episode_end", "discard": True})["type"] == "discarded"
+        assert err.value.code == "bad_request" and "the episode is discarded" in str(err.value)
+        with pytest.raises(ServerError, match="the episode was refused"):  # nothing after it
+            conn.call({**step, "source": "policy"})
+        with pytest.raises(ServerError, match="the episode was refused") as err:
+            conn.call({"type": "episode_end"})
+        assert err.value.code == "refused"
     conn.close()
 
 
@@ -201,17 +220,9 @@ def test_a_connection_lost_mid_episode_stores_nothing(server, untrained_run):
 
     before = EpisodeStore.open(untrained_run / "dataset").num_episodes
     lost = server.server.lost_episodes
-    conn = Connection(server.url)
-    conn.call({"type": "episode_start", "instruction": "x", "seed": 1})
-    step = {
-        "type": "step",
-        STATE: np.zeros(39, np.float32),
-        "action": np.zeros(4, np.float32),
-        "next.observation.state": np.zeros(39, np.float32),
-        "source": "policy",
-        "sim.state": np.zeros(conn.metadata["sim_state_dim"]),
-    }
-    conn.call(step)
+    conn = Connection(server.url, server.server.token)
+    start_recording(conn)
+    conn.call(step_message(conn, source="policy"))
     conn.close()
     deadline = time.time() + 30
     while server.server.lost_episodes == lost and time.time() < deadline:
@@ -244,7 +255,7 @@ def test_token_deadline_and_a_restarting_server(untrained_run, capsys):
     token = "s3cret-token-of-some-length"
     running = Running(PolicyServer(untrained_run, Options(token=token, deadline_s=1e-6)))
     with pytest.raises(InvalidStatus) as refused:
-        raw(running.url)
+        raw(running.url, additional_headers={"Authorization": "Api-Key wrong-token-wrong"})
     assert refused.value.response.status_code == 401
     with pytest.raises(ServerError, match="unauthorized"):
         Connection(running.url, "wrong-token-wrong-token")

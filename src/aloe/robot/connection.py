@@ -8,7 +8,7 @@ the connection (a late reply could no longer be matched) and fails with `Timeout
 
 `connect` retries with exponential back-off, saying on stderr what failed and when it tries
 again, and gives up with a `ConnectionError` naming the server and the last failure. A
-refused token is not retried. This module needs only websockets, msgpack and numpy.
+refused token (HTTP 401) or origin (403) is not retried; a busy server (503) is. This module needs only websockets, msgpack and numpy.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ _connect: Any = connect  # its overloads differ between websockets versions
 
 
 class ServerError(RuntimeError):
-    """An error reply: `code` (bad_message, bad_request, deadline, internal) and its text."""
+    """An error reply: `code` (bad_message, bad_request, deadline, unauthorized, refused,
+    internal; `aloe.serve.protocol`) and its text."""
 
     def __init__(self, text: str) -> None:
         code, _, message = text.partition(": ")
@@ -79,9 +80,12 @@ class Connection:
             except InvalidStatus as e:
                 status = e.response.status_code
                 if status == 401:
+                    what = "refused the token" if self.token else "needs a token"
                     raise ServerError(
-                        f"unauthorized: {self.url} refused the token (give the server's --token)"
+                        f"unauthorized: {self.url} {what} (give the server's --token)"
                     ) from None
+                if status == 403:
+                    raise ServerError(f"forbidden: {self.url} refused this client") from None
                 last = f"HTTP {status}"
             except (OSError, TimeoutError, WireError, ConnectionClosed) as e:
                 last = f"{type(e).__name__}: {e}"

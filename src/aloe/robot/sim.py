@@ -6,15 +6,20 @@ limit, the same operator profile, the same collection rule and episode seeds
 (`aloe.data.episode_seed(run seed, iteration, i)`, continuing after the episodes the store
 already holds for that iteration). Only the policy is remote. `--hz` paces the simulator
 like a real robot's control clock, which is what makes asynchronous execution pay.
+
+Recording needs the server's token: `--token`, else $ALOE_TOKEN, else `--token-file`, else
+(a server on this machine) the `serve.token` file `aloe serve` wrote into its run directory.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlparse
 
@@ -26,6 +31,7 @@ from aloe.errors import bad, require
 from aloe.robot.client import RobotClient
 from aloe.robot.connection import Connection, ConnectionLost, ServerError
 from aloe.rollout import Takeover
+from aloe.serve.auth import TOKEN_FILE, is_loopback, read_token_file
 
 
 class Paced:
@@ -59,7 +65,10 @@ class RobotArgs:
     server: str = "ws://127.0.0.1:8000"
     """The policy server (`aloe serve`): ws://HOST:PORT, or wss:// behind TLS."""
     token: str | None = None
-    """The server's --token, if it has one (default: $ALOE_TOKEN)."""
+    """The server's token (default: $ALOE_TOKEN, else --token-file). Recording needs it."""
+    token_file: Path | None = None
+    """A file holding the token (default: the served run's serve.token, read when the
+    server is on this machine and the file is readable)."""
     episodes: int = 0
     """Episodes to collect; 0: until the served run's collection rule is met for its next
     iteration (success quota or episode budget), counting what the store already holds."""
@@ -118,9 +127,31 @@ class RobotArgs:
 
 
 def connect(args: RobotArgs) -> Connection:
-    import os
-
+    """The connection to `--server`, with the token if one is found (module docstring)."""
     token = args.token or os.environ.get("ALOE_TOKEN")
+    if token is None and args.token_file is not None:
+        try:
+            token = read_token_file(args.token_file)
+        except (OSError, ValueError) as e:
+            raise bad("--token-file", args.token_file, f"cannot read a token: {e}") from None
+    conn = _open(args, token)
+    local = conn.metadata.get("run_dir")
+    if token is None and args.record and isinstance(local, str) and _on_this_machine(args):
+        try:
+            token = read_token_file(Path(local) / TOKEN_FILE)
+        except (OSError, ValueError):
+            return conn  # no token here: the server says so if recording needs one
+        print(f"aloe robot: using the token in {Path(local) / TOKEN_FILE}", file=sys.stderr)
+        conn.close()
+        conn = _open(args, token)
+    return conn
+
+
+def _on_this_machine(args: RobotArgs) -> bool:
+    return is_loopback(urlparse(args.server).hostname or "")
+
+
+def _open(args: RobotArgs, token: str | None) -> Connection:
     try:
         return Connection(args.server, token, timeout=args.timeout, attempts=args.attempts)
     except ServerError as e:
@@ -190,6 +221,8 @@ def collect(
     }
     while successes < quota and n < budget:
         seed = episode_seed(int(meta.get("seed", 0)), iteration, n)
+        if not client.conn.connected:  # the server closed an idle connection between episodes
+            client.conn.connect()
         try:
             played = client.episode(env, seed, operator=operator, takeover=takeover, record=record)
         except (ConnectionLost, TimeoutError) as e:

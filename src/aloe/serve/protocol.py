@@ -13,8 +13,10 @@ its metadata (`metadata`). Then:
   float32 (h, A), `policy_version`, `server_timing` {`infer_ms`}.
 - **episode_start**: `instruction`, `seed` (int or nil), `record` (default true). Reseeds
   this connection's sampling exactly as in-process collection reseeds an episode, pins the
-  policy version for the episode, and (with `record`) opens its recording.
-  Reply `{type: "episode", policy_version, iteration}`.
+  policy version for the episode, and (with `record`) opens its recording. Recording needs
+  the token, one of the run's instructions and a seed the run assigns that no stored or
+  open episode has (nil: the server assigns the iteration's next free one).
+  Reply `{type: "episode", policy_version, iteration, seed}`.
 - **step**: one executed step: `observation.state`, `observation.images.<camera>`,
   `action` (A,), `next.observation.state`, `source` (policy | human | demo), `outcome`
   ("" | success | failure | truncated), `failure_reason` (with failure), and `sim.state`
@@ -30,7 +32,10 @@ its metadata (`metadata`). Then:
 An error reply is a text frame `<code>: <message>` (openpi's clients raise it as an error):
 codes `bad_message` (not a bounded msgpack map), `bad_request` (a field is wrong; the
 message was ignored and the connection stays usable), `deadline` (the work took longer than
-the server's deadline), `internal` (a bug: the server logs its traceback and goes on).
+the server's deadline), `unauthorized` (recording without the token), `refused` (the
+episode breaks `aloe.serve.rules` or the connection's memory cap), `internal` (a bug: the
+server logs its traceback and goes on). A refused recording report (`bad_request` or
+`refused`) discards the open episode whole: nothing of it is stored.
 """
 
 from __future__ import annotations
