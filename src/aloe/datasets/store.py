@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from aloe.data import ACTION, IMAGE_PREFIX, SIM_STATE, SOURCES, STATE, Episode, image_key
-from aloe.datasets import reader, video, writer
-from aloe.datasets.check import check_store
+from aloe.datasets import checksums, reader, video, writer
+from aloe.datasets.check import check_store, has_checksums, verify_checksums
 from aloe.datasets.layout import (
     INFO_PATH,
     StoreError,
@@ -122,7 +122,7 @@ class EpisodeStore:
         mismatch = layout_mismatch(store.layout(), layout)
         if mismatch:
             raise StoreMismatch(root, mismatch)
-        if store._state.stale:
+        if store._state.stale or not checksums.is_settled(root):
             writer.repair(root, store._state)
         return store
 
@@ -199,6 +199,12 @@ class EpisodeStore:
         eps = [episodes] if isinstance(episodes, Episode) else list(episodes)
         return writer.append(self.root, self._state, eps)
 
+    def claim_seeds(self, start: int, stop: int = 2**31) -> Generator[int, None, None]:
+        """Seeds from `start` up that the store holds no episode of and no other live
+        collector is recording, in order; `writer.claim_seeds` says how concurrent
+        collectors share them. Close it (`contextlib.closing`) when done."""
+        return writer.claim_seeds(self.root, self._state, start, stop)
+
     def load_frames(self, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Every committed frame in global index order: vectors 2-D, strings as objects.
 
@@ -247,9 +253,19 @@ class EpisodeStore:
             "cameras": {c: self.image_shape(c) for c in self.cameras},
         }
 
-    def check(self) -> list[str]:
-        """Full validation, reading every file; an empty list means healthy."""
-        return check_store(self.root)
+    def check(self, fast: bool = False) -> list[str]:
+        """Full validation, reading every file and, unless `fast`, comparing each committed
+        file's sha256 with meta/checksums.json; an empty list means healthy."""
+        return check_store(self.root, fast)
+
+    def verify_checksums(self) -> list[str]:
+        """Only the sha256 comparison of `check` (what a resumed run asks of its store)."""
+        return verify_checksums(self.root)
+
+    @property
+    def has_checksums(self) -> bool:
+        """False for a store written before checksums (its next append records them)."""
+        return has_checksums(self.root)
 
     def _video_key(self, key: str) -> str:
         for name in (key, image_key(key)):
