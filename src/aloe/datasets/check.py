@@ -38,8 +38,8 @@ def check_store(root: Path, fast: bool = False) -> list[str]:
     with shared_lock(root):
         try:
             state = load_state(root)
-        except StoreError as e:
-            return [str(e)]
+        except StoreError as e:  # name the corrupt files too, if the map can tell
+            return ([] if fast else _listed_problems(root)) + [str(e)]
         problems = [] if fast else _checksum_problems(root, state)
         for run in data_runs(root, state.meta):
             problems += _check_data_file(run, state)
@@ -67,6 +67,17 @@ def verify_checksums(root: Path) -> list[str]:
 
 def has_checksums(root: Path) -> bool:
     return (root / CHECKSUMS_PATH).is_file()
+
+
+def _listed_problems(root: Path) -> list[str]:
+    """Files of the checksum map whose bytes match none of their digests (for a store too
+    damaged to open, whose committed files cannot be listed); absent files are passed over."""
+    try:
+        sums = checksums.read(root)
+    except StoreError as e:
+        return [str(e)]
+    present = [rel for rel in sorted(sums or {}) if (root / rel).is_file()]
+    return [] if sums is None else checksums.verify(root, sums, present)
 
 
 def _checksum_problems(root: Path, state: StoreState) -> list[str]:

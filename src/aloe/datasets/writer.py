@@ -87,6 +87,12 @@ def location_problem(root: Path) -> str | None:
     """Why no store can be created at `root` or an existing one grown there; None if it can.
 
     Asked before anything is written, so a refusal leaves the file system unchanged."""
+    for i, part in enumerate(root.parts):
+        if part == ".." and not Path(*root.parts[:i]).is_dir():
+            return (
+                f"{Path(*root.parts[:i])} does not exist, so the '..' after it cannot be "
+                "followed; give a path without '..'"
+            )
     ancestor = _existing_ancestor(root)
     special = [s for s in _SPECIAL if ancestor.resolve().is_relative_to(s)]
     if special:
