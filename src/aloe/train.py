@@ -363,6 +363,7 @@ def check_run_data(run: Path) -> None:
     an iteration than metrics.jsonl says were collected (a resumed run would otherwise go
     on, silently, with a fresh or partial buffer). A run killed before its first commit has
     no history and may lack dataset/; a store written before checksums gets a notice."""
+    from aloe.datasets.check import verify_checksums
     from aloe.datasets.layout import INFO_PATH
     from aloe.datasets.store import StoreError
 
@@ -377,13 +378,13 @@ def check_run_data(run: Path) -> None:
     require(
         (root / INFO_PATH).is_file(), "--resume", run, f"its dataset/ {what}, but {told}; {hint}"
     )
-    try:
-        store = EpisodeStore.open(root)
-        problems = store.verify_checksums()
-    except StoreError as e:
-        raise bad("--resume", run, f"its dataset/ is damaged: {e}; {hint}") from None
+    problems = verify_checksums(root)
     if problems:
         raise bad("--resume", run, f"its dataset/ is damaged: {problems[0]}; {hint}")
+    try:
+        store = EpisodeStore.open(root)
+    except StoreError as e:  # damaged since it was verified
+        raise bad("--resume", run, f"its dataset/ is damaged: {e}; {hint}") from None
     if not store.has_checksums:
         print(
             f"aloe train: notice: {root} has no checksums (written before them); "

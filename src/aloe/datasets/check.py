@@ -60,9 +60,14 @@ def check_store(root: Path, fast: bool = False) -> list[str]:
 
 def verify_checksums(root: Path) -> list[str]:
     """Only the sha256 comparison of `check_store` (no decoding): what `train --resume`
-    asks of a run's store before it goes on. Opens the store first (StoreError if corrupt)."""
+    asks of a run's store before it goes on. A store too damaged to open gives the files
+    its map names as corrupt, then why it does not open."""
     with shared_lock(root):
-        return _checksum_problems(root, load_state(root))
+        try:
+            state = load_state(root)
+        except StoreError as e:
+            return [*_listed_problems(root), str(e)]
+        return _checksum_problems(root, state)
 
 
 def has_checksums(root: Path) -> bool:

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from aloe.data import ACTION, IMAGE_PREFIX, SIM_STATE, SOURCES, STATE, Episode, image_key
 from aloe.datasets import checksums, reader, video, writer
-from aloe.datasets.check import check_store, has_checksums, verify_checksums
+from aloe.datasets.check import check_store, has_checksums
 from aloe.datasets.layout import (
     INFO_PATH,
     StoreError,
@@ -257,10 +257,6 @@ class EpisodeStore:
         """Full validation, reading every file and, unless `fast`, comparing each committed
         file's sha256 with meta/checksums.json; an empty list means healthy."""
         return check_store(self.root, fast)
-
-    def verify_checksums(self) -> list[str]:
-        """Only the sha256 comparison of `check` (what a resumed run asks of its store)."""
-        return verify_checksums(self.root)
 
     @property
     def has_checksums(self) -> bool:
