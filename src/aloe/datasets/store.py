@@ -1,8 +1,10 @@
 """The crash-safe episode store: a LeRobotDataset v3 directory that only ever grows.
 
 `EpisodeStore` is the one way in; the work is split by concern: `layout.py` (paths, schemas,
-the episodes-meta row), `reader.py` (open, validate, read), `check.py` (the full check) and
-`writer.py` (create, append, crash cleanup; its docstring gives the crash-safety argument).
+the episodes-meta row), `reader.py` (open, validate, read), `check.py` (the full check),
+`writer.py` (create, append, crash cleanup; its docstring gives the crash-safety argument),
+`checksums.py` (every committed file's sha256) and `claims.py` (seeds shared by concurrent
+collectors).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from aloe.data import ACTION, IMAGE_PREFIX, SIM_STATE, SOURCES, STATE, Episode, image_key
-from aloe.datasets import checksums, reader, video, writer
+from aloe.datasets import checksums, claims, reader, video, writer
 from aloe.datasets.check import check_store, has_checksums
 from aloe.datasets.layout import (
     INFO_PATH,
@@ -201,9 +203,9 @@ class EpisodeStore:
 
     def claim_seeds(self, start: int, stop: int = 2**31) -> Generator[int, None, None]:
         """Seeds from `start` up that the store holds no episode of and no other live
-        collector is recording, in order; `writer.claim_seeds` says how concurrent
+        collector is recording, in order; `claims.claim_seeds` says how concurrent
         collectors share them. Close it (`contextlib.closing`) when done."""
-        return writer.claim_seeds(self.root, self._state, start, stop)
+        return claims.claim_seeds(self.root, self._state, start, stop)
 
     def load_frames(self, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Every committed frame in global index order: vectors 2-D, strings as objects.

@@ -27,7 +27,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,6 @@ from aloe.datasets.layout import (
     ALOE_FORMAT,
     CHECKSUMS_PATH,
     CHUNKS_SIZE,
-    CLAIMS,
     CODEBASE_VERSION,
     DATA_PATH,
     EPISODES,
@@ -200,7 +199,7 @@ def append(root: Path, state: StoreState, eps: list[Episode]) -> list[int]:
         check_episode(root, state.info["features"], ep, k)
     if not eps:
         return []
-    with _locked(root):
+    with writer_lock(root):
         refresh(root, state)
         sums = _settled_sums(root, state)
         features, cs = state.info["features"], state.info["chunks_size"]
@@ -237,7 +236,7 @@ def append(root: Path, state: StoreState, eps: list[Episode]) -> list[int]:
 def repair(root: Path, state: StoreState) -> None:
     """Rewrite stats.json and info.json that a crash after a commit left behind, and settle
     the checksum map a crash left pending."""
-    with _locked(root):
+    with writer_lock(root):
         refresh(root, state)
         sums = checksums.read(root)
         summaries = _summary_bytes(state)
@@ -265,63 +264,6 @@ def _write_files(root: Path, sums: checksums.Sums, files: dict[str, bytes]) -> N
     for rel, data in files.items():
         write_bytes(root / rel, data)
     write_bytes(root / CHECKSUMS_PATH, checksums.encode(sums | {k: [v] for k, v in new.items()}))
-
-
-def claim_seeds(root: Path, state: StoreState, start: int, stop: int) -> Generator[int, None, None]:
-    """Seeds from `start` up to `stop` (excluded) that the store holds no episode of and no
-    other live collector is recording, each claimed until the next one is asked for.
-
-    A claim is an flock on `meta/.claims/seed-N`, taken under the writer lock after a fresh
-    look at the store's seeds; the caller appends the seed's episode before asking for the
-    next, so a seed is always either claimed or stored, and concurrent collectors never
-    record one twice. A killed collector's flocks die with it: its seed is free again.
-    Claim files are unlinked only under the writer lock, so no claimer holds a lock on a
-    file that is no longer there. UsageError when no seed is left below `stop`."""
-    claim: tuple[int, Path] | None = None
-    seed = start
-    try:
-        while True:
-            with _locked(root):
-                _release(claim)
-                claim = None
-                refresh(root, state)
-                stored = set(state.meta["seed"].to_pylist())
-                while True:
-                    if seed >= stop:
-                        raise UsageError(
-                            f"{root}: every seed from {start} to {stop - 1} is stored or being "
-                            "recorded; give a lower seed count or another store"
-                        )
-                    if seed not in stored:
-                        claim = _try_claim(root / CLAIMS, seed)
-                        if claim is not None:
-                            break
-                    seed += 1
-            yield seed
-            seed += 1
-    finally:
-        if claim is not None:
-            with _locked(root):
-                _release(claim)
-
-
-def _try_claim(folder: Path, seed: int) -> tuple[int, Path] | None:
-    """(fd, path) of an exclusive flock on `folder/seed-N`, or None if a live process holds it."""
-    ensure_dir(folder)
-    path = folder / f"seed-{seed}"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd, path
-
-
-def _release(claim: tuple[int, Path] | None) -> None:
-    if claim is not None:
-        claim[1].unlink(missing_ok=True)
-        os.close(claim[0])
 
 
 def check_episode(root: Path, features: dict[str, Any], ep: Episode, k: int) -> None:
@@ -455,7 +397,9 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 
 @contextmanager
-def _locked(root: Path) -> Iterator[None]:
+def writer_lock(root: Path) -> Iterator[None]:
+    """The one writer's lock: an exclusive flock on `meta/.writer.lock`, released when the
+    block ends or the process dies."""
     fd = os.open(root / LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
