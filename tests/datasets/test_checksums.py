@@ -110,8 +110,11 @@ def test_an_append_refuses_a_store_whose_metadata_is_corrupt(camera_store: Path)
     path = camera_store / "meta/tasks.parquet"
     flip(path, 0.5)
     before = {p: p.read_bytes() for p in camera_store.rglob("*") if p.is_file()}
+    store = EpisodeStore.open(camera_store)  # a reader still opens it
     with pytest.raises(StoreError, match=f"{path}: sha256 differs .*: corrupt"):
-        EpisodeStore.open(camera_store).append(with_camera(make_episode(3), 3))
+        store.append(with_camera(make_episode(3), 3))
+    with pytest.raises(StoreError, match=f"{path}: sha256 differs .*: corrupt"):
+        EpisodeStore.open_or_create(camera_store, **store.layout())  # a collector, at once
     after = {p: p.read_bytes() for p in camera_store.rglob("*") if p.is_file()}
     assert after == before  # nothing recorded over the corruption
 

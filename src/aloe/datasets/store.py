@@ -104,8 +104,9 @@ class EpisodeStore:
         """Open the store at `root` to grow it, or create it there if there is none.
 
         Takes `create`'s arguments. Before anything is written it raises StoreRefused if
-        `root` cannot hold a store, and StoreMismatch if the store there records other
-        columns than these (another camera set, state_dim, ...).
+        `root` cannot hold a store, StoreMismatch if the store there records other
+        columns than these (another camera set, state_dim, ...), and StoreError if its
+        metadata fails its checksums (an append would record the corruption as good).
         """
         root = Path(root)
         cameras = {c: (int(h), int(w)) for c, (h, w) in (cameras or {}).items()}
@@ -124,6 +125,7 @@ class EpisodeStore:
         mismatch = layout_mismatch(store.layout(), layout)
         if mismatch:
             raise StoreMismatch(root, mismatch)
+        checksums.require_meta_intact(root, checksums.read(root))  # before any episode
         if store._state.stale or not checksums.is_settled(root):
             writer.repair(root, store._state)
         return store
