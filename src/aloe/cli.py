@@ -86,7 +86,7 @@ class CollectArgs:
     seed: int = 0
     """Episode i of the store uses seed + i: collecting into a store that holds N episodes
     continues at seed + N, so a restarted collection records no seed twice (seeds the store
-    holds already are skipped)."""
+    holds already, or another collector into it is recording, are skipped)."""
     max_steps: int = 300
     """Time limit of the policy's attempt (or of a demonstration)."""
     profile: str = "oracle"
