@@ -1,9 +1,12 @@
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from aloe import data as D
+from aloe.cli import main
 from aloe.collect import CollectConfig, collect, evaluate, run_episode
 from aloe.datasets.store import EpisodeStore
 from aloe.envs.metaworld import EnvConfig, TaskEnv
@@ -120,3 +123,82 @@ def test_collect_validates_its_config_before_recording(tmp_path):
         )
     assert EpisodeStore.open(store.root).num_episodes == 0
     assert sorted((p, p.stat().st_size) for p in store.root.rglob("*") if p.is_file()) == before
+
+
+# --- `aloe collect` as a user runs it ------------------------------------------------------
+
+
+def _tree(root):
+    """Every path under root with its bytes (None for a directory)."""
+    return {p: None if p.is_dir() else p.read_bytes() for p in sorted(root.rglob("*"))}
+
+
+def _refusal(capsys, argv):
+    """Run `aloe collect ARGV` in-process; it must refuse with one line and exit 2."""
+    capsys.readouterr()
+    assert main(["collect", "--no-progress", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+    return err.strip()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--episodes", "99999999999999999999999", "-o", "{tmp}/store"],
+            "--episodes (99999999999999999999999): must be <= 2147483648 (seeds stay below",
+        ),
+        (
+            ["--episodes", "5", "--seed", str(2**31 - 2), "-o", "{tmp}/store"],
+            "--episodes (5): must be <= 2 (seeds stay below 2**31",
+        ),
+        (
+            ["-o", "{tmp}/dd/nx/../sp"],
+            "--out ({tmp}/dd/nx/../sp): {tmp}/dd/nx does not exist, so the '..' after it",
+        ),
+    ],
+)
+def test_collect_refuses_before_creating_anything(tmp_path, capsys, argv, message):
+    (tmp_path / "dd").mkdir()
+    before = _tree(tmp_path)
+    err = _refusal(capsys, ["--task", "reach-v3", *[a.format(tmp=tmp_path) for a in argv]])
+    assert err.startswith("aloe collect: error: " + message.format(tmp=tmp_path)), err
+    assert _tree(tmp_path) == before  # no store, nothing created
+
+
+def test_collect_into_another_tasks_store_needs_allow_new_task(tmp_path, capsys):
+    out = tmp_path / "store"
+    argv = ["--episodes", "1", "--max-steps", "20", "-o", str(out)]
+    assert main(["collect", "--no-progress", "--task", "pick-place-v3", *argv]) == 0
+    before = _tree(tmp_path)
+    err = _refusal(capsys, ["--task", "reach-v3", *argv])
+    assert err == (
+        f"aloe collect: error: --task ('reach-v3'): {out} holds episodes of ['pick-place-v3'] "
+        "only; give --allow-new-task to add another task to it, or another --out"
+    )
+    assert _tree(tmp_path) == before
+    assert main(["collect", "--no-progress", "--task", "reach-v3", "--allow-new-task", *argv]) == 0
+    store = EpisodeStore.open(out)
+    assert store.episodes()["task_name"].to_pylist() == ["pick-place-v3", "reach-v3"]
+    assert store.episodes()["seed"].to_pylist() == [0, 1] and store.check() == []
+
+
+@pytest.mark.slow
+def test_three_concurrent_collect_commands_record_distinct_seeds(tmp_path):
+    out = tmp_path / "store"
+    argv = ["collect", "--task", "reach-v3", "--episodes", "2", "--max-steps", "30"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "aloe.cli", *argv, "-o", str(out), "--no-progress"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errs
+    store = EpisodeStore.open(out)
+    seeds = store.episodes()["seed"].to_pylist()
+    assert sorted(seeds) == list(range(6)) and store.check() == []

@@ -363,6 +363,61 @@ def test_resume_needs_a_run_directory(
     assert list(tmp_path.iterdir()) == []
 
 
+def _flip(path: Path) -> None:
+    """XOR 4 bytes a third of the way into `path`."""
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) // 3, len(data) // 3 + 4):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _more_episodes_in_metrics(run: Path) -> None:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows[1]["episodes"] += 3
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _emptied(run: Path) -> None:
+    shutil.rmtree(run / "dataset")
+    (run / "dataset").mkdir()
+
+
+DATA_LOSSES = {
+    "deleted": (
+        lambda run: shutil.rmtree(run / "dataset"),
+        "its dataset/ is missing, but metrics.jsonl records {n} episodes; restore it; "
+        "the run cannot go on without its data",
+    ),
+    "emptied": (_emptied, "its dataset/ holds no store (no meta/info.json), but metrics.jsonl"),
+    "bit flip": (
+        lambda run: _flip(run / "dataset/data/chunk-000/file-000.parquet"),
+        "its dataset/ is damaged: {run}/dataset/data/chunk-000/file-000.parquet: sha256 "
+        "differs from meta/checksums.json: corrupt",
+    ),
+    "fewer episodes than the history": (
+        _more_episodes_in_metrics,
+        "its dataset/ holds {k} episodes of iteration 1, but metrics.jsonl records {m} collected",
+    ),
+}
+
+
+@pytest.mark.parametrize("loss", DATA_LOSSES)
+def test_resume_refuses_a_run_without_its_data(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], loss: str
+) -> None:
+    run = tmp_path / "copy"
+    shutil.copytree(run_dir, run)
+    rows = _metrics(run)
+    n, k = sum(r["episodes"] for r in rows), rows[1]["episodes"]
+    damage, message = DATA_LOSSES[loss]
+    damage(run)
+    before = _digest(run)
+    err = _error(capsys, ["train", "--resume", str(run), "--no-progress"])
+    assert err.startswith(f"aloe train: error: --resume ({run}): ")
+    assert message.format(run=run, n=n, k=k, m=k + 3) in err
+    assert _digest(run) == before  # nothing recreated, nothing written
+
+
 def test_train_help_mentions_resume(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["train", "--help"])

@@ -11,12 +11,13 @@ error naming the offending value.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
@@ -85,7 +86,7 @@ class CollectArgs:
     seed: int = 0
     """Episode i of the store uses seed + i: collecting into a store that holds N episodes
     continues at seed + N, so a restarted collection records no seed twice (seeds the store
-    holds already are skipped)."""
+    holds already, or another collector into it is recording, are skipped)."""
     max_steps: int = 300
     """Time limit of the policy's attempt (or of a demonstration)."""
     profile: str = "oracle"
@@ -99,6 +100,9 @@ class CollectArgs:
     """Operator takes over after this many steps without progress (0 = only on failure)."""
     handback_steps: int = 0
     """0: the operator completes the task; > 0: hands control back after this many steps."""
+    allow_new_task: bool = False
+    """Let --task add a task to a store that holds episodes of other tasks only (without
+    it, that is refused: a store is usually one task's)."""
     progress: Progress = None
     """Progress on stderr: neither flag, a bar when stderr is a terminal, else one line when
     done; --progress, a bar; --no-progress, neither (aloe.progress)."""
@@ -119,6 +123,13 @@ def cmd_collect(args: CollectArgs) -> int:
         raise bad("--task", args.task, str(e)) from None
     require(args.episodes >= 1, "--episodes", args.episodes, "must be >= 1")
     require(0 <= args.seed < 2**31, "--seed", args.seed, "must be in 0..2**31-1")
+    most = 2**31 - args.seed
+    require(
+        args.episodes <= most,
+        "--episodes",
+        args.episodes,
+        f"must be <= {most} (seeds stay below 2**31: --seed + --episodes <= 2**31)",
+    )
     require(args.max_steps >= 1, "--max-steps", args.max_steps, "must be >= 1")
     op_cfg = OperatorConfig(
         profile=args.profile, noise_std=args.noise, delay_steps=args.delay, patience=args.patience
@@ -137,11 +148,12 @@ def cmd_collect(args: CollectArgs) -> int:
     if args.policy == "random":
         policy = RandomPolicy(env.action_dim, seed=args.seed)  # the task's action size
     store = _collect_store(args.out, env, one_task)
-    seeds = _continue_seeds(store, args.seed, args.episodes)
+    _require_same_task(store, task_list(args.task), args.allow_new_task, args.out)
     operator = make_operator(args.task, op_cfg, seed=args.seed)
-    _, stats = collect(
-        env, operator, cfg, policy=policy, seeds=iter(seeds), store=store, progress=args.progress
-    )
+    with contextlib.closing(_continue_seeds(store, args.seed, args.episodes)) as seeds:
+        _, stats = collect(
+            env, operator, cfg, policy=policy, seeds=seeds, store=store, progress=args.progress
+        )
     print(json.dumps({"out": str(args.out), **vars(stats)}, indent=1))
     return 0
 
@@ -196,17 +208,31 @@ def _collect_store(out: Path, env: Any, one_task: bool) -> Any:
         raise bad("--out", out, f"not a readable aloe store: {e}") from None
 
 
-def _continue_seeds(store: Any, seed: int, episodes: int) -> list[int]:
-    """The next `episodes` seeds: episode i of the store uses seed + i, and a seed the store
-    holds already (its episodes-meta `seed` column) is skipped, so none is recorded twice."""
-    import itertools
+def _require_same_task(store: Any, tasks: list[str], allow_new: bool, out: Path) -> None:
+    """Refuse to add a task to a store that holds episodes of other tasks, unless allowed."""
+    held = set(store.episodes()["task_name"].to_pylist())
+    new = [t for t in tasks if t not in held]
+    if held and new and not allow_new:
+        raise bad(
+            "--task",
+            new[0],
+            f"{out} holds episodes of {sorted(held)} only; give --allow-new-task to add "
+            "another task to it, or another --out",
+        )
 
+
+def _continue_seeds(store: Any, seed: int, episodes: int) -> Generator[int, None, None]:
+    """The next seeds, claimed one at a time (`EpisodeStore.claim_seeds`): episode i of the
+    store uses seed + i, and a seed the store holds already (its episodes-meta `seed`
+    column) or another collector is recording is skipped, so none is recorded twice."""
     n = store.num_episodes
-    held = {s for s in store.episodes()["seed"].to_pylist() if s is not None}
-    fresh = (s for s in itertools.count(seed + n) if s not in held)
-    seeds = list(itertools.islice(fresh, episodes))
-    skipped = sorted(held & set(range(seed + n, seeds[-1])))
     if n:
+        # the seeds a lone collector skips: each one held extends the range by one
+        last, skipped = seed + n + episodes - 1, []
+        for s in sorted(s for s in store.episodes()["seed"].to_pylist() if s is not None):
+            if seed + n <= s <= last:
+                skipped.append(s)
+                last += 1
         note = f"; skipping seeds {skipped}, which it holds already" if skipped else ""
         held_n = f"{n} episode" + "s" * (n != 1)
         print(
@@ -214,7 +240,7 @@ def _continue_seeds(store: Any, seed: int, episodes: int) -> list[int]:
             f"seed {seed + n}{note}",
             file=sys.stderr,
         )
-    return seeds
+    return store.claim_seeds(seed + n)
 
 
 def _load_collect_policy(spec: str | None, seed: int) -> Any:
@@ -237,12 +263,16 @@ class DatasetArgs:
     """`info` prints a summary; `check` validates every file (exit 1 on any problem)."""
     root: tyro.conf.Positional[Path]
     """The store's directory."""
+    fast: bool = False
+    """`check` only: skip comparing each file's sha256 with meta/checksums.json."""
 
 
 def cmd_dataset(args: DatasetArgs) -> int:
     from aloe.datasets import cli as dataset_cli
 
-    return dataset_cli.info(args.root) if args.action == "info" else dataset_cli.check(args.root)
+    if args.action == "info":
+        return dataset_cli.info(args.root)
+    return dataset_cli.check(args.root, args.fast)
 
 
 def read_dataset_args(argv: list[str], prog: str) -> DatasetArgs:

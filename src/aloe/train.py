@@ -21,6 +21,7 @@ import itertools
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -333,6 +334,7 @@ def prepare_run(cfg: TrainConfig, resume: bool) -> TrainConfig:
     reads it (with cfg's RESUME_OPTIONS)."""
     if resume:
         cfg = resumed_config(cfg.out, **{k: getattr(cfg, k) for k in RESUME_OPTIONS})
+        check_run_data(cfg.out)
     else:
         cfg.validate()
         cfg = cfg.resolved()
@@ -353,6 +355,68 @@ def resumed_config(
     cfg.progress = cfg.progress if progress is None else progress
     cfg.validate()
     return cfg
+
+
+def check_run_data(run: Path) -> None:
+    """Refuse to resume a run without the data its history was trained on: a missing or
+    emptied dataset/, one whose files fail their checksums, or one holding fewer episodes of
+    an iteration than metrics.jsonl says were collected (a resumed run would otherwise go
+    on, silently, with a fresh or partial buffer). A run killed before its first commit has
+    no history and may lack dataset/; a store written before checksums gets a notice."""
+    from aloe.datasets.check import verify_checksums
+    from aloe.datasets.layout import INFO_PATH
+    from aloe.datasets.store import StoreError
+
+    rows = _metrics_rows(run / "metrics.jsonl")
+    root, hint = run / "dataset", "restore it; the run cannot go on without its data"
+    started = rows or checkpoint.complete(run / "checkpoints")
+    if not started and not (root / INFO_PATH).is_file():
+        return  # nothing collected yet: the trainer makes the store (or refuses what is there)
+    told = f"metrics.jsonl records {sum(r['episodes'] for r in rows)} episodes"
+    told = told if rows else "the run has checkpoints"
+    what = "is missing" if not root.exists() else "holds no store (no meta/info.json)"
+    require(
+        (root / INFO_PATH).is_file(), "--resume", run, f"its dataset/ {what}, but {told}; {hint}"
+    )
+    problems = verify_checksums(root)
+    if problems:
+        raise bad("--resume", run, f"its dataset/ is damaged: {problems[0]}; {hint}")
+    try:
+        store = EpisodeStore.open(root)
+    except StoreError as e:  # damaged since it was verified
+        raise bad("--resume", run, f"its dataset/ is damaged: {e}; {hint}") from None
+    if not store.has_checksums:
+        print(
+            f"aloe train: notice: {root} has no checksums (written before them); "
+            "its next append records them",
+            file=sys.stderr,
+        )
+    held = store.summary()["episodes_per_iteration"]
+    for row in rows:
+        k, n = row["iteration"], row["episodes"]
+        require(
+            held.get(k, 0) >= n,
+            "--resume",
+            run,
+            f"its dataset/ holds {held.get(k, 0)} episodes of iteration {k}, but "
+            f"metrics.jsonl records {n} collected; {hint}",
+        )
+
+
+def _metrics_rows(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl's rows that say how many episodes an iteration collected; none if the
+    file is missing or unreadable (the checkpoints' history, which rewrites it, decides)."""
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
+    ok = all(
+        isinstance(r, dict)
+        and isinstance(r.get("iteration"), int)
+        and isinstance(r.get("episodes"), int)
+        for r in rows
+    )
+    return rows if ok else []
 
 
 def check_run_dir(path: Path, flag: str, resume: bool) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
@@ -318,13 +317,22 @@ def test_sigkill_never_loses_a_committed_episode(tmp_path: Path) -> None:
     assert store.check() == []
 
 
+def crash_at(when: Any) -> Any:
+    """`writer.write_bytes` that raises KeyboardInterrupt instead of writing a path `when` accepts."""
+    write = writer.write_bytes
+
+    def crashing(path: Path, data: bytes) -> None:
+        if when(path):
+            raise KeyboardInterrupt
+        write(path, data)
+
+    return crashing
+
+
 def test_crash_after_the_commit_point_is_repaired(
     filled: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def crash(*args: object) -> None:
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(writer, "write_summaries", crash)
+    monkeypatch.setattr(writer, "write_bytes", crash_at(lambda path: path.name == "stats.json"))
     with pytest.raises(KeyboardInterrupt):
         EpisodeStore.open(filled).append([make_episode(7, instruction="new task")])
     monkeypatch.undo()
@@ -338,14 +346,7 @@ def test_crash_after_the_commit_point_is_repaired(
 
 
 def test_uncommitted_files_are_ignored(filled: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    write = writer.write_parquet
-
-    def crash_at_commit(path: Path, table: pa.Table) -> None:
-        if "episodes" in path.parts:
-            raise KeyboardInterrupt
-        write(path, table)
-
-    monkeypatch.setattr(writer, "write_parquet", crash_at_commit)
+    monkeypatch.setattr(writer, "write_bytes", crash_at(lambda path: "episodes" in path.parts))
     with pytest.raises(KeyboardInterrupt):
         EpisodeStore.open(filled).append(make_episode(8))
     monkeypatch.undo()
@@ -451,7 +452,13 @@ def test_corrupt_store_is_refused(
         EpisodeStore.create(filled, **STORE_KW)
     assert cli.check(filled) == 1
     out, err = capsys.readouterr()
-    assert out == "" and err == f"aloe dataset: error: {error.value}\n"
+    *corrupt, last = err.splitlines()
+    assert out == "" and last == f"aloe dataset: error: {error.value}"
+    # a file edited in place is also named by its checksum (a deleted one is passed over)
+    assert all(
+        line.endswith("sha256 differs from meta/checksums.json: corrupt") for line in corrupt
+    )
+    assert len(corrupt) == ("deleted" not in name and "gap" not in name)
 
 
 def test_check_reads_the_data_itself(filled: Path) -> None:
@@ -460,9 +467,10 @@ def test_check_reads_the_data_itself(filled: Path) -> None:
     index = table.schema.get_field_index("frame_index")
     pq.write_table(table.set_column(index, "frame_index", table["frame_index"][::-1]), path)
     EpisodeStore.open(filled)  # footers still agree
-    assert EpisodeStore.open(filled).check() == [
-        f"{path}: column 'frame_index' disagrees with the episodes-meta rows"
-    ]
+    disagrees = f"{path}: column 'frame_index' disagrees with the episodes-meta rows"
+    assert EpisodeStore.open(filled).check(fast=True) == [disagrees]
+    corrupt = f"{path}: sha256 differs from meta/checksums.json: corrupt"
+    assert EpisodeStore.open(filled).check() == [corrupt, disagrees]
 
 
 def test_foreign_directory_is_refused(tmp_path: Path) -> None:
@@ -592,10 +600,10 @@ def test_concurrent_creators_leave_one_store_and_no_debris(tmp_path: Path) -> No
 def test_create_removes_its_build_directory_on_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(path: Path, obj: object) -> None:
+    def broken(path: Path, data: bytes) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(writer, "write_json", broken)
+    monkeypatch.setattr(writer, "write_bytes", broken)
     with pytest.raises(OSError, match="No space"):
         EpisodeStore.create(tmp_path / "s", **STORE_KW)
     assert list(tmp_path.iterdir()) == []

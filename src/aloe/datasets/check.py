@@ -1,7 +1,8 @@
 """`EpisodeStore.check`: the full validation, reading every file a reader would.
 
 Opening a store checks only metadata and footers (cheap, done by every reader); this reads
-every row and decodes every video, and reports files no episode references.
+every row and decodes every video, compares every committed file's sha256 with
+`meta/checksums.json`, and reports files no episode references.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aloe.data import SIM_STATE, SOURCE, SOURCES, STATE, SUCCESS
-from aloe.datasets import video
+from aloe.datasets import checksums, video
 from aloe.datasets.layout import (
+    CHECKSUMS_PATH,
     STATS_COLUMNS,
     STATS_PATH,
     StoreError,
@@ -25,30 +27,70 @@ from aloe.datasets.layout import (
     video_keys,
 )
 from aloe.datasets.reader import DataRun, StoreState, data_runs, load_state, one_line
+from aloe.datasets.writer import shared_lock
 
 
-def check_store(root: Path) -> list[str]:
-    """Every problem found, one line each naming its file; an empty list means healthy."""
-    try:
-        state = load_state(root)
-    except StoreError as e:
-        return [str(e)]
-    problems = []
-    for run in data_runs(root, state.meta):
-        problems += _check_data_file(run, state)
-    for key in video_keys(state.info["features"]):
-        for run in data_runs(root, state.meta, key):
-            problems += _check_video_file(run, state, key)
-    problems += orphans(root, state)
-    try:
-        stats = json.loads((root / STATS_PATH).read_text())
-    except (OSError, ValueError) as e:
-        return [*problems, f"{root / STATS_PATH}: unreadable ({one_line(e)})"]
+def check_store(root: Path, fast: bool = False) -> list[str]:
+    """Every problem found, one line each naming its file; an empty list means healthy.
+
+    Each committed file's sha256 is compared with `meta/checksums.json` unless `fast` (a
+    store written before checksums has none to compare with: `has_checksums`)."""
+    with shared_lock(root):
+        try:
+            state = load_state(root)
+        except StoreError as e:  # name the corrupt files too, if the map can tell
+            return ([] if fast else _listed_problems(root)) + [str(e)]
+        problems = [] if fast else _checksum_problems(root, state)
+        for run in data_runs(root, state.meta):
+            problems += _check_data_file(run, state)
+        for key in video_keys(state.info["features"]):
+            for run in data_runs(root, state.meta, key):
+                problems += _check_video_file(run, state, key)
+        problems += orphans(root, state)
+        try:
+            stats = json.loads((root / STATS_PATH).read_text())
+        except (OSError, ValueError) as e:
+            return [*problems, f"{root / STATS_PATH}: unreadable ({one_line(e)})"]
     frames = state.bounds[-1][1]
     count = stats.get(STATE, {}).get("count") if isinstance(stats, dict) else None
     if not state.stale and frames and count != [frames]:
         problems.append(f"{root / STATS_PATH}: counts disagree with {frames} frames")
     return problems
+
+
+def verify_checksums(root: Path) -> list[str]:
+    """Only the sha256 comparison of `check_store` (no decoding): what `train --resume`
+    asks of a run's store before it goes on. A store too damaged to open gives the files
+    its map names as corrupt, then why it does not open."""
+    with shared_lock(root):
+        try:
+            state = load_state(root)
+        except StoreError as e:
+            return [*_listed_problems(root), str(e)]
+        return _checksum_problems(root, state)
+
+
+def has_checksums(root: Path) -> bool:
+    return (root / CHECKSUMS_PATH).is_file()
+
+
+def _listed_problems(root: Path) -> list[str]:
+    """Files of the checksum map whose bytes match none of their digests (for a store too
+    damaged to open, whose committed files cannot be listed); absent files are passed over."""
+    try:
+        sums = checksums.read(root)
+    except StoreError as e:
+        return [str(e)]
+    present = [rel for rel in sorted(sums or {}) if (root / rel).is_file()]
+    return [] if sums is None else checksums.verify(root, sums, present)
+
+
+def _checksum_problems(root: Path, state: StoreState) -> list[str]:
+    try:
+        sums = checksums.read(root)
+    except StoreError as e:
+        return [str(e)]
+    return [] if sums is None else checksums.verify(root, sums, checksums.committed(root, state))
 
 
 def orphans(root: Path, state: StoreState) -> list[str]:

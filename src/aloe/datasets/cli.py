@@ -10,7 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from aloe.datasets.layout import INFO_PATH
+from aloe.datasets.check import check_store, has_checksums
+from aloe.datasets.layout import CHECKSUMS_PATH, INFO_PATH
 from aloe.datasets.store import EpisodeStore, StoreError
 from aloe.errors import bad, require
 
@@ -67,15 +68,25 @@ def info(root: str | os.PathLike[str]) -> int:
     return 0
 
 
-def check(root: str | os.PathLike[str]) -> int:
-    """Validate every file of the store; print each problem (stderr), or one `ok` line."""
-    store = _open(root)
-    if store is None:
-        return 1
-    problems = store.check()
+def check(root: str | os.PathLike[str], fast: bool = False) -> int:
+    """Validate every file of the store; print each problem (stderr), or one `ok` line.
+
+    Unless `fast`, each committed file's sha256 is compared with meta/checksums.json, also
+    in a store too damaged to open; a store written before checksums has none, which one
+    notice line says."""
+    root = Path(root)
+    _require_store(root)
+    if not fast and not has_checksums(root):
+        print(
+            f"aloe dataset: notice: {root} has no {CHECKSUMS_PATH} (written before "
+            "checksums): its files are checked for structure only; its next append records them",
+            file=sys.stderr,
+        )
+    problems = check_store(root, fast)
     for problem in problems:
         print(f"aloe dataset: error: {problem}", file=sys.stderr)
     if problems:
         return 1
+    store = EpisodeStore.open(root)
     print(f"ok: {store.num_episodes} episodes, {store.num_frames} frames")
     return 0

@@ -43,6 +43,8 @@ EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.par
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 INFO_PATH, STATS_PATH, TASKS_PATH = "meta/info.json", "meta/stats.json", "meta/tasks.parquet"
 LOCK_PATH = "meta/.writer.lock"
+CHECKSUMS_PATH = "meta/checksums.json"
+CLAIMS = "meta/.claims"  # one flock-held file per seed a live collector is recording
 EPISODES = "meta/episodes"
 
 VECTOR_COLUMNS = (STATE, NEXT_STATE, ACTION, SIM_STATE)

@@ -1,15 +1,17 @@
 """The crash-safe episode store: a LeRobotDataset v3 directory that only ever grows.
 
 `EpisodeStore` is the one way in; the work is split by concern: `layout.py` (paths, schemas,
-the episodes-meta row), `reader.py` (open, validate, read), `check.py` (the full check) and
-`writer.py` (create, append, crash cleanup; its docstring gives the crash-safety argument).
+the episodes-meta row), `reader.py` (open, validate, read), `check.py` (the full check),
+`writer.py` (create, append, crash cleanup; its docstring gives the crash-safety argument),
+`checksums.py` (every committed file's sha256) and `claims.py` (seeds shared by concurrent
+collectors).
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 
 from aloe.data import ACTION, IMAGE_PREFIX, SIM_STATE, SOURCES, STATE, Episode, image_key
-from aloe.datasets import reader, video, writer
-from aloe.datasets.check import check_store
+from aloe.datasets import checksums, claims, reader, video, writer
+from aloe.datasets.check import check_store, has_checksums
 from aloe.datasets.layout import (
     INFO_PATH,
     StoreError,
@@ -102,8 +104,9 @@ class EpisodeStore:
         """Open the store at `root` to grow it, or create it there if there is none.
 
         Takes `create`'s arguments. Before anything is written it raises StoreRefused if
-        `root` cannot hold a store, and StoreMismatch if the store there records other
-        columns than these (another camera set, state_dim, ...).
+        `root` cannot hold a store, StoreMismatch if the store there records other
+        columns than these (another camera set, state_dim, ...), and StoreError if its
+        metadata fails its checksums (an append would record the corruption as good).
         """
         root = Path(root)
         cameras = {c: (int(h), int(w)) for c, (h, w) in (cameras or {}).items()}
@@ -122,7 +125,8 @@ class EpisodeStore:
         mismatch = layout_mismatch(store.layout(), layout)
         if mismatch:
             raise StoreMismatch(root, mismatch)
-        if store._state.stale:
+        checksums.require_meta_intact(root, checksums.read(root))  # before any episode
+        if store._state.stale or not checksums.is_settled(root):
             writer.repair(root, store._state)
         return store
 
@@ -199,6 +203,12 @@ class EpisodeStore:
         eps = [episodes] if isinstance(episodes, Episode) else list(episodes)
         return writer.append(self.root, self._state, eps)
 
+    def claim_seeds(self, start: int, stop: int = 2**31) -> Generator[int, None, None]:
+        """Seeds from `start` up that the store holds no episode of and no other live
+        collector is recording, in order; `claims.claim_seeds` says how concurrent
+        collectors share them. Close it (`contextlib.closing`) when done."""
+        return claims.claim_seeds(self.root, self._state, start, stop)
+
     def load_frames(self, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Every committed frame in global index order: vectors 2-D, strings as objects.
 
@@ -247,9 +257,15 @@ class EpisodeStore:
             "cameras": {c: self.image_shape(c) for c in self.cameras},
         }
 
-    def check(self) -> list[str]:
-        """Full validation, reading every file; an empty list means healthy."""
-        return check_store(self.root)
+    def check(self, fast: bool = False) -> list[str]:
+        """Full validation, reading every file and, unless `fast`, comparing each committed
+        file's sha256 with meta/checksums.json; an empty list means healthy."""
+        return check_store(self.root, fast)
+
+    @property
+    def has_checksums(self) -> bool:
+        """False for a store written before checksums (its next append records them)."""
+        return has_checksums(self.root)
 
     def _video_key(self, key: str) -> str:
         for name in (key, image_key(key)):

@@ -9,16 +9,20 @@ never committed; readers ignore it, `check` reports it and the next append remov
 `tasks.parquet` only grows and is written before the commit; `stats.json` and `info.json`
 are derived from the episodes-meta rows and rewritten after it, so a crash in between
 leaves them behind, which `open` recognises and the next writer repairs. Nothing committed
-is rewritten. One writer at a time (an flock on `meta/.writer.lock`); readers take no lock
-and see the store as it was at `open`. A new store is built aside and renamed into place:
-of concurrent creators one wins, and `open_or_create` in the others grows the winner's store.
+is rewritten. Every committed file's sha256 is in `meta/checksums.json`, written (atomically)
+before and after the append's files: first a pending map that accepts each file's old and
+new bytes, last the settled one (`checksums.py` gives the argument). One writer at a time
+(an flock on `meta/.writer.lock`); readers take no lock and see the store as it was at
+`open`, except `check`, which shares the lock to hash files no append is rewriting. A new
+store is built aside and renamed into place: of concurrent creators one wins, and
+`open_or_create` in the others grows the winner's store.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import functools
+import io
 import json
 import os
 import shutil
@@ -33,9 +37,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from aloe.data import Episode, image_key
-from aloe.datasets import video
+from aloe.datasets import checksums, video
 from aloe.datasets.layout import (
     ALOE_FORMAT,
+    CHECKSUMS_PATH,
     CHUNKS_SIZE,
     CODEBASE_VERSION,
     DATA_PATH,
@@ -81,6 +86,12 @@ def location_problem(root: Path) -> str | None:
     """Why no store can be created at `root` or an existing one grown there; None if it can.
 
     Asked before anything is written, so a refusal leaves the file system unchanged."""
+    for i, part in enumerate(root.parts):
+        if part == ".." and not Path(*root.parts[:i]).is_dir():
+            return (
+                f"{Path(*root.parts[:i])} does not exist, so the '..' after it cannot be "
+                "followed; give a path without '..'"
+            )
     ancestor = _existing_ancestor(root)
     special = [s for s in _SPECIAL if ancestor.resolve().is_relative_to(s)]
     if special:
@@ -165,9 +176,12 @@ def _build_and_rename(root: Path, info: dict[str, Any]) -> None:
         staging.mkdir()
         ensure_dir(staging / "meta" / "episodes")
         ensure_dir(staging / "data")
-        write_tasks(staging, [])
-        write_json(staging / STATS_PATH, {})
-        write_json(staging / INFO_PATH, info)
+        files = {TASKS_PATH: _parquet_bytes(tasks_table([]))}
+        files |= {STATS_PATH: _json_bytes({}), INFO_PATH: _json_bytes(info)}
+        for rel, data in files.items():
+            write_bytes(staging / rel, data)
+        sums = {rel: [checksums.sha256_bytes(data)] for rel, data in files.items()}
+        write_bytes(staging / CHECKSUMS_PATH, checksums.encode(sums))
         try:
             os.replace(staging, absolute)  # onto a missing or empty directory only
         except OSError as e:
@@ -185,8 +199,9 @@ def append(root: Path, state: StoreState, eps: list[Episode]) -> list[int]:
         check_episode(root, state.info["features"], ep, k)
     if not eps:
         return []
-    with _locked(root):
+    with writer_lock(root):
         refresh(root, state)
+        sums = _settled_sums(root, state)
         features, cs = state.info["features"], state.info["chunks_size"]
         # Past every file number on disk, uncommitted ones too: an orphan is never reused.
         folders = ["data", EPISODES, *(f"videos/{k}" for k in video_keys(features))]
@@ -197,24 +212,58 @@ def append(root: Path, state: StoreState, eps: list[Episode]) -> list[int]:
         tasks += [t for t in dict.fromkeys(ep.instruction for ep in eps) if t not in tasks]
         first_ep, first_frame = state.bounds[-1]
         data, meta = _episode_tables(state.info, eps, tasks, number, first_ep, first_frame)
+        files: dict[str, bytes] = {}  # written in this order; the episodes-meta file commits
         if len(tasks) > len(state.tasks):
-            write_tasks(root, tasks)
-            state.tasks = tasks
-        write_parquet(root / file_name(DATA_PATH, number, cs), data)
-        _write_videos(root, state.info, eps, number)
-        write_parquet(root / file_name(EPISODES_PATH, number, cs), meta)  # commit point
-        state.meta = pa.concat_tables([state.meta, meta]).combine_chunks()
-        state.files.append(number)
-        state.bounds.append((first_ep + len(eps), first_frame + data.num_rows))
-        write_summaries(root, state)
+            files[TASKS_PATH] = _parquet_bytes(tasks_table(tasks))
+        files[file_name(DATA_PATH, number, cs)] = _parquet_bytes(data)
+        files |= _video_bytes(state.info, eps, number)
+        files[file_name(EPISODES_PATH, number, cs)] = _parquet_bytes(meta)
+        after = StoreState(
+            info=state.info,
+            tasks=tasks,
+            meta=pa.concat_tables([state.meta, meta]).combine_chunks(),
+            files=[*state.files, number],
+            bounds=[*state.bounds, (first_ep + len(eps), first_frame + data.num_rows)],
+            stale=True,
+        )
+        files |= _summary_bytes(after)
+        _write_files(root, sums, files)
+        after.info, after.stale = json.loads(files[INFO_PATH]), False
+        vars(state).update(vars(after))
     return list(range(first_ep, first_ep + len(eps)))
 
 
 def repair(root: Path, state: StoreState) -> None:
-    """Rewrite stats.json and info.json that a crash after a commit left behind."""
-    with _locked(root):
+    """Rewrite stats.json and info.json that a crash after a commit left behind, and settle
+    the checksum map a crash left pending."""
+    with writer_lock(root):
         refresh(root, state)
-        write_summaries(root, state)
+        sums = checksums.read(root)
+        summaries = _summary_bytes(state)
+        if sums is None:  # written before checksums: its next append records them
+            for rel, data in summaries.items():
+                write_bytes(root / rel, data)
+        else:
+            _write_files(root, checksums.settle(root, state, sums), summaries)
+        state.info, state.stale = json.loads(summaries[INFO_PATH]), False
+
+
+def _settled_sums(root: Path, state: StoreState) -> checksums.Sums:
+    """The store's settled checksum map (StoreError if its meta files are corrupt); a store
+    written before checksums gets one of its files as they are."""
+    sums = checksums.read(root)
+    return checksums.fresh(root, state) if sums is None else checksums.settle(root, state, sums)
+
+
+def _write_files(root: Path, sums: checksums.Sums, files: dict[str, bytes]) -> None:
+    """Write `files` (relative path -> bytes) in order, each atomically, between a pending
+    checksum map that accepts each file's old and new bytes and the settled one that
+    accepts only the new: a kill at any point leaves every file matching its map."""
+    new = {rel: checksums.sha256_bytes(data) for rel, data in files.items()}
+    write_bytes(root / CHECKSUMS_PATH, checksums.encode(checksums.pending(sums, new)))
+    for rel, data in files.items():
+        write_bytes(root / rel, data)
+    write_bytes(root / CHECKSUMS_PATH, checksums.encode(sums | {k: [v] for k, v in new.items()}))
 
 
 def check_episode(root: Path, features: dict[str, Any], ep: Episode, k: int) -> None:
@@ -293,17 +342,20 @@ def _episode_tables(
     return pa.concat_tables(data), meta
 
 
-def _write_videos(root: Path, info: dict[str, Any], eps: list[Episode], number: int) -> None:
+def _video_bytes(info: dict[str, Any], eps: list[Episode], number: int) -> dict[str, bytes]:
+    """File `number`'s mp4 of each camera, by relative path."""
     features, cs, fps = info["features"], info["chunks_size"], float(info["fps"])
     keys = video_keys(features)
     codec = video.codec_of(features[keys[0]]) if keys else None
+    out = {}
     for key in keys:
         assert codec is not None
         frames = np.concatenate([ep.steps[key] for ep in eps])
-        path = root / VIDEO_PATH.format(
-            video_key=key, chunk_index=number // cs, file_index=number % cs
-        )
-        write_atomic(path, functools.partial(video.encode, frames=frames, fps=fps, codec=codec))
+        buffer = io.BytesIO()
+        video.encode(buffer, frames=frames, fps=fps, codec=codec)
+        rel = VIDEO_PATH.format(video_key=key, chunk_index=number // cs, file_index=number % cs)
+        out[rel] = buffer.getvalue()
+    return out
 
 
 def _remove_uncommitted(root: Path, state: StoreState) -> None:
@@ -321,33 +373,52 @@ def _remove_uncommitted(root: Path, state: StoreState) -> None:
                 path.unlink(missing_ok=True)
 
 
-def write_summaries(root: Path, state: StoreState) -> None:
-    """stats.json and info.json from the committed episodes-meta rows (after each commit)."""
+def _summary_bytes(state: StoreState) -> dict[str, bytes]:
+    """stats.json and info.json as the committed episodes-meta rows of `state` make them."""
     episodes, frames = state.bounds[-1]
     info = state.info | {"total_episodes": episodes, "total_frames": frames}
     info |= {"total_tasks": len(state.tasks), "splits": {"train": f"0:{episodes}"}}
-    write_json(root / STATS_PATH, aggregate_stats(state.meta))
-    write_json(root / INFO_PATH, info)
-    state.info, state.stale = info, False
+    return {STATS_PATH: _json_bytes(aggregate_stats(state.meta)), INFO_PATH: _json_bytes(info)}
 
 
-def write_tasks(root: Path, tasks: list[str]) -> None:
-    write_parquet(root / TASKS_PATH, tasks_table(tasks))
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
 
 
-def write_parquet(path: Path, table: pa.Table) -> None:
-    write_atomic(path, lambda f: pq.write_table(table, f))
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, indent=2).encode()
 
 
-def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
+def write_bytes(path: Path, data: bytes) -> None:
+    """Every file of the store is written through here: `<name>.tmp`, fsync, rename."""
+    write_atomic(path, lambda f: f.write(data))
 
 
 @contextmanager
-def _locked(root: Path) -> Iterator[None]:
+def writer_lock(root: Path) -> Iterator[None]:
+    """The one writer's lock: an exclusive flock on `meta/.writer.lock`, released when the
+    block ends or the process dies."""
     fd = os.open(root / LOCK_PATH, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+@contextmanager
+def shared_lock(root: Path) -> Iterator[None]:
+    """Hold off writers (not other readers) while a reader hashes the store's files; a store
+    this process cannot write (a read-only copy) is read without the lock."""
+    try:
+        fd = os.open(root / LOCK_PATH, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
