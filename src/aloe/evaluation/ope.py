@@ -308,7 +308,7 @@ def run_ope(
 
     rc = run.config
     frames, restorer = load_buffer(run)
-    gamma = rc.aloe.gamma
+    gamma = rc.optim.gamma
     pairs = sample_pairs(frames, restorer, cfg.pairs, rc.horizon, gamma, cfg.seed)
     exec_h = cfg.exec_horizon or rc.exec_horizon
     policy = ActorBatchPolicy(run.actor, exec_h, run.device, seed=cfg.seed)
