@@ -32,8 +32,9 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, overload
 
+import numpy as np
 import torch
 from torch import Generator, Tensor, nn
 
@@ -184,8 +185,19 @@ def polyak_update(target: nn.Module, online: nn.Module, omega: float) -> None:
 # Actor update (Alg. 1 lines 10–15).
 
 
-def q_pess(q: Tensor) -> Tensor:
-    """Pessimistic value (B,) of an ensemble's values (K, B)."""
+@overload
+def q_pess(q: Tensor) -> Tensor: ...
+
+
+@overload
+def q_pess(q: np.ndarray) -> np.ndarray: ...
+
+
+def q_pess(q: Tensor | np.ndarray) -> Tensor | np.ndarray:
+    """Pessimistic value (...) of an ensemble's values (K, ...): training's, and every
+    evaluation's (Q traces, OPE), which read numpy arrays and get one back."""
+    if isinstance(q, np.ndarray):
+        return q_pess(torch.from_numpy(q)).numpy()
     return q.min(dim=0).values  # Eq. 9: Q_pess = min_i Q_φ_i
 
 

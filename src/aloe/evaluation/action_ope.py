@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from aloe import data as D
+from aloe.algos.aloe import q_pess
 from aloe.data import ChunkBatch
 from aloe.envs.base import EpisodeEnv
 from aloe.envs.registry import make_env
@@ -275,7 +276,7 @@ class ActionOpeResult:
 
     @property
     def q_pess(self) -> np.ndarray:
-        return self.q_members.min(axis=0)  # Eq. 9
+        return q_pess(self.q_members)  # Eq. 9
 
     def scores(self, mask: np.ndarray | None = None) -> dict[str, Any]:
         m = np.ones(len(self.cands.rows), dtype=bool) if mask is None else mask
