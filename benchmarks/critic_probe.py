@@ -87,7 +87,9 @@ def fit(args: argparse.Namespace) -> None:
     if args.scale != 1.0:
         for critic in (learner.critic, learner.target_critic):
             critic.heads = Scaled(critic.heads, args.scale)
-        learner.critic_opt = type(learner.critic_opt)(learner.critic, cfg.optim.critic_lr, cfg.optim)
+        learner.critic_opt = type(learner.critic_opt)(
+            learner.critic, cfg.optim.critic_lr, cfg.optim
+        )
     frames, _ = load_buffer(run)
     sampler = ChunkSampler(frames, horizon=cfg.horizon, gamma=cfg.optim.gamma, seed=0)
     batch = cfg.optim.batch_size

@@ -344,8 +344,10 @@ def _convert(cls: type, obj: Any) -> Any:
     hints = typing.get_type_hints(cls)
     values = {}
     for f in fields(cls):
-        value, hint = getattr(obj, f.name), hints[f.name]
-        values[f.name] = _convert(hint, value) if is_dataclass(hint) else value
+        value = getattr(obj, f.name)
+        hint = hints[f.name]
+        nested = isinstance(hint, type) and is_dataclass(hint)
+        values[f.name] = _convert(hint, value) if nested else value
     return cls(**values)
 
 

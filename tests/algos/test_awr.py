@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aloe import checkpoint
-from aloe.algos.optimised import OptimConfig
 from aloe.algos.awr import (
     AwrConfig,
     AwrLearner,
@@ -21,6 +20,7 @@ from aloe.algos.awr import (
     value_loss,
     value_range,
 )
+from aloe.algos.optimised import OptimConfig
 from aloe.critics.chunked_q import CriticConfig
 from aloe.data import ChunkBatch
 from aloe.policies.flow import ActorConfig, FlowPolicy

@@ -205,14 +205,17 @@ def _run_with(algo: str, settings: AloeConfig) -> tuple[dict[str, Any], dict[str
     """The `algo` learner built from the smoke preset with `aloe` = settings, and (for AWR and
     HG-DAgger) one update of two steps of each kind on fixed synthetic batches."""
     cfg = preset("smoke", "reach-v3")
-    cfg.algo, cfg.progress, cfg.aloe = algo, False, settings
+    cfg.algo = algo
+    cfg.progress = False
+    cfg.aloe = settings
     cfg.awr = dataclasses.replace(cfg.awr, value_steps=2, actor_steps=2)
     cfg.dagger = dataclasses.replace(cfg.dagger, steps=2)
     cfg = cfg.resolved()
     obs = Observations(cfg, "cpu")
     torch.manual_seed(0)
     learner = build_learner(cfg, obs=obs)
-    row, metrics = ALGORITHMS[algo], {}
+    row = ALGORITHMS[algo]
+    metrics = {}
     if algo in ("awr", "dagger"):
         draws = iter(range(100))
 

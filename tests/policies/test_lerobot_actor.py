@@ -159,8 +159,7 @@ def test_checkpoints_of_a_pretrained_vla_skip_its_frozen_weights(vlm, tmp_path):
     built from the same checkpoint gives identical outputs, from another one is refused."""
     import dataclasses
 
-    from aloe.algos.optimised import OptimisedModule
-    from aloe.algos.optimised import OptimConfig
+    from aloe.algos.optimised import OptimConfig, OptimisedModule
 
     make_actor(vlm, seed=0).policy.save_pretrained(tmp_path / "a")
     make_actor(vlm, seed=1).policy.save_pretrained(tmp_path / "b")

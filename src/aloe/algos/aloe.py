@@ -415,7 +415,8 @@ def build_actor_learner(parts: LearnerParts[object]) -> AloeLearner:
 
 
 def _learner(parts: LearnerParts[Any], config: AloeConfig) -> AloeLearner:
-    cfg, dims = parts.cfg, (parts.state_dim, parts.action_dim, parts.num_tasks)
+    cfg = parts.cfg
+    dims = (parts.state_dim, parts.action_dim, parts.num_tasks)
     critic = ChunkedQCritic(
         cfg.critic, *dims, parts.normalizer(), horizon=cfg.horizon, **parts.tokens
     )
@@ -443,8 +444,10 @@ UPDATE_COLUMNS = (*CRITIC_METRICS, *ACTOR_METRICS)
 def update(ctx: UpdateContext[AloeConfig]) -> dict[str, float]:
     """Iteration k's update on the whole buffer D_k: N_Q critic steps (lines 4–9), then
     N_π actor steps (lines 10–15), each on a fresh minibatch."""
-    learner, cfg, k = ctx.learner_as(AloeLearner), ctx.settings, ctx.iteration
+    learner = ctx.learner_as(AloeLearner)
+    own = ctx.settings
+    k = ctx.iteration
     sampler = ctx.sampler(ctx.frames)
-    critic = ctx.steps(cfg.critic_steps, learner.critic_step, sampler, f"critic[{k}]")
-    actor = ctx.steps(cfg.actor_steps, learner.actor_step, sampler, f"actor[{k}]")
+    critic = ctx.steps(own.critic_steps, learner.critic_step, sampler, f"critic[{k}]")
+    actor = ctx.steps(own.actor_steps, learner.actor_step, sampler, f"actor[{k}]")
     return {**step_means(critic, CRITIC_METRICS), **step_means(actor, ACTOR_METRICS)}

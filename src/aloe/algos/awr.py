@@ -273,7 +273,8 @@ class AwrLearner:
 
 def build_learner(parts: LearnerParts[AwrConfig]) -> AwrLearner:
     """The actor and the distributional V(s) over Eq. 14's return range."""
-    cfg, awr = parts.cfg, parts.settings
+    cfg = parts.cfg
+    awr = parts.settings
     c_fail = cfg.env.c_fail or max(operator_episode_length(t) for t in task_list(cfg.task))
     dims = (parts.state_dim, parts.num_tasks, awr.num_bins)
     critic = value_critic(cfg.critic, *dims, parts.normalizer(), **parts.tokens)
@@ -290,8 +291,10 @@ ACTOR_METRICS = {**aloe.ACTOR_METRICS, "q_pess_mean": "actor/return_mean"}
 
 def update(ctx: UpdateContext[AwrConfig]) -> dict[str, float]:
     """awr.value_steps value steps, then awr.actor_steps weighted actor steps."""
-    learner, cfg, k = ctx.learner_as(AwrLearner), ctx.settings, ctx.iteration
+    learner = ctx.learner_as(AwrLearner)
+    own = ctx.settings
+    k = ctx.iteration
     sampler = ctx.sampler(ctx.frames)
-    value = ctx.steps(cfg.value_steps, learner.value_step, sampler, f"value[{k}]")
-    actor = ctx.steps(cfg.actor_steps, learner.actor_step, sampler, f"actor[{k}]")
+    value = ctx.steps(own.value_steps, learner.value_step, sampler, f"value[{k}]")
+    actor = ctx.steps(own.actor_steps, learner.actor_step, sampler, f"actor[{k}]")
     return {**step_means(value, VALUE_METRICS), **step_means(actor, ACTOR_METRICS)}

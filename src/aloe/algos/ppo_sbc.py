@@ -502,7 +502,10 @@ def rollout_decisions(
 
 def update(ctx: UpdateContext[PpoConfig]) -> dict[str, float]:
     """PPO epochs over iteration k's decisions, each step with a BC batch from the buffer."""
-    ppo, learner, frames, k = ctx.settings, ctx.learner_as(PpoSbcLearner), ctx.frames, ctx.iteration
+    ppo = ctx.settings
+    learner = ctx.learner_as(PpoSbcLearner)
+    frames = ctx.frames
+    k = ctx.iteration
     learner.actor_opt.set_peak_lr(ppo.actor_lr)
     decisions, rollouts = rollout_decisions(ctx.cfg, learner, frames, k)
 
