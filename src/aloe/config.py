@@ -201,18 +201,9 @@ class TrainConfig:
             if self.vision.encoder == "lerobot":  # the tower of the --lerobot.* VLA
                 self.lerobot.validate(FIELD)
         self._validate_actor_kind()
-        for part in (
-            self.env,
-            self.operator,
-            self.collect,
-            self.actor,
-            self.critic,
-            self.optim,
-            self.aloe,
-            self.awr,
-            self.dagger,
-            self.ppo,
-        ):
+        own = [row.settings(self) for row in ALGORITHMS.values() if row.group is not None]
+        shared = [self.env, self.operator, self.collect, self.actor, self.critic, self.optim]
+        for part in (*shared, *own):  # every algorithm's: a saved config holds them all
             part.validate(FIELD)
 
     def _validate_actor_kind(self) -> None:

@@ -1,8 +1,10 @@
 """The algorithm table: each algorithm's name -> what the rest of the package needs to know.
 
-The trainer, `aloe.load_run`, the config's checks, the evaluation suite and `aloe compare`
-read an algorithm only through its row. Adding an algorithm is one module in `aloe.algos`
-(its config, losses, learner and per-iteration update) and one row here.
+The trainer, `aloe.load_run`, the config's checks and presets, `aloe train`'s options, the
+DDP learner, the evaluation suite and `aloe compare` read an algorithm only through its row.
+Adding an algorithm is one module in `aloe.algos` (its config, preset, losses, learner and
+per-iteration update), one row here, and its settings' field in `aloe.config.TrainConfig`
+(the row's `group`; a test checks that the two agree).
 """
 
 from __future__ import annotations
