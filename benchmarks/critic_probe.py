@@ -9,10 +9,10 @@ and the sign accuracy of A, per source, one JSON line per checkpoint.
 
     python benchmarks/critic_probe.py truth RUN truth.pkl --states 45
     python benchmarks/critic_probe.py fit RUN truth.pkl --name base --steps 2000
-    python benchmarks/critic_probe.py fit RUN truth.pkl --name lr --steps 1000 aloe.critic_lr=1e-3
+    python benchmarks/critic_probe.py fit RUN truth.pkl --name lr --steps 1000 optim.critic_lr=1e-3
     python benchmarks/critic_probe.py fit RUN truth.pkl --name x50 --steps 2000 --scale 50
 
-Overrides are `section.field=value` of the run's config (critic.*, aloe.*). `--scale s`
+Overrides are `section.field=value` of the run's config (critic.*, optim.*, aloe.*). `--scale s`
 multiplies the critic heads' output by s, so the network predicts Q/s.
 """
 
@@ -87,10 +87,12 @@ def fit(args: argparse.Namespace) -> None:
     if args.scale != 1.0:
         for critic in (learner.critic, learner.target_critic):
             critic.heads = Scaled(critic.heads, args.scale)
-        learner.critic_opt = type(learner.critic_opt)(learner.critic, cfg.aloe.critic_lr, cfg.aloe)
+        learner.critic_opt = type(learner.critic_opt)(
+            learner.critic, cfg.optim.critic_lr, cfg.optim
+        )
     frames, _ = load_buffer(run)
-    sampler = ChunkSampler(frames, horizon=cfg.horizon, gamma=cfg.aloe.gamma, seed=0)
-    batch = cfg.aloe.batch_size
+    sampler = ChunkSampler(frames, horizon=cfg.horizon, gamma=cfg.optim.gamma, seed=0)
+    batch = cfg.optim.batch_size
     start, done, metrics = time.perf_counter(), 0, {}
     for target in sorted({s for s in CHECKPOINTS if s <= args.steps} | {args.steps}):
         while done < target:

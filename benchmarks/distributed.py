@@ -11,7 +11,7 @@
   worker loading it), over 5 versions on 2 workers; the actor's size (its state_dict).
 - store writer: the in-process episodes appended one at a time to a fresh EpisodeStore.
 - learner: critic and actor steps of the preset's learner on synthetic batches of
-  `aloe.batch_size` chunks, under torchrun with 1 and 2 gloo processes of one thread each
+  `optim.batch_size` chunks, under torchrun with 1 and 2 gloo processes of one thread each
   (the global batch the same): steps/s.
 
 Prints a table, or with --json one JSON object. The figures are wall-clock rates on a
@@ -192,9 +192,9 @@ def learner_child(name: str, steps: int, out: Path) -> None:
     torch.manual_seed(0)
     cfg = config(name)
     learner = build_learner(cfg)
-    ctx = UpdateContext(cfg, 1, None, learner, sampler=None)  # type: ignore[arg-type]
+    ctx = UpdateContext(cfg, cfg.aloe, 1, None, learner, sampler=None)  # type: ignore[arg-type]
     gen = torch.Generator().manual_seed(7)
-    dim, b = Observations(cfg, "cpu").dim, cfg.aloe.batch_size
+    dim, b = Observations(cfg, "cpu").dim, cfg.optim.batch_size
 
     class Batches:
         def sample(self, n: int) -> ChunkBatch:

@@ -81,7 +81,7 @@ def probe(root: str, k: int, splits: int, seed: int) -> dict:
     buffer = frames.select(
         self_demo_rows(frames, cfg.ppo.sbc_buffer_episodes, cfg.ppo.sbc_buffer_rule)
     )
-    demos = ChunkSampler(buffer, horizon=cfg.horizon, gamma=cfg.aloe.gamma, seed=seed)
+    demos = ChunkSampler(buffer, horizon=cfg.horizon, gamma=cfg.optim.gamma, seed=seed)
     batch = demos.sample(min(512, buffer.rows))
     bc = gradient(
         learner,

@@ -154,7 +154,7 @@ def test_the_approximation_is_timed_beside_the_exact_steps(smoke):
 
 def test_the_synthetic_batch_has_the_sizes_of_the_preset(smoke):
     b = learner.batch_for(smoke)
-    batch, h = smoke.cfg.aloe.batch_size, smoke.cfg.horizon
+    batch, h = smoke.cfg.optim.batch_size, smoke.cfg.horizon
     assert b.state.shape == (batch, smoke.obs.dim) and b.actions.shape == (batch, h, 4)
     assert bool(b.valid.all()) and b.task_index.dtype == torch.long
 

@@ -47,3 +47,24 @@ def test_train_help_shows_resume(capsys):
     assert "aloe train --resume DIR [--device D] [--progress | --no-progress]" in _help(
         capsys, "train"
     )
+
+
+@pytest.mark.parametrize(
+    "algo, shown, hidden",
+    [
+        ("aloe", ["--aloe.", "--optim.", "--critic.num-q"], ["--awr.", "--dagger.", "--ppo."]),
+        ("awr", ["--awr.", "--optim.", "--critic."], ["--aloe.", "--critic.num-q", "--ppo."]),
+        ("dagger", ["--dagger.steps", "--optim.actor-lr"], ["--aloe.", "--critic.", "--awr."]),
+        ("bc", ["--optim.batch-size"], ["--optim.critic-lr", "--critic.", "--dagger.", "--aloe."]),
+        ("ppo-sbc", ["--ppo.", "--optim.critic-lr"], ["--aloe.", "--awr.", "--critic.num-q"]),
+    ],
+)
+def test_train_help_shows_only_the_options_of_the_algorithm(capsys, algo, shown, hidden):
+    """`aloe train --algo A --help`: the shared groups and A's own, not the other
+    algorithms' nor the shared fields A never reads (its row's `ignores`)."""
+    text = _help(capsys, "train", "--algo", algo)
+    assert f"(default: {algo})" in text
+    for flag in shown:
+        assert flag in text, flag
+    for flag in hidden:
+        assert flag not in text, flag

@@ -14,7 +14,7 @@ each other on a busy machine cost more CPU than they save):
   demonstration per task, one episode per collection and evaluation); the flags the README
   gives keep their meaning, only the sizes in SIZES are lowered;
 - `aloe compare` runs the smoke preset on one seed (also where the README leaves --seeds
-  at its default, 3), its runs shrunk by TINY too (appended to the README's --train-args);
+  at its default, 3), its runs shrunk by TINY and OTHERS (appended to its --train-args);
 - `aloe eval --suite full` gets tiny sample sizes (EVAL_FULL), `aloe bench` one small size,
   few steps, one thread and small batches (BENCH);
 - SIZES lowers the counts the README gives (episodes, seeds, quotas), and `plot-q` plots
@@ -55,13 +55,12 @@ TINY = [
     "5",
     "--aloe.actor-steps",
     "2",
-    "--awr.value-steps",
-    "5",
-    "--awr.actor-steps",
-    "2",
     "--env.max-steps",
     "60",
 ]
+# what compare's runs of the other algorithms shrink too (`aloe train` refuses another
+# algorithm's options; the Quickstart trains ALOE)
+OTHERS = ["--awr.value-steps", "5", "--awr.actor-steps", "2", "--dagger.steps", "2"]
 SIZES = {  # (command, flag) -> the value used instead of the README's
     ("collect", "--episodes"): "1",
     ("train", "--collect.success-quota"): "1",
@@ -140,7 +139,7 @@ def substitute(argv: list[str], used: set[str]) -> list[str]:
         argv += EVAL_FULL
         used.add("eval full")
     if command == "compare":
-        extra = " ".join(TINY)
+        extra = " ".join(TINY + OTHERS)
         if not _set(argv, "--train-args", _value(argv, "--train-args") + " " + extra):
             argv.append(f"--train-args={extra}")
         argv += ["--preset", "smoke"] + ([] if "--seeds" in argv else ["--seeds", "1"])

@@ -19,7 +19,7 @@ import torch
 from aloe import checkpoint, train
 from aloe.cli import main
 from aloe.collect import CollectConfig
-from aloe.config import MAY_BE_INFINITE, TrainConfig, preset
+from aloe.config import LEGACY_KEYS, MAY_BE_INFINITE, TrainConfig, preset
 from aloe.errors import UsageError
 from aloe.operators.scripted import OperatorConfig
 
@@ -181,6 +181,44 @@ def test_an_old_config_json_with_out_still_loads(run_dir: Path, tmp_path: Path) 
     assert TrainConfig.load(copy).out == copy
 
 
+# config.json of `aloe train --preset smoke`, saved before the algorithms owned their settings
+# (ALOE's group held the optimiser, batch size, γ and HG-DAgger's steps)
+V0_SMOKE = Path(__file__).parent / "fixtures" / "config_v0_smoke.json"
+
+
+def test_a_config_json_of_the_old_layout_loads_as_the_same_run() -> None:
+    old = json.loads(V0_SMOKE.read_text())
+    assert "optim" not in old and {k.split(".")[1] for k in LEGACY_KEYS} <= set(old["aloe"])
+    cfg = TrainConfig.from_json(V0_SMOKE.read_text())
+    assert cfg == preset("smoke").resolved()  # today's smoke preset, field for field
+    saved = json.loads(cfg.to_json())
+    for key, news in LEGACY_KEYS.items():
+        for new in news:
+            group, name = new.split(".")
+            assert saved[group][name] == old["aloe"][key.split(".")[1]], new
+
+
+def test_a_run_whose_config_json_has_the_old_layout_resumes(tmp_path: Path) -> None:
+    """The old smoke config cut to a tiny run (with keys both layouts share, and a moved one,
+    aloe.batch_size): a run interrupted with that config.json resumes to the metrics of the
+    same run uninterrupted."""
+    old = json.loads(V0_SMOKE.read_text())
+    old.update(task="reach-v3", iterations=1, num_demos=1, bc_steps=5, eval_episodes=1)
+    old["env"].update(task="reach-v3", max_steps=40, c_fail=100.0)
+    old["collect"].update(success_quota=1, max_episodes=1, operator_max_steps=100)
+    old["actor"]["num_flow_steps"] = 2
+    old["aloe"].update(critic_steps=3, actor_steps=2, batch_size=8)
+    text = json.dumps(old)
+    cfg = TrainConfig.from_json(text)
+    assert cfg.optim.batch_size == 8 and cfg.dagger.steps == 2
+    whole = tmp_path / "whole"
+    train.train(dataclasses.replace(cfg, out=whole, progress=False))
+    resumed = _interrupted_copy(whole, tmp_path / "resumed")
+    (resumed / "config.json").write_text(text)
+    assert main(["train", "--resume", str(resumed), "--no-progress"]) == 0
+    assert _metrics(resumed) == _metrics(whole)
+
+
 # --- non-finite values ----------------------------------------------------------------------
 
 
@@ -208,7 +246,7 @@ def _with(cfg: TrainConfig, dotted: str, value: Any) -> TrainConfig:
 def test_every_float_field_refuses_inf_and_nan_unless_inf_means_something() -> None:
     base = preset("smoke").resolved()
     fields = _float_fields(base)
-    assert {"aloe.beta", "aloe.q_abs_max", "env.c_fail", "ppo.target_kl"} <= set(fields)
+    assert {"aloe.beta", "optim.q_abs_max", "env.c_fail", "ppo.target_kl"} <= set(fields)
     for name in fields:
         for value in (math.inf, -math.inf, math.nan):
             cfg = _with(base, name, value)
@@ -220,11 +258,11 @@ def test_every_float_field_refuses_inf_and_nan_unless_inf_means_something() -> N
 
 
 def test_q_abs_max_inf_round_trips_through_config_json() -> None:
-    cfg = _with(preset("smoke").resolved(), "aloe.q_abs_max", math.inf)
+    cfg = _with(preset("smoke").resolved(), "optim.q_abs_max", math.inf)
     text = cfg.to_json()
-    assert json.loads(text)["aloe"]["q_abs_max"] == "inf"  # JSON has no infinity
+    assert json.loads(text)["optim"]["q_abs_max"] == "inf"  # JSON has no infinity
     back = TrainConfig.from_json(text)
-    assert back.aloe.q_abs_max == math.inf and back.to_json() == text
+    assert back.optim.q_abs_max == math.inf and back.to_json() == text
 
 
 # --- flags: refused before anything is created ----------------------------------------------
@@ -245,14 +283,16 @@ BAD_FLAGS = [
         "config field vision.cameras (('corner',)): must name cameras of cube-double: front,",
     ),
     (["--aloe.beta", "inf"], "config field aloe.beta (inf): must be a finite number"),
-    (["--aloe.q-abs-max", "nan"], "config field aloe.q_abs_max (nan): must be a number"),
+    (["--optim.q-abs-max", "nan"], "config field optim.q_abs_max (nan): must be a number"),
     (["--collect.handback-steps", "-1"], "config field collect.handback_steps (-1): must be >= 0"),
     (["--operator.patience", "-5"], "config field operator.patience (-5): must be >= 0"),
     (
         ["--horizon", "100000", "--exec-horizon", "5"],
-        "config field aloe.batch_size and horizon (32, 100000): an update would need about",
+        "config field optim.batch_size and horizon (32, 100000): an update would need about",
     ),
-    (["--aloe.batch-size", "100000000"], "config field aloe.batch_size and horizon (100000000,"),
+    (["--optim.batch-size", "100000000"], "config field optim.batch_size and horizon (100000000,"),
+    (["--algo", "awr", "--aloe.beta", "3"], "--aloe.beta: an option of --algo aloe, which an"),
+    (["--algo", "bc", "--critic.num-q", "3"], "--critic.num-q: an --algo bc run never reads it"),
 ]
 
 
@@ -305,6 +345,7 @@ def test_an_unwritable_out_is_refused(tmp_path: Path, capsys: pytest.CaptureFixt
         ["--iterations=4"],
         ["--preset", "smoke"],
         ["--task", "reach-v3"],
+        ["--algo", "awr"],
         ["--out", "elsewhere"],
     ],
 )

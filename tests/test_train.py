@@ -194,7 +194,7 @@ def test_the_mt10_preset_is_ppo_sbc_on_mt10_from_the_default_networks():
 
 def test_exploding_q_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     out = tmp_path / "nan"
-    proc = _train(out, "--aloe.q-abs-max", "1e-6")
+    proc = _train(out, "--optim.q-abs-max", "1e-6")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 3 and "stopped: metric" in err and "iter-0000" in err, err
     assert checkpoint.latest(out / "checkpoints")[0] == 0

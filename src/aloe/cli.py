@@ -16,15 +16,17 @@ import json
 import os
 import sys
 import time
+import typing
 import warnings
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, make_dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 
 import tyro
 
 from aloe import bench, compare, train
+from aloe.algos.table import ALGORITHMS
 from aloe.cli_args import parse
 from aloe.config import PRESETS, TrainConfig, preset
 from aloe.envs.tasks import DEFAULT_TASK
@@ -294,25 +296,100 @@ class TrainRequest(NamedTuple):
 
 
 def read_train_args(argv: list[str], prog: str) -> TrainRequest:
-    """`aloe train [--preset P] [--task T] [--<any config field> V]`, or
-    `aloe train --resume DIR [--device D] [--progress | --no-progress]`. The preset is read
-    first: it chooses the defaults tyro parses the other flags against and shows in --help.
+    """`aloe train [--preset P] [--task T] [--algo A] [--<any config field> V]`, or
+    `aloe train --resume DIR [--device D] [--progress | --no-progress]`. The preset and the
+    algorithm are read first: the preset chooses the defaults tyro parses the other flags
+    against and shows in --help, the algorithm which option groups there are (its own, not
+    the other algorithms', `train_arguments`).
     `--workers N [--ray-address A] [--worker-timeout S] [--learner-procs P]`, with either,
     say how the run is spread (aloe.distributed), not what it computes."""
     scale, argv, again = _scale_args(argv)
-    known, rest = _known_args(argv, [("--preset", None), ("--task", None), ("--resume", Path)])
+    known, rest = _known_args(
+        argv, [("--preset", None), ("--task", None), ("--algo", None), ("--resume", Path)]
+    )
     if known.resume is not None and not {"-h", "--help"} & set(rest):
         return TrainRequest(_resume_config(known, rest), True, scale, (*argv, *again))
     name = known.preset or "default"
     base = preset(name, known.task)
+    algo = known.algo or base.algo
+    require(algo in ALGORITHMS, "--algo", algo, f"must be one of {', '.join(ALGORITHMS)}")
+    base.algo = algo
+    _refuse_unread(rest, algo)
     description = (
-        f"Run Algorithm 1. Defaults below are the {name!r} preset "
+        f"Run Algorithm 1 with --algo {algo} (--algo {' | '.join(ALGORITHMS)}; each shows its "
+        f"own options). Defaults below are the {name!r} preset "
         f"(--preset {' | '.join(PRESETS)}).\n\n"
         "To continue the run in DIR (wherever it now is) from its latest checkpoint:\n"
         "  aloe train --resume DIR [--device D] [--progress | --no-progress]"
     )
-    cfg = parse(TrainConfig, rest + ["--preset", name], prog, default=base, description=description)
-    return TrainRequest(cfg, False, scale, (*argv, *again))
+    view = train_arguments(algo)
+    default = _convert(view, base)
+    args = parse(view, rest + ["--preset", name], prog, default=default, description=description)
+    return TrainRequest(_convert(TrainConfig, args), False, scale, (*argv, *again))
+
+
+def unread_fields(algo: str) -> dict[str, str]:
+    """The config fields (dotted) an `algo` run never reads -> why: the other algorithms'
+    own groups, and its row's `ignores`."""
+    unread = {
+        row.group: f"an option of --algo {other}, which an --algo {algo} run never reads"
+        for other, row in ALGORITHMS.items()
+        if other != algo and row.group is not None
+    }
+    return unread | dict.fromkeys(ALGORITHMS[algo].ignores, f"an --algo {algo} run never reads it")
+
+
+def train_arguments(algo: str) -> type:
+    """`TrainConfig` as `aloe train --algo ALGO` reads it: the fields an ALGO run never reads
+    (`unread_fields`) suppressed (`tyro.conf.Suppress`: not in --help, not parsed, kept at
+    the preset's values), so that its --help lists only what changes an ALGO run."""
+    return _suppressed(TrainConfig, set(unread_fields(algo)))
+
+
+def _suppressed(cls: type, hidden: set[str]) -> type:
+    """A subclass of the dataclass `cls` whose fields named in `hidden` (dotted, from `cls`)
+    tyro leaves out; a field of a nested dataclass becomes a field of a subclass of it."""
+    hints = typing.get_type_hints(cls)
+    own = {f.name: f for f in fields(cls)}
+    changed = []
+    for name in dict.fromkeys(h.partition(".")[0] for h in hidden):
+        inner = {h.partition(".")[2] for h in hidden if h.partition(".")[0] == name}
+        if "" in inner:  # the whole field
+            hint: Any = Annotated[hints[name], tyro.conf.Suppress]
+            changed.append((name, hint, _default_of(own[name])))
+        else:
+            view = _suppressed(hints[name], inner)
+            changed.append((name, view, field(default_factory=view)))
+    return make_dataclass(cls.__name__, changed, bases=(cls,)) if changed else cls
+
+
+def _default_of(f: Any) -> Any:
+    if f.default_factory is not MISSING:
+        return field(default_factory=f.default_factory)
+    return field(default=f.default)
+
+
+def _convert(cls: type, obj: Any) -> Any:
+    """`obj`, a dataclass of `cls`'s fields (or of a view's), as a `cls`, nested ones too."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in fields(cls):
+        value = getattr(obj, f.name)
+        hint = hints[f.name]
+        nested = isinstance(hint, type) and is_dataclass(hint)
+        values[f.name] = _convert(hint, value) if nested else value
+    return cls(**values)
+
+
+def _refuse_unread(argv: list[str], algo: str) -> None:
+    """An option of a field the run never reads (`--aloe.beta` with `--algo awr`) would
+    change nothing: refuse it, saying whose it is."""
+    unread = {f"--{name.replace('_', '-')}": why for name, why in unread_fields(algo).items()}
+    for token in argv:
+        flag = token.partition("=")[0].replace("_", "-")
+        for name, why in unread.items():
+            if flag == name or flag.startswith(f"{name}."):
+                raise bad(flag, allowed=f"{why}; see aloe train --algo {algo} --help")
 
 
 SCALE_FLAGS = ("--workers", "--ray-address", "--worker-timeout", "--learner-procs")
@@ -384,7 +461,8 @@ def _known_args(argv: list[str], options: list[tuple[str, Any]]) -> tuple[Any, l
 def _resume_config(known: Any, rest: list[str]) -> Any:
     """`--resume DIR` with only the options that keep the run's meaning (RESUME_OPTIONS)."""
     given, others = _known_args(rest, [("--device", None), ("--progress", bool)])
-    refused = [*others, *(f for f in ("--preset", "--task") if getattr(known, f[2:]) is not None)]
+    pre = ("--preset", "--task", "--algo")
+    refused = [*others, *(f for f in pre if getattr(known, f[2:]) is not None)]
     if refused:
         flag = next((t for t in refused if t.startswith("-")), refused[0]).split("=")[0]
         raise UsageError(

@@ -1,7 +1,10 @@
 """One dataclass per run, with presets, validated before any work is done.
 
 `aloe train --preset P --<field> VALUE` starts from preset P and overrides single fields;
-nested fields are spelled with dots (`--aloe.beta 10`, `--critic.num-q 4`).
+nested fields are spelled with dots (`--aloe.beta 10`, `--critic.num-q 4`). Each algorithm's
+own settings are a group of their own (its row's `group` in `aloe.algos.table`), what every
+learner shares is `optim.*`; a config.json saved before that layout is read through
+`LEGACY_KEYS`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import torch
 
 from aloe.algos.aloe import AloeConfig
 from aloe.algos.awr import AwrConfig
+from aloe.algos.dagger import DaggerConfig
+from aloe.algos.optimised import OptimConfig, optim_preset
 from aloe.algos.ppo_sbc import PpoConfig
 from aloe.algos.table import ALGORITHMS
 from aloe.collect import CollectConfig
@@ -110,11 +115,14 @@ class TrainConfig:
     lerobot: LeRobotConfig = field(default_factory=LeRobotConfig)
     """The LeRobot policy of `actor_kind lerobot` runs."""
     critic: CriticConfig = field(default_factory=CriticConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """What every algorithm's learner shares: optimiser, schedule, batch size, γ."""
     aloe: AloeConfig = field(default_factory=AloeConfig)
-    """ALOE; also the optimiser, batch size and γ every algorithm shares (and DAgger's
-    aloe.actor_steps BC steps per iteration)."""
+    """ALOE's own settings (algo aloe)."""
     awr: AwrConfig = field(default_factory=AwrConfig)
     """AWR with a distributional value (algo awr)."""
+    dagger: DaggerConfig = field(default_factory=DaggerConfig)
+    """HG-DAgger's steps per iteration (algo dagger)."""
     ppo: PpoConfig = field(default_factory=PpoConfig)
     """Action-chunked PPO with self behaviour cloning (algo ppo-sbc)."""
 
@@ -194,16 +202,9 @@ class TrainConfig:
             if self.vision.encoder == "lerobot":  # the tower of the --lerobot.* VLA
                 self.lerobot.validate(FIELD)
         self._validate_actor_kind()
-        for part in (
-            self.env,
-            self.operator,
-            self.collect,
-            self.actor,
-            self.critic,
-            self.aloe,
-            self.awr,
-            self.ppo,
-        ):
+        own = [row.settings(self) for row in ALGORITHMS.values() if row.group is not None]
+        shared = [self.env, self.operator, self.collect, self.actor, self.critic, self.optim]
+        for part in (*shared, *own):  # every algorithm's: a saved config holds them all
             part.validate(FIELD)
 
     def _validate_sizes(self) -> None:
@@ -250,7 +251,7 @@ class TrainConfig:
 
     def to_json(self) -> str:
         """The config as saved beside a run, without `out`: a run directory is wherever it is
-        (moved or copied, it resumes in place). Only `aloe.q_abs_max` may be inf: "inf"."""
+        (moved or copied, it resumes in place). Only `optim.q_abs_max` may be inf: "inf"."""
         fields = dataclasses.asdict(self)
         del fields["out"]
         return json.dumps(_jsonable(fields), indent=1)
@@ -259,7 +260,8 @@ class TrainConfig:
     def from_json(cls, text: str, source: str | Path | None = None) -> TrainConfig:
         """A saved config, checked as strictly as flags are (types, ranges, and that the
         shared fields agree as `resolved` left them); errors are prefixed with `source`.
-        An `out` saved by older versions is ignored (see `to_json`)."""
+        A config saved by an older version is read as today's (`LEGACY_KEYS`; an `out` it
+        holds is ignored, see `to_json`)."""
         try:
             return _parse(cls, text)
         except UsageError as e:
@@ -279,11 +281,28 @@ class TrainConfig:
 
 
 ACTOR_KINDS = ("flow", "lerobot")
-LEROBOT_ALGOS = ("aloe", "awr", "dagger", "bc")  # the algorithms that train an `Actor`
+LEROBOT_ALGOS = tuple(a for a, row in ALGORITHMS.items() if row.trains_actor)
 FIELD = "config field "  # how a run's fields are named in messages: `config field aloe.beta`
 DEVICE = re.compile(r"cpu|auto|mps|cuda(:\d+)?")
 # float fields whose docstring gives inf a meaning; every other float must be finite
-MAY_BE_INFINITE = frozenset({"aloe.q_abs_max"})
+MAY_BE_INFINITE = frozenset({"optim.q_abs_max"})
+# config.json keys of configs saved before the algorithms owned their settings (a config
+# without an `optim` group) -> the fields that now hold each value
+LEGACY_KEYS = {
+    "aloe.gamma": ("optim.gamma",),
+    "aloe.batch_size": ("optim.batch_size",),
+    "aloe.critic_lr": ("optim.critic_lr",),
+    "aloe.actor_lr": ("optim.actor_lr",),
+    "aloe.weight_decay": ("optim.weight_decay",),
+    "aloe.adam_betas": ("optim.adam_betas",),
+    "aloe.grad_clip": ("optim.grad_clip",),
+    "aloe.warmup_steps": ("optim.warmup_steps",),
+    "aloe.decay_steps": ("optim.decay_steps",),
+    "aloe.min_lr_ratio": ("optim.min_lr_ratio",),
+    "aloe.q_abs_max": ("optim.q_abs_max",),
+    "aloe.seed": ("optim.seed",),
+    "aloe.actor_steps": ("aloe.actor_steps", "dagger.steps"),  # HG-DAgger's steps were ALOE's
+}
 # Upper bounds. Any integer field: no count of a run comes near 10^9, and the fields end up
 # in int64 columns and products (an episode seed is seed * 1 000 003 + k * 10 000 + i).
 MAX_INT = 10**9
@@ -309,8 +328,7 @@ def _parse(cls: type[TrainConfig], text: str) -> TrainConfig:
         type(data).__name__,
         "must be a JSON object of config fields",
     )
-    data.pop("out", None)  # written before runs were relocatable; the location is run_dir
-    legacy = _legacy_horizons(data)
+    legacy = _upgrade(data)
     cfg = _from_dict(cls, data, "")
     cfg.validate()
     for name, value in legacy.items():  # copies `resolved` made of the one horizon
@@ -331,14 +349,36 @@ def _parse(cls: type[TrainConfig], text: str) -> TrainConfig:
     return cfg
 
 
-def _legacy_horizons(data: dict[str, Any]) -> dict[str, Any]:
-    """Take out `actor.horizon` and `critic.horizon`, which configs saved before the chunk
-    length became one field (`horizon`) hold; they must equal it."""
+def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A config.json of an older version as today's, in place: its `out` dropped (written
+    before runs were relocatable; the location is run_dir), its `LEGACY_KEYS` moved, and its
+    `actor.horizon` and `critic.horizon` (written before the chunk length became one field,
+    `horizon`) taken out and returned, for the caller to check that they equal it."""
+    data.pop("out", None)
+    if "optim" not in data:
+        old = {key: _pop(data, key) for key in LEGACY_KEYS}
+        for key, value in old.items():
+            for new in LEGACY_KEYS[key] if value is not _MISSING else ():
+                _put(data, new, value)
     return {
         f"{part}.horizon": data[part].pop("horizon")
         for part in ("actor", "critic")
         if isinstance(data.get(part), dict) and "horizon" in data[part]
     }
+
+
+_MISSING = object()
+
+
+def _pop(data: dict[str, Any], dotted: str) -> Any:
+    group, _, name = dotted.partition(".")
+    part = data.get(group)
+    return part.pop(name, _MISSING) if isinstance(part, dict) else _MISSING
+
+
+def _put(data: dict[str, Any], dotted: str, value: Any) -> None:
+    group, _, name = dotted.partition(".")
+    data.setdefault(group, {})[name] = value
 
 
 def _from_dict(cls: Any, data: dict[str, Any], path: str) -> Any:
@@ -521,8 +561,9 @@ def activation_bytes(cfg: TrainConfig) -> tuple[int, tuple[str, ...]]:
     asks for terabytes and is refused before anything is allocated.
     """
     views = 1 + (len(cfg.vision.cameras) if cfg.obs == "image" else 0)
-    batch, batch_field = ALGORITHMS[cfg.algo].update_batch(cfg)
-    samples = max(1, cfg.aloe.num_value_samples)
+    row = ALGORITHMS[cfg.algo]
+    batch, batch_field = row.update_batch(cfg.optim, row.settings(cfg))
+    samples = max(1, row.samples_per_row(row.settings(cfg)))
     need = 0
     for net, tokens in (
         (cfg.critic, cfg.critic.num_q + views + cfg.horizon + 1),
@@ -584,49 +625,37 @@ def _mt10_sizes(cfg: TrainConfig, task: str | None) -> None:
 
 
 def preset(name: str, task: str | None = None) -> TrainConfig:
-    """The preset's config; `aloe train` overrides single fields on top of it."""
+    """The preset's config; `aloe train` overrides single fields on top of it. Each
+    algorithm's own settings are its row's `preset`, the shared ones `optim_preset`."""
     require(name in PRESETS, "--preset", name, f"unknown preset; one of {', '.join(PRESETS)}")
     cfg = TrainConfig(preset=name)
     if task:
         cfg.task = task
+    cfg.optim = optim_preset(name)
+    for row in ALGORITHMS.values():
+        if row.group is not None and row.preset is not None:
+            setattr(cfg, row.group, row.preset(name))
     if name == "smoke":  # seconds on 2 cores: for tests and CI, not for results
-        cfg.iterations, cfg.num_demos, cfg.bc_steps, cfg.eval_episodes = 2, 2, 40, 2
+        cfg.iterations = 2
+        cfg.num_demos = 2
+        cfg.bc_steps = 40
+        cfg.eval_episodes = 2
         cfg.env.max_steps = 120
         cfg.collect = CollectConfig(success_quota=2, max_episodes=2, operator_max_steps=200)
         cfg.actor = dataclasses.replace(cfg.actor, hidden_dim=32, num_layers=1, num_heads=2)
         cfg.critic = dataclasses.replace(
             cfg.critic, hidden_dim=32, num_layers=1, num_heads=2, num_q=2
         )
-        cfg.aloe = dataclasses.replace(
-            cfg.aloe,
-            critic_steps=20,
-            actor_steps=10,
-            batch_size=32,
-            num_value_samples=2,
-            warmup_steps=5,
-        )
-        cfg.ppo = dataclasses.replace(
-            cfg.ppo, epochs=2, minibatch_size=32, bc_batch_size=16, sbc_buffer_episodes=10
-        )
         cfg.vision = dataclasses.replace(cfg.vision, image_size=32, encoder="siglip-tiny")
     elif name in ("default", "mt10"):  # default: ≤ 20 minutes on 2 CPU cores (README)
         cfg.actor = dataclasses.replace(cfg.actor, hidden_dim=64, num_layers=2, num_heads=4)
         cfg.critic = dataclasses.replace(cfg.critic, hidden_dim=64, num_layers=2, num_heads=4)
-        cfg.aloe = dataclasses.replace(
-            cfg.aloe, critic_steps=400, actor_steps=200, batch_size=128, num_value_samples=2
-        )
         if name == "mt10":
             _mt10_sizes(cfg, task)
     elif name == "paper":  # Appendix C; meant for a GPU
-        cfg.horizon, cfg.exec_horizon = 50, 25
+        cfg.horizon = 50
+        cfg.exec_horizon = 25
         cfg.critic = dataclasses.replace(cfg.critic, hidden_dim=256, num_layers=6, num_heads=8)
-        cfg.aloe = dataclasses.replace(
-            cfg.aloe, batch_size=256, gamma=0.99, polyak=0.005, critic_lr=3e-5, warmup_steps=100
-        )
     if task in OGBENCH_TASKS:
         _ogbench_sizes(cfg, name, OGBENCH_TASKS[task].max_steps, OGBENCH_TASKS[task].long_horizon)
-    # AWR gets ALOE's update budget, so that the two differ only in the value they weight with.
-    cfg.awr = dataclasses.replace(
-        cfg.awr, value_steps=cfg.aloe.critic_steps, actor_steps=cfg.aloe.actor_steps
-    )
     return cfg

@@ -79,8 +79,10 @@ def build_learner(
             horizon=cfg.horizon,
             **tokens,
         )
+    row = ALGORITHMS[cfg.algo]
     parts = LearnerParts(
         cfg,
+        row.settings(cfg),
         actor,
         state_dim=dim,
         action_dim=action_dim,
@@ -89,7 +91,7 @@ def build_learner(
         tokens=tokens,
         device=resolve_device(cfg.device),
     )
-    return ALGORITHMS[cfg.algo].build_learner(parts)
+    return row.build_learner(parts)
 
 
 class Run:

@@ -141,7 +141,10 @@ class Trainer:
         if algo.collect is None:
             stats = self.collect_with_operator(k)
         else:
-            stats = algo.collect(CollectContext(cfg, k, learner, self.env, self.store, self.obs))
+            own = algo.settings(cfg)
+            stats = algo.collect(
+                CollectContext(cfg, own, k, learner, self.env, self.store, self.obs)
+            )
         frames = self.frames()  # read once; each update builds the sampler it needs
         learner.generator.manual_seed(episode_seed(cfg.seed, k, 0) ^ 0x5EED)
         assert algo.update is not None  # `run` iterates only algorithms with an update
@@ -160,10 +163,10 @@ class Trainer:
         def sampler(rows: Frames) -> ChunkSampler:
             seed = episode_seed(cfg.seed, k, 0)
             return ChunkSampler(
-                rows, horizon=cfg.horizon, gamma=cfg.aloe.gamma, seed=seed, device=learner.device
+                rows, horizon=cfg.horizon, gamma=cfg.optim.gamma, seed=seed, device=learner.device
             )
 
-        return UpdateContext(cfg, k, frames, learner, sampler)
+        return UpdateContext(cfg, self.algorithm.settings(cfg), k, frames, learner, sampler)
 
     # --- pieces ----------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 
@@ -23,7 +24,7 @@ from aloe.algos.aloe import (
     weighted_flow_loss,
 )
 from aloe.algos.bc import bc_loss
-from aloe.algos.optimised import check_finite, warmup_cosine
+from aloe.algos.optimised import OptimConfig, check_finite, warmup_cosine
 from aloe.critics.chunked_q import ChunkedQCritic, CriticConfig
 from aloe.data import ChunkBatch
 from aloe.policies.flow import ActorConfig, FlowPolicy, flow_matching_loss
@@ -283,8 +284,11 @@ def tiny_learner(seed: int = 0, **overrides: object) -> AloeLearner:
     critic = ChunkedQCritic(
         CriticConfig(num_q=2, hidden_dim=16, num_layers=1, num_heads=2), S, A, T, horizon=H
     )
-    cfg = AloeConfig(num_value_samples=2, warmup_steps=2, **overrides)  # type: ignore[arg-type]
-    return AloeLearner(actor, critic, cfg)
+    shared = {f.name for f in dataclasses.fields(OptimConfig)}
+    mine = {k: v for k, v in overrides.items() if k not in shared}
+    optim = OptimConfig(warmup_steps=2, **{k: v for k, v in overrides.items() if k in shared})  # type: ignore[arg-type]
+    cfg = AloeConfig(num_value_samples=2, **mine)  # type: ignore[arg-type]
+    return AloeLearner(actor, critic, cfg, optim)
 
 
 def run_steps(learner: AloeLearner, start: int, n: int) -> list[float]:
@@ -400,3 +404,13 @@ def test_fragment_failure_marks_the_chunks_that_reach_a_labelled_failure() -> No
     reaches, failed = fragment_failure(frames, np.arange(10), horizon=2)
     assert failed.tolist() == [True] * 5 + [False] * 5
     assert reaches.tolist() == [False, False, False, True, True] + [False] * 5
+
+
+def test_q_pess_reads_tensors_and_numpy_arrays_alike() -> None:
+    """Eq. 9 is one function: training's tensors and evaluation's arrays (Q traces, OPE)
+    give the same minimum over members, each in its own type."""
+    q = np.random.default_rng(0).standard_normal((4, 3, 5))
+    from_array = q_pess(q)
+    assert isinstance(from_array, np.ndarray) and from_array.dtype == q.dtype
+    np.testing.assert_array_equal(from_array, q.min(axis=0))
+    np.testing.assert_array_equal(q_pess(torch.from_numpy(q)).numpy(), from_array)

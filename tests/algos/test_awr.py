@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aloe import checkpoint
-from aloe.algos.aloe import AloeConfig
 from aloe.algos.awr import (
     AwrConfig,
     AwrLearner,
@@ -21,6 +20,7 @@ from aloe.algos.awr import (
     value_loss,
     value_range,
 )
+from aloe.algos.optimised import OptimConfig
 from aloe.critics.chunked_q import CriticConfig
 from aloe.data import ChunkBatch
 from aloe.policies.flow import ActorConfig, FlowPolicy
@@ -111,8 +111,8 @@ def tiny_learner(seed: int = 0) -> AwrLearner:
     )
     critic_cfg = CriticConfig(num_q=4, hidden_dim=16, num_layers=1, num_heads=2, head_hidden_dim=8)
     critic = value_critic(critic_cfg, S, 1, num_bins=11)
-    aloe = AloeConfig(batch_size=4, warmup_steps=0, seed=seed)
-    return AwrLearner(actor, critic, aloe, AwrConfig(num_bins=11), (-10.0, 0.0))
+    optim = OptimConfig(batch_size=4, warmup_steps=0, seed=seed)
+    return AwrLearner(actor, critic, AwrConfig(num_bins=11), (-10.0, 0.0), optim)
 
 
 def batch(b: int = 4) -> ChunkBatch:

@@ -11,7 +11,7 @@ import torch
 
 from aloe import checkpoint
 from aloe import data as D
-from aloe.algos.aloe import AloeConfig
+from aloe.algos.optimised import OptimConfig
 from aloe.algos.ppo_policy import ExploringChunkPolicy
 from aloe.algos.ppo_sbc import (
     PpoConfig,
@@ -191,9 +191,9 @@ def tiny_learner(seed: int = 0):
         ActorConfig(hidden_dim=16, num_layers=1, num_heads=2, num_flow_steps=3), S, A, 1, horizon=H
     )
     critic_cfg = CriticConfig(hidden_dim=16, num_layers=1, num_heads=2, head_hidden_dim=8)
-    aloe = AloeConfig(warmup_steps=0, seed=seed)
+    optim = OptimConfig(warmup_steps=0, seed=seed)
     ppo = PpoConfig(minibatch_size=4, bc_batch_size=4)
-    return build_ppo_learner(actor, critic_cfg, S, Normalizer(S), aloe, ppo, torch.device("cpu"))
+    return build_ppo_learner(actor, critic_cfg, S, Normalizer(S), ppo, optim, torch.device("cpu"))
 
 
 def decision_batch(b: int = 6) -> ChunkBatch:

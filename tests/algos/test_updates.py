@@ -4,7 +4,7 @@ which order (Algorithm 1, lines 4–15 for ALOE); and the algorithm table's rows
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, get_type_hints
 
 import numpy as np
 import pytest
@@ -16,9 +16,12 @@ from aloe.algos.aloe import AloeConfig, AloeLearner
 from aloe.algos.awr import AwrConfig, AwrLearner, value_critic
 from aloe.algos.context import UpdateContext
 from aloe.algos.table import ALGORITHMS
-from aloe.config import ALGOS, preset
+from aloe.config import ALGOS, PRESETS, TrainConfig, preset
 from aloe.critics.chunked_q import ChunkedQCritic, CriticConfig
+from aloe.observation import Observations
 from aloe.policies.flow import ActorConfig, FlowPolicy
+from aloe.run import build_learner
+from aloe.speed.learner import synthetic_batch
 
 S, A, H = 5, 2, 3
 N_Q, N_PI, BATCH = 7, 4, 6
@@ -27,8 +30,10 @@ N_Q, N_PI, BATCH = 7, 4, 6
 def config(algo: str) -> Any:
     cfg = preset("smoke")
     cfg.algo, cfg.progress = algo, False
-    cfg.aloe = dataclasses.replace(cfg.aloe, critic_steps=N_Q, actor_steps=N_PI, batch_size=BATCH)
+    cfg.optim = dataclasses.replace(cfg.optim, batch_size=BATCH)
+    cfg.aloe = dataclasses.replace(cfg.aloe, critic_steps=N_Q, actor_steps=N_PI)
     cfg.awr = dataclasses.replace(cfg.awr, value_steps=N_Q, actor_steps=N_PI)
+    cfg.dagger = dataclasses.replace(cfg.dagger, steps=N_PI)
     return cfg
 
 
@@ -46,7 +51,7 @@ def aloe_learner() -> AloeLearner:
 
 def awr_learner() -> AwrLearner:
     critic = value_critic(CriticConfig(hidden_dim=16, num_layers=1, num_heads=2), S, 1, 11)
-    return AwrLearner(actor(), critic, AloeConfig(), AwrConfig(num_bins=11), (-10.0, 0.0))
+    return AwrLearner(actor(), critic, AwrConfig(num_bins=11), (-10.0, 0.0))
 
 
 class Log:
@@ -94,8 +99,9 @@ def frames(rows: int = 10) -> D.Frames:
     )
 
 
-def context(algo: str, learner: Any, log: Log) -> UpdateContext:
-    return UpdateContext(config(algo), 3, frames(), learner, log.sampler)
+def context(algo: str, learner: Any, log: Log) -> UpdateContext[Any]:
+    cfg = config(algo)
+    return UpdateContext(cfg, ALGORITHMS[algo].settings(cfg), 3, frames(), learner, log.sampler)
 
 
 def test_one_aloe_iteration_pulls_n_q_critic_then_n_pi_actor_batches() -> None:
@@ -148,5 +154,86 @@ def test_the_table_names_every_algorithm_once() -> None:
     assert [a for a, r in rows.items() if r.matched_budget] == ["ppo-sbc"]
     cfg = config("ppo-sbc")
     cfg.ppo = dataclasses.replace(cfg.ppo, minibatch_size=40, bc_batch_size=8)
-    assert rows["ppo-sbc"].update_batch(cfg) == (48, "ppo.minibatch_size")
-    assert rows["aloe"].update_batch(cfg) == (BATCH, "aloe.batch_size")
+    assert rows["ppo-sbc"].update_batch(cfg.optim, cfg.ppo) == (48, "ppo.minibatch_size")
+    assert rows["aloe"].update_batch(cfg.optim, cfg.aloe) == (BATCH, "optim.batch_size")
+    assert [a for a, r in rows.items() if r.sharding] == ["aloe", "dagger", "bc"]  # DDP
+    assert [a for a, r in rows.items() if r.trains_actor] == ["aloe", "awr", "dagger", "bc"]
+
+
+def test_each_row_names_its_settings_field_and_preset() -> None:
+    """A row's `group` is a field of the run's config holding its `config`, which its
+    `preset` fills for every preset; `bc` alone has no settings of its own."""
+    hints = get_type_hints(TrainConfig)
+    assert [a for a, r in ALGORITHMS.items() if r.group is None] == ["bc"]
+    for row in ALGORITHMS.values():
+        if row.group is None:
+            continue
+        assert row.config is not None and row.preset is not None
+        assert hints[row.group] is row.config
+        for name in PRESETS:
+            assert isinstance(row.settings(preset(name)), row.config)
+            assert row.settings(preset(name)) == row.preset(name)
+
+
+def test_aloe_settings_change_nothing_in_another_algorithms_run() -> None:
+    """Every `aloe.*` field changed: another algorithm's learner is built the same, and its
+    update (real steps on fixed batches) ends in the same weights and metrics; it reads its
+    own settings and `optim.*`, never ALOE's."""
+    changed = AloeConfig(
+        beta=1.0,
+        eps_clip=1.0,
+        num_value_samples=3,
+        value_steps="data",
+        value_flow_steps=1,
+        polyak=0.5,
+        critic_steps=1,
+        actor_steps=1,
+        target_reduce="mean",
+        normalize_advantage=True,
+    )
+    assert all(getattr(changed, f.name) != f.default for f in dataclasses.fields(AloeConfig))
+    for algo in ("awr", "dagger", "bc", "ppo-sbc"):
+        runs = [_run_with(algo, settings) for settings in (AloeConfig(), changed)]
+        (state, metrics), (state2, metrics2) = runs
+        assert state.keys() == state2.keys(), algo
+        for key in state:
+            assert _same(state[key], state2[key]), (algo, key)
+        assert str(metrics) == str(metrics2), algo
+
+
+def _run_with(algo: str, settings: AloeConfig) -> tuple[dict[str, Any], dict[str, float]]:
+    """The `algo` learner built from the smoke preset with `aloe` = settings, and (for AWR and
+    HG-DAgger) one update of two steps of each kind on fixed synthetic batches."""
+    cfg = preset("smoke", "reach-v3")
+    cfg.algo = algo
+    cfg.progress = False
+    cfg.aloe = settings
+    cfg.awr = dataclasses.replace(cfg.awr, value_steps=2, actor_steps=2)
+    cfg.dagger = dataclasses.replace(cfg.dagger, steps=2)
+    cfg = cfg.resolved()
+    obs = Observations(cfg, "cpu")
+    torch.manual_seed(0)
+    learner = build_learner(cfg, obs=obs)
+    row = ALGORITHMS[algo]
+    metrics = {}
+    if algo in ("awr", "dagger"):
+        draws = iter(range(100))
+
+        class Fixed:
+            def sample(self, n: int) -> Any:
+                return synthetic_batch(n, obs.dim, cfg.horizon, seed=next(draws))
+
+        ctx = UpdateContext(cfg, row.settings(cfg), 1, frames(), learner, lambda f: Fixed())
+        assert row.update is not None
+        metrics = row.update(ctx)
+    return learner.state_dict(), metrics
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    return bool(a == b)

@@ -45,7 +45,7 @@ def losses() -> dict[str, list[float]]:
     cfg = preset("smoke").resolved()
     cfg.progress = False
     learner = build_learner(cfg)
-    ctx = UpdateContext(cfg, 1, None, learner, sampler=None)  # type: ignore[arg-type]
+    ctx = UpdateContext(cfg, cfg.aloe, 1, None, learner, sampler=None)  # type: ignore[arg-type]
     batches = Batches(39, cfg.horizon)
     out = {}
     for name, step, key in (

@@ -21,11 +21,11 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
     [
         (
             ["--algo", "ppo-sbc"],
-            "--learner-procs (2): algo ppo-sbc trains on one process; use one of aloe, bc, dagger",
+            "--learner-procs (2): algo ppo-sbc trains on one process; use one of aloe, dagger, bc",
         ),
         (
-            ["--aloe.batch-size", "33"],
-            "config field aloe.batch_size (33): must be a multiple of the 2 learner processes",
+            ["--optim.batch-size", "33"],
+            "config field optim.batch_size (33): must be a multiple of the 2 learner processes",
         ),
     ],
 )

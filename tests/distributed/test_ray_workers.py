@@ -30,6 +30,7 @@ def smoke(out, algo="aloe"):
     cfg = preset("smoke")
     cfg.iterations, cfg.out, cfg.progress, cfg.algo, cfg.bc_steps = 1, out, False, algo, 10
     cfg.aloe.critic_steps, cfg.aloe.actor_steps = 10, 5
+    cfg.dagger.steps = 5
     return cfg
 
 

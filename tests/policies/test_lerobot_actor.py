@@ -159,8 +159,7 @@ def test_checkpoints_of_a_pretrained_vla_skip_its_frozen_weights(vlm, tmp_path):
     built from the same checkpoint gives identical outputs, from another one is refused."""
     import dataclasses
 
-    from aloe.algos.optimised import OptimisedModule
-    from aloe.config import AloeConfig
+    from aloe.algos.optimised import OptimConfig, OptimisedModule
 
     make_actor(vlm, seed=0).policy.save_pretrained(tmp_path / "a")
     make_actor(vlm, seed=1).policy.save_pretrained(tmp_path / "b")
@@ -175,7 +174,7 @@ def test_checkpoints_of_a_pretrained_vla_skip_its_frozen_weights(vlm, tmp_path):
     actor = built("a")
     frozen = actor.frozen_keys()
     assert frozen and all(".vlm_with_expert.vlm." in k for k in frozen)  # the VLM backbone
-    opt = OptimisedModule(actor, 1e-3, AloeConfig())
+    opt = OptimisedModule(actor, 1e-3, OptimConfig())
     state, task, actions, valid = batch()
     opt.step(actor.flow_loss_per_sample(state, task, actions, valid).mean(), {}, "actor")
     saved = opt.state_dict("actor")
@@ -186,7 +185,7 @@ def test_checkpoints_of_a_pretrained_vla_skip_its_frozen_weights(vlm, tmp_path):
     assert sum(t.numel() for t in kept.values() if torch.is_tensor(t)) < full
 
     other = built("a")
-    OptimisedModule(other, 1e-3, AloeConfig()).load_state_dict(
+    OptimisedModule(other, 1e-3, OptimConfig()).load_state_dict(
         checkpoint.load(path)["learner"], "actor"
     )
     g = [torch.Generator().manual_seed(2) for _ in range(2)]

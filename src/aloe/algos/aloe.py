@@ -32,14 +32,15 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, overload
 
+import numpy as np
 import torch
 from torch import Generator, Tensor, nn
 
 from aloe.algos.bc import bc_update
 from aloe.algos.context import LearnerParts, UpdateContext, step_means
-from aloe.algos.optimised import OptimisedModule, to_device
+from aloe.algos.optimised import OptimConfig, OptimisedModule, to_device
 from aloe.critics.chunked_q import ChunkedQCritic
 from aloe.data import ChunkBatch
 from aloe.errors import require
@@ -53,8 +54,9 @@ CriticFn = Callable[..., Tensor]  # (state, task_index, actions[, valid]) -> (K,
 
 @dataclass
 class AloeConfig:
-    """ALOE's hyper-parameters. "Paper" gives Appendix C's value; "open" marks a choice the
-    paper leaves to us."""
+    """ALOE's own hyper-parameters (`--aloe.*`); what every learner shares is `OptimConfig`
+    (`--optim.*`). "Paper" gives Appendix C's value; "open" marks a choice the paper leaves
+    to us."""
 
     beta: float = 5.0
     """β, advantage temperature of Eq. 11, in units of return (open; see module docstring)."""
@@ -74,44 +76,17 @@ class AloeConfig:
     ~5x cheaper (README, "Speed")."""
     polyak: float = 0.005
     """ω of Alg. 1 line 8, φ⁻ ← ω φ + (1 − ω) φ⁻ (paper)."""
-    gamma: float = 0.99
-    """γ (paper). The sampler uses it to build `reward` and `discount` = γ^n of a batch."""
     critic_steps: int = 500
     """N_Q, critic updates per iteration (open; ~0.45 s each at h = 10 on 2 CPU cores)."""
     actor_steps: int = 250
     """N_π, actor updates per iteration (open; fewer than N_Q since V and A rest on the
     critic; ~1.5 s each at h = 10, M = 4 on 2 CPU cores)."""
-    batch_size: int = 256
-    """Chunks per minibatch (paper)."""
-    critic_lr: float = 3e-4
-    """Peak critic learning rate (paper: 3e-5 on a 256-wide critic over frozen SigLIP;
-    a small critic from scratch wants more)."""
-    actor_lr: float = 3e-4
-    """Peak actor learning rate (open: the paper fine-tunes π0.5; this actor is small)."""
-    weight_decay: float = 1e-4
-    """AdamW weight decay of both optimisers (open)."""
-    adam_betas: tuple[float, float] = (0.9, 0.95)
-    """AdamW (β1, β2) (paper)."""
-    grad_clip: float = 1.0
-    """Global gradient-norm clip of both updates (paper)."""
-    warmup_steps: int = 100
-    """Linear warm-up steps of the cosine schedule (paper)."""
-    decay_steps: int = 50_000
-    """Steps from the start to the end of the cosine, after which the rate stays at
-    min_lr_ratio × peak; counted per optimiser over the whole run (open)."""
-    min_lr_ratio: float = 0.1
-    """Final learning rate as a fraction of the peak (open)."""
     target_reduce: TargetReduce = "min"
     """How Eq. 7 reads the target ensemble at (s_{t+n}, a'): "min" (pessimistic, as in
     clipped double-Q/REDQ; the paper trains all members on "the same target"), "mean", or
     "member" (each member bootstraps from its own target). Open."""
     normalize_advantage: bool = False
     """Divide A by its batch std before Eq. 11 (open; off keeps β in return units)."""
-    q_abs_max: float = 1e4
-    """`check_finite` raises past this |Q|: ~10× the largest |Q| Eq. 14 allows; inf = no
-    bound on |Q| (NaN and inf metrics still stop the run)."""
-    seed: int = 0
-    """Seed of the learner's generator (flow noise, η, sampled chunks)."""
 
     def validate(self, prefix: str = "") -> None:
         """Raise UsageError naming the first field out of range, `aloe.beta (-5.0): must be
@@ -126,37 +101,38 @@ class AloeConfig:
                 "must be >= 0 (0 = the actor's own num_flow_steps)",
             ),
             ("polyak", 0 < self.polyak <= 1, "must be in (0, 1]"),
-            ("gamma", 0 < self.gamma <= 1, "must be in (0, 1]"),
             ("critic_steps", self.critic_steps >= 0, "must be >= 0"),
             ("actor_steps", self.actor_steps >= 0, "must be >= 0"),
-            ("batch_size", self.batch_size >= 1, "must be >= 1"),
-            ("critic_lr", self.critic_lr > 0, "must be > 0"),
-            ("actor_lr", self.actor_lr > 0, "must be > 0"),
-            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
-            (
-                "adam_betas",
-                len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
-                "must be two values in [0, 1)",
-            ),
-            ("grad_clip", self.grad_clip > 0, "must be > 0"),
-            ("warmup_steps", self.warmup_steps >= 0, "must be >= 0"),
-            (
-                "decay_steps",
-                self.decay_steps >= self.warmup_steps,
-                f"must be >= warmup_steps ({self.warmup_steps})",
-            ),
-            ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "must be in [0, 1]"),
             (
                 "target_reduce",
                 self.target_reduce in get_args(TargetReduce),
                 "must be min, mean or member",
             ),
             ("value_steps", self.value_steps in get_args(ValueSteps), "must be full or data"),
-            ("q_abs_max", self.q_abs_max > 0, "must be > 0 (inf = no bound)"),
-            ("seed", self.seed >= 0, "must be >= 0"),
         ]
         for name, ok, allowed in checks:
             require(ok, f"{prefix}aloe.{name}", getattr(self, name), allowed)
+
+
+def preset(name: str) -> AloeConfig:
+    """ALOE's update budget in preset `name` (smoke | default | paper | mt10)."""
+    if name == "smoke":  # seconds on 2 cores: for tests and CI, not for results
+        return AloeConfig(critic_steps=20, actor_steps=10, num_value_samples=2)
+    if name in ("default", "mt10"):  # default: ≤ 20 minutes on 2 CPU cores (README)
+        return AloeConfig(critic_steps=400, actor_steps=200, num_value_samples=2)
+    return AloeConfig()  # paper: Appendix C (polyak 0.005)
+
+
+def check_sharding(config: AloeConfig) -> None:
+    """What training on shards of the batch (several learner processes) needs of ALOE's
+    settings: every loss term is a mean of per-row terms."""
+    require(
+        not config.normalize_advantage,
+        "config field aloe.normalize_advantage",
+        True,
+        "divides by the whole batch's std, which a shard does not see; turn it off "
+        "or train on one process",
+    )
 
 
 # Critic update (Alg. 1 lines 4–9).
@@ -209,8 +185,19 @@ def polyak_update(target: nn.Module, online: nn.Module, omega: float) -> None:
 # Actor update (Alg. 1 lines 10–15).
 
 
-def q_pess(q: Tensor) -> Tensor:
-    """Pessimistic value (B,) of an ensemble's values (K, B)."""
+@overload
+def q_pess(q: Tensor) -> Tensor: ...
+
+
+@overload
+def q_pess(q: np.ndarray) -> np.ndarray: ...
+
+
+def q_pess(q: Tensor | np.ndarray) -> Tensor | np.ndarray:
+    """Pessimistic value (...) of an ensemble's values (K, ...): training's, and every
+    evaluation's (Q traces, OPE), which read numpy arrays and get one back."""
+    if isinstance(q, np.ndarray):
+        return q_pess(torch.from_numpy(q)).numpy()
     return q.min(dim=0).values  # Eq. 9: Q_pess = min_i Q_φ_i
 
 
@@ -287,18 +274,20 @@ class AloeLearner:
         actor: Actor,
         critic: ChunkedQCritic,
         config: AloeConfig,
+        optim: OptimConfig | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
+        optim = optim or OptimConfig()
         self.config = config
         self.device = torch.device(device)
         self.actor = actor
         self.actor_module = as_module(actor).to(self.device)
         self.critic = critic.to(self.device)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False).eval()
-        self.actor_opt = OptimisedModule(self.actor_module, config.actor_lr, config)
-        self.critic_opt = OptimisedModule(self.critic, config.critic_lr, config)
+        self.actor_opt = OptimisedModule(self.actor_module, optim.actor_lr, optim)
+        self.critic_opt = OptimisedModule(self.critic, optim.critic_lr, optim)
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(config.seed)
+        self.generator.manual_seed(optim.seed)
 
     @property
     def beta(self) -> float:
@@ -349,11 +338,16 @@ class AloeLearner:
             valid=b.valid if cfg.value_steps == "data" else None,
         )
 
+    def q_data(self, b: ChunkBatch) -> Tensor:
+        """Eq. 9: Q_pess (B,) of the batch's data chunks, over their executed steps."""
+        with torch.no_grad(), evaluating(self.critic):
+            return q_pess(self.critic(b.state, b.task_index, b.actions, b.valid))  # Eq. 9
+
     def actor_weights(self, b: ChunkBatch) -> tuple[Tensor, dict[str, float]]:
         """Alg. 1 lines 11–13: the weight w (B,) of each data chunk, and its metrics."""
         cfg = self.config
+        q_data = self.q_data(b)  # Eq. 9
         with torch.no_grad(), evaluating(self.critic):
-            q_data = q_pess(self.critic(b.state, b.task_index, b.actions, b.valid))  # Eq. 9
             v = self.value(b)
         w, metrics = advantage_weights(  # Eq. 10–11
             q_data, v, cfg.beta, cfg.eps_clip, cfg.normalize_advantage
@@ -393,23 +387,40 @@ def weighted_actor_update(
     generator: Generator | None,
 ) -> dict[str, float]:
     """Alg. 1 line 14: minimise the w-weighted flow-matching loss (Eq. 15) on the batch."""
-    opt.module.train()
-    per_sample = actor.flow_loss_per_sample(
-        b.state, b.task_index, b.actions, b.valid, generator, images=b.images
-    )
-    loss, loss_metrics = weighted_flow_loss(per_sample, w)  # Eq. 15
+    loss, loss_metrics = weighted_actor_loss(actor, b, w, generator)  # Eq. 15
     metrics |= loss_metrics
     return opt.step(loss, metrics, "actor")
 
 
-def build_learner(parts: LearnerParts) -> AloeLearner:
-    """The actor and a chunked Q ensemble over (s, a_{t:t+h}, ℓ). BC and HG-DAgger use it
-    too: they train only the actor, and their critic stays idle."""
-    cfg, dims = parts.cfg, (parts.state_dim, parts.action_dim, parts.num_tasks)
+def weighted_actor_loss(
+    actor: Actor, b: ChunkBatch, w: Tensor, generator: Generator | None
+) -> tuple[Tensor, dict[str, float]]:
+    """Eq. 15 on the batch, with the actor in training mode: the forward half of line 14."""
+    as_module(actor).train()
+    per_sample = actor.flow_loss_per_sample(
+        b.state, b.task_index, b.actions, b.valid, generator, images=b.images
+    )
+    return weighted_flow_loss(per_sample, w)  # Eq. 15
+
+
+def build_learner(parts: LearnerParts[AloeConfig]) -> AloeLearner:
+    """The actor and a chunked Q ensemble over (s, a_{t:t+h}, ℓ)."""
+    return _learner(parts, parts.settings)
+
+
+def build_actor_learner(parts: LearnerParts[object]) -> AloeLearner:
+    """BC's and HG-DAgger's learner: ALOE's, of which only the actor trains (`bc_step`); its
+    critic stays idle, and ALOE's own settings (`aloe.*`) are the defaults, never read."""
+    return _learner(parts, AloeConfig())
+
+
+def _learner(parts: LearnerParts[Any], config: AloeConfig) -> AloeLearner:
+    cfg = parts.cfg
+    dims = (parts.state_dim, parts.action_dim, parts.num_tasks)
     critic = ChunkedQCritic(
         cfg.critic, *dims, parts.normalizer(), horizon=cfg.horizon, **parts.tokens
     )
-    return AloeLearner(parts.actor, critic, cfg.aloe, device=parts.device)
+    return AloeLearner(parts.actor, critic, config, cfg.optim, device=parts.device)
 
 
 # Algorithm 1, lines 4–15: one iteration's update.
@@ -430,11 +441,13 @@ ACTOR_METRICS = {
 UPDATE_COLUMNS = (*CRITIC_METRICS, *ACTOR_METRICS)
 
 
-def update(ctx: UpdateContext) -> dict[str, float]:
+def update(ctx: UpdateContext[AloeConfig]) -> dict[str, float]:
     """Iteration k's update on the whole buffer D_k: N_Q critic steps (lines 4–9), then
     N_π actor steps (lines 10–15), each on a fresh minibatch."""
-    learner, cfg, k = ctx.learner_as(AloeLearner), ctx.cfg.aloe, ctx.iteration
+    learner = ctx.learner_as(AloeLearner)
+    own = ctx.settings
+    k = ctx.iteration
     sampler = ctx.sampler(ctx.frames)
-    critic = ctx.steps(cfg.critic_steps, learner.critic_step, sampler, f"critic[{k}]")
-    actor = ctx.steps(cfg.actor_steps, learner.actor_step, sampler, f"actor[{k}]")
+    critic = ctx.steps(own.critic_steps, learner.critic_step, sampler, f"critic[{k}]")
+    actor = ctx.steps(own.actor_steps, learner.actor_step, sampler, f"actor[{k}]")
     return {**step_means(critic, CRITIC_METRICS), **step_means(actor, ACTOR_METRICS)}

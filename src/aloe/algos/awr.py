@@ -33,10 +33,10 @@ import torch
 from torch import Tensor, nn
 
 from aloe.algos import aloe
-from aloe.algos.aloe import AloeConfig, advantage_weights, weighted_actor_update
+from aloe.algos.aloe import advantage_weights, weighted_actor_update
 from aloe.algos.bc import bc_update
 from aloe.algos.context import LearnerParts, UpdateContext, step_means
-from aloe.algos.optimised import OptimisedModule, to_device
+from aloe.algos.optimised import OptimConfig, OptimisedModule, to_device
 from aloe.critics.chunked_q import ChunkedQCritic, CriticConfig
 from aloe.data import ChunkBatch
 from aloe.envs.registry import operator_episode_length
@@ -48,8 +48,8 @@ from aloe.policies.base import Actor, as_module
 
 @dataclass
 class AwrConfig:
-    """AWR's hyper-parameters; optimiser, batch size and γ are ALOE's (`aloe.*`), so the two
-    differ only in the value they weight with."""
+    """AWR's own hyper-parameters (`--awr.*`); optimiser, batch size and γ are every
+    learner's (`optim.*`), so that AWR and ALOE differ only in the value they weight with."""
 
     num_bins: int = 256
     """N, atoms of the distributional value (paper: 256)."""
@@ -86,6 +86,16 @@ class AwrConfig:
         ]
         for name, ok, allowed in checks:
             require(ok, f"{prefix}awr.{name}", getattr(self, name), allowed)
+
+
+def preset(name: str) -> AwrConfig:
+    """AWR's update budget in preset `name` (smoke | default | paper | mt10): in each, ALOE's
+    (critic steps as value steps), so that the two differ only in the value they weight with."""
+    if name == "smoke":
+        return AwrConfig(value_steps=20, actor_steps=10)
+    if name in ("default", "mt10"):
+        return AwrConfig(value_steps=400, actor_steps=200)
+    return AwrConfig()
 
 
 def value_range(cfg: AwrConfig, c_fail: float, gamma: float) -> tuple[float, float]:
@@ -176,7 +186,7 @@ def value_critic(
 
 class AwrLearner:
     """ALOE's actor and actor update, weighted with A = G_t − V(s_t) from the distributional
-    V(s) (`critic`); each network is an `OptimisedModule` with ALOE's optimiser settings.
+    V(s) (`critic`); each network is an `OptimisedModule` with the shared settings (`optim`).
     Monte-Carlo targets need no target network.
     """
 
@@ -184,20 +194,21 @@ class AwrLearner:
         self,
         actor: Actor,
         critic: ChunkedQCritic,
-        config: AloeConfig,
         awr: AwrConfig,
         v_range: tuple[float, float],
+        optim: OptimConfig | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
-        self.config, self.awr = config, awr
+        optim = optim or OptimConfig()
+        self.awr = awr
         self.device = torch.device(device)
         self.actor = actor
         self.actor_module = as_module(actor).to(self.device)
         self.critic = critic.to(self.device)
-        self.actor_opt = OptimisedModule(self.actor_module, config.actor_lr, config)
-        self.value_opt = OptimisedModule(self.critic, config.critic_lr, config)
+        self.actor_opt = OptimisedModule(self.actor_module, optim.actor_lr, optim)
+        self.value_opt = OptimisedModule(self.critic, optim.critic_lr, optim)
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(config.seed)
+        self.generator.manual_seed(optim.seed)
         self.v_min, self.v_max = v_range
 
     @property
@@ -260,14 +271,15 @@ class AwrLearner:
         self.v_min, self.v_max = (float(v) for v in state["v_range"])
 
 
-def build_learner(parts: LearnerParts) -> AwrLearner:
+def build_learner(parts: LearnerParts[AwrConfig]) -> AwrLearner:
     """The actor and the distributional V(s) over Eq. 14's return range."""
     cfg = parts.cfg
+    awr = parts.settings
     c_fail = cfg.env.c_fail or max(operator_episode_length(t) for t in task_list(cfg.task))
-    dims = (parts.state_dim, parts.num_tasks, cfg.awr.num_bins)
+    dims = (parts.state_dim, parts.num_tasks, awr.num_bins)
     critic = value_critic(cfg.critic, *dims, parts.normalizer(), **parts.tokens)
-    v_range = value_range(cfg.awr, c_fail, cfg.aloe.gamma)
-    return AwrLearner(parts.actor, critic, cfg.aloe, cfg.awr, v_range, device=parts.device)
+    v_range = value_range(awr, c_fail, cfg.optim.gamma)
+    return AwrLearner(parts.actor, critic, awr, v_range, cfg.optim, device=parts.device)
 
 
 # One iteration: value steps on Monte-Carlo returns, then ALOE's weighted actor steps.
@@ -277,10 +289,12 @@ VALUE_METRICS = {"critic_loss": "value/loss", "q_mean": "value/v_mean"}
 ACTOR_METRICS = {**aloe.ACTOR_METRICS, "q_pess_mean": "actor/return_mean"}
 
 
-def update(ctx: UpdateContext) -> dict[str, float]:
+def update(ctx: UpdateContext[AwrConfig]) -> dict[str, float]:
     """awr.value_steps value steps, then awr.actor_steps weighted actor steps."""
-    learner, cfg, k = ctx.learner_as(AwrLearner), ctx.cfg.awr, ctx.iteration
+    learner = ctx.learner_as(AwrLearner)
+    own = ctx.settings
+    k = ctx.iteration
     sampler = ctx.sampler(ctx.frames)
-    value = ctx.steps(cfg.value_steps, learner.value_step, sampler, f"value[{k}]")
-    actor = ctx.steps(cfg.actor_steps, learner.actor_step, sampler, f"actor[{k}]")
+    value = ctx.steps(own.value_steps, learner.value_step, sampler, f"value[{k}]")
+    actor = ctx.steps(own.actor_steps, learner.actor_step, sampler, f"actor[{k}]")
     return {**step_means(value, VALUE_METRICS), **step_means(actor, ACTOR_METRICS)}

@@ -1,12 +1,16 @@
 """What an algorithm is handed by the trainer: narrow contexts, never the trainer itself.
 
+    RunConfig       the run's fields every algorithm may read (`aloe.config.TrainConfig`
+                    has them): sizes, seed, the shared `optim.*`, the critic's shape
     LearnerParts    what every learner is built from (the actor, sizes, a state normaliser)
     UpdateContext   one iteration's update: config, the buffer's frames, the learner, a
                     sampler factory and `steps`, the loop of update steps
     CollectContext  an algorithm's own collection (PPO+SBC's rollouts): where episodes go
 
-The trainer (aloe.train) builds them; the algorithms (aloe.algos.*) read them. Nothing
-here imports either.
+Each context also carries `settings`, the algorithm's own config (its table row's
+`config`, e.g. `AloeConfig`), so that an algorithm reads its own settings and the shared
+ones, and never another algorithm's. The trainer (aloe.train) builds them; the algorithms
+(aloe.algos.*) read them. Nothing here imports either, nor the run's config.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -25,15 +29,34 @@ from aloe.distributed.shard import step_on_shard
 from aloe.progress import Phase
 
 if TYPE_CHECKING:
-    from aloe.config import TrainConfig
-    from aloe.critics.chunked_q import ChunkedQCritic
+    from aloe.algos.optimised import OptimConfig
+    from aloe.collect import CollectConfig
+    from aloe.critics.chunked_q import ChunkedQCritic, CriticConfig
     from aloe.datasets.store import EpisodeStore
     from aloe.envs.base import EpisodeEnv
+    from aloe.envs.metaworld import EnvConfig
     from aloe.nn import Normalizer
     from aloe.observation import Observations
     from aloe.policies.base import Actor
+    from aloe.progress import Progress
 
 StepFn = Callable[[ChunkBatch], dict[str, float]]  # one update on one batch -> its metrics
+S = TypeVar("S")  # an algorithm's own settings (`AloeConfig`, ...; None for BC)
+
+
+class RunConfig(Protocol):
+    """The fields of a run's config that any algorithm reads besides its own `settings`."""
+
+    algo: str
+    task: str
+    seed: int
+    horizon: int
+    exec_horizon: int
+    progress: Progress
+    optim: OptimConfig
+    critic: CriticConfig
+    env: EnvConfig
+    collect: CollectConfig
 
 
 class Learner(Protocol):
@@ -57,10 +80,12 @@ L = TypeVar("L")
 
 
 @dataclass(frozen=True)
-class LearnerParts:
+class LearnerParts(Generic[S]):
     """What every learner is built from (`aloe.run.build_learner` assembles it)."""
 
-    cfg: TrainConfig
+    cfg: RunConfig
+    settings: S
+    """The algorithm's own config."""
     actor: Actor
     """The compact `FlowPolicy` or the LeRobot adapter: algorithms use the protocol only."""
     state_dim: int
@@ -74,10 +99,12 @@ class LearnerParts:
 
 
 @dataclass(frozen=True)
-class UpdateContext:
+class UpdateContext(Generic[S]):
     """One iteration's update, after collection and before evaluation."""
 
-    cfg: TrainConfig
+    cfg: RunConfig
+    settings: S
+    """The algorithm's own config."""
     iteration: int
     frames: Frames
     """The whole buffer D_k (every episode so far), as `Trainer.frames` reads it."""
@@ -88,11 +115,12 @@ class UpdateContext:
     def steps(
         self, n: int, step: StepFn, sampler: ChunkSampler, desc: str
     ) -> list[dict[str, float]]:
-        """n update steps, each on a fresh batch of aloe.batch_size chunks (a `Phase`); on
+        """n update steps, each on a fresh batch of optim.batch_size chunks (a `Phase`); on
         several learner processes each trains on its shard (aloe.distributed.shard)."""
         phase = Phase(desc, n, self.cfg.progress, unit="step")
         step = step_on_shard(step)
-        return [step(sampler.sample(self.cfg.aloe.batch_size)) for _ in phase.iterate(range(n))]
+        batch = self.cfg.optim.batch_size
+        return [step(sampler.sample(batch)) for _ in phase.iterate(range(n))]
 
     def learner_as(self, kind: type[L]) -> L:
         """The learner, checked to be the algorithm's own kind."""
@@ -100,10 +128,12 @@ class UpdateContext:
 
 
 @dataclass(frozen=True)
-class CollectContext:
+class CollectContext(Generic[S]):
     """An algorithm's own collection for one iteration (instead of the operator loop)."""
 
-    cfg: TrainConfig
+    cfg: RunConfig
+    settings: S
+    """The algorithm's own config."""
     iteration: int
     learner: Learner
     env: EpisodeEnv

@@ -1,4 +1,5 @@
-"""One optimised module: a network with its AdamW, schedule, gradient clip and divergence guard.
+"""What every learner shares: its settings (`OptimConfig`, the run's `optim.*` group) and
+one optimised module, a network with its AdamW, schedule, gradient clip and divergence guard.
 
 Every learner (ALOE, AWR, PPO+SBC and, through ALOE's, BC and HG-DAgger) is composed of
 these, one per network it trains: `step(loss, metrics, prefix)` is one update of it.
@@ -8,7 +9,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -16,18 +18,84 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from aloe.data import ChunkBatch
 from aloe.distributed.shard import all_reduce_grads
+from aloe.errors import require
 
 
-class OptimiserSettings(Protocol):
-    """The optimiser fields of a config (`AloeConfig` has them: every algorithm shares them)."""
+@dataclass
+class OptimConfig:
+    """What every algorithm's learner shares (`--optim.*`): the optimiser and its schedule,
+    the minibatch, γ, the divergence guard and the learner's generator. "Paper" gives
+    Appendix C's value; "open" marks a choice the paper leaves to us."""
 
-    adam_betas: tuple[float, float]
-    weight_decay: float
-    grad_clip: float
-    warmup_steps: int
-    decay_steps: int
-    min_lr_ratio: float
-    q_abs_max: float
+    batch_size: int = 256
+    """Chunks per minibatch of every update, the BC warm start's included (paper)."""
+    gamma: float = 0.99
+    """γ (paper). The sampler uses it to build `reward` and `discount` = γ^n of a batch."""
+    critic_lr: float = 3e-4
+    """Peak learning rate of the value network: ALOE's critic ensemble, AWR's and PPO's
+    V(s) (paper: 3e-5 on a 256-wide critic over frozen SigLIP; a small critic from scratch
+    wants more)."""
+    actor_lr: float = 3e-4
+    """Peak actor learning rate, the BC warm start's included (open: the paper fine-tunes
+    π0.5; this actor is small)."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay of every optimiser (open)."""
+    adam_betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW (β1, β2) (paper)."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip of every update (paper)."""
+    warmup_steps: int = 100
+    """Linear warm-up steps of the cosine schedule (paper)."""
+    decay_steps: int = 50_000
+    """Steps from the start to the end of the cosine, after which the rate stays at
+    min_lr_ratio × peak; counted per optimiser over the whole run (open)."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of the peak (open)."""
+    q_abs_max: float = 1e4
+    """`check_finite` raises past this |value| (Q, V, TD target): ~10× the largest |Q|
+    Eq. 14 allows; inf = no bound (NaN and inf metrics still stop the run)."""
+    seed: int = 0
+    """Seed of the learner's generator (flow noise, η, sampled chunks) until the trainer
+    reseeds it for an iteration's update."""
+
+    def validate(self, prefix: str = "") -> None:
+        """Raise UsageError naming the first field out of range, `optim.gamma (0.0): must be
+        in (0, 1]`; `prefix` leads the name ("config field " for a run's config)."""
+        checks: list[tuple[str, bool, str]] = [
+            ("batch_size", self.batch_size >= 1, "must be >= 1"),
+            ("gamma", 0 < self.gamma <= 1, "must be in (0, 1]"),
+            ("critic_lr", self.critic_lr > 0, "must be > 0"),
+            ("actor_lr", self.actor_lr > 0, "must be > 0"),
+            ("weight_decay", self.weight_decay >= 0, "must be >= 0"),
+            (
+                "adam_betas",
+                len(self.adam_betas) == 2 and all(0 <= b < 1 for b in self.adam_betas),
+                "must be two values in [0, 1)",
+            ),
+            ("grad_clip", self.grad_clip > 0, "must be > 0"),
+            ("warmup_steps", self.warmup_steps >= 0, "must be >= 0"),
+            (
+                "decay_steps",
+                self.decay_steps >= self.warmup_steps,
+                f"must be >= warmup_steps ({self.warmup_steps})",
+            ),
+            ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "must be in [0, 1]"),
+            ("q_abs_max", self.q_abs_max > 0, "must be > 0 (inf = no bound)"),
+            ("seed", self.seed >= 0, "must be >= 0"),
+        ]
+        for name, ok, allowed in checks:
+            require(ok, f"{prefix}optim.{name}", getattr(self, name), allowed)
+
+
+def optim_preset(name: str) -> OptimConfig:
+    """The shared settings of preset `name` (smoke | default | paper | mt10)."""
+    if name == "smoke":  # seconds on 2 cores
+        return OptimConfig(batch_size=32, warmup_steps=5)
+    if name in ("default", "mt10"):
+        return OptimConfig(batch_size=128)
+    if name == "paper":  # Appendix C
+        return OptimConfig(batch_size=256, gamma=0.99, critic_lr=3e-5, warmup_steps=100)
+    return OptimConfig()
 
 
 _VALUE_METRICS = ("q_", "target_", "v_")
@@ -63,7 +131,7 @@ class OptimisedModule:
     """`module` trained by AdamW at peak rate `lr` on a warm-up + cosine schedule, its
     gradient norm clipped, every update's metrics checked before the weights move."""
 
-    def __init__(self, module: nn.Module, lr: float, cfg: OptimiserSettings) -> None:
+    def __init__(self, module: nn.Module, lr: float, cfg: OptimConfig) -> None:
         self.module = module
         self.optim = torch.optim.AdamW(
             module.parameters(), lr=lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay
@@ -75,8 +143,16 @@ class OptimisedModule:
     def step(self, loss: Tensor, metrics: dict[str, float], prefix: str) -> dict[str, float]:
         """Backward, clip, guard, step; adds `prefix/grad_norm` and `prefix/lr` to metrics.
         Raises before stepping, so the weights never hold NaN."""
+        self.backward(loss)
+        return self.apply(metrics, prefix)
+
+    def backward(self, loss: Tensor) -> None:
+        """The first half of `step`: the loss's gradients, from zero."""
         self.optim.zero_grad(set_to_none=True)
         loss.backward()
+
+    def apply(self, metrics: dict[str, float], prefix: str) -> dict[str, float]:
+        """The second half of `step`: average, clip, guard, then AdamW and the schedule."""
         all_reduce_grads(self.module.parameters())  # several learner processes: their mean
         grad_norm = nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
         metrics[f"{prefix}/grad_norm"] = float(grad_norm)

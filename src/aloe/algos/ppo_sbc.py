@@ -45,23 +45,23 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from aloe import data as D
-from aloe.algos.aloe import AloeConfig
 from aloe.algos.bc import bc_update
 from aloe.algos.context import (
     CollectContext,
     LearnerParts,
+    RunConfig,
     UpdateContext,
     mean_metric,
     step_means,
 )
-from aloe.algos.optimised import OptimisedModule, to_device
+from aloe.algos.optimised import OptimConfig, OptimisedModule, to_device
 from aloe.algos.ppo_policy import ExploringChunkPolicy, GaussianFlowActor
 from aloe.collect import CollectStats
 from aloe.critics.chunked_q import ChunkedQCritic, CriticConfig
@@ -73,16 +73,14 @@ from aloe.policies.flow import FlowPolicy
 from aloe.progress import Phase
 from aloe.rollout import record_episode
 
-if TYPE_CHECKING:
-    from aloe.config import TrainConfig
-
 LOG_2PI = math.log(2.0 * math.pi)
 BUFFER_RULES = ("recent", "shortest")
 
 
 @dataclass
 class PpoConfig:
-    """Action-chunked PPO + self behaviour cloning. Optimisers are ALOE's (`aloe.*`)."""
+    """Action-chunked PPO + self behaviour cloning (`--ppo.*`); the optimisers' settings
+    are every learner's (`optim.*`), but for the PPO iterations' actor_lr."""
 
     rollout_steps: int | None = None
     """Environment steps of rollouts per iteration (whole episodes, stopping once reached);
@@ -98,7 +96,7 @@ class PpoConfig:
     """Learn log σ by PPO (False keeps σ = init_std)."""
     actor_lr: float = 1e-5
     """Peak actor learning rate of the PPO iterations (the BC warm start keeps
-    aloe.actor_lr, the same for every algorithm). Measured on the default preset: one
+    optim.actor_lr, the same for every algorithm). Measured on the default preset: one
     Adam step at 3e-4 moves π by a KL of ~2 nats per decision, at 3e-5 by ~0.3; at 1e-5
     ~100 steps fit under target_kl = 1. At this rate log σ barely moves (~1e-3 per
     iteration): σ is in effect fixed at init_std."""
@@ -185,6 +183,14 @@ class PpoConfig:
         ]
         for name, ok, allowed in checks:
             require(ok, f"{prefix}ppo.{name}", getattr(self, name), allowed)
+
+
+def preset(name: str) -> PpoConfig:
+    """PPO+SBC's settings in preset `name` (smoke | default | paper | mt10): the defaults,
+    measured on MT10, but for the smoke preset's seconds-long iterations."""
+    if name == "smoke":
+        return PpoConfig(epochs=2, minibatch_size=32, bc_batch_size=16, sbc_buffer_episodes=10)
+    return PpoConfig()
 
 
 # The losses, as pure functions.
@@ -281,25 +287,27 @@ class Decisions(NamedTuple):
 
 class PpoSbcLearner:
     """The Gaussian flow actor and a state value V(s) (`critic`: ALOE's transformer with
-    K = 1, no action tokens, a scalar head), each an `OptimisedModule` with ALOE's settings.
+    K = 1, no action tokens, a scalar head), each an `OptimisedModule` with the shared
+    settings (`optim`).
     """
 
     def __init__(
         self,
         actor: GaussianFlowActor,
         critic: ChunkedQCritic,
-        config: AloeConfig,
         ppo: PpoConfig,
+        optim: OptimConfig | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
-        self.config, self.ppo = config, ppo
+        optim = optim or OptimConfig()
+        self.ppo = ppo
         self.device = torch.device(device)
         self.actor = actor.to(self.device)
         self.critic = critic.to(self.device)
-        self.actor_opt = OptimisedModule(self.actor, config.actor_lr, config)
-        self.value_opt = OptimisedModule(self.critic, config.critic_lr, config)
+        self.actor_opt = OptimisedModule(self.actor, optim.actor_lr, optim)
+        self.value_opt = OptimisedModule(self.critic, optim.critic_lr, optim)
         self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(config.seed)
+        self.generator.manual_seed(optim.seed)
         self.success_average: float | None = None
 
     @torch.no_grad()
@@ -395,8 +403,8 @@ def build_ppo_learner(
     critic_cfg: CriticConfig,
     state_dim: int,
     state_norm: Normalizer,
-    aloe: AloeConfig,
     ppo: PpoConfig,
+    optim: OptimConfig,
     device: torch.device,
     tokens: dict[str, Any] | None = None,
 ) -> PpoSbcLearner:
@@ -405,10 +413,10 @@ def build_ppo_learner(
     cfg = CriticConfig(**{**vars(critic_cfg), "num_q": 1})
     n = actor.instruction.num_tasks
     critic = ChunkedQCritic(cfg, state_dim, 0, n, state_norm, **(tokens or {}))
-    return PpoSbcLearner(gauss, critic, aloe, ppo, device)
+    return PpoSbcLearner(gauss, critic, ppo, optim, device)
 
 
-def build_learner(parts: LearnerParts) -> PpoSbcLearner:
+def build_learner(parts: LearnerParts[PpoConfig]) -> PpoSbcLearner:
     cfg = parts.cfg
     assert isinstance(parts.actor, FlowPolicy)  # PPO reads its internals; config refuses others
     return build_ppo_learner(
@@ -416,30 +424,31 @@ def build_learner(parts: LearnerParts) -> PpoSbcLearner:
         cfg.critic,
         parts.state_dim,
         parts.normalizer(),
-        cfg.aloe,
-        cfg.ppo,
+        parts.settings,
+        cfg.optim,
         parts.device,
         parts.tokens,
     )
 
 
-def update_batch(cfg: TrainConfig) -> tuple[int, str]:
+def update_batch(optim: OptimConfig, ppo: PpoConfig) -> tuple[int, str]:
     """The largest batch of an update and its field: a decision minibatch and a BC batch
-    at once, or the warm start's aloe.batch_size."""
-    both = cfg.ppo.minibatch_size + cfg.ppo.bc_batch_size
-    if both > cfg.aloe.batch_size:
+    at once, or the warm start's optim.batch_size."""
+    both = ppo.minibatch_size + ppo.bc_batch_size
+    if both > optim.batch_size:
         return both, "ppo.minibatch_size"
-    return cfg.aloe.batch_size, "aloe.batch_size"
+    return optim.batch_size, "optim.batch_size"
 
 
 # One iteration: collection without the operator, then the update.
 
 
-def rollout_budget(cfg: TrainConfig) -> int:
-    return cfg.ppo.rollout_steps or cfg.collect.max_episodes * cfg.env.max_steps
+def rollout_budget(cfg: RunConfig, ppo: PpoConfig) -> int:
+    """Environment steps of an iteration's rollouts (`PpoConfig.rollout_steps`)."""
+    return ppo.rollout_steps or cfg.collect.max_episodes * cfg.env.max_steps
 
 
-def collect_rollouts(ctx: CollectContext) -> CollectStats:
+def collect_rollouts(ctx: CollectContext[PpoConfig]) -> CollectStats:
     """Iteration k's operator-free rollouts of π_{k−1}, until the env-step budget is used;
     each episode is recorded like any other (one `policy` fragment)."""
     cfg, learner, k = ctx.cfg, ctx.learner_as(PpoSbcLearner), ctx.iteration
@@ -452,7 +461,7 @@ def collect_rollouts(ctx: CollectContext) -> CollectStats:
         device=learner.device,
         obs=ctx.obs,
     )
-    budget = rollout_budget(cfg)
+    budget = rollout_budget(cfg, ctx.settings)
     bar = Phase(
         f"rollouts[{k}]", budget, cfg.progress, unit="step", initial=min(budget, stats.env_steps)
     )
@@ -477,7 +486,7 @@ PPO_METRICS = {  # metrics.jsonl column -> the policy-step metric it averages
 
 
 def rollout_decisions(
-    cfg: TrainConfig, learner: PpoSbcLearner, frames: D.Frames, k: int
+    cfg: RunConfig, learner: PpoSbcLearner, frames: D.Frames, k: int
 ) -> tuple[Decisions, D.Frames]:
     """Iteration k's decisions as its update reads them (π_{k−1}'s rollouts, one per executed
     chunk, with log π_old and GAE advantages from the learner as it is), and those rollouts."""
@@ -486,27 +495,30 @@ def rollout_decisions(
     rows = np.flatnonzero(rollouts[D.FRAME] % cfg.exec_horizon == 0)
     last = torch.as_tensor(D.run_ends(rollouts[D.EPISODE][rows]), dtype=torch.float32)
     chunks = ChunkSampler(
-        rollouts, horizon=cfg.exec_horizon, gamma=cfg.aloe.gamma, device=learner.device
+        rollouts, horizon=cfg.exec_horizon, gamma=cfg.optim.gamma, device=learner.device
     ).chunks_at(rows)
-    return learner.decisions(chunks, last, cfg.ppo.reward_scale), rollouts
+    return learner.decisions(chunks, last, learner.ppo.reward_scale), rollouts
 
 
-def update(ctx: UpdateContext) -> dict[str, float]:
+def update(ctx: UpdateContext[PpoConfig]) -> dict[str, float]:
     """PPO epochs over iteration k's decisions, each step with a BC batch from the buffer."""
-    cfg, learner, frames, k = ctx.cfg, ctx.learner_as(PpoSbcLearner), ctx.frames, ctx.iteration
-    learner.actor_opt.set_peak_lr(cfg.ppo.actor_lr)
-    decisions, rollouts = rollout_decisions(cfg, learner, frames, k)
+    ppo = ctx.settings
+    learner = ctx.learner_as(PpoSbcLearner)
+    frames = ctx.frames
+    k = ctx.iteration
+    learner.actor_opt.set_peak_lr(ppo.actor_lr)
+    decisions, rollouts = rollout_decisions(ctx.cfg, learner, frames, k)
 
     ends = rollouts.episode_ends()
     won = rollouts[D.SUCCESS][ends].astype(bool)
     learner.success_average = update_success_average(
-        learner.success_average, float(won.mean()), cfg.ppo.sbc_success_rate
+        learner.success_average, float(won.mean()), ppo.sbc_success_rate
     )
-    weight = sbc_weight(learner.success_average, cfg.ppo.sbc_weight_min, cfg.ppo.sbc_weight_max)
-    buffer = self_demo_rows(frames, cfg.ppo.sbc_buffer_episodes, cfg.ppo.sbc_buffer_rule)
+    weight = sbc_weight(learner.success_average, ppo.sbc_weight_min, ppo.sbc_weight_max)
+    buffer = self_demo_rows(frames, ppo.sbc_buffer_episodes, ppo.sbc_buffer_rule)
     demos = ctx.sampler(frames.select(buffer))
 
-    warmup = k <= cfg.ppo.value_warmup_iterations  # iteration 0 is the BC warm start
+    warmup = k <= ppo.value_warmup_iterations  # iteration 0 is the BC warm start
     steps = _ppo_epochs(learner, decisions, demos, weight, policy=not warmup)
     lengths = np.diff(np.r_[0, np.flatnonzero(ends) + 1])
     moved = [] if warmup else steps  # a warm-up's steps report the value's loss alone

@@ -1,29 +1,41 @@
 """The algorithm table: each algorithm's name -> what the rest of the package needs to know.
 
-The trainer, `aloe.load_run`, the config's checks, the evaluation suite and `aloe compare`
-read an algorithm only through its row. Adding an algorithm is one module in `aloe.algos`
-(its config, losses, learner and per-iteration update) and one row here.
+The trainer, `aloe.load_run`, the config's checks and presets, `aloe train`'s options, the
+DDP learner, the evaluation suite and `aloe compare` read an algorithm only through its row.
+Adding an algorithm is one module in `aloe.algos` (its config, preset, losses, learner and
+per-iteration update), one row here, and its settings' field in `aloe.config.TrainConfig`
+(the row's `group`; a test checks that the two agree).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aloe.algos import aloe, awr, dagger, ppo_sbc
 from aloe.algos.context import CollectContext, Learner, LearnerParts, UpdateContext
+from aloe.algos.optimised import OptimConfig
 
 if TYPE_CHECKING:
     from aloe.collect import CollectStats
-    from aloe.config import TrainConfig
 
 ValueKind = Literal["q", "state"]
 
 
-def shared_batch(cfg: TrainConfig) -> tuple[int, str]:
-    """Every update draws aloe.batch_size chunks (the BC warm start included)."""
-    return cfg.aloe.batch_size, "aloe.batch_size"
+def shared_batch(optim: OptimConfig, settings: Any) -> tuple[int, str]:
+    """Every update draws optim.batch_size chunks (the BC warm start included)."""
+    return optim.batch_size, "optim.batch_size"
+
+
+def one_sample(settings: Any) -> int:
+    """An update holds one chunk per row of its batch."""
+    return 1
+
+
+def value_samples(settings: aloe.AloeConfig) -> int:
+    """ALOE's V^π holds M sampled chunks per row (Eq. 10)."""
+    return settings.num_value_samples
 
 
 @dataclass(frozen=True)
@@ -32,12 +44,19 @@ class Algorithm:
 
     label: str
     """Its name in reports (`aloe compare`'s page)."""
-    build_learner: Callable[[LearnerParts], Learner]
+    build_learner: Callable[[LearnerParts[Any]], Learner]
     """Its learner around the run's actor (`aloe.run.build_learner` gives the parts)."""
-    update: Callable[[UpdateContext], dict[str, float]] | None
+    update: Callable[[UpdateContext[Any]], dict[str, float]] | None
     """Its per-iteration update after collection, returning its metrics.jsonl columns;
     None: the BC warm start (iteration 0) is the whole run."""
-    collect: Callable[[CollectContext], CollectStats] | None = None
+    group: str | None = None
+    """Its own settings' field of the run's config and `aloe train` option group
+    (`--aloe.*`); None: it has no settings of its own."""
+    config: type | None = None
+    """The dataclass of its own settings (the type of the `group` field)."""
+    preset: Callable[[str], Any] | None = None
+    """Its own settings in a named preset (`aloe.config.preset`)."""
+    collect: Callable[[CollectContext[Any]], CollectStats] | None = None
     """Its own collection of an iteration; None: π_{k−1} acts with the operator watching
     and taking over (Algorithm 1, line 3)."""
     value: ValueKind | None = None
@@ -48,9 +67,22 @@ class Algorithm:
     matched_budget: str | None = None
     """The `aloe train` option that `aloe compare` sets to the mean environment steps per
     iteration of the seed's operator-loop runs (an on-policy algorithm's rollout budget)."""
-    update_batch: Callable[[TrainConfig], tuple[int, str]] = shared_batch
-    """The largest batch one of its updates holds, and the field that sets it (the
-    config's memory check, `aloe.config.activation_bytes`)."""
+    update_batch: Callable[[OptimConfig, Any], tuple[int, str]] = shared_batch
+    """The largest batch one of its updates holds, and the field that sets it, from the
+    shared and its own settings (the config's memory check, `activation_bytes`)."""
+    samples_per_row: Callable[[Any], int] = one_sample
+    """Chunks an update holds per row of that batch, from its own settings."""
+    trains_actor: bool = True
+    """It trains the run's `Actor` through the protocol alone, so any actor kind will do
+    (the LeRobot adapter); False: it reads the compact flow actor's internals."""
+    sharding: Callable[[Any], None] | None = None
+    """Training on shards of the batch over several learner processes (its losses are
+    means of per-row terms): a check of its own settings that raises UsageError where
+    they forbid it; None: it trains on one process."""
+    ignores: tuple[str, ...] = ()
+    """Fields of the run's shared groups that it never reads (`critic.num_q`, or a whole
+    group, `critic`): `aloe train --algo NAME --help` leaves them out, as it leaves out
+    the other algorithms' own groups."""
 
     @property
     def iterates(self) -> bool:
@@ -62,19 +94,69 @@ class Algorithm:
         """Its iterations collect with the operator in the loop."""
         return self.iterates and self.collect is None
 
+    def settings(self, cfg: Any) -> Any:
+        """Its own settings in a run's config (None when it has none)."""
+        return None if self.group is None else getattr(cfg, self.group)
+
+
+def no_check(settings: Any) -> None:
+    """Settings that never forbid sharding."""
+
+
+# what a learner that trains only the actor (Eq. 16) never reads: its idle critic's shape
+# and rate, γ (a BC step reads no reward), and the bound on values that no BC metric is
+ACTOR_ONLY = ("critic", "optim.critic_lr", "optim.gamma", "optim.q_abs_max")
+
 
 ALGORITHMS: dict[str, Algorithm] = {
-    "aloe": Algorithm("ALOE", aloe.build_learner, aloe.update, value="q", weighted=True),
-    "awr": Algorithm("AWR", awr.build_learner, awr.update, value="state", weighted=True),
-    "dagger": Algorithm("HG-DAgger", aloe.build_learner, dagger.update),
-    "bc": Algorithm("BC", aloe.build_learner, update=None),
+    "aloe": Algorithm(
+        "ALOE",
+        aloe.build_learner,
+        aloe.update,
+        group="aloe",
+        config=aloe.AloeConfig,
+        preset=aloe.preset,
+        value="q",
+        weighted=True,
+        samples_per_row=value_samples,
+        sharding=aloe.check_sharding,
+    ),
+    "awr": Algorithm(
+        "AWR",
+        awr.build_learner,
+        awr.update,
+        group="awr",
+        config=awr.AwrConfig,
+        preset=awr.preset,
+        value="state",
+        weighted=True,
+        ignores=("critic.num_q",),  # one distributional V(s)
+    ),
+    "dagger": Algorithm(
+        "HG-DAgger",
+        aloe.build_actor_learner,
+        dagger.update,
+        group="dagger",
+        config=dagger.DaggerConfig,
+        preset=dagger.preset,
+        sharding=no_check,
+        ignores=ACTOR_ONLY,
+    ),
+    "bc": Algorithm(
+        "BC", aloe.build_actor_learner, update=None, sharding=no_check, ignores=ACTOR_ONLY
+    ),
     "ppo-sbc": Algorithm(
         "PPO+SBC",
         ppo_sbc.build_learner,
         ppo_sbc.update,
+        group="ppo",
+        config=ppo_sbc.PpoConfig,
+        preset=ppo_sbc.preset,
         collect=ppo_sbc.collect_rollouts,
         value="state",
         matched_budget="--ppo.rollout-steps",
         update_batch=ppo_sbc.update_batch,
+        trains_actor=False,
+        ignores=("critic.num_q",),  # one V(s)
     ),
 }

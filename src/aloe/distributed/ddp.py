@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from aloe.algos.table import ALGORITHMS
 from aloe.collect import CollectStats
 from aloe.data import Frames
 from aloe.distributed.options import Scale
@@ -29,7 +30,8 @@ from aloe.distributed.shard import world
 from aloe.errors import require
 from aloe.train import Trainer
 
-DDP_ALGOS = ("aloe", "bc", "dagger")  # updates of per-row losses only (the shard's premise)
+# updates of per-row losses only (the shard's premise): aloe, dagger, bc
+DDP_ALGOS = tuple(a for a, row in ALGORITHMS.items() if row.sharding is not None)
 
 
 def init(device: str) -> bool:
@@ -58,18 +60,14 @@ def check(cfg: Any, size: int | None = None) -> None:
         f"algo {cfg.algo} trains on one process; use one of {', '.join(DDP_ALGOS)}",
     )
     require(
-        cfg.aloe.batch_size % size == 0,
-        "config field aloe.batch_size",
-        cfg.aloe.batch_size,
+        cfg.optim.batch_size % size == 0,
+        "config field optim.batch_size",
+        cfg.optim.batch_size,
         f"must be a multiple of the {size} learner processes",
     )
-    require(
-        not cfg.aloe.normalize_advantage,
-        "config field aloe.normalize_advantage",
-        True,
-        "divides by the whole batch's std, which a shard does not see; turn it off "
-        "or train on one process",
-    )
+    row = ALGORITHMS[cfg.algo]
+    assert row.sharding is not None  # DDP_ALGOS
+    row.sharding(row.settings(cfg))  # the algorithm's own settings that forbid it
 
 
 def is_main() -> bool:

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from aloe import data as D
+from aloe.algos.aloe import q_pess
 from aloe.data import ChunkBatch
 from aloe.envs.base import EpisodeEnv
 from aloe.envs.registry import make_env
@@ -275,7 +276,7 @@ class ActionOpeResult:
 
     @property
     def q_pess(self) -> np.ndarray:
-        return self.q_members.min(axis=0)  # Eq. 9
+        return q_pess(self.q_members)  # Eq. 9
 
     def scores(self, mask: np.ndarray | None = None) -> dict[str, Any]:
         m = np.ones(len(self.cands.rows), dtype=bool) if mask is None else mask
@@ -339,14 +340,14 @@ def run_action_ope(
     exec_h = cfg.exec_horizon or rc.exec_horizon
     policy = ActorBatchPolicy(run.actor, exec_h, run.device, seed=cfg.seed)
     cands = sample_candidates(
-        frames, restorer, actor_chunk_fn(run, cfg.seed), cfg, rc.horizon, rc.aloe.gamma, rows
+        frames, restorer, actor_chunk_fn(run, cfg.seed), cfg, rc.horizon, rc.optim.gamma, rows
     )
     truth, exact = chunk_truth(
         lambda: make_env(rc.env),
         restorer,
         cands,
         policy,
-        gamma=rc.aloe.gamma,
+        gamma=rc.optim.gamma,
         rollouts=cfg.rollouts,
         make_watcher=watcher_factory(run, cfg.watch),
         reseed=lambda k: policy.reseed(cfg.seed * 1_000_003 + k),
@@ -355,7 +356,7 @@ def run_action_ope(
     q = critic_members(critic_q_fn(run.critic, run.device), cands)
     weights = learner_weights(run, cands.batch, cfg.seed) if run.algorithm.weighted else None
     wall = time.perf_counter() - start
-    return ActionOpeResult(cfg, rc.aloe.gamma, exec_h, cands, truth, exact, q, weights, wall)
+    return ActionOpeResult(cfg, rc.optim.gamma, exec_h, cands, truth, exact, q, weights, wall)
 
 
 def has_q_critic(run: Any) -> bool:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from aloe import data as D
+from aloe.algos.aloe import q_pess
 from aloe.envs.base import EpisodeEnv
 from aloe.envs.registry import make_env
 from aloe.evaluation.qtrace import QFn
@@ -247,14 +248,14 @@ class OpeResult:
 
     @property
     def q_pess(self) -> np.ndarray | None:
-        return None if self.q_members is None else self.q_members.min(axis=0)  # Eq. 9
+        return None if self.q_members is None else q_pess(self.q_members)  # Eq. 9
 
     def scores(self, mask: np.ndarray | None = None) -> dict[str, Any]:
         m = np.ones(len(self.pairs.rows), dtype=bool) if mask is None else mask
         q_true, v_true = self.truth.q.mean(1)[m], self.truth.v.mean(1)[m]
         out: dict[str, Any] = {"behaviour_return": accuracy(self.pairs.behaviour_return[m], q_true)}
         if self.q_members is not None:
-            out["q_pess"] = accuracy(self.q_members.min(axis=0)[m], q_true)
+            out["q_pess"] = accuracy(q_pess(self.q_members)[m], q_true)  # Eq. 9
             out["q_members"] = [accuracy(q[m], q_true) for q in self.q_members]
         if self.v_estimate is not None:
             out["v"] = accuracy(self.v_estimate[m], v_true)
@@ -308,7 +309,7 @@ def run_ope(
 
     rc = run.config
     frames, restorer = load_buffer(run)
-    gamma = rc.aloe.gamma
+    gamma = rc.optim.gamma
     pairs = sample_pairs(frames, restorer, cfg.pairs, rc.horizon, gamma, cfg.seed)
     exec_h = cfg.exec_horizon or rc.exec_horizon
     policy = ActorBatchPolicy(run.actor, exec_h, run.device, seed=cfg.seed)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from aloe import data as D
+from aloe.algos.aloe import q_pess
 from aloe.nn import evaluating
 
 # (states (B, S), chunks (B, h, A), valid (B, h)) -> every member's Q (K, B)
@@ -127,21 +128,21 @@ def plot_q_trace(trace: EpisodeTrace, q: np.ndarray, path: Path, control_hz: flo
     import matplotlib.pyplot as plt
 
     t = np.arange(q.shape[1])
-    q_pess = q.min(axis=0)  # Eq. 9
+    pessimistic = q_pess(q)  # Eq. 9
     fig, ax = plt.subplots(figsize=(10, 3.6))
     for start, end, source in _runs(trace.source, trace.fragment):
         ax.axvspan(start - 0.5, end - 0.5, color=SOURCE_COLOURS.get(source, "#eee"), lw=0)
     ax.fill_between(
         t,
-        q.min(0),
+        pessimistic,  # the ensemble's lowest member
         q.max(0),
         color="#1f77b4",
         alpha=0.2,
         lw=0,
         label=f"ensemble range (K={q.shape[0]})",
     )
-    ax.plot(t, q_pess, color="#1f77b4", lw=1.6, label="Q_pess of the executed chunk")
-    _mark_events(ax, trace, q_pess)
+    ax.plot(t, pessimistic, color="#1f77b4", lw=1.6, label="Q_pess of the executed chunk")
+    _mark_events(ax, trace, pessimistic)
     handles, labels = ax.get_legend_handles_labels()
     patches = [plt.Rectangle((0, 0), 1, 1, color=SOURCE_COLOURS[s]) for s in SOURCE_COLOURS]
     present = [s for s in SOURCE_COLOURS if s in set(trace.source.tolist())]
@@ -178,7 +179,7 @@ def _runs(source: np.ndarray, fragment: np.ndarray) -> list[tuple[int, int, str]
     return [(int(a), int(b), str(source[a])) for a, b in zip(starts, ends, strict=True)]
 
 
-def _mark_events(ax: Any, trace: EpisodeTrace, q_pess: np.ndarray) -> None:
+def _mark_events(ax: Any, trace: EpisodeTrace, pessimistic: np.ndarray) -> None:
     runs = _runs(trace.source, trace.fragment)
     takeovers = [
         b[0] for a, b in zip(runs, runs[1:], strict=False) if (a[2], b[2]) == ("policy", "human")
@@ -191,9 +192,9 @@ def _mark_events(ax: Any, trace: EpisodeTrace, q_pess: np.ndarray) -> None:
     reasons = ", ".join(sorted({r[:40] for r in trace.failure_reason[fails]}))
     for i, k in enumerate(fails):
         label = f"failure: {reasons}" if i == 0 else None
-        ax.plot(k, q_pess[k], "x", color="#d62728", ms=9, mew=2, label=label)
+        ax.plot(k, pessimistic[k], "x", color="#d62728", ms=9, mew=2, label=label)
     if trace.success:
-        ax.plot(len(q_pess) - 1, q_pess[-1], "*", color="#2ca02c", ms=14, label="success")
+        ax.plot(len(pessimistic) - 1, pessimistic[-1], "*", color="#2ca02c", ms=14, label="success")
 
 
 # --- a run's episodes and rollouts: `aloe plot-q` -------------------------------------------

@@ -79,8 +79,10 @@ def _read_json(path: Path) -> Any:
 
 def _config_html(config: dict[str, Any]) -> str:
     rows = [{"field": k, "value": config.get(k)} for k in CONFIG_FIELDS if k in config]
-    aloe = config.get("aloe") or {}
-    rows += [{"field": f"aloe.{k}", "value": aloe[k]} for k in ("beta", "gamma") if k in aloe]
+    for group, key in (("aloe", "beta"), ("optim", "gamma"), ("aloe", "gamma")):  # γ: old runs'
+        part = config.get(group) or {}
+        if key in part:
+            rows.append({"field": f"{group}.{key}", "value": part[key]})
     return table_html(rows)
 
 

@@ -36,7 +36,7 @@ def buffer_weights(run: Any, rows: int = 4000, seed: int = 0) -> dict[str, Any]:
     sampler = ChunkSampler(
         frames,
         horizon=run.config.horizon,
-        gamma=run.config.aloe.gamma,
+        gamma=run.config.optim.gamma,
         seed=seed,
         device=run.device,
     )

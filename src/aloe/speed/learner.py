@@ -2,14 +2,15 @@
 
 The learner is built as a run builds it (`aloe.run.build_learner` on the preset's config)
 and fed a synthetic batch of random states of the task's dimension: what a step costs does
-not depend on the values, so no environment or dataset is needed. The actor step's parts
-are timed with the functions the learner calls (Alg. 1 lines 11–14), on one batch:
+not depend on the values, so no environment or dataset is needed. The actor step
+(`AloeLearner.actor_step`, Alg. 1 lines 11–14) is timed whole, and its parts apart, each the
+learner's own call that the step makes, on one batch:
 
-    value_sampling   V^π(s): M chunks sampled from π_θ, Q_pess of each (Eq. 10)
-    q_data           Q_pess of the data chunks (Eq. 9)
-    flow_forward     the weighted flow-matching loss (Eq. 15)
-    flow_backward    its gradients
-    optimiser        gradient clipping, AdamW, the schedule
+    value_sampling   V^π(s): M chunks sampled from π_θ, Q_pess of each (`value`, Eq. 10)
+    q_data           Q_pess of the data chunks (`q_data`, Eq. 9)
+    flow_forward     the weighted flow-matching loss (`weighted_actor_loss`, Eq. 15)
+    flow_backward    its gradients (`OptimisedModule.backward`)
+    optimiser        gradient clipping, the guard, AdamW, the schedule (`.apply`)
 """
 
 from __future__ import annotations
@@ -22,14 +23,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from aloe.algos.aloe import (
-    AloeLearner,
-    advantage_weights,
-    q_pess,
-    weighted_flow_loss,
-)
+from aloe.algos.aloe import AloeLearner, weighted_actor_loss
 from aloe.config import TrainConfig, preset
 from aloe.data import ChunkBatch
 from aloe.envs.metaworld import TaskEnv
@@ -59,7 +55,7 @@ class Sized:
     def describe(self) -> str:
         c, a, q = self.cfg, self.cfg.actor, self.cfg.critic
         return (
-            f"h={c.horizon} B={c.aloe.batch_size} M={c.aloe.num_value_samples} "
+            f"h={c.horizon} B={c.optim.batch_size} M={c.aloe.num_value_samples} "
             f"flow_steps={a.num_flow_steps} actor {a.hidden_dim}x{a.num_layers} "
             f"critic {q.hidden_dim}x{q.num_layers} K={q.num_q}"
         )
@@ -111,11 +107,11 @@ def synthetic_batch(
 
 def batch_for(s: Sized) -> ChunkBatch:
     return synthetic_batch(
-        s.cfg.aloe.batch_size,
+        s.cfg.optim.batch_size,
         s.obs.dim,
         s.cfg.horizon,
         s.learner.actor.action_dim,
-        gamma=s.cfg.aloe.gamma,
+        gamma=s.cfg.optim.gamma,
     )
 
 
@@ -184,47 +180,33 @@ def _step(
 def actor_parts(
     learner: AloeLearner, batch: ChunkBatch, repeats: int, peak_gflops: float
 ) -> dict[str, dict[str, float]]:
-    """Each part of `AloeLearner.actor_step` timed alone (see the module docstring)."""
-    cfg, device, actor, critic = learner.config, learner.device, learner.actor, learner.critic
+    """Each part of `AloeLearner.actor_step` timed alone: the learner's own calls, in the
+    step's order (see the module docstring)."""
+    device, critic, opt = learner.device, learner.critic, learner.actor_opt
     b = batch.to(device)
-    opt = learner.actor_opt  # what `OptimisedModule.step` does, split in two below
-
-    def value() -> Tensor:
-        with evaluating(critic):  # Eq. 10
-            return learner.value(b)
 
     @torch.no_grad()
-    def q_data() -> Tensor:
-        with evaluating(critic):
-            return q_pess(critic(b.state, b.task_index, b.actions, b.valid))  # Eq. 9
+    def value() -> Tensor:
+        with evaluating(critic):  # as `actor_weights` calls it
+            return learner.value(b)  # Eq. 10
 
-    w, _ = advantage_weights(q_data(), value(), cfg.beta, cfg.eps_clip, cfg.normalize_advantage)
+    w, metrics = learner.actor_weights(b)  # Eq. 9–11
 
     def forward() -> Tensor:
-        opt.module.train()
-        per_sample = actor.flow_loss_per_sample(
-            b.state, b.task_index, b.actions, b.valid, learner.generator, images=b.images
-        )
-        return weighted_flow_loss(per_sample, w)[0]  # Eq. 15
-
-    def backward(loss: Tensor) -> None:
-        opt.optim.zero_grad(set_to_none=True)
-        loss.backward()
+        return weighted_actor_loss(learner.actor, b, w, learner.generator)[0]  # Eq. 15
 
     def step() -> None:
-        nn.utils.clip_grad_norm_(opt.module.parameters(), opt.grad_clip)
-        opt.optim.step()
-        opt.sched.step()
+        opt.apply(dict(metrics), "actor")
 
     timings = {
         "value_sampling": time_calls(value, repeats, device=device),
-        "q_data": time_calls(q_data, repeats, device=device),
-        **_update_timings(forward, backward, step, repeats, device),
+        "q_data": time_calls(lambda: learner.q_data(b), repeats, device=device),
+        **_update_timings(forward, opt.backward, step, repeats, device),
     }
     flops = {
         "value_sampling": count_flops(value),
-        "q_data": count_flops(q_data),
-        **_update_flops(forward, backward, step),
+        "q_data": count_flops(lambda: learner.q_data(b)),
+        **_update_flops(forward, opt.backward, step),
     }
     return {k: work_figures(t.median, flops[k], peak_gflops) for k, t in timings.items()}
 

@@ -205,10 +205,10 @@ def sampler_vs_critic(
     from aloe.speed.learner import aloe_learner
 
     cfg = TrainConfig(task=task, horizon=horizon, device=str(device))
-    cfg.aloe = dataclasses.replace(cfg.aloe, batch_size=batch_size)
+    cfg.optim = dataclasses.replace(cfg.optim, batch_size=batch_size)
     torch.manual_seed(0)
     learner = aloe_learner(cfg.resolved())
-    sampler = ChunkSampler(frames, horizon=horizon, gamma=cfg.aloe.gamma, device=device)
+    sampler = ChunkSampler(frames, horizon=horizon, gamma=cfg.optim.gamma, device=device)
     sample = time_calls(lambda: sampler.sample(batch_size), 20, device=device).median
     critic_s = time_calls(
         lambda: learner.critic_step(sampler.sample(batch_size)), 2, device=device
@@ -240,7 +240,7 @@ def measure_iteration(
     they lack: a batch of `s`'s size from the sampler, and a checkpoint."""
     say(f"{s.name} iteration: a sampler batch and a checkpoint, then the phases")
     c = s.cfg
-    batch_ms = sampler_ms(frames, c.horizon, c.aloe.batch_size, c.aloe.gamma, s.device)
+    batch_ms = sampler_ms(frames, c.horizon, c.optim.batch_size, c.optim.gamma, s.device)
     save_s = checkpoint_s(s.learner, root / "checkpoints")
     return iteration_phases(s, figures["steps"][s.name], figures["loop"], batch_ms, save_s)
 
