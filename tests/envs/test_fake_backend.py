@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 
+import fake_sim
 import numpy as np
 import pytest
 
 from aloe import data as D
 from aloe.envs.base import EnvConfig
-import fake_sim
 
 
 @pytest.fixture

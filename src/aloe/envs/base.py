@@ -234,4 +234,3 @@ class Backend:
     presets: Callable[[str], PresetSizes | None] = lambda task: None
     validate: Callable[[EnvConfig, str], None] = lambda cfg, prefix: None  # its own settings
     suite: SuiteParts = SuiteParts()
-

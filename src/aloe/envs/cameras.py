@@ -130,11 +130,7 @@ class Cameras:
                 f"cannot create a MuJoCo renderer ({e}); MUJOCO_GL must name a backend that "
                 "works here (osmesa: CPU, after `apt-get install libosmesa6`; egl: GPU) before "
                 "mujoco is first imported"
-                + (
-                    " (mujoco was imported before aloe.envs could set it)"
-                    if GL_LATE
-                    else ""
-                )
+                + (" (mujoco was imported before aloe.envs could set it)" if GL_LATE else "")
             ) from e
         finally:
             quality.shadowsize, quality.offsamples, buffer.offwidth, buffer.offheight = saved
@@ -144,4 +140,3 @@ class Cameras:
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
-

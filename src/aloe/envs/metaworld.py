@@ -379,7 +379,6 @@ class TaskEnv(gym.Env):
         vars(self.detector).update(copy.deepcopy(vars(other.detector)))
 
 
-
 _IMMUTABLE = (int, float, bool, str, type(None), np.generic)
 
 

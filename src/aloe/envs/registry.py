@@ -78,4 +78,3 @@ def preset_sizes(task: str | None) -> PresetSizes | None:
     except KeyError:
         return None
     return row.presets(task) if row is not None and task is not None else None
-

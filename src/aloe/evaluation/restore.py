@@ -87,9 +87,7 @@ class EpisodeRestorer:
     def restorable(self, row: int) -> bool:
         return self.seeds.get(int(self.f[D.EPISODE][row])) is not None
 
-    def restore(
-        self, env: StoredStateEnv, row: int, watcher: Watcher | None = None
-    ) -> Restored:
+    def restore(self, env: StoredStateEnv, row: int, watcher: Watcher | None = None) -> Restored:
         """Put env (and the watcher's counters) where `row` began."""
         f, src = self.f, self.source
         episode = int(f[D.EPISODE][row])

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from aloe.errors import require
 from aloe.envs.tasks import INSTRUCTIONS, task_list
+from aloe.errors import require
 from aloe.operators.base import Operator
 from aloe.operators.human import HumanConfig, HumanOperator
 
