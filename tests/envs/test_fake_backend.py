@@ -37,7 +37,7 @@ def test_the_row_answers_every_lookup(point):
     assert 1 < operator_episode_length(fake_sim.TASK) < 20
 
 
-def test_a_row_leaves_the_table_with_its_test(point):
+def test_register_adds_the_row_beside_the_others(point):
     from aloe.envs.registry import BACKENDS
 
     assert BACKENDS["point"] is point
