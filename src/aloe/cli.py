@@ -55,19 +55,19 @@ class TasksArgs:
 
 
 def cmd_tasks(args: TasksArgs) -> int:
-    from aloe.envs.tasks import INSTRUCTIONS, backend, supported_tasks
+    from aloe.envs.registry import backend_of, operator_episode_length
+    from aloe.envs.tasks import INSTRUCTIONS, supported_tasks
 
     for name in supported_tasks():
         line = f"{name:32s} {INSTRUCTIONS[name]}"
         if args.verify:
-            from aloe.envs.registry import operator_episode_length
-
             line += f"   (expert: {operator_episode_length(name):.0f} steps)"
         print(line)
-        if args.variants and backend(name) == "metaworld":  # the variants edit MetaWorld's objects
-            from aloe.evaluation.variants import expert_success, task_variants
+        variants = backend_of(name).suite.variants
+        if args.variants and variants is not None:
+            from aloe.evaluation.variants import expert_success
 
-            for v in task_variants(name)[1:]:
+            for v in variants.of(name)[1:]:
                 solved = f"   (expert: {expert_success(name, v):.0%})" if args.verify else ""
                 print(f"    {v.name:16s} {v.description}{solved}")
     return 0
@@ -112,7 +112,7 @@ class CollectArgs:
 
 def cmd_collect(args: CollectArgs) -> int:
     from aloe.collect import CollectConfig, collect
-    from aloe.envs.metaworld import EnvConfig
+    from aloe.envs.base import EnvConfig
     from aloe.envs.registry import make_env
     from aloe.envs.tasks import task_list
     from aloe.operators.profiles import make_operator

@@ -136,7 +136,7 @@ class CollectConfig:
 
 
 def collect(
-    env: TaskEnv,
+    env: EpisodeEnv,
     operator: Operator,
     cfg: CollectConfig,
     *,

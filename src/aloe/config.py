@@ -30,9 +30,8 @@ from aloe.algos.ppo_sbc import PpoConfig
 from aloe.algos.table import ALGORITHMS
 from aloe.collect import CollectConfig
 from aloe.critics.chunked_q import CriticConfig
-from aloe.envs.metaworld import EnvConfig
-from aloe.envs.ogbench_tasks import CAMERAS as OGBENCH_CAMERAS
-from aloe.envs.ogbench_tasks import TASKS as OGBENCH_TASKS
+from aloe.envs.base import EnvConfig, PresetSizes
+from aloe.envs.registry import preset_sizes
 from aloe.envs.tasks import DEFAULT_TASK, check_task, task_list
 from aloe.errors import UsageError, bad, require
 from aloe.nn import resolve_device
@@ -591,22 +590,20 @@ def _gb(n: int) -> str:
     return f"{n / 1e9:.3g} GB" if n < 1e12 else f"{n / 1e12:.3g} TB"
 
 
-def _ogbench_sizes(cfg: TrainConfig, name: str, limit: int, long_horizon: bool) -> None:
-    """An OGBench task on 2 cores (0.55-0.77 k steps/s, episodes of 100-500 steps at 20 Hz):
-    OGBench's own time limit, the operator's correction as long, patience and the stall
-    detector in seconds as on MetaWorld (5 s, 15 s), and the paper's execution chunk 5 for a
-    long-horizon task (every preset; `--exec-horizon` overrides it)."""
-    if long_horizon:
-        cfg.exec_horizon = min(5, cfg.horizon)
-    cfg.vision = dataclasses.replace(cfg.vision, cameras=OGBENCH_CAMERAS[:1])  # its scene's view
-    cfg.operator = dataclasses.replace(cfg.operator, patience=100)
-    cfg.env.failures = dataclasses.replace(cfg.env.failures, stall_steps=300)
+def _task_sizes(cfg: TrainConfig, name: str, sizes: PresetSizes) -> None:
+    """What the task's simulator changes in every preset (`aloe.envs.base.PresetSizes`;
+    `--exec-horizon` and the other flags override it)."""
+    if sizes.exec_horizon is not None:
+        cfg.exec_horizon = min(sizes.exec_horizon, cfg.horizon)
+    cfg.vision = dataclasses.replace(cfg.vision, cameras=(sizes.camera,))
+    cfg.operator = dataclasses.replace(cfg.operator, patience=sizes.patience)
+    cfg.env.failures = dataclasses.replace(cfg.env.failures, stall_steps=sizes.stall_steps)
     if name == "smoke":
         return  # the smoke preset's limits: its episodes are cut short by design
-    cfg.env.max_steps = limit
-    cfg.collect = dataclasses.replace(cfg.collect, operator_max_steps=limit)
-    if name == "default":
-        cfg.eval_episodes = 10  # 10 x 500 steps: ~10 s a round on 2 cores
+    cfg.env.max_steps = sizes.max_steps
+    cfg.collect = dataclasses.replace(cfg.collect, operator_max_steps=sizes.max_steps)
+    if name == "default" and sizes.eval_episodes is not None:
+        cfg.eval_episodes = sizes.eval_episodes
 
 
 def _mt10_sizes(cfg: TrainConfig, task: str | None) -> None:
@@ -656,6 +653,7 @@ def preset(name: str, task: str | None = None) -> TrainConfig:
         cfg.horizon = 50
         cfg.exec_horizon = 25
         cfg.critic = dataclasses.replace(cfg.critic, hidden_dim=256, num_layers=6, num_heads=8)
-    if task in OGBENCH_TASKS:
-        _ogbench_sizes(cfg, name, OGBENCH_TASKS[task].max_steps, OGBENCH_TASKS[task].long_horizon)
+    sizes = preset_sizes(task)
+    if sizes is not None:
+        _task_sizes(cfg, name, sizes)
     return cfg

@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
 
+from aloe.envs.base import EnvConfig
 from aloe.envs.failures import FailureConfig, FailureDetector
-from aloe.envs.metaworld import EnvConfig, TaskEnv
-from aloe.envs.tasks import INSTRUCTIONS, backend, check_task, supported_tasks
+from aloe.envs.metaworld import TaskEnv
+from aloe.envs.registry import backend_of
+from aloe.envs.tasks import INSTRUCTIONS, check_task, supported_tasks
 from aloe.operators.scripted import expert_policy
 
 
@@ -86,6 +88,6 @@ def test_task_registry():
     tasks = supported_tasks()
     for name in ["pick-place-v3", "peg-insert-side-v3", "assembly-v3", "bin-picking-v3"]:
         assert name in tasks
-    assert len([t for t in tasks if backend(t) == "metaworld"]) == 50
+    assert len([t for t in tasks if backend_of(t).name == "metaworld"]) == 50
     with pytest.raises(ValueError, match="unknown task 'peg-insert'"):
         check_task("peg-insert")

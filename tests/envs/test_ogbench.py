@@ -49,7 +49,7 @@ def test_the_seam_builds_ogbench_for_its_tasks(cube):
     assert obs["state"].shape == (cube.state_dim,) and obs["state"].dtype == np.float32
     assert obs["instruction"] == TASKS["cube-double"].instruction
     assert info == {"success": False, "failure_reason": ""}
-    with pytest.raises(ValueError, match="runs alone"):
+    with pytest.raises(ValueError, match="share one simulator"):
         check_task("cube-double,reach-v3")
 
 

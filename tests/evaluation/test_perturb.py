@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from aloe.envs.metaworld import EnvConfig, TaskEnv
+from aloe.envs.metaworld_variants import object_body
 from aloe.evaluation.perturb import Perturbation, Perturber, Schedule, default_perturbations
 from aloe.evaluation.rollout import rollout
-from aloe.evaluation.variants import object_body
 from aloe.policies.chunk_policy import RandomPolicy
 
 START = 12

@@ -2,8 +2,9 @@ import mujoco
 import numpy as np
 import pytest
 
-from aloe.envs.metaworld import EnvConfig, TaskEnv
-from aloe.evaluation.variants import (
+from aloe.envs.base import EnvConfig
+from aloe.envs.metaworld import TaskEnv
+from aloe.envs.metaworld_variants import (
     BLUE,
     TASK_OBJECTS,
     Variant,

@@ -64,7 +64,7 @@ def _scene(buttons, drawer, window, goal_buttons=(0, 0)):
     ],
 )
 def test_the_scene_planner_respects_the_locks(buttons, drawer, window, expect):
-    plan = next_subtask("scene", _scene(buttons, drawer, window))
+    plan = next_subtask(_scene(buttons, drawer, window))
     if expect is None:
         assert plan is None
         return
@@ -83,10 +83,10 @@ def test_the_cube_planner_takes_the_first_cube_off_its_goal():
         "privileged/block_1_pos": at,
         "goal/block_1_pos": goal + [0.15, 0, 0],
     }
-    kind, target = next_subtask("cube-double", info)
+    kind, target = next_subtask(info)
     assert kind == "cube" and target["privileged/target_block"] == 1
     info["privileged/block_1_pos"] = info["goal/block_1_pos"]
-    assert next_subtask("cube-double", info) is None
+    assert next_subtask(info) is None
 
 
 def test_the_human_profile_keeps_its_times_at_ogbench_rate():

@@ -27,6 +27,8 @@ from typing import NamedTuple
 import mujoco
 import numpy as np
 
+from aloe.errors import require
+
 HAND = slice(0, 3)
 GRIP = 3  # gripper opening, 0 (closed) .. 1 (open): finger distance / 0.1 m, clipped
 OBJ = slice(4, 7)
@@ -127,6 +129,50 @@ class FailureConfig:
     """Event: the hand presses on a fixture (not the object, not the table) too hard."""
     max_contact_force: float = 50.0
     """Normal force (N) on a fixture above which the contact is excessive."""
+
+    def validate(self, prefix: str = "") -> None:
+        """Raise UsageError naming the first field out of range, `env.failures.stall_steps
+        (-1): must be >= 0 ...`; `prefix` leads the name ("config field " for a run's config)."""
+        low, high = self.workspace_x, self.workspace_y
+        positive = "must be a finite number > 0"
+        at_least_0 = "must be a finite number >= 0"
+        checks: list[tuple[str, bool, str]] = [
+            ("table_z", math.isfinite(self.table_z), "must be a finite number"),
+            ("workspace_x", low[0] < low[1], "must be (low, high) with low < high"),
+            ("workspace_y", high[0] < high[1], "must be (low, high) with low < high"),
+            ("lift_height", 0 < self.lift_height < math.inf, positive),
+            ("drop_goal_distance", 0 <= self.drop_goal_distance < math.inf, at_least_0),
+            ("stall_steps", self.stall_steps >= 0, "must be >= 0 (0 disables the stall detector)"),
+            ("stall_min_gain", 0 <= self.stall_min_gain < math.inf, at_least_0),
+            (
+                "closed_opening",
+                0 < self.closed_opening < 1,
+                "must be a gripper opening between 0 and 1 (exclusive)",
+            ),
+            ("empty_steps", self.empty_steps >= 1, "must be >= 1"),
+            ("knock_distance", 0 < self.knock_distance < math.inf, positive),
+            ("rest_speed", 0 < self.rest_speed < math.inf, positive),
+            ("air_height", 0 <= self.air_height < math.inf, at_least_0),
+            ("release_goal_distance", 0 <= self.release_goal_distance < math.inf, at_least_0),
+            ("release_steps", self.release_steps >= 1, "must be >= 1"),
+            (
+                "open_margin",
+                0 <= self.open_margin < 1,
+                "must be a number >= 0 and < 1 (a gripper opening)",
+            ),
+            (
+                "table_force",
+                0 <= self.table_force < math.inf,
+                "must be a finite number of newtons >= 0",
+            ),
+            (
+                "max_contact_force",
+                0 < self.max_contact_force < math.inf,
+                "must be a finite number of newtons > 0",
+            ),
+        ]
+        for name, ok, allowed in checks:
+            require(ok, f"{prefix}env.failures.{name}", getattr(self, name), allowed)
 
     def events(self, task: str, has_object: bool) -> frozenset[str]:
         """The events judged on `task` (empty unless `action_level`)."""

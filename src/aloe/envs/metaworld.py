@@ -1,224 +1,141 @@
-"""A MetaWorld v3 task as the paper's episodic MDP (Section III-A, Eq. 14).
+"""MetaWorld v3 (the `metaworld` package): its tasks as the paper's episodic MDP (Section III-A,
+Eq. 14), and its row of `aloe.envs.registry.BACKENDS`.
 
 `TaskEnv` wraps one MetaWorld environment and gives: the paper's reward (−1 per step,
 0 at a successful end, −C_fail at a failed end), episodes that end on success, on a detected
-failure (with a reason) and at the time limit, dict observations, seeded resets and an exact
-save/restore of the simulator (MuJoCo's integration state plus the env's own attributes),
-and optionally camera images (`EnvConfig.cameras`).
+failure (with a reason, `aloe.envs.failures`) and at the time limit, dict observations,
+seeded resets and an exact save/restore of the simulator (MuJoCo's integration state plus
+the env's own attributes), a step restored from the store (`restore_stored`), and optionally
+camera images (`EnvConfig.cameras`). The operator is MetaWorld's scripted expert
+(`aloe.operators.scripted`); the evaluation suite's variants edit the task's object
+(`aloe.envs.metaworld_variants`).
 """
 
 from __future__ import annotations
 
 import copy
-import ctypes.util
 import functools
-import math
-import os
-import sys
 import warnings
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
-# MuJoCo picks its GL backend when it is imported, so this must precede `import mujoco`.
-# Headless (no display): render on the CPU with OSMesa; a GPU machine sets MUJOCO_GL=egl.
-# Only where OSMesa is installed: with MUJOCO_GL=osmesa and no libOSMesa, `import mujoco`
-# itself fails, and state-only runs need no renderer.
-_GL_LATE = "mujoco" in sys.modules and "MUJOCO_GL" not in os.environ
-if not os.environ.get("DISPLAY") and ctypes.util.find_library("OSMesa"):
-    os.environ.setdefault("MUJOCO_GL", "osmesa")
+import gymnasium as gym
+import mujoco
+import numpy as np
 
-import gymnasium as gym  # noqa: E402
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
+from aloe.envs import metaworld_variants
+from aloe.envs.base import (
+    MAX_CAMERAS,
+    Backend,
+    Dims,
+    EnvConfig,
+    SuiteParts,
+    task_names,
+)
+from aloe.envs.cameras import Cameras, LazyImages
+from aloe.envs.failures import OBJ, ContactProbe, FailureConfig, FailureDetector
 
-from aloe.envs.failures import ContactProbe, FailureConfig, FailureDetector  # noqa: E402
-from aloe.envs.ogbench_tasks import CAMERAS as OGBENCH_CAMERAS  # noqa: E402
-from aloe.envs.ogbench_tasks import TASKS as OGBENCH_TASKS  # noqa: E402
-from aloe.envs.ogbench_tasks import OGBenchFailures  # noqa: E402
-from aloe.envs.tasks import DEFAULT_TASK, INSTRUCTIONS, task_list  # noqa: E402
-from aloe.errors import require  # noqa: E402
+__all__ = ["BACKEND", "CAMERAS", "CONTROL_HZ", "MAX_CAMERAS", "EnvConfig", "TaskEnv"]
 
 CONTROL_HZ = 80.0  # MetaWorld: frame_skip 5 × 2.5 ms
 _MJ_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
 # Env attributes that are plain data (restored on `restore`); MuJoCo handles are not.
 _SKIP_ATTRS = {"model", "data", "mujoco_renderer", "np_random", "_np_random"}
-MAX_CAMERAS = 3  # the paper's policy sees up to three views
 # The cameras of every MetaWorld v3 task's model (all 50 share them; `Cameras` checks the
 # model itself), so that a config is checked before any environment is built.
 CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
 # The corner cameras are defined with their image "up" pointing at the floor (xyaxes with
 # y·z < 0), so their raw frames show the table upside down; turning them by 180° (as LeRobot's
 # MetaWorld env does for corner2) gives an upright, unmirrored picture.
-_UPSIDE_DOWN = {"corner", "corner2", "corner3", "corner4"}
-# MetaWorld asks for 4096² shadow maps and 4× multisampling: on a CPU that costs ~4× the
-# frame time and changes nothing visible at 32-96 px.
-_SHADOW_SIZE = 1024
+_UPSIDE_DOWN = frozenset({"corner", "corner2", "corner3", "corner4"})
+PREV = slice(18, 36)  # the previous frame in MetaWorld's frame-stacked observation
+EXPERT_LIMIT = 500  # MetaWorld's own time limit: the expert's episodes for C_fail
 
+# The tasks aloe runs: those MetaWorld's scripted expert (the simulated operator) solves,
+# checked with `aloe tasks --verify` (10 seeded noise-free episodes each).
+INSTRUCTIONS: dict[str, str] = {
+    "assembly-v3": "put the ring on the peg",
+    "basketball-v3": "dunk the ball into the basket",
+    "bin-picking-v3": "move the cube from one bin to the other",
+    "box-close-v3": "put the lid on the box",
+    "button-press-topdown-v3": "press the button from the top",
+    "button-press-topdown-wall-v3": "press the button from the top, behind the wall",
+    "button-press-v3": "press the button",
+    "button-press-wall-v3": "press the button behind the wall",
+    "coffee-button-v3": "press the button on the coffee machine",
+    "coffee-pull-v3": "pull the mug away from the coffee machine",
+    "coffee-push-v3": "push the mug under the coffee machine",
+    "dial-turn-v3": "turn the dial",
+    "disassemble-v3": "take the ring off the peg",
+    "door-close-v3": "close the door",
+    "door-lock-v3": "lock the door by turning the lock",
+    "door-open-v3": "open the door",
+    "door-unlock-v3": "unlock the door by turning the lock",
+    "drawer-close-v3": "close the drawer",
+    "drawer-open-v3": "open the drawer",
+    "faucet-close-v3": "turn the faucet off",
+    "faucet-open-v3": "turn the faucet on",
+    "hammer-v3": "hammer the nail into the wall",
+    "hand-insert-v3": "insert the gripper into the hole",
+    "handle-press-side-v3": "press the handle down from the side",
+    "handle-press-v3": "press the handle down",
+    "handle-pull-side-v3": "pull the handle up from the side",
+    "handle-pull-v3": "pull the handle up",
+    "lever-pull-v3": "pull the lever up",
+    "peg-insert-side-v3": "insert the peg into the hole from the side",
+    "peg-unplug-side-v3": "unplug the peg from the side",
+    "pick-out-of-hole-v3": "pick the peg out of the hole",
+    "pick-place-v3": "pick up the puck and place it at the goal",
+    "pick-place-wall-v3": "pick up the puck and place it at the goal behind the wall",
+    "plate-slide-back-side-v3": "slide the plate back into the cabinet from the side",
+    "plate-slide-back-v3": "slide the plate back into the cabinet",
+    "plate-slide-side-v3": "slide the plate into the cabinet from the side",
+    "plate-slide-v3": "slide the plate into the cabinet",
+    "push-back-v3": "push the puck back to the goal",
+    "push-v3": "push the puck to the goal",
+    "push-wall-v3": "push the puck to the goal around the wall",
+    "reach-v3": "reach the goal position",
+    "reach-wall-v3": "reach the goal position over the wall",
+    "shelf-place-v3": "place the puck on the shelf",
+    "soccer-v3": "kick the ball into the goal",
+    "stick-pull-v3": "grasp the stick and pull the box with it",
+    "stick-push-v3": "grasp the stick and push the box with it",
+    "sweep-into-v3": "sweep the puck into the hole",
+    "sweep-v3": "sweep the puck off the table",
+    "window-close-v3": "close the window",
+    "window-open-v3": "open the window",
+}
 
-@dataclass
-class EnvConfig:
-    """How a MetaWorld task is turned into the paper's episodic task."""
-
-    task: str = DEFAULT_TASK
-    """MetaWorld v3 task name (`aloe tasks` lists them), or several: a suite (mt10) or a
-    comma-separated list, reset seeds taking them in turn."""
-    max_steps: int = 300
-    """Time limit of the policy's attempt, in steps (MetaWorld's own limit is 500)."""
-    c_fail: float | None = None
-    """Eq. 14 failure cost; None = mean length of the task's expert episodes (as the paper)."""
-    timeout_is_failure: bool = True
-    """The paper labels a time-out a failure (−C_fail, no bootstrap); False = truncation."""
-    failures: FailureConfig = field(default_factory=FailureConfig)
-    """Failure detectors (MetaWorld; on OGBench tasks the stall detector's fields)."""
-    ogbench: OGBenchFailures = field(default_factory=OGBenchFailures)
-    """Failure events of the OGBench tasks (`aloe.envs.ogbench_tasks`)."""
-    cameras: tuple[str, ...] = ()
-    """MetaWorld cameras whose images every observation carries (at most 3, as the paper):
-    "corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV".
-    Empty = state only."""
-    image_size: int = 64
-    """Height = width of the camera images, in pixels."""
-    fast_render: bool = True
-    """Render without shadows, reflections and the skybox: 3.7× cheaper on CPU (18 against
-    66 ms per 64 px frame, measured on a loaded 2-core machine); False = MetaWorld's look."""
-
-    def validate(self, prefix: str = "") -> None:
-        """Raise UsageError naming the first field out of range, `env.max_steps (0): must be
-        >= 1`; `prefix` leads the name ("config field " for a run's config). The task is
-        checked by `aloe.envs.tasks.task_list`."""
-        f = self.failures
-        cameras = OGBENCH_CAMERAS if self.task in OGBENCH_TASKS else CAMERAS
-        checks: list[tuple[str, Any, bool, str]] = [
-            ("max_steps", self.max_steps, self.max_steps >= 1, "must be >= 1"),
-            (
-                "c_fail",
-                self.c_fail,
-                self.c_fail is None or 0 < self.c_fail < math.inf,
-                "must be None (the expert's mean episode length) or a finite number > 0",
-            ),
-            (
-                "cameras",
-                self.cameras,
-                all(c in cameras for c in self.cameras),
-                f"must name the task's cameras: {', '.join(cameras)}",
-            ),
-            (
-                "cameras",
-                self.cameras,
-                len(set(self.cameras)) == len(self.cameras) <= MAX_CAMERAS,
-                f"must name at most {MAX_CAMERAS} distinct cameras",
-            ),
-            ("image_size", self.image_size, self.image_size >= 1, "must be >= 1"),
-            ("failures.table_z", f.table_z, math.isfinite(f.table_z), "must be a finite number"),
-            (
-                "failures.workspace_x",
-                f.workspace_x,
-                f.workspace_x[0] < f.workspace_x[1],
-                "must be (low, high) with low < high",
-            ),
-            (
-                "failures.workspace_y",
-                f.workspace_y,
-                f.workspace_y[0] < f.workspace_y[1],
-                "must be (low, high) with low < high",
-            ),
-            (
-                "failures.lift_height",
-                f.lift_height,
-                0 < f.lift_height < math.inf,
-                "must be a finite number > 0",
-            ),
-            (
-                "failures.drop_goal_distance",
-                f.drop_goal_distance,
-                0 <= f.drop_goal_distance < math.inf,
-                "must be a finite number >= 0",
-            ),
-            (
-                "failures.stall_steps",
-                f.stall_steps,
-                f.stall_steps >= 0,
-                "must be >= 0 (0 disables the stall detector)",
-            ),
-            (
-                "failures.stall_min_gain",
-                f.stall_min_gain,
-                0 <= f.stall_min_gain < math.inf,
-                "must be a finite number >= 0",
-            ),
-            (
-                "failures.closed_opening",
-                f.closed_opening,
-                0 < f.closed_opening < 1,
-                "must be a gripper opening between 0 and 1 (exclusive)",
-            ),
-            ("failures.empty_steps", f.empty_steps, f.empty_steps >= 1, "must be >= 1"),
-            (
-                "failures.knock_distance",
-                f.knock_distance,
-                0 < f.knock_distance < math.inf,
-                "must be a finite number > 0",
-            ),
-            (
-                "failures.rest_speed",
-                f.rest_speed,
-                0 < f.rest_speed < math.inf,
-                "must be a finite number > 0",
-            ),
-            (
-                "failures.air_height",
-                f.air_height,
-                0 <= f.air_height < math.inf,
-                "must be a finite number >= 0",
-            ),
-            (
-                "failures.release_goal_distance",
-                f.release_goal_distance,
-                0 <= f.release_goal_distance < math.inf,
-                "must be a finite number >= 0",
-            ),
-            ("failures.release_steps", f.release_steps, f.release_steps >= 1, "must be >= 1"),
-            (
-                "failures.open_margin",
-                f.open_margin,
-                0 <= f.open_margin < 1,
-                "must be a number >= 0 and < 1 (a gripper opening)",
-            ),
-            (
-                "failures.table_force",
-                f.table_force,
-                0 <= f.table_force < math.inf,
-                "must be a finite number of newtons >= 0",
-            ),
-            (
-                "failures.max_contact_force",
-                f.max_contact_force,
-                0 < f.max_contact_force < math.inf,
-                "must be a finite number of newtons > 0",
-            ),
-        ]
-        for name, value, ok, allowed in checks:
-            require(ok, f"{prefix}env.{name}", value, allowed)
-        self.ogbench.validate(prefix)
+# Multi-task suites: one policy and one critic over several tasks, told apart by the
+# instruction alone. MT10 as MetaWorld defines it (`metaworld.MT10().train_classes`).
+SUITES: dict[str, tuple[str, ...]] = {
+    "mt10": (
+        "reach-v3",
+        "push-v3",
+        "pick-place-v3",
+        "door-open-v3",
+        "drawer-open-v3",
+        "drawer-close-v3",
+        "button-press-topdown-v3",
+        "peg-insert-side-v3",
+        "window-open-v3",
+        "window-close-v3",
+    ),
+}
 
 
 @functools.cache
 def expert_episode_length(task: str, episodes: int = 10) -> float:
-    """Mean length of successful noise-free expert episodes: the default C_fail of Eq. 14."""
-    from aloe.operators.scripted import expert_policy
+    """Mean length of the noise-free expert's successful episodes from seeds 0..episodes-1,
+    within MetaWorld's own time limit and with no failure detector: Eq. 14's default C_fail.
+    Each is a run of the rollout engine with no policy, the expert acting from the start."""
+    from aloe.operators.scripted import ExpertOperator
+    from aloe.rollout import play_episode
 
-    env, expert = _make_raw(task), expert_policy(task)
-    lengths = []
-    for seed in range(episodes):
-        env.seed(seed)
-        obs, _ = env.reset()
-        for t in range(500):
-            obs, _, _, _, info = env.step(expert.get_action(obs))
-            if info["success"]:
-                lengths.append(t + 1)
-                break
+    quiet = FailureConfig(irrecoverable=False, stall_steps=0)
+    env = TaskEnv(EnvConfig(task=task, max_steps=EXPERT_LIMIT, c_fail=1.0, failures=quiet))
+    expert = ExpertOperator(task)
+    runs = [play_episode(env, seed, policy=None, operator=expert) for seed in range(episodes)]
+    lengths = [run.steps for run in runs if run.success]
     if not lengths:
         raise RuntimeError(f"the scripted expert never solved {task}; set c_fail explicitly")
     return float(np.mean(lengths))
@@ -251,7 +168,7 @@ class TaskEnv(gym.Env):
 
     def __init__(self, cfg: EnvConfig) -> None:
         self.cfg = cfg
-        self.tasks = task_list(cfg.task)
+        self.tasks = task_names(cfg.task, SUITES)
         self._envs: dict[str, tuple[Any, Cameras]] = {}
         self._probes: dict[str, ContactProbe] = {}  # MuJoCo handles: kept off the detector
         self.controller = "policy"  # who acts (`hand_to`): events judge the policy only
@@ -281,7 +198,7 @@ class TaskEnv(gym.Env):
         if task not in self._envs:
             raw = _make_raw(task)
             cameras = Cameras(
-                raw.model, self.cfg.cameras, self.cfg.image_size, self.cfg.fast_render
+                raw.model, self.cfg.cameras, self.cfg.image_size, self.cfg.fast_render, _UPSIDE_DOWN
             )
             self._envs[task] = (raw, cameras)
             self._probes[task] = ContactProbe(raw.model, raw.data)
@@ -306,7 +223,11 @@ class TaskEnv(gym.Env):
         return self.ACTION_DIM
 
     def _obs(self, state: np.ndarray) -> dict[str, Any]:
-        obs = {"state": state.astype(np.float32), "instruction": self.instruction}
+        obs = {
+            "state": state.astype(np.float32),
+            "instruction": self.instruction,
+            "privileged": {"state": state},  # full precision, for the scripted expert
+        }
         if self.cfg.cameras:
             obs["images"] = LazyImages(self.cameras, self.raw.data)
         return obs
@@ -414,126 +335,48 @@ class TaskEnv(gym.Env):
     def progress_state(self) -> np.ndarray:
         return self._state
 
+    # --- a stored step put back (`aloe.evaluation.restore.StoredStateRestorer`) -----------
 
-_SLOW_FLAGS = (
-    mujoco.mjtRndFlag.mjRND_SHADOW,
-    mujoco.mjtRndFlag.mjRND_REFLECTION,
-    mujoco.mjtRndFlag.mjRND_SKYBOX,
-)
+    def restore_stored(
+        self, seed: int, first_action: np.ndarray, sim_state: np.ndarray, state: np.ndarray
+    ) -> np.ndarray:
+        """Put the simulator where a stored step began, bit-exact; its observation (float32).
 
+        `seed` and `first_action` are the episode's, `sim_state` and `state` the step's
+        stored `sim.state` and `observation.state`:
 
-class LazyImages(Mapping[str, np.ndarray]):
-    """An observation's camera images, rendered on first access from the simulator state
-    captured when the observation was made: evaluation, which reads one observation per
-    executed chunk, renders only those; collection, which records every step, renders all."""
+        1. reset with the episode's seed (object and goal placement, MetaWorld's attributes);
+        2. take the episode's first action, so that attributes MetaWorld sets lazily at the
+           first reward (bin-picking's `_target_to_obj_init`) take their values;
+        3. `mj_setState(mjSTATE_INTEGRATION)` with the stored simulator state;
+        4. `mj_forward` for the kinematics, the frame stack's previous frame from the stored
+           observation, then MetaWorld's observation (which leaves its previous frame at this
+           one in float64, as the original step did);
+        5. `mj_setState` once more: mj_forward rewrote the solver's warm start.
+        """
+        sim_state = np.array(sim_state, dtype=np.float64)  # writable: parquet arrays are not
+        self.reset(seed=seed)
+        self.step(first_action)
+        m, d = self.raw.model, self.raw.data
+        mujoco.mj_setState(m, d, sim_state, _MJ_STATE)
+        mujoco.mj_forward(m, d)
+        self.raw._prev_obs = np.asarray(state[PREV], dtype=np.float64)
+        obs = self.raw._get_obs()
+        mujoco.mj_setState(m, d, sim_state, _MJ_STATE)
+        self._state = obs
+        return obs.astype(np.float32)
 
-    def __init__(self, cameras: Cameras, sim: mujoco.MjData) -> None:
-        self._cameras = cameras
-        self._state = SimpleNamespace(
-            qpos=sim.qpos.copy(),
-            qvel=sim.qvel.copy(),
-            mocap_pos=sim.mocap_pos.copy(),
-            mocap_quat=sim.mocap_quat.copy(),
-        )
-        self._images: dict[str, np.ndarray] | None = None
+    def resume_detector(self, first_state: np.ndarray, states: np.ndarray) -> None:
+        """The failure detector as collection left it: reset at the episode's first state,
+        its "object was lifted" flag read off the stored next states since (it misses a lift
+        that a takeover's rewind undid)."""
+        self.detector.reset(first_state)
+        lift = self.detector.start_z + self.detector.cfg.lift_height
+        self.detector.lifted = bool((np.asarray(states)[:, OBJ][:, 2] > lift).any())
 
-    def _rendered(self) -> dict[str, np.ndarray]:
-        if self._images is None:
-            self._images = self._cameras.render(self._state)
-        return self._images
-
-    def __getitem__(self, camera: str) -> np.ndarray:
-        if camera not in self._cameras.names:
-            raise KeyError(camera)
-        return self._rendered()[camera]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._cameras.names)
-
-    def __len__(self) -> int:
-        return len(self._cameras.names)
-
-
-class Cameras:
-    """Renders the configured cameras at the simulator's current state.
-
-    Rendering reads a private `MjData`: the simulation's qpos, qvel and mocap pose are copied
-    in and only the kinematics are recomputed there. The simulation's own data is never touched
-    (an mj_forward on it would break the exact save/restore), and an image taken after
-    `restore` shows exactly the restored state. The renderer (a GL context) is made on first
-    use and released by `close`.
-
-    Cost per frame, one camera ("corner", peg-insert-side), 300 frames, CPU rendering with
-    OSMesa/llvmpipe on a loaded 2-core machine: 32 px 33 ms, 64 px 32 ms, 96 px 41 ms (most of
-    it the three lights' shadow maps; MetaWorld's own 4096² maps with 4× MSAA: 139, 140 and
-    161 ms). A state-only step costs ~1 ms, so cameras dominate collection on a CPU; EGL on a
-    GPU (MUJOCO_GL=egl) is far cheaper.
-    """
-
-    def __init__(
-        self, model: mujoco.MjModel, names: tuple[str, ...], size: int, fast: bool = True
-    ) -> None:
-        allowed = [model.camera(i).name for i in range(model.ncam)]
-        for name in names:
-            if name not in allowed:
-                raise ValueError(f"unknown camera {name!r}; MetaWorld's cameras are {allowed}")
-        if len(names) > MAX_CAMERAS or len(set(names)) != len(names):
-            raise ValueError(f"cameras {names}: at most {MAX_CAMERAS} distinct names allowed")
-        if size <= 0:
-            raise ValueError(f"image_size {size}: must be a positive number of pixels")
-        self.model, self.names, self.size, self.fast = model, names, size, fast
-        self.data = mujoco.MjData(model)
-        self._renderer: mujoco.Renderer | None = None
-
-    def render(self, sim: Any) -> dict[str, np.ndarray]:
-        """One uint8 (size, size, 3) image per camera, upright."""
-        model, data = self.model, self.data
-        data.qpos[:], data.qvel[:] = sim.qpos, sim.qvel
-        data.mocap_pos[:], data.mocap_quat[:] = sim.mocap_pos, sim.mocap_quat
-        mujoco.mj_kinematics(model, data)
-        mujoco.mj_comPos(model, data)  # camlight's tracking cameras need the subtree COMs
-        mujoco.mj_camlight(model, data)  # camera and light poses
-        renderer = self._renderer or self._open()
-        images = {}
-        for name in self.names:
-            renderer.update_scene(data, camera=name)
-            if self.fast:
-                for flag in _SLOW_FLAGS:
-                    renderer.scene.flags[flag] = 0
-            image = renderer.render()
-            if name in _UPSIDE_DOWN:
-                image = np.ascontiguousarray(image[::-1, ::-1])
-            images[name] = image
-        return images
-
-    def _open(self) -> mujoco.Renderer:
-        # The GL context reads these when it is made; they are put back at once, so the
-        # model (shared with the simulation) is left as it was.
-        quality, buffer = self.model.vis.quality, self.model.vis.global_
-        saved = quality.shadowsize, quality.offsamples, buffer.offwidth, buffer.offheight
-        quality.shadowsize, quality.offsamples = _SHADOW_SIZE, 0
-        buffer.offwidth, buffer.offheight = max(saved[2], self.size), max(saved[3], self.size)
-        try:
-            self._renderer = mujoco.Renderer(self.model, self.size, self.size)
-        except Exception as e:
-            raise RuntimeError(
-                f"cannot create a MuJoCo renderer ({e}); MUJOCO_GL must name a backend that "
-                "works here (osmesa: CPU, after `apt-get install libosmesa6`; egl: GPU) before "
-                "mujoco is first imported"
-                + (
-                    " (mujoco was imported before aloe.envs.metaworld could set it)"
-                    if _GL_LATE
-                    else ""
-                )
-            ) from e
-        finally:
-            quality.shadowsize, quality.offsamples, buffer.offwidth, buffer.offheight = saved
-        return self._renderer
-
-    def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+    def take_detector(self, other: TaskEnv) -> None:
+        """Copy `other`'s failure-detector counters into this env's detector."""
+        vars(self.detector).update(copy.deepcopy(vars(other.detector)))
 
 
 _IMMUTABLE = (int, float, bool, str, type(None), np.generic)
@@ -563,5 +406,27 @@ def _plain(name: str, value: Any) -> bool:
     return isinstance(value, np.ndarray | int | float | bool | str | tuple | list | type(None))
 
 
-def make_env(cfg: EnvConfig) -> TaskEnv:
-    return TaskEnv(cfg)
+BACKEND = Backend(
+    name="metaworld",
+    tasks=INSTRUCTIONS,
+    make_env=TaskEnv,
+    dims=lambda task: Dims(TaskEnv.STATE_DIM, TaskEnv.ACTION_DIM),
+    cameras=CAMERAS,
+    operator_episode_length=expert_episode_length,
+    make_operator=lambda task, cfg, seed: _scripted(task, cfg, seed),
+    suites=SUITES,
+    multi_task=True,
+    requires="metaworld",
+    install="pip install metaworld",
+    validate=lambda cfg, prefix: cfg.failures.validate(prefix),
+    suite=SuiteParts(
+        variants=metaworld_variants.VARIANTS, perturbations=True, q_traces=True, restore="stored"
+    ),
+)
+
+
+def _scripted(task: str, cfg: Any, seed: int) -> Any:
+    """The operator of MetaWorld's tasks: its scripted expert (`aloe.operators.scripted`)."""
+    from aloe.operators.scripted import make_scripted
+
+    return make_scripted(task, cfg, seed)

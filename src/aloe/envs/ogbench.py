@@ -6,7 +6,7 @@ objects), `scene` (task 2, unlock and close the drawer and the window, then lock
 several stages in order) and `puzzle-3x3` (task 4, a lights-out board of nine buttons).
 
 `OGBenchEnv` implements `aloe.envs.base.EpisodeEnv` as MetaWorld's `TaskEnv` does, from the
-same `EnvConfig`: Eq. 14 rewards (C_fail = the composed operator's mean episode length,
+same `EnvConfig`, and `BACKEND` is OGBench's row of `aloe.envs.registry.BACKENDS`: Eq. 14 rewards (C_fail = the composed operator's mean episode length,
 `aloe.envs.ogbench_tasks.OPERATOR_EPISODE_LENGTH`), episodes that end on success, on a labelled failure
 (`aloe.envs.ogbench_tasks.OGBenchFailures`) or at the time limit, an exact save/restore, and cameras.
 
@@ -21,12 +21,14 @@ from __future__ import annotations
 import copy
 import functools
 import warnings
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from aloe.envs.base import Backend, Dims, EnvConfig, PresetSizes, SuiteParts
 from aloe.envs.ogbench_tasks import (
     ACTION_DIM,
+    CAMERAS,
     CONTROL_HZ,
     IRRECOVERABLE_DROP,
     IRRECOVERABLE_OFF_TABLE,
@@ -38,9 +40,6 @@ from aloe.envs.ogbench_tasks import (
     OGBenchFailures,
     lights_out,
 )
-
-if TYPE_CHECKING:
-    from aloe.envs.metaworld import EnvConfig
 
 
 class Stage(NamedTuple):
@@ -67,7 +66,7 @@ class OGBenchEnv:
     ACTION_DIM = ACTION_DIM
 
     def __init__(self, cfg: EnvConfig) -> None:
-        from aloe.envs.metaworld import Cameras
+        from aloe.envs.cameras import Cameras
 
         self.cfg = cfg
         self.task = cfg.task
@@ -296,7 +295,7 @@ class OGBenchEnv:
         self._state = np.concatenate([hand, [openness], self.raw.compute_observation()])
 
     def _obs(self) -> dict[str, Any]:
-        from aloe.envs.metaworld import LazyImages
+        from aloe.envs.cameras import LazyImages
 
         obs: dict[str, Any] = {
             "state": self._state.astype(np.float32),
@@ -382,22 +381,56 @@ def operator_episode_length(task: str, episodes: int = 10) -> float:
 def operator_episodes(
     task: str, seeds: Any, max_steps: int | None = None
 ) -> list[tuple[bool, int]]:
-    """(success, steps) of the noise-free composed operator from each seed's reset."""
-    from aloe.envs.metaworld import EnvConfig
+    """(success, steps) of the noise-free composed operator from each seed's reset: runs of
+    the rollout engine with no policy, the operator acting from the start."""
     from aloe.operators.composed import ComposedOperator
     from aloe.operators.scripted import OperatorConfig
+    from aloe.rollout import play_episode
 
     limit = max_steps or 2 * TASKS[task].max_steps
     env = OGBenchEnv(EnvConfig(task=task, max_steps=limit, c_fail=1.0))
     out = []
     for seed in seeds:
-        op = ComposedOperator(task, OperatorConfig(noise_std=0.0), seed=seed)
-        obs, _ = env.reset(seed=seed)
-        env.hand_to("operator")
-        info: dict[str, Any] = {}
-        for _ in range(limit):
-            obs, _, term, trunc, info = env.step(op.act(obs))
-            if term or trunc:
-                break
-        out.append((bool(info.get("success")), env.steps))
+        operator = ComposedOperator(task, OperatorConfig(noise_std=0.0), seed=seed)
+        run = play_episode(env, seed, policy=None, operator=operator)
+        out.append((run.success, run.steps))
     return out
+
+
+def preset_sizes(task: str) -> PresetSizes:
+    """An OGBench task on 2 cores (episodes of 100-500 steps at 20 Hz): OGBench's own time
+    limit, the operator's correction as long, patience and the stall detector in seconds as
+    on MetaWorld (5 s, 15 s), the paper's execution chunk 5 for a long-horizon task, and 10
+    evaluation episodes in the default preset (10 x 500 steps)."""
+    spec = TASKS[task]
+    return PresetSizes(
+        max_steps=spec.max_steps,
+        exec_horizon=5 if spec.long_horizon else None,
+        camera=CAMERAS[0],
+        patience=100,
+        stall_steps=300,
+        eval_episodes=10,
+    )
+
+
+def _composed(task: str, cfg: Any, seed: int) -> Any:
+    """The operator of OGBench's tasks: its oracles chained by a planner."""
+    from aloe.operators.composed import make_composed
+
+    return make_composed(task, cfg, seed)
+
+
+BACKEND = Backend(
+    name="ogbench",
+    tasks={name: spec.instruction for name, spec in TASKS.items()},
+    make_env=OGBenchEnv,
+    dims=lambda task: Dims(TASKS[task].state_dim, ACTION_DIM),
+    cameras=CAMERAS,
+    operator_episode_length=operator_episode_length,
+    make_operator=_composed,
+    requires="ogbench",
+    install="pip install 'aloe[ogbench]'",
+    presets=preset_sizes,
+    validate=lambda cfg, prefix: cfg.ogbench.validate(prefix),
+    suite=SuiteParts(restore="replay"),
+)

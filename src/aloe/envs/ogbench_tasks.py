@@ -1,7 +1,7 @@
 """The OGBench tasks' table, failure config and lights-out solver: importable without OGBench.
 
-`aloe.envs.ogbench` runs the tasks; `aloe.envs.metaworld.EnvConfig`, `aloe.envs.tasks` and the
-presets read this table (a module of its own, so that none of them imports the simulator).
+`aloe.envs.ogbench` runs the tasks and holds OGBench's row; `aloe.envs.base.EnvConfig` reads
+the failure config from here (a module of its own, so that it imports no simulator).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import mujoco
 import numpy as np
 
 from aloe.envs.metaworld import TaskEnv
-from aloe.evaluation.variants import object_body, subtree
+from aloe.envs.metaworld_variants import object_body, subtree
 
 Kind = Literal["action_noise", "push", "kick"]
 

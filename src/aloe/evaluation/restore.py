@@ -1,72 +1,56 @@
 """Put a simulator back exactly where a stored step of an episode began.
 
-`restore_step` (verified bit-exact: the observation equals the stored one and replaying the
-stored actions reproduces the stored next observations and MetaWorld's dense reward):
+Two ways, and a backend's row says which its tasks take (`aloe.envs.base.SuiteParts.restore`):
 
-1. reset the env with the episode's seed (object and goal placement, MetaWorld attributes);
-2. replay the episode's first stored action, so that attributes MetaWorld initialises
-   lazily at the first reward (bin-picking's `_target_to_obj_init`) take their values;
-3. `mj_setState(mjSTATE_INTEGRATION)` with the row's `sim.state`;
-4. `mj_forward` for the kinematics, the frame stack's `_prev_obs` from the stored
-   observation's previous frame, then `_get_obs()` (which leaves `_prev_obs` at this
-   frame in float64, as the original step did);
-5. `mj_setState` once more: mj_forward rewrote the solver's warm start.
+"stored", `EpisodeRestorer`: the env puts the step's stored simulator state back itself
+(`restore_stored`, bit-exact: the observation equals the stored one and replaying the stored
+actions reproduces the stored next observations). `restore` also rebuilds what the failure
+detector and the operator's watch had counted, by replaying the stored actions from where
+collection last reset those counters (the episode's reset or the start of a human fragment)
+up to the row — exact because replay is — so the stall counter and the watch's patience judge
+a ground-truth rollout as they judged the original episode.
 
-`EpisodeRestorer.restore` also rebuilds what the failure detector and the operator's watch
-had counted, by replaying the stored actions from where collection last reset those
-counters (the episode's reset or the start of a human fragment) up to the row — exact
-because replay is — so the stall counter and the watch's patience judge a ground-truth
-rollout as they judged the original episode. The detector's "object was lifted" flag is
-read off the stored states before that point (it misses a lift a takeover's rewind undid).
-
-`ReplayRestorer` restores OGBench's stored steps, whose world is more than the MuJoCo state
-the store keeps (the scene's button and lock states, OGBench's previous-step attributes):
-it resets with the episode's seed and replays the episode's stored actions up to the row,
-calling the env as collection did at each fragment (`hand_to`, and `reset_progress` where an
-operator fragment starts). Where a takeover rewound the world, the operator's fragment
-starts from an earlier state of the episode: the replay goes back to its own snapshot of
-that state (the latest replayed step observed as the fragment's first step was). Exact
-means, as for `EpisodeRestorer`, that every replayed observation equals the stored one.
-Replay is exact, so the counters of the failure events and of the operator's watch are the
-collection's too. `make_restorer` picks the restorer of a task's backend.
+"replay", `ReplayRestorer`: for a world that is more than the simulator state the store keeps
+(OGBench's button and lock states, its previous-step attributes): it resets with the
+episode's seed and replays the episode's stored actions up to the row, calling the env as
+collection did at each fragment (`hand_to`, and `reset_progress` where an operator fragment
+starts). Where a takeover rewound the world, the operator's fragment starts from an earlier
+state of the episode: the replay goes back to its own snapshot of that state (the latest
+replayed step observed as the fragment's first step was). Exact means, as for
+`EpisodeRestorer`, that every replayed observation equals the stored one. Replay is exact, so
+the counters of the failure events and of the operator's watch are the collection's too.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import mujoco
 import numpy as np
 
 from aloe import data as D
 from aloe.envs.base import EpisodeEnv
-from aloe.envs.failures import OBJ
-from aloe.envs.metaworld import TaskEnv
+from aloe.envs.registry import backend_of
 from aloe.rollout import Watcher
 
-MJ_STATE = mujoco.mjtState.mjSTATE_INTEGRATION
-PREV = slice(18, 36)  # the previous frame in MetaWorld's frame-stacked observation
 COLUMNS = [D.STATE, D.NEXT_STATE, D.ACTION, D.SOURCE, D.FRAGMENT, D.SIM_STATE, D.EPISODE, D.FRAME]
 
 
-def restore_step(
-    env: TaskEnv, seed: int, first_action: np.ndarray, sim_state: np.ndarray, state: np.ndarray
-) -> np.ndarray:
-    """Steps 1–5 of the module docstring; returns the observation (float32) there."""
-    sim_state = np.array(sim_state, dtype=np.float64)  # writable: parquet arrays are not
-    env.reset(seed=seed)
-    env.step(first_action)
-    m, d = env.raw.model, env.raw.data
-    mujoco.mj_setState(m, d, sim_state, MJ_STATE)
-    mujoco.mj_forward(m, d)
-    env.raw._prev_obs = np.asarray(state[PREV], dtype=np.float64)
-    obs = env.raw._get_obs()
-    mujoco.mj_setState(m, d, sim_state, MJ_STATE)
-    env._state = obs
-    return obs.astype(np.float32)
+class StoredStateEnv(EpisodeEnv, Protocol):
+    """An env that puts a stored step back from its simulator state (a "stored" row)."""
+
+    def restore_stored(
+        self, seed: int, first_action: np.ndarray, sim_state: np.ndarray, state: np.ndarray
+    ) -> np.ndarray: ...
+
+    def resume_detector(self, first_state: np.ndarray, states: np.ndarray) -> None: ...
+
+    def take_detector(self, other: Any) -> None: ...
+
+    def progress_state(self) -> np.ndarray: ...
+
+    controller: str
 
 
 def episode_index(frames: Mapping[str, np.ndarray]) -> tuple[dict[int, int], np.ndarray]:
@@ -87,7 +71,8 @@ class Restored:
 
 
 class EpisodeRestorer:
-    """Restores any stored step of a store's frames into a `TaskEnv` (see module docstring).
+    """Restores any stored step of a store's frames into a `StoredStateEnv` (see the module
+    docstring).
 
     Time limit. The policy gets the budget collection gave it: `max_steps` minus the policy
     steps the episode had already taken before the row (operator steps do not count).
@@ -102,25 +87,23 @@ class EpisodeRestorer:
     def restorable(self, row: int) -> bool:
         return self.seeds.get(int(self.f[D.EPISODE][row])) is not None
 
-    def restore(self, env: TaskEnv, row: int, watcher: Watcher | None = None) -> Restored:
+    def restore(self, env: StoredStateEnv, row: int, watcher: Watcher | None = None) -> Restored:
         """Put env (and the watcher's counters) where `row` began."""
         f, src = self.f, self.source
         episode = int(f[D.EPISODE][row])
         first = self.first[episode]
         counters = self._counter_start(first, row)
         watch_from = self._fragment_start(row) if src[row] == "policy" else row
-        obs = restore_step(
-            env,
+        obs = env.restore_stored(
             self.seeds[episode],
             f[D.ACTION][first],
             f[D.SIM_STATE][counters],
             f[D.STATE][counters],
         )
         exact = bool(np.array_equal(obs, f[D.STATE][counters]))
-        env.detector.reset(f[D.STATE][first])
-        lift = env.detector.start_z + env.detector.cfg.lift_height
-        env.detector.lifted = bool((f[D.NEXT_STATE][first:counters, OBJ][:, 2] > lift).any())
-        env.steps, env.limit = int(f[D.FRAME][counters]), 10**9
+        env.resume_detector(f[D.STATE][first], f[D.NEXT_STATE][first:counters])
+        env.steps = int(f[D.FRAME][counters])
+        env.limit = 10**9
         for k in range(counters, row):
             if watcher is not None and k == watch_from:
                 watcher.start_watching()
@@ -134,20 +117,21 @@ class EpisodeRestorer:
         if watcher is not None and watch_from == row:
             watcher.start_watching()
         env.limit = env.steps + max(1, self.max_steps - int((src[first:row] == "policy").sum()))
-        obs = np.asarray(env._state, dtype=np.float32)
+        obs = np.asarray(env.progress_state(), dtype=np.float32)
         return Restored(obs, exact and bool(np.array_equal(obs, f[D.STATE][row])))
 
-    def copy_to(self, src: TaskEnv, dst: TaskEnv, row: int) -> np.ndarray:
+    def copy_to(self, src: StoredStateEnv, dst: StoredStateEnv, row: int) -> np.ndarray:
         """Restore `row` into another env without replaying: the state directly, the
         detector's counters copied from `src` (restored by `restore`)."""
         f = self.f
         episode = int(f[D.EPISODE][row])
         first = self.first[episode]
-        obs = restore_step(
-            dst, self.seeds[episode], f[D.ACTION][first], f[D.SIM_STATE][row], f[D.STATE][row]
+        obs = dst.restore_stored(
+            self.seeds[episode], f[D.ACTION][first], f[D.SIM_STATE][row], f[D.STATE][row]
         )
-        vars(dst.detector).update(copy.deepcopy(vars(src.detector)))
-        dst.steps, dst.limit = src.steps, src.limit
+        dst.take_detector(src)
+        dst.steps = src.steps
+        dst.limit = src.limit
         return obs
 
     def _counter_start(self, first: int, row: int) -> int:
@@ -253,8 +237,11 @@ class Restorer(Protocol):
 def make_restorer(
     task: str, frames: Mapping[str, np.ndarray], seeds: Mapping[int, int], max_steps: int
 ) -> Restorer:
-    """The restorer of `task`'s backend: MetaWorld's from the stored states, else by replay."""
-    from aloe.envs.tasks import backend
+    """The restorer `task`'s row names (`aloe.envs.base.SuiteParts.restore`)."""
+    return RESTORERS[backend_of(task).suite.restore](frames, seeds, max_steps)
 
-    cls = EpisodeRestorer if backend(task) == "metaworld" else ReplayRestorer
-    return cls(frames, seeds, max_steps)
+
+RESTORERS: dict[str, type[EpisodeRestorer] | type[ReplayRestorer]] = {
+    "stored": EpisodeRestorer,
+    "replay": ReplayRestorer,
+}

@@ -11,9 +11,9 @@
 
 Every condition uses the same seeds as `aloe eval` (EVAL_SEED + i), so `nominal` equals
 what `aloe eval` reports for the same checkpoint, and conditions differ only in the change.
-On OGBench tasks the variants, perturbations and Q traces (MetaWorld's objects and camera
-clock) are not run, and `not_run` says so; the OPE sections restore stored steps by replay
-(`restore.ReplayRestorer`).
+The task's row says which of the variants, perturbations and Q traces apply
+(`aloe.envs.base.SuiteParts`); those that do not are listed in `not_run`. The OPE sections
+restore stored steps as the row says (`aloe.evaluation.restore.make_restorer`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from aloe.algos.table import ALGORITHMS
-from aloe.envs.registry import make_env
-from aloe.envs.tasks import backend
+from aloe.envs.registry import backend_of, make_env
 from aloe.evaluation.action_ope import (
     ACTION_OPE_FILE,
     ActionOpeConfig,
@@ -43,7 +42,6 @@ from aloe.evaluation.ope import OpeConfig, ValueFn, aloe_value_fn, plot_ope, run
 from aloe.evaluation.perturb import Perturbation, Perturber, default_perturbations
 from aloe.evaluation.qtrace import critic_q_fn, default_episode, plot_run_episode, plot_run_rollout
 from aloe.evaluation.rollout import rollout
-from aloe.evaluation.variants import applied, task_variants
 from aloe.evaluation.weights import buffer_weights, weights_by_policy_outcome, weights_by_source
 from aloe.policies.base import ChunkPolicy
 from aloe.rollout import StepHook
@@ -103,7 +101,8 @@ def run_suite(run_dir: Path, cfg: SuiteConfig) -> dict[str, Any]:
 
     run = load_run(run_dir, what="--run")
     env = make_env(run.config.env)
-    metaworld = backend(run.config.task) == "metaworld"
+    row = backend_of(run.config.task)
+    parts = row.suite
     seeds = [cfg.seed + i for i in range(cfg.episodes)]
     # reseeded per episode from (cfg.seed, episode seed), exactly as in `aloe eval`
     policy = run.chunk_policy(seed=cfg.seed)
@@ -115,19 +114,28 @@ def run_suite(run_dir: Path, cfg: SuiteConfig) -> dict[str, Any]:
         "seeds": [seeds[0], seeds[-1]] if seeds else [],
     }
     out["nominal"] = _log(cfg, "nominal", evaluate_condition(env, policy, seeds))
-    out["variants"], out["perturbations"], out["q_traces"] = {}, {}, []
-    if not metaworld:
-        why = f"MetaWorld's ({run.config.task} is an OGBench task)"
-        out["not_run"] = {"variants": why, "perturbations": why, "q_traces": why}
-    for v in task_variants(run.config.task)[1:] if cfg.variants and metaworld else []:
-        with applied(env, v):
-            metrics = evaluate_condition(env, policy, seeds)
-        out["variants"][v.name] = _log(cfg, v.name, {"description": v.description, **metrics})
-    for p in cfg.perturbations if metaworld else []:
+    out["variants"] = {}
+    out["perturbations"] = {}
+    out["q_traces"] = []
+    applies = {
+        "variants": parts.variants is not None,
+        "perturbations": parts.perturbations,
+        "q_traces": parts.q_traces,
+    }
+    why = f"not a part of {row.name}'s suite ({run.config.task} is a {row.name} task)"
+    not_run = {part: why for part, ok in applies.items() if not ok}
+    if not_run:
+        out["not_run"] = not_run
+    if parts.variants is not None and cfg.variants:
+        for v in parts.variants.of(run.config.task)[1:]:
+            with parts.variants.applied(env, v):
+                metrics = evaluate_condition(env, policy, seeds)
+            out["variants"][v.name] = _log(cfg, v.name, {"description": v.description, **metrics})
+    for p in cfg.perturbations if parts.perturbations else []:
         metrics = evaluate_condition(env, policy, seeds, _perturber(env, p))
         out["perturbations"][p.name] = _log(cfg, p.name, {"description": p.description, **metrics})
     figures = run_dir / EVAL_DIR
-    if metaworld:
+    if parts.q_traces:
         out["q_traces"] = _q_traces(run, figures, cfg.seed)
     out["ope"] = _ope(run, cfg.ope, figures)
     out["action_ope"] = _action_ope(run, cfg.action_ope, figures, cfg.progress)

@@ -90,7 +90,7 @@ class ComposedOperator:
     def plan_action(self, info: dict[str, Any]) -> np.ndarray:
         """The current subtask's oracle action; a new subtask when the last one is done."""
         if self.subtask is None or self.oracles[self.subtask[0]].done:
-            self.subtask = next_subtask(self.task, info)
+            self.subtask = next_subtask(info)
             if self.subtask is None:
                 return np.zeros(5)  # everything in place: hold still
             oracle = self.oracles[self.subtask[0]]
@@ -101,9 +101,10 @@ class ComposedOperator:
         return np.asarray(self.oracles[kind].select_action(None, {**info, **target}), float)
 
 
-def next_subtask(task: str, info: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    """The next part of the goal to work on, as (oracle, its target info), or None."""
-    if task == "puzzle-3x3":
+def next_subtask(info: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The next part of the goal to work on, as (oracle, its target info), or None: what the
+    scene holds (a lights-out board, cubes, the drawer and window) says which parts exist."""
+    if "board" in info:
         return _next_press(info)
     for i in range(_count(info, "goal/block_{}_pos")):
         goal = info[f"goal/block_{i}_pos"]
@@ -113,7 +114,7 @@ def next_subtask(task: str, info: dict[str, Any]) -> tuple[str, dict[str, Any]] 
                 "privileged/target_block_pos": goal.copy(),
                 "privileged/target_block_yaw": np.zeros(1),
             }
-    if task == "scene":
+    if "goal/drawer_pos" in info:
         return _next_scene_stage(info)
     return None
 

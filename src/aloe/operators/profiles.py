@@ -1,12 +1,11 @@
-"""The operator profiles (`OperatorConfig.profile`): the one place an operator is built."""
+"""The operator profiles (`OperatorConfig.profile`): the one place an operator is built, by
+the row of the task's simulator (`aloe.envs.base.Backend.make_operator`)."""
 
 from __future__ import annotations
 
-import dataclasses
-
+from aloe.envs.registry import backend_of
 from aloe.operators.base import Operator
-from aloe.operators.human import HumanOperator
-from aloe.operators.scripted import PROFILES, OperatorConfig, ScriptedOperator
+from aloe.operators.scripted import PROFILES, OperatorConfig
 
 
 def make_operator(task: str, cfg: OperatorConfig, seed: int = 0) -> Operator:
@@ -14,13 +13,5 @@ def make_operator(task: str, cfg: OperatorConfig, seed: int = 0) -> Operator:
     noisy scripted expert; `human`, a simulated person carrying out the noise-free expert."""
     if cfg.profile not in PROFILES:
         raise ValueError(f"unknown operator profile {cfg.profile!r}; validate the config first")
-    from aloe.envs.tasks import backend, task_list
-
-    if backend(task_list(task)[0]) == "ogbench":  # OGBench's oracles, chained by a planner
-        from aloe.operators.composed import make_composed
-
-        return make_composed(task, cfg, seed)
-    if cfg.profile == "human":
-        plan = ScriptedOperator(task, dataclasses.replace(cfg, noise_std=0.0, delay_steps=0), seed)
-        return HumanOperator(plan, cfg.human, seed)
-    return ScriptedOperator(task, cfg, seed)
+    operator: Operator = backend_of(task).make_operator(task, cfg, seed)
+    return operator

@@ -1,7 +1,10 @@
-"""The simulated operator: MetaWorld's scripted expert with noise and a reaction delay."""
+"""The simulated operator of MetaWorld's tasks: its scripted expert with noise and a reaction
+delay (`ScriptedOperator`), the same expert carried out by a simulated person
+(`HumanOperator`), and the noise-free expert that measures an episode (`ExpertOperator`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -9,8 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from aloe.envs.tasks import INSTRUCTIONS, task_list
 from aloe.errors import require
-from aloe.operators.human import HumanConfig
+from aloe.operators.base import Operator
+from aloe.operators.human import HumanConfig, HumanOperator
 
 IRRECOVERABLE = ("object fell off the table", "object left the workspace", "object dropped")
 PROFILES = ("oracle", "human")  # built by aloe.operators.profiles.make_operator
@@ -115,8 +120,6 @@ class ScriptedOperator:
     """
 
     def __init__(self, task: str, cfg: OperatorConfig, seed: int = 0) -> None:
-        from aloe.envs.tasks import INSTRUCTIONS, task_list
-
         self.cfg = cfg
         self.experts = {INSTRUCTIONS[t]: expert_policy(t) for t in task_list(task)}
         self.stall = StallWatch(cfg)
@@ -148,3 +151,39 @@ class ScriptedOperator:
     def take_over(self, reason: str, history: list[dict[str, Any]]) -> int:
         self.retreat = self.cfg.retreat_steps
         return restart_index(self.cfg, reason, history)
+
+
+class ExpertOperator:
+    """Implements `aloe.operators.base.Operator` with the noise-free scripted expert on the
+    simulator's full-precision state (`obs["privileged"]["state"]`), its actions as the
+    expert gives them: what Eq. 14's default C_fail measures (`aloe.envs.metaworld`). It acts
+    from the start and never takes over."""
+
+    def __init__(self, task: str) -> None:
+        self.experts = {INSTRUCTIONS[t]: expert_policy(t) for t in task_list(task)}
+
+    def reset(self, seed: int) -> None:
+        pass
+
+    def act(self, obs: dict[str, Any]) -> np.ndarray:
+        expert = self.experts[obs["instruction"]]
+        return np.asarray(expert.get_action(obs["privileged"]["state"]), dtype=np.float64)
+
+    def start_watching(self) -> None:
+        pass
+
+    def watch(self, obs: dict[str, Any], info: dict[str, Any]) -> str | None:
+        return None
+
+    def take_over(self, reason: str, history: list[dict[str, Any]]) -> int:
+        return len(history) - 1
+
+
+def make_scripted(task: str, cfg: OperatorConfig, seed: int = 0) -> Operator:
+    """The operator `cfg.profile` names for a MetaWorld task (a task, a suite or a list):
+    `oracle`, the noisy scripted expert; `human`, a simulated person carrying out the
+    noise-free expert."""
+    if cfg.profile == "human":
+        plan = ScriptedOperator(task, dataclasses.replace(cfg, noise_std=0.0, delay_steps=0), seed)
+        return HumanOperator(plan, cfg.human, seed)
+    return ScriptedOperator(task, cfg, seed)
