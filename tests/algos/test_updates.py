@@ -184,7 +184,6 @@ def test_aloe_settings_change_nothing_in_another_algorithms_run() -> None:
         eps_clip=1.0,
         num_value_samples=3,
         value_steps="data",
-        value_flow_steps=1,
         polyak=0.5,
         critic_steps=1,
         actor_steps=1,

@@ -69,11 +69,6 @@ class AloeConfig:
     as written); data = the data chunk's executed steps, so that where a fragment's end cuts
     the data chunk to n < h steps, A compares n steps of the data with n steps of π's chunks
     rather than a short chunk with full ones (module docstring, "Truncated chunks")."""
-    value_flow_steps: int = 0
-    """Euler steps of the chunks the update samples from π_θ: a' of Eq. 7 and V^π's M chunks
-    of Eq. 10; 0 = the actor's own (actor.num_flow_steps, the paper's 10: exact). Fewer is an
-    approximation, opt-in: 2 makes that sampling, 70-80 % of the default update's compute,
-    ~5x cheaper (README, "Speed")."""
     polyak: float = 0.005
     """ω of Alg. 1 line 8, φ⁻ ← ω φ + (1 − ω) φ⁻ (paper)."""
     critic_steps: int = 500
@@ -95,11 +90,6 @@ class AloeConfig:
             ("beta", self.beta > 0, "must be > 0"),
             ("eps_clip", self.eps_clip > 0, "must be > 0"),
             ("num_value_samples", self.num_value_samples >= 1, "must be >= 1"),
-            (
-                "value_flow_steps",
-                self.value_flow_steps >= 0,
-                "must be >= 0 (0 = the actor's own num_flow_steps)",
-            ),
             ("polyak", 0 < self.polyak <= 1, "must be in (0, 1]"),
             ("critic_steps", self.critic_steps >= 0, "must be >= 0"),
             ("actor_steps", self.actor_steps >= 0, "must be >= 0"),
@@ -209,15 +199,14 @@ def estimate_value(
     task_index: Tensor,
     num_samples: int,
     generator: Generator | None = None,
-    num_steps: int | None = None,
     images: Tensor | None = None,
     valid: Tensor | None = None,
 ) -> Tensor:
-    """V^π(s, ℓ) (B,) as the mean Q_pess of `num_samples` chunks sampled from π_θ (with
-    `num_steps` Euler steps; None: the actor's own; `images` for an actor that reads pixels),
-    each scored over the steps `valid` (B, h) marks (None: all; `AloeConfig.value_steps`)."""
+    """V^π(s, ℓ) (B,) as the mean Q_pess of `num_samples` chunks sampled from π_θ as it acts
+    (its own flow steps; `images` for an actor that reads pixels), each scored over the
+    steps `valid` (B, h) marks (None: all; `AloeConfig.value_steps`)."""
     b = state.shape[0]
-    chunks = policy.sample(state, task_index, num_samples, generator, num_steps, images=images)
+    chunks = policy.sample(state, task_index, num_samples, generator, images=images)
     chunks = chunks.flatten(0, 1)
     states = state.repeat_interleave(num_samples, dim=0)
     tasks = task_index.repeat_interleave(num_samples, dim=0)
@@ -294,11 +283,6 @@ class AloeLearner:
         """β of Eq. 11, the temperature of `actor_weights` (aloe.evaluation.weights)."""
         return self.config.beta
 
-    @property
-    def flow_steps(self) -> int | None:
-        """Euler steps of the update's own samples (a', V^π's): None = the actor's."""
-        return self.config.value_flow_steps or None
-
     def critic_step(self, batch: ChunkBatch) -> dict[str, float]:
         """One critic update, Alg. 1 lines 5–8."""
         cfg, b = self.config, to_device(batch, self.device)
@@ -306,7 +290,7 @@ class AloeLearner:
         with torch.no_grad():
             # Alg. 1 line 5: a' ~ π_θ(·|s_{t+n}, ℓ), the current policy's next chunk.
             next_actions = self.actor.sample(
-                b.next_state, b.task_index, 1, self.generator, self.flow_steps, images=b.next_images
+                b.next_state, b.task_index, 1, self.generator, images=b.next_images
             )
             next_q = self.target_critic(b.next_state, b.task_index, next_actions[:, 0])
             y = td_target(b, reduce_target(next_q, cfg.target_reduce))  # Eq. 7
@@ -333,7 +317,6 @@ class AloeLearner:
             b.task_index,
             cfg.num_value_samples,
             self.generator,
-            self.flow_steps,
             images=b.images,
             valid=b.valid if cfg.value_steps == "data" else None,
         )
