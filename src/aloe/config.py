@@ -286,7 +286,7 @@ LEROBOT_ALGOS = tuple(a for a, row in ALGORITHMS.items() if row.trains_actor)
 FIELD = "config field "  # how a run's fields are named in messages: `config field aloe.beta`
 DEVICE = re.compile(r"cpu|auto|mps|cuda(:\d+)?")
 # float fields whose docstring gives inf a meaning; every other float must be finite
-MAY_BE_INFINITE = frozenset({"optim.q_abs_max"})
+MAY_BE_INFINITE = frozenset({"optim.q_abs_max", "critic.z_clip"})
 # config.json keys of configs saved before the algorithms owned their settings (a config
 # without an `optim` group) -> the fields that now hold each value
 LEGACY_KEYS = {
