@@ -186,6 +186,7 @@ def test_aloe_settings_change_nothing_in_another_algorithms_run() -> None:
         value_steps="data",
         polyak=0.5,
         critic_steps=1,
+        critic_updates_per_step=0.5,
         actor_steps=1,
         target_reduce="mean",
         normalize_advantage=True,

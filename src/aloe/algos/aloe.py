@@ -25,6 +25,16 @@ their true Q^π, so the failing chunk gets A of +6 to +20 (true: −2.3 to +0.6)
 largest weight of the buffer. With `value_steps = "data"` π's chunks are scored over the
 same n steps (Q(s, a'_{0:n}), the value of the same n-step option), which the critic has
 been trained on there: A of −0.4 to +1.5.
+
+The time limit is a failure (Eq. 14's −C_fail, no bootstrap), as Section IV-A labels a cut
+policy fragment: `env.timeout_is_failure` is on by default and collection labels time-outs
+in any case (aloe.rollout.record_episode). The policy's budget counts its own steps only
+(aloe.rollout.correct), so a policy-state target depends on a counter the state does not
+show; `critic.time_features` gives it to the critic (aloe.data.episode_clock).
+
+Every chunk the update samples from π_θ (a' of Eq. 7, V^π's M chunks of Eq. 10) is π as it
+acts, with its own Euler steps: fewer steps return nearly the mean chunk, not samples of π
+(tests/policies/test_flow_sampler.py).
 """
 
 from __future__ import annotations
