@@ -116,42 +116,6 @@ def test_a_size_reports_steps_parts_and_inference(smoke):
     assert fig["inference"]["p50_ms"] <= fig["inference"]["p99_ms"]
 
 
-def test_the_approximation_is_timed_beside_the_exact_steps(smoke):
-    """--value-flow-steps K: both steps again with K Euler steps for the update's samples;
-    the learner's own config is left exact, and fewer steps count fewer FLOPs."""
-    fig = learner.measure_size(
-        smoke, peak_gflops=1.0, repeats=1, latency_calls=1, value_flow_steps=1
-    )
-    approx = fig["value_flow_steps"]
-    assert approx["flow_steps"] == 1 and smoke.learner.config.value_flow_steps == 0
-    for step in ("critic_step", "actor_step"):
-        assert 0 < approx[step]["gflop"] < fig[step]["gflop"]
-    assert 0 < approx["value_sampling_share"] < 1
-    parts = {k: {"ms": 1.0} for k in ("flow_forward", "flow_backward", "optimiser")}
-    steps = {
-        "critic_step": {"ms": 4.0},
-        "actor_step": {"ms": 6.0},
-        "actor_parts": parts,
-        "value_flow_steps": {
-            "flow_steps": 1,
-            "critic_step": {"ms": 1.0},
-            "actor_step": {"ms": 2.0},
-        },
-    }
-    loop_figs = {
-        "collect_policy": {"successes": 1, "episodes": 1, "episode_s": 1.0},
-        "collect_demo": {"episode_s": 1.0},
-        "evaluate": {"episode_s": 0.5},
-    }
-    it = loop.iteration_phases(smoke, steps, loop_figs, batch_ms=0.0, save_s=0.0)
-    a, fast = smoke.cfg.aloe, it["value_flow_steps"]
-    saved = (a.critic_steps * 3.0 + a.actor_steps * 4.0) / 1e3
-    assert fast["total_s"] == pytest.approx(it["total_s"] - saved)
-    assert fast["run_estimate_s"] == pytest.approx(
-        it["warm_start_s"] + smoke.cfg.iterations * fast["total_s"]
-    )
-
-
 def test_the_synthetic_batch_has_the_sizes_of_the_preset(smoke):
     b = learner.batch_for(smoke)
     batch, h = smoke.cfg.optim.batch_size, smoke.cfg.horizon
@@ -274,7 +238,6 @@ REFUSALS = [
     ("bench --sizes huge", "--sizes ('huge'): one of smoke, default, paper"),
     ("bench --repeats -1", "--repeats (-1): must be >= 0 (0: per size)"),
     ("bench --threads -1", "--threads (-1): must be >= 0 (0: one per core)"),
-    ("bench --value-flow-steps -2", "--value-flow-steps (-2): must be >= 0 (0: only the exact"),
     ("bench --device tpu", "--device ('tpu'): must be cpu, cuda, cuda:N or auto"),
     ("bench --against no-such-revision", "--against ('no-such-revision'): not a commit, branch"),
     ("bench --against=--all", "--against ('--all'): a revision, not an option of git"),

@@ -75,10 +75,6 @@ class BenchArgs:
     """Timed update steps per size (0: 5 at smoke and default, 2 at paper)."""
     threads: int = 0
     """torch's intra-op threads during the bench (0: one per core this process may use)."""
-    value_flow_steps: int = 0
-    """Also time each size's critic and actor steps with this many Euler steps for the
-    update's own samples (the opt-in approximation `--aloe.value-flow-steps`), and the
-    iteration with them; 0: only the exact steps."""
     device: str = "cpu"
     """Torch device of the update steps and inference: cpu | cuda | cuda:N | auto."""
     json: bool = False
@@ -141,12 +137,6 @@ class BenchArgs:
         require(len(set(self.sizes)) == len(self.sizes), "--sizes", sizes, "names a size twice")
         require(self.repeats >= 0, "--repeats", self.repeats, "must be >= 0 (0: per size)")
         require(self.threads >= 0, "--threads", self.threads, "must be >= 0 (0: one per core)")
-        require(
-            self.value_flow_steps >= 0,
-            "--value-flow-steps",
-            self.value_flow_steps,
-            "must be >= 0 (0: only the exact steps)",
-        )
         require(
             DEVICE.fullmatch(self.device) is not None,
             "--device",
@@ -243,7 +233,6 @@ def child_options(args: BenchArgs) -> dict[str, list[str]]:
         "--repeats": [str(args.repeats)],
         "--threads": [str(args.threads)],
         "--device": [args.device],
-        "--value-flow-steps": [str(args.value_flow_steps)],
     }
 
 
@@ -274,9 +263,7 @@ def measure_all(args: BenchArgs) -> dict[str, Any]:
         }
         sized = [learner.build(name, args.task, str(device)) for name in args.sizes]
         for s in sized:
-            figures["steps"][s.name] = learner.measure_size(
-                s, peak["gflops"], args.repeats, value_flow_steps=args.value_flow_steps
-            )
+            figures["steps"][s.name] = learner.measure_size(s, peak["gflops"], args.repeats)
         figures["loop"], frames = loop.measure_loop(sized[0], args.steps, Path(tmp))
         measure.say(f"sampler (h={args.horizon}, B={args.batch_size}) vs default networks' steps")
         figures["sampler"] = loop.sampler_vs_critic(

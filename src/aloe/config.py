@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import NoneType, UnionType
@@ -284,7 +285,7 @@ LEROBOT_ALGOS = tuple(a for a, row in ALGORITHMS.items() if row.trains_actor)
 FIELD = "config field "  # how a run's fields are named in messages: `config field aloe.beta`
 DEVICE = re.compile(r"cpu|auto|mps|cuda(:\d+)?")
 # float fields whose docstring gives inf a meaning; every other float must be finite
-MAY_BE_INFINITE = frozenset({"optim.q_abs_max"})
+MAY_BE_INFINITE = frozenset({"optim.q_abs_max", "critic.z_clip"})
 # config.json keys of configs saved before the algorithms owned their settings (a config
 # without an `optim` group) -> the fields that now hold each value
 LEGACY_KEYS = {
@@ -302,6 +303,12 @@ LEGACY_KEYS = {
     "aloe.seed": ("optim.seed",),
     "aloe.actor_steps": ("aloe.actor_steps", "dagger.steps"),  # HG-DAgger's steps were ALOE's
 }
+# config.json keys of removed fields -> the value that computes what the code does now. A
+# config holding another value loads with a one-line notice and the field dropped (not
+# refused: earlier runs must stay readable by `aloe report` and `load_run`).
+# aloe.value_flow_steps: fewer Euler steps for a' (Eq. 7) and V^π (Eq. 10) than π's own
+# were not samples of π (issue 32); the update now always samples π as it acts.
+DROPPED_KEYS: dict[str, Any] = {"aloe.value_flow_steps": 0}
 # Upper bounds. Any integer field: no count of a run comes near 10^9, and the fields end up
 # in int64 columns and products (an episode seed is seed * 1 000 003 + k * 10 000 + i).
 MAX_INT = 10**9
@@ -354,6 +361,10 @@ def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
     `actor.horizon` and `critic.horizon` (written before the chunk length became one field,
     `horizon`) taken out and returned, for the caller to check that they equal it."""
     data.pop("out", None)
+    for key, same in DROPPED_KEYS.items():
+        value = _pop(data, key)
+        if value is not _MISSING and value != same:
+            print(f"notice: config field {key} ({value}) was removed; ignored", file=sys.stderr)
     if "optim" not in data:
         old = {key: _pop(data, key) for key in LEGACY_KEYS}
         for key, value in old.items():

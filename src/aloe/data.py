@@ -142,6 +142,10 @@ class ChunkBatch(NamedTuple):
     # reads them (a LeRobot VLA in an image run); None otherwise.
     images: torch.Tensor | None = None
     next_images: torch.Tensor | None = None
+    # The episode clock (`episode_clock`), (B, 2) at s_t and at s_{t+n}, for a critic with
+    # `critic.time_features`; None otherwise.
+    time: torch.Tensor | None = None
+    next_time: torch.Tensor | None = None
 
     def rows(self, part: slice) -> ChunkBatch:
         """The batch's rows `part` (every field sliced alike)."""
@@ -222,3 +226,43 @@ def run_bounds(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     starts = np.flatnonzero(run_starts(*keys))
     ends = np.append(starts[1:], len(keys[0]))[: starts.size]  # no rows: no runs
     return starts, ends
+
+
+def episode_clock(frames: Mapping[str, np.ndarray], limit: int) -> np.ndarray:
+    """The episode clock of every row, float32 (N, 2), from stored columns only:
+    (policy steps taken in the episode before the row, steps since the row's fragment
+    began), both / `limit` (the run's env.max_steps).
+
+    The first counter is the one the time limit reads: the policy's budget is max_steps
+    policy steps, operator steps not counted (aloe.rollout.correct). A robot has both
+    counters too; `EpisodeClock` keeps them live, step by step, with the same values."""
+    episode, fragment = np.asarray(frames[EPISODE]), np.asarray(frames[FRAGMENT])
+    policy = (np.asarray(frames[SOURCE]) == "policy").astype(np.int64)
+    rows = np.arange(len(episode))
+    taken = np.cumsum(policy) - policy  # policy steps before each row, over the buffer
+    first = np.flatnonzero(run_starts(episode))
+    at_start = np.repeat(taken[first], np.diff(np.append(first, len(episode))))
+    starts = np.flatnonzero(run_starts(episode, fragment))
+    began = np.repeat(starts, np.diff(np.append(starts, len(episode))))
+    clock = np.stack([taken - at_start, rows - began], axis=1)
+    return (clock / float(limit)).astype(np.float32)
+
+
+class EpisodeClock:
+    """`episode_clock` kept live during an episode (collection, serving, a robot): `tick`
+    gives the clock of the step about to be taken, then counts it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.policy_steps = 0
+        self.fragment_steps = 0
+        self.fragment: int | None = None
+
+    def tick(self, source: str, fragment: int) -> np.ndarray:
+        """The clock (2,) of a step by `source` in fragment `fragment`, then that step counted."""
+        if fragment != self.fragment:
+            self.fragment, self.fragment_steps = fragment, 0
+        clock = np.array([self.policy_steps, self.fragment_steps], dtype=np.float64)
+        self.policy_steps += source == "policy"
+        self.fragment_steps += 1
+        return (clock / float(self.limit)).astype(np.float32)

@@ -34,13 +34,15 @@ def build_learner(
     state_std: np.ndarray | None = None,
     obs: Observations | None = None,
     instruction_features: torch.Tensor | None = None,
+    c_fail: float | None = None,
 ) -> Learner:
     """The actor, and around it the learner of `cfg.algo` (its table row builds it), with
     normalisers from dataset statistics.
 
     Without statistics (when a checkpoint will be loaded over it) the normalisers are
     placeholders whose buffers the checkpoint overwrites, and so are frozen instruction
-    embeddings (zeros of the right shape).
+    embeddings (zeros of the right shape), and so are the HL-Gauss bins without `c_fail`
+    (the environment's C_fail of Eq. 14).
     """
     obs = obs or Observations(cfg)
     dim, n = obs.dim, len(obs.tasks)
@@ -90,6 +92,7 @@ def build_learner(
         normalizer=lambda: Normalizer.from_stats(mean, std),
         tokens=tokens,
         device=resolve_device(cfg.device),
+        c_fail=c_fail,
     )
     return row.build_learner(parts)
 

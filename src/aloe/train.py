@@ -125,6 +125,7 @@ class Trainer:
             states.std(0),
             obs=self.obs,
             instruction_features=self._instruction_features(),
+            c_fail=self.env.c_fail,
         )
         ctx = self._update_context(0, frames)
         self.writer = self._tensorboard(0)
@@ -148,7 +149,7 @@ class Trainer:
         frames = self.frames()  # read once; each update builds the sampler it needs
         learner.generator.manual_seed(episode_seed(cfg.seed, k, 0) ^ 0x5EED)
         assert algo.update is not None  # `run` iterates only algorithms with an update
-        row = algo.update(self._update_context(k, frames))
+        row = algo.update(self._update_context(k, frames, stats.env_steps))
         self._finish(k, stats, row, start)
 
     def collect_with_operator(self, k: int) -> CollectStats:
@@ -156,17 +157,24 @@ class Trainer:
         policy = self._policy(k - 1, seed=self.cfg.seed)
         return self._collect(k, self.cfg.collect, policy=policy)
 
-    def _update_context(self, k: int, frames: Frames) -> UpdateContext:
+    def _update_context(self, k: int, frames: Frames, env_steps: int = 0) -> UpdateContext:
         """What iteration k's update gets: its samplers share the iteration's seed."""
         learner, cfg = self._learner(), self.cfg
+        clock = cfg.env.max_steps if cfg.critic.time_features else None
 
         def sampler(rows: Frames) -> ChunkSampler:
             seed = episode_seed(cfg.seed, k, 0)
             return ChunkSampler(
-                rows, horizon=cfg.horizon, gamma=cfg.optim.gamma, seed=seed, device=learner.device
+                rows,
+                horizon=cfg.horizon,
+                gamma=cfg.optim.gamma,
+                seed=seed,
+                device=learner.device,
+                time_limit=clock,
             )
 
-        return UpdateContext(cfg, self.algorithm.settings(cfg), k, frames, learner, sampler)
+        settings = self.algorithm.settings(cfg)
+        return UpdateContext(cfg, settings, k, frames, learner, sampler, env_steps)
 
     # --- pieces ----------------------------------------------------------------------------
 

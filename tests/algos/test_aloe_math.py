@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import math
 
 import numpy as np
@@ -169,31 +170,39 @@ def test_estimate_value_averages_q_pess_over_samples() -> None:
     assert torch.equal(v, torch.tensor([-2.0, -6.0]))
 
 
-@pytest.mark.parametrize(("value_flow_steps", "expected"), [(0, None), (1, 1), (3, 3)])
-def test_value_flow_steps_reach_both_samplings(value_flow_steps: int, expected: int | None) -> None:
-    """a' of Eq. 7 and V^π's chunks of Eq. 10 are sampled with aloe.value_flow_steps Euler
-    steps; 0 leaves the actor's own (None reaches `sample`)."""
-    learner = tiny_learner(value_flow_steps=value_flow_steps)
-    seen: list[int | None] = []
+def test_both_samplings_use_the_actors_own_flow_steps() -> None:
+    """a' of Eq. 7 and V^π's chunks of Eq. 10 are π as it acts: no step count reaches
+    `sample`, so it uses actor.num_flow_steps (tests/policies/test_flow_sampler.py)."""
+    learner = tiny_learner()
+    seen: list[object] = []
     sample = learner.actor.sample
 
     def spy(*args: object, **kwargs: object) -> torch.Tensor:
-        seen.append(args[4] if len(args) > 4 else kwargs.get("num_steps"))  # type: ignore[arg-type]
+        seen.append(args[4] if len(args) > 4 else kwargs.get("num_steps"))
         return sample(*args, **kwargs)  # type: ignore[arg-type]
 
     learner.actor.sample = spy  # type: ignore[method-assign]
     batch = chunk_batch(b=4)
     learner.critic_step(batch)
     learner.actor_step(batch)
-    assert seen == [expected, expected]
+    assert seen == [None, None]
 
 
-def test_value_flow_steps_zero_is_the_exact_default() -> None:
-    """value_flow_steps 0 and the actor's own count (2) give bit-identical updates."""
-    a, b = tiny_learner(), tiny_learner(value_flow_steps=2)
-    assert run_steps(a, 0, 2) == run_steps(b, 0, 2)
-    c = tiny_learner(value_flow_steps=1)
-    assert run_steps(c, 0, 2) != run_steps(tiny_learner(), 0, 2)
+def test_removed_value_flow_steps_loads_with_a_notice(capsys: pytest.CaptureFixture[str]) -> None:
+    """A config.json of an earlier run that has aloe.value_flow_steps still loads; a value
+    other than 0 (the exact sampler) is dropped with a one-line notice."""
+    from aloe.config import TrainConfig, preset
+
+    text = preset("smoke").resolved().to_json()
+    data = json.loads(text)
+    data["aloe"]["value_flow_steps"] = 0
+    assert TrainConfig.from_json(json.dumps(data)) == TrainConfig.from_json(text)
+    assert capsys.readouterr().err == ""
+    data["aloe"]["value_flow_steps"] = 2
+    TrainConfig.from_json(json.dumps(data))
+    assert capsys.readouterr().err == (
+        "notice: config field aloe.value_flow_steps (2) was removed; ignored\n"
+    )
 
 
 # Eq. 15–16
@@ -255,8 +264,6 @@ def test_config_validate_names_the_field() -> None:
         AloeConfig(beta=0.0).validate()
     with pytest.raises(ValueError, match="aloe.target_reduce"):
         AloeConfig(target_reduce="max").validate()  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"aloe.value_flow_steps \(-1\): must be >= 0"):
-        AloeConfig(value_flow_steps=-1).validate()
     with pytest.raises(ValueError, match=r"aloe.value_steps \('some'\): must be full or data"):
         AloeConfig(value_steps="some").validate()  # type: ignore[arg-type]
 

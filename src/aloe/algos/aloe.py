@@ -25,11 +25,22 @@ their true Q^π, so the failing chunk gets A of +6 to +20 (true: −2.3 to +0.6)
 largest weight of the buffer. With `value_steps = "data"` π's chunks are scored over the
 same n steps (Q(s, a'_{0:n}), the value of the same n-step option), which the critic has
 been trained on there: A of −0.4 to +1.5.
+
+The time limit is a failure (Eq. 14's −C_fail, no bootstrap), as Section IV-A labels a cut
+policy fragment: `env.timeout_is_failure` is on by default and collection labels time-outs
+in any case (aloe.rollout.record_episode). The policy's budget counts its own steps only
+(aloe.rollout.correct), so a policy-state target depends on a counter the state does not
+show; `critic.time_features` gives it to the critic (aloe.data.episode_clock).
+
+Every chunk the update samples from π_θ (a' of Eq. 7, V^π's M chunks of Eq. 10) is π as it
+acts, with its own Euler steps: fewer steps return nearly the mean chunk, not samples of π
+(tests/policies/test_flow_sampler.py).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, overload
@@ -41,15 +52,17 @@ from torch import Generator, Tensor, nn
 from aloe.algos.bc import bc_update
 from aloe.algos.context import LearnerParts, UpdateContext, step_means
 from aloe.algos.optimised import OptimConfig, OptimisedModule, to_device
-from aloe.critics.chunked_q import ChunkedQCritic
-from aloe.data import ChunkBatch
+from aloe.critics.chunked_q import QEnsemble
+from aloe.critics.ensemble import build_critic, refit_normalizers
+from aloe.critics.hl_gauss import HLGauss, support_bounds
+from aloe.data import STATE, ChunkBatch
 from aloe.errors import require
 from aloe.nn import evaluating
 from aloe.policies.base import Actor, as_module
 
 TargetReduce = Literal["min", "mean", "member"]
 ValueSteps = Literal["full", "data"]
-CriticFn = Callable[..., Tensor]  # (state, task_index, actions[, valid]) -> (K, B)
+CriticFn = Callable[..., Tensor]  # (state, task_index, actions[, valid[, time]]) -> (K, B)
 
 
 @dataclass
@@ -69,15 +82,13 @@ class AloeConfig:
     as written); data = the data chunk's executed steps, so that where a fragment's end cuts
     the data chunk to n < h steps, A compares n steps of the data with n steps of π's chunks
     rather than a short chunk with full ones (module docstring, "Truncated chunks")."""
-    value_flow_steps: int = 0
-    """Euler steps of the chunks the update samples from π_θ: a' of Eq. 7 and V^π's M chunks
-    of Eq. 10; 0 = the actor's own (actor.num_flow_steps, the paper's 10: exact). Fewer is an
-    approximation, opt-in: 2 makes that sampling, 70-80 % of the default update's compute,
-    ~5x cheaper (README, "Speed")."""
     polyak: float = 0.005
     """ω of Alg. 1 line 8, φ⁻ ← ω φ + (1 − ω) φ⁻ (paper)."""
     critic_steps: int = 500
     """N_Q, critic updates per iteration (open; ~0.45 s each at h = 10 on 2 CPU cores)."""
+    critic_updates_per_step: float = 0.0
+    """N_Q as updates per environment step collected in the iteration (qc: 1.0), rounded,
+    instead of the fixed `critic_steps`; 0 = the fixed count (open)."""
     actor_steps: int = 250
     """N_π, actor updates per iteration (open; fewer than N_Q since V and A rest on the
     critic; ~1.5 s each at h = 10, M = 4 on 2 CPU cores)."""
@@ -95,13 +106,13 @@ class AloeConfig:
             ("beta", self.beta > 0, "must be > 0"),
             ("eps_clip", self.eps_clip > 0, "must be > 0"),
             ("num_value_samples", self.num_value_samples >= 1, "must be >= 1"),
-            (
-                "value_flow_steps",
-                self.value_flow_steps >= 0,
-                "must be >= 0 (0 = the actor's own num_flow_steps)",
-            ),
             ("polyak", 0 < self.polyak <= 1, "must be in (0, 1]"),
             ("critic_steps", self.critic_steps >= 0, "must be >= 0"),
+            (
+                "critic_updates_per_step",
+                0 <= self.critic_updates_per_step < math.inf,
+                "must be finite and >= 0 (0: the fixed critic_steps)",
+            ),
             ("actor_steps", self.actor_steps >= 0, "must be >= 0"),
             (
                 "target_reduce",
@@ -158,11 +169,47 @@ def td_target(batch: ChunkBatch, next_q_target: Tensor) -> Tensor:
     return batch.reward + batch.discount * batch.bootstrap * next_q_target  # Eq. 7
 
 
-def critic_loss(q: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
-    """Eq. 8 for values q (K, B) and targets y (B,) or (K, B), treated as constants."""
-    loss = (q - y.detach()).square().mean()  # Eq. 8: 1/K Σ_i E_D[(Q_φ_i − y)²]
+def critic_loss(
+    q: Tensor, y: Tensor, mask: Tensor | None = None
+) -> tuple[Tensor, dict[str, float]]:
+    """Eq. 8 for values q (K, B) and targets y (B,) or (K, B), treated as constants; `mask`
+    (K, B) keeps each member's rows (`critic.bootstrap`), None = every row."""
+    err = (q - y.detach()).square()
+    loss = (
+        err.mean() if mask is None else masked_mean(err, mask)
+    )  # Eq. 8: 1/K Σ_i E_D[(Q_φ_i − y)²]
+    return loss, value_metrics(loss, q, y)
+
+
+def hl_gauss_loss(
+    logits: Tensor, y: Tensor, bins: HLGauss, mask: Tensor | None = None
+) -> tuple[Tensor, dict[str, float]]:
+    """Eq. 8 with `critic.loss = hl-gauss`: each member's cross-entropy against y smoothed
+    over the bins, logits (K, B, O), y (B,) or (K, B); Q_φ_i = the expectation."""
+    ce = bins.cross_entropy(logits, y.expand(logits.shape[:2]))
+    loss = ce.mean() if mask is None else masked_mean(ce, mask)
+    return loss, value_metrics(loss, bins.value(logits), y)
+
+
+def masked_mean(per_row: Tensor, mask: Tensor) -> Tensor:
+    """The mean of per-member, per-row terms (K, B) over the rows `mask` keeps."""
+    return (per_row * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def bootstrap_mask(k: int, b: int, p: float, generator: Generator | None) -> Tensor | None:
+    """Per-member Bernoulli(p) masks (K, B) over the batch rows; None at p = 1 (no draw, so
+    the update's random stream is the paper's)."""
+    if p >= 1.0:
+        return None
+    return (
+        torch.rand(k, b, generator=generator, device=generator.device if generator else None) < p
+    ).float()
+
+
+def value_metrics(loss: Tensor, q: Tensor, y: Tensor) -> dict[str, float]:
+    """The critic step's metrics from its loss, values (K, B) and targets."""
     q = q.detach()
-    metrics = {
+    return {
         "critic/loss": float(loss.detach()),
         "critic/q_mean": float(q.mean()),
         "critic/q_min": float(q.min()),
@@ -170,7 +217,6 @@ def critic_loss(q: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
         "critic/q_member_std": float(q.std(dim=0, correction=0).mean()),
         "critic/target_mean": float(y.detach().mean()),
     }
-    return loss, metrics
 
 
 def polyak_update(target: nn.Module, online: nn.Module, omega: float) -> None:
@@ -209,22 +255,25 @@ def estimate_value(
     task_index: Tensor,
     num_samples: int,
     generator: Generator | None = None,
-    num_steps: int | None = None,
     images: Tensor | None = None,
     valid: Tensor | None = None,
+    time: Tensor | None = None,
 ) -> Tensor:
-    """V^π(s, ℓ) (B,) as the mean Q_pess of `num_samples` chunks sampled from π_θ (with
-    `num_steps` Euler steps; None: the actor's own; `images` for an actor that reads pixels),
-    each scored over the steps `valid` (B, h) marks (None: all; `AloeConfig.value_steps`)."""
+    """V^π(s, ℓ) (B,) as the mean Q_pess of `num_samples` chunks sampled from π_θ as it acts
+    (its own flow steps; `images` for an actor that reads pixels), each scored over the
+    steps `valid` (B, h) marks (None: all; `AloeConfig.value_steps`); `time` (B, 2) the
+    episode clock, for a critic with `critic.time_features`."""
     b = state.shape[0]
-    chunks = policy.sample(state, task_index, num_samples, generator, num_steps, images=images)
+    chunks = policy.sample(state, task_index, num_samples, generator, images=images)
     chunks = chunks.flatten(0, 1)
     states = state.repeat_interleave(num_samples, dim=0)
     tasks = task_index.repeat_interleave(num_samples, dim=0)
-    if valid is None:
+    if time is None and valid is None:
         q = q_pess(critic(states, tasks, chunks))  # Eq. 9 at a' ~ π_θ(·|s, ℓ)
-    else:  # the same executed steps as the data chunk's
-        q = q_pess(critic(states, tasks, chunks, valid.repeat_interleave(num_samples, dim=0)))
+    else:  # the same executed steps as the data chunk's, and its clock
+        steps = None if valid is None else valid.repeat_interleave(num_samples, dim=0)
+        clock = () if time is None else (time.repeat_interleave(num_samples, dim=0),)
+        q = q_pess(critic(states, tasks, chunks, steps, *clock))
     return q.view(b, num_samples).mean(dim=1)  # Eq. 10: V^π = E_{a'~π_θ}[Q_pess(s, a', ℓ)]
 
 
@@ -272,7 +321,7 @@ class AloeLearner:
     def __init__(
         self,
         actor: Actor,
-        critic: ChunkedQCritic,
+        critic: QEnsemble,
         config: AloeConfig,
         optim: OptimConfig | None = None,
         device: str | torch.device = "cpu",
@@ -294,11 +343,6 @@ class AloeLearner:
         """β of Eq. 11, the temperature of `actor_weights` (aloe.evaluation.weights)."""
         return self.config.beta
 
-    @property
-    def flow_steps(self) -> int | None:
-        """Euler steps of the update's own samples (a', V^π's): None = the actor's."""
-        return self.config.value_flow_steps or None
-
     def critic_step(self, batch: ChunkBatch) -> dict[str, float]:
         """One critic update, Alg. 1 lines 5–8."""
         cfg, b = self.config, to_device(batch, self.device)
@@ -306,12 +350,18 @@ class AloeLearner:
         with torch.no_grad():
             # Alg. 1 line 5: a' ~ π_θ(·|s_{t+n}, ℓ), the current policy's next chunk.
             next_actions = self.actor.sample(
-                b.next_state, b.task_index, 1, self.generator, self.flow_steps, images=b.next_images
+                b.next_state, b.task_index, 1, self.generator, images=b.next_images
             )
-            next_q = self.target_critic(b.next_state, b.task_index, next_actions[:, 0])
+            a_next = next_actions[:, 0]
+            next_q = self.target_critic(b.next_state, b.task_index, a_next, None, b.next_time)
             y = td_target(b, reduce_target(next_q, cfg.target_reduce))  # Eq. 7
-        q = self.critic(b.state, b.task_index, b.actions, b.valid)
-        loss, metrics = critic_loss(q, y)  # Eq. 8
+        p = self.critic.config.bootstrap
+        mask = bootstrap_mask(self.critic.num_q, len(y), p, self.generator)
+        raw = self.critic.raw(b.state, b.task_index, b.actions, b.valid, b.time)
+        if self.critic.value_head is None:
+            loss, metrics = critic_loss(raw, y, mask)  # Eq. 8
+        else:
+            loss, metrics = hl_gauss_loss(raw, y, self.critic.value_head, mask)  # Eq. 8
         self.critic_opt.step(loss, metrics, "critic")
         polyak_update(self.target_critic, self.critic, cfg.polyak)  # Alg. 1 line 8
         return metrics
@@ -333,15 +383,15 @@ class AloeLearner:
             b.task_index,
             cfg.num_value_samples,
             self.generator,
-            self.flow_steps,
             images=b.images,
             valid=b.valid if cfg.value_steps == "data" else None,
+            time=b.time,
         )
 
     def q_data(self, b: ChunkBatch) -> Tensor:
         """Eq. 9: Q_pess (B,) of the batch's data chunks, over their executed steps."""
         with torch.no_grad(), evaluating(self.critic):
-            return q_pess(self.critic(b.state, b.task_index, b.actions, b.valid))  # Eq. 9
+            return q_pess(self.critic(b.state, b.task_index, b.actions, b.valid, b.time))  # Eq. 9
 
     def actor_weights(self, b: ChunkBatch) -> tuple[Tensor, dict[str, float]]:
         """Alg. 1 lines 11–13: the weight w (B,) of each data chunk, and its metrics."""
@@ -415,10 +465,16 @@ def build_actor_learner(parts: LearnerParts[object]) -> AloeLearner:
 
 
 def _learner(parts: LearnerParts[Any], config: AloeConfig) -> AloeLearner:
+    """The HL-Gauss bins span every return of Eq. 14 (`hl_gauss.support_bounds`); without
+    C_fail (a learner a checkpoint is loaded into) a placeholder, which the checkpoint's
+    bins replace."""
     cfg = parts.cfg
     dims = (parts.state_dim, parts.action_dim, parts.num_tasks)
-    critic = ChunkedQCritic(
-        cfg.critic, *dims, parts.normalizer(), horizon=cfg.horizon, **parts.tokens
+    support = (-1.0, 0.0)
+    if parts.c_fail is not None:
+        support = support_bounds(parts.c_fail, cfg.optim.gamma)
+    critic = build_critic(
+        cfg.critic, *dims, parts.normalizer, horizon=cfg.horizon, support=support, **parts.tokens
     )
     return AloeLearner(parts.actor, critic, config, cfg.optim, device=parts.device)
 
@@ -426,7 +482,12 @@ def _learner(parts: LearnerParts[Any], config: AloeConfig) -> AloeLearner:
 # Algorithm 1, lines 4–15: one iteration's update.
 
 # metrics.jsonl column -> the learner metric it averages over the iteration's steps
-CRITIC_METRICS = {"critic_loss": "critic/loss", "q_mean": "critic/q_mean"}
+CRITIC_METRICS = {
+    "critic_loss": "critic/loss",
+    "q_mean": "critic/q_mean",
+    "q_member_std": "critic/q_member_std",  # the ensemble's spread, mean over rows
+    "critic_grad_norm": "critic/grad_norm",  # before clipping to optim.grad_clip
+}
 ACTOR_METRICS = {
     "q_pess_mean": "actor/q_data_mean",
     "v_mean": "actor/v_mean",
@@ -447,7 +508,19 @@ def update(ctx: UpdateContext[AloeConfig]) -> dict[str, float]:
     learner = ctx.learner_as(AloeLearner)
     own = ctx.settings
     k = ctx.iteration
+    if learner.critic.config.normalizer == "buffer":
+        states = torch.as_tensor(np.asarray(ctx.frames[STATE]), dtype=torch.float32)
+        for net in (learner.critic, learner.target_critic):
+            refit_normalizers(net, states.mean(0), states.std(0, correction=0))
     sampler = ctx.sampler(ctx.frames)
-    critic = ctx.steps(own.critic_steps, learner.critic_step, sampler, f"critic[{k}]")
+    n_q = critic_updates(own, ctx.env_steps)
+    critic = ctx.steps(n_q, learner.critic_step, sampler, f"critic[{k}]")
     actor = ctx.steps(own.actor_steps, learner.actor_step, sampler, f"actor[{k}]")
     return {**step_means(critic, CRITIC_METRICS), **step_means(actor, ACTOR_METRICS)}
+
+
+def critic_updates(config: AloeConfig, env_steps: int) -> int:
+    """N_Q of an iteration that collected `env_steps` environment steps."""
+    if config.critic_updates_per_step == 0:
+        return config.critic_steps
+    return round(config.critic_updates_per_step * env_steps)

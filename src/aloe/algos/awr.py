@@ -285,7 +285,11 @@ def build_learner(parts: LearnerParts[AwrConfig]) -> AwrLearner:
 # One iteration: value steps on Monte-Carlo returns, then ALOE's weighted actor steps.
 
 # metrics.jsonl column -> the learner metric it averages: ALOE's columns, read from V(s)
-VALUE_METRICS = {"critic_loss": "value/loss", "q_mean": "value/v_mean"}
+VALUE_METRICS = {
+    "critic_loss": "value/loss",
+    "q_mean": "value/v_mean",
+    "critic_grad_norm": "value/grad_norm",
+}
 ACTOR_METRICS = {**aloe.ACTOR_METRICS, "q_pess_mean": "actor/return_mean"}
 
 
@@ -297,4 +301,6 @@ def update(ctx: UpdateContext[AwrConfig]) -> dict[str, float]:
     sampler = ctx.sampler(ctx.frames)
     value = ctx.steps(own.value_steps, learner.value_step, sampler, f"value[{k}]")
     actor = ctx.steps(own.actor_steps, learner.actor_step, sampler, f"actor[{k}]")
-    return {**step_means(value, VALUE_METRICS), **step_means(actor, ACTOR_METRICS)}
+    row = {**step_means(value, VALUE_METRICS), "q_member_std": math.nan}  # one V(s): no spread
+    row |= step_means(actor, ACTOR_METRICS)
+    return {column: row[column] for column in aloe.UPDATE_COLUMNS}

@@ -31,7 +31,7 @@ from aloe.progress import Phase
 if TYPE_CHECKING:
     from aloe.algos.optimised import OptimConfig
     from aloe.collect import CollectConfig
-    from aloe.critics.chunked_q import ChunkedQCritic, CriticConfig
+    from aloe.critics.chunked_q import CriticConfig, QEnsemble
     from aloe.datasets.store import EpisodeStore
     from aloe.envs.base import EpisodeEnv
     from aloe.envs.metaworld import EnvConfig
@@ -63,7 +63,12 @@ class Learner(Protocol):
     """What the trainer, `aloe.load_run` and evaluation need of any algorithm's learner."""
 
     actor: Any  # the `Actor` that is evaluated and checkpointed
-    critic: ChunkedQCritic  # its value network: a chunked Q ensemble, or a V(s) (K = 1)
+
+    @property
+    def critic(self) -> QEnsemble:
+        """Its value network: a chunked Q ensemble, or a V(s) (K = 1)."""
+        ...
+
     device: torch.device
     generator: torch.Generator  # all of an update's randomness; reseeded per iteration
 
@@ -96,6 +101,9 @@ class LearnerParts(Generic[S]):
     tokens: dict[str, Any]
     """The observation layout and instruction features every network takes."""
     device: torch.device
+    c_fail: float | None = None
+    """C_fail of Eq. 14 in the run's environment (HL-Gauss bins); None when a checkpoint
+    will be loaded over the learner."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,8 @@ class UpdateContext(Generic[S]):
     learner: Learner
     sampler: Callable[[Frames], ChunkSampler]
     """A chunk sampler over (a selection of) the frames, seeded for this iteration."""
+    env_steps: int = 0
+    """Environment steps collected in this iteration (`aloe.critic_updates_per_step`)."""
 
     def steps(
         self, n: int, step: StepFn, sampler: ChunkSampler, desc: str

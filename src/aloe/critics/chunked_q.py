@@ -1,4 +1,5 @@
-"""The chunked action-value ensemble of ALOE (Sec. IV-C, Appendix C-2).
+"""The chunked action-value ensemble of ALOE (Sec. IV-C, Appendix C-2), and the config of
+every critic variant (`critic.*`; the MLP ensemble and the member stack: aloe.critics.ensemble).
 
 One transformer reads X = [q_1..q_K, s, x_1..x_V, a_1..a_h, ℓ] (x_v: camera v's frozen
 image features through a trainable adapter, when the observation has cameras) and K independent MLP heads map
@@ -12,11 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aloe.critics.hl_gauss import HLGauss
 from aloe.errors import require
 from aloe.nn import (
     InstructionToken,
@@ -25,6 +28,12 @@ from aloe.nn import (
     accept_legacy_keys,
     transformer,
 )
+
+Arch = Literal["transformer", "mlp"]
+Members = Literal["shared", "independent"]
+Loss = Literal["mse", "hl-gauss"]
+StatsFrom = Literal["demo", "buffer"]
+TIME_FEATURES = 2  # (policy steps used / time limit, steps since the fragment began / limit)
 
 
 @dataclass
@@ -50,6 +59,41 @@ class CriticConfig:
     """Hidden width of each member's MLP head (paper: unspecified)."""
     dropout: float = 0.0
     """Dropout in the transformer and the state encoder."""
+    # Variants (issue 32), read by ALOE's chunked Q only; AWR's and PPO's V(s) read the sizes
+    # above. The defaults compute what the paper's critic computes.
+    arch: Arch = "transformer"
+    """transformer = the paper's (one sequence per chunk, K readout tokens); mlp = K
+    independent MLPs with LayerNorm after each hidden layer over [normalised state, the
+    chunk flattened (padded steps zeroed) with its valid mask, instruction embedding], as
+    qc's critics (their `members` are always independent)."""
+    members: Members = "shared"
+    """Transformer members: shared = one backbone, K readout tokens and heads (the paper);
+    independent = K whole networks (own encoders, backbone and head), K times the cost."""
+    mlp_hidden_dim: int = 256
+    """Width of each MLP member's hidden layers (qc: 512; halved for CPU)."""
+    mlp_num_layers: int = 3
+    """Hidden layers of each MLP member (qc: 4)."""
+    loss: Loss = "mse"
+    """Eq. 8's loss: mse = the paper's squared error on Q; hl-gauss = cross-entropy against
+    the target smoothed over fixed bins, Q the expectation (aloe.critics.hl_gauss)."""
+    num_bins: int = 101
+    """HL-Gauss bins over [−(C_fail + 1/(1 − γ)), 0] (aloe.critics.hl_gauss)."""
+    hl_sigma: float = 0.75
+    """HL-Gauss smoothing std in bin widths (Farebrother et al.: 0.75)."""
+    bootstrap: float = 1.0
+    """p: each member trains on the batch rows of its own Bernoulli(p) mask (Eq. 8 per
+    member over its rows), so members see different data; 1.0 = every row (the paper)."""
+    normalizer: StatsFrom = "demo"
+    """Statistics of the critic's state normaliser: demo = the successful demonstrations'
+    (fitted at the warm start, shared with the actor); buffer = the whole buffer's, refitted
+    before each iteration's critic steps."""
+    z_clip: float = math.inf
+    """Clip the normalised state to [−z_clip, z_clip] (inf: no clipping); states far from
+    the statistics (a policy row at |z| ≈ 18 under demo statistics) stay in range."""
+    time_features: bool = False
+    """Give the critic the episode clock (aloe.data.episode_clock): policy steps used of the
+    time limit and steps since the fragment began, both / env.max_steps; counters a real
+    robot has too. Off: the state alone (the paper)."""
 
     def validate(self, prefix: str = "") -> None:
         """Raise UsageError naming the first field out of range, `critic.num_q (0): must be
@@ -72,20 +116,37 @@ class CriticConfig:
                 f"must be a multiple of critic.num_heads ({self.num_heads})",
             ),
             ("dropout", 0 <= self.dropout < 1, "must be in [0, 1)"),
+            ("arch", self.arch in get_args(Arch), "must be transformer or mlp"),
+            ("members", self.members in get_args(Members), "must be shared or independent"),
+            ("mlp_hidden_dim", self.mlp_hidden_dim >= 1, "must be >= 1"),
+            ("mlp_num_layers", self.mlp_num_layers >= 1, "must be >= 1"),
+            ("loss", self.loss in get_args(Loss), "must be mse or hl-gauss"),
+            ("num_bins", self.num_bins >= 2, "must be >= 2"),
+            ("hl_sigma", 0 < self.hl_sigma < math.inf, "must be finite and > 0"),
+            ("bootstrap", 0 < self.bootstrap <= 1, "must be in (0, 1]"),
+            ("normalizer", self.normalizer in get_args(StatsFrom), "must be demo or buffer"),
+            ("z_clip", self.z_clip > 0, "must be > 0 (inf: no clipping)"),
         ]
         for name, ok, allowed in checks:
             require(ok, f"{prefix}critic.{name}", getattr(self, name), allowed)
+
+    @property
+    def outputs(self) -> int:
+        """Numbers per member: 1 (Q) for mse, num_bins (logits) for hl-gauss."""
+        return self.num_bins if self.loss == "hl-gauss" else 1
 
 
 class EnsembleHead(nn.Module):
     """K independent MLPs D -> H -> 1, one per readout token, as batched matmuls."""
 
-    def __init__(self, num_q: int, dim: int, hidden_dim: int) -> None:
+    def __init__(self, num_q: int, dim: int, hidden_dim: int, outputs: int = 1) -> None:
+        """`outputs` > 1: O numbers per member (HL-Gauss logits), (K, B, O)."""
         super().__init__()
+        out = () if outputs == 1 else (outputs,)
         self.w1 = nn.Parameter(torch.empty(num_q, dim, hidden_dim))
         self.b1 = nn.Parameter(torch.empty(num_q, hidden_dim))
-        self.w2 = nn.Parameter(torch.empty(num_q, hidden_dim))
-        self.b2 = nn.Parameter(torch.empty(num_q))
+        self.w2 = nn.Parameter(torch.empty(num_q, hidden_dim, *out))
+        self.b2 = nn.Parameter(torch.empty(num_q, *out))
         # nn.Linear's default init, drawn independently per member.
         for w, b, fan_in in ((self.w1, self.b1, dim), (self.w2, self.b2, hidden_dim)):
             bound = 1.0 / math.sqrt(fan_in)
@@ -93,12 +154,44 @@ class EnsembleHead(nn.Module):
             nn.init.uniform_(b, -bound, bound)
 
     def forward(self, z: Tensor) -> Tensor:
-        """Readout tokens (B, K, D) -> values (K, B)."""
+        """Readout tokens (B, K, D) -> values (K, B), or (K, B, O) with O outputs."""
         x = F.gelu(torch.einsum("bkd,kdh->kbh", z, self.w1) + self.b1[:, None])
-        return torch.einsum("kbh,kh->kb", x, self.w2) + self.b2[:, None]
+        return torch.einsum("kbh,kh...->kb...", x, self.w2) + self.b2[:, None]
 
 
-class ChunkedQCritic(nn.Module):
+class QEnsemble(nn.Module):
+    """What every chunked Q ensemble has (the transformer below, aloe.critics.ensemble's
+    MLP and member stack): values (K, B) from (state, task_index, actions, valid, time)."""
+
+    config: CriticConfig
+    num_q: int
+    value_head: HLGauss | None
+    """The HL-Gauss bins (`critic.loss = hl-gauss`), None for mse."""
+
+    def raw(
+        self,
+        state: Tensor,
+        task_index: Tensor,
+        actions: Tensor | None = None,
+        valid: Tensor | None = None,
+        time: Tensor | None = None,
+    ) -> Tensor:
+        """Values (K, B), or HL-Gauss logits (K, B, O)."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        state: Tensor,
+        task_index: Tensor,
+        actions: Tensor | None = None,
+        valid: Tensor | None = None,
+        time: Tensor | None = None,
+    ) -> Tensor:
+        """Values (K, B) (the expectation over the bins for HL-Gauss)."""
+        return to_values(self.value_head, self.raw(state, task_index, actions, valid, time))
+
+
+class ChunkedQCritic(QEnsemble):
     """Q_φ_i(s_t, a_{t:t+h}, ℓ) for i = 1..K over the sequence [q_1..q_K, s, a_1..a_h, ℓ]."""
 
     def __init__(
@@ -113,9 +206,12 @@ class ChunkedQCritic(nn.Module):
         instruction_features: Tensor | None = None,
         *,
         horizon: int = 0,
+        support: tuple[float, float] = (-1.0, 0.0),
     ) -> None:
         """`horizon` is h, the actions per chunk (the actor's; paper: 50); a state-only
-        critic (action_dim = 0) has none."""
+        critic (action_dim = 0) has none. `support`: HL-Gauss's (v_min, v_max)
+        (`hl_gauss.support_bounds`; a checkpoint restores the bins over a placeholder).
+        Without a custom `head`, the config's variants apply: `loss`, `time_features`."""
         super().__init__()
         layout = obs_layout or (state_dim,)
         if sum(layout) != state_dim:
@@ -137,24 +233,32 @@ class ChunkedQCritic(nn.Module):
         self.backbone = transformer(
             d, config.num_layers, config.num_heads, config.mlp_ratio, config.dropout
         )
+        own = head is None
         self.heads = (
-            head if head is not None else EnsembleHead(config.num_q, d, config.head_hidden_dim)
+            head
+            if head is not None
+            else EnsembleHead(config.num_q, d, config.head_hidden_dim, config.outputs)
         )
+        self.value_head = value_head(config, support) if own else None
+        self.time_in = nn.Linear(TIME_FEATURES, d) if own and config.time_features else None
 
-    def forward(
+    def raw(
         self,
         state: Tensor,
         task_index: Tensor,
         actions: Tensor | None = None,
         valid: Tensor | None = None,
+        time: Tensor | None = None,
     ) -> Tensor:
-        """Values (K, B) of chunks actions (B, h, A) at states (B, S) under instructions (B,).
+        """The heads' output for chunks actions (B, h, A) at states (B, S) under instructions
+        (B,): values (K, B), or HL-Gauss logits (K, B, O).
 
         valid (B, h), 1.0 on executed steps: padded steps are removed from attention as
         keys, so their contents cannot change any value. None means all steps are valid.
-        A custom `head` maps the readout tokens (B, K, D) to whatever it returns.
+        time (B, 2): the episode clock, for a critic with `time_features`. A custom `head`
+        maps the readout tokens (B, K, D) to whatever it returns.
         """
-        return self.heads(self.readout(state, task_index, actions, valid))
+        return self.heads(self.readout(state, task_index, actions, valid, time))
 
     def readout(
         self,
@@ -162,11 +266,12 @@ class ChunkedQCritic(nn.Module):
         task_index: Tensor,
         actions: Tensor | None = None,
         valid: Tensor | None = None,
+        time: Tensor | None = None,
     ) -> Tensor:
         """The K readout tokens (B, K, D) after the transformer; actions None = state only."""
         b = state.shape[0]
         q = self.q_tokens.expand(b, -1, -1)
-        obs = self.obs_encoder(self.state_norm.normalize(state))  # (B, 1 + V, D)
+        obs = self.obs_encoder(normalized(self.state_norm, state, self.config.z_clip))
         tokens = [q, obs]
         h = 0
         if actions is not None:
@@ -175,6 +280,8 @@ class ChunkedQCritic(nn.Module):
             h = actions.shape[1]
             tokens.append(self.action_in(actions) + self.action_pos[:h])
         tokens.append(self.instruction(task_index)[:, None])
+        if self.time_in is not None:
+            tokens.append(self.time_in(require_time(time, b))[:, None])
         x = torch.cat(tokens, dim=1)
         padding = None
         if valid is not None and actions is not None:
@@ -184,3 +291,32 @@ class ChunkedQCritic(nn.Module):
             padding = ~keep
         z = self.backbone(x, src_key_padding_mask=padding)
         return z[:, : self.num_q]
+
+
+def value_head(config: CriticConfig, support: tuple[float, float]) -> HLGauss | None:
+    """The HL-Gauss bins of a critic with `loss = hl-gauss`; None for mse."""
+    if config.loss != "hl-gauss":
+        return None
+    return HLGauss(config.num_bins, *support, sigma_bins=config.hl_sigma)
+
+
+def to_values(value_head: HLGauss | None, raw: Tensor) -> Tensor:
+    """Values (K, B) from a critic's raw output: itself (mse), or the bins' expectation."""
+    return raw if value_head is None else value_head.value(raw)
+
+
+def normalized(norm: Normalizer, state: Tensor, z_clip: float) -> Tensor:
+    """z = (s − mean) / std, clipped to ±z_clip when finite."""
+    z = norm.normalize(state)
+    return z if math.isinf(z_clip) else z.clamp(-z_clip, z_clip)
+
+
+def require_time(time: Tensor | None, b: int) -> Tensor:
+    """The episode clock (B, 2) a critic with `time_features` reads, checked."""
+    if time is None or time.shape != (b, TIME_FEATURES):
+        got = None if time is None else tuple(time.shape)
+        raise ValueError(
+            f"this critic reads the episode clock (critic.time_features): pass time of shape "
+            f"({b}, {TIME_FEATURES}), got {got}"
+        )
+    return time

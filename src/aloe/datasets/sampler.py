@@ -55,6 +55,7 @@ from aloe.data import (
     TASK,
     TRUNCATED,
     ChunkBatch,
+    episode_clock,
     run_bounds,
     run_starts,
 )
@@ -91,7 +92,10 @@ class ChunkSampler:
         source_weights: Mapping[str, float] | None = None,
         seed: int = 0,
         device: str | torch.device = "cpu",
+        time_limit: int | None = None,
     ) -> None:
+        """`time_limit` (the run's env.max_steps): batches carry the episode clock
+        (`aloe.data.episode_clock`) at s_t and s_{t+n}; None: they do not."""
         if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
             raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
         if not 0.0 < float(gamma) <= 1.0:
@@ -138,6 +142,13 @@ class ChunkSampler:
         if PIXELS in frames:  # uint8 (N, V, H, W, 3), gathered per batch (kept as uint8)
             self._pixels = put(frames[PIXELS], torch.uint8)
             self._next_pixels = put(np.asarray(frames[NEXT_PIXELS_ROW])[last], torch.int64)
+        self._clock: torch.Tensor | None = None
+        self._next_clock: torch.Tensor | None = None
+        if time_limit is not None:  # s_{t+n}: n more steps of the same fragment and source
+            clock = episode_clock(frames, time_limit)
+            more = np.stack([n * (frames[SOURCE] == "policy"), n], 1) / float(time_limit)
+            self._clock = put(clock, torch.float32)
+            self._next_clock = put(clock + more, torch.float32)
         self._set_weights(source, source_weights)
 
     @classmethod
@@ -225,6 +236,8 @@ class ChunkSampler:
             global_index=index,
             images=images,
             next_images=next_images,
+            time=None if self._clock is None else _take(self._clock, rows),
+            next_time=None if self._next_clock is None else _take(self._next_clock, rows),
         )
 
 

@@ -85,8 +85,8 @@ class Actor(Protocol):
         branch on shape; actions are in the environment's units, clipped to [-1, 1].
         `generator` may be one per row: row i's noise then comes from generator i, as in a
         call for row i alone (a batch of episodes samples as each episode would).
-        `num_steps` overrides the actor's own Euler steps (an approximation when fewer;
-        `AloeConfig.value_flow_steps`); None keeps them. `images` as in
+        `num_steps` overrides the actor's own Euler steps (fewer steps are not samples of π:
+        they shrink its spread, tests/policies/test_sampler.py); None keeps them. `images` as in
         `flow_loss_per_sample`.
         """
         ...

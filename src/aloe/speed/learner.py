@@ -15,7 +15,6 @@ learner's own call that the step makes, on one batch:
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,10 +119,8 @@ def measure_size(
     peak_gflops: float,
     repeats: int = 0,
     latency_calls: int = LATENCY_CALLS,
-    value_flow_steps: int = 0,
 ) -> dict[str, Any]:
-    """Critic step, actor step and its parts, and chunk inference of one preset's learner;
-    with `value_flow_steps`, also both steps with that approximation (aloe.value_flow_steps)."""
+    """Critic step, actor step and its parts, and chunk inference of one preset's learner."""
     n = repeats or REPEATS.get(s.name, 3)
     batch = batch_for(s)
     say(f"{s.name}: critic step ({n} timed, {s.describe()})")
@@ -136,37 +133,12 @@ def measure_size(
     for part in parts.values():
         part["share_of_step"] = part["ms"] / actor["ms"]
     say(f"{s.name}: chunk inference ({latency_calls} calls)")
-    out = {
+    return {
         "sizes": s.describe(),
         "critic_step": critic,
         "actor_step": actor,
         "actor_parts": {**parts, "sum_ms": summed, "other_ms": actor["ms"] - summed},
         "inference": inference_latency(s, latency_calls),
-    }
-    if value_flow_steps:
-        out["value_flow_steps"] = approximate_steps(s, batch, n, peak_gflops, value_flow_steps)
-    return out
-
-
-def approximate_steps(
-    s: Sized, batch: ChunkBatch, repeats: int, peak_gflops: float, flow_steps: int
-) -> dict[str, Any]:
-    """Both steps and V^π's share with `flow_steps` Euler steps for the update's own samples
-    (the opt-in approximation aloe.value_flow_steps), on the same learner and batch."""
-    exact = s.learner.config
-    s.learner.config = dataclasses.replace(exact, value_flow_steps=flow_steps)
-    try:
-        say(f"{s.name}: critic and actor steps with value_flow_steps={flow_steps}")
-        critic = _step(lambda: s.learner.critic_step(batch), repeats, s.device, peak_gflops)
-        actor = _step(lambda: s.learner.actor_step(batch), repeats, s.device, peak_gflops)
-        value = actor_parts(s.learner, batch, repeats, peak_gflops)["value_sampling"]
-    finally:
-        s.learner.config = exact
-    return {
-        "flow_steps": flow_steps,
-        "critic_step": critic,
-        "actor_step": actor,
-        "value_sampling_share": value["ms"] / actor["ms"],
     }
 
 

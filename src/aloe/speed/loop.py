@@ -273,7 +273,7 @@ def iteration_phases(
         + phases["evaluate_s"]
         + save_s
     )
-    out = {
+    return {
         "preset": s.name,
         "method": ITERATION_METHOD,
         "collect_episodes": episodes,
@@ -284,19 +284,6 @@ def iteration_phases(
         "warm_start_s": warm,
         "run_estimate_s": warm + cfg.iterations * total,
     }
-    approx = steps.get("value_flow_steps")
-    if approx:  # the same iteration with the opt-in approximation's update steps
-        critic_s = a.critic_steps * (approx["critic_step"]["ms"] + batch_ms) / 1e3
-        actor_s = a.actor_steps * (approx["actor_step"]["ms"] + batch_ms) / 1e3
-        rest = total - phases["critic_s"] - phases["actor_s"]
-        out["value_flow_steps"] = {
-            "flow_steps": approx["flow_steps"],
-            "critic_s": critic_s,
-            "actor_s": actor_s,
-            "total_s": rest + critic_s + actor_s,
-            "run_estimate_s": warm + cfg.iterations * (rest + critic_s + actor_s),
-        }
-    return out
 
 
 def measure_loop(s: Sized, steps: int, root: Path) -> tuple[dict[str, Any], Frames]:
