@@ -41,7 +41,7 @@ from aloe.config import TrainConfig, check_machine
 from aloe.data import FRAME_COLUMNS, Frames, episode_seed
 from aloe.datasets.sampler import ChunkSampler
 from aloe.datasets.store import EpisodeStore
-from aloe.envs.registry import make_env
+from aloe.envs.registry import failure_cost, make_env
 from aloe.errors import UsageError, bad, require
 from aloe.nn import resolve_device
 from aloe.observation import Observations
@@ -125,7 +125,7 @@ class Trainer:
             states.std(0),
             obs=self.obs,
             instruction_features=self._instruction_features(),
-            c_fail=self.env.c_fail,
+            c_fail=max(failure_cost(cfg.env, task) for task in self.obs.tasks),
         )
         ctx = self._update_context(0, frames)
         self.writer = self._tensorboard(0)

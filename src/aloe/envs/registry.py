@@ -70,6 +70,11 @@ def operator_episode_length(task: str) -> float:
     return backend_of(task).operator_episode_length(task)
 
 
+def failure_cost(cfg: EnvConfig, task: str) -> float:
+    """Eq. 14's C_fail on `task`: the config's `c_fail`, else the operator's episode length."""
+    return cfg.c_fail if cfg.c_fail is not None else operator_episode_length(task)
+
+
 def preset_sizes(task: str | None) -> PresetSizes | None:
     """What `task` changes in the training presets; None for none (or an unknown task, which
     the config's validation reports)."""

@@ -111,10 +111,10 @@ def spec_of(policy: ServedPolicy, store: EpisodeStore) -> Spec:
 def failure_costs(policy: ServedPolicy) -> dict[str, float]:
     """Eq. 14's C_fail per instruction: the run's `env.c_fail`, else (as `TaskEnv`) the mean
     length of the task's expert episodes."""
-    from aloe.envs.registry import operator_episode_length
+    from aloe.envs.registry import failure_cost
 
     cfg, obs = policy.run.config, policy.run.obs
     return {
-        text: cfg.env.c_fail if cfg.env.c_fail is not None else operator_episode_length(task)
+        text: failure_cost(cfg.env, task)
         for task, text in zip(obs.tasks, obs.instructions, strict=True)
     }
