@@ -154,7 +154,8 @@ def cmd_collect(args: CollectArgs) -> int:
         _, stats = collect(
             env, operator, cfg, policy=policy, seeds=seeds, store=store, progress=args.progress
         )
-    print(json.dumps({"out": str(args.out), **vars(stats)}, indent=1))
+    summary = stats.summary(policy=args.policy is not None)
+    print(json.dumps({"out": str(args.out), **summary}, indent=1))
     return 0
 
 
@@ -346,6 +347,9 @@ def cmd_train(request: TrainRequest) -> int:
             history = launch.train(cfg, request.resume, scale)
         else:
             history = train.train(cfg, resume=request.resume)
+    except KeyboardInterrupt:  # Ctrl-C: what is committed is safe; say how to go on
+        print(interrupted_line(cfg.out), file=sys.stderr)
+        return 130
     except FloatingPointError as e:  # the guard fired before the bad update was applied
         from aloe import checkpoint
 
@@ -364,6 +368,17 @@ def cmd_train(request: TrainRequest) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def interrupted_line(out: Path) -> str:
+    """The one line an interrupted `aloe train` prints: how to continue, from which checkpoint."""
+    from aloe import checkpoint
+
+    if not (out / "config.json").is_file():
+        return f"aloe train: interrupted before {out} was started; nothing to resume"
+    last = checkpoint.latest(out / "checkpoints")
+    kept = f"the last checkpoint is {last[1]}" if last else "no checkpoint yet"
+    return f"aloe train: interrupted; `aloe train --resume {out}` continues ({kept})"
 
 
 def _known_args(argv: list[str], options: list[tuple[str, Any]]) -> tuple[Any, list[str]]:

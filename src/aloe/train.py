@@ -48,7 +48,7 @@ from aloe.observation import Observations
 from aloe.operators.profiles import make_operator
 from aloe.progress import Progress, say
 from aloe.run import FlowChunkPolicy, build_learner
-from aloe.run_summary import iteration_line, write_report
+from aloe.run_summary import banner, iteration_line, time_left, write_report
 
 EVAL_SEED = 1_000_000  # evaluation seeds: EVAL_SEED + i, never used for collection
 
@@ -279,7 +279,8 @@ class Trainer:
             if isinstance(value, int | float) and key != "iteration" and math.isfinite(value):
                 self.writer.add_scalar(f"aloe/{key}", value, k)
         self.writer.flush()
-        say(iteration_line(metrics, self.final_iteration), cfg.progress)
+        left = time_left(self.history, self.final_iteration)
+        say(iteration_line(metrics, self.final_iteration, left), cfg.progress)
 
     def restore(self, state: dict[str, Any]) -> None:
         self.learner = build_learner(self.cfg, obs=self.obs)
@@ -521,9 +522,19 @@ def train(cfg: TrainConfig, resume: bool = False) -> list[dict[str, Any]]:
             raise UsageError(str(e)) from None
         if not resume:
             start_run_dir(cfg)
+        say_banner(trainer)
         history = trainer.run()
         write_report(cfg.out, "aloe train")  # with its plots; a failure only warns
     return history
+
+
+def say_banner(trainer: Trainer) -> None:
+    """The run's opening lines on stderr (aloe.run_summary.banner)."""
+    cfg, algo = trainer.cfg, trainer.algorithm
+    last = checkpoint.latest(cfg.out / "checkpoints")
+    start = 0 if last is None else last[0] + 1
+    text = banner(cfg, algo.label, algo.iterates, algo.collect is not None, start)
+    say(text, cfg.progress)
 
 
 @dataclass
