@@ -68,7 +68,20 @@ def cmd_tasks(args: TasksArgs) -> int:
             for v in task_variants(name)[1:]:
                 solved = f"   (expert: {expert_success(name, v):.0%})" if args.verify else ""
                 print(f"    {v.name:16s} {v.description}{solved}")
+    print_uninstalled_tasks()
     return 0
+
+
+def print_uninstalled_tasks() -> None:
+    """After `aloe tasks`' list: the tasks of simulators not installed, and their extra."""
+    from aloe.envs.tasks import uninstalled_tasks
+    from aloe.extras import install_hint
+
+    for extra, tasks in uninstalled_tasks().items():
+        print(
+            f"\nnot installed: {len(tasks)} {extra} tasks ({', '.join(tasks)}); "
+            f"{install_hint(extra)} adds them"
+        )
 
 
 @dataclass
@@ -573,39 +586,45 @@ COMMANDS: dict[str, Command] = {
     "serve": Command(
         "serve a run's policy to robots (openpi protocol); record episodes",
         lambda argv, prog: parse(_serve().ServeArgs, argv, prog),
-        lambda args: _serve().cmd_serve(args),
+        lambda args: _with_extra("serve", lambda: _serve().cmd_serve(args)),
         "aloe serve --run runs/aloe",
     ),
     "robot": Command(
         "MetaWorld as a robot through `aloe serve`, the operator as teleop",
         lambda argv, prog: parse(_robot().RobotArgs, argv, prog),
-        lambda args: _robot().cmd_robot(args),
+        lambda args: _with_extra("serve", lambda: _robot().cmd_robot(args)),
         "aloe robot --server ws://127.0.0.1:8000 --episodes 5",
     ),
 }
 
 
 def _serve() -> Any:
-    """aloe.serve.cli, imported on use: the `serve` extra (websockets, msgpack) is optional."""
-    return _extra("aloe.serve.cli")
+    """aloe.serve.cli, imported on use; its arguments (and --help) need no extra."""
+    import aloe.serve.cli
+
+    return aloe.serve.cli
 
 
 def _robot() -> Any:
-    return _extra("aloe.robot.sim")
+    """aloe.robot.sim, imported on use; its arguments (and --help) need no extra."""
+    import aloe.robot.sim
+
+    return aloe.robot.sim
 
 
-def _extra(module: str) -> Any:
-    import importlib
+def _with_extra(extra: str, run: Callable[[], int]) -> int:
+    """Run a command that needs `extra`: refused in one line when the extra is missing,
+    before any work, or when the command's imports find one of its modules missing."""
+    from aloe.extras import extra_message, extra_of, require_extra
 
+    require_extra(extra)
     try:
-        return importlib.import_module(module)
+        return run()
     except ModuleNotFoundError as e:
-        if e.name not in ("websockets", "msgpack"):
+        found = extra_of(e)
+        if found is None:
             raise
-        raise UsageError(
-            f"{module.split('.')[1]} needs the serve extra: "
-            "pip install 'aloe[serve]' (websockets, msgpack)"
-        ) from None
+        raise UsageError(extra_message(found, [e.name or found])) from None
 
 
 def usage() -> str:

@@ -86,6 +86,13 @@ def supported_tasks() -> list[str]:
     )
 
 
+def uninstalled_tasks() -> dict[str, list[str]]:
+    """The tasks whose simulator this installation lacks, by the extra that brings it."""
+    if importlib.util.find_spec("ogbench") is not None:
+        return {}
+    return {"ogbench": sorted(OGBENCH_TASKS)}
+
+
 # Multi-task suites: one policy and one critic over several tasks, told apart by the
 # instruction alone. MT10 as MetaWorld defines it (`metaworld.MT10().train_classes`).
 SUITES: dict[str, tuple[str, ...]] = {
