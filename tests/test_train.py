@@ -129,7 +129,8 @@ def test_load_run_api(smoke_run):
     assert np.array_equal(chunks, run.sample(state, num_samples=3, seed=0))
     q, q_pess = run.q_values(np.stack([state] * 3), chunks)
     assert q.shape == (run.config.critic.num_q, 3) and np.allclose(q_pess, q.min(0))
-    assert run.value(state).shape == (1,)
+    v = run.value(state)  # one state: a number; a batch: an array
+    assert isinstance(v, float) and run.value(np.stack([state] * 3)).shape == (3,)
 
 
 def test_killed_and_resumed_run_equals_uninterrupted(smoke_run, tmp_path, same_metrics):
@@ -266,5 +267,7 @@ def test_collect_with_a_trained_policy_and_eval(smoke_run, tmp_path):
         timeout=300,
     )
     assert res.returncode == 0, res.stderr
-    result = json.loads((smoke_run / "eval.json").read_text())
+    result = json.loads((smoke_run / "eval-basic.json").read_text())
     assert result["episodes"] == 2 and 0.0 <= result["success_rate"] <= 1.0
+    low, high = result["success_ci95"]
+    assert 0.0 <= low <= result["success_rate"] <= high <= 1.0
