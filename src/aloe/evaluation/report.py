@@ -113,9 +113,15 @@ def _metrics(path: Path) -> list[dict[str, Any]]:
     return [r for r in rows if isinstance(r, dict) and isinstance(r.get("iteration"), int)]
 
 
-def _interval(rate: float, n: int) -> str:
+def _interval(rate: Any, n: Any) -> str:
+    """`0.45 [0.26, 0.66]`: a success rate and its 95 % Wilson interval over n episodes
+    (the rate alone when n is unknown, `–` when the rate is)."""
     from aloe.evaluation.metrics import wilson_interval
 
+    if not P.finite(rate):
+        return "–"
+    if not (isinstance(n, int) and n > 0):
+        return f"{rate:.2f}"
     low, high = wilson_interval(round(rate * n), n)
     return f"{rate:.2f} [{low:.2f}, {high:.2f}]"
 
@@ -134,20 +140,22 @@ def _headline_html(
         f"{config.get('preset', '?')}, seed {config.get('seed', '?')}"
     )
     if not rows:
-        return f'<div class="headline"><p>{html.escape(what)}: no iteration finished yet.</p></div>'
+        none = f"{html.escape(what)}: no iteration finished yet."
+        return f'<div class="headline"><p>{none}</p></div>'
     first, last = rows[0], rows[-1]
-    success = _interval(first["success_rate"], first["eval_episodes"])
+    success = _interval(first.get("success_rate"), first.get("eval_episodes"))
     if len(rows) > 1:
-        success = f"BC {success} → final {_interval(last['success_rate'], last['eval_episodes'])}"
+        final = _interval(last.get("success_rate"), last.get("eval_episodes"))
+        success = f"BC {success} → final {final}"
     total = last.get("total_human_steps", 0)
     demos = first.get("human_steps", 0)
     takeovers = sum(r.get("takeovers", 0) for r in rows[1:])
     wall = sum(r.get("wall_s", 0.0) for r in rows if P.finite(r.get("wall_s")))
     lines = [
         f"<p class='big'><b>Success {success}</b></p>",
-        f"<p>success rate [95 % Wilson interval] on {first['eval_episodes']} evaluation "
-        f"episodes at iteration 0 and {last['eval_episodes']} at iteration "
-        f"{last['iteration']}</p>",
+        f"<p>success rate [95 % Wilson interval] on {first.get('eval_episodes', '?')} "
+        f"evaluation episodes at iteration 0 and {last.get('eval_episodes', '?')} at "
+        f"iteration {last['iteration']}</p>",
         f"<p><b>Operator</b> {total} steps ({demos} demonstrating, {total - demos} in "
         f"{plural(takeovers, 'takeover')}) · <b>wall time</b> {duration(wall)} · "
         f"{html.escape(what)}</p>",

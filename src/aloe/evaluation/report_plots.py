@@ -149,7 +149,7 @@ def effort_figure(
     panels: list[Any] = []
     xs, steps = series(rows, "human_steps")
     if plottable(steps):
-        panels.append(("operator steps per iteration", "operator steps", xs, {"steps": steps}))
+        panels.append(("operator steps per iteration", "operator steps", xs, {"": steps}))
     later = [r for r in rows if r["iteration"] > 0]
     xs, takeovers = series(later, "takeovers")
     if plottable(takeovers):
@@ -172,8 +172,8 @@ def effort_figure(
         for name, values in stacks.items():
             ax.bar(its, values, bottom=bottom, label=name or None)
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-        if any(stacks):  # failure reasons: named even when there is one
-            ax.legend(fontsize=8)
+        if any(stacks):  # failure reasons: named, even one, below the axes (not on the bars)
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, -0.22), frameon=False)
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(ylabel)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
