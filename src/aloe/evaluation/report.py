@@ -161,10 +161,12 @@ def _headline_html(
         f"{html.escape(what)}</p>",
     ]
     for name, ev in (("aloe eval", basic), ("aloe eval --suite full", full)):
-        m = None if ev is None else (ev.get("nominal") or ev)
-        if m and P.finite(m.get("success_rate")) and m.get("episodes"):
+        if ev is None:
+            continue
+        m = ev.get("nominal") or ev
+        if P.finite(m.get("success_rate")) and m.get("episodes"):
             lines.append(
-                f"<p><b>{name}</b> (iteration {ev.get('iteration')}): success "  # type: ignore[union-attr]
+                f"<p><b>{name}</b> (iteration {ev.get('iteration')}): success "
                 f"{_interval(m['success_rate'], m['episodes'])} on {m['episodes']} episodes</p>"
             )
     return '<div class="headline">' + "".join(lines) + "</div>"
@@ -269,22 +271,22 @@ def _failure_reasons(run_dir: Path) -> dict[int, dict[str, int]] | None:
 
 def _evaluations_html(basic: dict[str, Any] | None, full: dict[str, Any] | None) -> str:
     """One line per evaluation file: which exists, what it says."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, command, ev in (
         (BASIC_EVAL, "aloe eval", basic),
         (FULL_EVAL, "aloe eval --suite full", full),
     ):
-        m = None if ev is None else (ev.get("nominal") or ev)
-        if m is None:
+        if ev is None:
             rows.append({"file": name, "command": command, "result": "not run yet"})
             continue
+        m = ev.get("nominal") or ev
         ok = P.finite(m.get("success_rate")) and m.get("episodes")
         result = _interval(m["success_rate"], m["episodes"]) if ok else "–"
         rows.append(
             {
                 "file": name,
                 "command": command,
-                "iteration": ev.get("iteration"),  # type: ignore[union-attr]
+                "iteration": ev.get("iteration"),
                 "episodes": m.get("episodes"),
                 "result": f"success {result}",
                 "steps to success": m.get("mean_steps_to_success"),
