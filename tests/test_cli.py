@@ -36,6 +36,8 @@ def test_collect_demos_then_takeovers_grow_one_store(tmp_path):
         "collect", "--task", "bin-picking-v3", "--episodes", "3", "--out", str(d), "--no-progress"
     )
     assert res.returncode == 0, res.stderr
+    demos = json.loads(res.stdout)
+    assert "policy" not in demos and demos["operator"]["demonstrations"] == 3
     info = aloe("dataset", "info", str(d)).stdout
     assert "episodes" in info and "demo" in info
     res = aloe(
@@ -54,7 +56,8 @@ def test_collect_demos_then_takeovers_grow_one_store(tmp_path):
     )
     assert res.returncode == 0, res.stderr
     stats = json.loads(res.stdout)
-    assert stats["takeovers"] >= 2 and stats["human_steps"] > 0 and stats["policy_steps"] > 0
+    assert stats["operator"]["takeovers"] >= 2 and stats["operator"]["steps"] > 0
+    assert stats["policy"]["steps"] > 0 and "demonstrations" not in stats["operator"]
     store = EpisodeStore.open(d)
     assert store.num_episodes == 5
     summary = store.summary()

@@ -202,3 +202,31 @@ def test_three_concurrent_collect_commands_record_distinct_seeds(tmp_path):
     store = EpisodeStore.open(out)
     seeds = store.episodes()["seed"].to_pylist()
     assert sorted(seeds) == list(range(6)) and store.check() == []
+
+
+def test_collect_summary_keeps_operator_and_policy_figures_apart():
+    from aloe.collect import CollectStats
+
+    stats = CollectStats(
+        episodes=18, successes=18, autonomous_successes=18, env_steps=900, human_steps=900
+    )
+    demos = stats.summary(policy=False)
+    assert "policy" not in demos and "autonomous_successes" not in str(demos)
+    assert demos["operator"] == {"demonstrations": 18, "steps": 900}
+    stats = CollectStats(
+        episodes=4,
+        successes=3,
+        autonomous_successes=1,
+        takeovers=3,
+        env_steps=400,
+        policy_steps=250,
+        human_steps=150,
+        failure_reasons={"timeout": 2},
+    )
+    run = stats.summary(policy=True)
+    assert run["policy"] == {
+        "steps": 250,
+        "successes_without_takeover": 1,
+        "failure_reasons": {"timeout": 2},
+    }
+    assert run["operator"] == {"takeovers": 3, "steps": 150}

@@ -11,7 +11,15 @@ import pytest
 
 from aloe import checkpoint, progress
 from aloe.progress import Phase, duration
-from aloe.run_summary import iteration_line, sparkline, summary, write_report
+from aloe.run_summary import (
+    banner,
+    iteration_line,
+    measured_duration,
+    sparkline,
+    summary,
+    time_left,
+    write_report,
+)
 
 
 def _row(k: int, success: float, takeovers: int, human: int, total: int) -> dict:
@@ -118,8 +126,10 @@ def test_a_phase_is_a_bar_on_a_terminal_a_line_in_a_log(flag, tty, shown, monkey
     phase.close()
     text = err.getvalue()
     if shown == "line":
-        assert text.startswith("  collect[1]: 3 episodes in ") and text.endswith(" s (success 2)\n")
-        assert text.count("\n") == 1 and "\r" not in text
+        start, end = text.splitlines()
+        assert start == "  collect[1]: 3 episodes …"
+        assert end.startswith("  collect[1]: 3 episodes in ") and end.endswith(" s (success 2)")
+        assert "\r" not in text
     elif shown == "bar":
         assert "\r" in text
     else:
@@ -130,4 +140,81 @@ def test_a_phase_is_a_bar_on_a_terminal_a_line_in_a_log(flag, tty, shown, monkey
 def test_iterate_counts_and_closes_after_the_last_item(capsys):
     phase = Phase("actor[2]", 4, None, unit="step")
     assert list(phase.iterate(range(4))) == [0, 1, 2, 3]
-    assert capsys.readouterr().err.startswith("  actor[2]: 4 steps in ")
+    assert capsys.readouterr().err.splitlines()[1].startswith("  actor[2]: 4 steps in ")
+
+
+class FakeClock:
+    """A clock a test moves by hand: `aloe.progress.clock` in place of the real one."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_long_phase_in_a_log_says_where_it_is_every_30_s_and_never_more_often(monkeypatch):
+    """3000 steps of 0.7 s each: a line when it starts, then one progress line each time 30 s
+    have passed (done, rate, time left), so the log is never silent for 60 s."""
+    clock = FakeClock()
+    monkeypatch.setattr(progress, "clock", clock)
+    err = io.StringIO()
+    err.isatty = lambda: False  # type: ignore[method-assign]
+    monkeypatch.setattr("sys.stderr", err)
+    phase = Phase("bc warm start", 3000, None, unit="step")
+    said_at = [clock.now]
+    for _ in range(3000):
+        clock.now += 0.7
+        before = err.getvalue().count("\n")
+        phase.update()
+        if err.getvalue().count("\n") > before:
+            said_at.append(clock.now)
+    phase.close()
+    lines = err.getvalue().splitlines()
+    assert lines[0] == "  bc warm start: 3000 steps …"
+    assert lines[-1] == "  bc warm start: 3000 steps in 35 min 00 s"
+    gaps = [b - a for a, b in zip(said_at, said_at[1:], strict=False)]
+    assert max(gaps) <= 60 and min(gaps) >= 30
+    assert len(lines) == 2 + len(said_at) - 1
+    assert lines[1] == "  bc warm start: 43/3000 steps, 1.43 steps/s, about 34 min 30 s left"
+
+
+def test_a_quick_phase_in_a_log_says_only_when_it_starts_and_ends(monkeypatch, capsys):
+    clock = FakeClock()
+    monkeypatch.setattr(progress, "clock", clock)
+    phase = Phase("collect[0]", 6, None, unit="episode", at_most=True)
+    for _ in range(2):
+        clock.now += 10
+        phase.update()
+    phase.close()
+    assert capsys.readouterr().err.splitlines() == [
+        "  collect[0]: at most 6 episodes …",
+        "  collect[0]: 2 episodes in 20.0 s",
+    ]
+
+
+def test_time_left_follows_the_iterations_after_the_warm_start():
+    assert time_left(HISTORY[:1], 5) is None  # BC's pace says nothing of an iteration's
+    assert time_left(HISTORY, 5) == 3 * 60.0
+    assert time_left(HISTORY, 2) is None
+    line = iteration_line(HISTORY[1], 5, left_s=240.0)
+    assert line.endswith("1 min 00 s; about 4 min 00 s left")
+
+
+def test_banner_says_where_what_how_long_and_how_to_continue():
+    from aloe.config import preset
+
+    cfg = preset("default")
+    cfg.out = Path("runs/aloe")
+    cfg.seed = 3
+    text = banner(cfg, "ALOE", iterates=True, own_collect=False, start=0)
+    lines = text.splitlines()
+    assert lines[0] == "aloe train: runs/aloe: ALOE on pick-place-v3, preset default, seed 3"
+    assert lines[1].startswith("  iteration 0    10 operator demonstrations → 3000 BC steps")
+    assert "the operator takes over" in lines[2] and "ALOE update" in lines[2]
+    assert "about 10–20 min (the default preset's measured figure" in lines[3]
+    assert "`aloe train --resume runs/aloe`" in lines[4]
+    cfg.aloe.critic_steps = 800  # other sizes: no measured figure claimed
+    assert measured_duration(cfg) is None
+    assert "no measured figure" in banner(cfg, "ALOE", True, False, start=2)
+    assert "(resuming at iteration 2)" in banner(cfg, "ALOE", True, False, start=2)

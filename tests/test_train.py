@@ -70,13 +70,19 @@ def test_a_captured_log_has_lines_not_bar_frames_and_ends_with_the_summary(smoke
     log = (smoke_run.parent / "train.log").read_text()
     assert "\r" not in log and "\x1b[" not in log  # no bar frames, no cursor movement
     lines = log.splitlines()
+    assert lines[0] == f"aloe train: {smoke_run}: ALOE on pick-place-v3, preset smoke, seed 0"
+    assert lines[1].startswith("  iteration 0    2 operator demonstrations → 40 BC steps")
+    assert lines[2].startswith("  iterations 1–2 collect (π acts, the operator takes over")
+    assert lines[3].startswith("  estimate       about 1 min (the smoke preset's measured")
+    assert f"`aloe train --resume {smoke_run}`" in lines[4]
+    assert "  bc warm start: 40 steps …" in lines and "  critic[2]: 20 steps …" in lines
     assert "  bc warm start: 40 steps in " in log and "  critic[2]: 20 steps in " in log
     assert [line.split(":")[0] for line in lines if line.startswith("iteration ")] == [
         "iteration 0/2",
         "iteration 1/2",
         "iteration 2/2",
     ]
-    summary = lines[lines.index(next(x for x in lines if x.startswith("aloe train: "))) :]
+    summary = lines[lines.index(next(x for x in lines if x.startswith("aloe train: finished"))) :]
     assert summary[0] == (
         f"aloe train: finished {smoke_run}: aloe on pick-place-v3, preset "
         "smoke, 2 iterations after the BC warm start"
@@ -123,7 +129,8 @@ def test_load_run_api(smoke_run):
     assert np.array_equal(chunks, run.sample(state, num_samples=3, seed=0))
     q, q_pess = run.q_values(np.stack([state] * 3), chunks)
     assert q.shape == (run.config.critic.num_q, 3) and np.allclose(q_pess, q.min(0))
-    assert run.value(state).shape == (1,)
+    v = run.value(state)  # one state: a number; a batch: an array
+    assert isinstance(v, float) and run.value(np.stack([state] * 3)).shape == (3,)
 
 
 def test_killed_and_resumed_run_equals_uninterrupted(smoke_run, tmp_path, same_metrics):
@@ -138,6 +145,34 @@ def test_killed_and_resumed_run_equals_uninterrupted(smoke_run, tmp_path, same_m
     assert checkpoint.latest(out / "checkpoints")[0] >= 1
     resumed = subprocess.run(
         [sys.executable, "-m", "aloe.cli", "train", "--resume", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    same_metrics(_metrics(out), _metrics(smoke_run))
+
+
+def test_ctrl_c_prints_one_line_and_the_run_resumes(smoke_run, tmp_path, same_metrics):
+    """SIGINT (Ctrl-C) inside iteration 1: exit 130, one line on stderr naming the resume
+    command and the last checkpoint, no traceback; the resumed run ends as an uninterrupted
+    one does."""
+    out = tmp_path / "interrupted"
+    proc = _train(out)
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "iter-0000").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    last = checkpoint.latest(out / "checkpoints")[1]
+    assert err.splitlines() == [
+        f"aloe train: interrupted; `aloe train --resume {out}` continues "
+        f"(the last checkpoint is {last})"
+    ]
+    resumed = subprocess.run(
+        [sys.executable, "-m", "aloe.cli", "train", "--resume", str(out), "--no-progress"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -224,7 +259,7 @@ def test_collect_with_a_trained_policy_and_eval(smoke_run, tmp_path):
         timeout=300,
     )
     assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["policy_steps"] > 0
+    assert json.loads(res.stdout)["policy"]["steps"] > 0
     res = subprocess.run(
         [sys.executable, "-m", "aloe.cli", "eval", "--run", str(smoke_run), "--episodes", "2"],
         capture_output=True,
@@ -232,5 +267,7 @@ def test_collect_with_a_trained_policy_and_eval(smoke_run, tmp_path):
         timeout=300,
     )
     assert res.returncode == 0, res.stderr
-    result = json.loads((smoke_run / "eval.json").read_text())
+    result = json.loads((smoke_run / "eval-basic.json").read_text())
     assert result["episodes"] == 2 and 0.0 <= result["success_rate"] <= 1.0
+    low, high = result["success_ci95"]
+    assert 0.0 <= low <= result["success_rate"] <= high <= 1.0

@@ -19,6 +19,7 @@ def _torchvision_before_osmesa() -> None:
 
 _torchvision_before_osmesa()
 
+from aloe.api import evaluate_run, run_training  # noqa: E402
 from aloe.run import Run, load_run  # noqa: E402
 
-__all__ = ["Run", "load_run", "__version__"]
+__all__ = ["Run", "evaluate_run", "load_run", "run_training", "__version__"]

@@ -70,7 +70,20 @@ def cmd_tasks(args: TasksArgs) -> int:
             for v in variants.of(name)[1:]:
                 solved = f"   (expert: {expert_success(name, v):.0%})" if args.verify else ""
                 print(f"    {v.name:16s} {v.description}{solved}")
+    print_uninstalled_tasks()
     return 0
+
+
+def print_uninstalled_tasks() -> None:
+    """After `aloe tasks`' list: the tasks of simulators not installed, and their extra."""
+    from aloe.envs.tasks import uninstalled_tasks
+    from aloe.extras import install_hint
+
+    for extra, tasks in uninstalled_tasks().items():
+        print(
+            f"\nnot installed: {len(tasks)} {extra} tasks ({', '.join(tasks)}); "
+            f"{install_hint(extra)} adds them"
+        )
 
 
 @dataclass
@@ -156,7 +169,8 @@ def cmd_collect(args: CollectArgs) -> int:
         _, stats = collect(
             env, operator, cfg, policy=policy, seeds=seeds, store=store, progress=args.progress
         )
-    print(json.dumps({"out": str(args.out), **vars(stats)}, indent=1))
+    summary = stats.summary(policy=args.policy is not None)
+    print(json.dumps({"out": str(args.out), **summary}, indent=1))
     return 0
 
 
@@ -423,6 +437,9 @@ def cmd_train(request: TrainRequest) -> int:
             history = launch.train(cfg, request.resume, scale)
         else:
             history = train.train(cfg, resume=request.resume)
+    except KeyboardInterrupt:  # Ctrl-C: what is committed is safe; say how to go on
+        print(interrupted_line(cfg.out), file=sys.stderr)
+        return 130
     except FloatingPointError as e:  # the guard fired before the bad update was applied
         from aloe import checkpoint
 
@@ -441,6 +458,17 @@ def cmd_train(request: TrainRequest) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def interrupted_line(out: Path) -> str:
+    """The one line an interrupted `aloe train` prints: how to continue, from which checkpoint."""
+    from aloe import checkpoint
+
+    if not (out / "config.json").is_file():
+        return f"aloe train: interrupted before {out} was started; nothing to resume"
+    last = checkpoint.latest(out / "checkpoints")
+    kept = f"the last checkpoint is {last[1]}" if last else "no checkpoint yet"
+    return f"aloe train: interrupted; `aloe train --resume {out}` continues ({kept})"
 
 
 def _known_args(argv: list[str], options: list[tuple[str, Any]]) -> tuple[Any, list[str]]:
@@ -636,39 +664,45 @@ COMMANDS: dict[str, Command] = {
     "serve": Command(
         "serve a run's policy to robots (openpi protocol); record episodes",
         lambda argv, prog: parse(_serve().ServeArgs, argv, prog),
-        lambda args: _serve().cmd_serve(args),
+        lambda args: _with_extra("serve", lambda: _serve().cmd_serve(args)),
         "aloe serve --run runs/aloe",
     ),
     "robot": Command(
         "MetaWorld as a robot through `aloe serve`, the operator as teleop",
         lambda argv, prog: parse(_robot().RobotArgs, argv, prog),
-        lambda args: _robot().cmd_robot(args),
+        lambda args: _with_extra("serve", lambda: _robot().cmd_robot(args)),
         "aloe robot --server ws://127.0.0.1:8000 --episodes 5",
     ),
 }
 
 
 def _serve() -> Any:
-    """aloe.serve.cli, imported on use: the `serve` extra (websockets, msgpack) is optional."""
-    return _extra("aloe.serve.cli")
+    """aloe.serve.cli, imported on use; its arguments (and --help) need no extra."""
+    import aloe.serve.cli
+
+    return aloe.serve.cli
 
 
 def _robot() -> Any:
-    return _extra("aloe.robot.sim")
+    """aloe.robot.sim, imported on use; its arguments (and --help) need no extra."""
+    import aloe.robot.sim
+
+    return aloe.robot.sim
 
 
-def _extra(module: str) -> Any:
-    import importlib
+def _with_extra(extra: str, run: Callable[[], int]) -> int:
+    """Run a command that needs `extra`: refused in one line when the extra is missing,
+    before any work, or when the command's imports find one of its modules missing."""
+    from aloe.extras import extra_message, extra_of, require_extra
 
+    require_extra(extra)
     try:
-        return importlib.import_module(module)
+        return run()
     except ModuleNotFoundError as e:
-        if e.name not in ("websockets", "msgpack"):
+        found = extra_of(e)
+        if found is None:
             raise
-        raise UsageError(
-            f"{module.split('.')[1]} needs the serve extra: "
-            "pip install 'aloe[serve]' (websockets, msgpack)"
-        ) from None
+        raise UsageError(extra_message(found, [e.name or found])) from None
 
 
 def usage() -> str:

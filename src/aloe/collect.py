@@ -59,6 +59,32 @@ class CollectStats:
                 stats.failure_reasons[reason] = stats.failure_reasons.get(reason, 0) + 1
         return stats
 
+    def summary(self, policy: bool) -> dict[str, Any]:
+        """What `aloe collect` prints: the episodes' totals, then the operator's figures and
+        (with a policy) the policy's apart, so that a demonstration round shows no policy
+        figures at all and a policy round no demonstrations."""
+        totals = {"episodes": self.episodes, "successes": self.successes}
+        operator = {"steps": self.human_steps}
+        if not policy:
+            return {
+                "collected": "operator demonstrations",
+                **totals,
+                "env_steps": self.env_steps,
+                "operator": {"demonstrations": self.episodes, **operator},
+                "failure_reasons": self.failure_reasons,
+            }
+        return {
+            "collected": "policy runs with the operator in the loop",
+            **totals,
+            "env_steps": self.env_steps,
+            "policy": {
+                "steps": self.policy_steps,
+                "successes_without_takeover": self.autonomous_successes,
+                "failure_reasons": self.failure_reasons,
+            },
+            "operator": {"takeovers": self.takeovers, **operator},
+        }
+
     def add(self, ep: D.Episode) -> None:
         src = ep.steps[D.SOURCE]
         self.episodes += 1
@@ -156,7 +182,7 @@ def collect(
     cfg.validate()
     stats = stats or CollectStats()  # what an interrupted attempt already collected
     episodes: list[D.Episode] = []
-    bar = Phase(f"collect[{iteration}]", cfg.max_episodes, progress, unit="episode")
+    bar = Phase(f"collect[{iteration}]", cfg.max_episodes, progress, unit="episode", at_most=True)
     while stats.successes < cfg.success_quota and stats.episodes < cfg.max_episodes:
         ep = run_episode(
             env,

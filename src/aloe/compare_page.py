@@ -5,6 +5,7 @@ Every figure is embedded as PNG (aloe.report), so the page is one self-contained
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,11 @@ def _success_per_iteration(algos: dict[str, Any]) -> Any:
                 a["success_mean_per_iteration"],
                 a["success_std_per_iteration"],
             )
-    ax.set(xlabel="iteration (0 = BC warm start)", ylabel="success rate", ylim=(-0.02, 1.02))
+    ax.set(
+        xlabel="iteration (0 = BC warm start)",
+        ylabel="success rate (fraction of episodes)",
+        ylim=(-0.02, 1.02),
+    )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     ax.grid(alpha=0.3)
@@ -71,7 +76,7 @@ def _final_bars(algos: dict[str, Any]) -> Any:
     ax.bar(
         [_label(a) for a in names], means, yerr=stds, capsize=4, color=[_color(a) for a in names]
     )
-    ax.set(ylabel="final success rate", ylim=(0, 1.05))
+    ax.set(xlabel="algorithm", ylabel="final success rate (fraction of episodes)", ylim=(0, 1.05))
     ax.grid(axis="y", alpha=0.3)
     return fig
 
@@ -87,7 +92,10 @@ def _steps_to_success_per_iteration(algos: dict[str, Any]) -> Any:
         means = a.get("steps_to_success_mean_per_iteration") or []
         if any(m is not None for m in means):
             _band(ax, algo, a["iterations"], means, a["steps_to_success_std_per_iteration"])
-    ax.set(xlabel="iteration (0 = BC warm start)", ylabel="steps to success (successful episodes)")
+    ax.set(
+        xlabel="iteration (0 = BC warm start)",
+        ylabel="steps to success (steps, successful episodes)",
+    )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     ax.grid(alpha=0.3)
@@ -100,7 +108,7 @@ def _success_versus(algos: dict[str, Any], key: str, xlabel: str) -> Any:
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for algo, a in algos.items():
         _band(ax, algo, a[key], a["success_mean_per_iteration"], a["success_std_per_iteration"])
-    ax.set(xlabel=xlabel, ylabel="success rate", ylim=(-0.02, 1.02))
+    ax.set(xlabel=xlabel, ylabel="success rate (fraction of episodes)", ylim=(-0.02, 1.02))
     ax.legend()
     ax.grid(alpha=0.3)
     return fig
@@ -182,12 +190,121 @@ def _action_ope_rows(algos: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _values(algos: dict[str, Any], key: str) -> list[float]:
+    """Every finite value of a per-algorithm list (or number) `key`, over all algorithms."""
+    out: list[float] = []
+    for a in algos.values():
+        v = a.get(key)
+        for x in v if isinstance(v, list) else [v]:
+            if isinstance(x, int | float) and math.isfinite(x):
+                out.append(float(x))
+    return out
+
+
+def _same_final(finals: list[float]) -> str:
+    return f"every algorithm ends at {finals[0]:.2f}" if finals else "no final success"
+
+
+def _figures(algos: dict[str, Any]) -> list[tuple[str, str]]:
+    """The paper's figures, each only where its values vary (over iterations and
+    algorithms); a figure of one value is a line of text saying that value."""
+    from aloe.evaluation.report_plots import plottable
+    from aloe.report import figure_html
+
+    success = _values(algos, "success_mean_per_iteration")
+    finals = _values(algos, "final_success")
+    steps = _values(algos, "steps_to_success_mean_per_iteration")
+    flat = f"every algorithm's success is {success[0]:.2f} at every iteration" if success else ""
+    figures = [
+        ("Success per iteration (Fig. 6)", success, _success_per_iteration, flat),
+        ("Final success (Fig. 4)", finals, _final_bars, _same_final(finals)),
+        (
+            "Steps to success per iteration",
+            steps,
+            _steps_to_success_per_iteration,
+            "no evaluation episode succeeded" if not steps else "one value throughout",
+        ),
+    ]
+    sections = []
+    for title, values, draw, otherwise in figures:
+        body = (
+            figure_html(draw(algos), title)
+            if plottable(values)
+            else f'<p class="note">Not plotted: {otherwise or "no values"}.</p>'
+        )
+        sections.append((title, body))
+    if plottable(success):
+        for title, key, xlabel in (
+            (
+                "Success per operator step",
+                "operator_steps_per_iteration",
+                "operator steps (cumulative)",
+            ),
+            (
+                "Success per environment step",
+                "env_steps_per_iteration",
+                "environment steps (cumulative)",
+            ),
+        ):
+            fig = _success_versus(algos, key, xlabel)
+            sections.append((title, figure_html(fig, title)))
+    return sections
+
+
+def _headline(algos: dict[str, Any]) -> str:
+    """Each algorithm's start (iteration 0) → final success, operator steps, wall time."""
+    import html
+
+    from aloe.progress import duration
+
+    parts, effort = [], []
+    for algo, a in algos.items():
+        start = (a.get("success_mean_per_iteration") or [None])[0]
+        final = _pm(a["final_success"], a["final_success_std"])
+        arrow = (
+            f"{start:.2f} → {final}" if start is not None and len(a["iterations"]) > 1 else final
+        )
+        parts.append(f"<b>{html.escape(_label(algo))}</b> {arrow}")
+        wall = "–" if a["wall_s"] is None else duration(a["wall_s"])
+        effort.append(f"{html.escape(_label(algo))} {_int(a['operator_steps'])} steps, {wall}")
+    seeds = max((len(a["seeds"]) for a in algos.values()), default=0)
+    counts = (_int(a.get("final_eval_episodes")) for a in algos.values())
+    episodes = {n for n in counts if n is not None}
+    return (
+        '<div class="headline">'
+        f"<p class='big'>Success {' · '.join(parts)}</p>"
+        f"<p>BC warm start (iteration 0) → final, mean ± std over {seeds} seeds"
+        + (
+            f" of {'/'.join(map(str, sorted(episodes)))} final evaluation episodes each"
+            if episodes
+            else ""
+        )
+        + "</p>"
+        f"<p><b>Operator steps and wall time</b> {' · '.join(effort)}</p></div>"
+    )
+
+
+def _raw(algos: dict[str, Any]) -> str:
+    """Every per-iteration figure of summary.json, one row per algorithm and iteration."""
+    from aloe.report import details_html, table_html
+
+    rows = []
+    for algo, a in algos.items():
+        lists = {k: v for k, v in a.items() if k.endswith("_per_iteration")}
+        for i, k in enumerate(a["iterations"]):
+            row: dict[str, Any] = {"algorithm": _label(algo), "iteration": k}
+            row |= {name.removesuffix("_per_iteration"): v[i] for name, v in lists.items()}
+            rows.append(row)
+    return details_html(f"summary.json: {len(rows)} rows", table_html(rows))
+
+
 def build_page(summary: dict[str, Any], path: Path) -> Path:
-    """report.html from a summary: the four figures and the table, nothing external."""
+    """report.html from a summary: the headline, the figures whose values vary, the
+    tables, and the raw per-iteration figures collapsed; nothing external."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from aloe.report import figure_html, table_html, write_page
+    from aloe.report import table_html, write_page
 
     algos = summary["algos"]
     note = (
@@ -196,34 +313,7 @@ def build_page(summary: dict[str, Any], path: Path) -> Path:
         "the operator after the warm start. Wall time counts training and evaluation of a run "
         "while other runs shared the machine.</p>"
     )
-    sections = [
-        (
-            "Success per iteration (Fig. 6)",
-            figure_html(_success_per_iteration(algos), "success per iteration"),
-        ),
-        ("Final success (Fig. 4)", figure_html(_final_bars(algos), "final success")),
-        (
-            "Steps to success per iteration",
-            figure_html(_steps_to_success_per_iteration(algos), "steps to success"),
-        ),
-        (
-            "Success per operator step",
-            figure_html(
-                _success_versus(
-                    algos, "operator_steps_per_iteration", "operator steps (cumulative)"
-                ),
-                "success per operator step",
-            ),
-        ),
-        (
-            "Success per environment step",
-            figure_html(
-                _success_versus(algos, "env_steps_per_iteration", "environment steps (cumulative)"),
-                "success per env step",
-            ),
-        ),
-        ("Summary", table_html(_table_rows(algos)) + note),
-    ]
+    sections = [*_figures(algos), ("Summary", table_html(_table_rows(algos)) + note)]
     tasks = _task_rows(algos)
     if tasks:
         sections.append(("Per task (final iteration)", table_html(tasks)))
@@ -236,5 +326,6 @@ def build_page(summary: dict[str, Any], path: Path) -> Path:
             "0 chance.</p>"
         )
         sections.append(("Action-level OPE (final checkpoint)", table_html(ope) + ope_note))
+    sections.append(("Raw figures", _raw(algos)))
     title = f"aloe compare: {summary.get('task')} ({summary.get('preset')} preset)"
-    return write_page(path, title, sections)
+    return write_page(path, title, sections, lead=_headline(algos))

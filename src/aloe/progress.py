@@ -2,12 +2,14 @@
 
 Every long command takes `--progress/--no-progress`, read into a `Progress` field:
 
-    None  (neither flag)  bars when stderr is a terminal; otherwise, when a phase ends, one
-                          line saying what it did and how long it took
+    None  (neither flag)  bars when stderr is a terminal; otherwise plain lines: one when a
+                          phase starts, one at most every EVERY_S seconds while it runs
+                          (done, rate, time left), one when it ends (what it did, how long)
     True  (--progress)    bars, even into a log
     False (--no-progress) neither: only results, warnings and errors
 
-so that a captured log (CI, `nohup`, `> log`) never fills with a bar's carriage-return frames.
+so that a captured log (CI, `nohup`, `> log`) never fills with a bar's carriage-return
+frames, yet never stays silent through a long phase either.
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ PROGRESS_HELP = (
 )
 
 T = TypeVar("T")
+
+EVERY_S = 30.0  # a log's progress lines within a phase: at most one per EVERY_S seconds
+
+
+def clock() -> float:
+    """Seconds on a monotonic clock: what phases time themselves with (a test fakes it)."""
+    return time.monotonic()
 
 
 def bars(progress: bool | None) -> bool:
@@ -66,7 +75,8 @@ def duration(seconds: float) -> str:
 
 
 class Phase:
-    """A phase of work: a tqdm bar, or (in a log) one line when it closes, or nothing.
+    """A phase of work: a tqdm bar; or, in a log, a line when it starts, a progress line at
+    most every EVERY_S seconds, and a line when it closes; or nothing.
 
     Used like the tqdm bar it replaces: `update(n)`, `set_postfix(**values)`, `close()`;
     `unit` is singular (`episode`)."""
@@ -78,19 +88,43 @@ class Phase:
         progress: bool | None,
         unit: str = "step",
         initial: int = 0,
+        at_most: bool = False,
     ) -> None:
-        self.desc, self.unit, self.progress = desc, unit, progress
+        """`total` is what the phase will do, or with `at_most`, its budget (a collection
+        that stops at its success quota)."""
+        self.desc, self.unit, self.progress, self.total = desc, unit, progress, total
+        self.initial = initial
         self.done = 0  # in this phase (not counting `initial`)
         self.postfix: dict[str, Any] = {}
-        self.start = time.perf_counter()
+        self.start = clock()
+        self.last_line = self.start
         self.bar = None
         if bars(progress):
             self.bar = tqdm(total=total, initial=initial, desc=desc, leave=False, unit=unit)
+        else:
+            left = "" if total is None else f": {plural(total - initial, unit)}"
+            left = left.replace(": ", ": at most ") if at_most else left
+            say(f"  {desc}{left} …", progress)
 
     def update(self, n: int = 1) -> None:
         self.done += n
         if self.bar is not None:
             self.bar.update(n)
+            return
+        now = clock()
+        if now - self.last_line >= EVERY_S:
+            self.last_line = now
+            say(self.progress_line(now), self.progress)
+
+    def progress_line(self, now: float) -> str:
+        """`  critic[2]: 120/400 steps, 2.1 steps/s, about 2 min 13 s left`."""
+        rate = self.done / max(now - self.start, 1e-9)
+        done = self.initial + self.done
+        of = f"{done}/{self.total}" if self.total is not None else str(done)
+        line = f"  {self.desc}: {of} {self.unit}s, {rate:.3g} {self.unit}s/s"
+        if self.total is not None and rate > 0:
+            line += f", about {duration(max(self.total - done, 0) / rate)} left"
+        return line
 
     def set_postfix(self, **values: Any) -> None:
         self.postfix = values
@@ -102,7 +136,7 @@ class Phase:
             self.bar.close()
             return
         extra = ", ".join(f"{k} {v}" for k, v in self.postfix.items())
-        took = duration(time.perf_counter() - self.start)
+        took = duration(clock() - self.start)
         say(
             f"  {self.desc}: {plural(self.done, self.unit)} in {took}"
             + (f" ({extra})" if extra else ""),

@@ -19,9 +19,15 @@ _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
-th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+th { background: #f3f3f3; } td.n { text-align: right; } td { max-width: 30em; }
 img { max-width: 100%; } .note { color: #666; font-size: 0.9em; }
+.headline { background: #f5f8fc; border: 1px solid #cfdcec; border-radius: 6px;
+  padding: 0.4em 1em; margin: 1em 0; } .headline p { margin: 0.35em 0; }
+.headline .big { font-size: 1.35em; }
+details { margin: 0.5em 0; } summary { cursor: pointer; color: #345; }
+details table { display: block; overflow-x: auto; max-width: 100%; }
+h3 { font-size: 1.05em; margin-top: 1.2em; }
 """
 
 
@@ -47,24 +53,35 @@ def _cell(value: Any) -> str:
     return html.escape("–" if value is None else str(value))
 
 
+def _td(value: Any) -> str:
+    """A cell: numbers right-aligned (class n), text left."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return f'<td class="n">{_cell(value)}</td>' if number else f"<td>{_cell(value)}</td>"
+
+
 def table_html(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
     """An HTML table of dict rows (columns default to the first row's keys)."""
     if not rows:
         return '<p class="note">(no rows)</p>'
     cols = list(columns or rows[0].keys())
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_cell(r.get(c))}</td>" for c in cols) + "</tr>" for r in rows
-    )
+    body = "".join("<tr>" + "".join(_td(r.get(c)) for c in cols) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_page(path: Path, title: str, sections: Sequence[tuple[str, str]]) -> Path:
-    """Write a self-contained page of (heading, html body) sections, atomically."""
+def details_html(summary: str, body: str) -> str:
+    """A collapsed block: `summary` shown, `body` on a click."""
+    return f"<details><summary>{html.escape(summary)}</summary>{body}</details>"
+
+
+def write_page(path: Path, title: str, sections: Sequence[tuple[str, str]], lead: str = "") -> Path:
+    """Write a self-contained page of (heading, html body) sections, atomically; `lead`
+    (html: the headline) comes first, under the title."""
     parts = [f"<h2>{html.escape(h)}</h2>\n{body}" for h, body in sections]
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>\n{lead}\n"
         + "\n".join(parts)
         + "</body></html>"
     )

@@ -148,19 +148,18 @@ class Run:
         return q.cpu().numpy(), q_pess(q).cpu().numpy()
 
     @torch.no_grad()
-    def value(self, state: Any, num_samples: int = 16, seed: int = 0) -> np.ndarray:
-        """V^π(s) (B,): the mean Q_pess of chunks sampled from the policy (Eq. 10)."""
+    def value(self, state: Any, num_samples: int = 16, seed: int = 0) -> Any:
+        """V^π(s): the mean Q_pess of chunks sampled from the policy (Eq. 10); a float for
+        one state (S,), an array (B,) for a batch (B, S)."""
         from aloe.algos.aloe import estimate_value
 
         self._require_q()
         s = self._state(state)
         gen = torch.Generator(device=self.device).manual_seed(seed)
         self.critic.eval()
-        return (
-            estimate_value(self.critic, self.actor, s, self._tasks(len(s)), num_samples, gen)
-            .cpu()
-            .numpy()
-        )
+        v = estimate_value(self.critic, self.actor, s, self._tasks(len(s)), num_samples, gen)
+        out = v.cpu().numpy()
+        return float(out[0]) if np.asarray(state).ndim == 1 else out
 
     def _require_q(self) -> None:
         if self.algorithm.value == "state":

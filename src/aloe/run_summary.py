@@ -1,6 +1,9 @@
 """What a run says as it goes and when it ends, for the person reading stderr.
 
+    banner          the opening lines of `aloe train`: where the run is written, what each
+                    iteration does and how long the run should take
     iteration_line  one line per iteration: its success, the operator's work, its duration
+                    and, measured on the iterations so far, the time left
     summary         the closing lines of `aloe train`: success per iteration as a sparkline
                     and numbers, BC → final success, the operator's steps, wall time, and
                     where the report, the latest checkpoint and the TensorBoard logs are
@@ -37,14 +40,93 @@ def _rate(value: Any) -> str:
     return f"{value:.2f}" if _finite(value) else "–"
 
 
-def iteration_line(metrics: dict[str, Any], final_iteration: int) -> str:
-    """`iteration 1/5: success 0.20 on 20 episodes, 3 takeovers, 120 operator steps, 45.2 s`."""
+# What a preset's run took, measured on this project's reference machine (README), keyed by
+# (preset, task, algorithm); a run with other sizes has no measured figure.
+MEASURED = {
+    ("smoke", "pick-place-v3", "aloe"): "about 1 min",
+    ("default", "pick-place-v3", "aloe"): "about 10–20 min",
+}
+MEASURED_ON = "2 otherwise idle CPU cores; README"
+_RUN_ONLY = ("out", "seed", "device", "progress")  # fields that leave the run's sizes alone
+
+
+def measured_duration(cfg: Any) -> str | None:
+    """The preset's measured duration, if `cfg` is that preset's config (any seed, device)."""
+    import dataclasses
+    import json
+
+    from aloe.config import preset
+
+    figure = MEASURED.get((cfg.preset, cfg.task, cfg.algo))
+    if figure is None:
+        return None
+    same = {k: getattr(cfg, k) for k in _RUN_ONLY}
+    base = dataclasses.replace(preset(cfg.preset, cfg.task), algo=cfg.algo, **same)
+    mine = json.loads(dataclasses.replace(cfg, **same).resolved().to_json())
+    return figure if json.loads(base.resolved().to_json()) == mine else None
+
+
+def banner(cfg: Any, label: str, iterates: bool, own_collect: bool, start: int) -> str:
+    """The opening lines of `aloe train`: the run directory, what iteration 0 and each later
+    iteration do (`label` names the algorithm; `own_collect`: it collects without the
+    operator), the estimated duration, and how to stop and continue."""
+    out = Path(cfg.out)
+    evals = f"evaluate on {plural(cfg.eval_episodes, 'episode')}"
+    head = f"aloe train: {out}: {label} on {cfg.task}, preset {cfg.preset}, seed {cfg.seed}"
+    if start:
+        head += f" (resuming at iteration {start})"
+    lines = [
+        head,
+        f"  iteration 0    {plural(cfg.num_demos, 'operator demonstration')} → "
+        f"{plural(cfg.bc_steps, 'BC step')} → {evals} → checkpoint",
+    ]
+    if iterates:
+        who = (
+            "its own rollouts (no operator)"
+            if own_collect
+            else "π acts, the operator takes over when it fails"
+        )
+        last = f", {cfg.final_eval_episodes} at the last" if cfg.final_eval_episodes else ""
+        lines.append(
+            f"  iterations 1–{cfg.iterations} collect ({who}) → {label} update → {evals}"
+            f"{last} → checkpoint"
+        )
+    figure = measured_duration(cfg)
+    lines.append(
+        f"  estimate       {figure} (the {cfg.preset} preset's measured figure, {MEASURED_ON})"
+        if figure
+        else "  estimate       no measured figure for these sizes: each iteration's line "
+        "gives the time left, measured on the iterations so far"
+    )
+    lines.append(
+        f"  stop           Ctrl-C; `aloe train --resume {out}` continues from the last checkpoint"
+    )
+    return "\n".join(lines)
+
+
+def time_left(history: list[dict[str, Any]], final_iteration: int) -> float | None:
+    """Seconds the run's remaining iterations should take at the pace of those done after
+    the warm start (iteration 0's BC pace says little about them); None before that."""
+    walls = [r["wall_s"] for r in history if r["iteration"] > 0 and _finite(r.get("wall_s"))]
+    left = final_iteration - history[-1]["iteration"] if history else final_iteration
+    if left <= 0 or not walls:
+        return None
+    return left * sum(walls) / len(walls)
+
+
+def iteration_line(
+    metrics: dict[str, Any], final_iteration: int, left_s: float | None = None
+) -> str:
+    """`iteration 1/5: success 0.20 on 20 episodes, 3 takeovers, 120 operator steps, 45.2 s`,
+    then `; about 3 min 10 s left` where `left_s` is given."""
     k = metrics["iteration"]
     what = "BC warm start" if k == 0 else plural(metrics["takeovers"], "takeover")
+    left = "" if left_s is None else f"; about {duration(left_s)} left"
     return (
         f"iteration {k}/{final_iteration}: success {_rate(metrics['success_rate'])} on "
         f"{plural(metrics['eval_episodes'], 'episode')}, {what}, "
         f"{plural(metrics['human_steps'], 'operator step')}, {duration(metrics['wall_s'])}"
+        f"{left}"
     )
 
 

@@ -23,7 +23,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +48,7 @@ from aloe.observation import Observations
 from aloe.operators.profiles import make_operator
 from aloe.progress import Progress, say
 from aloe.run import FlowChunkPolicy, build_learner
-from aloe.run_summary import iteration_line, write_report
+from aloe.run_summary import banner, iteration_line, time_left, write_report
 
 EVAL_SEED = 1_000_000  # evaluation seeds: EVAL_SEED + i, never used for collection
 
@@ -70,6 +70,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.learner: Learner | None = None
         self.workers: Any = None  # a Ray WorkerPool with --workers (aloe.distributed.workers)
+        self.on_iteration: Callable[[dict[str, Any]], None] | None = None  # see `train`
 
     def _open_store(self) -> EpisodeStore:
         cfg, size = self.cfg, (self.cfg.env.image_size, self.cfg.env.image_size)
@@ -290,7 +291,10 @@ class Trainer:
             if isinstance(value, int | float) and key != "iteration" and math.isfinite(value):
                 self.writer.add_scalar(f"aloe/{key}", value, k)
         self.writer.flush()
-        say(iteration_line(metrics, self.final_iteration), cfg.progress)
+        left = time_left(self.history, self.final_iteration)
+        say(iteration_line(metrics, self.final_iteration, left), cfg.progress)
+        if self.on_iteration is not None:
+            self.on_iteration(dict(metrics))
 
     def restore(self, state: dict[str, Any]) -> None:
         self.learner = build_learner(self.cfg, obs=self.obs)
@@ -518,11 +522,17 @@ def start_run_dir(cfg: TrainConfig) -> None:
     os.replace(tmp, cfg.out / "config.json")
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> list[dict[str, Any]]:
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    on_iteration: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """Run Algorithm 1 in `cfg.out`, or with `resume` continue the run there (see
     `prepare_run`). Every check, and building what can still fail, comes before any write.
-    With Ray workers or several learner processes, `aloe.distributed.launch.train` runs it
-    in the same order (this module does not import aloe.distributed: no import cycle)."""
+    `on_iteration` gets each iteration's metrics.jsonl row once its checkpoint is saved (an
+    exception it raises stops the run there; `resume` continues it). With Ray workers or
+    several learner processes, `aloe.distributed.launch.train` runs it in the same order
+    (this module does not import aloe.distributed: no import cycle)."""
     cfg = prepare_run(cfg, resume)
     torch.manual_seed(cfg.seed)
     with run_lock(cfg, resume):
@@ -532,9 +542,20 @@ def train(cfg: TrainConfig, resume: bool = False) -> list[dict[str, Any]]:
             raise UsageError(str(e)) from None
         if not resume:
             start_run_dir(cfg)
+        say_banner(trainer)
+        trainer.on_iteration = on_iteration
         history = trainer.run()
         write_report(cfg.out, "aloe train")  # with its plots; a failure only warns
     return history
+
+
+def say_banner(trainer: Trainer) -> None:
+    """The run's opening lines on stderr (aloe.run_summary.banner)."""
+    cfg, algo = trainer.cfg, trainer.algorithm
+    last = checkpoint.latest(cfg.out / "checkpoints")
+    start = 0 if last is None else last[0] + 1
+    text = banner(cfg, algo.label, algo.iterates, algo.collect is not None, start)
+    say(text, cfg.progress)
 
 
 @dataclass
@@ -588,8 +609,6 @@ class EvalArgs:
 
 
 def cmd_eval(args: EvalArgs) -> int:
-    from aloe.run import load_run
-
     args.validate()
     if args.suite == "full":
         from aloe.evaluation.suite import cmd_eval_full
@@ -599,14 +618,37 @@ def cmd_eval(args: EvalArgs) -> int:
         from aloe.evaluation.suite import cmd_eval_action_ope
 
         return cmd_eval_action_ope(args)
+    print(json.dumps(evaluate_run(args), indent=1))
+    return 0
+
+
+BASIC_EVAL = "eval-basic.json"  # the basic suite's results; the full suite's are eval.json
+
+
+def evaluate_run(args: EvalArgs) -> dict[str, Any]:
+    """The basic suite on a run's latest checkpoint: success rate with its Wilson interval,
+    steps to success; written to the run's eval-basic.json (never over the full suite's
+    eval.json) and returned. `args` is validated as `aloe eval` validates its flags."""
+    from aloe.evaluation.metrics import wilson_interval
+    from aloe.run import load_run
+
+    args.validate()
     run = load_run(args.run, what="--run")
     env = make_env(run.config.env)
     seeds = [args.seed + i for i in range(args.episodes)]
     result = evaluate(
         env, run.chunk_policy(seed=args.seed), seeds, progress=args.progress, batch=args.batch
     )
-    out = json_safe({"iteration": run.iteration, **result.as_dict()})
-    text = json.dumps(out, indent=1)
-    print(text)
-    (args.run / "eval.json").write_text(text)
-    return 0
+    ci = wilson_interval(sum(result.successes), result.episodes)
+    out = json_safe(
+        {
+            "iteration": run.iteration,
+            **result.as_dict(),
+            "success_ci95": list(ci),
+            "seed": args.seed,
+        }
+    )
+    tmp = args.run / f"{BASIC_EVAL}.tmp"
+    tmp.write_text(json.dumps(out, indent=1))
+    os.replace(tmp, args.run / BASIC_EVAL)
+    return out

@@ -24,7 +24,7 @@ def train(cfg: Any, resume: bool, scale: Scale) -> list[dict[str, Any]]:
     import contextlib
 
     from aloe.run_summary import write_report
-    from aloe.train import prepare_run, run_lock, start_run_dir
+    from aloe.train import prepare_run, run_lock, say_banner, start_run_dir
 
     several = ddp.init(cfg.device)
     try:
@@ -41,6 +41,8 @@ def train(cfg: Any, resume: bool, scale: Scale) -> list[dict[str, Any]]:
                 trainer.workers = pool
                 if ddp.is_main() and not resume:
                     start_run_dir(cfg)
+                if ddp.is_main():
+                    say_banner(trainer)
                 history = trainer.run()
                 if ddp.is_main():
                     write_report(cfg.out, "aloe train")

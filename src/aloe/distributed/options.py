@@ -8,8 +8,9 @@ import os
 from dataclasses import dataclass
 
 from aloe.errors import require
+from aloe.extras import install_hint
 
-RAY_EXTRA = "pip install 'aloe[ray]' (or pip install 'ray==2.60.0')"
+RAY_EXTRA = f"{install_hint('ray')} (or pip install 'ray==2.60.0')"
 
 
 @dataclass(frozen=True)

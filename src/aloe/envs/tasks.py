@@ -37,6 +37,13 @@ def supported_tasks() -> list[str]:
     return sorted(t for row in rows for t in row.tasks)
 
 
+def uninstalled_tasks() -> dict[str, list[str]]:
+    """The tasks whose simulator this installation lacks, by the row that brings them."""
+    return {
+        name: sorted(row.tasks) for name, row in BACKENDS.items() if not _installed(row.requires)
+    }
+
+
 def task_list(name: str) -> list[str]:
     """The tasks a `--task` value names: a suite (`mt10`), a comma-separated list, or one."""
     if name in SUITES:

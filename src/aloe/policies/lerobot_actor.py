@@ -45,13 +45,14 @@ from torch import Generator, Tensor, nn
 
 from aloe.data import image_key
 from aloe.errors import bad, require
+from aloe.extras import install_hint
 from aloe.nn import Normalizer, evaluating
 from aloe.policies.base import chunk_noise
 from aloe.vision.encoders import TorchImageEncoder, hash_tensors, hf_config_fields
 
 POLICIES = ("smolvla", "pi0", "pi05")
 AUTOCAST = ("none", "bf16")
-LEROBOT_EXTRA = 'pip install -e ".[lerobot]"'
+LEROBOT_EXTRA = install_hint("lerobot")
 IMAGE_KEY = "observation.images.empty"  # a fresh policy's one (blank) slot in a state run
 STATE, ACTION = "observation.state", "action"
 TOKENS, TOKEN_MASK = "observation.language.tokens", "observation.language.attention_mask"

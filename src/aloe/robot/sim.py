@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlparse
 
 import numpy as np
@@ -28,10 +28,12 @@ import numpy as np
 from aloe.data import episode_seed
 from aloe.envs.base import EpisodeEnv
 from aloe.errors import bad, require
-from aloe.robot.client import RobotClient
-from aloe.robot.connection import Connection, ConnectionLost, ServerError
 from aloe.rollout import Takeover
 from aloe.serve.auth import TOKEN_FILE, is_loopback, read_token_file
+
+if TYPE_CHECKING:  # the serve extra's websockets: imported on use, so --help needs none
+    from aloe.robot.client import RobotClient
+    from aloe.robot.connection import Connection
 
 
 class Paced:
@@ -152,6 +154,8 @@ def _on_this_machine(args: RobotArgs) -> bool:
 
 
 def _open(args: RobotArgs, token: str | None) -> Connection:
+    from aloe.robot.connection import Connection, ServerError
+
     try:
         return Connection(args.server, token, timeout=args.timeout, attempts=args.attempts)
     except ServerError as e:
@@ -164,6 +168,8 @@ def cmd_robot(args: RobotArgs) -> int:
     from aloe.config import TrainConfig
     from aloe.envs.registry import make_env
     from aloe.operators.profiles import make_operator
+    from aloe.robot.client import RobotClient
+    from aloe.robot.connection import ServerError
 
     args.validate()
     conn = connect(args)
@@ -202,6 +208,8 @@ def collect(
 ) -> dict[str, Any]:
     """Episodes over the network by the run's collection rule (or `episodes` of them); a
     connection lost mid-episode loses that episode, which is played again after reconnecting."""
+    from aloe.robot.connection import ConnectionLost
+
     meta, rule = client.conn.metadata, cfg.collect
     iteration = int(meta.get("iteration", 0))
     done = meta.get("collected", {}) if record else {}

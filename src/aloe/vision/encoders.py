@@ -25,10 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aloe.extras import install_hint
+
 if TYPE_CHECKING:
     from transformers import SiglipVisionModel
 
-VISION_EXTRA = 'pip install -e ".[vision]"'
+VISION_EXTRA = install_hint("vision")
 
 # Config keys that record where or with which library version a model was saved, not what
 # it computes; dropped so a model and its save_pretrained -> from_pretrained copy agree.
