@@ -10,8 +10,9 @@ from types import SimpleNamespace
 import pytest
 
 from aloe import checkpoint, progress
+from aloe.evaluation.run_report import write_report
 from aloe.progress import Phase, duration
-from aloe.run_summary import iteration_line, sparkline, summary, write_report
+from aloe.run_summary import iteration_line, sparkline, summary
 
 
 def _row(k: int, success: float, takeovers: int, human: int, total: int) -> dict:

@@ -122,7 +122,9 @@ class VisionConfig:
 class Observations:
     """Observation vectors and instruction rows of one run's config."""
 
-    def __init__(self, cfg: Any, device: torch.device | str = "cpu") -> None:
+    def __init__(self, cfg: Any, device: torch.device | str = "cpu", encoder: Any = None) -> None:
+        """`encoder`: the camera encoder where the caller builds it (`--vision.encoder lerobot`,
+        the run's VLA's own tower: `aloe.run.observations`); None = `vision.encoder`'s."""
         self.cfg = cfg
         self.tasks = task_list(cfg.task)
         self.instructions = [INSTRUCTIONS[t] for t in self.tasks]
@@ -131,19 +133,16 @@ class Observations:
         self.pixel_cameras = self.cameras if cfg.actor_kind == "lerobot" else ()
         # what reading features cost (decode + encode of new video files, cache reads)
         self.feature_log = dict.fromkeys(("features_s", "frames_encoded", "frames_cached"), 0.0)
-        self.encoder: Any = None
-        if self.cameras:
+        self.encoder: Any = encoder
+        if self.cameras and encoder is None:
             v = cfg.vision
-            if v.encoder == "lerobot":  # the run's VLA's own tower, from --lerobot.*
-                from aloe.policies.lerobot_actor import vision_tower
+            if v.encoder == "lerobot":  # the policies layer builds it, above this one
+                raise ValueError("the lerobot tower is built by aloe.run.observations")
+            from aloe.vision.encoders import build_image_encoder
 
-                self.encoder = vision_tower(cfg.lerobot, device)
-            else:
-                from aloe.vision.encoders import build_image_encoder
-
-                self.encoder = build_image_encoder(
-                    v.encoder, path=v.encoder_path, device=device, image_size=v.image_size
-                )
+            self.encoder = build_image_encoder(
+                v.encoder, path=v.encoder_path, device=device, image_size=v.image_size
+            )
 
     @property
     def layout(self) -> tuple[int, ...]:

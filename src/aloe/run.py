@@ -28,6 +28,17 @@ from aloe.policies.chunk_policy import FlowChunkPolicy
 from aloe.policies.flow import FlowPolicy
 
 
+def observations(cfg: TrainConfig, device: torch.device | str = "cpu") -> Observations:
+    """A run's observations; with `--vision.encoder lerobot` the camera encoder is the run's
+    VLA's own tower (from `--lerobot.*`), which the policies layer builds."""
+    encoder = None
+    if cfg.obs == "image" and cfg.vision.encoder == "lerobot":
+        from aloe.policies.lerobot_actor import vision_tower  # optional extra: lerobot
+
+        encoder = vision_tower(cfg.lerobot, device)
+    return Observations(cfg, device, encoder=encoder)
+
+
 def build_learner(
     cfg: TrainConfig,
     state_mean: np.ndarray | None = None,
@@ -44,7 +55,7 @@ def build_learner(
     embeddings (zeros of the right shape), and so are the HL-Gauss bins without `c_fail`
     (the environment's C_fail of Eq. 14).
     """
-    obs = obs or Observations(cfg)
+    obs = obs or observations(cfg)
     dim, n = obs.dim, len(obs.tasks)
     action_dim = task_dims(cfg.task).action
     if instruction_features is None and cfg.instructions != "learned":
@@ -106,7 +117,7 @@ class Run:
         self.config = read_run_config(self.root)
         self.algorithm = ALGORITHMS[self.config.algo]
         self.iteration, _, self.state = _checkpoint(self.root / "checkpoints", iteration)
-        self.obs = Observations(self.config)
+        self.obs = observations(self.config)
         self.learner = build_learner(self.config, obs=self.obs)
         self.learner.load_state_dict(self.state["learner"])
         self.actor: Actor = self.learner.actor

@@ -6,7 +6,7 @@ checkpoints and logs, exactly as one process does. Every rank trains: rank 0 sen
 others what the update reads (the checkpoint it resumed from, the frames of each
 iteration, each iteration's metrics so that every rank's history is the same), and each
 update step trains on the rank's shard of the global batch with gradients averaged
-(`aloe.distributed.shard`). The learners start from rank 0's weights and stay equal.
+(`aloe.shard`). The learners start from rank 0's weights and stay equal.
 Backend: gloo on CPU, NCCL on CUDA (one GPU per rank, `LOCAL_RANK`).
 """
 
@@ -26,8 +26,8 @@ from aloe.algos.table import ALGORITHMS
 from aloe.collect import CollectStats
 from aloe.data import Frames
 from aloe.distributed.options import Scale
-from aloe.distributed.shard import world
 from aloe.errors import require
+from aloe.shard import world
 from aloe.train import Trainer
 
 # updates of per-row losses only (the shard's premise): aloe, dagger, bc

@@ -23,7 +23,7 @@ from aloe.errors import UsageError
 def train(cfg: Any, resume: bool, scale: Scale) -> list[dict[str, Any]]:
     import contextlib
 
-    from aloe.run_summary import write_report
+    from aloe.evaluation.run_report import write_report
     from aloe.train import prepare_run, run_lock, start_run_dir
 
     several = ddp.init(cfg.device)

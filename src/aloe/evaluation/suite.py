@@ -96,8 +96,8 @@ def evaluate_condition(
 def run_suite(run_dir: Path, cfg: SuiteConfig) -> dict[str, Any]:
     """Run every evaluation on `run_dir`'s latest checkpoint; write eval.json and report.html
     (a report that cannot be written is a warning: eval.json holds the results)."""
+    from aloe.evaluation.run_report import write_report
     from aloe.run import load_run
-    from aloe.run_summary import write_report
 
     run = load_run(run_dir, what="--run")
     env = make_env(run.config.env)
