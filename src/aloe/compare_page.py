@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from aloe.algos.table import ALGORITHMS
+from aloe.report import figure_html, table_html, write_page
 
 
 def _label(algo: str) -> str:
@@ -187,7 +188,6 @@ def build_page(summary: dict[str, Any], path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
-    from aloe.report import figure_html, table_html, write_page
 
     algos = summary["algos"]
     note = (

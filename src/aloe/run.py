@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from aloe import checkpoint
-from aloe.algos.aloe import q_pess
+from aloe.algos.aloe import estimate_value, q_pess
 from aloe.algos.context import Learner, LearnerParts
 from aloe.algos.table import ALGORITHMS
 from aloe.config import TrainConfig
@@ -26,6 +26,7 @@ from aloe.observation import Observations
 from aloe.policies.base import Actor
 from aloe.policies.chunk_policy import FlowChunkPolicy
 from aloe.policies.flow import FlowPolicy
+from aloe.vision.language import InstructionEncoder
 
 
 def observations(cfg: TrainConfig, device: torch.device | str = "cpu") -> Observations:
@@ -59,8 +60,6 @@ def build_learner(
     dim, n = obs.dim, len(obs.tasks)
     action_dim = task_dims(cfg.task).action
     if instruction_features is None and cfg.instructions != "learned":
-        from aloe.vision.language import InstructionEncoder
-
         instruction_features = torch.zeros(n, InstructionEncoder.dim)
     mean = torch.zeros(dim) if state_mean is None else torch.as_tensor(state_mean).float()
     std = torch.ones(dim) if state_std is None else torch.as_tensor(state_std).float()
@@ -161,8 +160,6 @@ class Run:
     @torch.no_grad()
     def value(self, state: Any, num_samples: int = 16, seed: int = 0) -> np.ndarray:
         """V^π(s) (B,): the mean Q_pess of chunks sampled from the policy (Eq. 10)."""
-        from aloe.algos.aloe import estimate_value
-
         self._require_q()
         s = self._state(state)
         gen = torch.Generator(device=self.device).manual_seed(seed)

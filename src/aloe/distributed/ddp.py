@@ -27,8 +27,9 @@ from aloe.collect import CollectStats
 from aloe.data import Frames
 from aloe.distributed.options import Scale
 from aloe.errors import require
+from aloe.run import build_learner
 from aloe.shard import world
-from aloe.train import Trainer
+from aloe.train import Trainer, prepare_run
 
 # updates of per-row losses only (the shard's premise): aloe, dagger, bc
 DDP_ALGOS = tuple(a for a, row in ALGORITHMS.items() if row.sharding is not None)
@@ -146,8 +147,6 @@ class Follower(Trainer):
         self.history.append(broadcast(None))
 
     def restore(self, state: dict[str, Any]) -> None:
-        from aloe.run import build_learner
-
         self.learner = build_learner(self.cfg, obs=self.obs)
         self.learner.load_state_dict(state["learner"])
         self.history = state["history"]
@@ -169,9 +168,6 @@ def relaunch(cfg: Any, resume: bool, argv: list[str], scale: Scale) -> int:
     """`aloe train ARGV` on `scale.learner_procs` learner processes of this machine, through
     torchrun; returns its exit code. The run is checked here first, so that a user's
     mistake is one UsageError of this process, not one traceback per rank."""
-    from aloe.algos.table import ALGORITHMS
-    from aloe.train import prepare_run
-
     procs, checked = scale.learner_procs, prepare_run(copy.deepcopy(cfg), resume)
     check(checked, procs)
     scale.check_run(checked.algo, ALGORITHMS[checked.algo].collect is not None)

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from aloe.envs.base import Backend, Dims, EnvConfig, PresetSizes, SuiteParts, lent
+from aloe.envs.cameras import Cameras, LazyImages
 from aloe.envs.ogbench_tasks import (
     ACTION_DIM,
     CAMERAS,
@@ -66,8 +67,6 @@ class OGBenchEnv:
     ACTION_DIM = ACTION_DIM
 
     def __init__(self, cfg: EnvConfig) -> None:
-        from aloe.envs.cameras import Cameras
-
         self.cfg = cfg
         self.task = cfg.task
         self.spec = TASKS[self.task]
@@ -295,8 +294,6 @@ class OGBenchEnv:
         self._state = np.concatenate([hand, [openness], self.raw.compute_observation()])
 
     def _obs(self) -> dict[str, Any]:
-        from aloe.envs.cameras import LazyImages
-
         obs: dict[str, Any] = {
             "state": self._state.astype(np.float32),
             "instruction": self.instruction,
