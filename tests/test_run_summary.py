@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from aloe import checkpoint, progress
+from aloe.evaluation.run_report import write_report
 from aloe.progress import Phase, duration
 from aloe.run_summary import (
     banner,
@@ -18,7 +19,6 @@ from aloe.run_summary import (
     sparkline,
     summary,
     time_left,
-    write_report,
 )
 
 

@@ -19,6 +19,9 @@ def _torchvision_before_osmesa() -> None:
 
 _torchvision_before_osmesa()
 
+import aloe.operators.composed  # noqa: E402, F401  (fill aloe.envs.base.LENT for the rows)
+import aloe.operators.scripted  # noqa: E402, F401
+import aloe.rollout  # noqa: E402, F401
 from aloe.api import evaluate_run, run_training  # noqa: E402
 from aloe.run import Run, load_run  # noqa: E402
 

@@ -36,9 +36,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from aloe.envs.tasks import DEFAULT_TASK
+from aloe.algos.aloe import AloeConfig
+from aloe.critics.chunked_q import CriticConfig
+from aloe.envs.tasks import DEFAULT_TASK, task_list
 from aloe.errors import bad, require
+from aloe.policies.flow import ActorConfig
 from aloe.progress import Progress
+from aloe.run import resolve_device
+from aloe.speed import against, learner, loop, measure
+from aloe.speed.against import describe_source, resolve
+from aloe.speed.table import render
 
 FRAME_BYTES = 2048  # one stored frame loaded into memory (states, sim state, columns), rounded up
 SIZES = ("smoke", "default", "paper")
@@ -90,8 +97,6 @@ class BenchArgs:
 
     def validate(self) -> None:
         """Every field, then the memory the sizes need: a UsageError before any work."""
-        from aloe.envs.tasks import task_list
-
         try:
             tasks = task_list(self.task)
         except ValueError as e:
@@ -108,8 +113,6 @@ class BenchArgs:
             require(not self.out.is_dir(), "--out", self.out, "is a directory; give a file")
             require(self.out.parent.is_dir(), "--out", self.out, "its directory does not exist")
         if self.against is not None:
-            from aloe.speed.against import resolve
-
             resolve(self.against)  # the revision's own bench is probed before measuring
         have = _total_memory()
         if have is None:
@@ -170,10 +173,6 @@ def estimate_bytes(horizon: int, batch_size: int) -> int:
     layer alive at a time. Real peaks are lower (fused kernels, freed buffers): this only
     tells sizes that cannot fit. The collected frames come on top (FRAME_BYTES each).
     """
-    from aloe.algos.aloe import AloeConfig
-    from aloe.critics.chunked_q import CriticConfig
-    from aloe.policies.flow import ActorConfig
-
     actor, critic, m = ActorConfig(), CriticConfig(), AloeConfig().num_value_samples
 
     def layer(heads: int, tokens: int, width: int, mlp_ratio: int) -> int:
@@ -199,9 +198,6 @@ def _total_memory() -> int | None:
 def cmd_bench(args: BenchArgs) -> int:
     """Measure, print (a table, or JSON with --json) and write --out; see `BenchArgs`."""
     from contextlib import nullcontext
-
-    from aloe.speed import against, measure
-    from aloe.speed.table import render
 
     args.validate()
     with (
@@ -239,10 +235,6 @@ def child_options(args: BenchArgs) -> dict[str, list[str]]:
 def measure_all(args: BenchArgs) -> dict[str, Any]:
     """Every figure of one revision: the machine, each size's steps, the loop, an iteration."""
     import torch
-
-    from aloe.run import resolve_device
-    from aloe.speed import learner, loop, measure
-    from aloe.speed.against import describe_source
 
     device = resolve_device(args.device)
     with measure.bench_threads(args.threads) as threads, tempfile.TemporaryDirectory() as tmp:

@@ -34,9 +34,12 @@ from typing import IO, Any
 import numpy as np
 
 from aloe.algos.table import ALGORITHMS
-from aloe.config import ALGOS, PRESETS
-from aloe.envs.tasks import DEFAULT_TASK
+from aloe.cli_args import parse
+from aloe.compare_page import build_page
+from aloe.config import ALGOS, PRESETS, TrainConfig, preset
+from aloe.envs.tasks import DEFAULT_TASK, check_task, task_list
 from aloe.errors import bad, require
+from aloe.evaluation.action_ope import ACTION_OPE_FILE, ActionOpeConfig
 from aloe.progress import Progress, lines
 
 SUMMARY, REPORT, SETTINGS = "summary.json", "report.html", "compare.json"
@@ -145,8 +148,6 @@ def parse_algos(text: str) -> list[str]:
 def validate(args: CompareArgs) -> list[str]:
     """Check the arguments before any work, every run's config included; returns the
     algorithms. Nothing is written before this has passed."""
-    from aloe.envs.tasks import check_task
-
     try:
         check_task(args.task)
     except ValueError as e:
@@ -155,7 +156,6 @@ def validate(args: CompareArgs) -> list[str]:
     require(args.seeds >= 1, "--seeds", args.seeds, "must be >= 1")
     require(args.preset in PRESETS, "--preset", args.preset, f"one of {', '.join(PRESETS)}")
     require(args.jobs >= 1, "--jobs", args.jobs, "must be >= 1")
-    from aloe.evaluation.action_ope import ActionOpeConfig
 
     ActionOpeConfig.from_args(args).check(flags=True)
     _check_backend(args)
@@ -200,9 +200,6 @@ def _check_out(out: Path) -> None:
 def train_config(args: CompareArgs, spec: RunSpec) -> Any:
     """The TrainConfig `aloe train` would build for a fresh run of `spec`, validated as
     `aloe train` validates it (a UsageError naming --train-args otherwise)."""
-    from aloe.cli_args import parse
-    from aloe.config import TrainConfig, preset
-
     try:
         extra = shlex.split(args.train_args)
     except ValueError as e:  # unbalanced quotes
@@ -285,9 +282,6 @@ def action_ope_job(args: CompareArgs, spec: RunSpec) -> RunSpec | None:
     """The action-level OPE job a finished run still needs, or None: off, not applicable
     (no chunked Q critic; not a single-task state run), or done already for its
     last checkpoint with these sample sizes."""
-    from aloe.envs.tasks import task_list
-    from aloe.evaluation.action_ope import ACTION_OPE_FILE
-
     if args.action_ope_states <= 0 or not run_state(spec.dir).finished:
         return None
     cfg = json.loads((spec.dir / "config.json").read_text())
@@ -574,8 +568,6 @@ def _action_ope_stats(runs: list[Path]) -> dict[str, Any] | None:
     """The action-level OPE of the finished runs (DIR/action_ope.json), mean and std over
     the seeds that have one: each score overall and per source (`policy_within_state_
     spearman`, ...); None when no run has one."""
-    from aloe.evaluation.action_ope import ACTION_OPE_FILE
-
     found = [e for r in runs if (e := _read_optional(r / ACTION_OPE_FILE)) and e.get("applicable")]
     if not found:
         return None
@@ -631,7 +623,6 @@ def write_report(root: Path) -> dict[str, Any]:
         raise bad(
             "comparison", root, f"has no runs under runs/ and no {SUMMARY}: nothing to report yet"
         )
-    from aloe.compare_page import build_page
 
     build_page(summary, root / REPORT)
     return summary

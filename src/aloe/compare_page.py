@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from aloe.algos.table import ALGORITHMS
+from aloe.report import details_html, figure_html, table_html, write_page
 
 
 def _label(algo: str) -> str:
@@ -209,7 +210,6 @@ def _figures(algos: dict[str, Any]) -> list[tuple[str, str]]:
     """The paper's figures, each only where its values vary (over iterations and
     algorithms); a figure of one value is a line of text saying that value."""
     from aloe.evaluation.report_plots import plottable
-    from aloe.report import figure_html
 
     success = _values(algos, "success_mean_per_iteration")
     finals = _values(algos, "final_success")
@@ -286,8 +286,6 @@ def _headline(algos: dict[str, Any]) -> str:
 
 def _raw(algos: dict[str, Any]) -> str:
     """Every per-iteration figure of summary.json, one row per algorithm and iteration."""
-    from aloe.report import details_html, table_html
-
     rows = []
     for algo, a in algos.items():
         lists = {k: v for k, v in a.items() if k.endswith("_per_iteration")}
@@ -304,7 +302,6 @@ def build_page(summary: dict[str, Any], path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
-    from aloe.report import table_html, write_page
 
     algos = summary["algos"]
     note = (

@@ -41,6 +41,7 @@ from aloe.operators.scripted import OperatorConfig
 from aloe.policies.flow import ActorConfig
 from aloe.policies.lerobot_actor import LeRobotConfig
 from aloe.progress import Progress
+from aloe.vision import language
 from aloe.vision.encoders import VISION_EXTRA
 
 ALGOS = tuple(ALGORITHMS)  # aloe, awr, dagger, bc, ppo-sbc (aloe.algos.table)
@@ -182,8 +183,6 @@ class TrainConfig:
             require(ok, f"{FIELD}{name}", getattr(self, name), allowed)
         self._validate_sizes()
         if self.instructions == "minilm":
-            from aloe.vision import language
-
             require(
                 language.available(),
                 f"{FIELD}instructions",

@@ -39,8 +39,14 @@ import numpy as np
 import torch
 
 from aloe import data as D
-from aloe.envs.tasks import DEFAULT_TASK, INSTRUCTIONS, task_list
+from aloe.datasets.video import CODECS, check_codec
+from aloe.envs.metaworld import MAX_CAMERAS
+from aloe.envs.registry import camera_names
+from aloe.envs.tasks import DEFAULT_TASK, INSTRUCTIONS, task_dims, task_list
 from aloe.errors import bad, require
+from aloe.vision.cache import FeatureCache
+from aloe.vision.encoders import IMAGE_ENCODERS, VISION_EXTRA, build_image_encoder
+from aloe.vision.language import InstructionEncoder
 
 OBS_KINDS = ("state", "image")
 INSTRUCTION_KINDS = ("learned", "minilm")
@@ -71,11 +77,6 @@ class VisionConfig:
         """Raise UsageError naming the first field out of range, `vision.cameras (('nope',)):
         must name ...`; `prefix` leads the name ("config field " for a run's config), `task`
         says whose cameras may be named."""
-        from aloe.datasets.video import CODECS, check_codec
-        from aloe.envs.metaworld import MAX_CAMERAS
-        from aloe.envs.registry import camera_names
-        from aloe.vision.encoders import IMAGE_ENCODERS, VISION_EXTRA
-
         cameras = camera_names(task)
 
         even = self.video_codec != "h264" or self.image_size % 2 == 0  # yuv420p halves chroma
@@ -122,7 +123,9 @@ class VisionConfig:
 class Observations:
     """Observation vectors and instruction rows of one run's config."""
 
-    def __init__(self, cfg: Any, device: torch.device | str = "cpu") -> None:
+    def __init__(self, cfg: Any, device: torch.device | str = "cpu", encoder: Any = None) -> None:
+        """`encoder`: the camera encoder where the caller builds it (`--vision.encoder lerobot`,
+        the run's VLA's own tower: `aloe.run.observations`); None = `vision.encoder`'s."""
         self.cfg = cfg
         self.tasks = task_list(cfg.task)
         self.instructions = [INSTRUCTIONS[t] for t in self.tasks]
@@ -131,25 +134,19 @@ class Observations:
         self.pixel_cameras = self.cameras if cfg.actor_kind == "lerobot" else ()
         # what reading features cost (decode + encode of new video files, cache reads)
         self.feature_log = dict.fromkeys(("features_s", "frames_encoded", "frames_cached"), 0.0)
-        self.encoder: Any = None
-        if self.cameras:
+        self.encoder: Any = encoder
+        if self.cameras and encoder is None:
             v = cfg.vision
-            if v.encoder == "lerobot":  # the run's VLA's own tower, from --lerobot.*
-                from aloe.policies.lerobot_actor import vision_tower
+            if v.encoder == "lerobot":  # the policies layer builds it, above this one
+                raise ValueError("the lerobot tower is built by aloe.run.observations")
 
-                self.encoder = vision_tower(cfg.lerobot, device)
-            else:
-                from aloe.vision.encoders import build_image_encoder
-
-                self.encoder = build_image_encoder(
-                    v.encoder, path=v.encoder_path, device=device, image_size=v.image_size
-                )
+            self.encoder = build_image_encoder(
+                v.encoder, path=v.encoder_path, device=device, image_size=v.image_size
+            )
 
     @property
     def layout(self) -> tuple[int, ...]:
         """Widths of [state, camera_1, ..., camera_V] in the observation vector."""
-        from aloe.envs.tasks import task_dims
-
         feat = self.encoder.feature_dim if self.encoder is not None else 0
         return (task_dims(self.cfg.task).state, *(feat for _ in self.cameras))
 
@@ -214,8 +211,6 @@ class Observations:
 
     def features(self, store: Any, camera: str) -> np.ndarray:
         """Frozen features (N, F) of every stored frame of `camera`, by global index."""
-        from aloe.vision.cache import FeatureCache
-
         start = time.perf_counter()
         key = D.image_key(camera)
         cache = FeatureCache(store.root / FEATURE_CACHE, self.encoder)
@@ -233,7 +228,6 @@ class Observations:
         """Frozen sentence embeddings (num_tasks, E) of the instructions, or None (learned)."""
         if self.cfg.instructions == "learned":
             return None
-        from aloe.vision.language import InstructionEncoder
 
         enc = InstructionEncoder()
         path = None if cache_dir is None else cache_dir / "instructions.npz"

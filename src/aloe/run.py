@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from aloe import checkpoint
-from aloe.algos.aloe import q_pess
+from aloe.algos.aloe import estimate_value, q_pess
 from aloe.algos.context import Learner, LearnerParts
 from aloe.algos.table import ALGORITHMS
 from aloe.config import TrainConfig
@@ -26,6 +26,18 @@ from aloe.observation import Observations
 from aloe.policies.base import Actor
 from aloe.policies.chunk_policy import FlowChunkPolicy
 from aloe.policies.flow import FlowPolicy
+from aloe.vision.language import InstructionEncoder
+
+
+def observations(cfg: TrainConfig, device: torch.device | str = "cpu") -> Observations:
+    """A run's observations; with `--vision.encoder lerobot` the camera encoder is the run's
+    VLA's own tower (from `--lerobot.*`), which the policies layer builds."""
+    encoder = None
+    if cfg.obs == "image" and cfg.vision.encoder == "lerobot":
+        from aloe.policies.lerobot_actor import vision_tower  # optional extra: lerobot
+
+        encoder = vision_tower(cfg.lerobot, device)
+    return Observations(cfg, device, encoder=encoder)
 
 
 def build_learner(
@@ -44,12 +56,10 @@ def build_learner(
     embeddings (zeros of the right shape), and so are the HL-Gauss bins without `c_fail`
     (the environment's C_fail of Eq. 14).
     """
-    obs = obs or Observations(cfg)
+    obs = obs or observations(cfg)
     dim, n = obs.dim, len(obs.tasks)
     action_dim = task_dims(cfg.task).action
     if instruction_features is None and cfg.instructions != "learned":
-        from aloe.vision.language import InstructionEncoder
-
         instruction_features = torch.zeros(n, InstructionEncoder.dim)
     mean = torch.zeros(dim) if state_mean is None else torch.as_tensor(state_mean).float()
     std = torch.ones(dim) if state_std is None else torch.as_tensor(state_std).float()
@@ -106,7 +116,7 @@ class Run:
         self.config = read_run_config(self.root)
         self.algorithm = ALGORITHMS[self.config.algo]
         self.iteration, _, self.state = _checkpoint(self.root / "checkpoints", iteration)
-        self.obs = Observations(self.config)
+        self.obs = observations(self.config)
         self.learner = build_learner(self.config, obs=self.obs)
         self.learner.load_state_dict(self.state["learner"])
         self.actor: Actor = self.learner.actor
@@ -151,8 +161,6 @@ class Run:
     def value(self, state: Any, num_samples: int = 16, seed: int = 0) -> Any:
         """V^π(s): the mean Q_pess of chunks sampled from the policy (Eq. 10); a float for
         one state (S,), an array (B,) for a batch (B, S)."""
-        from aloe.algos.aloe import estimate_value
-
         self._require_q()
         s = self._state(state)
         gen = torch.Generator(device=self.device).manual_seed(seed)

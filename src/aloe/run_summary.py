@@ -7,7 +7,6 @@
     summary         the closing lines of `aloe train`: success per iteration as a sparkline
                     and numbers, BC → final success, the operator's steps, wall time, and
                     where the report, the latest checkpoint and the TensorBoard logs are
-    write_report    the run's report.html; a failure is a warning, never a failed run
 
 metrics.jsonl is the machine-readable record; nothing here is meant to be parsed.
 """
@@ -15,7 +14,6 @@ metrics.jsonl is the machine-readable record; nothing here is meant to be parsed
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -187,19 +185,3 @@ def summary(
         f"  metrics      {out / 'metrics.jsonl'}",
     ]
     return "\n".join(lines)
-
-
-def write_report(run_dir: Path, prog: str) -> Path | None:
-    """Write `run_dir/report.html` (aloe.evaluation.report); on any failure, warn on stderr
-    and return None: the report is derived from the run, whose results are already safe."""
-    try:
-        from aloe.evaluation.report import build_run_report
-
-        return build_run_report(run_dir)
-    except Exception as e:  # noqa: BLE001 (a report is never worth a finished run)
-        print(
-            f"{prog}: warning: could not write {Path(run_dir) / 'report.html'} "
-            f"({type(e).__name__}: {e}); `aloe report {run_dir}` retries",
-            file=sys.stderr,
-        )
-        return None

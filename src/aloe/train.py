@@ -43,12 +43,12 @@ from aloe.datasets.sampler import ChunkSampler
 from aloe.datasets.store import EpisodeStore
 from aloe.envs.registry import failure_cost, make_env
 from aloe.errors import UsageError, bad, require
+from aloe.evaluation.run_report import write_report
 from aloe.nn import resolve_device
-from aloe.observation import Observations
 from aloe.operators.profiles import make_operator
 from aloe.progress import Progress, say
-from aloe.run import FlowChunkPolicy, build_learner
-from aloe.run_summary import banner, iteration_line, time_left, write_report
+from aloe.run import FlowChunkPolicy, build_learner, observations
+from aloe.run_summary import banner, iteration_line, time_left
 
 EVAL_SEED = 1_000_000  # evaluation seeds: EVAL_SEED + i, never used for collection
 
@@ -64,7 +64,7 @@ class Trainer:
         self.env = make_env(cfg.env)
         self.eval_env = make_env(cfg.env)
         self.operator = make_operator(cfg.task, cfg.operator, seed=cfg.seed)
-        self.obs = Observations(cfg, resolve_device(cfg.device))
+        self.obs = observations(cfg, resolve_device(cfg.device))
         self.algorithm = ALGORITHMS[cfg.algo]  # its learner, update and collection
         self.store: EpisodeStore  # opened by `run`
         self.history: list[dict[str, Any]] = []

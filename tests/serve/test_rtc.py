@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from aloe.policies.flow import ActorConfig, FlowPolicy, euler_integrate
-from aloe.robot.rtc import guided_integrate, prefix_weights, sample_inpainted
+from aloe.policies.rtc import guided_integrate, prefix_weights, sample_inpainted
 
 
 def test_prefix_weights_by_hand():

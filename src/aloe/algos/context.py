@@ -25,8 +25,8 @@ import torch
 
 from aloe.data import ChunkBatch, Frames
 from aloe.datasets.sampler import ChunkSampler
-from aloe.distributed.shard import step_on_shard
 from aloe.progress import Phase
+from aloe.shard import step_on_shard
 
 if TYPE_CHECKING:
     from aloe.algos.optimised import OptimConfig
@@ -126,7 +126,7 @@ class UpdateContext(Generic[S]):
         self, n: int, step: StepFn, sampler: ChunkSampler, desc: str
     ) -> list[dict[str, float]]:
         """n update steps, each on a fresh batch of optim.batch_size chunks (a `Phase`); on
-        several learner processes each trains on its shard (aloe.distributed.shard)."""
+        several learner processes each trains on its shard (aloe.shard)."""
         phase = Phase(desc, n, self.cfg.progress, unit="step")
         step = step_on_shard(step)
         batch = self.cfg.optim.batch_size

@@ -17,8 +17,8 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from aloe.data import ChunkBatch
-from aloe.distributed.shard import all_reduce_grads
 from aloe.errors import require
+from aloe.shard import all_reduce_grads
 
 
 @dataclass

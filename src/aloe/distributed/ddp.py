@@ -6,7 +6,7 @@ checkpoints and logs, exactly as one process does. Every rank trains: rank 0 sen
 others what the update reads (the checkpoint it resumed from, the frames of each
 iteration, each iteration's metrics so that every rank's history is the same), and each
 update step trains on the rank's shard of the global batch with gradients averaged
-(`aloe.distributed.shard`). The learners start from rank 0's weights and stay equal.
+(`aloe.shard`). The learners start from rank 0's weights and stay equal.
 Backend: gloo on CPU, NCCL on CUDA (one GPU per rank, `LOCAL_RANK`).
 """
 
@@ -26,9 +26,10 @@ from aloe.algos.table import ALGORITHMS
 from aloe.collect import CollectStats
 from aloe.data import Frames
 from aloe.distributed.options import Scale
-from aloe.distributed.shard import world
 from aloe.errors import require
-from aloe.train import Trainer
+from aloe.run import build_learner
+from aloe.shard import world
+from aloe.train import Trainer, prepare_run
 
 # updates of per-row losses only (the shard's premise): aloe, dagger, bc
 DDP_ALGOS = tuple(a for a, row in ALGORITHMS.items() if row.sharding is not None)
@@ -146,8 +147,6 @@ class Follower(Trainer):
         self.history.append(broadcast(None))
 
     def restore(self, state: dict[str, Any]) -> None:
-        from aloe.run import build_learner
-
         self.learner = build_learner(self.cfg, obs=self.obs)
         self.learner.load_state_dict(state["learner"])
         self.history = state["history"]
@@ -169,9 +168,6 @@ def relaunch(cfg: Any, resume: bool, argv: list[str], scale: Scale) -> int:
     """`aloe train ARGV` on `scale.learner_procs` learner processes of this machine, through
     torchrun; returns its exit code. The run is checked here first, so that a user's
     mistake is one UsageError of this process, not one traceback per rank."""
-    from aloe.algos.table import ALGORITHMS
-    from aloe.train import prepare_run
-
     procs, checked = scale.learner_procs, prepare_run(copy.deepcopy(cfg), resume)
     check(checked, procs)
     scale.check_run(checked.algo, ALGORITHMS[checked.algo].collect is not None)

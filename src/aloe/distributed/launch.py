@@ -18,13 +18,12 @@ from aloe.algos.table import ALGORITHMS
 from aloe.distributed import ddp
 from aloe.distributed.options import Scale
 from aloe.errors import UsageError
+from aloe.evaluation.run_report import write_report
+from aloe.train import prepare_run, run_lock, say_banner, start_run_dir
 
 
 def train(cfg: Any, resume: bool, scale: Scale) -> list[dict[str, Any]]:
     import contextlib
-
-    from aloe.run_summary import write_report
-    from aloe.train import prepare_run, run_lock, say_banner, start_run_dir
 
     several = ddp.init(cfg.device)
     try:

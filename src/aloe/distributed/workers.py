@@ -75,14 +75,14 @@ class EpisodeWorker:
         import torch
 
         from aloe.envs.registry import make_env
-        from aloe.observation import Observations
         from aloe.operators.profiles import make_operator
+        from aloe.run import observations
 
         torch.set_num_threads(1)  # one core per worker: the same arithmetic on any node
         self.cfg, self.pid = cfg, os.getpid()
         self.env, self.eval_env = make_env(cfg.env), make_env(cfg.env)  # MetaWorld or OGBench
         self.operator = make_operator(cfg.task, cfg.operator, seed=cfg.seed)
-        self.obs = Observations(cfg, "cpu")
+        self.obs = observations(cfg, "cpu")
         self.policy: Any = None
 
     def ready(self) -> int:

@@ -13,7 +13,7 @@ Nothing here imports a simulator: the rows' modules import this one.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
@@ -132,8 +132,6 @@ class EnvConfig:
         >= 1`; `prefix` leads the name ("config field " for a run's config). The cameras must
         be the task's, and each backend checks its own section (`Backend.validate`). The task
         is checked by `aloe.envs.tasks.task_list`."""
-        from aloe.envs.registry import BACKENDS, backend_of  # the registry imports this module
-
         try:
             cameras = backend_of(self.task).cameras
         except KeyError:  # an unknown task: the config's task check names it
@@ -164,6 +162,24 @@ class EnvConfig:
             require(ok, f"{prefix}env.{name}", value, allowed)
         for row in BACKENDS.values():  # every section is checked: a config.json holds all
             row.validate(self, prefix)
+
+
+LENT: dict[str, Any] = {}
+"""What the layers above `aloe.envs` lend the rows, by name: `play_episode` (`aloe.rollout`)
+and the operators the rows build (`aloe.operators.scripted`, `aloe.operators.composed`).
+A row's C_fail is its operator's episode length on the rollout engine, and its operators
+are built by the operators layer, both above this one: the rows name them here and the
+lending modules fill the table when they are imported (`import aloe` imports them all)."""
+
+
+def lent(name: str) -> Any:
+    """`LENT[name]`; a RuntimeError naming what to import where its layer is not loaded."""
+    try:
+        return LENT[name]
+    except KeyError:
+        raise RuntimeError(
+            f"{name!r} is lent by aloe.operators / aloe.rollout: import aloe"
+        ) from None
 
 
 def task_names(name: str, suites: Mapping[str, tuple[str, ...]]) -> list[str]:
@@ -234,3 +250,41 @@ class Backend:
     presets: Callable[[str], PresetSizes | None] = lambda task: None
     validate: Callable[[EnvConfig, str], None] = lambda cfg, prefix: None  # its own settings
     suite: SuiteParts = SuiteParts()
+
+
+BACKENDS: dict[str, Backend] = {}
+"""The table of simulators, one row per simulator module; `aloe.envs.registry` adds the rows."""
+
+
+class Merged(Mapping[str, Any]):
+    """One mapping of every row (its tasks, its suites), read from the table as it is now."""
+
+    def __init__(self, part: Callable[[Backend], Mapping[str, Any]]) -> None:
+        self._part = part
+
+    def __getitem__(self, key: str) -> Any:
+        for row in BACKENDS.values():
+            if key in self._part(row):
+                return self._part(row)[key]
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        for row in list(BACKENDS.values()):
+            yield from self._part(row)
+
+    def __len__(self) -> int:
+        return sum(len(self._part(row)) for row in BACKENDS.values())
+
+
+SUITES: Mapping[str, tuple[str, ...]] = Merged(lambda row: row.suites)
+
+
+def backend_of(task: str) -> Backend:
+    """The row of the simulator that runs `task` (a task, a suite or a list: its first
+    task's); KeyError naming the task where no row has it."""
+    names = task_names(task, SUITES)
+    first = names[0] if names else task
+    for row in BACKENDS.values():
+        if first in row.tasks:
+            return row
+    raise KeyError(f"no simulator has the task {task!r}")

@@ -29,6 +29,7 @@ from aloe.envs.base import (
     Dims,
     EnvConfig,
     SuiteParts,
+    lent,
     task_names,
 )
 from aloe.envs.cameras import Cameras, LazyImages
@@ -128,12 +129,10 @@ def expert_episode_length(task: str, episodes: int = 10) -> float:
     """Mean length of the noise-free expert's successful episodes from seeds 0..episodes-1,
     within MetaWorld's own time limit and with no failure detector: Eq. 14's default C_fail.
     Each is a run of the rollout engine with no policy, the expert acting from the start."""
-    from aloe.operators.scripted import ExpertOperator
-    from aloe.rollout import play_episode
-
     quiet = FailureConfig(irrecoverable=False, stall_steps=0)
     env = TaskEnv(EnvConfig(task=task, max_steps=EXPERT_LIMIT, c_fail=1.0, failures=quiet))
-    expert = ExpertOperator(task)
+    expert = lent("ExpertOperator")(task)
+    play_episode = lent("play_episode")
     runs = [play_episode(env, seed, policy=None, operator=expert) for seed in range(episodes)]
     lengths = [run.steps for run in runs if run.success]
     if not lengths:
@@ -427,6 +426,4 @@ BACKEND = Backend(
 
 def _scripted(task: str, cfg: Any, seed: int) -> Any:
     """The operator of MetaWorld's tasks: its scripted expert (`aloe.operators.scripted`)."""
-    from aloe.operators.scripted import make_scripted
-
-    return make_scripted(task, cfg, seed)
+    return lent("make_scripted")(task, cfg, seed)

@@ -38,14 +38,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import mujoco
 import numpy as np
 from gymnasium.spaces import Box
 
-if TYPE_CHECKING:  # the env module imports this one for its row
-    from aloe.envs.metaworld import TaskEnv
+TaskEnv = Any  # aloe.envs.metaworld.TaskEnv, whose module imports this one for its row
 
 Vec3 = tuple[float, float, float]
 OBJ = slice(4, 7)  # the first object's position in MetaWorld's 39-dim state

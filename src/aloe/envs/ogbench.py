@@ -25,7 +25,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from aloe.envs.base import Backend, Dims, EnvConfig, PresetSizes, SuiteParts
+from aloe.envs.base import Backend, Dims, EnvConfig, PresetSizes, SuiteParts, lent
+from aloe.envs.cameras import Cameras, LazyImages
 from aloe.envs.ogbench_tasks import (
     ACTION_DIM,
     CAMERAS,
@@ -66,8 +67,6 @@ class OGBenchEnv:
     ACTION_DIM = ACTION_DIM
 
     def __init__(self, cfg: EnvConfig) -> None:
-        from aloe.envs.cameras import Cameras
-
         self.cfg = cfg
         self.task = cfg.task
         self.spec = TASKS[self.task]
@@ -295,8 +294,6 @@ class OGBenchEnv:
         self._state = np.concatenate([hand, [openness], self.raw.compute_observation()])
 
     def _obs(self) -> dict[str, Any]:
-        from aloe.envs.cameras import LazyImages
-
         obs: dict[str, Any] = {
             "state": self._state.astype(np.float32),
             "instruction": self.instruction,
@@ -383,15 +380,14 @@ def operator_episodes(
 ) -> list[tuple[bool, int]]:
     """(success, steps) of the noise-free composed operator from each seed's reset: runs of
     the rollout engine with no policy, the operator acting from the start."""
-    from aloe.operators.composed import ComposedOperator
-    from aloe.operators.scripted import OperatorConfig
-    from aloe.rollout import play_episode
-
+    composed, config, play_episode = (
+        lent(n) for n in ("ComposedOperator", "OperatorConfig", "play_episode")
+    )
     limit = max_steps or 2 * TASKS[task].max_steps
     env = OGBenchEnv(EnvConfig(task=task, max_steps=limit, c_fail=1.0))
     out = []
     for seed in seeds:
-        operator = ComposedOperator(task, OperatorConfig(noise_std=0.0), seed=seed)
+        operator = composed(task, config(noise_std=0.0), seed=seed)
         run = play_episode(env, seed, policy=None, operator=operator)
         out.append((run.success, run.steps))
     return out
@@ -415,9 +411,7 @@ def preset_sizes(task: str) -> PresetSizes:
 
 def _composed(task: str, cfg: Any, seed: int) -> Any:
     """The operator of OGBench's tasks: its oracles chained by a planner."""
-    from aloe.operators.composed import make_composed
-
-    return make_composed(task, cfg, seed)
+    return lent("make_composed")(task, cfg, seed)
 
 
 BACKEND = Backend(

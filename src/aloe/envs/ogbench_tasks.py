@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from aloe.errors import require
+
 CONTROL_HZ = 20.0  # OGBench: 25 physics steps of 2 ms per action
 ACTION_DIM = 5  # hand xyz delta (5 cm per unit), yaw delta (0.3 rad), gripper (+1 closes)
 CAMERAS = ("front", "front_pixels")  # the cameras of every OGBench manipulation model
@@ -89,8 +91,6 @@ class OGBenchFailures:
     """A placed cube farther than this from its goal again has been moved off it."""
 
     def validate(self, prefix: str = "") -> None:
-        from aloe.errors import require
-
         for name in (
             "table_z",
             "reach_margin",

@@ -8,50 +8,26 @@ A new simulator is one module that defines its row, plus its line below (docs/ex
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
-
 from aloe.envs import metaworld, ogbench
-from aloe.envs.base import Backend, EnvConfig, EpisodeEnv, PresetSizes, task_names
+from aloe.envs.base import BACKENDS, SUITES, EnvConfig, EpisodeEnv, PresetSizes, backend_of
 
-BACKENDS: dict[str, Backend] = {
-    "metaworld": metaworld.BACKEND,
-    "ogbench": ogbench.BACKEND,
-}
+__all__ = [
+    "BACKENDS",
+    "SUITES",
+    "backend_of",
+    "make_env",
+    "camera_names",
+    "operator_episode_length",
+    "failure_cost",
+    "preset_sizes",
+]
 
-
-class Merged(Mapping[str, Any]):
-    """One mapping of every row (its tasks, its suites), read from the table as it is now."""
-
-    def __init__(self, part: Callable[[Backend], Mapping[str, Any]]) -> None:
-        self._part = part
-
-    def __getitem__(self, key: str) -> Any:
-        for row in BACKENDS.values():
-            if key in self._part(row):
-                return self._part(row)[key]
-        raise KeyError(key)
-
-    def __iter__(self) -> Iterator[str]:
-        for row in list(BACKENDS.values()):
-            yield from self._part(row)
-
-    def __len__(self) -> int:
-        return sum(len(self._part(row)) for row in BACKENDS.values())
-
-
-SUITES: Mapping[str, tuple[str, ...]] = Merged(lambda row: row.suites)
-
-
-def backend_of(task: str) -> Backend:
-    """The row of the simulator that runs `task` (a task, a suite or a list: its first
-    task's); KeyError naming the task where no row has it."""
-    names = task_names(task, SUITES)
-    first = names[0] if names else task
-    for row in BACKENDS.values():
-        if first in row.tasks:
-            return row
-    raise KeyError(f"no simulator has the task {task!r}")
+BACKENDS.update(
+    {
+        "metaworld": metaworld.BACKEND,
+        "ogbench": ogbench.BACKEND,
+    }
+)
 
 
 def make_env(cfg: EnvConfig) -> EpisodeEnv:

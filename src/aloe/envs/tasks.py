@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Mapping
 
-from aloe.envs.base import DEFAULT_TASK, Dims, task_names
-from aloe.envs.registry import BACKENDS, SUITES, Merged, backend_of
+from aloe.envs.base import DEFAULT_TASK, Dims, Merged, task_names
+from aloe.envs.registry import BACKENDS, SUITES, backend_of
 
 __all__ = [
     "DEFAULT_TASK",

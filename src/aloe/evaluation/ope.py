@@ -35,11 +35,14 @@ import torch
 
 from aloe import data as D
 from aloe.algos.aloe import q_pess
+from aloe.datasets.sampler import ChunkSampler
+from aloe.datasets.store import EpisodeStore
 from aloe.envs.base import EpisodeEnv
 from aloe.envs.registry import make_env
 from aloe.evaluation.qtrace import QFn
 from aloe.evaluation.restore import COLUMNS, Restorer, make_restorer
-from aloe.evaluation.rollout import BatchPolicy, play
+from aloe.evaluation.rollout import ActorBatchPolicy, BatchPolicy, play
+from aloe.operators.profiles import make_operator
 from aloe.rollout import Watcher
 
 ValueFn = Callable[[np.ndarray], np.ndarray]  # states (B, S) -> values (B,)
@@ -95,8 +98,6 @@ def sample_pairs(
     seed: int,
 ) -> Pairs:
     """Draw n distinct restorable steps uniformly; their chunks follow the sampler's rule."""
-    from aloe.datasets.sampler import ChunkSampler
-
     ok = np.flatnonzero([restorer.restorable(r) for r in range(len(frames[D.ACTION]))])
     if not ok.size:
         raise ValueError("no restorable step: the store's episodes carry no seed")
@@ -305,8 +306,6 @@ def run_ope(
     value_fns: Mapping[str, ValueFn] | None = None,
 ) -> OpeResult:
     """OPE accuracy of a loaded run (`aloe.run.Run`): its store, env, policy and critic."""
-    from aloe.evaluation.rollout import ActorBatchPolicy
-
     rc = run.config
     frames, restorer = load_buffer(run)
     gamma = rc.optim.gamma
@@ -332,8 +331,6 @@ def run_ope(
 
 def load_buffer(run: Any) -> tuple[dict[str, np.ndarray], Restorer]:
     """A run's stored frames (what the sampler and the restore read) and their restorer."""
-    from aloe.datasets.store import EpisodeStore
-
     store = EpisodeStore.open(run.root / "dataset")
     frames = store.load_frames(list(dict.fromkeys([*D.FRAME_COLUMNS, *COLUMNS])))
     meta = store.episodes()
@@ -343,8 +340,6 @@ def load_buffer(run: Any) -> tuple[dict[str, np.ndarray], Restorer]:
 
 def watcher_factory(run: Any, watch: bool) -> Callable[[], Watcher] | None:
     """The run's operator watch for ground-truth rollouts (None: the operator-free MDP)."""
-    from aloe.operators.profiles import make_operator
-
     rc = run.config
     return (lambda: make_operator(rc.task, rc.operator)) if watch else None
 

@@ -19,7 +19,13 @@ import torch
 
 from aloe import data as D
 from aloe.algos.aloe import q_pess
+from aloe.algos.table import ALGORITHMS
+from aloe.datasets.store import EpisodeStore, StoreError
+from aloe.envs.metaworld import CONTROL_HZ, TaskEnv
+from aloe.errors import bad, require
+from aloe.evaluation.rollout import rollout
 from aloe.nn import evaluating
+from aloe.run import load_run, read_run_config, require_run_dir
 
 # (states (B, S), chunks (B, h, A), valid (B, h)) -> every member's Q (K, B)
 QFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -75,8 +81,6 @@ class EpisodeTrace:
 
 def from_store(root: Path, episode: int) -> EpisodeTrace:
     """Episode `episode` of the episode store at `root`."""
-    from aloe.datasets.store import EpisodeStore
-
     store = EpisodeStore.open(root)
     if not 0 <= episode < store.num_episodes:
         raise ValueError(f"--episode {episode}: the store has episodes 0..{store.num_episodes - 1}")
@@ -202,8 +206,6 @@ def _mark_events(ax: Any, trace: EpisodeTrace, pessimistic: np.ndarray) -> None:
 
 def default_episode(root: Path) -> int:
     """The latest dataset episode with a takeover, else the latest episode."""
-    from aloe.datasets.store import EpisodeStore
-
     meta = EpisodeStore.open(root).episodes()
     if meta.num_rows == 0:
         raise ValueError(f"{root}: the store has no episodes")
@@ -213,8 +215,6 @@ def default_episode(root: Path) -> int:
 
 def plot_run_episode(run: Any, episode: int, out: Path) -> Path:
     """Q trace of dataset episode `episode` of a loaded run (`aloe.run.Run`)."""
-    from aloe.envs.metaworld import CONTROL_HZ
-
     trace = from_store(run.root / "dataset", episode)
     trace.title = f"{run.config.task}, {trace.title}, critic of iteration {run.iteration}"
     q = q_trace(critic_q_fn(run.critic, run.device), trace, run.config.horizon)
@@ -223,9 +223,6 @@ def plot_run_episode(run: Any, episode: int, out: Path) -> Path:
 
 def plot_run_rollout(run: Any, seed: int, out: Path) -> Path:
     """Q trace of a fresh operator-free rollout of the run's policy from reset `seed`."""
-    from aloe.envs.metaworld import CONTROL_HZ, TaskEnv
-    from aloe.evaluation.rollout import rollout
-
     traj = rollout(TaskEnv(run.config.env), run.chunk_policy(seed=seed), seed)
     title = (
         f"{run.config.task}, rollout seed {seed}, policy and critic of iteration {run.iteration}"
@@ -252,8 +249,6 @@ class PlotQArgs:
 
 
 def cmd_plot_q(args: PlotQArgs) -> int:
-    from aloe.run import load_run
-
     _check_plot_args(args)
     run = load_run(args.run, what="--run")
     if args.rollout:
@@ -269,10 +264,6 @@ def cmd_plot_q(args: PlotQArgs) -> int:
 
 def _check_plot_args(args: PlotQArgs) -> None:
     """Every argument, the run and its dataset episode: a UsageError before any loading."""
-    from aloe.algos.table import ALGORITHMS
-    from aloe.errors import require
-    from aloe.run import read_run_config, require_run_dir
-
     require(
         not (args.rollout and args.episode is not None),
         "--episode",
@@ -312,9 +303,6 @@ def _check_plot_args(args: PlotQArgs) -> None:
 
 
 def _num_episodes(root: Path) -> int:
-    from aloe.datasets.store import EpisodeStore, StoreError
-    from aloe.errors import bad
-
     try:
         return EpisodeStore.open(root).num_episodes
     except StoreError as e:

@@ -28,7 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from aloe.algos.table import ALGORITHMS
+from aloe.durable import write_atomic
 from aloe.envs.registry import backend_of, make_env
+from aloe.envs.tasks import task_list
+from aloe.errors import bad, require
 from aloe.evaluation.action_ope import (
     ACTION_OPE_FILE,
     ActionOpeConfig,
@@ -42,9 +45,12 @@ from aloe.evaluation.ope import OpeConfig, ValueFn, aloe_value_fn, plot_ope, run
 from aloe.evaluation.perturb import Perturbation, Perturber, default_perturbations
 from aloe.evaluation.qtrace import critic_q_fn, default_episode, plot_run_episode, plot_run_rollout
 from aloe.evaluation.rollout import rollout
+from aloe.evaluation.run_report import write_report
 from aloe.evaluation.weights import buffer_weights, weights_by_policy_outcome, weights_by_source
+from aloe.nn import evaluating
 from aloe.policies.base import ChunkPolicy
 from aloe.rollout import StepHook
+from aloe.run import load_run, read_run_config
 
 EVAL_DIR = "eval"  # the suite's figures, under the run directory
 
@@ -96,9 +102,6 @@ def evaluate_condition(
 def run_suite(run_dir: Path, cfg: SuiteConfig) -> dict[str, Any]:
     """Run every evaluation on `run_dir`'s latest checkpoint; write eval.json and report.html
     (a report that cannot be written is a warning: eval.json holds the results)."""
-    from aloe.run import load_run
-    from aloe.run_summary import write_report
-
     run = load_run(run_dir, what="--run")
     env = make_env(run.config.env)
     row = backend_of(run.config.task)
@@ -246,8 +249,6 @@ def learner_value_fn(learner: Any, batch: int = 256) -> ValueFn:
     import numpy as np
     import torch
 
-    from aloe.nn import evaluating
-
     @torch.no_grad()
     def value(states: np.ndarray) -> np.ndarray:
         out = []
@@ -283,10 +284,6 @@ def _json_safe(obj: Any) -> Any:
 
 def _check_state_run(run_dir: Path) -> None:
     """The suite replays states (restores, variants, OPE): single-task state runs only."""
-    from aloe.envs.tasks import task_list
-    from aloe.errors import require
-    from aloe.run import read_run_config
-
     cfg = read_run_config(run_dir)
     require(
         cfg.obs == "state" and len(task_list(cfg.task)) == 1,
@@ -301,10 +298,6 @@ def cmd_eval_action_ope(args: Any) -> int:
     """`aloe eval --suite action-ope` (args: `aloe.train.EvalArgs`): the action-level OPE
     alone, on the latest checkpoint, into DIR/action_ope.json (written atomically, with the
     checkpoint's iteration); `aloe compare` runs it on each run with a Q critic."""
-    from aloe.durable import write_atomic
-    from aloe.errors import bad, require
-    from aloe.run import load_run
-
     args.validate()
     require(
         args.action_ope_states >= 1,

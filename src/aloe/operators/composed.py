@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from aloe.envs.base import LENT
 from aloe.envs.ogbench_tasks import CONTROL_HZ, lights_out
 from aloe.operators.human import CONTROL_HZ as HUMAN_HZ
 from aloe.operators.human import HumanConfig, HumanOperator
@@ -242,3 +243,7 @@ def make_composed(task: str, cfg: OperatorConfig, seed: int = 0) -> Any:
     if cfg.profile == "human":
         return OGBenchHuman(task, cfg, seed)
     return ComposedOperator(task, cfg, seed)
+
+
+# what the OGBench row builds and measures C_fail with (aloe.envs.base.LENT)
+LENT.update(ComposedOperator=ComposedOperator, make_composed=make_composed)

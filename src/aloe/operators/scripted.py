@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from aloe.envs.base import LENT
 from aloe.envs.tasks import INSTRUCTIONS, task_list
 from aloe.errors import require
 from aloe.operators.base import Operator
@@ -187,3 +188,9 @@ def make_scripted(task: str, cfg: OperatorConfig, seed: int = 0) -> Operator:
         plan = ScriptedOperator(task, dataclasses.replace(cfg, noise_std=0.0, delay_steps=0), seed)
         return HumanOperator(plan, cfg.human, seed)
     return ScriptedOperator(task, cfg, seed)
+
+
+# what the MetaWorld row builds and measures C_fail with (aloe.envs.base.LENT)
+LENT.update(
+    ExpertOperator=ExpertOperator, OperatorConfig=OperatorConfig, make_scripted=make_scripted
+)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Generator, Tensor, nn
 
-from aloe.distributed.shard import draw
+from aloe.shard import draw
 
 
 class ChunkPolicy(Protocol):
@@ -103,7 +103,7 @@ def chunk_noise(
 
     With one generator per row, row i's num_samples draws come from generator i, as a call
     for row i alone would draw them; with one generator, one draw for all, the same values
-    for each row however a learner's batch is sharded (aloe.distributed.shard.draw).
+    for each row however a learner's batch is sharded (aloe.shard.draw).
     """
     if isinstance(generator, Sequence):
         return torch.cat(

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 from torch import Generator, Tensor, nn
 
-from aloe.distributed.shard import draw
 from aloe.errors import require
 from aloe.nn import (
     InstructionToken,
@@ -26,6 +25,7 @@ from aloe.nn import (
     transformer,
 )
 from aloe.policies.base import chunk_noise
+from aloe.shard import draw
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]  # (ã (B, h, A), η (B,)) -> f (B, h, A)
 
@@ -174,7 +174,7 @@ class FlowPolicy(nn.Module):
         """Eq. 15's per-sample loss (B,); draws ε (B, h, A) then η (B,) from `generator`.
         `images` is not read: this actor reads the cameras' features in `state`."""
         a = self.action_norm.normalize(actions)
-        # shard-invariant under several learner processes (aloe.distributed.shard)
+        # shard-invariant under several learner processes (aloe.shard)
         noise = draw(torch.randn, a.shape, generator=generator, device=a.device, dtype=a.dtype)
         eta = draw(torch.rand, a.shape[:1], generator=generator, device=a.device, dtype=a.dtype)
         cond = self.condition(state, task_index)

@@ -12,7 +12,7 @@ continues at action d of the new chunk. d ("steps ahead") is the measured round 
 control steps, plus one, at most min(e, h − e); a chunk that has not arrived when the queue
 runs out is waited for: that wait is the robot's idle time. With `rtc`, the request carries
 the current chunk's remaining actions and the server inpaints the new chunk to agree with
-them (`aloe.robot.rtc`), so the switch does not jerk. Synchronous execution asks for a
+them (`aloe.policies.rtc`), so the switch does not jerk. Synchronous execution asks for a
 chunk when the last one is used up and idles for every round trip.
 
 The first chunk of each policy fragment is fetched synchronously: after a takeover the

@@ -20,7 +20,7 @@ import torch
 from aloe import checkpoint
 from aloe.datasets.store import EpisodeStore, StoreError
 from aloe.errors import bad
-from aloe.robot.rtc import sample_inpainted
+from aloe.policies.rtc import sample_inpainted
 from aloe.run import Run, load_run
 from aloe.serve.protocol import Spec
 
@@ -43,7 +43,7 @@ class ServedPolicy:
         rtc: tuple[np.ndarray, int] | None = None,
     ) -> np.ndarray:
         """A chunk (h, A) float32 for an environment observation; with `rtc` = (prefix,
-        delay), inpainted to agree with the prefix (`aloe.robot.rtc`)."""
+        delay), inpainted to agree with the prefix (`aloe.policies.rtc`)."""
         state, row = self.chunks.inputs(obs)
         if rtc is None:
             images = self.chunks.images([obs])

@@ -31,7 +31,7 @@ from aloe.envs.metaworld import TaskEnv
 from aloe.nn import evaluating
 from aloe.observation import Observations
 from aloe.policies.chunk_policy import FlowChunkPolicy
-from aloe.run import build_learner
+from aloe.run import build_learner, observations
 from aloe.speed.measure import Timing, count_flops, say, synchronize, time_calls, work_figures
 
 REPEATS = {"smoke": 3, "default": 5, "paper": 2}  # timed steps; a paper step is ~3 s on 2 cores
@@ -65,7 +65,7 @@ def build(name: str, task: str, device: str) -> Sized:
     cfg = preset(name, task)
     cfg.device = device
     cfg = cfg.resolved()
-    obs = Observations(cfg, device)
+    obs = observations(cfg, device)
     torch.manual_seed(cfg.seed)
     return Sized(name, cfg, obs, aloe_learner(cfg, obs))
 

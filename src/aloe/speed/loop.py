@@ -23,14 +23,17 @@ import torch
 from aloe import checkpoint
 from aloe.algos.aloe import AloeLearner
 from aloe.collect import CollectConfig, collect, evaluate
+from aloe.config import TrainConfig
 from aloe.data import Frames
 from aloe.datasets.sampler import ChunkSampler
 from aloe.datasets.store import EpisodeStore
 from aloe.envs.registry import make_env
 from aloe.operators.base import Operator
+from aloe.operators.profiles import make_operator
 from aloe.policies.base import BatchChunkPolicy, ChunkPolicy
+from aloe.policies.chunk_policy import FlowChunkPolicy, RandomPolicy
 from aloe.rollout import batchable
-from aloe.speed.learner import Sized
+from aloe.speed.learner import Sized, aloe_learner
 from aloe.speed.measure import say, time_calls
 
 ITERATION_METHOD = (
@@ -201,9 +204,6 @@ def sampler_vs_critic(
 ) -> dict[str, float]:
     """The sampler against a critic and an actor step of the library's default networks, at
     this horizon and batch (the figures `aloe bench` has reported since it began)."""
-    from aloe.config import TrainConfig
-    from aloe.speed.learner import aloe_learner
-
     cfg = TrainConfig(task=task, horizon=horizon, device=str(device))
     cfg.optim = dataclasses.replace(cfg.optim, batch_size=batch_size)
     torch.manual_seed(0)
@@ -289,9 +289,6 @@ def iteration_phases(
 def measure_loop(s: Sized, steps: int, root: Path) -> tuple[dict[str, Any], Frames]:
     """Raw stepping, demonstrations, takeovers of a random policy and of `s`'s actor, and
     evaluation of that actor; returns the figures and the frames collected with the actor."""
-    from aloe.operators.profiles import make_operator
-    from aloe.policies.chunk_policy import FlowChunkPolicy, RandomPolicy
-
     cfg = s.cfg
     env = make_env(cfg.env)  # the task's TaskEnv (MetaWorld) or OGBenchEnv
     say(f"raw stepping ({steps} steps of {cfg.task})")

@@ -1,5 +1,6 @@
 """The learner's data parallelism, written once: batch shards, shard-invariant noise and the
-gradient all-reduce. Imports torch alone, so the layers below (policies, algos) may use it.
+gradient all-reduce. Imports torch alone: a base utility that policies and algos use, and
+that `aloe.distributed.ddp` switches on by launching several processes.
 
 With P processes (torchrun; `torch.distributed` initialised, world size P > 1), every rank
 samples the same global batch of B chunks (the samplers share the iteration's seed) and
