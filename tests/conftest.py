@@ -21,6 +21,23 @@ def _can_render() -> bool:
     return gl != "osmesa" or ctypes.util.find_library("OSMesa") is not None
 
 
+def _xdist_group(item: pytest.Item) -> str | None:
+    """Which tests one pytest-xdist worker runs together (`-n 2`; `--dist loadgroup` is in
+    pyproject's addopts): every test on the session's local Ray, so that one Ray cluster
+    starts, not one per worker; and the tests of a module that share a module-scoped
+    fixture (a trained run, a recorded buffer), so that it is built once, not per worker."""
+    defs = getattr(item, "_fixtureinfo", None)
+    if defs is None:
+        return None
+    if "local_ray" in defs.name2fixturedefs:
+        return "ray"
+    for fixturedefs in defs.name2fixturedefs.values():
+        if any(d.scope == "module" for d in fixturedefs):
+            return item.nodeid.split("::")[0]
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     import torch
 
@@ -33,6 +50,9 @@ def pytest_collection_modifyitems(config, items):
         for marker, skip in skips.items():
             if marker in item.keywords:
                 item.add_marker(skip)
+        group = _xdist_group(item)
+        if group is not None and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture

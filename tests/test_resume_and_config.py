@@ -91,6 +91,7 @@ def test_config_json_does_not_name_the_run_location(run_dir: Path) -> None:
             assert str(run_dir).encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow  # trains the interrupted iteration again
 def test_a_moved_run_resumes_in_place(
     run_dir: Path, tmp_path: Path, same_metrics, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -107,6 +108,7 @@ def test_a_moved_run_resumes_in_place(
     same_metrics(_metrics(moved), _metrics(run_dir))
 
 
+@pytest.mark.slow  # trains the interrupted iteration again
 def test_a_copied_run_resumes_in_place_and_leaves_the_original_alone(
     run_dir: Path, tmp_path: Path, same_metrics
 ) -> None:

@@ -312,6 +312,7 @@ def test_set_actor_lr_keeps_the_schedule_position(tmp_path) -> None:
     assert loaded.actor_opt.optim.param_groups[0]["lr"] == pytest.approx(group["lr"])
 
 
+@pytest.mark.slow  # a 2-iteration smoke run; test_value_warmup_step_moves_... is the fast check
 def test_a_value_warmup_iteration_leaves_the_policy_at_its_bc_start(tmp_path) -> None:
     """--ppo.value-warmup-iterations 1: iteration 1 trains V(s) alone (its policy metrics
     are empty and its checkpoint's actor is the warm start's); iteration 2 moves π."""
