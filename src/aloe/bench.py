@@ -173,12 +173,15 @@ def estimate_bytes(horizon: int, batch_size: int) -> int:
     layer alive at a time. Real peaks are lower (fused kernels, freed buffers): this only
     tells sizes that cannot fit. The collected frames come on top (FRAME_BYTES each).
     """
-    actor, critic, m = ActorConfig(), CriticConfig(), AloeConfig().num_value_samples
+    actor = ActorConfig()
+    critic = CriticConfig()
+    m = AloeConfig().num_value_samples
 
     def layer(heads: int, tokens: int, width: int, mlp_ratio: int) -> int:
         return 2 * heads * tokens**2 + (8 + 2 * mlp_ratio) * tokens * width
 
-    t_c, t_a = horizon + critic.num_q + 3, horizon + 3
+    t_c = horizon + critic.num_q + 3
+    t_a = horizon + 3
     per_critic = layer(critic.num_heads, t_c, critic.hidden_dim, critic.mlp_ratio)
     per_actor = layer(actor.num_heads, t_a, actor.hidden_dim, actor.mlp_ratio)
     floats = batch_size * (

@@ -40,7 +40,9 @@ from aloe.durable import fsync_path
 from aloe.errors import UsageError, bad
 
 _NAME = re.compile(r"^iter-(\d{4,})$")  # `.tmp` and `.broken-<n>` directories never match
-TENSORS, STATE, HASHES = "tensors.safetensors", "state.json", "sha256.json"
+TENSORS = "tensors.safetensors"
+STATE = "state.json"
+HASHES = "sha256.json"
 HASHED = (TENSORS, STATE)  # the files whose SHA-256 `HASHES` holds
 _MANIFEST_KEY = "aloe.hashes"  # safetensors metadata: this checkpoint has a `HASHES` file
 _MAX_HEADER = 100_000_000  # safetensors refuses longer headers: a larger length is garbage
@@ -51,7 +53,8 @@ class CheckpointError(UsageError):
 
     def __init__(self, path: Path, reason: str) -> None:
         super().__init__(str(bad("checkpoint", path, reason)))
-        self.path, self.reason = path, reason
+        self.path = path
+        self.reason = reason
 
 
 class Loaded(NamedTuple):

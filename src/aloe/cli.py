@@ -244,7 +244,8 @@ def _continue_seeds(store: Any, seed: int, episodes: int) -> Generator[int, None
     n = store.num_episodes
     if n:
         # the seeds a lone collector skips: each one held extends the range by one
-        last, skipped = seed + n + episodes - 1, []
+        last = seed + n + episodes - 1
+        skipped = []
         for s in sorted(s for s in store.episodes()["seed"].to_pylist() if s is not None):
             if seed + n <= s <= last:
                 skipped.append(s)
@@ -424,7 +425,8 @@ def _scale_args(argv: list[str]) -> tuple[Any, list[str], list[str]]:
 def cmd_train(request: TrainRequest) -> int:
     """Train (or resume), then the closing summary on stderr (aloe.run_summary); stdout
     stays empty: metrics.jsonl is the machine-readable record."""
-    cfg, start = request.config, time.time()
+    cfg = request.config
+    start = time.time()
     scale = request.scale
     if scale is not None and scale.learner_procs > 1 and "WORLD_SIZE" not in os.environ:
         from aloe.distributed.ddp import relaunch

@@ -47,7 +47,8 @@ def _message(event: Any, arg_type: Any, argv: list[str], prog: str) -> str:
     if isinstance(event, ev.InstantiationFailure) and event.argument is None:
         return str(event.message)  # a ValueError of the arguments' own checks: already worded
     if isinstance(event, ev.InstantiationFailure):
-        name, value = _name(event.argument), _given(argv, event.argument)
+        name = _name(event.argument)
+        value = _given(argv, event.argument)
         if value is None:  # a positional: tyro's message quotes the value
             return f"{name}: {event.message}; {see}"
         return str(bad(name, value, f"expected {_expected(event.argument)}; {see}"))
@@ -105,7 +106,8 @@ def _flags(arg_type: Any, prefix: str = "") -> list[str]:
         return []
     flags = []
     for f in dataclasses.fields(arg_type):
-        name, hint = f.name.replace("_", "-"), hints[f.name]
+        name = f.name.replace("_", "-")
+        hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
             flags += _flags(hint, f"{prefix}{name}.")
         else:

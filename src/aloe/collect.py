@@ -273,7 +273,8 @@ def evaluate(
             runs.append(play_episode(env, seed, policy=policy))
             ended(i, env)
     bar.close()
-    lengths, successes = [c.steps for c in runs], [c.success for c in runs]
+    lengths = [c.steps for c in runs]
+    successes = [c.success for c in runs]
     ok = [n for n, s in zip(lengths, successes, strict=True) if s]
     return EvalResult(
         success_rate=float(np.mean(successes)) if successes else 0.0,

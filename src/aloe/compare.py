@@ -42,7 +42,9 @@ from aloe.errors import bad, require
 from aloe.evaluation.action_ope import ACTION_OPE_FILE, ActionOpeConfig
 from aloe.progress import Progress, lines
 
-SUMMARY, REPORT, SETTINGS = "summary.json", "report.html", "compare.json"
+SUMMARY = "summary.json"
+REPORT = "report.html"
+SETTINGS = "compare.json"
 # `aloe train` options that compare sets itself for each run: refused in --train-args
 OWN_OPTIONS = ("--algo", "--seed", "--out", "--preset", "--task", "--resume", "--help", "-h")
 # algorithms that collect with the operator (aloe, awr, dagger); one with a `matched_budget`

@@ -257,7 +257,8 @@ def _headline(algos: dict[str, Any]) -> str:
 
     from aloe.progress import duration
 
-    parts, effort = [], []
+    parts = []
+    effort = []
     for algo, a in algos.items():
         start = (a.get("success_mean_per_iteration") or [None])[0]
         final = _pm(a["final_success"], a["final_success_std"])

@@ -427,7 +427,9 @@ def check_types(obj: Any, path: str = "") -> None:
     bool is not an int, an int is a float, and a float is finite unless MAY_BE_INFINITE."""
     hints = get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
-        name, value, hint = f"{path}{f.name}", getattr(obj, f.name), hints[f.name]
+        name = f"{path}{f.name}"
+        value = getattr(obj, f.name)
+        hint = hints[f.name]
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             require(isinstance(value, hint), f"{FIELD}{name}", value, "must be an object of fields")
             check_types(value, f"{name}.")
@@ -449,7 +451,8 @@ def _is_int(value: Any) -> bool:
 
 
 def _fits(value: Any, hint: Any, inf_ok: bool) -> bool:
-    origin, args = get_origin(hint), get_args(hint)
+    origin = get_origin(hint)
+    args = get_args(hint)
     if origin is Literal:
         return isinstance(value, str) and value in args
     if origin in (Union, UnionType):
@@ -472,7 +475,8 @@ def _fits(value: Any, hint: Any, inf_ok: bool) -> bool:
 
 
 def _describe(hint: Any, inf_ok: bool = False, plural: bool = False) -> str:
-    origin, args = get_origin(hint), get_args(hint)
+    origin = get_origin(hint)
+    args = get_args(hint)
     if origin is Literal:
         return "one of " + ", ".join(map(str, args))
     if origin in (Union, UnionType):
@@ -627,7 +631,9 @@ def _mt10_sizes(cfg: TrainConfig, task: str | None) -> None:
     measured on MT10. Another --task or --algo runs on the same sizes."""
     cfg.task = task or "mt10"
     cfg.algo = "ppo-sbc"
-    cfg.iterations, cfg.num_demos, cfg.eval_episodes = 12, 5, 50
+    cfg.iterations = 12
+    cfg.num_demos = 5
+    cfg.eval_episodes = 50
     cfg.instructions = "minilm"
 
 

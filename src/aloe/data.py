@@ -236,7 +236,8 @@ def episode_clock(frames: Mapping[str, np.ndarray], limit: int) -> np.ndarray:
     The first counter is the one the time limit reads: the policy's budget is max_steps
     policy steps, operator steps not counted (aloe.rollout.correct). A robot has both
     counters too; `EpisodeClock` keeps them live, step by step, with the same values."""
-    episode, fragment = np.asarray(frames[EPISODE]), np.asarray(frames[FRAGMENT])
+    episode = np.asarray(frames[EPISODE])
+    fragment = np.asarray(frames[FRAGMENT])
     policy = (np.asarray(frames[SOURCE]) == "policy").astype(np.int64)
     rows = np.arange(len(episode))
     taken = np.cumsum(policy) - policy  # policy steps before each row, over the buffer
@@ -261,7 +262,8 @@ class EpisodeClock:
     def tick(self, source: str, fragment: int) -> np.ndarray:
         """The clock (2,) of a step by `source` in fragment `fragment`, then that step counted."""
         if fragment != self.fragment:
-            self.fragment, self.fragment_steps = fragment, 0
+            self.fragment = fragment
+            self.fragment_steps = 0
         clock = np.array([self.policy_steps, self.fragment_steps], dtype=np.float64)
         self.policy_steps += source == "policy"
         self.fragment_steps += 1

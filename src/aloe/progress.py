@@ -92,7 +92,10 @@ class Phase:
     ) -> None:
         """`total` is what the phase will do, or with `at_most`, its budget (a collection
         that stops at its success quota)."""
-        self.desc, self.unit, self.progress, self.total = desc, unit, progress, total
+        self.desc = desc
+        self.unit = unit
+        self.progress = progress
+        self.total = total
         self.initial = initial
         self.done = 0  # in this phase (not counting `initial`)
         self.postfix: dict[str, Any] = {}

@@ -168,7 +168,9 @@ class Stepper:
     def __init__(
         self, env: EpisodeEnv, recorder: Recorder | None = None, hook: StepHook | None = None
     ) -> None:
-        self.env, self.recorder, self.hook = env, recorder, hook
+        self.env = env
+        self.recorder = recorder
+        self.hook = hook
         self.counts = Counts()  # `steps` is also the hook's clock: steps of this rollout
 
     def __call__(
@@ -181,7 +183,9 @@ class Stepper:
         fragment: int,
         chunk_start: bool = False,
     ) -> Step:
-        env, hook, t = self.env, self.hook, self.counts.steps
+        env = self.env
+        hook = self.hook
+        t = self.counts.steps
         if hook is not None:
             action = hook.before_step(env, t, action)
         rec = self.recorder
@@ -220,8 +224,12 @@ class PolicyFragment:
         keep_history: bool = False,
         label_time_limit: bool = False,
     ) -> None:
-        self.step, self.obs, self.version, self.fragment = step, obs, version, fragment
-        self.watcher, self.keep_history = watcher, keep_history
+        self.step = step
+        self.obs = obs
+        self.version = version
+        self.fragment = fragment
+        self.watcher = watcher
+        self.keep_history = keep_history
         self.label_time_limit = label_time_limit
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.queue: list[np.ndarray] = []
@@ -248,7 +256,8 @@ class PolicyFragment:
             fragment=self.fragment,
             chunk_start=self.fresh,
         )
-        self.obs, self.fresh = s.next_obs, False
+        self.obs = s.next_obs
+        self.fresh = False
         if self.keep_history:
             self.history.append(env.snapshot())
         if s.info["success"]:
@@ -269,9 +278,11 @@ class PolicyFragment:
                     truncated=False,
                     reason=reason,
                 )
-            self.ended, self.reason = True, reason
+            self.ended = True
+            self.reason = reason
         elif s.terminated or s.truncated:
-            self.ended, self.truncated = True, s.truncated
+            self.ended = True
+            self.truncated = s.truncated
 
     def run(self, policy: ChunkPolicy) -> None:
         """Act until the fragment ends, sampling a chunk whenever the last one is used up."""
@@ -305,7 +316,8 @@ def play_episode(
             raise ValueError("an episode needs a policy, an operator or both")
         operate(step, operator, obs, source="demo", fragment=0, budget=env.max_steps)
         return step.counts
-    rule, fragment = takeover or Takeover(), 0
+    rule = takeover or Takeover()
+    fragment = 0
     while True:
         if operator is not None:
             operator.start_watching()
@@ -319,7 +331,8 @@ def play_episode(
             label_time_limit=label_time_limit,
         )
         part.run(policy)
-        step.counts.failure_reason, step.counts.truncated = part.reason, part.truncated
+        step.counts.failure_reason = part.reason
+        step.counts.truncated = part.truncated
         if operator is None or not part.reason:
             break
         fragment += 1
@@ -400,7 +413,8 @@ def play_batch(
     def then(part: PolicyFragment) -> PolicyFragment | None:
         i = index.pop(part)
         rngs.pop(part)
-        counts[i].failure_reason, counts[i].truncated = part.reason, part.truncated
+        counts[i].failure_reason = part.reason
+        counts[i].truncated = part.truncated
         if on_end is not None:
             on_end(i, part.step.env)
         return start(part.step.env)
@@ -415,7 +429,8 @@ def correct(
 ) -> tuple[Obs, bool]:
     """The operator takes over where `cut` ended: the world put back where it says, then its
     correction (fragment `fragment`). Returns (obs, whether control goes back to the policy)."""
-    env, counts = step.env, step.counts
+    env = step.env
+    counts = step.counts
     counts.takeovers += 1
     obs = env.restore(cut.history[operator.take_over(cut.reason, list(cut.history))])
     last = counts.takeovers >= rule.max_takeovers or not rule.handback_steps

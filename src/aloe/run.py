@@ -57,7 +57,8 @@ def build_learner(
     (the environment's C_fail of Eq. 14).
     """
     obs = obs or observations(cfg)
-    dim, n = obs.dim, len(obs.tasks)
+    dim = obs.dim
+    n = len(obs.tasks)
     action_dim = task_dims(cfg.task).action
     if instruction_features is None and cfg.instructions != "learned":
         instruction_features = torch.zeros(n, InstructionEncoder.dim)

@@ -133,7 +133,8 @@ def _success_lines(history: list[dict[str, Any]]) -> list[str]:
     listed = [_rate(r) for r in rates]
     if len(listed) > MAX_LISTED:
         listed = [*listed[:3], "…", *listed[-3:]]
-    first, last = history[0]["eval_episodes"], history[-1]["eval_episodes"]
+    first = history[0]["eval_episodes"]
+    last = history[-1]["eval_episodes"]
     episodes = f"{plural(first, 'episode')} each" + (
         f", {last} at the last" if last != first else ""
     )

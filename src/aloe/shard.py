@@ -97,7 +97,9 @@ def reduce_metrics(metrics: dict[str, float]) -> dict[str, float]:
         return metrics
     keys = sorted(metrics)
     values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64)
-    lo, hi, mean = values.clone(), values.clone(), values.clone()
+    lo = values.clone()
+    hi = values.clone()
+    mean = values.clone()
     dist.all_reduce(lo, op=dist.ReduceOp.MIN)
     dist.all_reduce(hi, op=dist.ReduceOp.MAX)
     dist.all_reduce(mean)

@@ -73,7 +73,8 @@ class Trainer:
         self.on_iteration: Callable[[dict[str, Any]], None] | None = None  # see `train`
 
     def _open_store(self) -> EpisodeStore:
-        cfg, size = self.cfg, (self.cfg.env.image_size, self.cfg.env.image_size)
+        cfg = self.cfg
+        size = (self.cfg.env.image_size, self.cfg.env.image_size)
         return EpisodeStore.open_or_create(
             self.root / "dataset",
             fps=1.0 / self.env.control_period,
@@ -107,7 +108,8 @@ class Trainer:
 
     def warm_start(self) -> None:
         """Algorithm 1, line 1: imitation on successful operator demonstrations."""
-        cfg, start = self.cfg, time.time()
+        cfg = self.cfg
+        start = time.time()
         demos = cfg.num_demos * len(self.obs.tasks)  # episode seeds take the tasks in turn
         quota = CollectConfig(
             success_quota=demos,
@@ -139,7 +141,10 @@ class Trainer:
     def iteration(self, k: int) -> None:
         """Algorithm 1, line 3 (collection), the algorithm's update (lines 4–15 for ALOE,
         `aloe.algos.aloe.update`), then evaluation and a checkpoint."""
-        cfg, learner, start, algo = self.cfg, self._learner(), time.time(), self.algorithm
+        cfg = self.cfg
+        learner = self._learner()
+        start = time.time()
+        algo = self.algorithm
         if algo.collect is None:
             stats = self.collect_with_operator(k)
         else:
@@ -160,7 +165,8 @@ class Trainer:
 
     def _update_context(self, k: int, frames: Frames, env_steps: int = 0) -> UpdateContext:
         """What iteration k's update gets: its samplers share the iteration's seed."""
-        learner, cfg = self._learner(), self.cfg
+        learner = self._learner()
+        cfg = self.cfg
         clock = cfg.env.max_steps if cfg.critic.time_features else None
 
         def sampler(rows: Frames) -> ChunkSampler:
@@ -383,7 +389,8 @@ def check_run_data(run: Path) -> None:
     from aloe.datasets.store import StoreError
 
     rows = _metrics_rows(run / "metrics.jsonl")
-    root, hint = run / "dataset", "restore it; the run cannot go on without its data"
+    root = run / "dataset"
+    hint = "restore it; the run cannot go on without its data"
     started = rows or checkpoint.complete(run / "checkpoints")
     if not started and not (root / INFO_PATH).is_file():
         return  # nothing collected yet: the trainer makes the store (or refuses what is there)
@@ -408,7 +415,8 @@ def check_run_data(run: Path) -> None:
         )
     held = store.summary()["episodes_per_iteration"]
     for row in rows:
-        k, n = row["iteration"], row["episodes"]
+        k = row["iteration"]
+        n = row["episodes"]
         require(
             held.get(k, 0) >= n,
             "--resume",
@@ -551,7 +559,8 @@ def train(
 
 def say_banner(trainer: Trainer) -> None:
     """The run's opening lines on stderr (aloe.run_summary.banner)."""
-    cfg, algo = trainer.cfg, trainer.algorithm
+    cfg = trainer.cfg
+    algo = trainer.algorithm
     last = checkpoint.latest(cfg.out / "checkpoints")
     start = 0 if last is None else last[0] + 1
     text = banner(cfg, algo.label, algo.iterates, algo.collect is not None, start)

@@ -345,7 +345,8 @@ class AloeLearner:
 
     def critic_step(self, batch: ChunkBatch) -> dict[str, float]:
         """One critic update, Alg. 1 lines 5–8."""
-        cfg, b = self.config, to_device(batch, self.device)
+        cfg = self.config
+        b = to_device(batch, self.device)
         self.critic.train()
         with torch.no_grad():
             # Alg. 1 line 5: a' ~ π_θ(·|s_{t+n}, ℓ), the current policy's next chunk.

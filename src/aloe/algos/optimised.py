@@ -138,7 +138,8 @@ class OptimisedModule:
         )
         factor = warmup_cosine(cfg.warmup_steps, cfg.decay_steps, cfg.min_lr_ratio)
         self.sched = LambdaLR(self.optim, factor)
-        self.grad_clip, self.q_abs_max = cfg.grad_clip, cfg.q_abs_max
+        self.grad_clip = cfg.grad_clip
+        self.q_abs_max = cfg.q_abs_max
 
     def step(self, loss: Tensor, metrics: dict[str, float], prefix: str) -> dict[str, float]:
         """Backward, clip, guard, step; adds `prefix/grad_norm` and `prefix/lr` to metrics.

@@ -39,7 +39,8 @@ class GaussianFlowActor(nn.Module):
     ) -> None:
         super().__init__()
         self.flow = flow
-        self.horizon, self.action_dim = flow.horizon, flow.action_dim
+        self.horizon = flow.horizon
+        self.action_dim = flow.action_dim
         self.log_std = nn.Parameter(
             torch.full((flow.action_dim,), math.log(init_std)), requires_grad=learn_std
         )

@@ -327,7 +327,8 @@ class PpoSbcLearner:
         self.actor.train()
         with torch.no_grad():
             logp_old = self.log_prob(b.state, b.task_index, b.actions, b.valid)
-        v, v_next = self.value(b.state, b.task_index), self.value(b.next_state, b.task_index)
+        v = self.value(b.state, b.task_index)
+        v_next = self.value(b.next_state, b.task_index)
         adv, ret = chunk_gae(
             b.reward * reward_scale,
             b.discount,
@@ -348,7 +349,8 @@ class PpoSbcLearner:
         alone without `policy`, in the warm-up)."""
         if not policy:
             return self.value_step(d, {})
-        cfg, b = self.ppo, to_device(demos, self.device)
+        cfg = self.ppo
+        b = to_device(demos, self.device)
         self.actor.train()
         logp = self.log_prob(d.state, d.task_index, d.actions, d.valid)
         loss, metrics = ppo_clip_loss(logp, d.logp_old, d.advantage, cfg.clip)
@@ -451,7 +453,9 @@ def rollout_budget(cfg: RunConfig, ppo: PpoConfig) -> int:
 def collect_rollouts(ctx: CollectContext[PpoConfig]) -> CollectStats:
     """Iteration k's operator-free rollouts of π_{k−1}, until the env-step budget is used;
     each episode is recorded like any other (one `policy` fragment)."""
-    cfg, learner, k = ctx.cfg, ctx.learner_as(PpoSbcLearner), ctx.iteration
+    cfg = ctx.cfg
+    learner = ctx.learner_as(PpoSbcLearner)
+    k = ctx.iteration
     stats = CollectStats.from_store(ctx.store, iteration=k)  # resumes a partial round
     policy = ExploringChunkPolicy(
         learner.actor,
@@ -545,7 +549,8 @@ def _ppo_epochs(
 ) -> list[dict[str, float]]:
     """Minibatch passes over the decisions, stopped early by the KL guard (value-only steps
     without `policy`)."""
-    cfg, steps = learner.ppo, []
+    cfg = learner.ppo
+    steps = []
     for _ in range(cfg.epochs):
         order = torch.randperm(decisions.state.shape[0], generator=learner.generator)
         for mb in order.split(cfg.minibatch_size):

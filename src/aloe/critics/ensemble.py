@@ -52,8 +52,11 @@ class MlpQCritic(QEnsemble):
         super().__init__()
         if horizon < 1 or action_dim < 1:
             raise ValueError(f"an MLP critic needs horizon, action_dim >= 1, got {horizon}")
-        k, hid = config.num_q, config.mlp_hidden_dim
-        self.config, self.num_q, self.horizon = config, k, horizon
+        k = config.num_q
+        hid = config.mlp_hidden_dim
+        self.config = config
+        self.num_q = k
+        self.horizon = horizon
         self.state_norm = state_normalizer or Normalizer(state_dim)
         self.instruction = InstructionToken(num_tasks, INSTRUCTION_DIM, instruction_features)
         width = state_dim + horizon * (action_dim + 1) + INSTRUCTION_DIM
@@ -116,7 +119,8 @@ class MemberStack(QEnsemble):
     ) -> None:
         super().__init__()
         one = dataclasses.replace(config, num_q=1)
-        self.config, self.num_q = config, config.num_q
+        self.config = config
+        self.num_q = config.num_q
         self.stack = [build(one) for _ in range(config.num_q)]
         self.members = nn.ModuleList(self.stack)
         self.value_head = self.stack[0].value_head

@@ -60,5 +60,6 @@ class HLGauss(nn.Module):
         return -(self.target_probs(y.detach()) * logits.log_softmax(-1)).sum(-1)
 
     def extra_repr(self) -> str:
-        lo, hi = float(self.edges[0]), float(self.edges[-1])
+        lo = float(self.edges[0])
+        hi = float(self.edges[-1])
         return f"bins={self.num_bins}, range=[{lo:g}, {hi:g}], sigma={self.sigma:.3g}"

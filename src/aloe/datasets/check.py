@@ -146,7 +146,8 @@ def _check_data_file(run: DataRun, state: StoreState) -> list[str]:
         if not np.array_equal(to_numpy(table[name], features[name]), want)
     ]
     source = to_numpy(table[SOURCE], features[SOURCE])
-    starts, ends = np.r_[0, np.cumsum(length)[:-1]], np.cumsum(length) - 1
+    starts = np.r_[0, np.cumsum(length)[:-1]]
+    ends = np.cumsum(length) - 1
     for s in SOURCES:
         if np.add.reduceat(source == s, starts).tolist() != meta[f"{s}_steps"].to_pylist():
             problems.append(f"{run.path}: {s} step counts disagree with the episodes-meta rows")

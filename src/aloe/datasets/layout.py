@@ -41,7 +41,9 @@ CHUNKS_SIZE = 1000
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
-INFO_PATH, STATS_PATH, TASKS_PATH = "meta/info.json", "meta/stats.json", "meta/tasks.parquet"
+INFO_PATH = "meta/info.json"
+STATS_PATH = "meta/stats.json"
+TASKS_PATH = "meta/tasks.parquet"
 LOCK_PATH = "meta/.writer.lock"
 CHECKSUMS_PATH = "meta/checksums.json"
 CLAIMS = "meta/.claims"  # one flock-held file per seed a live collector is recording
@@ -118,7 +120,8 @@ class StoreRefused(StoreError, UsageError):
 
     def __init__(self, root: Path, reason: str) -> None:
         super().__init__(f"{root}: {reason}")
-        self.root, self.reason = root, reason
+        self.root = root
+        self.reason = reason
 
 
 class StoreExists(StoreRefused):
@@ -223,7 +226,8 @@ def file_numbers(root: Path, sub: str, chunks_size: int, tmp: bool = False) -> l
 
 def meta_row(ep: Episode, index: int, start: int, chunk: int, file: int) -> dict[str, Any]:
     """The episodes-meta row (META_SCHEMA) of episode `index`, whose frames begin at `start`."""
-    n, steps = len(ep), ep.steps
+    n = len(ep)
+    steps = ep.steps
     source = np.asarray(steps[SOURCE]).astype(str).reshape(-1)
     fragment = np.asarray(steps[FRAGMENT]).reshape(-1)
     fragments = source[run_starts(fragment, source)].tolist()
@@ -231,7 +235,8 @@ def meta_row(ep: Episode, index: int, start: int, chunk: int, file: int) -> dict
         a == "policy" and b == "human" for a, b in zip(fragments, fragments[1:], strict=False)
     )
     meta = dict(ep.meta)
-    seed, iteration = meta.pop("seed", None), meta.pop("iteration", None)
+    seed = meta.pop("seed", None)
+    iteration = meta.pop("iteration", None)
     sim_attrs = meta.pop("sim_attrs", {})
     row: dict[str, Any] = {
         "episode_index": index,

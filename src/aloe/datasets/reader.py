@@ -242,7 +242,8 @@ def _check_meta(
             f"from {episodes} (a gap or a duplicate)"
         )
     length = table["length"].to_pylist()
-    starts, ends = table["dataset_from_index"].to_pylist(), table["dataset_to_index"].to_pylist()
+    starts = table["dataset_from_index"].to_pylist()
+    ends = table["dataset_to_index"].to_pylist()
     for n, lo, hi in zip(length, starts, ends, strict=True):
         if n is None or n <= 0 or lo != frames or hi != frames + n:
             raise StoreError(
@@ -264,7 +265,8 @@ def data_runs(root: Path, meta: pa.Table, video_key: str | None = None) -> list[
         meta[f"{prefix}/file_index"].to_pylist(),
     )
     keys = list(zip(chunks, files, strict=True))
-    lo, hi = meta["dataset_from_index"].to_pylist(), meta["dataset_to_index"].to_pylist()
+    lo = meta["dataset_from_index"].to_pylist()
+    hi = meta["dataset_to_index"].to_pylist()
     runs: list[DataRun] = []
     seen: set[Path] = set()
     for row, key in enumerate(keys):

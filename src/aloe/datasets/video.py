@@ -121,7 +121,9 @@ def encode(file: IO[bytes], frames: np.ndarray, fps: float, codec: str) -> None:
         rate = Fraction(fps).limit_denominator(10_000)
         stream = container.add_stream(spec.encoder, rate=rate, options=dict(spec.options))
         assert isinstance(stream, av.VideoStream)
-        stream.height, stream.width, stream.pix_fmt = frames.shape[1], frames.shape[2], spec.pix_fmt
+        stream.height = frames.shape[1]
+        stream.width = frames.shape[2]
+        stream.pix_fmt = spec.pix_fmt
         for image in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode(None))

@@ -202,7 +202,8 @@ def append(root: Path, state: StoreState, eps: list[Episode]) -> list[int]:
     with writer_lock(root):
         refresh(root, state)
         sums = _settled_sums(root, state)
-        features, cs = state.info["features"], state.info["chunks_size"]
+        features = state.info["features"]
+        cs = state.info["chunks_size"]
         # Past every file number on disk, uncommitted ones too: an orphan is never reused.
         folders = ["data", EPISODES, *(f"videos/{k}" for k in video_keys(features))]
         taken = [n for folder in folders for n in file_numbers(root, folder, cs, True)]
@@ -313,10 +314,13 @@ def _episode_tables(
     first_frame: int,
 ) -> tuple[pa.Table, pa.Table]:
     """The data table and the episodes-meta table of file `number`."""
-    features, fps = info["features"], float(info["fps"])
+    features = info["features"]
+    fps = float(info["fps"])
     schema = data_schema(features)
-    cs, start = info["chunks_size"], first_frame
-    data, rows = [], []
+    cs = info["chunks_size"]
+    start = first_frame
+    data = []
+    rows = []
     for index, ep in enumerate(eps, start=first_ep):
         frame = np.arange(len(ep))
         columns = {
@@ -344,7 +348,9 @@ def _episode_tables(
 
 def _video_bytes(info: dict[str, Any], eps: list[Episode], number: int) -> dict[str, bytes]:
     """File `number`'s mp4 of each camera, by relative path."""
-    features, cs, fps = info["features"], info["chunks_size"], float(info["fps"])
+    features = info["features"]
+    cs = info["chunks_size"]
+    fps = float(info["fps"])
     keys = video_keys(features)
     codec = video.codec_of(features[keys[0]]) if keys else None
     out = {}
@@ -365,7 +371,8 @@ def _remove_uncommitted(root: Path, state: StoreState) -> None:
     for pattern in _TMP_PATTERNS:
         for tmp in root.glob(pattern):
             tmp.unlink(missing_ok=True)
-    cs, last = state.info["chunks_size"], max(state.files, default=-1)
+    cs = state.info["chunks_size"]
+    last = max(state.files, default=-1)
     for pattern in ("data/chunk-*/file-*.parquet", "videos/*/chunk-*/file-*.mp4"):
         for path in root.glob(pattern):
             number = file_number(path, cs)

@@ -168,7 +168,8 @@ def relaunch(cfg: Any, resume: bool, argv: list[str], scale: Scale) -> int:
     """`aloe train ARGV` on `scale.learner_procs` learner processes of this machine, through
     torchrun; returns its exit code. The run is checked here first, so that a user's
     mistake is one UsageError of this process, not one traceback per rank."""
-    procs, checked = scale.learner_procs, prepare_run(copy.deepcopy(cfg), resume)
+    procs = scale.learner_procs
+    checked = prepare_run(copy.deepcopy(cfg), resume)
     check(checked, procs)
     scale.check_run(checked.algo, ALGORITHMS[checked.algo].collect is not None)
     torchrun = shutil.which("torchrun")

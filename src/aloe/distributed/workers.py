@@ -138,7 +138,9 @@ class WorkerPool:
     def __init__(self, cfg: TrainConfig, workers: int, timeout: float) -> None:
         import ray
 
-        self.ray, self.cfg, self.timeout = ray, cfg, timeout
+        self.ray = ray
+        self.cfg = cfg
+        self.timeout = timeout
         self.remote: Any = ray.remote(num_cpus=1)(EpisodeWorker)
         self.policy: tuple[Any, int, int] = (None, 0, 0)  # (object ref, version, seed)
         self.put_ref: Any = None
@@ -206,7 +208,8 @@ class WorkerPool:
         results: dict[int, Episode] = {}
         flight: dict[Any, tuple[int, int, float]] = {}  # ref -> (worker, i, deadline)
         tries: dict[int, int] = {}
-        next_i, commit = start, start
+        next_i = start
+        commit = start
 
         def more() -> bool:
             return stats.successes < rule.success_quota and stats.episodes < rule.max_episodes

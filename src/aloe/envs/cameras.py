@@ -90,14 +90,18 @@ class Cameras:
             raise ValueError(f"cameras {names}: at most {MAX_CAMERAS} distinct names allowed")
         if size <= 0:
             raise ValueError(f"image_size {size}: must be a positive number of pixels")
-        self.model, self.names, self.size, self.fast = model, names, size, fast
+        self.model = model
+        self.names = names
+        self.size = size
+        self.fast = fast
         self.upside_down = upside_down
         self.data = mujoco.MjData(model)
         self._renderer: mujoco.Renderer | None = None
 
     def render(self, sim: Any) -> dict[str, np.ndarray]:
         """One uint8 (size, size, 3) image per camera, upright."""
-        model, data = self.model, self.data
+        model = self.model
+        data = self.data
         data.qpos[:], data.qvel[:] = sim.qpos, sim.qvel
         data.mocap_pos[:], data.mocap_quat[:] = sim.mocap_pos, sim.mocap_quat
         mujoco.mj_kinematics(model, data)
@@ -119,9 +123,11 @@ class Cameras:
     def _open(self) -> mujoco.Renderer:
         # The GL context reads these when it is made; they are put back at once, so the
         # model (shared with the simulation) is left as it was.
-        quality, buffer = self.model.vis.quality, self.model.vis.global_
+        quality = self.model.vis.quality
+        buffer = self.model.vis.global_
         saved = quality.shadowsize, quality.offsamples, buffer.offwidth, buffer.offheight
-        quality.shadowsize, quality.offsamples = _SHADOW_SIZE, 0
+        quality.shadowsize = _SHADOW_SIZE
+        quality.offsamples = 0
         buffer.offwidth, buffer.offheight = max(saved[2], self.size), max(saved[3], self.size)
         try:
             self._renderer = mujoco.Renderer(self.model, self.size, self.size)

@@ -133,7 +133,8 @@ class FailureConfig:
     def validate(self, prefix: str = "") -> None:
         """Raise UsageError naming the first field out of range, `env.failures.stall_steps
         (-1): must be >= 0 ...`; `prefix` leads the name ("config field " for a run's config)."""
-        low, high = self.workspace_x, self.workspace_y
+        low = self.workspace_x
+        high = self.workspace_y
         positive = "must be a finite number > 0"
         at_least_0 = "must be a finite number >= 0"
         checks: list[tuple[str, bool, str]] = [
@@ -209,7 +210,8 @@ class ContactProbe:
     """
 
     def __init__(self, model: mujoco.MjModel, data: mujoco.MjData) -> None:
-        self.model, self.data = model, data
+        self.model = model
+        self.data = data
         body = model.geom_bodyid
         cls = np.full(model.ngeom, _OTHER, dtype=np.int8)
         free = [
@@ -243,7 +245,8 @@ class ContactProbe:
         table: list[int] = []
         fixtures: list[int] = []
         for i, (g1, g2) in enumerate(self.data.contact.geom.tolist()):
-            a, b = cls[g1], cls[g2]
+            a = cls[g1]
+            b = cls[g2]
             if (a >= _HAND) == (b >= _HAND):
                 continue  # not the hand, or the hand against itself
             mine, other = (a, b) if a >= _HAND else (b, a)
@@ -253,7 +256,8 @@ class ContactProbe:
                 table.append(i)
             else:
                 fixtures.append(i)
-        fixture_force, fixture = 0.0, ""
+        fixture_force = 0.0
+        fixture = ""
         if fixtures:
             fixture_force, i = max((self._normal(i), i) for i in fixtures)
             g1, g2 = self.data.contact.geom[i]
@@ -347,7 +351,9 @@ class FailureDetector:
 
     def _irrecoverable(self, state: np.ndarray) -> str | None:
         cfg = self.cfg
-        obj, goal, hand = state[OBJ], state[GOAL], state[HAND]
+        obj = state[OBJ]
+        goal = state[GOAL]
+        hand = state[HAND]
         if obj[2] < cfg.table_z:
             return "object fell off the table"
         if not (cfg.workspace_x[0] <= obj[0] <= cfg.workspace_x[1]) or not (
@@ -387,9 +393,12 @@ class FailureDetector:
 
     def _grasp_lost(self, s: list[float], c: Contacts) -> tuple[str, str]:
         """A held object let go in the air, away from the goal: released or slipped."""
-        cfg, opening = self.cfg, s[GRIP]
+        cfg = self.cfg
+        opening = s[GRIP]
         if c.left and c.right:
-            self.held, self.lost_steps, self.grasp_opening = True, 0, opening
+            self.held = True
+            self.lost_steps = 0
+            self.grasp_opening = opening
             return "", ""
         if not self.held:
             return "", ""
@@ -409,9 +418,11 @@ class FailureDetector:
         return "drop", f"grasped object fell: it slipped from the closed gripper {where}"
 
     def _empty_grasp(self, s: list[float], c: Contacts) -> tuple[str, str]:
-        cfg, opening = self.cfg, s[GRIP]
+        cfg = self.cfg
+        opening = s[GRIP]
         if opening >= cfg.closed_opening:
-            self.closed, self.empty_closed = False, 0
+            self.closed = False
+            self.empty_closed = 0
             return "", ""
         self.empty_closed = 0 if (c.left or c.right) else self.empty_closed + 1
         if self.closed or self.empty_closed < cfg.empty_steps:

@@ -201,7 +201,8 @@ class TaskEnv(gym.Env):
             )
             self._envs[task] = (raw, cameras)
             self._probes[task] = ContactProbe(raw.model, raw.data)
-        self.task, self.instruction = task, INSTRUCTIONS[task]
+        self.task = task
+        self.instruction = INSTRUCTIONS[task]
         self.raw, self.cameras = self._envs[task]
         self.probe = self._probes[task]
         self.events = self.cfg.failures.events(task, self.probe.has_object)
@@ -356,7 +357,8 @@ class TaskEnv(gym.Env):
         sim_state = np.array(sim_state, dtype=np.float64)  # writable: parquet arrays are not
         self.reset(seed=seed)
         self.step(first_action)
-        m, d = self.raw.model, self.raw.data
+        m = self.raw.model
+        d = self.raw.data
         mujoco.mj_setState(m, d, sim_state, _MJ_STATE)
         mujoco.mj_forward(m, d)
         self.raw._prev_obs = np.asarray(state[PREV], dtype=np.float64)

@@ -110,7 +110,8 @@ def task_variants(task: str) -> list[Variant]:
     """The evaluation variants of `task`, nominal first."""
     spec = TASK_OBJECTS.get(task)
     if spec is not None:
-        lo, hi = spec.unseen_low, spec.unseen_high
+        lo = spec.unseen_low
+        hi = spec.unseen_high
         where = f"{_span('x', lo[0], hi[0])}, {_span('y', lo[1], hi[1])} ({spec.note})"
         position = Variant("position-out", f"object starts at {where}", init_low=lo, init_high=hi)
     else:
@@ -206,7 +207,10 @@ def applied(env: TaskEnv, variant: Variant) -> Iterator[int]:
 
 
 def _edit(env: TaskEnv, v: Variant, root: int, rows: dict[str, np.ndarray]) -> None:
-    m, bodies, geoms, sites = env.raw.model, rows["body"], rows["geom"], rows["site"]
+    m = env.raw.model
+    bodies = rows["body"]
+    geoms = rows["geom"]
+    sites = rows["site"]
     if v.size != 1.0:
         children = bodies[bodies != root]
         m.body_pos[children] *= v.size
@@ -232,7 +236,8 @@ def _edit(env: TaskEnv, v: Variant, root: int, rows: dict[str, np.ndarray]) -> N
         m.geom_matid[geoms] = -1
     if v.changes_position:
         space = env.raw._random_reset_space
-        low, high = space.low.copy(), space.high.copy()
+        low = space.low.copy()
+        high = space.high.copy()
         if v.init_low is not None and v.init_high is not None:
             low[:3], high[:3] = v.init_low, v.init_high
         else:
@@ -248,7 +253,8 @@ _G = mujoco.mjtGeom
 def _reshape(m: mujoco.MjModel, geoms: np.ndarray) -> None:
     """Swap each primitive geom's type for one of the same extent (bounds kept consistent)."""
     for g in geoms:
-        size, kind = m.geom_size[g], m.geom_type[g]
+        size = m.geom_size[g]
+        kind = m.geom_type[g]
         if kind in (_G.mjGEOM_CYLINDER, _G.mjGEOM_CAPSULE, _G.mjGEOM_SPHERE):
             r = size[0]
             h = r if kind == _G.mjGEOM_SPHERE else size[1] + (r if kind == _G.mjGEOM_CAPSULE else 0)

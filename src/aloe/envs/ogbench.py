@@ -81,7 +81,8 @@ class OGBenchEnv:
         self.c_fail = cfg.c_fail if cfg.c_fail is not None else operator_episode_length(self.task)
         self.control_period = 1.0 / CONTROL_HZ
         self.controller = "policy"
-        self.steps, self.limit = 0, cfg.max_steps
+        self.steps = 0
+        self.limit = cfg.max_steps
         self._state = np.zeros(self.spec.state_dim)
         self._episode: dict[str, Any] = {}
 
@@ -196,7 +197,8 @@ class OGBenchEnv:
 
     def stages(self) -> list[Stage]:
         """The goal's parts and whether each is met now."""
-        raw, d = self.raw, self.data
+        raw = self.raw
+        d = self.data
         stages = [Stage(f"cube {i}", bool(ok)) for i, ok in enumerate(self._cube_met())]
         if hasattr(raw, "_target_drawer_pos"):
             drawer = abs(d.joint("drawer_slide").qpos[0] - raw._target_drawer_pos) <= 0.04
@@ -222,7 +224,8 @@ class OGBenchEnv:
             )
         elif self.task == "scene":
             for part, button in (("drawer", 0), ("window", 1)):
-                now, want = info["button_states"][button], info["goal/button_states"][button]
+                now = info["button_states"][button]
+                want = info["goal/button_states"][button]
                 gap = abs(float(info[f"privileged/{part}_pos"][0]) - info[f"goal/{part}_pos"])
                 if gap <= 0.04:
                     todo += int(now != want)
@@ -232,13 +235,15 @@ class OGBenchEnv:
         return float(shaped - todo)
 
     def _failure(self, progress: float) -> str:
-        f, ep = self.failures, self._episode
+        f = self.failures
+        ep = self._episode
         for i, (pos, dist) in enumerate(
             zip(self._cube_positions(), self._cube_goal_distances(), strict=True)
         ):
             if f.off_table and (pos[2] < f.table_z or np.any(np.abs(pos[:2]) > self._table)):
                 return f"{IRRECOVERABLE_OFF_TABLE} (cube {i})"
-            low, high = WORKSPACE[0] - f.reach_margin, WORKSPACE[1] + f.reach_margin
+            low = WORKSPACE[0] - f.reach_margin
+            high = WORKSPACE[1] + f.reach_margin
             if f.out_of_reach and not (np.all(low <= pos[:2]) and np.all(pos[:2] <= high)):
                 return f"{IRRECOVERABLE_REACH} (cube {i})"
             if pos[2] > 0.02 + f.lift_height:
@@ -305,7 +310,8 @@ class OGBenchEnv:
 
     def _privileged(self) -> dict[str, Any]:
         """OGBench's info dict plus the goal, for the composed operator."""
-        raw, d = self.raw, self.data
+        raw = self.raw
+        d = self.data
         info = dict(self._info)
         for i, mocap in enumerate(getattr(raw, "_cube_target_mocap_ids", [])):
             info[f"goal/block_{i}_pos"] = d.mocap_pos[mocap].copy()

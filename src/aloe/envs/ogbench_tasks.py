@@ -123,7 +123,8 @@ def lights_out(now: np.ndarray, goal: np.ndarray, rows: int, cols: int) -> np.nd
             if 0 <= r + dr < rows and 0 <= c + dc < cols:
                 a[(r + dr) * cols + c + dc, i] = 1
     a[:, n] = np.asarray(now, dtype=np.uint8) ^ np.asarray(goal, dtype=np.uint8)
-    pivots, row = [], 0
+    pivots = []
+    row = 0
     for col in range(n):
         hit = np.flatnonzero(a[row:, col])
         if hit.size == 0:

@@ -232,7 +232,8 @@ def score_states(
     rho = np.array(
         [math.nan if f else spearman(e, t) for e, t, f in zip(q_pess, q_true, flat, strict=True)]
     )
-    ranked, varied = ~np.isnan(rho), ~flat
+    ranked = ~np.isnan(rho)
+    varied = ~flat
     out: dict[str, Any] = {
         "states": len(q_true),
         "constant_truth": int(flat.sum()),
@@ -302,7 +303,8 @@ class ActionOpeResult:
         }
 
     def _sample(self, i: int) -> dict[str, Any]:
-        q_true, q_pess = self.q_true[i], self.q_pess[i]
+        q_true = self.q_true[i]
+        q_pess = self.q_pess[i]
         return {
             "row": int(self.cands.rows[i]),
             "source": str(self.cands.source[i]),
@@ -416,7 +418,8 @@ def plot_action_ope(result: ActionOpeResult, path: Any) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    q_true, q_pess = result.q_true, result.q_pess
+    q_true = result.q_true
+    q_pess = result.q_pess
     a_true = q_true[:, DATA] - q_true[:, 1:].mean(1)
     a_hat = q_pess[:, DATA] - q_pess[:, 1:].mean(1)
     panels = [("Â = Q_pess(s, a_data) − mean Q_pess(s, a~π)", a_hat)]

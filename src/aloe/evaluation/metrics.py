@@ -59,7 +59,8 @@ def speed_metrics(
         raise ValueError(f"control_period must be > 0, got {control_period}")
     steps = np.asarray(lengths, dtype=np.float64)
     ok = np.asarray(successes, dtype=bool)
-    n, k = len(steps), int(ok.sum())
+    n = len(steps)
+    k = int(ok.sum())
     hours = float(steps.sum()) * control_period / SECONDS_PER_HOUR
     per_hour = (lambda count: count / hours) if hours > 0 else (lambda count: math.nan)
     return SpeedMetrics(

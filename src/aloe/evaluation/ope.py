@@ -170,14 +170,17 @@ def restored_returns(
     """
     num = len(rows)
     per_row = len(prefixes[0]) if num else 0
-    returns, exact = np.zeros((num, per_row)), np.zeros(num, dtype=bool)
+    returns = np.zeros((num, per_row))
+    exact = np.zeros(num, dtype=bool)
     if not num or not per_row:
         return returns, exact
     group = max(1, batch_envs // per_row)
     envs = [make_env() for _ in range(min(group, num) * per_row)]
     for lo in range(0, num, group):
         idx = list(range(lo, min(lo + group, num)))
-        starts, flat, watchers = [], [], []
+        starts = []
+        flat = []
+        watchers = []
         for j, i in enumerate(idx):
             mine = envs[j * per_row : (j + 1) * per_row]
             obs, exact[i], watcher = _restore_pair(restorer, mine, int(rows[i]), make_watcher)
@@ -207,7 +210,8 @@ def _restore_pair(
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Spearman's rank correlation (average ranks for ties); NaN when a side is constant."""
-    rx, ry = _ranks(np.asarray(x)), _ranks(np.asarray(y))
+    rx = _ranks(np.asarray(x))
+    ry = _ranks(np.asarray(y))
     if len(rx) < 2 or rx.std() == 0 or ry.std() == 0:
         return math.nan
     return float(np.corrcoef(rx, ry)[0, 1])
@@ -224,7 +228,8 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 
 def accuracy(estimate: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """How well `estimate` tracks `truth`: Spearman ρ, bias, RMSE, number of pairs."""
-    e, t = np.asarray(estimate, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    e = np.asarray(estimate, dtype=np.float64)
+    t = np.asarray(truth, dtype=np.float64)
     err = e - t
     return {
         "spearman": spearman(e, t),
@@ -253,7 +258,8 @@ class OpeResult:
 
     def scores(self, mask: np.ndarray | None = None) -> dict[str, Any]:
         m = np.ones(len(self.pairs.rows), dtype=bool) if mask is None else mask
-        q_true, v_true = self.truth.q.mean(1)[m], self.truth.v.mean(1)[m]
+        q_true = self.truth.q.mean(1)[m]
+        v_true = self.truth.v.mean(1)[m]
         out: dict[str, Any] = {"behaviour_return": accuracy(self.pairs.behaviour_return[m], q_true)}
         if self.q_members is not None:
             out["q_pess"] = accuracy(q_pess(self.q_members)[m], q_true)  # Eq. 9
@@ -265,7 +271,8 @@ class OpeResult:
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        truth, q_pess = self.truth, self.q_pess
+        truth = self.truth
+        q_pess = self.q_pess
         se = truth.q.std(1, ddof=1) / math.sqrt(truth.q.shape[1]) if truth.q.shape[1] > 1 else None
         by_source = {
             s: self.scores(self.pairs.source == s) for s in np.unique(self.pairs.source).tolist()
@@ -365,7 +372,8 @@ def plot_ope(result: OpeResult, path: Any) -> Any:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    q_true, v_true = result.truth.q.mean(1), result.truth.v.mean(1)
+    q_true = result.truth.q.mean(1)
+    v_true = result.truth.v.mean(1)
     series = [("behaviour return vs Q^π", q_true, result.pairs.behaviour_return, "#7f7f7f", ".")]
     if result.q_pess is not None:
         series.append(("Q_pess(s, chunk) vs Q^π", q_true, result.q_pess, "#1f77b4", "o"))
@@ -378,7 +386,8 @@ def plot_ope(result: OpeResult, path: Any) -> Any:
         rho = spearman(y, x)
         ax.scatter(x, y, s=18, c=colour, marker=marker, alpha=0.75, label=f"{label} (ρ={rho:.2f})")
     every = np.concatenate([np.r_[s[1], s[2]] for s in series])
-    lo, hi = float(np.nanmin(every)), float(np.nanmax(every))
+    lo = float(np.nanmin(every))
+    hi = float(np.nanmax(every))
     ax.plot([lo, hi], [lo, hi], color="k", lw=0.8, ls="--")
     ax.set_xlabel(f"ground truth (Monte-Carlo, R={result.truth.q.shape[1]})")
     ax.set_ylabel("estimate")

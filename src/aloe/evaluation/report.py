@@ -46,7 +46,8 @@ SPEED_COLUMNS = (
     "episodes",
     "failure_reasons",
 )
-BASIC_EVAL, FULL_EVAL = "eval-basic.json", "eval.json"
+BASIC_EVAL = "eval-basic.json"
+FULL_EVAL = "eval.json"
 SPREAD = P.SPREAD
 CRITIC = (
     ("critic TD loss (Eq. 7–8)", ("critic_loss",)),
@@ -80,7 +81,8 @@ def build_run_report(run_dir: Path) -> Path:
             "run", run_dir, "no readable config.json; give a directory written by `aloe train`"
         )
     rows = _metrics(run_dir / "metrics.jsonl")
-    basic, full = _read_json(run_dir / BASIC_EVAL), _read_json(run_dir / FULL_EVAL)
+    basic = _read_json(run_dir / BASIC_EVAL)
+    full = _read_json(run_dir / FULL_EVAL)
     full = full if isinstance(full, dict) and "nominal" in full else None
     basic = basic if isinstance(basic, dict) and "success_rate" in basic else None
     title = f"aloe run {run_dir.name}: {config.get('task', '?')}, {config.get('algo', '?')}"
@@ -142,7 +144,8 @@ def _headline_html(
     if not rows:
         none = f"{html.escape(what)}: no iteration finished yet."
         return f'<div class="headline"><p>{none}</p></div>'
-    first, last = rows[0], rows[-1]
+    first = rows[0]
+    last = rows[-1]
     success = _interval(first.get("success_rate"), first.get("eval_episodes"))
     if len(rows) > 1:
         final = _interval(last.get("success_rate"), last.get("eval_episodes"))
@@ -450,7 +453,8 @@ ACTION_OPE_COLUMNS = (
 def _action_ope_html(run_dir: Path, entry: dict[str, Any]) -> str:
     if not entry.get("applicable"):
         return f'<p class="note">Not applicable: {html.escape(str(entry.get("reason")))}.</p>'
-    cfg, counts = entry["config"], entry["counts"]
+    cfg = entry["config"]
+    counts = entry["counts"]
     note = (
         f'<p class="note">{counts["states"]} buffer states stratified by source, at each the '
         f"data chunk and {cfg['chunks']} chunks sampled from π; ground truth Q^π of every chunk "

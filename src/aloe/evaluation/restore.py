@@ -81,7 +81,9 @@ class EpisodeRestorer:
     def __init__(
         self, frames: Mapping[str, np.ndarray], seeds: Mapping[int, int], max_steps: int
     ) -> None:
-        self.f, self.seeds, self.max_steps = frames, seeds, max_steps
+        self.f = frames
+        self.seeds = seeds
+        self.max_steps = max_steps
         self.first, self.source = episode_index(frames)
 
     def restorable(self, row: int) -> bool:
@@ -89,7 +91,8 @@ class EpisodeRestorer:
 
     def restore(self, env: StoredStateEnv, row: int, watcher: Watcher | None = None) -> Restored:
         """Put env (and the watcher's counters) where `row` began."""
-        f, src = self.f, self.source
+        f = self.f
+        src = self.source
         episode = int(f[D.EPISODE][row])
         first = self.first[episode]
         counters = self._counter_start(first, row)
@@ -144,7 +147,8 @@ class EpisodeRestorer:
         return first + int(np.flatnonzero(starts)[-1])
 
     def _fragment_start(self, row: int) -> int:
-        ep, fr = self.f[D.EPISODE], self.f[D.FRAGMENT]
+        ep = self.f[D.EPISODE]
+        fr = self.f[D.FRAGMENT]
         k = row
         while k > 0 and ep[k - 1] == ep[row] and fr[k - 1] == fr[row]:
             k -= 1
@@ -158,7 +162,9 @@ class ReplayRestorer:
     def __init__(
         self, frames: Mapping[str, np.ndarray], seeds: Mapping[int, int], max_steps: int
     ) -> None:
-        self.f, self.seeds, self.max_steps = frames, seeds, max_steps
+        self.f = frames
+        self.seeds = seeds
+        self.max_steps = max_steps
         self.first, self.source = episode_index(frames)
         self.fragment_start = D.run_starts(frames[D.EPISODE], frames[D.FRAGMENT])
 
@@ -168,7 +174,8 @@ class ReplayRestorer:
     def restore(self, env: EpisodeEnv, row: int, watcher: Watcher | None = None) -> Restored:
         """Put env (and the watcher's counters) where `row` began; exact when every replayed
         observation equals the stored one."""
-        f, src = self.f, self.source
+        f = self.f
+        src = self.source
         first = self.first[int(f[D.EPISODE][row])]
         watch_from = self._policy_fragment_start(row) if src[row] == "policy" else row
         obs, _ = env.reset(seed=self.seeds[int(f[D.EPISODE][row])])

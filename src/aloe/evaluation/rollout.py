@@ -42,7 +42,8 @@ class SerialPolicy:
     """A one-observation `ChunkPolicy` as a `BatchPolicy` (a loop over the batch)."""
 
     def __init__(self, policy: ChunkPolicy) -> None:
-        self.policy, self.exec_horizon = policy, policy.exec_horizon
+        self.policy = policy
+        self.exec_horizon = policy.exec_horizon
 
     def act_chunks(self, states: np.ndarray) -> np.ndarray:
         return np.stack([self.policy.act_chunk({"state": s}) for s in states])
@@ -52,7 +53,9 @@ class ActorBatchPolicy:
     """An actor with `sample(state, task_index, n, generator)` (a `FlowPolicy`), batched."""
 
     def __init__(self, actor: Any, exec_horizon: int, device: torch.device, seed: int = 0) -> None:
-        self.actor, self.exec_horizon, self.device = actor, exec_horizon, device
+        self.actor = actor
+        self.exec_horizon = exec_horizon
+        self.device = device
         self.generator = torch.Generator(device=device)
         self.reseed(seed)
 
@@ -94,7 +97,9 @@ class Trajectory:
         self.rewards[-1] = float(reward)
 
     def finish(self, success: bool, failure_reason: str, truncated: bool) -> Trajectory:
-        self.success, self.failure_reason, self.truncated = success, failure_reason, truncated
+        self.success = success
+        self.failure_reason = failure_reason
+        self.truncated = truncated
         return self
 
     def discounted_return(self, gamma: float) -> float:

@@ -83,7 +83,9 @@ def evaluate_condition(
 ) -> dict[str, Any]:
     """One episode per seed (under a fresh hook each) of `env` (an `EpisodeEnv`; a hook is
     MetaWorld's); speed metrics and failure counts."""
-    lengths, successes, reasons = [], [], Counter[str]()
+    lengths = []
+    successes = []
+    reasons = Counter[str]()
     for seed in seeds:
         hook = make_hook(seed) if make_hook else None
         try:

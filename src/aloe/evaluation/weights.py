@@ -45,7 +45,8 @@ def buffer_weights(run: Any, rows: int = 4000, seed: int = 0) -> dict[str, Any]:
     )
     batch = sampler.chunks_at(picked)
     run.learner.generator.manual_seed(seed)
-    adv, w = [], []
+    adv = []
+    w = []
     for part in range(0, len(picked), 512):  # the learner's weights, batch by batch
         b = batch.rows(slice(part, part + 512))
         weights, _ = run.learner.actor_weights(b)
@@ -91,7 +92,8 @@ def fragment_failure(frames: Any, rows: np.ndarray, horizon: int) -> tuple[np.nd
     """(reaches, failed), bool per row of `rows`: its fragment ends in a labelled failure
     (its last step done and not a success), and that last step lies within the chunk of
     `horizon` steps starting at the row."""
-    ep, fr = np.asarray(frames[D.EPISODE]), np.asarray(frames[D.FRAGMENT])
+    ep = np.asarray(frames[D.EPISODE])
+    fr = np.asarray(frames[D.FRAGMENT])
     ends = np.flatnonzero(D.run_ends(ep, fr))
     end = ends[np.cumsum(D.run_starts(ep, fr)) - 1][rows]  # each row's fragment end
     failed = np.asarray(frames[D.DONE])[end] & ~np.asarray(frames[D.SUCCESS])[end]

@@ -47,7 +47,8 @@ class ComposedOperator:
         from ogbench.manipspace.oracles.markov.drawer_markov import DrawerMarkovOracle
         from ogbench.manipspace.oracles.markov.window_markov import WindowMarkovOracle
 
-        self.task, self.cfg = task, cfg
+        self.task = task
+        self.cfg = cfg
         self.retreat, self.stall = 0, StallWatch(cfg)
         env = SimpleNamespace(unwrapped=SimpleNamespace(_arm_sampling_bounds=_PARK))
         self.oracles: dict[str, Any] = {
@@ -121,7 +122,8 @@ def next_subtask(info: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
 
 
 def _next_scene_stage(info: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-    states, goal = info["button_states"], info["goal/button_states"]
+    states = info["button_states"]
+    goal = info["goal/button_states"]
     for part, button in (("drawer", 0), ("window", 1)):
         if abs(float(info[f"privileged/{part}_pos"][0]) - info[f"goal/{part}_pos"]) > 0.04:
             if states[button] == 0:  # locked
@@ -163,7 +165,8 @@ class _FourDof:
     gripper); the yaw the plan wanted is kept for `OGBenchHuman` to put back."""
 
     def __init__(self, plan: ComposedOperator) -> None:
-        self.plan, self.yaw = plan, 0.0
+        self.plan = plan
+        self.yaw = 0.0
 
     @property
     def retreat(self) -> int:
@@ -217,7 +220,8 @@ class OGBenchHuman(HumanOperator):
         return np.insert(action, 3, np.clip(self.plan.yaw, -1.0, 1.0)).astype(np.float32)
 
     def _perceived_info(self) -> dict[str, Any]:
-        info, offset = dict(self.infos[0]), self.mistake.offset
+        info = dict(self.infos[0])
+        offset = self.mistake.offset
         if self.closed:
             for key in [k for k in info if k.startswith("goal/") and k.endswith("pos")]:
                 if np.ndim(info[key]) == 1 and np.shape(info[key])[0] == 3:

@@ -235,14 +235,16 @@ class HumanOperator:
     `plan` (`aloe.operators.profiles.make_operator` builds both)."""
 
     def __init__(self, plan: Plan, cfg: HumanConfig, seed: int = 0) -> None:
-        self.plan, self.cfg = plan, cfg
+        self.plan = plan
+        self.cfg = cfg
         self.reset(seed)
 
     def reset(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
         self.plan.reset(seed)
         self.clumsiness = math.exp(self.cfg.skill_spread * self.rng.standard_normal())
-        cfg, f = self.cfg, self.clumsiness
+        cfg = self.cfg
+        f = self.clumsiness
         self.drift = Drift(f * cfg.drift_std, cfg.drift_tau_steps, 3, self.rng)
         self.tremor = Tremor(f * cfg.tremor_std, cfg.tremor_hz, cfg.tremor_band_hz, 3, self.rng)
         self.seen: deque[np.ndarray] = deque(maxlen=cfg.lag_steps + 1)
@@ -284,7 +286,8 @@ class HumanOperator:
 
     def _mistaken(self, planned: np.ndarray) -> np.ndarray:
         """The planned action as the segment's mistake bends it; counts the mistake down."""
-        intended, m = planned.copy(), self.mistake
+        intended = planned.copy()
+        m = self.mistake
         intended[:3] *= m.gain
         if m.lift_steps > 0:
             intended[2] += m.lift
@@ -309,7 +312,8 @@ class HumanOperator:
         move[:2] = np.clip(move[:2], -limit, limit)
         action = np.append(move + self.drift.sample() + self.tremor.sample(), intended[3])
         action = np.clip(action, -1.0, 1.0)
-        self.last_hand, self.last_move = hand, action
+        self.last_hand = hand
+        self.last_move = action
         return action.astype(np.float32)
 
     def _blocked(self, hand: np.ndarray, move: np.ndarray) -> bool:
@@ -341,13 +345,15 @@ class HumanOperator:
         if self.acting and closed == self.closed:
             return
         grasp = self.acting and closed
-        self.acting, self.closed = True, closed
+        self.acting = True
+        self.closed = closed
         self.mistake = self._draw_mistake(grasp)
 
     def _draw_mistake(self, grasp: bool) -> Mistake:
         """A new segment starts: which mistakes it carries (the draws are the same whichever
         happen, so one mistake's probability leaves the others' randomness unchanged)."""
-        cfg, f = self.cfg, self.clumsiness
+        cfg = self.cfg
+        f = self.clumsiness
         u = self.rng.random(4)
         xy = self.rng.standard_normal(2)
         steps = int(self.rng.integers(cfg.notice_steps // 2, cfg.notice_steps * 3 // 2 + 1))
@@ -358,7 +364,8 @@ class HumanOperator:
         gain = cfg.overshoot_gain if u[2] < min(1.0, cfg.overshoot_prob * f) else 1.0
         mistake = Mistake(offset, gain, max(1, steps))
         if grasp and u[1] < min(1.0, cfg.grasp_slip_prob * f):
-            mistake.lift, mistake.lift_steps = cfg.grasp_lift_m / (STEP_M * SLIP_STEPS), SLIP_STEPS
+            mistake.lift = cfg.grasp_lift_m / (STEP_M * SLIP_STEPS)
+            mistake.lift_steps = SLIP_STEPS
         if grasp and u[3] < min(1.0, cfg.drop_prob * f):
             mistake.drop_in = SLIP_STEPS + drop_in  # after the fingers have closed
             mistake.steps = max(mistake.steps, mistake.drop_in + SLIP_STEPS)  # fingers open

@@ -85,12 +85,14 @@ class StallWatch:
         self.start()
 
     def start(self) -> None:
-        self.best, self.idle = -np.inf, 0
+        self.best = -np.inf
+        self.idle = 0
 
     def watch(self, info: dict[str, Any]) -> str | None:
         progress = float(info.get("progress", 0.0))
         if progress > self.best + self.cfg.min_gain:
-            self.best, self.idle = progress, 0
+            self.best = progress
+            self.idle = 0
         else:
             self.idle += 1
         if self.cfg.patience and self.idle >= self.cfg.patience:

@@ -32,8 +32,12 @@ class FlowChunkPolicy:
         device: torch.device,
         obs: Observations | None = None,
     ) -> None:
-        self.actor, self.version, self.exec_horizon = actor, version, exec_horizon
-        self.seed, self.device, self.obs = seed, device, obs
+        self.actor = actor
+        self.version = version
+        self.exec_horizon = exec_horizon
+        self.seed = seed
+        self.device = device
+        self.obs = obs
         self.generator = torch.Generator(device=device)
         self.reset(0)
 
@@ -85,7 +89,8 @@ class RandomPolicy:
     """Uniform random actions: a policy that always needs the operator."""
 
     def __init__(self, action_dim: int = 4, horizon: int = 10, seed: int = 0) -> None:
-        self.version, self.exec_horizon = 0, horizon
+        self.version = 0
+        self.exec_horizon = horizon
         self.shape = (horizon, action_dim)
         self.seed = seed
         self.reset(0)

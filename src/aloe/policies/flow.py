@@ -93,7 +93,8 @@ def flow_matching_loss(
 
 def euler_integrate(velocity: VelocityFn, noise: Tensor, num_steps: int) -> Tensor:
     """Integrate from ã = ε at η = 0 to η = 1 with `num_steps` Euler steps: the chunk a."""
-    x, dt = noise, 1.0 / num_steps
+    x = noise
+    dt = 1.0 / num_steps
     for k in range(num_steps):
         eta = torch.full((x.shape[0],), k * dt, device=x.device, dtype=x.dtype)
         x = x - velocity(x, eta) * dt  # dã/dη = a − ε = −f_θ
@@ -200,7 +201,9 @@ class FlowPolicy(nn.Module):
         it. `num_steps` (default config.num_flow_steps) sets the Euler steps. `images` is not
         read (the features are in `state`).
         """
-        b, h, a_dim = state.shape[0], self.horizon, self.action_dim
+        b = state.shape[0]
+        h = self.horizon
+        a_dim = self.action_dim
         with evaluating(self):
             cond = self.condition(state, task_index).repeat_interleave(num_samples, dim=0)
             noise = chunk_noise(b, num_samples, (h, a_dim), generator, cond.device)

@@ -54,8 +54,10 @@ POLICIES = ("smolvla", "pi0", "pi05")
 AUTOCAST = ("none", "bf16")
 LEROBOT_EXTRA = install_hint("lerobot")
 IMAGE_KEY = "observation.images.empty"  # a fresh policy's one (blank) slot in a state run
-STATE, ACTION = "observation.state", "action"
-TOKENS, TOKEN_MASK = "observation.language.tokens", "observation.language.attention_mask"
+STATE = "observation.state"
+ACTION = "action"
+TOKENS = "observation.language.tokens"
+TOKEN_MASK = "observation.language.attention_mask"
 FROZEN_DIGEST = "frozen_sha256"  # stands in for a pretrained VLA's frozen weights
 
 
@@ -324,8 +326,11 @@ class LeRobotActor(nn.Module):
     ) -> None:
         super().__init__()
         self.cameras = tuple(cameras)  # their pixels fill the policy's first image slots
-        self.cfg, self.policy = cfg, policy
-        self.horizon, self.action_dim, self.state_dim = horizon, action_dim, state_dim
+        self.cfg = cfg
+        self.policy = policy
+        self.horizon = horizon
+        self.action_dim = action_dim
+        self.state_dim = state_dim
         # the VLA's state input: the observation's leading robot-state part (in an image run
         # the camera features that follow it are the critic's, see the module docstring)
         self.robot_state_dim = state_dim if robot_state_dim is None else robot_state_dim
@@ -409,7 +414,8 @@ class LeRobotActor(nn.Module):
     ) -> dict[str, Tensor]:
         """The policy's batch keys for aloe's (observation vector, task row, cameras' pixels
         uint8 (B, V, H, W, 3) when the actor reads cameras)."""
-        b, dev = state.shape[0], state.device
+        b = state.shape[0]
+        dev = state.device
         if self.cameras and (images is None or images.shape[:2] != (b, len(self.cameras))):
             got = None if images is None else tuple(images.shape)
             raise ValueError(

@@ -54,7 +54,8 @@ def guided_integrate(
 ) -> Tensor:
     """Euler steps from ã = ε at η = 0 to η = 1, guided towards `target` (B, h, A) with
     `weights` (h,): the inpainted chunk, in the velocity's (normalised) units."""
-    x, dt = noise, 1.0 / num_steps
+    x = noise
+    dt = 1.0 / num_steps
     w = weights.to(noise)[None, :, None]
     for k in range(num_steps):
         eta = k * dt
@@ -80,7 +81,8 @@ def sample_inpainted(
 ) -> Tensor:
     """One chunk (h, A) for one observation (state (1, S), task_index (1,)), inpainted to the
     prefix (L, A) in environment units. Draws the same noise as `actor.sample(..., 1, g)`."""
-    h, a_dim = actor.horizon, actor.action_dim
+    h = actor.horizon
+    a_dim = actor.action_dim
     with evaluating(actor):
         with torch.no_grad():
             cond = actor.condition(state, task_index)

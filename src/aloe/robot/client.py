@@ -81,11 +81,14 @@ class RobotClient:
         self.version = int(meta.get("policy_version", 0))
         self.horizon = int(meta["horizon"])
         self.exec_horizon = int(exec_horizon or meta.get("exec_horizon") or self.horizon)
-        self.asynchronous, self.rtc, self.steps_ahead = asynchronous, rtc, steps_ahead
+        self.asynchronous = asynchronous
+        self.rtc = rtc
+        self.steps_ahead = steps_ahead
         self.timing = Timing()
         self._env: EpisodeEnv | None = None
         self._seed: int | None = None
-        self._record, self._started = True, False
+        self._record = True
+        self._started = False
         self._period = 0.0  # seconds per control step (an average)
         self._last_step = 0.0
         self._control = "policy"
@@ -108,9 +111,13 @@ class RobotClient:
     ) -> Played:
         """One episode from the seeded reset: the policy with `operator` watching (or the
         operator's demonstration, `demo`), recorded in the server's store with `record`."""
-        self._env, self._seed, self._record, self._started = env, seed, record, False
+        self._env = env
+        self._seed = seed
+        self._record = record
+        self._started = False
         recorder = RemoteRecorder(self) if record else None
-        start, idle = time.perf_counter(), self.timing.idle_s
+        start = time.perf_counter()
+        idle = self.timing.idle_s
         try:
             counts = play_episode(
                 Clocked(env, self),
@@ -167,8 +174,11 @@ class RobotClient:
             chunk = self._receive(future)
             start = min(self._steps - sent_step, self.horizon - 1)
         else:
-            chunk, start = self._receive(self._request(obs)), 0
-        self._chunk, self._offset, self._pending = chunk, start, None
+            chunk = self._receive(self._request(obs))
+            start = 0
+        self._chunk = chunk
+        self._offset = start
+        self._pending = None
         actions = chunk[start : start + self.exec_horizon]
         self._queued = len(actions)
         self._prefetch(obs)

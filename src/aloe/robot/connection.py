@@ -59,8 +59,13 @@ class Connection:
         backoff: float = 0.5,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
-        self.url, self.token, self.timeout, self.heartbeat = url, token, timeout, heartbeat
-        self.attempts, self.backoff, self.limits = attempts, backoff, limits
+        self.url = url
+        self.token = token
+        self.timeout = timeout
+        self.heartbeat = heartbeat
+        self.attempts = attempts
+        self.backoff = backoff
+        self.limits = limits
         self._lock = threading.Lock()
         self._pending: deque[Future[dict[str, Any]]] = deque()
         self._ws: ClientConnection | None = None
@@ -71,7 +76,8 @@ class Connection:
     def connect(self) -> None:
         """(Re)open the connection, backing off between failed attempts."""
         self.close()
-        delay, last = self.backoff, ""
+        delay = self.backoff
+        last = ""
         for attempt in range(1, self.attempts + 1):
             try:
                 self._open()

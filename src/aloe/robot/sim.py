@@ -210,10 +210,12 @@ def collect(
     connection lost mid-episode loses that episode, which is played again after reconnecting."""
     from aloe.robot.connection import ConnectionLost
 
-    meta, rule = client.conn.metadata, cfg.collect
+    meta = client.conn.metadata
+    rule = cfg.collect
     iteration = int(meta.get("iteration", 0))
     done = meta.get("collected", {}) if record else {}
-    n, successes = int(done.get("episodes", 0)), int(done.get("successes", 0))
+    n = int(done.get("episodes", 0))
+    successes = int(done.get("successes", 0))
     quota, budget = (
         (math.inf, n + episodes) if episodes else (rule.success_quota, rule.max_episodes)
     )

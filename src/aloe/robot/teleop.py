@@ -81,12 +81,16 @@ class KeyboardTeleop:
     keys pressed since the last call (the default reads a raw terminal without blocking)."""
 
     def __init__(self, speed: float = 0.5, read_keys: Callable[[], str] | None = None) -> None:
-        self.speed, self.read_keys = speed, read_keys or terminal_keys
-        self.gripper, self.engaged = -1.0, False
+        self.speed = speed
+        self.read_keys = read_keys or terminal_keys
+        self.gripper = -1.0
+        self.engaged = False
         self._pending = ""
 
     def reset(self, seed: int) -> None:
-        self.gripper, self.engaged, self._pending = -1.0, False, ""
+        self.gripper = -1.0
+        self.engaged = False
+        self._pending = ""
 
     def _keys(self) -> str:
         keys, self._pending = self._pending + self.read_keys(), ""

@@ -58,11 +58,17 @@ class RemoteEpisode:
         bounds: Bounds | None = None,
         max_bytes: int = 2**62,
     ) -> None:
-        self.task, self.instruction, self.seed = task, instruction, seed
-        self.version, self.c_fail = version, c_fail
-        self.bounds, self.max_bytes, self.bytes = bounds, max_bytes, 0
+        self.task = task
+        self.instruction = instruction
+        self.seed = seed
+        self.version = version
+        self.c_fail = c_fail
+        self.bounds = bounds
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.recorder = EpisodeRecorder(record_sim_state)
-        self.fragment, self.takeovers = 0, 0
+        self.fragment = 0
+        self.takeovers = 0
         self.control: str | None = None  # who acts now: policy, human (in an intervention), demo
         self.last_source: str | None = None
         self.ended: str | None = None  # the outcome that ended the current fragment, if any
@@ -99,7 +105,8 @@ class RemoteEpisode:
                 sim_state=r.sim_state,
             )
         )
-        self.last_source, self.ended = r.source, r.outcome or None
+        self.last_source = r.source
+        self.ended = r.outcome or None
 
     def _check_open(self) -> None:
         """No step after an outcome: a new fragment starts only at a takeover or handback."""

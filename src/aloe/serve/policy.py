@@ -29,7 +29,8 @@ class ServedPolicy:
     """One checkpoint of the run: chunks sampled as in-process collection samples them."""
 
     def __init__(self, run: Run) -> None:
-        self.run, self.version = run, run.iteration
+        self.run = run
+        self.version = run.iteration
         self.chunks = run.chunk_policy(seed=run.config.seed)  # a FlowChunkPolicy
 
     def rng(self, seed: int) -> torch.Generator:
@@ -61,7 +62,8 @@ class Published:
     """The run's newest readable checkpoint, reloaded when a newer one appears."""
 
     def __init__(self, root: Path) -> None:
-        self.root, self.dir = root, root / "checkpoints"
+        self.root = root
+        self.dir = root / "checkpoints"
         self._seen = self._stamp()
         self.current = ServedPolicy(load_run(root, what="--run"))
 
@@ -113,7 +115,8 @@ def failure_costs(policy: ServedPolicy) -> dict[str, float]:
     length of the task's expert episodes."""
     from aloe.envs.registry import failure_cost
 
-    cfg, obs = policy.run.config, policy.run.obs
+    cfg = policy.run.config
+    obs = policy.run.obs
     return {
         text: failure_cost(cfg.env, task)
         for task, text in zip(obs.tasks, obs.instructions, strict=True)

@@ -59,8 +59,12 @@ TYPES = (
 )
 SOURCES = ("policy", "human", "demo")
 OUTCOMES = ("", "success", "failure", "truncated")
-STATE, NEXT_STATE, ACTION, SIM = D.STATE, D.NEXT_STATE, D.ACTION, D.SIM_STATE
-RTC_PREFIX, RTC_DELAY = "rtc.prefix", "rtc.delay"
+STATE = D.STATE
+NEXT_STATE = D.NEXT_STATE
+ACTION = D.ACTION
+SIM = D.SIM_STATE
+RTC_PREFIX = "rtc.prefix"
+RTC_DELAY = "rtc.delay"
 MAX_ABS = 1e6  # no state or action of a real robot is larger; bigger numbers are garbage
 FLOAT = "f"  # dtype kinds accepted for float fields (f2/f4/f8, converted)
 

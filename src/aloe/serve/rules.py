@@ -57,7 +57,8 @@ class Bounds:
             return None
         demos = np.asarray(meta["demo_steps"].to_pylist()) > 0
         rows = demos if demos.any() else np.ones(meta.num_rows, bool)
-        lo, hi = {}, {}
+        lo = {}
+        hi = {}
         for key in BOUNDED:
             # next states continue the states: one range for both
             keys = (D.STATE, D.NEXT_STATE) if key != D.ACTION else (D.ACTION,)
@@ -69,7 +70,8 @@ class Bounds:
 
     def check(self, key: str, x: np.ndarray) -> None:
         """Refuse `x` (one step's vector, or (n, dim) rows) if any value is out of bounds."""
-        lo, hi = self.lo[key], self.hi[key]
+        lo = self.lo[key]
+        hi = self.hi[key]
         out = np.argwhere((x < lo) | (x > hi))
         if len(out):
             where = tuple(int(i) for i in out[0])

@@ -77,7 +77,9 @@ class Session:
     """One connection's state: its sampling generator and the episode it is in, if any."""
 
     def __init__(self, number: int, peer: str, authorized: bool) -> None:
-        self.number, self.peer, self.authorized = number, peer, authorized
+        self.number = number
+        self.peer = peer
+        self.authorized = authorized
         self.policy: ServedPolicy | None = None  # pinned from episode_start to episode_end
         self.generator: torch.Generator | None = None
         self.episode: RemoteEpisode | None = None
@@ -332,7 +334,8 @@ class PolicyServer:
         if s.policy is not None:
             raise P.refuse("episode_start: an episode is open; send episode_end first")
         text = P.read_instruction(msg, self.spec, ("instruction", "prompt", "task"))
-        seed, record = P.episode_seed(msg), P.flag(msg, "record", True)
+        seed = P.episode_seed(msg)
+        record = P.flag(msg, "record", True)
         policy = self.published.current
         if record:
             try:
@@ -341,7 +344,8 @@ class PolicyServer:
                 self.refused_episodes += 1
                 print(f"aloe serve: refused an episode from {s.peer}: {e}", file=sys.stderr)
                 raise
-        s.policy, s.refused = policy, ""
+        s.policy = policy
+        s.refused = ""
         s.generator = policy.rng(seed if seed is not None else 2**40 + s.number)
         if record:
             s.episode = RemoteEpisode(
@@ -423,7 +427,8 @@ class Running:
     """A server on an event loop of its own thread (tests, benchmarks, notebooks)."""
 
     def __init__(self, server: PolicyServer, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.server, self.host = server, host
+        self.server = server
+        self.host = host
         self._ready = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._task: asyncio.Task[None] | None = None

@@ -30,7 +30,8 @@ MAX_DIMS = 8
 DTYPES = frozenset(
     {"|b1", "|u1", "|i1", "<u2", "<u4", "<u8", "<i2", "<i4", "<i8", "<f2", "<f4", "<f8"}
 )
-_ND, _NG = b"__ndarray__", b"__npgeneric__"
+_ND = b"__ndarray__"
+_NG = b"__npgeneric__"
 
 
 class WireError(ValueError):

@@ -52,7 +52,9 @@ class Sized:
         return self.learner.device
 
     def describe(self) -> str:
-        c, a, q = self.cfg, self.cfg.actor, self.cfg.critic
+        c = self.cfg
+        a = self.cfg.actor
+        q = self.cfg.critic
         return (
             f"h={c.horizon} B={c.optim.batch_size} M={c.aloe.num_value_samples} "
             f"flow_steps={a.num_flow_steps} actor {a.hidden_dim}x{a.num_layers} "
@@ -154,7 +156,9 @@ def actor_parts(
 ) -> dict[str, dict[str, float]]:
     """Each part of `AloeLearner.actor_step` timed alone: the learner's own calls, in the
     step's order (see the module docstring)."""
-    device, critic, opt = learner.device, learner.critic, learner.actor_opt
+    device = learner.device
+    critic = learner.critic
+    opt = learner.actor_opt
     b = batch.to(device)
 
     @torch.no_grad()

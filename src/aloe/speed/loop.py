@@ -48,8 +48,10 @@ class TimedPolicy:
     """A `ChunkPolicy` that adds up the time spent in `act_chunk` (policy inference)."""
 
     def __init__(self, policy: ChunkPolicy) -> None:
-        self.policy, self.seconds = policy, 0.0
-        self.version, self.exec_horizon = policy.version, policy.exec_horizon
+        self.policy = policy
+        self.seconds = 0.0
+        self.version = policy.version
+        self.exec_horizon = policy.exec_horizon
 
     def reset(self, seed: int) -> None:
         self.policy.reset(seed)
@@ -82,7 +84,8 @@ class TimedOperator:
     """An `Operator` that adds up the time spent in each of its calls."""
 
     def __init__(self, operator: Operator) -> None:
-        self.operator, self.seconds = operator, 0.0
+        self.operator = operator
+        self.seconds = 0.0
 
     def _time(self, fn: Any, *args: Any) -> Any:
         start = time.perf_counter()
@@ -113,7 +116,8 @@ def raw_stepping(env: Any, steps: int, segments: int = 3) -> dict[str, float]:
     flatter every ratio."""
     rng = np.random.default_rng(0)
     env.reset(seed=0)
-    each, rates = max(1, steps // segments), []
+    each = max(1, steps // segments)
+    rates = []
     for _ in range(segments):
         start = time.perf_counter()
         for _ in range(each):
@@ -137,8 +141,12 @@ def collection(
     (a run's collection rule; its quotas are ignored) until at least `steps` steps, each
     appended to `store` as it ends."""
     one = dataclasses.replace(rule, success_quota=10**9, max_episodes=1)
-    timed_op, timed = TimedOperator(operator), None if policy is None else TimedPolicy(policy)
-    seeds, done, episodes, successes = itertools.count(), 0, 0, 0
+    timed_op = TimedOperator(operator)
+    timed = None if policy is None else TimedPolicy(policy)
+    seeds = itertools.count()
+    done = 0
+    episodes = 0
+    successes = 0
     start = time.perf_counter()
     while done < steps:
         _, stats = collect(
@@ -162,7 +170,8 @@ def evaluation(
     """Operator-free episodes through `evaluate`, `batch` seeds played together (a run's
     `eval_batch`), until >= `steps` steps."""
     timed = TimedBatchPolicy(policy) if batch > 1 and batchable(policy) else TimedPolicy(policy)
-    done, episodes = 0, 0
+    done = 0
+    episodes = 0
     start = time.perf_counter()
     while done < steps:
         done += evaluate(env, timed, range(episodes, episodes + batch), batch=batch).env_steps
@@ -250,8 +259,10 @@ def iteration_phases(
 ) -> dict[str, Any]:
     """One iteration of `s`'s preset split into its phases (ITERATION_METHOD), and a whole
     run's estimate: the BC warm start (demonstrations, BC steps) then `iterations` of them."""
-    cfg, a = s.cfg, s.cfg.aloe
-    policy, parts = loop["collect_policy"], steps["actor_parts"]
+    cfg = s.cfg
+    a = s.cfg.aloe
+    policy = loop["collect_policy"]
+    parts = steps["actor_parts"]
     success = policy["successes"] / policy["episodes"]
     episodes = (
         cfg.collect.max_episodes

@@ -34,7 +34,8 @@ def render(columns: list[tuple[str, dict[str, Any]]]) -> str:
     header = ["figure", *(title for title, _ in columns)]
     if len(columns) == 2:
         header.append(f"{columns[0][0]}/{columns[1][0]}")
-    rows, section = [header], None
+    rows = [header]
+    section = None
     for name in numbers:
         if name.split(".")[0] != section and section is not None:
             rows.append([""] * len(header))

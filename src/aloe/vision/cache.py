@@ -65,7 +65,8 @@ class FeatureCache:
         """
         if not files:
             return np.empty((0, self.encoder.feature_dim), dtype=np.float32)
-        parts, indices = [], []
+        parts = []
+        indices = []
         for file_id, index, load_frames in files:
             index = np.asarray(index).reshape(-1)
             parts.append(self._file_features(camera, file_id, index, load_frames))

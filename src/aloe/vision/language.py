@@ -113,7 +113,8 @@ def _read_table(path: Path, identity: str) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as npz:
             if str(npz["identity"]) != identity:
                 return {}
-            texts, emb = npz["instructions"], npz["embeddings"]
+            texts = npz["instructions"]
+            emb = npz["embeddings"]
     except (OSError, ValueError, EOFError, KeyError):
         return {}
     if emb.dtype != np.float32 or emb.shape != (len(texts), InstructionEncoder.dim):
