@@ -405,7 +405,15 @@ def main() -> None:
         q.add_argument("--threads", type=int, default=1, help="torch threads")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    {"build": build, "score": score, "split": split}[args.mode](args)
+    for name in ("states", "chunks", "steps", "threads"):
+        if getattr(args, name, 1) < 1:
+            fail(f"--{name} {getattr(args, name)}: must be >= 1")
+    from aloe.errors import UsageError
+
+    try:
+        {"build": build, "score": score, "split": split}[args.mode](args)
+    except UsageError as e:
+        fail(str(e))
 
 
 if __name__ == "__main__":
