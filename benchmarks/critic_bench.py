@@ -41,7 +41,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -95,10 +95,25 @@ def stall_of(operator: Any) -> Any:
     return None
 
 
-def replayed_counters(run: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The stall watch's (best, idle) where each row began, replayed as the truth's rollouts
-    start (from the policy fragment's start at policy rows, fresh elsewhere); best = −inf
-    before the watch has seen a step."""
+class Recording:
+    """An operator's watch that keeps the last task progress it was shown: at a policy row
+    past its fragment's start, the progress of the row's own state."""
+
+    def __init__(self, operator: Any) -> None:
+        self.operator, self.progress = operator, math.nan
+
+    def start_watching(self) -> None:
+        self.operator.start_watching()
+
+    def watch(self, obs: Any, info: Any) -> str | None:
+        self.progress = float(info.get("progress", math.nan))
+        return cast(str | None, self.operator.watch(obs, info))
+
+
+def replayed_counters(run: Any, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """The stall watch's best and idle where each row began, replayed as the truth's rollouts
+    start (from the policy fragment's start at policy rows, fresh elsewhere; best = −inf
+    before the watch has seen a step), and the task progress there (NaN where unseen)."""
     from aloe.envs.registry import make_env
     from aloe.evaluation.ope import load_buffer
     from aloe.operators.profiles import make_operator
@@ -106,14 +121,16 @@ def replayed_counters(run: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarra
     rc = run.config
     _, restorer = load_buffer(run)
     env = make_env(rc.env)
-    best, idle = np.full(len(rows), -np.inf), np.zeros(len(rows))
+    out = {k: np.full(len(rows), v) for k, v in (("best", -np.inf), ("idle", 0.0))}
+    out["progress"] = np.full(len(rows), math.nan)
     for i, row in enumerate(rows):
-        operator = make_operator(rc.task, rc.operator)
-        restorer.restore(env, int(row), operator)
-        stall = stall_of(operator)
+        watch = Recording(make_operator(rc.task, rc.operator))
+        restorer.restore(env, int(row), watch)
+        stall = stall_of(watch.operator)
         if stall is not None:
-            best[i], idle[i] = stall.best, stall.idle
-    return best, idle
+            out["best"][i], out["idle"][i] = stall.best, stall.idle
+        out["progress"][i] = watch.progress
+    return out
 
 
 def fragment_steps(frames: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
@@ -142,7 +159,7 @@ def build(args: argparse.Namespace) -> None:
     res = run_action_ope(run, cfg)
     frames, _ = load_buffer(run)
     rows = res.cands.rows
-    best, idle = replayed_counters(run, rows)
+    counters = replayed_counters(run, rows)
     arrays = {
         "rows": rows,
         "source": res.cands.source.astype(str),
@@ -153,8 +170,9 @@ def build(args: argparse.Namespace) -> None:
         "exact": res.exact,
         "frame": np.asarray(frames[D.FRAME])[rows],
         "fragment_steps": fragment_steps(frames, rows),
-        "stall_best": best,
-        "stall_idle": idle,
+        "stall_best": counters["best"],
+        "stall_idle": counters["idle"],
+        "progress": counters["progress"],
     }
     meta = {
         "run": str(Path(args.run).resolve()),
@@ -332,51 +350,87 @@ def variance_parts(truth: np.ndarray) -> dict[str, float]:
     }
 
 
+MODELS = {  # regressors of V^π at a state: what the critic sees, then what it does not
+    "counters+time": ("idle", "best", "t"),
+    "progress": ("progress",),
+    "progress+counters": ("progress", "idle", "gap"),
+    "progress+time": ("progress", "t"),
+    "progress+counters+time": ("progress", "idle", "gap", "t"),
+}
+
+
+def split_features(arrays: dict[str, np.ndarray], m: np.ndarray, meta: dict[str, Any]) -> Any:
+    """The per-state regressors of `MODELS` at the states `m`: the replayed counters (idle
+    in units of the patience; best and the gap best − progress, 0 before the watch saw a
+    step), time in the episode / the limit, and the row's task progress (visible in the
+    state; where the replay did not show it, at a fragment's first step, the lowest seen)."""
+    best, progress = arrays["stall_best"][m], arrays["progress"][m]
+    seen = np.isfinite(best)
+    fill = np.nanmin(progress) if np.isfinite(progress).any() else 0.0
+    progress = np.where(np.isfinite(progress), progress, fill)
+    return {
+        "idle": arrays["stall_idle"][m] / max(1, meta["operator"]["patience"]),
+        "best": np.where(seen, best, 0.0),
+        "gap": np.where(seen, best - progress, 0.0),
+        "t": arrays["frame"][m] / meta["max_steps"],
+        "progress": progress,
+    }
+
+
+def split_source(arrays: dict[str, np.ndarray], m: np.ndarray, meta: dict[str, Any]) -> Any:
+    truth = arrays["truth"][m]
+    f = split_features(arrays, m, meta)
+    v = truth[:, 1:].mean(axis=(1, 2))  # V^π(s): the mean true Q of π's chunks
+    idle = arrays["stall_idle"][m]
+    idle_bin = terciles(idle)
+    t_bin = terciles(f["t"])
+    spread = truth.mean(axis=2).std(axis=1)  # chunks' true Q at a state: std
+    return {
+        "states": int(m.sum()),
+        "variance_parts": variance_parts(truth),
+        "r2_adj_r2": {
+            name: r_squared(np.column_stack([f[k] for k in keys]), v)
+            for name, keys in MODELS.items()
+        },
+        "eta2_idle_terciles": between_bins(idle_bin, v),
+        "eta2_time_terciles": between_bins(t_bin, v),
+        "idle_terciles": {
+            str(b): {
+                "n": int((idle_bin == b).sum()),
+                "idle_max": float(idle[idle_bin == b].max()),
+                "v_mean": float(v[idle_bin == b].mean()),
+                "chunk_spread": float(spread[idle_bin == b].mean()),
+            }
+            for b in np.unique(idle_bin)
+        },
+        "idle_mean": float(idle.mean()),
+    }
+
+
+def terciles(x: np.ndarray) -> np.ndarray:
+    """0, 1, 2: x's lower, middle and upper third (ties stay in one bin)."""
+    return np.digitize(x, np.quantile(x, [1 / 3, 2 / 3]), right=True)
+
+
 def split(args: argparse.Namespace) -> None:
     arrays, meta = load_buffer_truth(args.buffer)
-    patience = meta["operator"]["patience"]
-    out: dict[str, Any] = {"buffer": str(args.buffer), "patience": patience}
+    if "progress" not in arrays:
+        fail(f"{args.buffer}: its truth file predates the split; rebuild it")
+    out: dict[str, Any] = {"buffer": str(args.buffer), "patience": meta["operator"]["patience"]}
     for src in ("policy", "human", "demo"):
         m = arrays["source"] == src
-        if m.sum() < 3:
-            continue
-        truth, limit = arrays["truth"][m], meta["max_steps"]
-        idle, best = arrays["stall_idle"][m], arrays["stall_best"][m]
-        seen = np.isfinite(best)
-        t, since = arrays["frame"][m] / limit, arrays["fragment_steps"][m] / limit
-        features = {
-            "idle": idle / max(1, patience),
-            "best": np.where(seen, best, 0.0),
-            "t": t,
-            "since_fragment": since,
-        }
-        v = truth[:, 1:].mean(axis=(1, 2))  # V^π(s): the mean true Q of π's chunks
-        q = truth.mean(axis=2).ravel()  # every chunk's true Q
-        x = np.column_stack(list(features.values()))
-        xq = np.repeat(x, truth.shape[1], axis=0)
-        idle_bin = np.digitize(idle, [1, max(2, patience // 2)])
-        t_bin = np.digitize(t, np.quantile(t, [1 / 3, 2 / 3]))
-        spread = truth.mean(axis=2).std(axis=1)
-        out[src] = {
-            "states": int(m.sum()),
-            "variance_parts": variance_parts(truth),
-            "r2_v": dict(zip(("r2", "adj_r2"), r_squared(x, v), strict=True)),
-            "r2_q": dict(zip(("r2", "adj_r2"), r_squared(xq, q), strict=True)),
-            "r2_v_single": {k: r_squared(f[:, None], v)[0] for k, f in features.items()},
-            "eta2_v_idle_bins": between_bins(idle_bin, v),
-            "eta2_v_time_terciles": between_bins(t_bin, v),
-            "idle_bins": {
-                str(b): {
-                    "n": int((idle_bin == b).sum()),
-                    "v_mean": float(v[idle_bin == b].mean()),
-                    "chunk_spread": float(spread[idle_bin == b].mean()),
-                }
-                for b in np.unique(idle_bin)
-            },
-            "idle_mean": float(idle.mean()),
-            "unseen_best": int((~seen).sum()),
-        }
-    print(json.dumps(out, indent=1, default=lambda x: round(float(x), 3)))
+        if m.sum() >= 3:
+            out[src] = split_source(arrays, m, meta)
+    print(json.dumps(rounded(out), indent=1))
+
+
+def rounded(obj: Any) -> Any:
+    """obj with every float rounded to 3 decimals (dicts, lists and tuples walked)."""
+    if isinstance(obj, dict):
+        return {k: rounded(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [rounded(v) for v in obj]
+    return round(obj, 3) if isinstance(obj, float) else obj
 
 
 def main() -> None:
