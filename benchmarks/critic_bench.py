@@ -251,13 +251,15 @@ def scores(q_members: np.ndarray, truth: np.ndarray, source: np.ndarray) -> dict
         if (source == s).any()
     }
     ceiling = split_half_spearman(truth)
+    regret = best_of_n_regret(q_pess, q_true)
     oracle = q_true[:, 1:].mean(1) - q_true[:, 1:].max(1)
     policy = source == "policy"
     return {
         "rho": rho,
         "sign": score_states(q_pess, q_true)["sign_accuracy"],
         "spread": float(q_members.std(axis=0).mean()),
-        "regret": float(best_of_n_regret(q_pess, q_true).mean()),
+        "regret": float(regret.mean()),
+        "regret_by_source": {s: float(regret[source == s].mean()) for s in rho},
         "regret_oracle": float(oracle.mean()),
         "ceiling": {s: _nanmean(ceiling[source == s]) for s in rho},
         "ceiling_policy": _nanmean(ceiling[policy]) if policy.any() else math.nan,
@@ -388,9 +390,10 @@ def split_source(arrays: dict[str, np.ndarray], m: np.ndarray, meta: dict[str, A
     return {
         "states": int(m.sum()),
         "variance_parts": variance_parts(truth),
-        "r2_adj_r2": {
+        "r2_adj_r2": {  # the progress models only where the replay showed the progress
             name: r_squared(np.column_stack([f[k] for k in keys]), v)
             for name, keys in MODELS.items()
+            if name == "counters+time" or np.isfinite(arrays["progress"][m]).any()
         },
         "eta2_idle_terciles": between_bins(idle_bin, v),
         "eta2_time_terciles": between_bins(t_bin, v),
