@@ -100,7 +100,8 @@ class Recording:
     past its fragment's start, the progress of the row's own state."""
 
     def __init__(self, operator: Any) -> None:
-        self.operator, self.progress = operator, math.nan
+        self.operator = operator
+        self.progress = math.nan
 
     def start_watching(self) -> None:
         self.operator.start_watching()
@@ -128,14 +129,16 @@ def replayed_counters(run: Any, rows: np.ndarray) -> dict[str, np.ndarray]:
         restorer.restore(env, int(row), watch)
         stall = stall_of(watch.operator)
         if stall is not None:
-            out["best"][i], out["idle"][i] = stall.best, stall.idle
+            out["best"][i] = stall.best
+            out["idle"][i] = stall.idle
         out["progress"][i] = watch.progress
     return out
 
 
 def fragment_steps(frames: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
     """Steps since the row's fragment (episode, fragment index) began."""
-    episode, fragment = frames[D.EPISODE], frames[D.FRAGMENT]
+    episode = frames[D.EPISODE]
+    fragment = frames[D.FRAGMENT]
     out = np.zeros(len(rows), dtype=np.int64)
     for i, row in enumerate(rows):
         k = int(row)
@@ -244,7 +247,8 @@ def candidates(arrays: dict[str, np.ndarray], frames: Any, cfg: Any) -> Candidat
 
 def scores(q_members: np.ndarray, truth: np.ndarray, source: np.ndarray) -> dict[str, Any]:
     """The row's figures from the critic's (K, N, C + 1) and the truth (N, C + 1, R)."""
-    q_pess, q_true = q_members.min(axis=0), truth.mean(axis=-1)
+    q_pess = q_members.min(axis=0)  # Eq. 9
+    q_true = truth.mean(axis=-1)
     rho = {
         s: score_states(q_pess[source == s], q_true[source == s])["within_state_spearman"]
         for s in D.SOURCES
@@ -366,7 +370,8 @@ def split_features(arrays: dict[str, np.ndarray], m: np.ndarray, meta: dict[str,
     in units of the patience; best and the gap best − progress, 0 before the watch saw a
     step), time in the episode / the limit, and the row's task progress (visible in the
     state; where the replay did not show it, at a fragment's first step, the lowest seen)."""
-    best, progress = arrays["stall_best"][m], arrays["progress"][m]
+    best = arrays["stall_best"][m]
+    progress = arrays["progress"][m]
     seen = np.isfinite(best)
     fill = np.nanmin(progress) if np.isfinite(progress).any() else 0.0
     progress = np.where(np.isfinite(progress), progress, fill)

@@ -260,7 +260,8 @@ def best_of_n_regret(q_pess: np.ndarray, q_true: np.ndarray) -> np.ndarray:
 
     Negative is good: the critic's pick beats a chunk of π drawn at random by that much
     (true return). 0: no better than chance; the oracle's floor is mean − max."""
-    q_pess, q_true = np.asarray(q_pess, np.float64)[:, 1:], np.asarray(q_true, np.float64)[:, 1:]
+    q_pess = np.asarray(q_pess, np.float64)[:, 1:]
+    q_true = np.asarray(q_true, np.float64)[:, 1:]
     picked = q_true[np.arange(len(q_true)), q_pess.argmax(axis=1)]
     return np.asarray(q_true.mean(axis=1) - picked)
 
@@ -273,8 +274,9 @@ def split_half_spearman(truth: np.ndarray) -> np.ndarray:
     truth = np.asarray(truth, np.float64)
     if truth.shape[-1] < 2:
         raise ValueError(f"split-half reliability needs >= 2 rollouts, got {truth.shape[-1]}")
-    a, b = truth[..., ::2].mean(axis=-1), truth[..., 1::2].mean(axis=-1)
-    return np.array([spearman(x, y) for x, y in zip(a, b, strict=True)])
+    even = truth[..., ::2].mean(axis=-1)
+    odd = truth[..., 1::2].mean(axis=-1)
+    return np.array([spearman(x, y) for x, y in zip(even, odd, strict=True)])
 
 
 def save_truth(path: str | Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
