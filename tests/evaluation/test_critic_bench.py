@@ -113,3 +113,20 @@ def test_overrides_parse_by_the_fields_type_and_refuse_an_unknown_field(bench, c
         bench.overridden(preset("smoke"), ["critic.no_such_field=1"])
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no field 'critic.no_such_field'" in err
+
+
+def test_split_features_and_terciles(bench):
+    arrays = {
+        "stall_best": np.array([-np.inf, 2.0, 5.0]),
+        "stall_idle": np.array([0.0, 30.0, 6.0]),
+        "progress": np.array([np.nan, 1.5, 5.0]),
+        "frame": np.array([0, 150, 30]),
+    }
+    meta = {"operator": {"patience": 60}, "max_steps": 300}
+    f = bench.split_features(arrays, np.ones(3, bool), meta)
+    np.testing.assert_allclose(f["idle"], [0.0, 0.5, 0.1])
+    np.testing.assert_allclose(f["best"], [0.0, 2.0, 5.0])  # unseen: 0
+    np.testing.assert_allclose(f["progress"], [1.5, 1.5, 5.0])  # unseen: the lowest seen
+    np.testing.assert_allclose(f["gap"], [0.0, 0.5, 0.0])
+    np.testing.assert_allclose(f["t"], [0.0, 0.5, 0.1])
+    np.testing.assert_array_equal(bench.terciles(np.arange(6.0)), [0, 0, 1, 1, 2, 2])
