@@ -85,13 +85,16 @@ def fail(message: str) -> None:
 
 
 def stall_of(operator: Any) -> Any:
-    """The operator's StallWatch (scripted, composed, or a simulated person's plan), or None."""
+    """The operator's StallWatch, or None: its own (scripted, composed) or that of the plan a
+    simulated person carries out, through any wrappers of the plan (OGBench's four-DoF one)."""
     from aloe.operators.scripted import StallWatch
 
-    for obj in (operator, getattr(operator, "plan", None)):
+    obj = operator
+    while obj is not None:
         stall = getattr(obj, "stall", None)
         if isinstance(stall, StallWatch):
             return stall
+        obj = getattr(obj, "plan", None)
     return None
 
 
