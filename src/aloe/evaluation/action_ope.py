@@ -42,10 +42,12 @@ with a training run. The time grows with states × (chunks + 1) × rollouts.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -251,6 +253,51 @@ def score_states(
         out["weights_pearson"] = pearson(w, a_true)
         out["weights_spearman"] = spearman(w, a_true)
     return out
+
+
+def best_of_n_regret(q_pess: np.ndarray, q_true: np.ndarray) -> np.ndarray:
+    """(N,) regret of picking by the critic among each state's N chunks of π (index 1 on; the
+    data chunk at 0 is left out): mean_c Q^π(s, a_c) − Q^π(s, a_j*), j* = argmax_c Q_pess.
+
+    Negative is good: the critic's pick beats a chunk of π drawn at random by that much
+    (true return). 0: no better than chance; the oracle's floor is mean − max."""
+    q_pess = np.asarray(q_pess, np.float64)[:, 1:]
+    q_true = np.asarray(q_true, np.float64)[:, 1:]
+    picked = q_true[np.arange(len(q_true)), q_pess.argmax(axis=1)]
+    return np.asarray(q_true.mean(axis=1) - picked)
+
+
+def split_half_spearman(truth: np.ndarray) -> np.ndarray:
+    """(N,) within-state Spearman between the truth's two halves (N, C + 1, R): the mean
+    of the even rollouts against the mean of the odd ones, over a state's C + 1 chunks. The
+    truth's split-half reliability, the ceiling of a critic's within-state Spearman. NaN
+    where a half gives every chunk one value (no ranking); needs R >= 2."""
+    truth = np.asarray(truth, np.float64)
+    if truth.shape[-1] < 2:
+        raise ValueError(f"split-half reliability needs >= 2 rollouts, got {truth.shape[-1]}")
+    even = truth[..., ::2].mean(axis=-1)
+    odd = truth[..., 1::2].mean(axis=-1)
+    return np.array([spearman(x, y) for x, y in zip(even, odd, strict=True)])
+
+
+def save_truth(path: str | Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+    """Write a ground-truth file: numeric and string arrays in one .npz, `meta` as JSON inside
+    it. Never pickled: an object array raises ValueError, and `load_truth` refuses one."""
+    for name, value in arrays.items():
+        if np.asarray(value).dtype == object:
+            raise ValueError(f"{name}: object arrays are not saved (no pickle); use str or numbers")
+    out = {k: np.asarray(v) for k, v in arrays.items()}
+    out["meta"] = np.array(json.dumps(dict(meta)))
+    savez: Any = np.savez_compressed  # its stub takes **out for its allow_pickle flag
+    savez(path, **out)
+
+
+def load_truth(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays and the meta dict of a file written by `save_truth` (no unpickling)."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "meta"}
+        meta = json.loads(str(z["meta"])) if "meta" in z.files else {}
+    return arrays, meta
 
 
 def _mean(x: np.ndarray) -> float:
