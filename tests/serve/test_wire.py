@@ -85,7 +85,7 @@ def _array(dtype="<f4", shape=(2,), data=b"\0" * 8):
         (b"\xc1", "msgpack"),
         (pack({"a": 1})[:-1], "msgpack"),
         (pack({"a": 1}) + b"\x00", "msgpack"),
-        (msgpack.packb({"s": "x" * 5000}), "msgpack"),
+        (msgpack.packb({"s": "x" * (Limits().max_text + 1)}), "msgpack"),
     ],
 )
 def test_malformed_messages_raise_wire_errors(data, says):

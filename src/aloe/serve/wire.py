@@ -48,8 +48,9 @@ class Limits:
     """Elements of one array (three 224x224 RGB cameras are 0.45 M)."""
     max_items: int = 4096
     """Entries of one msgpack map or list."""
-    max_text: int = 4096
-    """Characters of one string (an instruction, a failure reason)."""
+    max_text: int = 64 * 2**10
+    """Characters of one string (an instruction, a failure reason; the metadata's run config,
+    a JSON string of a few KiB, is the longest an honest peer sends)."""
 
 
 DEFAULT_LIMITS = Limits()
