@@ -19,7 +19,8 @@ import torch
 from aloe import checkpoint, train
 from aloe.cli import main
 from aloe.collect import CollectConfig
-from aloe.config import LEGACY_KEYS, MAY_BE_INFINITE, TrainConfig, preset
+from aloe.config import TrainConfig, preset
+from aloe.config_json import LEGACY_KEYS, MAY_BE_INFINITE
 from aloe.errors import UsageError
 from aloe.operators.scripted import OperatorConfig
 

@@ -4,24 +4,16 @@
 nested fields are spelled with dots (`--aloe.beta 10`, `--critic.num-q 4`). Each algorithm's
 own settings are a group of their own (its row's `group` in `aloe.algos.table`), what every
 learner shares is `optim.*`; a config.json saved before that layout is read through
-`LEGACY_KEYS`.
+`aloe.config_json.LEGACY_KEYS`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
-import math
-import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import NoneType, UnionType
-from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
-
-import torch
 
 from aloe.algos.aloe import AloeConfig
 from aloe.algos.awr import AwrConfig
@@ -30,12 +22,12 @@ from aloe.algos.optimised import OptimConfig, optim_preset
 from aloe.algos.ppo_sbc import PpoConfig
 from aloe.algos.table import ALGORITHMS
 from aloe.collect import CollectConfig
+from aloe.config_json import FIELD, check_types, jsonable, parse
 from aloe.critics.chunked_q import CriticConfig
 from aloe.envs.base import EnvConfig, PresetSizes
 from aloe.envs.registry import preset_sizes
 from aloe.envs.tasks import DEFAULT_TASK, check_task, task_list
 from aloe.errors import UsageError, bad, require
-from aloe.nn import resolve_device
 from aloe.observation import INSTRUCTION_KINDS, OBS_KINDS, VisionConfig
 from aloe.operators.scripted import OperatorConfig
 from aloe.policies.flow import ActorConfig
@@ -207,8 +199,8 @@ class TrainConfig:
             part.validate(FIELD)
 
     def _validate_sizes(self) -> None:
-        """The bounds below MAX_INT that keep a run's seeds distinct and its episodes in
-        memory (see SEEDS_PER_ITERATION and MAX_EPISODE_STEPS)."""
+        """The bounds below `aloe.config_json.MAX_INT` that keep a run's seeds distinct and its
+        episodes in memory (see SEEDS_PER_ITERATION and MAX_EPISODE_STEPS)."""
         seeds = f"an iteration has {SEEDS_PER_ITERATION} episode seeds"
         held = "an episode is held in memory until it is stored"
         tasks = len(task_list(self.task))
@@ -253,16 +245,16 @@ class TrainConfig:
         (moved or copied, it resumes in place). Only `optim.q_abs_max` may be inf: "inf"."""
         fields = dataclasses.asdict(self)
         del fields["out"]
-        return json.dumps(_jsonable(fields), indent=1)
+        return json.dumps(jsonable(fields), indent=1)
 
     @classmethod
     def from_json(cls, text: str, source: str | Path | None = None) -> TrainConfig:
         """A saved config, checked as strictly as flags are (types, ranges, and that the
         shared fields agree as `resolved` left them); errors are prefixed with `source`.
-        A config saved by an older version is read as today's (`LEGACY_KEYS`; an `out` it
-        holds is ignored, see `to_json`)."""
+        A config saved by an older version is read as today's (`aloe.config_json.LEGACY_KEYS`;
+        an `out` it holds is ignored, see `to_json`)."""
         try:
-            return _parse(cls, text)
+            return parse(cls, text)
         except UsageError as e:
             if source is None:
                 raise
@@ -281,327 +273,13 @@ class TrainConfig:
 
 ACTOR_KINDS = ("flow", "lerobot")
 LEROBOT_ALGOS = tuple(a for a, row in ALGORITHMS.items() if row.trains_actor)
-FIELD = "config field "  # how a run's fields are named in messages: `config field aloe.beta`
 DEVICE = re.compile(r"cpu|auto|mps|cuda(:\d+)?")
-# float fields whose docstring gives inf a meaning; every other float must be finite
-MAY_BE_INFINITE = frozenset({"optim.q_abs_max", "critic.z_clip"})
-# config.json keys of configs saved before the algorithms owned their settings (a config
-# without an `optim` group) -> the fields that now hold each value
-LEGACY_KEYS = {
-    "aloe.gamma": ("optim.gamma",),
-    "aloe.batch_size": ("optim.batch_size",),
-    "aloe.critic_lr": ("optim.critic_lr",),
-    "aloe.actor_lr": ("optim.actor_lr",),
-    "aloe.weight_decay": ("optim.weight_decay",),
-    "aloe.adam_betas": ("optim.adam_betas",),
-    "aloe.grad_clip": ("optim.grad_clip",),
-    "aloe.warmup_steps": ("optim.warmup_steps",),
-    "aloe.decay_steps": ("optim.decay_steps",),
-    "aloe.min_lr_ratio": ("optim.min_lr_ratio",),
-    "aloe.q_abs_max": ("optim.q_abs_max",),
-    "aloe.seed": ("optim.seed",),
-    "aloe.actor_steps": ("aloe.actor_steps", "dagger.steps"),  # HG-DAgger's steps were ALOE's
-}
-# config.json keys of removed fields -> the value that computes what the code does now. A
-# config holding another value loads with a one-line notice and the field dropped (not
-# refused: earlier runs must stay readable by `aloe report` and `load_run`).
-# aloe.value_flow_steps: fewer Euler steps for a' (Eq. 7) and V^π (Eq. 10) than π's own
-# were not samples of π (issue 32); the update now always samples π as it acts.
-DROPPED_KEYS: dict[str, Any] = {"aloe.value_flow_steps": 0}
-# Upper bounds. Any integer field: no count of a run comes near 10^9, and the fields end up
-# in int64 columns and products (an episode seed is seed * 1 000 003 + k * 10 000 + i).
-MAX_INT = 10**9
 # `aloe.data.episode_seed` spaces iterations 10 000 seeds apart: more episodes in one
 # iteration would reuse the next iteration's seeds, and the store would hold a seed twice.
 SEEDS_PER_ITERATION = 10_000
 # An episode is held in memory until it is stored whole (and sampled whole by the chunk
 # sampler); MetaWorld's own limit is 500 steps, OGBench's 1 000.
 MAX_EPISODE_STEPS = 100_000
-
-
-def _parse(cls: type[TrainConfig], text: str) -> TrainConfig:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UsageError(
-            f"not valid JSON at line {e.lineno} column {e.colno} ({e.msg}); fix "
-            "the file or restore it"
-        ) from None
-    require(
-        isinstance(data, dict),
-        "config",
-        type(data).__name__,
-        "must be a JSON object of config fields",
-    )
-    legacy = _upgrade(data)
-    cfg = _from_dict(cls, data, "")
-    cfg.validate()
-    for name, value in legacy.items():  # copies `resolved` made of the one horizon
-        require(
-            value == cfg.horizon,
-            f"{FIELD}{name}",
-            value,
-            f"must be {cfg.horizon!r}, the run's horizon",
-        )
-    want = _flat(dataclasses.asdict(cfg.resolved()))
-    for name, value in _flat(dataclasses.asdict(cfg)).items():  # as `resolved` left them
-        require(
-            value == want[name],
-            f"{FIELD}{name}",
-            value,
-            f"must be {want[name]!r}, the value the run's shared fields give it",
-        )
-    return cfg
-
-
-def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
-    """A config.json of an older version as today's, in place: its `out` dropped (written
-    before runs were relocatable; the location is run_dir), its `LEGACY_KEYS` moved, and its
-    `actor.horizon` and `critic.horizon` (written before the chunk length became one field,
-    `horizon`) taken out and returned, for the caller to check that they equal it."""
-    data.pop("out", None)
-    for key, same in DROPPED_KEYS.items():
-        value = _pop(data, key)
-        if value is not _MISSING and value != same:
-            print(f"notice: config field {key} ({value}) was removed; ignored", file=sys.stderr)
-    if "optim" not in data:
-        old = {key: _pop(data, key) for key in LEGACY_KEYS}
-        for key, value in old.items():
-            for new in LEGACY_KEYS[key] if value is not _MISSING else ():
-                _put(data, new, value)
-    return {
-        f"{part}.horizon": data[part].pop("horizon")
-        for part in ("actor", "critic")
-        if isinstance(data.get(part), dict) and "horizon" in data[part]
-    }
-
-
-_MISSING = object()
-
-
-def _pop(data: dict[str, Any], dotted: str) -> Any:
-    group, _, name = dotted.partition(".")
-    part = data.get(group)
-    return part.pop(name, _MISSING) if isinstance(part, dict) else _MISSING
-
-
-def _put(data: dict[str, Any], dotted: str, value: Any) -> None:
-    group, _, name = dotted.partition(".")
-    data.setdefault(group, {})[name] = value
-
-
-def _from_dict(cls: Any, data: dict[str, Any], path: str) -> Any:
-    """JSON values -> the dataclass, converted where JSON has no type of its own (a path, a
-    tuple, a float written as an int or as "inf"); `check_types` then judges the rest."""
-    hints = get_type_hints(cls)
-    kwargs = {}
-    for key, value in data.items():
-        close = difflib.get_close_matches(key, hints, n=1)
-        require(
-            key in hints,
-            f"{FIELD}{path}{key}",
-            allowed=f"unknown field{f' (did you mean {close[0]}?)' if close else ''}",
-        )
-        kwargs[key] = _from_json_value(value, hints[key], f"{path}{key}")
-    return cls(**kwargs)
-
-
-def _from_json_value(value: Any, hint: Any, name: str) -> Any:
-    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-        return _from_dict(hint, value, f"{name}.")
-    if hint is Path and isinstance(value, str):
-        return Path(value)
-    takes_float = hint is float or float in get_args(hint)
-    if takes_float and (_is_int(value) or value in ("inf", "-inf", "nan")):
-        return float(value)
-    if get_origin(hint) is tuple and isinstance(value, list):
-        args = get_args(hint)
-        items = [args[0]] * len(value) if args[-1:] == (Ellipsis,) else list(args)
-        if len(items) == len(value):
-            return tuple(_from_json_value(v, a, name) for v, a in zip(value, items, strict=True))
-    return value
-
-
-def check_types(obj: Any, path: str = "") -> None:
-    """Every field of a config (and of its sub-configs) holds a value of its annotated type;
-    bool is not an int, an int is a float, and a float is finite unless MAY_BE_INFINITE."""
-    hints = get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        name = f"{path}{f.name}"
-        value = getattr(obj, f.name)
-        hint = hints[f.name]
-        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-            require(isinstance(value, hint), f"{FIELD}{name}", value, "must be an object of fields")
-            check_types(value, f"{name}.")
-            continue
-        inf_ok = name in MAY_BE_INFINITE
-        require(
-            _fits(value, hint, inf_ok),
-            f"{FIELD}{name}",
-            value,
-            f"must be {_describe(hint, inf_ok)}",
-        )
-        if _is_int(value) and abs(value) > MAX_INT:
-            bound = f"<= {MAX_INT}" if value > 0 else f">= -{MAX_INT}"
-            raise bad(f"{FIELD}{name}", value, f"must be {bound} (no count of a run comes near it)")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _fits(value: Any, hint: Any, inf_ok: bool) -> bool:
-    origin = get_origin(hint)
-    args = get_args(hint)
-    if origin is Literal:
-        return isinstance(value, str) and value in args
-    if origin in (Union, UnionType):
-        return any(_fits(value, a, inf_ok) for a in args)
-    if origin is tuple:
-        items = [args[0]] * len(value) if args[-1:] == (Ellipsis,) else list(args)
-        return (
-            isinstance(value, tuple)
-            and len(items) == len(value)
-            and all(_fits(v, a, inf_ok) for v, a in zip(value, items, strict=True))
-        )
-    if hint is float:
-        finite = _is_int(value) or (isinstance(value, float) and math.isfinite(value))
-        return finite or (inf_ok and isinstance(value, float) and math.isinf(value))
-    if hint is int:
-        return _is_int(value)
-    if hint in (bool, str, Path, NoneType):
-        return isinstance(value, hint)
-    raise TypeError(f"check_types: no rule for the annotation {hint!r}")
-
-
-def _describe(hint: Any, inf_ok: bool = False, plural: bool = False) -> str:
-    origin = get_origin(hint)
-    args = get_args(hint)
-    if origin is Literal:
-        return "one of " + ", ".join(map(str, args))
-    if origin in (Union, UnionType):
-        return " or ".join(_describe(a, inf_ok, plural) for a in args)
-    if origin is tuple:
-        if args[-1:] == (Ellipsis,):
-            return f"a list of {_describe(args[0], inf_ok, plural=True)}"
-        return f"a list of {len(args)} {_describe(args[0], inf_ok, plural=True)}"
-    number = "number" if inf_ok else "finite number"
-    names = {
-        bool: ("true or false", "booleans"),
-        int: ("an integer", "integers"),
-        float: (f"a {number}", f"{number}s"),
-        str: ("a string", "strings"),
-        Path: ("a path", "paths"),
-        NoneType: ("None", "None"),
-    }
-    return names[hint][plural]
-
-
-def _flat(d: dict[str, Any], path: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{path}{key}."))
-        else:
-            out[f"{path}{key}"] = value
-    return out
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)  # "inf", read back by `_from_json_value`; JSON has no infinity
-    return obj
-
-
-def check_machine(cfg: TrainConfig) -> None:
-    """What a valid config asks of this machine, before any work: its device exists, and
-    the largest activation of an update (`activation_bytes`) fits the device's memory."""
-    device = _available_device(cfg.device)
-    need, fields = activation_bytes(cfg)
-    have = memory_bytes(device)
-    if need > have:
-        values = ", ".join(str(_get(cfg, f)) for f in fields)
-        raise UsageError(
-            f"{FIELD}{' and '.join(fields)} ({values}): an update would need "
-            f"about {_gb(need)} of activations, more than the {_gb(have)} of "
-            f"memory of this {device.type}; lower them"
-        )
-
-
-def _available_device(name: str) -> torch.device:
-    device = resolve_device(name)
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        require(
-            count > 0,
-            f"{FIELD}device",
-            name,
-            f"this torch ({torch.__version__}) sees no CUDA device; use --device cpu or auto",
-        )
-        require(
-            (device.index or 0) < count,
-            f"{FIELD}device",
-            name,
-            f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}",
-        )
-    if device.type == "mps":
-        require(
-            torch.backends.mps.is_available(),
-            f"{FIELD}device",
-            name,
-            "MPS is not available here; use --device cpu or auto",
-        )
-    return device
-
-
-def activation_bytes(cfg: TrainConfig) -> tuple[int, tuple[str, ...]]:
-    """A rough upper estimate of the memory an update's largest activations take, and the
-    fields that set it (the batch size and the horizon).
-
-    A transformer layer keeps for backward, per sample, ~(6 + mlp_ratio)·T·D floats (q, k, v,
-    attention output, two residual streams, the MLP's hidden layer) and 2·H·T² (attention
-    scores and probabilities), T the tokens (horizon + observation, instruction and readout
-    tokens), D the width, H the heads; over L layers, × 4 bytes, × 2 for their gradients and
-    the allocator's slack. V^π (Eq. 10) runs the critic without gradient on M chunks per
-    state: one layer at a time, M·B samples. The paper preset comes to ~2.4 GB, the default
-    to ~0.03 GB (1.9 GB at horizon 300, 18 GB at 1000); a horizon of 10⁵ or a batch of 10⁸
-    asks for terabytes and is refused before anything is allocated.
-    """
-    views = 1 + (len(cfg.vision.cameras) if cfg.obs == "image" else 0)
-    row = ALGORITHMS[cfg.algo]
-    batch, batch_field = row.update_batch(cfg.optim, row.settings(cfg))
-    samples = max(1, row.samples_per_row(row.settings(cfg)))
-    need = 0
-    for net, tokens in (
-        (cfg.critic, cfg.critic.num_q + views + cfg.horizon + 1),
-        (cfg.actor, views + 1 + cfg.horizon),
-    ):
-        per_layer = (6 + net.mlp_ratio) * tokens * net.hidden_dim + 2 * net.num_heads * tokens**2
-        need = max(need, batch * per_layer * 4 * 2 * max(net.num_layers, samples))
-    return need, (batch_field, "horizon")
-
-
-def memory_bytes(device: torch.device) -> int:
-    """A GPU's memory, else the machine's physical memory (os.sysconf)."""
-    if device.type == "cuda":
-        return int(torch.cuda.get_device_properties(device).total_memory)
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def _get(cfg: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
-
-
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.3g} GB" if n < 1e12 else f"{n / 1e12:.3g} TB"
 
 
 def _task_sizes(cfg: TrainConfig, name: str, sizes: PresetSizes) -> None:

@@ -37,7 +37,8 @@ from aloe.algos.aloe import UPDATE_COLUMNS
 from aloe.algos.context import CollectContext, Learner, UpdateContext, mean_metric
 from aloe.algos.table import ALGORITHMS
 from aloe.collect import CollectConfig, CollectStats, collect, evaluate
-from aloe.config import TrainConfig, check_machine
+from aloe.config import TrainConfig
+from aloe.config_machine import check_machine
 from aloe.data import FRAME_COLUMNS, Frames, episode_seed
 from aloe.datasets.sampler import ChunkSampler
 from aloe.datasets.store import EpisodeStore

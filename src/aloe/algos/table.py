@@ -69,7 +69,8 @@ class Algorithm:
     iteration of the seed's operator-loop runs (an on-policy algorithm's rollout budget)."""
     update_batch: Callable[[OptimConfig, Any], tuple[int, str]] = shared_batch
     """The largest batch one of its updates holds, and the field that sets it, from the
-    shared and its own settings (the config's memory check, `activation_bytes`)."""
+    shared and its own settings (the config's memory check,
+    `aloe.config_machine.activation_bytes`)."""
     samples_per_row: Callable[[Any], int] = one_sample
     """Chunks an update holds per row of that batch, from its own settings."""
     trains_actor: bool = True
