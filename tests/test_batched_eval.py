@@ -14,7 +14,7 @@ from aloe.evaluation.rollout import Trajectory
 from aloe.policies.chunk_policy import FlowChunkPolicy, RandomPolicy
 from aloe.policies.flow import ActorConfig, FlowPolicy
 from aloe.rollout import batchable, play_batch, play_episode
-from aloe.train import EvalArgs
+from aloe.run_eval import EvalArgs
 
 SEEDS = [1_000_000 + i for i in range(5)]
 BATCHES = [1, 3, len(SEEDS)]

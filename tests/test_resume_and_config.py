@@ -23,6 +23,7 @@ from aloe.config import TrainConfig, preset
 from aloe.config_json import LEGACY_KEYS, MAY_BE_INFINITE
 from aloe.errors import UsageError
 from aloe.operators.scripted import OperatorConfig
+from aloe.run_dir import RUN_LOCK, run_lock, start_run_dir
 
 
 def _tiny(out: Path) -> TrainConfig:
@@ -493,14 +494,14 @@ def test_a_second_trainer_on_a_run_directory_is_refused(
 
     cfg = preset("smoke")
     cfg.out = tmp_path / "run"
-    train.start_run_dir(cfg.resolved())
+    start_run_dir(cfg.resolved())
     hold = (
         "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
         "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'4242'); print('held', flush=True); "
         "time.sleep(120)"
     )
     holder = subprocess.Popen(
-        [sys.executable, "-c", hold, str(cfg.out / train.RUN_LOCK)],
+        [sys.executable, "-c", hold, str(cfg.out / RUN_LOCK)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -514,8 +515,8 @@ def test_a_second_trainer_on_a_run_directory_is_refused(
     finally:
         holder.kill()
         holder.wait()
-    with train.run_lock(cfg, resume=True):  # free again
-        assert (cfg.out / train.RUN_LOCK).read_text() == str(os.getpid())
+    with run_lock(cfg, resume=True):  # free again
+        assert (cfg.out / RUN_LOCK).read_text() == str(os.getpid())
 
 
 def test_the_episode_bound_is_the_seed_spacing_of_an_iteration():

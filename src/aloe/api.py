@@ -44,8 +44,9 @@ def evaluate_run(
     """`aloe eval --run DIR` (the basic suite) on the run's latest checkpoint: success rate
     with its 95 % Wilson interval and steps to success, also written to DIR/eval-basic.json.
     `seed` defaults to the evaluation seeds `aloe train` uses."""
-    from aloe.train import EVAL_SEED, EvalArgs
-    from aloe.train import evaluate_run as basic_eval
+    from aloe.run_eval import EvalArgs
+    from aloe.run_eval import evaluate_run as basic_eval
+    from aloe.train import EVAL_SEED
 
     args = EvalArgs(
         run=Path(run_dir),

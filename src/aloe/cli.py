@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 import tyro
 
-from aloe import bench, compare, train
+from aloe import bench, compare, run_eval, train
 from aloe.algos.table import ALGORITHMS
 from aloe.cli_args import parse
 from aloe.config import PRESETS, TrainConfig, preset
@@ -635,8 +635,8 @@ COMMANDS: dict[str, Command] = {
     ),
     "eval": Command(
         "evaluate a run, operator-free (--suite full: the whole suite)",
-        train.EvalArgs,
-        train.cmd_eval,
+        run_eval.EvalArgs,
+        run_eval.cmd_eval,
         "aloe eval --run runs/aloe --suite full",
     ),
     "plot-q": Command(

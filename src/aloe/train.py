@@ -1,4 +1,4 @@
-"""`aloe train`: Algorithm 1 end to end, resumable; `aloe eval`: evaluate a run.
+"""`aloe train`: Algorithm 1 end to end, resumable (`aloe eval` is aloe.run_eval).
 
     iteration 0   collect operator demonstrations → BC warm start (Eq. 16) → evaluate
     iteration k   collect with π_{k-1} and the operator → N_Q critic steps (Eq. 7–8)
@@ -21,13 +21,10 @@ import itertools
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -43,12 +40,13 @@ from aloe.data import FRAME_COLUMNS, Frames, episode_seed
 from aloe.datasets.sampler import ChunkSampler
 from aloe.datasets.store import EpisodeStore
 from aloe.envs.registry import failure_cost, make_env
-from aloe.errors import UsageError, bad, require
+from aloe.errors import UsageError
 from aloe.evaluation.run_report import write_report
 from aloe.nn import resolve_device
 from aloe.operators.profiles import make_operator
-from aloe.progress import Progress, say
+from aloe.progress import say
 from aloe.run import FlowChunkPolicy, build_learner, observations
+from aloe.run_dir import check_run_data, check_run_dir, run_lock, start_run_dir
 from aloe.run_summary import banner, iteration_line, time_left
 
 EVAL_SEED = 1_000_000  # evaluation seeds: EVAL_SEED + i, never used for collection
@@ -347,7 +345,6 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 # The fields a resumed run may change: they do not change what it computes.
 RESUME_OPTIONS = ("device", "progress")
-_KERNEL_FS = (Path("/proc"), Path("/sys"))  # writable-looking to root, no ordinary files
 
 
 def prepare_run(cfg: TrainConfig, resume: bool) -> TrainConfig:
@@ -377,158 +374,6 @@ def resumed_config(
     cfg.progress = cfg.progress if progress is None else progress
     cfg.validate()
     return cfg
-
-
-def check_run_data(run: Path) -> None:
-    """Refuse to resume a run without the data its history was trained on: a missing or
-    emptied dataset/, one whose files fail their checksums, or one holding fewer episodes of
-    an iteration than metrics.jsonl says were collected (a resumed run would otherwise go
-    on, silently, with a fresh or partial buffer). A run killed before its first commit has
-    no history and may lack dataset/; a store written before checksums gets a notice."""
-    from aloe.datasets.check import verify_checksums
-    from aloe.datasets.layout import INFO_PATH
-    from aloe.datasets.store import StoreError
-
-    rows = _metrics_rows(run / "metrics.jsonl")
-    root = run / "dataset"
-    hint = "restore it; the run cannot go on without its data"
-    started = rows or checkpoint.complete(run / "checkpoints")
-    if not started and not (root / INFO_PATH).is_file():
-        return  # nothing collected yet: the trainer makes the store (or refuses what is there)
-    told = f"metrics.jsonl records {sum(r['episodes'] for r in rows)} episodes"
-    told = told if rows else "the run has checkpoints"
-    what = "is missing" if not root.exists() else "holds no store (no meta/info.json)"
-    require(
-        (root / INFO_PATH).is_file(), "--resume", run, f"its dataset/ {what}, but {told}; {hint}"
-    )
-    problems = verify_checksums(root)
-    if problems:
-        raise bad("--resume", run, f"its dataset/ is damaged: {problems[0]}; {hint}")
-    try:
-        store = EpisodeStore.open(root)
-    except StoreError as e:  # damaged since it was verified
-        raise bad("--resume", run, f"its dataset/ is damaged: {e}; {hint}") from None
-    if not store.has_checksums:
-        print(
-            f"aloe train: notice: {root} has no checksums (written before them); "
-            "its next append records them",
-            file=sys.stderr,
-        )
-    held = store.summary()["episodes_per_iteration"]
-    for row in rows:
-        k = row["iteration"]
-        n = row["episodes"]
-        require(
-            held.get(k, 0) >= n,
-            "--resume",
-            run,
-            f"its dataset/ holds {held.get(k, 0)} episodes of iteration {k}, but "
-            f"metrics.jsonl records {n} collected; {hint}",
-        )
-
-
-def _metrics_rows(path: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl's rows that say how many episodes an iteration collected; none if the
-    file is missing or unreadable (the checkpoints' history, which rewrites it, decides)."""
-    try:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except (OSError, ValueError):
-        return []
-    ok = all(
-        isinstance(r, dict)
-        and isinstance(r.get("iteration"), int)
-        and isinstance(r.get("episodes"), int)
-        for r in rows
-    )
-    return rows if ok else []
-
-
-def check_run_dir(path: Path, flag: str, resume: bool) -> None:
-    """Refuse, before anything is written, a run directory that cannot be used: a new run
-    needs a new or empty directory it can create, a resumed one a run directory it can write."""
-    hint = "give a run directory written by `aloe train`" if resume else "give a new directory"
-    kernel = [fs for fs in _KERNEL_FS if path.resolve().is_relative_to(fs)]
-    require(
-        not kernel,
-        flag,
-        path,
-        f"is under {kernel[0] if kernel else ''}, a kernel file "
-        f"system that holds no ordinary files; {hint}",
-    )
-    require(not path.exists() or path.is_dir(), flag, path, f"is a file; {hint}")
-    if resume:
-        require(path.is_dir(), flag, path, f"does not exist; {hint}")
-        require(
-            (path / "config.json").is_file(),
-            flag,
-            path,
-            f"not a run directory (no config.json); {hint}",
-        )
-    elif path.is_dir() and any(p.name != RUN_LOCK for p in path.iterdir()):
-        started = (path / "config.json").is_file()
-        raise bad(
-            flag,
-            path,
-            "exists and is not empty; "
-            + ("use --resume to continue it" if started else f"{hint} or an empty one"),
-        )
-    ancestor = next(p for p in (path, *path.absolute().parents) if p.exists())
-    require(ancestor.is_dir(), flag, path, f"cannot be created: {ancestor} is a file; {hint}")
-    writable = os.access(ancestor, os.W_OK | os.X_OK)
-    require(
-        writable and not os.statvfs(ancestor).f_flag & os.ST_RDONLY,
-        flag,
-        path,
-        f"cannot write in {ancestor} (read-only or not yours); give a writable directory",
-    )
-
-
-RUN_LOCK = ".train.lock"  # held by the one process training a run directory
-
-
-@contextmanager
-def run_lock(cfg: TrainConfig, resume: bool) -> Iterator[None]:
-    """Hold `cfg.out` for this process's training: an flock on `<out>/.train.lock`, released
-    when the process ends however it ends (no stale lock after a kill). A second `aloe train`
-    on the same directory, while one runs, is refused before it reads or writes anything:
-    two trainers would append their episodes to one store and race for its checkpoints."""
-    import fcntl
-
-    from aloe.durable import ensure_dir
-
-    flag = "--resume" if resume else "--out"
-    ensure_dir(cfg.out)
-    fd = os.open(cfg.out / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise bad(
-                flag,
-                cfg.out,
-                f"is being trained by another process (pid {holder}); "
-                "wait for it to end or stop it, then resume",
-            ) from None
-        require(
-            resume or not (cfg.out / "config.json").exists(),
-            flag,
-            cfg.out,
-            "was started by another process meanwhile; use --resume to continue it",
-        )
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def start_run_dir(cfg: TrainConfig) -> None:
-    """The new run's directory and its config.json (replaced atomically: never half-written)."""
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    tmp = cfg.out / "config.json.tmp"
-    tmp.write_text(cfg.to_json())
-    os.replace(tmp, cfg.out / "config.json")
 
 
 def train(
@@ -566,99 +411,3 @@ def say_banner(trainer: Trainer) -> None:
     start = 0 if last is None else last[0] + 1
     text = banner(cfg, algo.label, algo.iterates, algo.collect is not None, start)
     say(text, cfg.progress)
-
-
-@dataclass
-class EvalArgs:
-    """Evaluate a run's latest checkpoint without the operator."""
-
-    run: Path
-    """Run directory written by `aloe train`."""
-    episodes: int = 50
-    """Evaluation episodes."""
-    seed: int = EVAL_SEED
-    """Seed of the first episode; episode i uses seed + i."""
-    batch: int = 10
-    """Basic suite: episodes played together, one policy call per chunk for all of them
-    (as `aloe train --eval-batch`; 1 = one at a time)."""
-    suite: Literal["basic", "full", "action-ope"] = "basic"
-    """basic: success on the seeds; full: also throughput, unseen objects, perturbations,
-    Q traces, OPE accuracy and action-level OPE (aloe.evaluation), into eval.json and
-    DIR/report.html; action-ope: the action-level OPE alone (runs with a chunked Q critic:
-    ALOE), into DIR/action_ope.json."""
-    ope_pairs: int = 32
-    """Full suite: (state, chunk) pairs of the OPE ground truth (0 skips it)."""
-    ope_rollouts: int = 4
-    """Full suite: Monte-Carlo rollouts per pair."""
-    action_ope_states: int = 24
-    """Full and action-ope suites: buffer states of the action-level OPE, stratified by
-    source (0 skips it in the full suite)."""
-    action_ope_chunks: int = 7
-    """Full and action-ope suites: chunks sampled from π per state, ranked with the data
-    chunk."""
-    action_ope_rollouts: int = 2
-    """Full and action-ope suites: Monte-Carlo rollouts per chunk of the action-level OPE."""
-    progress: Progress = None
-    """Progress on stderr: neither flag, bars when stderr is a terminal, else one line per
-    phase; --progress, bars; --no-progress, neither (aloe.progress)."""
-
-    def validate(self) -> None:
-        """Every field, then the run directory: a UsageError before anything is loaded."""
-        from aloe.errors import require
-        from aloe.run import require_run_dir
-
-        require(self.episodes >= 1, "--episodes", self.episodes, "must be >= 1")
-        require(self.seed >= 0, "--seed", self.seed, "must be >= 0")
-        require(self.batch >= 1, "--batch", self.batch, "must be >= 1")
-        require(self.ope_pairs >= 0, "--ope-pairs", self.ope_pairs, "must be >= 0 (0 skips OPE)")
-        require(self.ope_rollouts >= 1, "--ope-rollouts", self.ope_rollouts, "must be >= 1")
-        from aloe.evaluation.action_ope import ActionOpeConfig
-
-        ActionOpeConfig.from_args(self).check(flags=True)
-        require_run_dir(self.run, "--run")
-
-
-def cmd_eval(args: EvalArgs) -> int:
-    args.validate()
-    if args.suite == "full":
-        from aloe.evaluation.suite import cmd_eval_full
-
-        return cmd_eval_full(args)
-    if args.suite == "action-ope":
-        from aloe.evaluation.suite import cmd_eval_action_ope
-
-        return cmd_eval_action_ope(args)
-    print(json.dumps(evaluate_run(args), indent=1))
-    return 0
-
-
-BASIC_EVAL = "eval-basic.json"  # the basic suite's results; the full suite's are eval.json
-
-
-def evaluate_run(args: EvalArgs) -> dict[str, Any]:
-    """The basic suite on a run's latest checkpoint: success rate with its Wilson interval,
-    steps to success; written to the run's eval-basic.json (never over the full suite's
-    eval.json) and returned. `args` is validated as `aloe eval` validates its flags."""
-    from aloe.evaluation.metrics import wilson_interval
-    from aloe.run import load_run
-
-    args.validate()
-    run = load_run(args.run, what="--run")
-    env = make_env(run.config.env)
-    seeds = [args.seed + i for i in range(args.episodes)]
-    result = evaluate(
-        env, run.chunk_policy(seed=args.seed), seeds, progress=args.progress, batch=args.batch
-    )
-    ci = wilson_interval(sum(result.successes), result.episodes)
-    out = json_safe(
-        {
-            "iteration": run.iteration,
-            **result.as_dict(),
-            "success_ci95": list(ci),
-            "seed": args.seed,
-        }
-    )
-    tmp = args.run / f"{BASIC_EVAL}.tmp"
-    tmp.write_text(json.dumps(out, indent=1))
-    os.replace(tmp, args.run / BASIC_EVAL)
-    return out

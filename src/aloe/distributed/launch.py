@@ -19,7 +19,8 @@ from aloe.distributed import ddp
 from aloe.distributed.options import Scale
 from aloe.errors import UsageError
 from aloe.evaluation.run_report import write_report
-from aloe.train import prepare_run, run_lock, say_banner, start_run_dir
+from aloe.run_dir import run_lock, start_run_dir
+from aloe.train import prepare_run, say_banner
 
 
 def train(cfg: Any, resume: bool, scale: Scale) -> list[dict[str, Any]]:

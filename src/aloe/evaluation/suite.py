@@ -297,7 +297,7 @@ def _check_state_run(run_dir: Path) -> None:
 
 
 def cmd_eval_action_ope(args: Any) -> int:
-    """`aloe eval --suite action-ope` (args: `aloe.train.EvalArgs`): the action-level OPE
+    """`aloe eval --suite action-ope` (args: `aloe.run_eval.EvalArgs`): the action-level OPE
     alone, on the latest checkpoint, into DIR/action_ope.json (written atomically, with the
     checkpoint's iteration); `aloe compare` runs it on each run with a Q critic."""
     args.validate()
@@ -326,7 +326,7 @@ def cmd_eval_action_ope(args: Any) -> int:
 
 
 def cmd_eval_full(args: Any) -> int:
-    """`aloe eval --suite full` (args: `aloe.train.EvalArgs`)."""
+    """`aloe eval --suite full` (args: `aloe.run_eval.EvalArgs`)."""
     args.validate()
     _check_state_run(Path(args.run))
     ope = OpeConfig(pairs=args.ope_pairs, rollouts=args.ope_rollouts)
