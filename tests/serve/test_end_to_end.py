@@ -24,6 +24,7 @@ from aloe.robot import sim
 from aloe.robot.client import RobotClient
 from aloe.robot.connection import Connection
 from aloe.run import load_run
+from aloe.run_dir import start_run_dir
 from aloe.serve.server import Options, PolicyServer, Running
 
 pytestmark = pytest.mark.slow
@@ -51,7 +52,7 @@ def warm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A smoke run after its BC warm start (checkpoint 0), before iteration 1."""
     cfg = train.prepare_run(smoke(tmp_path_factory.mktemp("e2e") / "run"), resume=False)
     trainer = train.Trainer(cfg)
-    train.start_run_dir(cfg)
+    start_run_dir(cfg)
     trainer.store = trainer._open_store()
     trainer.warm_start()
     return cfg.out
