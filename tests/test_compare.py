@@ -95,7 +95,10 @@ def test_smoke_comparison_writes_summary_and_report(smoke_comparison: Path) -> N
     assert algos["ppo-sbc"]["operator_steps"] == algos["bc"]["operator_steps"]  # demos only
     assert algos["ppo-sbc"]["env_steps"] > algos["bc"]["env_steps"]
     page = (smoke_comparison / "report.html").read_text()
-    assert len(PNG.findall(page)) >= 4 and "Fig. 6" in page and "Fig. 4" in page
+    assert "Fig. 6" in page and "Fig. 4" in page
+    # a plot only where success varies (smoke runs mostly score 0): else one line that says so
+    varies = len({s for a in algos.values() for s in a["success_mean_per_iteration"]}) > 1
+    assert len(PNG.findall(page)) >= 2 if varies else "at every iteration" in page
     assert "<table>" in page and "PPO+SBC" in page
     # the action-level OPE ran on ALOE's run alone (the only chunked Q critic), as its own job
     assert [a for a, s in algos.items() if s["action_ope"]] == ["aloe"]
@@ -118,9 +121,10 @@ def test_rerun_skips_finished_runs_and_report_rebuilds(smoke_comparison: Path) -
     (smoke_comparison / "report.html").unlink()
     res = aloe("report", str(smoke_comparison))
     assert res.returncode == 0, res.stderr
-    assert len(PNG.findall((smoke_comparison / "report.html").read_text())) >= 4
     after = json.loads((smoke_comparison / "summary.json").read_text())
     assert after == before
+    rebuilt = (smoke_comparison / "report.html").read_text()
+    assert "Fig. 6" in rebuilt and "Action-level OPE" in rebuilt
 
 
 @pytest.mark.slow
@@ -349,3 +353,46 @@ def test_report_of_a_plain_run_dispatches_to_run_reports(tmp_path, capsys, monke
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)  # an install without it
     assert main(["report", str(tmp_path)]) == 2
     assert "not a comparison" in capsys.readouterr().err
+
+
+def test_each_run_gets_only_the_train_args_it_reads() -> None:
+    """One --train-args string serves every algorithm: another algorithm's options (with their
+    values, attached or not) are left out of a run's command, the shared ones kept."""
+    from aloe.compare import own_options
+
+    tokens = [
+        "--iterations",
+        "1",
+        "--aloe.beta",
+        "-1",
+        "--awr.value-steps=5",
+        "--dagger.steps",
+        "2",
+        "--aloe.no-normalize-advantage",
+        "--optim.batch-size",
+        "8",
+    ]
+    assert own_options(tokens, "aloe") == [
+        "--iterations",
+        "1",
+        "--aloe.beta",
+        "-1",
+        "--aloe.no-normalize-advantage",
+        "--optim.batch-size",
+        "8",
+    ]
+    assert own_options(tokens, "awr") == [
+        "--iterations",
+        "1",
+        "--awr.value-steps=5",
+        "--optim.batch-size",
+        "8",
+    ]
+    assert own_options(tokens, "dagger") == [
+        "--iterations",
+        "1",
+        "--dagger.steps",
+        "2",
+        "--optim.batch-size",
+        "8",
+    ]

@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 import tyro
 
 from aloe import bench, compare, run_eval, train
-from aloe.algos.table import ALGORITHMS
+from aloe.algos.table import ALGORITHMS, unread_fields
 from aloe.cli_args import parse
 from aloe.config import PRESETS, TrainConfig, preset
 from aloe.envs.tasks import DEFAULT_TASK
@@ -341,17 +341,6 @@ def read_train_args(argv: list[str], prog: str) -> TrainRequest:
     default = _convert(view, base)
     args = parse(view, rest + ["--preset", name], prog, default=default, description=description)
     return TrainRequest(_convert(TrainConfig, args), False, scale, (*argv, *again))
-
-
-def unread_fields(algo: str) -> dict[str, str]:
-    """The config fields (dotted) an `algo` run never reads -> why: the other algorithms'
-    own groups, and its row's `ignores`."""
-    unread = {
-        row.group: f"an option of --algo {other}, which an --algo {algo} run never reads"
-        for other, row in ALGORITHMS.items()
-        if other != algo and row.group is not None
-    }
-    return unread | dict.fromkeys(ALGORITHMS[algo].ignores, f"an --algo {algo} run never reads it")
 
 
 def train_arguments(algo: str) -> type:

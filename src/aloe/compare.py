@@ -33,7 +33,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from aloe.algos.table import ALGORITHMS
+from aloe.algos.table import ALGORITHMS, unread_fields
 from aloe.cli_args import parse
 from aloe.compare_page import build_page
 from aloe.config import ALGOS, PRESETS, TrainConfig, preset
@@ -255,9 +255,29 @@ def train_command(args: CompareArgs, spec: RunSpec, state: RunState) -> list[str
         "--task",
         args.task,
         *_fresh_options(args, spec),
-        *shlex.split(args.train_args),
+        *own_options(shlex.split(args.train_args), spec.algo),
         *([flag, str(budget)] if flag and budget else []),
     ]
+
+
+def own_options(tokens: list[str], algo: str) -> list[str]:
+    """`--train-args` as an `algo` run takes them: one string serves every algorithm of the
+    comparison, so the options of fields this run never reads (another algorithm's group,
+    `unread_fields`), with their values, are left out rather than refused by `aloe train`."""
+    unread = [f"--{name.replace('_', '-')}" for name in unread_fields(algo)]
+    kept = []
+    skip_value = False
+    for token in tokens:
+        if skip_value and not token.startswith("--"):
+            skip_value = False
+            continue
+        skip_value = False
+        flag = token.partition("=")[0].replace("_", "-")
+        if any(flag == name or flag.startswith(f"{name}.") for name in unread):
+            skip_value = "=" not in token
+            continue
+        kept.append(token)
+    return kept
 
 
 def action_ope_command(args: CompareArgs, spec: RunSpec) -> list[str]:

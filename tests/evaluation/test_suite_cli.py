@@ -92,7 +92,8 @@ def test_full_suite_writes_eval_json_and_the_report(smoke_run):
     figures = [*ev["q_traces"], ope["scatter"], action["figure"]]
     assert len(figures) == 4 and all((smoke_run / f).is_file() for f in figures)
     html = (smoke_run / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 5  # metrics, 2 Q traces, 2 OPE figures
+    # the run's panels (only series that vary), 2 Q traces, 2 OPE figures
+    assert html.count("data:image/png;base64,") >= 4
     assert "Off-policy evaluation accuracy" in html and "position-out" in html
     assert "Action-level OPE" in html
     weights = ev["weights_by_source"]  # which data the actor imitates

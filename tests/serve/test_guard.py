@@ -355,7 +355,15 @@ def test_aloe_serve_makes_prints_and_removes_its_token(demo_run: Path):
 
     env = {k: v for k, v in os.environ.items() if k != "ALOE_TOKEN"}
     cmd = [sys.executable, "-m", "aloe.cli", "serve", "--run", str(demo_run), "--port", "0"]
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal's foreground command has it (a run started in the background hands
+    # its children SIGINT ignored)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert proc.stderr is not None
     try:
         first, second = proc.stderr.readline(), proc.stderr.readline()

@@ -161,3 +161,14 @@ ALGORITHMS: dict[str, Algorithm] = {
         ignores=("critic.num_q",),  # one V(s)
     ),
 }
+
+
+def unread_fields(algo: str) -> dict[str, str]:
+    """The config fields (dotted) an `algo` run never reads -> why: the other algorithms'
+    own groups, and its row's `ignores`."""
+    unread = {
+        row.group: f"an option of --algo {other}, which an --algo {algo} run never reads"
+        for other, row in ALGORITHMS.items()
+        if other != algo and row.group is not None
+    }
+    return unread | dict.fromkeys(ALGORITHMS[algo].ignores, f"an --algo {algo} run never reads it")
