@@ -77,7 +77,8 @@ class CompareArgs:
     """Runs at a time (default: the cores this process may use); each uses one thread."""
     train_args: str = ""
     """Extra `aloe train` options for every run, checked as `aloe train` checks them before
-    any run starts. Attach the value with `=`, since it starts with `-`:
+    any run starts; each run gets the ones it reads (`--aloe.*` goes to ALOE's runs alone).
+    Attach the value with `=`, since it starts with `-`:
     --train-args='--iterations 3 --aloe.beta 10'."""
     backend: str = "local"
     """local: runs are subprocesses of this machine (--jobs at a time); ray: Ray tasks on
