@@ -94,7 +94,7 @@ def test_full_suite_writes_eval_json_and_the_report(smoke_run):
     html = (smoke_run / "report.html").read_text()
     # the run's panels (only series that vary), 2 Q traces, 2 OPE figures
     assert html.count("data:image/png;base64,") >= 4
-    assert "Off-policy evaluation accuracy" in html and "position-out" in html
+    assert "Q against the ground truth" in html and "position-out" in html
     assert "Action-level OPE" in html
     weights = ev["weights_by_source"]  # which data the actor imitates
     assert set(weights) <= {"demo", "policy", "human"} and "demo" in weights
