@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 import tyro
 
 from aloe import bench, compare, run_eval, train
-from aloe.algos.table import ALGORITHMS, unread_fields
+from aloe.algos.table import ALGORITHMS, unread_fields, unread_option
 from aloe.cli_args import parse
 from aloe.config import PRESETS, TrainConfig, preset
 from aloe.envs.tasks import DEFAULT_TASK
@@ -388,12 +388,11 @@ def _convert(cls: type, obj: Any) -> Any:
 def _refuse_unread(argv: list[str], algo: str) -> None:
     """An option of a field the run never reads (`--aloe.beta` with `--algo awr`) would
     change nothing: refuse it, saying whose it is."""
-    unread = {f"--{name.replace('_', '-')}": why for name, why in unread_fields(algo).items()}
     for token in argv:
-        flag = token.partition("=")[0].replace("_", "-")
-        for name, why in unread.items():
-            if flag == name or flag.startswith(f"{name}."):
-                raise bad(flag, allowed=f"{why}; see aloe train --algo {algo} --help")
+        why = unread_option(token, algo)
+        if why is not None:
+            flag = token.partition("=")[0].replace("_", "-")
+            raise bad(flag, allowed=f"{why}; see aloe train --algo {algo} --help")
 
 
 SCALE_FLAGS = ("--workers", "--ray-address", "--worker-timeout", "--learner-procs")

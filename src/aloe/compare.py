@@ -33,7 +33,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from aloe.algos.table import ALGORITHMS, unread_fields
+from aloe.algos.table import ALGORITHMS, unread_option
 from aloe.cli_args import parse
 from aloe.compare_page import build_page
 from aloe.config import ALGOS, PRESETS, TrainConfig, preset
@@ -265,7 +265,6 @@ def own_options(tokens: list[str], algo: str) -> list[str]:
     """`--train-args` as an `algo` run takes them: one string serves every algorithm of the
     comparison, so the options of fields this run never reads (another algorithm's group,
     `unread_fields`), with their values, are left out rather than refused by `aloe train`."""
-    unread = [f"--{name.replace('_', '-')}" for name in unread_fields(algo)]
     kept = []
     skip_value = False
     for token in tokens:
@@ -273,8 +272,7 @@ def own_options(tokens: list[str], algo: str) -> list[str]:
             skip_value = False
             continue
         skip_value = False
-        flag = token.partition("=")[0].replace("_", "-")
-        if any(flag == name or flag.startswith(f"{name}.") for name in unread):
+        if unread_option(token, algo) is not None:
             skip_value = "=" not in token
             continue
         kept.append(token)

@@ -172,3 +172,14 @@ def unread_fields(algo: str) -> dict[str, str]:
         if other != algo and row.group is not None
     }
     return unread | dict.fromkeys(ALGORITHMS[algo].ignores, f"an --algo {algo} run never reads it")
+
+
+def unread_option(token: str, algo: str) -> str | None:
+    """Why an `algo` run never reads the command-line option `token` (`--aloe.beta` or
+    `--aloe.beta=3` with `--algo awr`), or None where it reads it."""
+    flag = token.partition("=")[0].replace("_", "-")
+    for name, why in unread_fields(algo).items():
+        option = f"--{name.replace('_', '-')}"
+        if flag == option or flag.startswith(f"{option}."):
+            return why
+    return None
