@@ -239,10 +239,14 @@ def load_buffer_truth(buffer: Path) -> tuple[dict[str, np.ndarray], dict[str, An
 
 
 def candidates(arrays: dict[str, np.ndarray], frames: Any, cfg: Any) -> Candidates:
+    """The saved states and chunks, their data chunks (and clock) as the sampler builds them."""
     from aloe.datasets.sampler import ChunkSampler
 
     rows = arrays["rows"]
-    batch = ChunkSampler(frames, horizon=cfg.horizon, gamma=cfg.optim.gamma).chunks_at(rows)
+    sampler = ChunkSampler(
+        frames, horizon=cfg.horizon, gamma=cfg.optim.gamma, time_limit=cfg.clock_limit()
+    )
+    batch = sampler.chunks_at(rows)
     return Candidates(
         rows, arrays["source"], arrays["states"], arrays["chunks"], arrays["valid"], batch
     )
@@ -286,6 +290,7 @@ def table_row(buffer: str, variant: str, steps: int, s: dict[str, Any], ms: floa
 
 
 def score(args: argparse.Namespace) -> None:
+    from aloe.algos.aloe import fit_buffer_normalizer
     from aloe.datasets.sampler import ChunkSampler
     from aloe.evaluation.ope import load_buffer
     from aloe.evaluation.qtrace import critic_q_fn
@@ -301,7 +306,14 @@ def score(args: argparse.Namespace) -> None:
     learner.actor = run.actor  # the fixed, trained policy: a' ~ π of the finished run
     learner.generator.manual_seed(args.seed)
     frames, _ = load_buffer(run)
-    sampler = ChunkSampler(frames, horizon=cfg.horizon, gamma=cfg.optim.gamma, seed=args.seed)
+    fit_buffer_normalizer(learner, frames)
+    sampler = ChunkSampler(
+        frames,
+        horizon=cfg.horizon,
+        gamma=cfg.optim.gamma,
+        seed=args.seed,
+        time_limit=cfg.clock_limit(),
+    )
     cands = candidates(arrays, frames, cfg)
     start = time.perf_counter()
     for _ in range(args.steps):

@@ -130,6 +130,11 @@ class TrainConfig:
             cfg.collect = dataclasses.replace(self.collect, record_sim_state=False)
         return cfg
 
+    def clock_limit(self) -> int | None:
+        """The time limit the episode clock is divided by (`aloe.data.episode_clock`) when
+        the critic reads the clock (`critic.time_features`); None when it does not."""
+        return self.env.max_steps if self.critic.time_features else None
+
     def validate(self) -> None:
         """Raise UsageError naming the first bad field and what is allowed: every field's
         type (its annotation) first, then the ranges, then the sub-configs'. Flags and a

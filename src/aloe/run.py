@@ -128,6 +128,9 @@ class Run:
         s = torch.as_tensor(np.asarray(state), dtype=torch.float32, device=self.device)
         return s[None] if s.ndim == 1 else s
 
+    def _clock(self, time: Any) -> torch.Tensor | None:
+        return None if time is None else self._state(time)
+
     def _tasks(self, n: int) -> torch.Tensor:
         return torch.zeros(n, dtype=torch.long, device=self.device)
 
@@ -148,25 +151,29 @@ class Run:
         return out[0] if np.asarray(state).ndim == 1 else out
 
     @torch.no_grad()
-    def q_values(self, state: Any, chunk: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Every member's Q (K, B) and Q_pess (B,) (Eq. 9) of chunks (B, h, A) at states."""
+    def q_values(self, state: Any, chunk: Any, time: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Every member's Q (K, B) and Q_pess (B,) (Eq. 9) of chunks (B, h, A) at states;
+        `time`, the episode clock (B, 2) (`aloe.data.episode_clock`), for a critic with
+        `critic.time_features`."""
         self._require_q()
         s = self._state(state)
         a = torch.as_tensor(np.asarray(chunk), dtype=torch.float32, device=self.device)
         a = a[None] if a.ndim == 2 else a
         self.critic.eval()
-        q = self.critic(s, self._tasks(len(s)), a)
+        q = self.critic(s, self._tasks(len(s)), a, None, self._clock(time))
         return q.cpu().numpy(), q_pess(q).cpu().numpy()
 
     @torch.no_grad()
-    def value(self, state: Any, num_samples: int = 16, seed: int = 0) -> Any:
+    def value(self, state: Any, num_samples: int = 16, seed: int = 0, time: Any = None) -> Any:
         """V^π(s): the mean Q_pess of chunks sampled from the policy (Eq. 10); a float for
-        one state (S,), an array (B,) for a batch (B, S)."""
+        one state (S,), an array (B,) for a batch (B, S); `time` as in `q_values`."""
         self._require_q()
         s = self._state(state)
         gen = torch.Generator(device=self.device).manual_seed(seed)
         self.critic.eval()
-        v = estimate_value(self.critic, self.actor, s, self._tasks(len(s)), num_samples, gen)
+        tasks = self._tasks(len(s))
+        clock = self._clock(time)
+        v = estimate_value(self.critic, self.actor, s, tasks, num_samples, gen, time=clock)
         out = v.cpu().numpy()
         return float(out[0]) if np.asarray(state).ndim == 1 else out
 

@@ -166,7 +166,7 @@ class Trainer:
         """What iteration k's update gets: its samplers share the iteration's seed."""
         learner = self._learner()
         cfg = self.cfg
-        clock = cfg.env.max_steps if cfg.critic.time_features else None
+        clock = cfg.clock_limit()
 
         def sampler(rows: Frames) -> ChunkSampler:
             seed = episode_seed(cfg.seed, k, 0)

@@ -98,3 +98,47 @@ def test_the_sampler_gives_the_clock_at_both_ends_of_a_chunk() -> None:
     assert (b.time * 10).flatten().tolist() == pytest.approx([1, 1, 3, 0])
     assert (b.next_time * 10).flatten().tolist() == pytest.approx([3, 3, 3, 2])
     assert ChunkSampler(frames, horizon=2, gamma=0.9).chunks_at(np.array([1])).time is None
+
+
+def test_evaluation_reads_the_clock_as_training_does() -> None:
+    """A Q trace of a clock-reading critic (plot-q, the suite's OPE) feeds it the episode
+    clock of the stored columns, the values the sampler gives in training; without the
+    clock such a critic refuses rather than guessing."""
+    import torch
+
+    from aloe.critics.chunked_q import CriticConfig
+    from aloe.critics.ensemble import build_critic
+    from aloe.evaluation.qtrace import EpisodeTrace, chunk_windows, critic_q_fn, q_trace
+    from aloe.nn import Normalizer
+
+    torch.manual_seed(0)
+    cfg = CriticConfig(arch="mlp", num_q=2, time_features=True)
+    critic = build_critic(cfg, 3, 2, 1, lambda: Normalizer(3), horizon=2)
+    n = 7
+    source = np.array(["policy"] * 3 + ["human"] * 2 + ["policy"] * 2)
+    fragment = np.array([0, 0, 0, 1, 1, 2, 2])
+    rng = np.random.default_rng(0)
+    trace = EpisodeTrace(
+        states=rng.normal(size=(n, 3)).astype(np.float32),
+        actions=rng.normal(size=(n, 2)).astype(np.float32),
+        source=source,
+        fragment=fragment,
+        failure_reason=np.array([""] * n),
+        success=False,
+        title="",
+    )
+    q = q_trace(critic_q_fn(critic, torch.device("cpu")), trace, horizon=2, time_limit=10)
+    frames = {D.EPISODE: np.zeros(n), D.FRAGMENT: fragment, D.SOURCE: source}
+    chunks, valid = chunk_windows(trace.actions, fragment, 2)
+    critic.eval()
+    with torch.no_grad():
+        expected = critic(
+            torch.as_tensor(trace.states),
+            torch.zeros(n, dtype=torch.long),
+            torch.as_tensor(chunks),
+            torch.as_tensor(valid, dtype=torch.float32),
+            torch.as_tensor(D.episode_clock(frames, 10)),
+        )
+    np.testing.assert_allclose(q, expected.numpy(), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="episode clock"):
+        q_trace(critic_q_fn(critic, torch.device("cpu")), trace, horizon=2)

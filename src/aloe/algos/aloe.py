@@ -509,15 +509,21 @@ def update(ctx: UpdateContext[AloeConfig]) -> dict[str, float]:
     learner = ctx.learner_as(AloeLearner)
     own = ctx.settings
     k = ctx.iteration
-    if learner.critic.config.normalizer == "buffer":
-        states = torch.as_tensor(np.asarray(ctx.frames[STATE]), dtype=torch.float32)
-        for net in (learner.critic, learner.target_critic):
-            refit_normalizers(net, states.mean(0), states.std(0, correction=0))
+    fit_buffer_normalizer(learner, ctx.frames)
     sampler = ctx.sampler(ctx.frames)
     n_q = critic_updates(own, ctx.env_steps)
     critic = ctx.steps(n_q, learner.critic_step, sampler, f"critic[{k}]")
     actor = ctx.steps(own.actor_steps, learner.actor_step, sampler, f"actor[{k}]")
     return {**step_means(critic, CRITIC_METRICS), **step_means(actor, ACTOR_METRICS)}
+
+
+def fit_buffer_normalizer(learner: AloeLearner, frames: Mapping[str, np.ndarray]) -> None:
+    """With `critic.normalizer buffer`, fit the critics' state normaliser on every state of
+    the buffer D_k (policy and human rows included), before the iteration's critic steps."""
+    if learner.critic.config.normalizer == "buffer":
+        states = torch.as_tensor(np.array(frames[STATE], dtype=np.float32))
+        for net in (learner.critic, learner.target_critic):
+            refit_normalizers(net, states.mean(0), states.std(0, correction=0))
 
 
 def critic_updates(config: AloeConfig, env_steps: int) -> int:

@@ -149,9 +149,11 @@ def sample_candidates(
     horizon: int,
     gamma: float,
     rows: np.ndarray | None = None,
+    time_limit: int | None = None,
 ) -> Candidates:
     """Draw the states (stratified by source; or take `rows`) and put C chunks of π beside
-    each data chunk."""
+    each data chunk. `time_limit` (`TrainConfig.clock_limit`): the data chunks carry the
+    episode clock, for a critic that reads it."""
     from aloe.datasets.sampler import ChunkSampler
 
     source = np.asarray(frames[D.SOURCE]).astype(str)
@@ -162,7 +164,8 @@ def sample_candidates(
         rows = stratified_rows(source, ok, cfg.states, cfg.seed)
     elif not np.isin(rows, ok).all():
         raise ValueError("rows: every row must be a restorable buffer step")
-    batch = ChunkSampler(frames, horizon=horizon, gamma=gamma).chunks_at(rows)
+    sampler = ChunkSampler(frames, horizon=horizon, gamma=gamma, time_limit=time_limit)
+    batch = sampler.chunks_at(rows)
     states, data, valid = (t.numpy() for t in (batch.state, batch.actions, batch.valid))
     drawn = np.asarray(chunk_fn(states, cfg.chunks), dtype=np.float32)  # (N, C, h, A)
     chunks = np.concatenate([data[:, None], drawn], axis=1)
@@ -389,7 +392,14 @@ def run_action_ope(
     exec_h = cfg.exec_horizon or rc.exec_horizon
     policy = ActorBatchPolicy(run.actor, exec_h, run.device, seed=cfg.seed)
     cands = sample_candidates(
-        frames, restorer, actor_chunk_fn(run, cfg.seed), cfg, rc.horizon, rc.optim.gamma, rows
+        frames,
+        restorer,
+        actor_chunk_fn(run, cfg.seed),
+        cfg,
+        rc.horizon,
+        rc.optim.gamma,
+        rows,
+        rc.clock_limit(),
     )
     truth, exact = chunk_truth(
         lambda: make_env(rc.env),
@@ -424,14 +434,17 @@ def not_applicable(run: Any) -> str:
 
 
 def critic_members(q_fn: QFn, cands: Candidates) -> np.ndarray:
-    """Every member's Q (K, N, C + 1) of every state's chunks."""
+    """Every member's Q (K, N, C + 1) of every state's chunks (every chunk at a state read
+    at that state's episode clock, when the data chunks carry one)."""
     n, c1 = cands.chunks.shape[:2]
     states = np.repeat(cands.states, c1, axis=0)
-    q = q_fn(
-        states,
-        cands.chunks.reshape(n * c1, *cands.chunks.shape[2:]),
-        cands.valid.reshape(n * c1, -1),
-    )
+    chunks = cands.chunks.reshape(n * c1, *cands.chunks.shape[2:])
+    valid = cands.valid.reshape(n * c1, -1)
+    clock = cands.batch.time
+    if clock is None:
+        q = q_fn(states, chunks, valid)
+    else:
+        q = q_fn(states, chunks, valid, np.repeat(clock.cpu().numpy(), c1, axis=0))
     return np.asarray(q).reshape(len(q), n, c1)
 
 

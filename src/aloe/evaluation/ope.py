@@ -80,6 +80,7 @@ class Pairs:
     valid: np.ndarray  # (P, h)
     behaviour_return: np.ndarray  # (P,) data's discounted return to the fragment's end
     source: np.ndarray  # (P,) str
+    time: np.ndarray | None = None  # (P, 2) the episode clock, for a critic that reads it
 
 
 @dataclass
@@ -96,13 +97,16 @@ def sample_pairs(
     horizon: int,
     gamma: float,
     seed: int,
+    time_limit: int | None = None,
 ) -> Pairs:
-    """Draw n distinct restorable steps uniformly; their chunks follow the sampler's rule."""
+    """Draw n distinct restorable steps uniformly; their chunks follow the sampler's rule.
+    `time_limit` (`TrainConfig.clock_limit`): the pairs carry the episode clock."""
     ok = np.flatnonzero([restorer.restorable(r) for r in range(len(frames[D.ACTION]))])
     if not ok.size:
         raise ValueError("no restorable step: the store's episodes carry no seed")
     rows = np.sort(np.random.default_rng(seed).choice(ok, size=min(n, ok.size), replace=False))
-    batch = ChunkSampler(frames, horizon=horizon, gamma=gamma).chunks_at(rows)
+    sampler = ChunkSampler(frames, horizon=horizon, gamma=gamma, time_limit=time_limit)
+    batch = sampler.chunks_at(rows)
     return Pairs(
         rows,
         batch.state.numpy(),
@@ -110,6 +114,7 @@ def sample_pairs(
         batch.valid.numpy(),
         batch.mc_return.numpy().astype(np.float64),
         np.asarray(frames[D.SOURCE])[rows].astype(str),
+        None if batch.time is None else batch.time.numpy(),
     )
 
 
@@ -316,7 +321,7 @@ def run_ope(
     rc = run.config
     frames, restorer = load_buffer(run)
     gamma = rc.optim.gamma
-    pairs = sample_pairs(frames, restorer, cfg.pairs, rc.horizon, gamma, cfg.seed)
+    pairs = sample_pairs(frames, restorer, cfg.pairs, rc.horizon, gamma, cfg.seed, rc.clock_limit())
     exec_h = cfg.exec_horizon or rc.exec_horizon
     policy = ActorBatchPolicy(run.actor, exec_h, run.device, seed=cfg.seed)
     truth = ground_truth(
@@ -330,7 +335,7 @@ def run_ope(
         reseed=lambda k: policy.reseed(cfg.seed * 1_000_003 + k),
         batch_envs=cfg.batch_envs,
     )
-    q = q_fn(pairs.states, pairs.chunks, pairs.valid) if q_fn is not None else None
+    q = None if q_fn is None else q_fn(pairs.states, pairs.chunks, pairs.valid, pairs.time)
     v = value_fn(pairs.states) if value_fn is not None else None
     extra = {name: np.asarray(fn(pairs.states)) for name, fn in (value_fns or {}).items()}
     return OpeResult(cfg, gamma, exec_h, pairs, truth, q, v, extra)

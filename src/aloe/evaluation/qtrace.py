@@ -9,10 +9,9 @@ takeovers, failures and the success, and draws the ensemble's spread around Q_pe
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -27,27 +26,44 @@ from aloe.evaluation.rollout import rollout
 from aloe.nn import evaluating
 from aloe.run import load_run, read_run_config, require_run_dir
 
-# (states (B, S), chunks (B, h, A), valid (B, h)) -> every member's Q (K, B)
-QFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+class QFn(Protocol):
+    """(states (B, S), chunks (B, h, A), valid (B, h), the episode clock (B, 2) for a critic
+    that reads it) -> every member's Q (K, B)."""
+
+    def __call__(
+        self,
+        states: np.ndarray,
+        chunks: np.ndarray,
+        valid: np.ndarray,
+        time: np.ndarray | None = None,
+    ) -> np.ndarray: ...
+
+
 SOURCE_COLOURS = {"policy": "#dbe9f6", "human": "#fde3c8", "demo": "#e6e6e6"}
 
 
 def critic_q_fn(critic: torch.nn.Module, device: torch.device, batch: int = 256) -> QFn:
     """The ensemble critic (Eq. 8's Q_φ_1..K) as a numpy function, in eval mode."""
 
+    def tensor(x: np.ndarray | None, i: int) -> torch.Tensor | None:
+        if x is None:
+            return None
+        return torch.as_tensor(np.asarray(x[i : i + batch]), dtype=torch.float32, device=device)
+
     @torch.no_grad()
-    def q(states: np.ndarray, chunks: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    def q(
+        states: np.ndarray,
+        chunks: np.ndarray,
+        valid: np.ndarray,
+        time: np.ndarray | None = None,
+    ) -> np.ndarray:
         out = []
         with evaluating(critic):
             for i in range(0, len(states), batch):
-                s, a, v = (
-                    torch.as_tensor(
-                        np.asarray(x[i : i + batch]), dtype=torch.float32, device=device
-                    )
-                    for x in (states, chunks, valid)
-                )
-                tasks = torch.zeros(len(s), dtype=torch.long, device=device)
-                out.append(critic(s, tasks, a, v).cpu().numpy())
+                s, a, v, t = (tensor(x, i) for x in (states, chunks, valid, time))
+                tasks = torch.zeros(len(states[i : i + batch]), dtype=torch.long, device=device)
+                out.append(critic(s, tasks, a, v, t).cpu().numpy())
         return np.concatenate(out, axis=1)
 
     return q
@@ -118,10 +134,17 @@ def from_trajectory(traj: Any, title: str) -> EpisodeTrace:
     )
 
 
-def q_trace(q_fn: QFn, trace: EpisodeTrace, horizon: int) -> np.ndarray:
-    """Every member's Q (K, T) of the executed chunk from each step."""
+def q_trace(
+    q_fn: QFn, trace: EpisodeTrace, horizon: int, time_limit: int | None = None
+) -> np.ndarray:
+    """Every member's Q (K, T) of the executed chunk from each step; `time_limit`
+    (`TrainConfig.clock_limit`): the critic reads the episode clock too."""
     chunks, valid = chunk_windows(trace.actions, trace.fragment, horizon)
-    return q_fn(trace.states, chunks, valid)
+    if time_limit is None:
+        return q_fn(trace.states, chunks, valid)
+    columns = {D.EPISODE: np.zeros(len(trace.source)), D.FRAGMENT: trace.fragment}
+    clock = D.episode_clock({**columns, D.SOURCE: trace.source}, time_limit)
+    return q_fn(trace.states, chunks, valid, clock)
 
 
 def plot_q_trace(trace: EpisodeTrace, q: np.ndarray, path: Path, control_hz: float) -> Path:
@@ -217,7 +240,9 @@ def plot_run_episode(run: Any, episode: int, out: Path) -> Path:
     """Q trace of dataset episode `episode` of a loaded run (`aloe.run.Run`)."""
     trace = from_store(run.root / "dataset", episode)
     trace.title = f"{run.config.task}, {trace.title}, critic of iteration {run.iteration}"
-    q = q_trace(critic_q_fn(run.critic, run.device), trace, run.config.horizon)
+    q = q_trace(
+        critic_q_fn(run.critic, run.device), trace, run.config.horizon, run.config.clock_limit()
+    )
     return plot_q_trace(trace, q, out, CONTROL_HZ)
 
 
@@ -228,7 +253,9 @@ def plot_run_rollout(run: Any, seed: int, out: Path) -> Path:
         f"{run.config.task}, rollout seed {seed}, policy and critic of iteration {run.iteration}"
     )
     trace = from_trajectory(traj, title)
-    q = q_trace(critic_q_fn(run.critic, run.device), trace, run.config.horizon)
+    q = q_trace(
+        critic_q_fn(run.critic, run.device), trace, run.config.horizon, run.config.clock_limit()
+    )
     return plot_q_trace(trace, q, out, CONTROL_HZ)
 
 

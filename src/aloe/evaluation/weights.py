@@ -39,6 +39,7 @@ def buffer_weights(run: Any, rows: int = 4000, seed: int = 0) -> dict[str, Any]:
         gamma=run.config.optim.gamma,
         seed=seed,
         device=run.device,
+        time_limit=run.config.clock_limit(),
     )
     picked = np.sort(
         np.random.default_rng(seed).choice(len(sampler), min(rows, len(sampler)), False)
