@@ -275,7 +275,7 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     argv = f"collect --episodes 1 --max-steps 50 --out {store} --no-progress"
     assert main(argv.split()) == 0
     argv = (
-        "train --preset smoke --iterations 0 --bc-steps 5 --eval-episodes 1 --num-demos 1 "
+        "train --preset smoke --operator.profile oracle --iterations 0 --bc-steps 5 --eval-episodes 1 --num-demos 1 "
         "--env.max-steps 70 --actor.num-flow-steps 1 --exec-horizon 10 --actor.hidden-dim 32 "
         f"--actor.num-layers 1 --critic.hidden-dim 32 --critic.num-layers 1 --out {run} "
         "--no-progress"

@@ -21,6 +21,7 @@ from aloe.rollout import play_episode, record_episode
 
 TASK = "pick-place-v3"
 HUMAN = OperatorConfig(profile="human")
+ORACLE = OperatorConfig(profile="oracle")
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,10 @@ def test_human_is_reproducible_per_seed(env):
 
 
 def test_oracle_is_the_scripted_operator_exactly(env):
-    for cfg in (OperatorConfig(), OperatorConfig(noise_std=0.2, delay_steps=2, patience=20)):
+    for cfg in (
+        ORACLE,
+        OperatorConfig(profile="oracle", noise_std=0.2, delay_steps=2, patience=20),
+    ):
         built = make_operator(TASK, cfg)
         assert type(built) is ScriptedOperator
         for seed in (0, 5):
@@ -93,7 +97,7 @@ def test_human_action_noise_is_correlated_in_time_unlike_the_oracle(env):
     )
     expert = expert_policy(TASK)
     for cfg, low, high in (
-        (OperatorConfig(), -0.2, 0.2),
+        (ORACLE, -0.2, 0.2),
         (OperatorConfig(profile="human", human=calm), 0.5, 1.0),
     ):
         op, res = make_operator(TASK, cfg), []
@@ -129,7 +133,7 @@ def test_reaction_time_holds_the_robot_after_a_takeover(env):
 
 def test_human_demonstrations_succeed_on_pick_place(env):
     op = make_operator(TASK, HUMAN)
-    oracle = make_operator(TASK, OperatorConfig())
+    oracle = make_operator(TASK, ORACLE)
     for seed in (0, 1, 2):
         person = play_episode(env, seed, policy=None, operator=op)
         assert person.success

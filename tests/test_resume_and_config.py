@@ -33,6 +33,7 @@ def _tiny(out: Path) -> TrainConfig:
     cfg.iterations, cfg.num_demos, cfg.bc_steps, cfg.eval_episodes = 1, 1, 5, 1
     cfg.exec_horizon = cfg.horizon
     cfg.env.max_steps, cfg.env.c_fail = 40, 100.0  # c_fail given: no expert episodes to time
+    cfg.operator = OperatorConfig(profile="oracle")  # its demonstrations fit in 40 steps
     cfg.collect = CollectConfig(success_quota=1, max_episodes=1, operator_max_steps=100)
     cfg.actor = dataclasses.replace(cfg.actor, num_flow_steps=2)
     cfg.aloe = dataclasses.replace(cfg.aloe, critic_steps=3, actor_steps=2)
@@ -194,7 +195,11 @@ def test_a_config_json_of_the_old_layout_loads_as_the_same_run() -> None:
     old = json.loads(V0_SMOKE.read_text())
     assert "optim" not in old and {k.split(".")[1] for k in LEGACY_KEYS} <= set(old["aloe"])
     cfg = TrainConfig.from_json(V0_SMOKE.read_text())
-    assert cfg == preset("smoke").resolved()  # today's smoke preset, field for field
+    # today's smoke preset, field for field, in the setting of its day (issue 32 moved the
+    # defaults to the human profile with action-level failures)
+    then = preset("smoke")
+    then.operator.profile, then.env.failures.action_level = "oracle", False
+    assert cfg == then.resolved()
     saved = json.loads(cfg.to_json())
     for key, news in LEGACY_KEYS.items():
         for new in news:

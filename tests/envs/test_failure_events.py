@@ -106,7 +106,10 @@ def test_each_event_fires_on_a_constructed_state(env, event):
 
 @pytest.mark.parametrize("event", ["empty_grasp", "release_in_air", "table_hit"])
 def test_an_event_is_off_without_its_switch_or_the_master_switch(event):
-    for env in (make(**{event: False}), TaskEnv(EnvConfig(c_fail=100.0))):
+    for env in (
+        make(**{event: False}),
+        TaskEnv(EnvConfig(c_fail=100.0, failures=FailureConfig(action_level=False))),
+    ):
         assert not SCENES[event](env).startswith(EVENT_PREFIXES)
 
 
@@ -227,7 +230,7 @@ def test_the_task_table_turns_off_what_cannot_apply():
     assert cfg.events("door-open-v3", False) == {"table_hit"}
     assert cfg.events("reach-v3", True) == {"table_hit", "contact_force"}
     assert cfg.events("some-fixture-task-v3", False) == {"table_hit"}
-    assert FailureConfig().events("pick-place-v3", True) == frozenset()
+    assert FailureConfig(action_level=False).events("pick-place-v3", True) == frozenset()
     assert make("door-open-v3").events == {"table_hit"}
 
 

@@ -9,14 +9,18 @@ import numpy as np
 
 from aloe import data as D
 from aloe.collect import run_episode
+from aloe.envs.failures import FailureConfig
 from aloe.envs.metaworld import EnvConfig, TaskEnv
 from aloe.evaluation.restore import EpisodeRestorer
 from aloe.operators.scripted import OperatorConfig, ScriptedOperator, expert_policy
 from aloe.policies.chunk_policy import RandomPolicy
 
 TASK, GAMMA, H = "pick-place-v3", 0.99, 10
-CFG = EnvConfig(task=TASK, c_fail=60.0, max_steps=150)
-QUICK = OperatorConfig(noise_std=0.0, patience=15)  # noise-free; takes over after 15 idle steps
+# stall-only takeovers and the oracle: the one outcome of each restore is known by hand
+CFG = EnvConfig(task=TASK, c_fail=60.0, max_steps=150, failures=FailureConfig(action_level=False))
+QUICK = OperatorConfig(
+    profile="oracle", noise_std=0.0, patience=15
+)  # noise-free; takes over after 15 idle steps
 
 
 def frames_of(episodes):

@@ -90,7 +90,7 @@ class FailureConfig:
     stall_min_gain: float = 0.05
     """Progress (MetaWorld's dense reward, 0..10) must beat its best by this much to count."""
 
-    action_level: bool = False
+    action_level: bool = True
     """Action-level failure events (Appendix D), judged on the policy's steps only: every
     event below whose own switch is on, where the task allows it (`TASK_EVENTS_OFF`)."""
     empty_grasp: bool = True

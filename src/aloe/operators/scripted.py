@@ -26,7 +26,7 @@ PROFILES = ("oracle", "human")  # built by aloe.operators.profiles.make_operator
 class OperatorConfig:
     """How the simulated human behaves."""
 
-    profile: str = "oracle"
+    profile: str = "human"
     """oracle: the scripted expert with i.i.d. noise (`noise_std`, `delay_steps`), every
     correction an expert label | human: a simulated VR teleoperator (`human.*`) on the
     same expert: reaction time, lag, drifting and trembling hands, mistakes, varying skill.
