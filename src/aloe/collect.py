@@ -12,6 +12,7 @@ itself is `aloe.rollout`'s; this module holds the collection rule and the evalua
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from aloe.envs.metaworld import TaskEnv
 from aloe.errors import require
 from aloe.operators.base import Operator
 from aloe.policies.base import BatchChunkPolicy, ChunkPolicy
+from aloe.policies.chunk_policy import ExploringPolicy
 from aloe.progress import Phase
 from aloe.rollout import Takeover, batchable, play_batch, play_episode, record_episode
 
@@ -125,6 +127,31 @@ def run_episode(
     return done.episode
 
 
+def collect_episode(
+    env: EpisodeEnv,
+    operator: Operator,
+    seed: int,
+    policy: ChunkPolicy | None,
+    rule: CollectConfig,
+    iteration: int,
+) -> D.Episode:
+    """One episode of collection under `rule` (in process or on a Ray worker alike): the
+    policy with the rule's exploration noise, the rule's takeovers."""
+    if policy is not None and rule.explore_std > 0:
+        policy = ExploringPolicy(policy, rule.explore_std)
+    return run_episode(
+        env,
+        operator,
+        seed,
+        policy=policy,
+        handback_steps=rule.handback_steps,
+        operator_max_steps=rule.operator_max_steps,
+        max_takeovers=rule.max_takeovers,
+        record_sim_state=rule.record_sim_state,
+        iteration=iteration,
+    )
+
+
 @dataclass
 class CollectConfig:
     """The paper's collection rule: until a success quota or an episode budget is reached."""
@@ -142,6 +169,10 @@ class CollectConfig:
     """At most this many takeovers per episode; the last one is always completed."""
     record_sim_state: bool = True
     """Store MuJoCo's integration state per step (evaluation restores states from it)."""
+    explore_std: float = 0.0
+    """Exploration while collecting, never in evaluation: Gaussian noise of this std added
+    to every action the policy executes (clipped to [-1, 1]; `ExploringPolicy`), so that the
+    buffer holds chunks of π that differ at its own states. 0 = π as it is (the paper)."""
 
     def validate(self, prefix: str = "") -> None:
         """Raise UsageError naming the first field out of range, `collect.handback_steps (-1):
@@ -156,6 +187,11 @@ class CollectConfig:
             ),
             ("operator_max_steps", self.operator_max_steps >= 1, "must be >= 1"),
             ("max_takeovers", self.max_takeovers >= 1, "must be >= 1"),
+            (
+                "explore_std",
+                math.isfinite(self.explore_std) and self.explore_std >= 0,
+                "must be a finite number >= 0 (0 = no exploration noise)",
+            ),
         ]
         for name, ok, allowed in checks:
             require(ok, f"{prefix}collect.{name}", getattr(self, name), allowed)
@@ -184,17 +220,7 @@ def collect(
     episodes: list[D.Episode] = []
     bar = Phase(f"collect[{iteration}]", cfg.max_episodes, progress, unit="episode", at_most=True)
     while stats.successes < cfg.success_quota and stats.episodes < cfg.max_episodes:
-        ep = run_episode(
-            env,
-            operator,
-            next(seeds),
-            policy=policy,
-            handback_steps=cfg.handback_steps,
-            operator_max_steps=cfg.operator_max_steps,
-            max_takeovers=cfg.max_takeovers,
-            record_sim_state=cfg.record_sim_state,
-            iteration=iteration,
-        )
+        ep = collect_episode(env, operator, next(seeds), policy, cfg, iteration)
         if store is not None:
             store.append(ep)
         episodes.append(ep)

@@ -69,11 +69,9 @@ class TrainConfig:
     """Actions executed from each chunk before replanning (paper: 25 for precision tasks)."""
     num_demos: int = 10
     """Successful operator demonstrations for the BC warm start (Algorithm 1, line 1), per
-    task (a multi-task run collects num_demos × tasks, the tasks taken in turn). 10 (it was
-    2): from 2 of the human profile's demonstrations BC succeeds 2 % of the time and the
-    loop's data are nearly all takeovers; from 10, BC starts near 0.5 and every method ends
-    higher (human profile, 8 iterations: ALOE 0.11 -> 0.60, HG-DAgger 0.43 -> 0.74; README,
-    "Results")."""
+    task (a multi-task run collects num_demos × tasks, the tasks taken in turn). 10: from 2
+    of the human profile's demonstrations BC succeeds 2 % of the time and the loop's data
+    are nearly all takeovers; from 10 BC starts near 0.5 (docs/results.md)."""
     bc_steps: int = 3000
     """Gradient steps of the BC warm start."""
     eval_episodes: int = 20

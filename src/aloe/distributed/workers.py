@@ -1,7 +1,7 @@
 """Collection and evaluation on N Ray actors (`aloe train --workers N [--ray-address A]`).
 
 Each actor (`EpisodeWorker`) holds its own environment, operator, observation encoder and a
-CPU copy of the policy; it runs `aloe.collect.run_episode` / `aloe.collect.evaluate`, the
+CPU copy of the policy; it runs `aloe.collect.collect_episode` / `aloe.collect.evaluate`, the
 same rollout loop as in-process collection. The driver keeps everything that decides what
 the run is:
 
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aloe.collect import CollectConfig, CollectStats, EvalResult, evaluate, run_episode
+from aloe.collect import CollectConfig, CollectStats, EvalResult, collect_episode, evaluate
 from aloe.data import episode_seed
 from aloe.errors import UsageError
 from aloe.progress import Phase
@@ -108,17 +108,7 @@ class EpisodeWorker:
         )
 
     def episode(self, seed: int, rule: CollectConfig, iteration: int) -> Episode:
-        return run_episode(
-            self.env,
-            self.operator,
-            seed,
-            policy=self.policy,
-            handback_steps=rule.handback_steps,
-            operator_max_steps=rule.operator_max_steps,
-            max_takeovers=rule.max_takeovers,
-            record_sim_state=rule.record_sim_state,
-            iteration=iteration,
-        )
+        return collect_episode(self.env, self.operator, seed, self.policy, rule, iteration)
 
     def evaluate(self, seeds: list[int], batch: int) -> EvalResult:
         return evaluate(self.eval_env, self.policy, seeds, progress=False, batch=batch)

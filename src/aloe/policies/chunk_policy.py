@@ -85,6 +85,33 @@ class FlowChunkPolicy:
         return chunks[:, 0].cpu().numpy()
 
 
+class ExploringPolicy:
+    """Collection-only exploration (`collect.explore_std`): the wrapped policy's chunk plus
+    i.i.d. Gaussian noise of std σ on every action, clipped to [-1, 1]. It widens the data
+    at the policy's own states, so that a critic sees chunks of π that differ (issue 32,
+    item 5); the stored action is the executed, noisy one. The noise has a generator of its
+    own, reseeded per episode from the episode's seed, so an episode still depends on its
+    seed alone (resume, Ray workers) and π's own sampling noise is unchanged."""
+
+    STREAM = 0x6578706C  # keeps the noise's generator apart from any other seeded by `seed`
+
+    def __init__(self, policy: Any, std: float) -> None:
+        self.policy = policy
+        self.std = float(std)
+        self.version = policy.version
+        self.exec_horizon = policy.exec_horizon
+        self.rng = np.random.default_rng([self.STREAM, 0])
+
+    def reset(self, seed: int) -> None:
+        self.policy.reset(seed)
+        self.rng = np.random.default_rng([self.STREAM, seed])
+
+    def act_chunk(self, obs: dict[str, Any]) -> np.ndarray:
+        chunk = np.asarray(self.policy.act_chunk(obs))
+        noisy = chunk + self.rng.normal(0.0, self.std, chunk.shape)
+        return np.clip(noisy, -1.0, 1.0).astype(np.float32)
+
+
 class RandomPolicy:
     """Uniform random actions: a policy that always needs the operator."""
 
