@@ -12,6 +12,7 @@ import pytest
 import tyro
 
 import aloe
+from aloe.cli import _known_args, main
 from aloe.cli_args import diagnose, nearest, parse
 from aloe.errors import UsageError
 from aloe.progress import Progress
@@ -116,6 +117,23 @@ def test_nearest_flags():
     assert nearest("--epsiodes", flags) == ["--eval-episodes", "--collect.max-episodes"]
     assert nearest("--max-steps", flags) == ["--env.max-steps"]
     assert nearest("--nope", ["--action-ope-states"]) == []  # short words: exact only
+
+
+def test_trains_first_pass_reads_flags_as_tyro_does():
+    options = [("--preset", None), ("--resume", Path), ("--ray-address", None)]
+    argv = ["--out", "x", "--ray_address=a:1", "--resume", "None", "--aloe.beta", "-1"]
+    known, rest = _known_args(argv, options)
+    assert (known.preset, known.resume, known.ray_address) == (None, Path("None"), "a:1")
+    assert rest == ["--out", "x", "--aloe.beta", "-1"]
+    with pytest.raises(UsageError, match=r"^--preset: needs a string; see aloe train --help$"):
+        _known_args(["--preset", "--resume", "d"], options)
+
+
+def test_resume_takes_the_underscore_spelling_of_its_options(tmp_path, capsys):
+    """`--no_progress` is `--no-progress` (as for every flag tyro reads), not a refused option."""
+    assert main(["train", "--resume", str(tmp_path), "--no_progress", "--device=cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"aloe train: error: --resume ({tmp_path}): not a run directory"), err
 
 
 def test_no_private_tyro_module_is_imported():

@@ -10,7 +10,6 @@ error naming the offending value.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -463,17 +462,27 @@ def interrupted_line(out: Path) -> str:
 
 def _known_args(argv: list[str], options: list[tuple[str, Any]]) -> tuple[Any, list[str]]:
     """Pick `options` (flag, type; None = str; bool = --flag/--no-flag) out of argv; the rest
-    is returned as is. A flag without its value is a UsageError."""
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
-    for flag, kind in options:
-        if kind is bool:
-            pre.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            pre.add_argument(flag, type=kind or str, default=None)
-    try:
-        return pre.parse_known_args(argv)
-    except argparse.ArgumentError as e:
-        raise bad(e.argument_name or "aloe train", allowed=e.message) from None
+    is returned as is, in order. Each flag is read as tyro reads every aloe flag (`--flag V`,
+    `--flag=V`, `--flag_name` for `--flag-name`); one without its value is a UsageError."""
+    known = make_dataclass(
+        "KnownArgs",
+        [
+            (flag[2:].replace("-", "_"), _known_type(kind), field(default=None))
+            for flag, kind in options
+        ],
+    )
+    args, rest = parse(known, argv, "aloe train", return_unknown_args=True, add_help=False)
+    return args, rest
+
+
+def _known_type(kind: Any) -> Any:
+    """An option's type for tyro: str (`kind` None) or Path, None when not given (`--resume
+    None` is the directory "None"); a bool is --flag/--no-flag."""
+    return {None: _OptionalStr, Path: _OptionalPath, bool: Progress}[kind]
+
+
+_OptionalStr = tyro.conf.DisallowNone[str | None]
+_OptionalPath = tyro.conf.DisallowNone[Path | None]
 
 
 def _resume_config(known: Any, rest: list[str]) -> Any:
