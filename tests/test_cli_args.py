@@ -12,8 +12,9 @@ import pytest
 import tyro
 
 import aloe
-from aloe.cli import _known_args, main
+from aloe.cli import main
 from aloe.cli_args import diagnose, nearest, parse
+from aloe.cli_runs import _known_args
 from aloe.errors import UsageError
 from aloe.progress import Progress
 
