@@ -34,7 +34,7 @@ class TrainRequest(NamedTuple):
 
     config: TrainConfig
     resume: bool
-    scale: Any = None  # aloe.distributed.options.Scale: --workers, --learner-procs, ...
+    scale: Scale | None = None  # --workers, --learner-procs, ...
     argv: tuple[str, ...] = ()  # the command without --learner-procs (for torchrun)
 
 
@@ -126,7 +126,7 @@ def _refuse_unread(argv: list[str], algo: str) -> None:
 SCALE_FLAGS = ("--workers", "--ray-address", "--worker-timeout", "--learner-procs")
 
 
-def _scale_args(argv: list[str]) -> tuple[Any, list[str], list[str]]:
+def _scale_args(argv: list[str]) -> tuple[Scale, list[str], list[str]]:
     """(Scale, argv without its flags, the flags to pass on to torchrun's processes)."""
     flags, rest = _known_args(argv, [(f, None) for f in SCALE_FLAGS])
     values = [getattr(flags, f[2:].replace("-", "_")) for f in SCALE_FLAGS]
