@@ -8,7 +8,8 @@ import sys
 import pyarrow as pa
 import pytest
 
-from aloe.cli import _continue_seeds, main
+from aloe.cli import main
+from aloe.cli_data import _continue_seeds
 from aloe.datasets.store import EpisodeStore
 
 
