@@ -20,6 +20,9 @@ with `section.field=value` overrides) and prints one markdown table row:
                          Spearman between the mean of the even and of the odd rollouts
   ms/step                wall time per critic update (sampling a' included)
 
+`score --privileged` is the sim-only upper bound of issue 32's item 2: the critic also reads
+the operator's replayed stall counters at every buffer row (no robot has them).
+
 `split` measures issue 32's item 2 on a buffer: how much of the truth's variance at policy
 states the replayed stall counters (StallWatch best/idle) and time in the episode explain.
 
@@ -238,13 +241,19 @@ def load_buffer_truth(buffer: Path) -> tuple[dict[str, np.ndarray], dict[str, An
     return load_truth(buffer / TRUTH)
 
 
-def candidates(arrays: dict[str, np.ndarray], frames: Any, cfg: Any) -> Candidates:
+def candidates(
+    arrays: dict[str, np.ndarray], frames: Any, cfg: Any, clock: np.ndarray | None
+) -> Candidates:
     """The saved states and chunks, their data chunks (and clock) as the sampler builds them."""
     from aloe.datasets.sampler import ChunkSampler
 
     rows = arrays["rows"]
     sampler = ChunkSampler(
-        frames, horizon=cfg.horizon, gamma=cfg.optim.gamma, time_limit=cfg.clock_limit()
+        frames,
+        horizon=cfg.horizon,
+        gamma=cfg.optim.gamma,
+        time_limit=cfg.clock_limit(),
+        clock=clock,
     )
     batch = sampler.chunks_at(rows)
     return Candidates(
@@ -289,6 +298,33 @@ def table_row(buffer: str, variant: str, steps: int, s: dict[str, Any], ms: floa
     return "| " + " | ".join([*cells, f"{ms:.0f}"]) + " |"
 
 
+COUNTERS = "counters.npz"
+
+
+def privileged_features(buffer: Path, run: Any, frames: dict[str, np.ndarray]) -> np.ndarray:
+    """(N, 2) for every buffer row: the operator's stall watch where the row began, replayed
+    as the truth's rollouts start it (from the policy fragment's start at policy rows; a
+    fresh watch, zeros, at demo and human rows): idle / patience and the gap of the progress
+    to its best / 10. The sim-only privileged arm (an asymmetric critic that reads the
+    operator's counters, which no robot has): issue 32 item 2's upper bound. Cached in
+    BUFFER/counters.npz."""
+    path = buffer / COUNTERS
+    n = len(frames[D.SOURCE])
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            if z["features"].shape == (n, 2):
+                return np.asarray(z["features"])
+    rows = np.flatnonzero(np.asarray(frames[D.SOURCE]) == "policy")
+    c = replayed_counters(run, rows)
+    seen = np.isfinite(c["best"]) & np.isfinite(c["progress"])
+    gap = np.where(seen, c["best"] - np.where(seen, c["progress"], 0.0), 0.0)
+    features = np.zeros((n, 2), dtype=np.float32)
+    features[rows, 0] = c["idle"] / max(1, run.config.operator.patience)
+    features[rows, 1] = np.clip(gap, 0.0, 10.0) / 10.0
+    np.savez(path, features=features)
+    return features
+
+
 def score(args: argparse.Namespace) -> None:
     from aloe.algos.aloe import fit_buffer_normalizer
     from aloe.datasets.sampler import ChunkSampler
@@ -299,6 +335,8 @@ def score(args: argparse.Namespace) -> None:
     arrays, meta = load_buffer_truth(args.buffer)
     run = load_run(meta["run"], what=f"{args.buffer}'s run")
     cfg = overridden(run.config, args.overrides)
+    if args.privileged:  # the counters ride in the clock's place
+        cfg.critic.time_features = True
     cfg.validate()
     torch.manual_seed(args.seed)
     norm = run.critic.state_norm
@@ -306,6 +344,7 @@ def score(args: argparse.Namespace) -> None:
     learner.actor = run.actor  # the fixed, trained policy: a' ~ π of the finished run
     learner.generator.manual_seed(args.seed)
     frames, _ = load_buffer(run)
+    clock = privileged_features(args.buffer, run, frames) if args.privileged else None
     fit_buffer_normalizer(learner, frames)
     sampler = ChunkSampler(
         frames,
@@ -313,8 +352,9 @@ def score(args: argparse.Namespace) -> None:
         gamma=cfg.optim.gamma,
         seed=args.seed,
         time_limit=cfg.clock_limit(),
+        clock=clock,
     )
-    cands = candidates(arrays, frames, cfg)
+    cands = candidates(arrays, frames, cfg, clock)
     start = time.perf_counter()
     for _ in range(args.steps):
         learner.critic_step(sampler.sample(cfg.optim.batch_size))
@@ -476,6 +516,11 @@ def main() -> None:
     s.add_argument("--seed", type=int, default=0, help="network init, batches and a' draws")
     s.add_argument("--header", action="store_true", help="print the table header first")
     s.add_argument("--jsonl", type=Path, help="append the row's full figures to this file")
+    s.add_argument(
+        "--privileged",
+        action="store_true",
+        help="sim-only upper bound: the critic reads the operator's replayed stall counters",
+    )
     sp = sub.add_parser("split", help="issue 32 item 2: variance explained by counters/time")
     sp.add_argument("buffer", type=Path, help="a folder written by `build`")
     for q in (b, s, sp):

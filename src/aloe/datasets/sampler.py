@@ -93,9 +93,12 @@ class ChunkSampler:
         seed: int = 0,
         device: str | torch.device = "cpu",
         time_limit: int | None = None,
+        clock: np.ndarray | None = None,
     ) -> None:
         """`time_limit` (the run's env.max_steps): batches carry the episode clock
-        (`aloe.data.episode_clock`) at s_t and s_{t+n}; None: they do not."""
+        (`aloe.data.episode_clock`) at s_t and s_{t+n}; None: they do not. `clock` (N, 2):
+        per-row features carried in the clock's place (the critic benchmark's privileged
+        arm), s_{t+n}'s those of row t+n (of the fragment's last row at its end)."""
         if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
             raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
         if not 0.0 < float(gamma) <= 1.0:
@@ -144,7 +147,13 @@ class ChunkSampler:
             self._next_pixels = put(np.asarray(frames[NEXT_PIXELS_ROW])[last], torch.int64)
         self._clock: torch.Tensor | None = None
         self._next_clock: torch.Tensor | None = None
-        if time_limit is not None:  # s_{t+n}: n more steps of the same fragment and source
+        if clock is not None:
+            given = np.asarray(clock, dtype=np.float32)
+            if given.shape != (num, 2):
+                raise ValueError(f"clock must have shape ({num}, 2), got {given.shape}")
+            self._clock = put(given, torch.float32)
+            self._next_clock = put(given[np.minimum(rows + n, seg_end - 1)], torch.float32)
+        elif time_limit is not None:  # s_{t+n}: n more steps of the same fragment and source
             clock = episode_clock(frames, time_limit)
             more = np.stack([n * (frames[SOURCE] == "policy"), n], 1) / float(time_limit)
             self._clock = put(clock, torch.float32)
