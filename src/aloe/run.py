@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from aloe import checkpoint
-from aloe.algos.aloe import estimate_value, q_pess
+from aloe.algos.aloe_math import estimate_value, q_pess
 from aloe.algos.context import Learner, LearnerParts
 from aloe.algos.table import ALGORITHMS
 from aloe.config import TrainConfig

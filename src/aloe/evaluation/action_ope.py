@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from aloe import data as D
-from aloe.algos.aloe import q_pess
+from aloe.algos.aloe_math import q_pess
 from aloe.data import ChunkBatch
 from aloe.envs.base import EpisodeEnv
 from aloe.envs.registry import make_env

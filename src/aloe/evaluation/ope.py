@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from aloe import data as D
-from aloe.algos.aloe import q_pess
+from aloe.algos.aloe_math import q_pess
 from aloe.datasets.sampler import ChunkSampler
 from aloe.datasets.store import EpisodeStore
 from aloe.envs.base import EpisodeEnv

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from aloe import data as D
-from aloe.algos.aloe import q_pess
+from aloe.algos.aloe_math import q_pess
 from aloe.algos.table import ALGORITHMS
 from aloe.datasets.store import EpisodeStore, StoreError
 from aloe.envs.metaworld import CONTROL_HZ, TaskEnv
