@@ -34,7 +34,7 @@ def observations(cfg: TrainConfig, device: torch.device | str = "cpu") -> Observ
     VLA's own tower (from `--lerobot.*`), which the policies layer builds."""
     encoder = None
     if cfg.obs == "image" and cfg.vision.encoder == "lerobot":
-        from aloe.policies.lerobot_actor import vision_tower  # optional extra: lerobot
+        from aloe.policies.lerobot_vision import vision_tower  # optional extra: lerobot
 
         encoder = vision_tower(cfg.lerobot, device)
     return Observations(cfg, device, encoder=encoder)

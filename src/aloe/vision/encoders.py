@@ -354,7 +354,7 @@ def build_image_encoder(
     image_size: int = 64,
 ) -> ImageEncoder:
     """An encoder by name: "cnn", "siglip-tiny" (random, `image_size`), "siglip" (`path`);
-    "lerobot" is built by `aloe.policies.lerobot_actor.vision_tower`.
+    "lerobot" is built by `aloe.policies.lerobot_vision.vision_tower`.
 
     A pretrained SigLIP keeps the image size it was trained at; `image_size` is ignored.
     """
@@ -372,6 +372,6 @@ def build_image_encoder(
     if name == "lerobot":
         raise ValueError(
             "encoder 'lerobot' is a VLA's tower: build it from the run's LeRobot "
-            "config with aloe.policies.lerobot_actor.vision_tower"
+            "config with aloe.policies.lerobot_vision.vision_tower"
         )
     raise ValueError(f"unknown image encoder {name!r}; choose from {', '.join(IMAGE_ENCODERS)}")
