@@ -18,6 +18,7 @@ are skipped, started ones continue with `aloe train --resume`, the rest start af
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shlex
@@ -48,6 +49,8 @@ from aloe.compare_dir import (
 from aloe.compare_dir import is_comparison as is_comparison  # re-exported for aloe.cli
 from aloe.compare_summary import write_report
 from aloe.config import ALGOS, PRESETS, TrainConfig, preset
+from aloe.distributed.ray_runs import RayRun
+from aloe.distributed.workers import connect
 from aloe.envs.tasks import DEFAULT_TASK, check_task, task_list
 from aloe.errors import bad, require
 from aloe.evaluation.action_ope import ACTION_OPE_FILE, ActionOpeConfig
@@ -142,8 +145,6 @@ def validate(args: CompareArgs) -> list[str]:
 def _check_backend(args: CompareArgs) -> None:
     """--backend and its options; with Ray, that it is installed (it is connected to in
     `run_comparison`, before anything is written)."""
-    import importlib.util
-
     if args.ray_address is not None:
         args.backend = "ray"
     require(args.backend in ("local", "ray"), "--backend", args.backend, "must be local or ray")
@@ -372,7 +373,7 @@ def run_comparison(args: CompareArgs) -> dict[str, Any]:
     finally:
         signal.signal(signal.SIGTERM, previous)
         if started_ray:
-            import ray
+            import ray  # optional extra: ray
 
             ray.shutdown()
     if failed:
@@ -390,8 +391,6 @@ def _connect(args: CompareArgs) -> bool:
     returns whether Ray was started here."""
     if args.backend != "ray":
         return False
-    from aloe.distributed.workers import connect
-
     return connect(args.ray_address, num_cpus=None)
 
 
@@ -410,8 +409,6 @@ def _start(args: CompareArgs, spec: RunSpec, env: dict[str, str]) -> _Running:
     log.write(f"\n$ {shlex.join(cmd)}\n".encode())
     log.flush()
     if args.backend == "ray":
-        from aloe.distributed.ray_runs import RayRun
-
         threads = str(max(1, int(args.cpus_per_run)))
         log.close()  # the task appends to it, on whichever node runs it
         proc: Any = RayRun(
