@@ -1,6 +1,8 @@
 """The page of `aloe compare`: report.html from summary.json, the paper's figures and a table.
 
 Every figure is embedded as PNG (aloe.report), so the page is one self-contained file.
+matplotlib is imported by the functions that draw: only plots need it, and it is slow to
+import.
 """
 
 from __future__ import annotations

@@ -466,7 +466,7 @@ def learner_weights(run: Any, batch: ChunkBatch, seed: int) -> np.ndarray:
 
 def plot_action_ope(result: ActionOpeResult, path: Any) -> Any:
     """Critic's Â and the actor's weight against the true advantage, one point per state."""
-    import matplotlib
+    import matplotlib  # late: only plots need matplotlib, slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

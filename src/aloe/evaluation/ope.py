@@ -372,7 +372,7 @@ def aloe_value_fn(run: Any, num_samples: int, seed: int = 0) -> ValueFn:
 
 def plot_ope(result: OpeResult, path: Any) -> Any:
     """Scatter of estimates against ground truth (the diagonal is a perfect critic)."""
-    import matplotlib
+    import matplotlib  # late: only plots need matplotlib, slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

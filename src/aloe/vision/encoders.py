@@ -292,7 +292,7 @@ class SiglipEncoder(TorchImageEncoder):
         """
         require("transformers")
         offline()
-        from transformers import SiglipVisionModel
+        from transformers import SiglipVisionModel  # optional extra: vision
 
         local = Path(path).expanduser()
         if local.exists() and not local.is_dir():
@@ -322,7 +322,7 @@ class SiglipEncoder(TorchImageEncoder):
         """A randomly initialised 2-layer SigLIP (hidden 32, patch 8), the same for a seed."""
         require("transformers")
         offline()
-        from transformers import SiglipVisionConfig, SiglipVisionModel
+        from transformers import SiglipVisionConfig, SiglipVisionModel  # optional extra: vision
 
         config = SiglipVisionConfig(
             hidden_size=32,
