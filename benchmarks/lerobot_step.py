@@ -68,7 +68,9 @@ def main() -> None:
     args = ap.parse_args()
     import lerobot.policies.smolvla.modeling_smolvla  # noqa: F401  (before aloe's MuJoCo)
 
-    from aloe.policies.lerobot_actor import LeRobotConfig, build_actor, write_tiny_smolvlm
+    from aloe.policies.lerobot_actor import build_actor
+    from aloe.policies.lerobot_config import LeRobotConfig
+    from aloe.policies.lerobot_tiny import write_tiny_smolvlm
 
     device = torch.device(args.device)
     torch.manual_seed(0)

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from aloe import data as D
-from aloe.algos.ppo_sbc import Decisions, ppo_clip_loss, rollout_decisions, self_demo_rows
+from aloe.algos.ppo_math import ppo_clip_loss, self_demo_rows
+from aloe.algos.ppo_sbc import Decisions, rollout_decisions
 from aloe.datasets.sampler import ChunkSampler
 from aloe.datasets.store import EpisodeStore
 from aloe.run import load_run

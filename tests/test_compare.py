@@ -17,17 +17,9 @@ from pathlib import Path
 import pytest
 
 from aloe.cli import main
-from aloe.compare import (
-    CompareArgs,
-    RunSpec,
-    _ready,
-    matched_rollout_steps,
-    parse_algos,
-    run_state,
-    summarize,
-    train_command,
-    write_report,
-)
+from aloe.compare import CompareArgs, _ready, matched_rollout_steps, parse_algos, train_command
+from aloe.compare_dir import RunSpec, run_state
+from aloe.compare_summary import summarize, write_report
 from aloe.envs.tasks import DEFAULT_TASK
 
 ALGOS = "aloe,awr,dagger,bc,ppo-sbc"

@@ -120,7 +120,8 @@ def test_eval_falls_back_past_a_truncated_latest_checkpoint(run, tmp_path, capsy
 
 
 def test_compare_train_args_reach_the_runs_as_given(tmp_path):
-    from aloe.compare import CompareArgs, RunSpec, train_config
+    from aloe.compare import CompareArgs, train_config
+    from aloe.compare_dir import RunSpec
 
     args = CompareArgs(out=tmp_path, preset="smoke", train_args="--iterations 1 --aloe.beta 7")
     cfg = train_config(args, RunSpec("awr", 2, tmp_path))

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from aloe.config import TrainConfig
+from aloe.config import TrainConfig
+from aloe.run_eval import EvalArgs
+from aloe.run_eval import evaluate_run as basic_eval
+from aloe.train import EVAL_SEED, train
 
 
 def run_training(
@@ -29,8 +31,6 @@ def run_training(
     """`aloe train` on `cfg` (written to `cfg.out`), or with `resume` continue the run in
     `cfg.out`: the same checks, the same run directory and report. `on_iteration` receives
     each iteration's metrics.jsonl row once its checkpoint is saved. Returns every row."""
-    from aloe.train import train
-
     return train(cfg, resume=resume, on_iteration=on_iteration)
 
 
@@ -44,10 +44,6 @@ def evaluate_run(
     """`aloe eval --run DIR` (the basic suite) on the run's latest checkpoint: success rate
     with its 95 % Wilson interval and steps to success, also written to DIR/eval-basic.json.
     `seed` defaults to the evaluation seeds `aloe train` uses."""
-    from aloe.run_eval import EvalArgs
-    from aloe.run_eval import evaluate_run as basic_eval
-    from aloe.train import EVAL_SEED
-
     args = EvalArgs(
         run=Path(run_dir),
         episodes=episodes,

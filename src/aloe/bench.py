@@ -32,9 +32,12 @@ import json
 import os
 import re
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+import torch
 
 from aloe.algos.aloe import AloeConfig
 from aloe.critics.chunked_q import CriticConfig
@@ -147,8 +150,6 @@ class BenchArgs:
             "must be cpu, cuda, cuda:N or auto",
         )
         if self.device.startswith("cuda"):
-            import torch
-
             count = torch.cuda.device_count() if torch.cuda.is_available() else 0
             index = int(self.device.partition(":")[2] or 0)
             require(
@@ -200,8 +201,6 @@ def _total_memory() -> int | None:
 
 def cmd_bench(args: BenchArgs) -> int:
     """Measure, print (a table, or JSON with --json) and write --out; see `BenchArgs`."""
-    from contextlib import nullcontext
-
     args.validate()
     with (
         measure.quiet(args.progress is False),
@@ -237,8 +236,6 @@ def child_options(args: BenchArgs) -> dict[str, list[str]]:
 
 def measure_all(args: BenchArgs) -> dict[str, Any]:
     """Every figure of one revision: the machine, each size's steps, the loop, an iteration."""
-    import torch
-
     device = resolve_device(args.device)
     with measure.bench_threads(args.threads) as threads, tempfile.TemporaryDirectory() as tmp:
         measure.say(f"matmul peak ({device.type}, {threads['torch_threads']} threads)")

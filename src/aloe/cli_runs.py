@@ -18,7 +18,7 @@ from typing import Annotated, Any, NamedTuple
 
 import tyro
 
-from aloe import checkpoint, compare, run_summary, train
+from aloe import checkpoint, compare, compare_dir, run_summary, train
 from aloe.algos.table import ALGORITHMS, unread_fields, unread_option
 from aloe.cli_args import parse
 from aloe.config import PRESETS, TrainConfig, preset
@@ -242,7 +242,7 @@ def cmd_compare(args: compare.CompareArgs) -> int:
     print(
         json.dumps(
             {
-                "report": str(args.out / compare.REPORT),
+                "report": str(args.out / compare_dir.REPORT),
                 "final_success": finals,
                 "steps_to_success": steps,
             }
@@ -275,9 +275,9 @@ def cmd_report(args: ReportArgs) -> int:
     hint = "give a directory written by `aloe compare` or `aloe train`"
     require(args.dir.exists(), "DIR", args.dir, f"does not exist; {hint}")
     require(args.dir.is_dir(), "DIR", args.dir, f"is a file; {hint}")
-    if compare.is_comparison(args.dir):
+    if compare_dir.is_comparison(args.dir):
         compare.write_report(args.dir)
-        print(args.dir / compare.REPORT)
+        print(args.dir / compare_dir.REPORT)
         return 0
     require(
         (args.dir / "config.json").is_file(),

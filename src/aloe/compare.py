@@ -4,8 +4,8 @@
     DIR/runs/<algo>-s<seed>/  one `aloe train` run each (config.json, metrics.jsonl, ...)
     DIR/logs/<algo>-s<seed>.log
     DIR/runs/<algo>-s<seed>/action_ope.json   its action-level OPE (runs with a Q critic)
-    DIR/summary.json          per algorithm, aggregated over seeds (`summarize`)
-    DIR/report.html           self-contained: plots embedded as PNG (`write_report`)
+    DIR/summary.json          per algorithm, aggregated over seeds (aloe.compare_summary)
+    DIR/report.html           self-contained: plots embedded as PNG (aloe.compare_page)
 
 Runs are separate processes (`--jobs` at a time, OMP_NUM_THREADS=1 each), so a comparison
 is only as parallel as the machine. PPO+SBC learns without the operator, so its budget is
@@ -18,8 +18,8 @@ are skipped, started ones continue with `aloe train --resume`, the rest start af
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import math
 import os
 import shlex
 import shutil
@@ -35,16 +35,25 @@ import numpy as np
 
 from aloe.algos.table import ALGORITHMS, unread_option
 from aloe.cli_args import parse
-from aloe.compare_page import build_page
+from aloe.compare_dir import (
+    SETTINGS,
+    RunSpec,
+    RunState,
+    discover,
+    read_json,
+    read_metrics,
+    read_optional,
+    run_state,
+)
+from aloe.compare_summary import write_report
 from aloe.config import ALGOS, PRESETS, TrainConfig, preset
+from aloe.distributed.ray_runs import RayRun
+from aloe.distributed.workers import connect
 from aloe.envs.tasks import DEFAULT_TASK, check_task, task_list
 from aloe.errors import bad, require
 from aloe.evaluation.action_ope import ACTION_OPE_FILE, ActionOpeConfig
 from aloe.progress import Progress, lines
 
-SUMMARY = "summary.json"
-REPORT = "report.html"
-SETTINGS = "compare.json"
 # `aloe train` options that compare sets itself for each run: refused in --train-args
 OWN_OPTIONS = ("--algo", "--seed", "--out", "--preset", "--task", "--resume", "--help", "-h")
 # algorithms that collect with the operator (aloe, awr, dagger); one with a `matched_budget`
@@ -103,43 +112,6 @@ class CompareArgs:
     --no-progress: none. Each run's own output goes to DIR/logs/."""
 
 
-@dataclass
-class RunSpec:
-    algo: str
-    seed: int
-    root: Path  # the comparison directory
-    kind: str = "train"  # or "action-ope": the action-level OPE of the finished run
-
-    @property
-    def name(self) -> str:
-        return f"{self.algo}-s{self.seed}"
-
-    @property
-    def label(self) -> str:
-        return self.name if self.kind == "train" else f"{self.name} action-level OPE"
-
-    @property
-    def dir(self) -> Path:
-        return self.root / "runs" / self.name
-
-    @property
-    def log(self) -> Path:
-        return self.root / "logs" / f"{self.name}.log"
-
-
-@dataclass
-class RunState:
-    """What a run directory says about its progress."""
-
-    done: int  # completed iterations (metrics.jsonl rows)
-    total: int  # iterations a finished run has (BC: 1, the warm start)
-    started: bool  # config.json exists: resume rather than start
-
-    @property
-    def finished(self) -> bool:
-        return self.started and self.done >= self.total
-
-
 def parse_algos(text: str) -> list[str]:
     algos = [a.strip() for a in text.split(",") if a.strip()]
     unknown = [a for a in algos if a not in ALGOS]
@@ -171,8 +143,6 @@ def validate(args: CompareArgs) -> list[str]:
 def _check_backend(args: CompareArgs) -> None:
     """--backend and its options; with Ray, that it is installed (it is connected to in
     `run_comparison`, before anything is written)."""
-    import importlib.util
-
     if args.ray_address is not None:
         args.backend = "ray"
     require(args.backend in ("local", "ray"), "--backend", args.backend, "must be local or ray")
@@ -225,22 +195,6 @@ def train_config(args: CompareArgs, spec: RunSpec) -> Any:
 
 def _fresh_options(args: CompareArgs, spec: RunSpec) -> list[str]:
     return ["--algo", spec.algo, "--seed", str(spec.seed), "--out", str(spec.dir), "--no-progress"]
-
-
-def run_state(run: Path) -> RunState:
-    started = (run / "config.json").is_file()
-    total = 1
-    if started:
-        cfg = json.loads((run / "config.json").read_text())
-        total = int(cfg["iterations"]) + 1 if ALGORITHMS[cfg["algo"]].iterates else 1
-    return RunState(done=len(read_metrics(run)), total=total, started=started)
-
-
-def read_metrics(run: Path) -> list[dict[str, Any]]:
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def train_command(args: CompareArgs, spec: RunSpec, state: RunState) -> list[str]:
@@ -314,7 +268,7 @@ def action_ope_job(args: CompareArgs, spec: RunSpec) -> RunSpec | None:
         "chunks": args.action_ope_chunks,
         "rollouts": args.action_ope_rollouts,
     }
-    done = _read_optional(spec.dir / ACTION_OPE_FILE)
+    done = read_optional(spec.dir / ACTION_OPE_FILE)
     if (
         done
         and done.get("iteration") == len(read_metrics(spec.dir)) - 1
@@ -322,15 +276,6 @@ def action_ope_job(args: CompareArgs, spec: RunSpec) -> RunSpec | None:
     ):
         return None
     return RunSpec(spec.algo, spec.seed, spec.root, kind="action-ope")
-
-
-def _read_optional(path: Path) -> dict[str, Any] | None:
-    """A JSON file's object, or None when it is missing or unreadable (then redone)."""
-    try:
-        out = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return out if isinstance(out, dict) else None
 
 
 def matched_rollout_steps(root: Path, seed: int) -> int | None:
@@ -362,7 +307,7 @@ def _check_settings(args: CompareArgs) -> None:
     settings = {"task": args.task, "preset": args.preset, "train_args": args.train_args}
     path = args.out / SETTINGS
     if path.is_file():
-        old = _read_json(path, "--out")
+        old = read_json(path, "--out")
         diff = {k: old.get(k) for k, v in settings.items() if old.get(k) != v}
         require(
             not diff,
@@ -426,11 +371,11 @@ def run_comparison(args: CompareArgs) -> dict[str, Any]:
     finally:
         signal.signal(signal.SIGTERM, previous)
         if started_ray:
-            import ray
+            import ray  # optional extra: ray
 
             ray.shutdown()
     if failed:
-        if _discover(args.out):
+        if discover(args.out):
             write_report(args.out)
         names = ", ".join(
             f"{label} (exit {code}, see logs/{name}.log)" for label, (code, name) in failed.items()
@@ -444,8 +389,6 @@ def _connect(args: CompareArgs) -> bool:
     returns whether Ray was started here."""
     if args.backend != "ray":
         return False
-    from aloe.distributed.workers import connect
-
     return connect(args.ray_address, num_cpus=None)
 
 
@@ -464,8 +407,6 @@ def _start(args: CompareArgs, spec: RunSpec, env: dict[str, str]) -> _Running:
     log.write(f"\n$ {shlex.join(cmd)}\n".encode())
     log.flush()
     if args.backend == "ray":
-        from aloe.distributed.ray_runs import RayRun
-
         threads = str(max(1, int(args.cpus_per_run)))
         log.close()  # the task appends to it, on whichever node runs it
         proc: Any = RayRun(
@@ -495,166 +436,3 @@ def _run_progress(name: str, st: RunState) -> str:
     if not st.started:
         return f"{name} starting"
     return f"{name} iteration {st.done}/{st.total}"
-
-
-# Summary.
-
-
-def _discover(root: Path) -> dict[str, list[Path]]:
-    """Run directories under root/runs by algorithm, in compare.json's (or ALGOS') order."""
-    found: dict[str, list[Path]] = {}
-    for run in sorted((root / "runs").glob("*-s*")):
-        algo, _, seed = run.name.rpartition("-s")
-        if algo in ALGOS and seed.isdigit():
-            found.setdefault(algo, []).append(run)
-    settings = root / SETTINGS
-    head = _read_json(settings, "comparison") if settings.is_file() else {"algos": ALGOS}
-    order = list(head.get("algos", []))
-    order += [a for a in found if a not in order]
-    return {a: sorted(found[a], key=_seed_of) for a in order if a in found}
-
-
-def _seed_of(run: Path) -> int:
-    return int(run.name.rpartition("-s")[2])
-
-
-def _stats(values: list[float | None]) -> tuple[float | None, float | None]:
-    ok = [v for v in values if v is not None and math.isfinite(v)]
-    return (float(np.mean(ok)), float(np.std(ok))) if ok else (None, None)
-
-
-def _per_1k(row: dict[str, Any]) -> float:
-    """Success bought per 1000 operator steps: what a person's time buys (NaN without any)."""
-    steps = row["total_human_steps"]
-    return 1000 * row["success_rate"] / steps if steps else math.nan
-
-
-def summarize_algo(runs: list[Path]) -> dict[str, Any]:
-    """One algorithm's runs aggregated over seeds (iteration k over the runs that have it)."""
-    metrics = {_seed_of(r): read_metrics(r) for r in runs}
-    finished = [_seed_of(r) for r in runs if run_state(r).finished]
-    longest = max((len(m) for m in metrics.values()), default=0)
-    per_iter: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "success_mean",
-            "success_std",
-            "steps_to_success_mean",
-            "steps_to_success_std",
-            "seeds",
-            "operator_steps",
-            "env_steps",
-        )
-    }
-    for k in range(longest):
-        rows = [m[k] for m in metrics.values() if len(m) > k]
-        mean, std = _stats([r["success_rate"] for r in rows])
-        per_iter["success_mean"].append(mean)
-        per_iter["success_std"].append(std)
-        steps, steps_std = _stats([r["mean_steps_to_success"] for r in rows])
-        per_iter["steps_to_success_mean"].append(steps)
-        per_iter["steps_to_success_std"].append(steps_std)
-        per_iter["seeds"].append(len(rows))
-        per_iter["operator_steps"].append(_stats([r["total_human_steps"] for r in rows])[0])
-        per_iter["env_steps"].append(_stats([r["total_env_steps"] for r in rows])[0])
-    final = [metrics[s][-1] for s in finished]
-    success, success_std = _stats([r["success_rate"] for r in final])
-    steps, steps_std = _stats([r["mean_steps_to_success"] for r in final])
-    return {
-        "seeds": sorted(metrics),
-        "finished_seeds": sorted(finished),
-        "iterations": list(range(longest)),
-        **{
-            f"{k}_per_iteration" if k != "seeds" else "seeds_per_iteration": v
-            for k, v in per_iter.items()
-        },
-        "final_success": success,
-        "final_success_std": success_std,
-        "operator_steps": _stats([r["total_human_steps"] for r in final])[0],
-        "success_per_1k_operator_steps": _stats([_per_1k(r) for r in final])[0],
-        "final_eval_episodes": _stats([r.get("eval_episodes", math.nan) for r in final])[0],
-        "env_steps": _stats([r["total_env_steps"] for r in final])[0],
-        "mean_steps_to_success": steps,
-        "mean_steps_to_success_std": steps_std,
-        **_by_task(final),
-        "wall_s": _stats([sum(x["wall_s"] for x in metrics[s]) for s in finished])[0],
-        "action_ope": _action_ope_stats([r for r in runs if _seed_of(r) in finished]),
-    }
-
-
-ACTION_OPE_SCORES = ("within_state_spearman", "sign_accuracy", "weights_spearman")
-
-
-def _action_ope_stats(runs: list[Path]) -> dict[str, Any] | None:
-    """The action-level OPE of the finished runs (DIR/action_ope.json), mean and std over
-    the seeds that have one: each score overall and per source (`policy_within_state_
-    spearman`, ...); None when no run has one."""
-    found = [e for r in runs if (e := _read_optional(r / ACTION_OPE_FILE)) and e.get("applicable")]
-    if not found:
-        return None
-    out: dict[str, Any] = {"seeds": len(found)}
-    sources = sorted({s for e in found for s in e.get("by_source") or {}})
-    for source in [None, *sources]:
-        scores = [
-            e if source is None else (e.get("by_source") or {}).get(source) or {} for e in found
-        ]
-        prefix = "" if source is None else f"{source}_"
-        for key in ACTION_OPE_SCORES:
-            mean, std = _stats([sc.get(key) for sc in scores])
-            out[f"{prefix}{key}"], out[f"{prefix}{key}_std"] = mean, std
-    return out
-
-
-def _by_task(final: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Final success and steps to success of each task (a multi-task run's, e.g. MT10),
-    mean over the seeds: {"success_by_task": {task: mean}, "steps_to_success_by_task": ...}.
-    Steps to success average over a task's successful episodes; None where none succeeded."""
-    out: dict[str, dict[str, Any]] = {}
-    for key in ("success_by_task", "steps_to_success_by_task"):
-        tasks = sorted({t for r in final for t in r.get(key) or {}})
-        out[key] = {t: _stats([(r.get(key) or {}).get(t) for r in final])[0] for t in tasks}
-    return out
-
-
-def summarize(root: Path) -> dict[str, Any]:
-    """summary.json's content, from the run directories under root/runs."""
-    settings = root / SETTINGS
-    head = json.loads(settings.read_text()) if settings.is_file() else {}
-    algos = {a: summarize_algo(runs) for a, runs in _discover(root).items()}
-    return {
-        "task": head.get("task"),
-        "preset": head.get("preset"),
-        "train_args": head.get("train_args", ""),
-        "algos": algos,
-    }
-
-
-def write_report(root: Path) -> dict[str, Any]:
-    """(Re)build summary.json (from the runs under runs/ when there are any) and report.html;
-    returns the summary. With neither runs nor summary.json: a UsageError, nothing written."""
-    root = Path(root)
-    if _discover(root):
-        summary = summarize(root)
-        tmp = root / (SUMMARY + ".tmp")
-        tmp.write_text(json.dumps(summary, indent=1))
-        os.replace(tmp, root / SUMMARY)
-    elif (root / SUMMARY).is_file():
-        summary = _read_json(root / SUMMARY, "comparison")
-    else:
-        raise bad(
-            "comparison", root, f"has no runs under runs/ and no {SUMMARY}: nothing to report yet"
-        )
-
-    build_page(summary, root / REPORT)
-    return summary
-
-
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise bad(what, path.parent, f"{path.name} is unreadable ({e})") from None
-
-
-def is_comparison(root: Path) -> bool:
-    return (root / SUMMARY).is_file() or (root / "runs").is_dir()

@@ -1,10 +1,13 @@
 """The page of `aloe compare`: report.html from summary.json, the paper's figures and a table.
 
 Every figure is embedded as PNG (aloe.report), so the page is one self-contained file.
+matplotlib is imported by the functions that draw: only plots need it, and it is slow to
+import.
 """
 
 from __future__ import annotations
 
+import html
 import math
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from aloe.algos.table import ALGORITHMS
+from aloe.evaluation.report_plots import plottable
+from aloe.progress import duration
 from aloe.report import details_html, figure_html, table_html, write_page
 
 
@@ -209,8 +214,6 @@ def _same_final(finals: list[float]) -> str:
 def _figures(algos: dict[str, Any]) -> list[tuple[str, str]]:
     """The paper's figures, each only where its values vary (over iterations and
     algorithms); a figure of one value is a line of text saying that value."""
-    from aloe.evaluation.report_plots import plottable
-
     success = _values(algos, "success_mean_per_iteration")
     finals = _values(algos, "final_success")
     steps = _values(algos, "steps_to_success_mean_per_iteration")
@@ -253,10 +256,6 @@ def _figures(algos: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _headline(algos: dict[str, Any]) -> str:
     """Each algorithm's start (iteration 0) → final success, operator steps, wall time."""
-    import html
-
-    from aloe.progress import duration
-
     parts = []
     effort = []
     for algo, a in algos.items():

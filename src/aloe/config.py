@@ -31,7 +31,7 @@ from aloe.errors import UsageError, bad, require
 from aloe.observation import INSTRUCTION_KINDS, OBS_KINDS, VisionConfig
 from aloe.operators.scripted import OperatorConfig
 from aloe.policies.flow import ActorConfig
-from aloe.policies.lerobot_actor import LeRobotConfig
+from aloe.policies.lerobot_config import LeRobotConfig
 from aloe.progress import Progress
 from aloe.vision import language
 from aloe.vision.encoders import VISION_EXTRA

@@ -33,7 +33,7 @@ h3 { font-size: 1.05em; margin-top: 1.2em; }
 
 def figure_html(fig: Any, alt: str = "") -> str:
     """A matplotlib figure as an inline <img> (the figure is closed afterwards)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # late: only plots need matplotlib, slow to import
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")

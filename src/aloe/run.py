@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from aloe import checkpoint
-from aloe.algos.aloe import estimate_value, q_pess
+from aloe.algos.aloe_math import estimate_value, q_pess
 from aloe.algos.context import Learner, LearnerParts
 from aloe.algos.table import ALGORITHMS
 from aloe.config import TrainConfig
@@ -26,6 +26,8 @@ from aloe.observation import Observations
 from aloe.policies.base import Actor
 from aloe.policies.chunk_policy import FlowChunkPolicy
 from aloe.policies.flow import FlowPolicy
+from aloe.policies.lerobot_actor import build_actor
+from aloe.policies.lerobot_vision import vision_tower
 from aloe.vision.language import InstructionEncoder
 
 
@@ -34,8 +36,6 @@ def observations(cfg: TrainConfig, device: torch.device | str = "cpu") -> Observ
     VLA's own tower (from `--lerobot.*`), which the policies layer builds."""
     encoder = None
     if cfg.obs == "image" and cfg.vision.encoder == "lerobot":
-        from aloe.policies.lerobot_actor import vision_tower  # optional extra: lerobot
-
         encoder = vision_tower(cfg.lerobot, device)
     return Observations(cfg, device, encoder=encoder)
 
@@ -70,8 +70,6 @@ def build_learner(
     }
     actor: Any
     if cfg.actor_kind == "lerobot":
-        from aloe.policies.lerobot_actor import build_actor
-
         actor = build_actor(
             cfg.lerobot,
             obs.instructions,

@@ -13,11 +13,15 @@ metrics.jsonl is the machine-readable record; nothing here is meant to be parsed
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from aloe import checkpoint
+from aloe.config import preset
 from aloe.progress import duration, plural
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -50,11 +54,6 @@ _RUN_ONLY = ("out", "seed", "device", "progress")  # fields that leave the run's
 
 def measured_duration(cfg: Any) -> str | None:
     """The preset's measured duration, if `cfg` is that preset's config (any seed, device)."""
-    import dataclasses
-    import json
-
-    from aloe.config import preset
-
     figure = MEASURED.get((cfg.preset, cfg.task, cfg.algo))
     if figure is None:
         return None
@@ -161,8 +160,6 @@ def summary(
 ) -> str:
     """The closing lines of `aloe train` on the run `cfg.out` (its config), whose metrics
     are `history`; `session_s` is this command's wall time."""
-    from aloe import checkpoint
-
     out = Path(cfg.out)
     iterations = plural(history[-1]["iteration"], "iteration") if history else "no iterations"
     head = (

@@ -327,7 +327,7 @@ def json_safe(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tensorboard(path: Path, purge_step: int) -> Any:
-    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard import SummaryWriter  # late: slow to import, for training only
 
     return SummaryWriter(str(path), purge_step=purge_step)
 

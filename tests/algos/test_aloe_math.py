@@ -12,9 +12,8 @@ import pytest
 import torch
 
 from aloe import data as D
-from aloe.algos.aloe import (
-    AloeConfig,
-    AloeLearner,
+from aloe.algos.aloe import AloeConfig, AloeLearner
+from aloe.algos.aloe_math import (
     advantage_weights,
     critic_loss,
     estimate_value,

@@ -12,10 +12,7 @@ import torch
 from aloe import checkpoint
 from aloe import data as D
 from aloe.algos.optimised import OptimConfig
-from aloe.algos.ppo_policy import ExploringChunkPolicy
-from aloe.algos.ppo_sbc import (
-    PpoConfig,
-    build_ppo_learner,
+from aloe.algos.ppo_math import (
     chunk_gae,
     gaussian_log_prob,
     ppo_clip_loss,
@@ -23,6 +20,8 @@ from aloe.algos.ppo_sbc import (
     self_demo_rows,
     update_success_average,
 )
+from aloe.algos.ppo_policy import ExploringChunkPolicy
+from aloe.algos.ppo_sbc import PpoConfig, build_ppo_learner
 from aloe.critics.chunked_q import CriticConfig
 from aloe.data import ChunkBatch
 from aloe.nn import Normalizer

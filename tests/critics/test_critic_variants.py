@@ -10,14 +10,8 @@ import math
 import pytest
 import torch
 
-from aloe.algos.aloe import (
-    AloeConfig,
-    AloeLearner,
-    bootstrap_mask,
-    critic_loss,
-    critic_updates,
-    hl_gauss_loss,
-)
+from aloe.algos.aloe import AloeConfig, AloeLearner, critic_updates
+from aloe.algos.aloe_math import bootstrap_mask, critic_loss, hl_gauss_loss
 from aloe.critics.chunked_q import CriticConfig, QEnsemble
 from aloe.critics.ensemble import MemberStack, MlpQCritic, build_critic, refit_normalizers
 from aloe.critics.hl_gauss import HLGauss, support_bounds

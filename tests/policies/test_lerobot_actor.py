@@ -22,14 +22,10 @@ import lerobot.policies.smolvla.modeling_smolvla  # noqa: E402, F401  (before al
 from aloe import checkpoint  # noqa: E402
 from aloe.errors import UsageError  # noqa: E402
 from aloe.policies.base import Actor  # noqa: E402
-from aloe.policies.lerobot_actor import (  # noqa: E402
-    LeRobotConfig,
-    LeRobotVisionTower,
-    build_actor,
-    policy_tower,
-    vision_tower,
-    write_tiny_smolvlm,
-)
+from aloe.policies.lerobot_actor import build_actor  # noqa: E402
+from aloe.policies.lerobot_config import LeRobotConfig  # noqa: E402
+from aloe.policies.lerobot_tiny import write_tiny_smolvlm  # noqa: E402
+from aloe.policies.lerobot_vision import LeRobotVisionTower, policy_tower, vision_tower  # noqa: E402
 
 S, A, H, B = 39, 4, 6, 5
 TASKS = ["pick the puck and place it at the goal", "press the button"]
@@ -315,9 +311,9 @@ def test_pi_policies_share_the_adapter(policy, tmp_path):
 
     from lerobot.configs.types import FeatureType, PolicyFeature
 
-    from aloe.policies.lerobot_actor import _policy_class
+    from aloe.policies.lerobot_policy import policy_class
 
-    cls = _policy_class(policy)
+    cls = policy_class(policy)
     config = cls.config_class(
         paligemma_variant="gemma_300m",
         action_expert_variant="gemma_300m",

@@ -1,9 +1,10 @@
-"""ALOE's update math, in the order of Algorithm 1.
+"""ALOE's settings, learner and update, in the order of Algorithm 1.
 
 Critic (lines 4–9): sample a' ~ π_θ(·|s_{t+n}, ℓ), TD target y (Eq. 7), ensemble loss
 (Eq. 8), Polyak target update. Actor (lines 10–15): Q_pess of the data chunk (Eq. 9),
 V^π by sampling π_θ, advantage (Eq. 10), clipped exponential weight (Eq. 11), weighted
-flow-matching loss (Eq. 15). Warm start (line 1): behaviour cloning (Eq. 16).
+flow-matching loss (Eq. 15). Warm start (line 1): behaviour cloning (Eq. 16). The
+equations themselves are pure functions in `aloe.algos.aloe_math`.
 
 β and the reward scale. Eq. 14 pays −1 per step, 0 at a successful end and −C_fail
 (the mean episode length, ~100 or more) at a failed end, so Q ≈ −(discounted steps to go)
@@ -41,28 +42,39 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args, overload
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
-from torch import Generator, Tensor, nn
+from torch import Generator, Tensor
 
+from aloe.algos.aloe_math import (
+    TargetReduce,
+    advantage_weights,
+    bootstrap_mask,
+    critic_loss,
+    estimate_value,
+    hl_gauss_loss,
+    polyak_update,
+    q_pess,
+    reduce_target,
+    td_target,
+    weighted_flow_loss,
+)
 from aloe.algos.bc import bc_update
 from aloe.algos.context import LearnerParts, UpdateContext, step_means
 from aloe.algos.optimised import OptimConfig, OptimisedModule, to_device
 from aloe.critics.chunked_q import QEnsemble
 from aloe.critics.ensemble import build_critic, refit_normalizers
-from aloe.critics.hl_gauss import HLGauss, support_bounds
+from aloe.critics.hl_gauss import support_bounds
 from aloe.data import STATE, ChunkBatch
 from aloe.errors import require
 from aloe.nn import evaluating
 from aloe.policies.base import Actor, as_module
 
-TargetReduce = Literal["min", "mean", "member"]
 ValueSteps = Literal["full", "data"]
-CriticFn = Callable[..., Tensor]  # (state, task_index, actions[, valid[, time]]) -> (K, B)
 
 
 @dataclass
@@ -144,166 +156,6 @@ def check_sharding(config: AloeConfig) -> None:
         "divides by the whole batch's std, which a shard does not see; turn it off "
         "or train on one process",
     )
-
-
-# Critic update (Alg. 1 lines 4–9).
-
-
-def reduce_target(next_q: Tensor, mode: TargetReduce) -> Tensor:
-    """Q_φ⁻(s_{t+n}, a') of the target ensemble (K, B) -> (B,) for min/mean, (K, B) for member."""
-    if mode == "min":
-        return next_q.min(dim=0).values
-    if mode == "mean":
-        return next_q.mean(dim=0)
-    if mode == "member":
-        return next_q
-    raise ValueError(f"target_reduce must be 'min', 'mean' or 'member', got {mode!r}")
-
-
-def td_target(batch: ChunkBatch, next_q_target: Tensor) -> Tensor:
-    """Chunked TD target y, (B,) or (K, B) like next_q_target.
-
-    batch.reward = Σ_{k<n} γ^k r_{t+k}, batch.discount = γ^n and batch.bootstrap = 0 where
-    the chunk reaches a termination (success or failure), 1 otherwise (truncation).
-    """
-    return batch.reward + batch.discount * batch.bootstrap * next_q_target  # Eq. 7
-
-
-def critic_loss(
-    q: Tensor, y: Tensor, mask: Tensor | None = None
-) -> tuple[Tensor, dict[str, float]]:
-    """Eq. 8 for values q (K, B) and targets y (B,) or (K, B), treated as constants; `mask`
-    (K, B) keeps each member's rows (`critic.bootstrap`), None = every row."""
-    err = (q - y.detach()).square()
-    loss = (
-        err.mean() if mask is None else masked_mean(err, mask)
-    )  # Eq. 8: 1/K Σ_i E_D[(Q_φ_i − y)²]
-    return loss, value_metrics(loss, q, y)
-
-
-def hl_gauss_loss(
-    logits: Tensor, y: Tensor, bins: HLGauss, mask: Tensor | None = None
-) -> tuple[Tensor, dict[str, float]]:
-    """Eq. 8 with `critic.loss = hl-gauss`: each member's cross-entropy against y smoothed
-    over the bins, logits (K, B, O), y (B,) or (K, B); Q_φ_i = the expectation."""
-    ce = bins.cross_entropy(logits, y.expand(logits.shape[:2]))
-    loss = ce.mean() if mask is None else masked_mean(ce, mask)
-    return loss, value_metrics(loss, bins.value(logits), y)
-
-
-def masked_mean(per_row: Tensor, mask: Tensor) -> Tensor:
-    """The mean of per-member, per-row terms (K, B) over the rows `mask` keeps."""
-    return (per_row * mask).sum() / mask.sum().clamp_min(1.0)
-
-
-def bootstrap_mask(k: int, b: int, p: float, generator: Generator | None) -> Tensor | None:
-    """Per-member Bernoulli(p) masks (K, B) over the batch rows; None at p = 1 (no draw, so
-    the update's random stream is the paper's)."""
-    if p >= 1.0:
-        return None
-    return (
-        torch.rand(k, b, generator=generator, device=generator.device if generator else None) < p
-    ).float()
-
-
-def value_metrics(loss: Tensor, q: Tensor, y: Tensor) -> dict[str, float]:
-    """The critic step's metrics from its loss, values (K, B) and targets."""
-    q = q.detach()
-    return {
-        "critic/loss": float(loss.detach()),
-        "critic/q_mean": float(q.mean()),
-        "critic/q_min": float(q.min()),
-        "critic/q_max": float(q.max()),
-        "critic/q_member_std": float(q.std(dim=0, correction=0).mean()),
-        "critic/target_mean": float(y.detach().mean()),
-    }
-
-
-def polyak_update(target: nn.Module, online: nn.Module, omega: float) -> None:
-    """Move the target's parameters towards the online ones; copy buffers (normalisers)."""
-    with torch.no_grad():
-        for p_target, p in zip(target.parameters(), online.parameters(), strict=True):
-            p_target.lerp_(p, omega)  # Alg. 1 line 8: φ⁻ ← ω φ + (1 − ω) φ⁻
-        for b_target, b in zip(target.buffers(), online.buffers(), strict=True):
-            b_target.copy_(b)
-
-
-# Actor update (Alg. 1 lines 10–15).
-
-
-@overload
-def q_pess(q: Tensor) -> Tensor: ...
-
-
-@overload
-def q_pess(q: np.ndarray) -> np.ndarray: ...
-
-
-def q_pess(q: Tensor | np.ndarray) -> Tensor | np.ndarray:
-    """Pessimistic value (...) of an ensemble's values (K, ...): training's, and every
-    evaluation's (Q traces, OPE), which read numpy arrays and get one back."""
-    if isinstance(q, np.ndarray):
-        return q_pess(torch.from_numpy(q)).numpy()
-    return q.min(dim=0).values  # Eq. 9: Q_pess = min_i Q_φ_i
-
-
-@torch.no_grad()
-def estimate_value(
-    critic: CriticFn,
-    policy: Actor,
-    state: Tensor,
-    task_index: Tensor,
-    num_samples: int,
-    generator: Generator | None = None,
-    images: Tensor | None = None,
-    valid: Tensor | None = None,
-    time: Tensor | None = None,
-) -> Tensor:
-    """V^π(s, ℓ) (B,) as the mean Q_pess of `num_samples` chunks sampled from π_θ as it acts
-    (its own flow steps; `images` for an actor that reads pixels), each scored over the
-    steps `valid` (B, h) marks (None: all; `AloeConfig.value_steps`); `time` (B, 2) the
-    episode clock, for a critic with `critic.time_features`."""
-    b = state.shape[0]
-    chunks = policy.sample(state, task_index, num_samples, generator, images=images)
-    chunks = chunks.flatten(0, 1)
-    states = state.repeat_interleave(num_samples, dim=0)
-    tasks = task_index.repeat_interleave(num_samples, dim=0)
-    if time is None and valid is None:
-        q = q_pess(critic(states, tasks, chunks))  # Eq. 9 at a' ~ π_θ(·|s, ℓ)
-    else:  # the same executed steps as the data chunk's, and its clock
-        steps = None if valid is None else valid.repeat_interleave(num_samples, dim=0)
-        clock = () if time is None else (time.repeat_interleave(num_samples, dim=0),)
-        q = q_pess(critic(states, tasks, chunks, steps, *clock))
-    return q.view(b, num_samples).mean(dim=1)  # Eq. 10: V^π = E_{a'~π_θ}[Q_pess(s, a', ℓ)]
-
-
-def advantage_weights(
-    q_data_pess: Tensor, v: Tensor, beta: float, eps_clip: float, normalize: bool = False
-) -> tuple[Tensor, dict[str, float]]:
-    """Weights w (B,) of the data chunks from Q_pess (B,) and V^π (B,), without gradient."""
-    adv = q_data_pess.detach() - v.detach()  # Eq. 10: A = Q_pess − sg(V^π)
-    if normalize:
-        adv = adv / (adv.std(correction=0) + 1e-6)
-    scaled = adv / beta
-    w = torch.exp(scaled.clamp(-eps_clip, eps_clip))  # Eq. 11: w = exp(clip(A/β, −ε, ε))
-    metrics = {
-        "actor/advantage_mean": float(adv.mean()),
-        "actor/advantage_std": float(adv.std(correction=0)),
-        "actor/weight_mean": float(w.mean()),
-        "actor/weight_max": float(w.max()),
-        "actor/clip_frac": float((scaled.abs() > eps_clip).float().mean()),
-    }
-    return w, metrics
-
-
-def weighted_flow_loss(per_sample_loss: Tensor, w: Tensor) -> tuple[Tensor, dict[str, float]]:
-    """Eq. 15: the advantage-weighted flow-matching loss, from the actor's per-sample loss (B,)."""
-    loss = (w.detach() * per_sample_loss).mean()  # Eq. 15: E_D[w ||ε − a − f_θ(ã, s, ℓ)||²]
-    metrics = {
-        "actor/loss": float(loss.detach()),
-        "actor/flow_loss": float(per_sample_loss.detach().mean()),
-    }
-    return loss, metrics
 
 
 # The learner: the models, one optimised module per trained network, one update of each kind.

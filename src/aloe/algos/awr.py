@@ -33,7 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from aloe.algos import aloe
-from aloe.algos.aloe import advantage_weights, weighted_actor_update
+from aloe.algos.aloe import weighted_actor_update
+from aloe.algos.aloe_math import advantage_weights
 from aloe.algos.bc import bc_update
 from aloe.algos.context import LearnerParts, UpdateContext, step_means
 from aloe.algos.optimised import OptimConfig, OptimisedModule, to_device

@@ -3,6 +3,7 @@ episodes-meta columns, and encoding and decoding with PyAV.
 
 Each `append` writes one mp4 per camera with the frames of its episodes back to back; an
 episode's `videos/<key>/from_timestamp` and `to_timestamp` say where it lies in that file.
+PyAV is imported by the functions that use it, so that importing aloe does not load it.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ import torch
 from aloe.algos.table import ALGORITHMS
 from aloe.distributed import ddp
 from aloe.distributed.options import Scale
+from aloe.distributed.workers import WorkerPool, connect
 from aloe.errors import UsageError
 from aloe.evaluation.run_report import write_report
 from aloe.run_dir import run_lock, start_run_dir
@@ -24,8 +26,6 @@ from aloe.train import prepare_run, say_banner
 
 
 def train(cfg: Any, resume: bool, scale: Scale) -> list[dict[str, Any]]:
-    import contextlib
-
     several = ddp.init(cfg.device)
     try:
         cfg = prepare_run(cfg, resume)
@@ -66,8 +66,6 @@ def _start_workers(cfg: Any, scale: Scale) -> tuple[Any, bool]:
     """The Ray worker pool of `--workers` (none without), and whether Ray was started here."""
     if not scale.workers:
         return None, False
-    from aloe.distributed.workers import WorkerPool, connect
-
     started = connect(scale.ray_address, num_cpus=scale.workers)
     try:
         return WorkerPool(cfg, scale.workers, scale.worker_timeout), started
@@ -80,6 +78,6 @@ def _stop_workers(pool: Any, started: bool) -> None:
     if pool is not None:
         pool.close()
     if started:
-        import ray
+        import ray  # optional extra: ray
 
         ray.shutdown()

@@ -29,7 +29,7 @@ class RayRun:
     def __init__(
         self, cmd: list[str], log: Path, env: dict[str, str], cpus: float, gpus: float
     ) -> None:
-        import ray
+        import ray  # optional extra: ray
 
         self.ray = ray
         task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_run)

@@ -26,10 +26,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
+
 from aloe.collect import CollectConfig, CollectStats, EvalResult, collect_episode, evaluate
 from aloe.data import episode_seed
+from aloe.envs.registry import make_env
 from aloe.errors import UsageError
+from aloe.operators.profiles import make_operator
+from aloe.policies.base import as_module
+from aloe.policies.chunk_policy import FlowChunkPolicy
 from aloe.progress import Phase
+from aloe.run import observations
 
 if TYPE_CHECKING:
     from aloe.config import TrainConfig
@@ -43,7 +51,7 @@ START_TIMEOUT = 300.0  # seconds a new worker may take to import torch and build
 def connect(address: str | None, num_cpus: int | None = None) -> bool:
     """Join the Ray cluster at `address` (none: start a local one). Returns whether this call
     started Ray (and so should shut it down). An unreachable address is a UsageError."""
-    import ray
+    import ray  # optional extra: ray
 
     if ray.is_initialized():
         return False
@@ -70,14 +78,6 @@ class EpisodeWorker:
     """One Ray actor's environment, operator and policy (built from the run's config)."""
 
     def __init__(self, cfg: TrainConfig) -> None:
-        import os
-
-        import torch
-
-        from aloe.envs.registry import make_env
-        from aloe.operators.profiles import make_operator
-        from aloe.run import observations
-
         torch.set_num_threads(1)  # one core per worker: the same arithmetic on any node
         self.cfg, self.pid = cfg, os.getpid()
         self.env, self.eval_env = make_env(cfg.env), make_env(cfg.env)  # MetaWorld or OGBench
@@ -90,10 +90,6 @@ class EpisodeWorker:
 
     def set_policy(self, actor: Any, version: int, seed: int) -> None:
         """The actor (a CPU copy, from the object store) as this worker's chunk policy."""
-        import torch
-
-        from aloe.policies.chunk_policy import FlowChunkPolicy
-
         self.policy = (
             None
             if actor is None
@@ -126,7 +122,7 @@ class WorkerPool:
     """N `EpisodeWorker` actors and the driver's side of the protocol (module docstring)."""
 
     def __init__(self, cfg: TrainConfig, workers: int, timeout: float) -> None:
-        import ray
+        import ray  # optional extra: ray
 
         self.ray = ray
         self.cfg = cfg
@@ -302,8 +298,6 @@ class WorkerPool:
 
 def merge(parts: list[EvalResult]) -> EvalResult:
     """One EvalResult of consecutive parts, as `evaluate` on all their seeds would give."""
-    import numpy as np
-
     lengths = [n for p in parts for n in p.lengths]
     successes = [s for p in parts for s in p.successes]
     ok = [n for n, s in zip(lengths, successes, strict=True) if s]
@@ -319,8 +313,6 @@ def merge(parts: list[EvalResult]) -> EvalResult:
 
 
 def _cpu_copy(actor: Any) -> Any:
-    from aloe.policies.base import as_module
-
     clone = copy.deepcopy(actor)
     as_module(clone).to("cpu").eval()
     return clone

@@ -141,7 +141,7 @@ def expert_episode_length(task: str, episodes: int = 10) -> float:
 
 
 def _make_raw(task: str) -> Any:
-    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS  # late: slow to import, MetaWorld tasks only
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -54,7 +54,7 @@ class Stage(NamedTuple):
 def make_raw(task: str, image_size: int = 64) -> Any:
     """OGBench's environment for `task` (its default single-task goal), unwrapped."""
     import gymnasium as gym
-    import ogbench  # noqa: F401  (registers the environments)
+    import ogbench  # noqa: F401  (the optional ogbench extra; registers the environments)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -165,7 +165,7 @@ class OGBenchEnv:
         }
 
     def restore(self, snap: dict[str, Any]) -> dict[str, Any]:
-        import mujoco
+        import mujoco  # late: see _mj_state
 
         for k, v in snap["attrs"].items():
             setattr(self.raw, k, copy.deepcopy(v))
@@ -178,7 +178,7 @@ class OGBenchEnv:
         return self._obs()
 
     def sim_state(self) -> np.ndarray:
-        import mujoco
+        import mujoco  # late: see _mj_state
 
         mj = np.empty(mujoco.mj_stateSize(self.model, _mj_state()))
         mujoco.mj_getState(self.model, self.data, mj, _mj_state())
@@ -186,7 +186,7 @@ class OGBenchEnv:
 
     @property
     def sim_state_dim(self) -> int:
-        import mujoco
+        import mujoco  # late: see _mj_state
 
         return int(mujoco.mj_stateSize(self.model, _mj_state()))
 
@@ -286,7 +286,7 @@ class OGBenchEnv:
         integration state alone, then put that state back: OGBench reads the hand's pose
         from what its last substep left, which a restored state would not have, and a forward
         pass changes the solver's warm start."""
-        import mujoco
+        import mujoco  # late: see _mj_state
 
         state = self.sim_state()
         mujoco.mj_forward(self.model, self.data)

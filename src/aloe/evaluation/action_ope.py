@@ -54,14 +54,18 @@ import numpy as np
 import torch
 
 from aloe import data as D
-from aloe.algos.aloe import q_pess
+from aloe.algos.aloe_math import q_pess
+from aloe.algos.optimised import to_device
+from aloe.algos.table import ALGORITHMS
 from aloe.data import ChunkBatch
+from aloe.datasets.sampler import ChunkSampler
 from aloe.envs.base import EpisodeEnv
 from aloe.envs.registry import make_env
+from aloe.errors import bad, require
 from aloe.evaluation.ope import load_buffer, restored_returns, spearman, watcher_factory
-from aloe.evaluation.qtrace import QFn
+from aloe.evaluation.qtrace import QFn, critic_q_fn
 from aloe.evaluation.restore import Restorer
-from aloe.evaluation.rollout import BatchPolicy
+from aloe.evaluation.rollout import ActorBatchPolicy, BatchPolicy
 from aloe.rollout import Watcher
 
 ChunkFn = Callable[[np.ndarray, int], np.ndarray]  # states (B, S), n -> chunks (B, n, h, A)
@@ -102,7 +106,6 @@ class ActionOpeConfig:
     def check(self, flags: bool = False) -> None:
         """UsageError naming the first field out of range, as `action_ope.states`, or with
         `flags` as the commands' `--action-ope-states` (aloe eval, aloe compare)."""
-        from aloe.errors import require
 
         def name(f: str) -> str:
             return f"--action-ope-{f.replace('_', '-')}" if flags else f"action_ope.{f}"
@@ -154,8 +157,6 @@ def sample_candidates(
     """Draw the states (stratified by source; or take `rows`) and put C chunks of π beside
     each data chunk. `time_limit` (`TrainConfig.clock_limit`): the data chunks carry the
     episode clock, for a critic that reads it."""
-    from aloe.datasets.sampler import ChunkSampler
-
     source = np.asarray(frames[D.SOURCE]).astype(str)
     ok = np.flatnonzero([restorer.restorable(r) for r in range(len(source))])
     if not ok.size:
@@ -379,10 +380,6 @@ def run_action_ope(
     A run without one (BC, HG-DAgger, AWR's state value) raises a UsageError; the suite
     checks `has_q_critic` first and says so in its output instead.
     """
-    from aloe.errors import bad
-    from aloe.evaluation.qtrace import critic_q_fn
-    from aloe.evaluation.rollout import ActorBatchPolicy
-
     cfg.check()
     if not has_q_critic(run):
         raise bad("--run", run.root, not_applicable(run))
@@ -423,8 +420,6 @@ def has_q_critic(run: Any) -> bool:
 
 
 def not_applicable(run: Any) -> str:
-    from aloe.algos.table import ALGORITHMS
-
     with_q = ", ".join(a for a, row in ALGORITHMS.items() if row.value == "q")
     kind = {"state": "a state value V(s)", None: "no value function"}[run.algorithm.value]
     return (
@@ -464,8 +459,6 @@ def actor_chunk_fn(run: Any, seed: int) -> ChunkFn:
 def learner_weights(run: Any, batch: ChunkBatch, seed: int) -> np.ndarray:
     """The actor's weights (Eq. 11) of the data chunks, by the update's own `actor_weights`
     (as `weights.py` computes them), its generator seeded for V's samples."""
-    from aloe.algos.optimised import to_device
-
     run.learner.generator.manual_seed(seed)
     w, _ = run.learner.actor_weights(to_device(batch, run.device))
     return w.cpu().numpy().astype(np.float64)
@@ -473,7 +466,7 @@ def learner_weights(run: Any, batch: ChunkBatch, seed: int) -> np.ndarray:
 
 def plot_action_ope(result: ActionOpeResult, path: Any) -> Any:
     """Critic's Â and the actor's weight against the true advantage, one point per state."""
-    import matplotlib
+    import matplotlib  # late: only plots need matplotlib, slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from aloe import data as D
-from aloe.algos.aloe import q_pess
+from aloe.algos.aloe_math import q_pess
 from aloe.datasets.sampler import ChunkSampler
 from aloe.datasets.store import EpisodeStore
 from aloe.envs.base import EpisodeEnv
@@ -372,7 +372,7 @@ def aloe_value_fn(run: Any, num_samples: int, seed: int = 0) -> ValueFn:
 
 def plot_ope(result: OpeResult, path: Any) -> Any:
     """Scatter of estimates against ground truth (the diagonal is a perfect critic)."""
-    import matplotlib
+    import matplotlib  # late: only plots need matplotlib, slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from aloe import data as D
-from aloe.algos.aloe import q_pess
+from aloe.algos.aloe_math import q_pess
 from aloe.algos.table import ALGORITHMS
 from aloe.datasets.store import EpisodeStore, StoreError
 from aloe.envs.metaworld import CONTROL_HZ, TaskEnv
@@ -149,7 +149,7 @@ def q_trace(
 
 def plot_q_trace(trace: EpisodeTrace, q: np.ndarray, path: Path, control_hz: float) -> Path:
     """Draw Q_pess (Eq. 9) with the ensemble's range over the episode's fragments; save PNG."""
-    import matplotlib
+    import matplotlib  # late: only plots need matplotlib, slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

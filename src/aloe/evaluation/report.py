@@ -20,7 +20,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from aloe.datasets.store import EpisodeStore
+from aloe.errors import bad
 from aloe.evaluation import report_plots as P
+from aloe.evaluation.metrics import wilson_interval
+from aloe.progress import duration, plural
 from aloe.report import details_html, figure_html, png_html, table_html, write_page
 
 CONFIG_FIELDS = (
@@ -72,8 +76,6 @@ SHOWN = {
 
 def build_run_report(run_dir: Path) -> Path:
     """Write `run_dir/report.html` and return its path (a UsageError if it is not a run)."""
-    from aloe.errors import bad
-
     run_dir = Path(run_dir)
     config = _read_json(run_dir / "config.json")
     if not isinstance(config, dict):
@@ -118,8 +120,6 @@ def _metrics(path: Path) -> list[dict[str, Any]]:
 def _interval(rate: Any, n: Any) -> str:
     """`0.45 [0.26, 0.66]`: a success rate and its 95 % Wilson interval over n episodes
     (the rate alone when n is unknown, `–` when the rate is)."""
-    from aloe.evaluation.metrics import wilson_interval
-
     if not P.finite(rate):
         return "–"
     if not (isinstance(n, int) and n > 0):
@@ -135,8 +135,6 @@ def _headline_html(
     full: dict[str, Any] | None,
 ) -> str:
     """BC → final success with 95 % intervals, the operator's steps, the wall time."""
-    from aloe.progress import duration, plural
-
     what = (
         f"{config.get('algo', '?')} on {config.get('task', '?')}, preset "
         f"{config.get('preset', '?')}, seed {config.get('seed', '?')}"
@@ -258,8 +256,6 @@ def _effort_html(run_dir: Path, rows: list[dict[str, Any]]) -> str:
 
 def _failure_reasons(run_dir: Path) -> dict[int, dict[str, int]] | None:
     """Iteration -> failure reason -> count, from the run's store; None if unreadable."""
-    from aloe.datasets.store import EpisodeStore
-
     try:
         episodes = EpisodeStore.open(run_dir / "dataset").episodes().to_pylist()
     except Exception:  # noqa: BLE001 (a report reads what it can)

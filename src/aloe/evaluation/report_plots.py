@@ -8,6 +8,9 @@
 Two rules hold for every figure: each axis is labelled with its unit, and a series with
 fewer than two points or one distinct value is never drawn (`plottable`); the report lists
 it in a table instead (`constant_rows`).
+
+matplotlib is imported by the functions that draw: only plots need it, and it is slow to
+import.
 """
 
 from __future__ import annotations

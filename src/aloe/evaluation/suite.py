@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from aloe.algos.table import ALGORITHMS
 from aloe.durable import write_atomic
 from aloe.envs.registry import backend_of, make_env
@@ -248,8 +251,6 @@ def state_value_fns(run: Any) -> dict[str, ValueFn]:
 
 def learner_value_fn(learner: Any, batch: int = 256) -> ValueFn:
     """A learner's `value(state, task_index)` as a numpy function, in eval mode."""
-    import numpy as np
-    import torch
 
     @torch.no_grad()
     def value(states: np.ndarray) -> np.ndarray:

@@ -42,6 +42,7 @@ class ComposedOperator:
     """Implements `aloe.operators.base.Operator` for an OGBench task."""
 
     def __init__(self, task: str, cfg: OperatorConfig, seed: int = 0) -> None:
+        # optional extra: ogbench
         from ogbench.manipspace.oracles.markov.button_markov import ButtonMarkovOracle
         from ogbench.manipspace.oracles.markov.cube_markov import CubeMarkovOracle
         from ogbench.manipspace.oracles.markov.drawer_markov import DrawerMarkovOracle

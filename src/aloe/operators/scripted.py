@@ -109,7 +109,7 @@ def restart_index(cfg: OperatorConfig, reason: str, history: list[dict[str, Any]
 
 
 def expert_policy(task: str) -> Any:
-    from metaworld.policies import ENV_POLICY_MAP
+    from metaworld.policies import ENV_POLICY_MAP  # late: slow to import, MetaWorld tasks only
 
     policy_cls: Any = ENV_POLICY_MAP[task]  # typed as the abstract base
     return policy_cls()

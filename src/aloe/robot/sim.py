@@ -25,9 +25,12 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from aloe.config import TrainConfig
 from aloe.data import episode_seed
 from aloe.envs.base import EpisodeEnv
+from aloe.envs.registry import make_env
 from aloe.errors import bad, require
+from aloe.operators.profiles import make_operator
 from aloe.rollout import Takeover
 from aloe.serve.auth import TOKEN_FILE, is_loopback, read_token_file
 
@@ -154,7 +157,7 @@ def _on_this_machine(args: RobotArgs) -> bool:
 
 
 def _open(args: RobotArgs, token: str | None) -> Connection:
-    from aloe.robot.connection import Connection, ServerError
+    from aloe.robot.connection import Connection, ServerError  # optional extra: serve
 
     try:
         return Connection(args.server, token, timeout=args.timeout, attempts=args.attempts)
@@ -165,9 +168,7 @@ def _open(args: RobotArgs, token: str | None) -> Connection:
 
 
 def cmd_robot(args: RobotArgs) -> int:
-    from aloe.config import TrainConfig
-    from aloe.envs.registry import make_env
-    from aloe.operators.profiles import make_operator
+    # optional extra: serve (websockets), so that `aloe robot --help` runs without it
     from aloe.robot.client import RobotClient
     from aloe.robot.connection import ServerError
 
@@ -208,7 +209,7 @@ def collect(
 ) -> dict[str, Any]:
     """Episodes over the network by the run's collection rule (or `episodes` of them); a
     connection lost mid-episode loses that episode, which is played again after reconnecting."""
-    from aloe.robot.connection import ConnectionLost
+    from aloe.robot.connection import ConnectionLost  # optional extra: serve
 
     meta = client.conn.metadata
     rule = cfg.collect

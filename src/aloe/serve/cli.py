@@ -10,7 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aloe.errors import bad, require
-from aloe.serve.auth import MIN_TOKEN, TOKEN_FILE, is_loopback, token_problem
+from aloe.run import require_run_dir
+from aloe.serve.auth import (
+    MIN_TOKEN,
+    TOKEN_FILE,
+    is_loopback,
+    remove_token_file,
+    token_problem,
+    write_token_file,
+)
 
 __all__ = ["MIN_TOKEN", "ServeArgs", "cmd_serve", "is_loopback"]
 
@@ -63,8 +71,6 @@ class ServeArgs:
 
     def validate(self) -> str | None:
         """Every flag, then the run directory; returns the token to require."""
-        from aloe.run import require_run_dir
-
         token = self.token if self.token is not None else os.environ.get("ALOE_TOKEN")
         require(0 <= self.port <= 65535, "--port", self.port, "must be in 0..65535")
         for flag, value in (
@@ -107,7 +113,7 @@ class ServeArgs:
 
 
 def cmd_serve(args: ServeArgs) -> int:
-    from aloe.serve.auth import remove_token_file, write_token_file
+    # optional extra: serve (websockets, msgpack); `aloe serve --help` and the checks run without it
     from aloe.serve.server import Options, PolicyServer
     from aloe.serve.wire import Limits
 

