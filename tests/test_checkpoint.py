@@ -312,6 +312,8 @@ TINY = [
     "2",
     "--env.max-steps",
     "60",
+    "--operator.profile",
+    "oracle",  # its demonstrations fit in 60 steps
 ]
 
 

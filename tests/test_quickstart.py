@@ -56,7 +56,7 @@ TINY = [
     "--aloe.actor-steps",
     "2",
     "--env.max-steps",
-    "60",
+    "120",  # the default operator, the human profile, needs ~75 steps for pick-place
 ]
 # what compare's runs of the other algorithms shrink too (`aloe train` refuses another
 # algorithm's options; the Quickstart trains ALOE)

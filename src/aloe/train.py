@@ -119,7 +119,11 @@ class Trainer:
         frames = self.frames()
         demo = frames.successful_episodes() & (frames[D.SOURCE] == "demo")
         if not demo.any():
-            raise RuntimeError("no successful demonstration: lower operator.noise_std")
+            raise RuntimeError(
+                f"no successful demonstration in {stats.episodes} episodes of the "
+                f"{cfg.operator.profile} operator within env.max_steps {cfg.env.max_steps}: "
+                "raise env.max_steps (or lower operator.noise_std for the oracle)"
+            )
         states = frames[D.STATE][demo]
         self.learner = self._build_learner(
             cfg,

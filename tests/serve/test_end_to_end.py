@@ -38,7 +38,7 @@ def smoke(out: Path) -> TrainConfig:
     cfg.out, cfg.progress = out, False
     cfg.iterations, cfg.bc_steps, cfg.eval_episodes = 1, 5, 1
     cfg.env = dataclasses.replace(cfg.env, max_steps=60, c_fail=100.0)
-    cfg.operator = dataclasses.replace(cfg.operator, patience=25)
+    cfg.operator = dataclasses.replace(cfg.operator, profile="oracle", patience=25)
     cfg.collect = CollectConfig(
         success_quota=2, max_episodes=2, handback_steps=15, operator_max_steps=150, max_takeovers=2
     )
