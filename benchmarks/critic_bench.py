@@ -328,6 +328,7 @@ def privileged_features(buffer: Path, run: Any, frames: dict[str, np.ndarray]) -
 def score(args: argparse.Namespace) -> None:
     from aloe.algos.aloe import fit_buffer_normalizer
     from aloe.datasets.sampler import ChunkSampler
+    from aloe.envs.registry import largest_failure_cost
     from aloe.evaluation.ope import load_buffer
     from aloe.evaluation.qtrace import critic_q_fn
     from aloe.run import build_learner, load_run
@@ -340,7 +341,10 @@ def score(args: argparse.Namespace) -> None:
     cfg.validate()
     torch.manual_seed(args.seed)
     norm = run.critic.state_norm
-    learner: Any = build_learner(cfg, norm.mean.numpy(), norm.std.numpy(), obs=run.obs)
+    c_fail = largest_failure_cost(cfg.env, run.obs.tasks)  # the HL-Gauss bins' span
+    learner: Any = build_learner(
+        cfg, norm.mean.numpy(), norm.std.numpy(), obs=run.obs, c_fail=c_fail
+    )
     learner.actor = run.actor  # the fixed, trained policy: a' ~ π of the finished run
     learner.generator.manual_seed(args.seed)
     frames, _ = load_buffer(run)

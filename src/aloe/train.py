@@ -39,7 +39,7 @@ from aloe.config_machine import check_machine
 from aloe.data import FRAME_COLUMNS, Frames, episode_seed
 from aloe.datasets.sampler import ChunkSampler
 from aloe.datasets.store import EpisodeStore
-from aloe.envs.registry import failure_cost, make_env
+from aloe.envs.registry import largest_failure_cost, make_env
 from aloe.errors import UsageError
 from aloe.evaluation.run_report import write_report
 from aloe.nn import resolve_device
@@ -131,7 +131,7 @@ class Trainer:
             states.std(0),
             obs=self.obs,
             instruction_features=self._instruction_features(),
-            c_fail=max(failure_cost(cfg.env, task) for task in self.obs.tasks),
+            c_fail=largest_failure_cost(cfg.env, self.obs.tasks),
         )
         ctx = self._update_context(0, frames)
         self.writer = self._tensorboard(0)

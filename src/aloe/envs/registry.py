@@ -8,6 +8,8 @@ A new simulator is one module that defines its row, plus its line below (docs/ex
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from aloe.envs import metaworld, ogbench
 from aloe.envs.base import BACKENDS, SUITES, EnvConfig, EpisodeEnv, PresetSizes, backend_of
 
@@ -49,6 +51,11 @@ def operator_episode_length(task: str) -> float:
 def failure_cost(cfg: EnvConfig, task: str) -> float:
     """Eq. 14's C_fail on `task`: the config's `c_fail`, else the operator's episode length."""
     return cfg.c_fail if cfg.c_fail is not None else operator_episode_length(task)
+
+
+def largest_failure_cost(cfg: EnvConfig, tasks: Iterable[str]) -> float:
+    """The largest C_fail over a run's tasks: what the HL-Gauss bins of its critic span."""
+    return max(failure_cost(cfg, task) for task in tasks)
 
 
 def preset_sizes(task: str | None) -> PresetSizes | None:
