@@ -22,7 +22,8 @@ import warnings
 
 import numpy as np
 
-from aloe.envs.metaworld import EnvConfig, make_env
+from aloe.envs.base import EnvConfig
+from aloe.envs.registry import make_env
 from aloe.operators.profiles import make_operator
 from aloe.operators.scripted import PROFILES, OperatorConfig
 from aloe.policies.chunk_policy import RandomPolicy

@@ -145,7 +145,7 @@ def test_human_demonstrations_succeed_on_pick_place(env):
     [
         (
             OperatorConfig(profile="robot"),
-            "operator.profile ('robot'): must be one of oracle, human",
+            "operator.profile ('robot'): must be one of oracle, human, clumsy",
         ),
         (
             OperatorConfig(human=HumanConfig(reaction_steps=-1)),
@@ -184,3 +184,31 @@ def test_a_human_profile_round_trips_through_config_json():
     cfg.operator = OperatorConfig(profile="human", human=HumanConfig(reaction_steps=12))
     back = TrainConfig.from_json(cfg.resolved().to_json())
     assert back.operator == cfg.operator
+
+
+CLUMSY = OperatorConfig(profile="clumsy")
+
+
+def test_clumsy_is_the_human_made_three_times_as_error_prone():
+    person = CLUMSY.person()
+    base = HumanConfig()
+    assert HUMAN.person() == base
+    assert person.wrong_approach_prob == 0.75 and person.drop_prob == pytest.approx(0.45)
+    assert person.drift_std == pytest.approx(0.09) and person.tremor_std == pytest.approx(0.18)
+    assert person.reaction_steps == base.reaction_steps and person.speed == base.speed
+    sure = OperatorConfig(profile="clumsy", human=HumanConfig(drop_prob=0.5)).person()
+    assert sure.drop_prob == 1.0  # a probability stays one
+    op = make_operator(TASK, CLUMSY)
+    assert isinstance(op, HumanOperator) and op.cfg == person
+
+
+def test_clumsy_is_reproducible_per_seed_and_differs_from_the_human(env):
+    op = make_operator(TASK, CLUMSY)
+    first, again = actions(env, op, 3), actions(env, make_operator(TASK, CLUMSY, seed=99), 3)
+    assert np.array_equal(first, again)
+    person = actions(env, make_operator(TASK, HUMAN), 3)
+    n = min(len(first), len(person))
+    assert not np.allclose(first[:n], person[:n])
+    policy = RandomPolicy(seed=1)  # its corrections after a takeover too
+    fixes = actions(env, op, 7, policy), actions(env, make_operator(TASK, CLUMSY), 7, policy)
+    assert np.array_equal(*fixes)

@@ -98,7 +98,8 @@ class CollectArgs:
     """Time limit of the policy's attempt (or of a demonstration)."""
     profile: str = "oracle"
     """Operator profile: oracle (the scripted expert with --noise and --delay) | human (a
-    simulated VR teleoperator, with `aloe train`'s operator.human defaults)."""
+    simulated VR teleoperator, with `aloe train`'s operator.human defaults) | clumsy (that
+    person three times as error-prone: its corrections succeed about half of the time)."""
     noise: float = 0.1
     """Operator action noise (std; oracle profile)."""
     delay: int = 0

@@ -242,7 +242,7 @@ class Backend:
     operator_episode_length: Callable[[str], float]  # Eq. 14's default C_fail for a task
     make_operator: Callable[[str, Any, int], Any]
     """(task, `aloe.operators.scripted.OperatorConfig`, seed) -> an `Operator` of the
-    config's profile (oracle, human)."""
+    config's profile (oracle, human, clumsy)."""
     suites: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # named task lists
     multi_task: bool = False  # its tasks may run together (a suite or a list)
     requires: str | None = None  # a Python module it needs (`importlib.util.find_spec`)

@@ -31,7 +31,7 @@ from aloe.envs.base import LENT
 from aloe.envs.ogbench_tasks import CONTROL_HZ, lights_out
 from aloe.operators.human import CONTROL_HZ as HUMAN_HZ
 from aloe.operators.human import HumanConfig, HumanOperator
-from aloe.operators.scripted import OperatorConfig, StallWatch, restart_index
+from aloe.operators.scripted import PERSONS, OperatorConfig, StallWatch, restart_index
 
 RETREAT = (0.0, 0.0, 0.2, 0.0, -1.0)  # open the gripper and lift the hand ~1 cm a step
 # The arm's sampling bounds of OGBench's scenes: where an oracle parks the hand when done.
@@ -206,7 +206,7 @@ class OGBenchHuman(HumanOperator):
 
     def __init__(self, task: str, cfg: OperatorConfig, seed: int = 0) -> None:
         plan = ComposedOperator(task, dataclasses.replace(cfg, noise_std=0.0, delay_steps=0))
-        human = at_control_rate(cfg.human)
+        human = at_control_rate(cfg.person())
         self.infos: deque[dict[str, Any]] = deque(maxlen=human.lag_steps + 1)
         super().__init__(_FourDof(plan), human, seed)
 
@@ -245,7 +245,7 @@ def at_control_rate(cfg: HumanConfig) -> HumanConfig:
 
 def make_composed(task: str, cfg: OperatorConfig, seed: int = 0) -> Any:
     """The operator `cfg.profile` names for an OGBench task."""
-    if cfg.profile == "human":
+    if cfg.profile in PERSONS:
         return OGBenchHuman(task, cfg, seed)
     return ComposedOperator(task, cfg, seed)
 

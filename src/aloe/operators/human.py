@@ -26,12 +26,19 @@ the watching, retreat and rewinding rules (`OperatorConfig`). What makes it a pe
   after `retry_steps` of a blocked hand, backs off (open, lift) and tries again;
 - skill: every episode draws a clumsiness factor that scales the noise and the mistakes.
 
+The `clumsy` profile is the same person made `CLUMSINESS` times as error-prone (`clumsy`):
+wrong approaches, slipped grasps, early releases and overshoots three times as likely, and
+drift and tremor three times as large, so that its own corrections succeed about half of the
+time (docs/concepts.md, "Operator profiles"): the operator of a loop whose labels are often
+wrong.
+
 All randomness comes from the generator seeded in `reset(seed)`: one seed, one person, one
 episode, identical actions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -161,6 +168,20 @@ class HumanConfig:
 
 def _finite(x: float) -> bool:
     return isinstance(x, int | float) and math.isfinite(x)
+
+
+CLUMSINESS = 3.0  # the `clumsy` profile: pick-place corrections succeed ~0.5 (human: ~0.95)
+MISTAKES = ("wrong_approach_prob", "grasp_slip_prob", "drop_prob", "overshoot_prob")
+NOISE = ("drift_std", "tremor_std")
+
+
+def clumsy(cfg: HumanConfig, factor: float = CLUMSINESS) -> HumanConfig:
+    """The `clumsy` profile's person: `cfg`'s with every mistake probability times `factor`
+    (at most 1) and the drift and tremor stds times `factor`; the rest (reaction, lag,
+    speed, skill spread) as `cfg` has it, so that `operator.human.*` tunes both profiles."""
+    probs = {k: min(1.0, factor * getattr(cfg, k)) for k in MISTAKES}
+    noise = {k: factor * getattr(cfg, k) for k in NOISE}
+    return dataclasses.replace(cfg, **probs, **noise)
 
 
 class Drift:

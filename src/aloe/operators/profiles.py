@@ -10,7 +10,8 @@ from aloe.operators.scripted import PROFILES, OperatorConfig
 
 def make_operator(task: str, cfg: OperatorConfig, seed: int = 0) -> Operator:
     """The operator `cfg.profile` names for `task` (a task, a suite or a list): `oracle`, the
-    noisy scripted expert; `human`, a simulated person carrying out the noise-free expert."""
+    noisy scripted expert; `human`, a simulated person carrying out the noise-free expert;
+    `clumsy`, that person three times as error-prone (`aloe.operators.human.clumsy`)."""
     if cfg.profile not in PROFILES:
         raise ValueError(f"unknown operator profile {cfg.profile!r}; validate the config first")
     operator: Operator = backend_of(task).make_operator(task, cfg, seed)

@@ -16,10 +16,11 @@ from aloe.envs.base import LENT
 from aloe.envs.tasks import INSTRUCTIONS, task_list
 from aloe.errors import require
 from aloe.operators.base import Operator
-from aloe.operators.human import HumanConfig, HumanOperator
+from aloe.operators.human import HumanConfig, HumanOperator, clumsy
 
 IRRECOVERABLE = ("object fell off the table", "object left the workspace", "object dropped")
-PROFILES = ("oracle", "human")  # built by aloe.operators.profiles.make_operator
+PROFILES = ("oracle", "human", "clumsy")  # built by aloe.operators.profiles.make_operator
+PERSONS = ("human", "clumsy")  # the profiles of a simulated person (`HumanOperator`)
 
 
 @dataclass
@@ -29,8 +30,10 @@ class OperatorConfig:
     profile: str = "human"
     """oracle: the scripted expert with i.i.d. noise (`noise_std`, `delay_steps`), every
     correction an expert label | human: a simulated VR teleoperator (`human.*`) on the
-    same expert: reaction time, lag, drifting and trembling hands, mistakes, varying skill.
-    The watching and takeover rules below apply to both."""
+    same expert: reaction time, lag, drifting and trembling hands, mistakes, varying skill
+    | clumsy: that person three times as error-prone and as shaky (`human.clumsy`), whose
+    corrections succeed about half of the time. The watching and takeover rules below
+    apply to all."""
     noise_std: float = 0.1
     """Std of Gaussian noise added to the expert's actions (actions live in [-1, 1]); oracle."""
     delay_steps: int = 0
@@ -48,7 +51,11 @@ class OperatorConfig:
     """After an irrecoverable failure, restart this many steps before it (the last safe
     state); other failures restart from the failure state itself."""
     human: HumanConfig = field(default_factory=HumanConfig)
-    """The simulated person of the human profile."""
+    """The simulated person of the human profile (and, made clumsy, of the clumsy one)."""
+
+    def person(self) -> HumanConfig:
+        """The simulated person of a `PERSONS` profile: `human`, made clumsy for `clumsy`."""
+        return clumsy(self.human) if self.profile == "clumsy" else self.human
 
     def validate(self, prefix: str = "") -> None:
         """Raise UsageError naming the first field out of range, `operator.patience (-5):
@@ -184,11 +191,11 @@ class ExpertOperator:
 
 def make_scripted(task: str, cfg: OperatorConfig, seed: int = 0) -> Operator:
     """The operator `cfg.profile` names for a MetaWorld task (a task, a suite or a list):
-    `oracle`, the noisy scripted expert; `human`, a simulated person carrying out the
-    noise-free expert."""
-    if cfg.profile == "human":
+    `oracle`, the noisy scripted expert; `human` and `clumsy`, a simulated person carrying
+    out the noise-free expert."""
+    if cfg.profile in PERSONS:
         plan = ScriptedOperator(task, dataclasses.replace(cfg, noise_std=0.0, delay_steps=0), seed)
-        return HumanOperator(plan, cfg.human, seed)
+        return HumanOperator(plan, cfg.person(), seed)
     return ScriptedOperator(task, cfg, seed)
 
 
