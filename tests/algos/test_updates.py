@@ -190,6 +190,13 @@ def test_aloe_settings_change_nothing_in_another_algorithms_run() -> None:
         actor_steps=1,
         target_reduce="mean",
         normalize_advantage=True,
+        advantage="lcb",
+        lcb_kappa=2.0,
+        best_of_n=3,
+        best_of_n_reduce="mean",
+        best_of_n_target=True,
+        accept_margin=1.0,
+        accept_states=8,
     )
     assert all(getattr(changed, f.name) != f.default for f in dataclasses.fields(AloeConfig))
     for algo in ("awr", "dagger", "bc", "ppo-sbc"):

@@ -50,16 +50,22 @@ import numpy as np
 import torch
 from torch import Generator, Tensor
 
+from aloe.algos.accept import AcceptanceGate
 from aloe.algos.aloe_math import (
+    BestOfNReduce,
     TargetReduce,
     advantage_weights,
     bootstrap_mask,
+    clipped_weights,
+    confidence_bound,
     critic_loss,
     estimate_value,
     hl_gauss_loss,
+    member_values,
     polyak_update,
     q_pess,
     reduce_target,
+    sample_best,
     td_target,
     weighted_flow_loss,
 )
@@ -69,12 +75,13 @@ from aloe.algos.optimised import OptimConfig, OptimisedModule, to_device
 from aloe.critics.chunked_q import QEnsemble
 from aloe.critics.ensemble import build_critic, refit_normalizers
 from aloe.critics.hl_gauss import support_bounds
-from aloe.data import STATE, ChunkBatch
+from aloe.data import STATE, ChunkBatch, episode_seed
 from aloe.errors import require
 from aloe.nn import evaluating
 from aloe.policies.base import Actor, as_module
 
 ValueSteps = Literal["full", "data"]
+AdvantageKind = Literal["pess", "lcb"]
 
 
 @dataclass
@@ -110,6 +117,31 @@ class AloeConfig:
     "member" (each member bootstraps from its own target). Open."""
     normalize_advantage: bool = False
     """Divide A by its batch std before Eq. 11 (open; off keeps β in return units)."""
+    advantage: AdvantageKind = "pess"
+    """The advantage Eq. 11 weighs: pess = Q_pess − V^π (Eq. 10); lcb = the confidence-gated
+    one: from each member's A_k = Q_k(s, a) − V_k^π(s), the end of mean_k A_k ± κ·std_k A_k
+    nearest 0 (0 where the interval holds it), so a chunk the members disagree on gets
+    w ≈ 1, plain BC (`aloe_math.confidence_bound`; beyond the paper)."""
+    lcb_kappa: float = 1.0
+    """κ of `advantage lcb`: the interval's half-width in member standard deviations."""
+    best_of_n: int = 1
+    """N: evaluation, collection and `aloe serve` sample N chunks of π in one batch and
+    execute the one the critic ranks highest (`best_of_n_reduce`; Q-chunking's best-of-N,
+    beyond the paper); 1 = plain sampling, one chunk of π."""
+    best_of_n_reduce: BestOfNReduce = "min"
+    """How best-of-N ranks a chunk: min = Q_pess (Eq. 9), mean = the members' mean."""
+    best_of_n_target: bool = False
+    """Eq. 7's a' too: the best of `best_of_n` chunks of π by the online critic (as
+    Q-chunking backs up), valued by the target critic; off: one chunk of π (the paper)."""
+    accept_margin: float | None = None
+    """OPE-gated acceptance: after an iteration's actor steps, V^π of the new actor and of
+    the previous one (mean Q_pess of their chunks at `accept_states` buffer states, the
+    same states and noise) are compared, and the previous actor (with its optimiser) is
+    kept when the new one's is lower by more than this margin, in units of return.
+    None = every update is kept (the paper)."""
+    accept_states: int = 256
+    """Buffer states of the acceptance's estimates (one chunk batch of the iteration's
+    sampler)."""
 
     def validate(self, prefix: str = "") -> None:
         """Raise UsageError naming the first field out of range, `aloe.beta (-5.0): must be
@@ -132,6 +164,30 @@ class AloeConfig:
                 "must be min, mean or member",
             ),
             ("value_steps", self.value_steps in get_args(ValueSteps), "must be full or data"),
+            ("advantage", self.advantage in get_args(AdvantageKind), "must be pess or lcb"),
+            (
+                "lcb_kappa",
+                math.isfinite(self.lcb_kappa) and self.lcb_kappa >= 0,
+                "must be a finite number >= 0",
+            ),
+            ("best_of_n", self.best_of_n >= 1, "must be >= 1 (1 = plain sampling)"),
+            (
+                "best_of_n_reduce",
+                self.best_of_n_reduce in get_args(BestOfNReduce),
+                "must be min or mean",
+            ),
+            (
+                "best_of_n_target",
+                not self.best_of_n_target or self.best_of_n > 1,
+                "needs best_of_n > 1 (the N it picks among)",
+            ),
+            (
+                "accept_margin",
+                self.accept_margin is None
+                or (math.isfinite(self.accept_margin) and self.accept_margin >= 0),
+                "must be a finite number >= 0, or None (off)",
+            ),
+            ("accept_states", self.accept_states >= 1, "must be >= 1"),
         ]
         for name, ok, allowed in checks:
             require(ok, f"{prefix}aloe.{name}", getattr(self, name), allowed)
@@ -201,11 +257,7 @@ class AloeLearner:
         b = to_device(batch, self.device)
         self.critic.train()
         with torch.no_grad():
-            # Alg. 1 line 5: a' ~ π_θ(·|s_{t+n}, ℓ), the current policy's next chunk.
-            next_actions = self.actor.sample(
-                b.next_state, b.task_index, 1, self.generator, images=b.next_images
-            )
-            a_next = next_actions[:, 0]
+            a_next = self.next_chunk(b)  # Alg. 1 line 5
             next_q = self.target_critic(b.next_state, b.task_index, a_next, None, b.next_time)
             y = td_target(b, reduce_target(next_q, cfg.target_reduce))  # Eq. 7
         p = self.critic.config.bootstrap
@@ -218,6 +270,24 @@ class AloeLearner:
         self.critic_opt.step(loss, metrics, "critic")
         polyak_update(self.target_critic, self.critic, cfg.polyak)  # Alg. 1 line 8
         return metrics
+
+    def next_chunk(self, b: ChunkBatch) -> Tensor:
+        """a' ~ π_θ(·|s_{t+n}, ℓ) (B, h, A), the current policy's next chunk; with
+        `best_of_n_target` the best of N by the online critic (`sample_best`)."""
+        cfg = self.config
+        n = cfg.best_of_n if cfg.best_of_n_target else 1
+        with evaluating(self.critic):
+            return sample_best(
+                self.critic,
+                self.actor,
+                b.next_state,
+                b.task_index,
+                n,
+                cfg.best_of_n_reduce,
+                self.generator,
+                images=b.next_images,
+                time=b.next_time,
+            )
 
     def actor_step(self, batch: ChunkBatch) -> dict[str, float]:
         """One actor update, Alg. 1 lines 11–14."""
@@ -249,6 +319,8 @@ class AloeLearner:
     def actor_weights(self, b: ChunkBatch) -> tuple[Tensor, dict[str, float]]:
         """Alg. 1 lines 11–13: the weight w (B,) of each data chunk, and its metrics."""
         cfg = self.config
+        if cfg.advantage == "lcb":
+            return self.gated_weights(b)
         q_data = self.q_data(b)  # Eq. 9
         with torch.no_grad(), evaluating(self.critic):
             v = self.value(b)
@@ -257,6 +329,32 @@ class AloeLearner:
         )
         metrics["actor/q_data_mean"] = float(q_data.mean())
         metrics["actor/v_mean"] = float(v.mean())
+        return w, metrics
+
+    def gated_weights(self, b: ChunkBatch) -> tuple[Tensor, dict[str, float]]:
+        """`advantage lcb`: w (B,) from the confidence-gated advantage (`confidence_bound`)
+        of the members' A_k = Q_k(s, a) − V_k^π(s), V_k^π over the M chunks V^π samples."""
+        cfg = self.config
+        steps = b.valid if cfg.value_steps == "data" else None
+        with torch.no_grad(), evaluating(self.critic):
+            q = self.critic(b.state, b.task_index, b.actions, b.valid, b.time)
+            v = member_values(
+                self.critic,
+                self.actor,
+                b.state,
+                b.task_index,
+                cfg.num_value_samples,
+                self.generator,
+                images=b.images,
+                valid=steps,
+                time=b.time,
+            )
+        adv = confidence_bound(q - v, cfg.lcb_kappa)
+        w, metrics = clipped_weights(adv, cfg.beta, cfg.eps_clip, cfg.normalize_advantage)
+        metrics["actor/q_data_mean"] = float(q_pess(q).mean())  # Eq. 9
+        metrics["actor/v_mean"] = float(q_pess(v).mean())  # the most pessimistic member's V
+        metrics["actor/advantage_member_std"] = float((q - v).std(dim=0, correction=0).mean())
+        metrics["actor/gated_frac"] = float((adv == 0).float().mean())
         return w, metrics
 
     def bc_step(self, batch: ChunkBatch, valid_rows_mask: Tensor | None = None) -> dict[str, float]:
@@ -334,6 +432,8 @@ def _learner(parts: LearnerParts[Any], config: AloeConfig) -> AloeLearner:
 
 # Algorithm 1, lines 4–15: one iteration's update.
 
+ACCEPT_STREAM = 0x61636370  # the acceptance's noise, apart from the update's generator
+
 # metrics.jsonl column -> the learner metric it averages over the iteration's steps
 CRITIC_METRICS = {
     "critic_loss": "critic/loss",
@@ -365,8 +465,23 @@ def update(ctx: UpdateContext[AloeConfig]) -> dict[str, float]:
     sampler = ctx.sampler(ctx.frames)
     n_q = critic_updates(own, ctx.env_steps)
     critic = ctx.steps(n_q, learner.critic_step, sampler, f"critic[{k}]")
+    gate = acceptance_gate(ctx, learner)
     actor = ctx.steps(own.actor_steps, learner.actor_step, sampler, f"actor[{k}]")
-    return {**step_means(critic, CRITIC_METRICS), **step_means(actor, ACTOR_METRICS)}
+    accepted = {} if gate is None else gate.decide(own.accept_margin or 0.0)
+    return {**step_means(critic, CRITIC_METRICS), **step_means(actor, ACTOR_METRICS), **accepted}
+
+
+def acceptance_gate(ctx: UpdateContext[AloeConfig], learner: AloeLearner) -> AcceptanceGate | None:
+    """With `accept_margin`, the previous actor kept aside and valued on `accept_states`
+    states (a sampler of their own, seeded as the iteration's) before the actor steps."""
+    own = ctx.settings
+    if own.accept_margin is None:
+        return None
+    states = to_device(ctx.sampler(ctx.frames).sample(own.accept_states), learner.device)
+    seed = episode_seed(ctx.cfg.seed, ctx.iteration, 0) ^ ACCEPT_STREAM
+    return AcceptanceGate(
+        learner.critic, learner.actor, learner.actor_opt, states, own.num_value_samples, seed
+    )
 
 
 def fit_buffer_normalizer(learner: AloeLearner, frames: Mapping[str, np.ndarray]) -> None:

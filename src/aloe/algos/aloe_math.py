@@ -6,11 +6,15 @@ Actor: Q_pess (Eq. 9), V^π from chunks sampled from π_θ (Eq. 10), the clipped
 weights (Eq. 10–11) and the weighted flow-matching loss (Eq. 15). The learner that applies
 them, and the reasons behind their settings, are `aloe.algos.aloe`'s; Q_pess and V^π are
 also every evaluation's (Q traces, OPE, `aloe.load_run`).
+
+Beyond the paper (options of `AloeConfig`, off by default): the confidence-gated advantage
+(`member_values`, `confidence_bound`) and the best of N chunks of π by the critic
+(`best_of_n_index`, `sample_best`), for acting and for Eq. 7's a'.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal, overload
 
 import numpy as np
@@ -22,6 +26,7 @@ from aloe.data import ChunkBatch
 from aloe.policies.base import Actor
 
 TargetReduce = Literal["min", "mean", "member"]
+BestOfNReduce = Literal["min", "mean"]
 CriticFn = Callable[..., Tensor]  # (state, task_index, actions[, valid[, time]]) -> (K, B)
 
 
@@ -161,6 +166,13 @@ def advantage_weights(
 ) -> tuple[Tensor, dict[str, float]]:
     """Weights w (B,) of the data chunks from Q_pess (B,) and V^π (B,), without gradient."""
     adv = q_data_pess.detach() - v.detach()  # Eq. 10: A = Q_pess − sg(V^π)
+    return clipped_weights(adv, beta, eps_clip, normalize)
+
+
+def clipped_weights(
+    adv: Tensor, beta: float, eps_clip: float, normalize: bool = False
+) -> tuple[Tensor, dict[str, float]]:
+    """Weights w (B,) of advantages A (B,) (Eq. 10's, or `confidence_bound`'s), and metrics."""
     if normalize:
         adv = adv / (adv.std(correction=0) + 1e-6)
     scaled = adv / beta
@@ -175,6 +187,45 @@ def advantage_weights(
     return w, metrics
 
 
+@torch.no_grad()
+def member_values(
+    critic: CriticFn,
+    policy: Actor,
+    state: Tensor,
+    task_index: Tensor,
+    num_samples: int,
+    generator: Generator | None = None,
+    images: Tensor | None = None,
+    valid: Tensor | None = None,
+    time: Tensor | None = None,
+) -> Tensor:
+    """Each member's V_k^π(s) (K, B): the mean of Q_φ_k over the same `num_samples` chunks
+    sampled from π_θ (arguments as `estimate_value`'s, which draws the same chunks)."""
+    b = state.shape[0]
+    chunks = policy.sample(state, task_index, num_samples, generator, images=images)
+    states = state.repeat_interleave(num_samples, dim=0)
+    tasks = task_index.repeat_interleave(num_samples, dim=0)
+    steps = None if valid is None else valid.repeat_interleave(num_samples, dim=0)
+    clock = None if time is None else time.repeat_interleave(num_samples, dim=0)
+    q = critic(states, tasks, chunks.flatten(0, 1), steps, clock)
+    return q.view(q.shape[0], b, num_samples).mean(dim=2)
+
+
+def confidence_bound(adv_members: Tensor, kappa: float) -> Tensor:
+    """The confidence-gated advantage (B,) of members' advantages A_k = Q_k − V_k (K, B).
+
+    The interval mean_k A_k ± κ·std_k A_k (std over the K members) bounds the advantage the
+    ensemble vouches for; the gate keeps its end nearest zero: the lower bound
+    mean − κ·std where that is > 0, the upper bound mean + κ·std where that is < 0, and 0
+    where the interval holds 0. A chunk the members disagree on thus gets A ≈ 0, w ≈ 1
+    (plain BC) from Eq. 11, not the large (or vanishing) weight of one optimistic (or
+    pessimistic) member; a chunk they agree on keeps its advantage, shrunk by κ·std.
+    """
+    mean = adv_members.mean(dim=0)
+    width = kappa * adv_members.std(dim=0, correction=0)
+    return torch.sign(mean) * (mean.abs() - width).clamp_min(0.0)
+
+
 def weighted_flow_loss(per_sample_loss: Tensor, w: Tensor) -> tuple[Tensor, dict[str, float]]:
     """Eq. 15: the advantage-weighted flow-matching loss, from the actor's per-sample loss (B,)."""
     loss = (w.detach() * per_sample_loss).mean()  # Eq. 15: E_D[w ||ε − a − f_θ(ã, s, ℓ)||²]
@@ -183,3 +234,47 @@ def weighted_flow_loss(per_sample_loss: Tensor, w: Tensor) -> tuple[Tensor, dict
         "actor/flow_loss": float(per_sample_loss.detach().mean()),
     }
     return loss, metrics
+
+
+# Best of N chunks of π by the critic (Q-chunking's best-of-N sampling).
+
+
+def best_of_n_index(q: Tensor, reduce: BestOfNReduce = "min") -> Tensor:
+    """Which of N chunks to take: the members' values (K, B, N) -> index (B,) of the chunk
+    with the highest Q_pess (Eq. 9, "min") or the highest mean over members ("mean");
+    ties go to the first."""
+    if reduce == "min":
+        score = q_pess(q)
+    elif reduce == "mean":
+        score = q.mean(dim=0)
+    else:
+        raise ValueError(f"best_of_n_reduce must be 'min' or 'mean', got {reduce!r}")
+    return score.argmax(dim=-1)
+
+
+@torch.no_grad()
+def sample_best(
+    critic: CriticFn,
+    policy: Actor,
+    state: Tensor,
+    task_index: Tensor,
+    n: int,
+    reduce: BestOfNReduce = "min",
+    generator: Generator | Sequence[Generator] | None = None,
+    images: Tensor | None = None,
+    time: Tensor | None = None,
+) -> Tensor:
+    """Chunks (B, h, A): per row, the best by the critic (`best_of_n_index`) of `n` chunks
+    sampled from π_θ in one call, scored over all h steps; `time` (B, 2) the episode clock
+    for a critic that reads it. With n = 1 the critic is not called: the chunk is
+    `policy.sample(state, task_index, 1, generator)`'s, drawn from the same noise."""
+    chunks = policy.sample(state, task_index, n, generator, images=images)
+    if n == 1:
+        return chunks[:, 0]
+    b = state.shape[0]
+    states = state.repeat_interleave(n, dim=0)
+    tasks = task_index.repeat_interleave(n, dim=0)
+    clock = None if time is None else time.repeat_interleave(n, dim=0)
+    q = critic(states, tasks, chunks.flatten(0, 1), None, clock)
+    pick = best_of_n_index(q.view(q.shape[0], b, n), reduce)
+    return chunks[torch.arange(b, device=chunks.device), pick]
