@@ -16,6 +16,7 @@ import torch
 
 from aloe import checkpoint
 from aloe.algos.aloe_math import estimate_value, q_pess
+from aloe.algos.best_of_n import BestOfNPolicy, acting_policy
 from aloe.algos.context import Learner, LearnerParts
 from aloe.algos.table import ALGORITHMS
 from aloe.config import TrainConfig
@@ -191,6 +192,12 @@ class Run:
             device=self.device,
             obs=self.obs,
         )
+
+    def acting_policy(self, seed: int = 0) -> FlowChunkPolicy | BestOfNPolicy:
+        """The policy as the run acts (`chunk_policy`, best of N by the critic with
+        `aloe.best_of_n`): what its training evaluated, `aloe eval` and the suite run."""
+        clock = self.config.clock_limit()
+        return acting_policy(self.chunk_policy(seed), self.critic, self.config, clock)
 
 
 def load_run(root: str | Path, iteration: int | None = None, what: str = "run") -> Run:

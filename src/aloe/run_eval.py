@@ -87,7 +87,7 @@ def evaluate_run(args: EvalArgs) -> dict[str, Any]:
     env = make_env(run.config.env)
     seeds = [args.seed + i for i in range(args.episodes)]
     result = evaluate(
-        env, run.chunk_policy(seed=args.seed), seeds, progress=args.progress, batch=args.batch
+        env, run.acting_policy(seed=args.seed), seeds, progress=args.progress, batch=args.batch
     )
     ci = wilson_interval(sum(result.successes), result.episodes)
     out = json_safe(

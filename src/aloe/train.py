@@ -31,6 +31,7 @@ import torch
 from aloe import checkpoint
 from aloe import data as D
 from aloe.algos.aloe import UPDATE_COLUMNS
+from aloe.algos.best_of_n import BestOfNPolicy, acting_policy, check_run
 from aloe.algos.context import CollectContext, Learner, UpdateContext, mean_metric
 from aloe.algos.table import ALGORITHMS
 from aloe.collect import CollectConfig, CollectStats, collect, evaluate
@@ -198,9 +199,10 @@ class Trainer:
     def _tensorboard(self, purge_step: int) -> Any:
         return _tensorboard(self.root / "tb", purge_step=purge_step)
 
-    def _policy(self, version: int, seed: int) -> FlowChunkPolicy:
+    def _policy(self, version: int, seed: int) -> FlowChunkPolicy | BestOfNPolicy:
+        """π as the run acts in collection and evaluation (best of N with `aloe.best_of_n`)."""
         learner = self._learner()
-        return FlowChunkPolicy(
+        policy = FlowChunkPolicy(
             learner.actor,
             version=version,
             exec_horizon=self.cfg.exec_horizon,
@@ -208,6 +210,7 @@ class Trainer:
             device=learner.device,
             obs=self.obs,
         )
+        return acting_policy(policy, learner.critic, self.cfg, self.cfg.clock_limit())
 
     def _instruction_features(self) -> torch.Tensor | None:
         return self.obs.instruction_features(self.root / "dataset" / "cache")
@@ -362,6 +365,7 @@ def prepare_run(cfg: TrainConfig, resume: bool) -> TrainConfig:
         cfg.validate()
         cfg = cfg.resolved()
         check_run_dir(cfg.out, "--out", resume=False)
+    check_run(cfg)
     check_machine(cfg)
     return cfg
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from aloe.algos import best_of_n
 from aloe.algos.table import ALGORITHMS
 from aloe.distributed import ddp
 from aloe.distributed.options import Scale
@@ -31,6 +32,7 @@ def train(cfg: Any, resume: bool, scale: Scale) -> list[dict[str, Any]]:
         cfg = prepare_run(cfg, resume)
         ddp.check(cfg)
         scale.check_run(cfg.algo, ALGORITHMS[cfg.algo].collect is not None)
+        best_of_n.check_run(cfg, scale.workers)
         ddp.barrier()  # every rank has checked before rank 0 writes
         torch.manual_seed(cfg.seed)
         lock = run_lock(cfg, resume) if ddp.is_main() else contextlib.nullcontext()

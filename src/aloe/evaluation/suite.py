@@ -113,7 +113,7 @@ def run_suite(run_dir: Path, cfg: SuiteConfig) -> dict[str, Any]:
     parts = row.suite
     seeds = [cfg.seed + i for i in range(cfg.episodes)]
     # reseeded per episode from (cfg.seed, episode seed), exactly as in `aloe eval`
-    policy = run.chunk_policy(seed=cfg.seed)
+    policy = run.acting_policy(seed=cfg.seed)
     out: dict[str, Any] = {
         "suite": "full",
         "task": run.config.task,

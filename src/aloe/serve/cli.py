@@ -68,6 +68,10 @@ class ServeArgs:
     bounds_margin: float = 1.0
     """Recorded states and actions must lie within the demonstrations' range per dimension,
     widened on each side by this × the widest dimension's range (inf: no bounds)."""
+    best_of_n: int | None = None
+    """Chunks sampled per inference in one batch, the one the run's critic ranks highest
+    sent (an ALOE run; `aloe.best_of_n_reduce` ranks); default: the run's aloe.best_of_n;
+    1 = plain sampling."""
 
     def validate(self) -> str | None:
         """Every flag, then the run directory; returns the token to require."""
@@ -87,6 +91,12 @@ class ServeArgs:
             ("--max-connections-per-peer", self.max_connections_per_peer),
         ):
             require(count >= 1, flag, count, "must be >= 1")
+        require(
+            self.best_of_n is None or self.best_of_n >= 1,
+            "--best-of-n",
+            self.best_of_n,
+            "must be >= 1 (1 = plain sampling)",
+        )
         require(
             self.bounds_margin >= 0,  # nan fails too
             "--bounds-margin",
@@ -131,6 +141,7 @@ def cmd_serve(args: ServeArgs) -> int:
         max_per_peer=args.max_connections_per_peer,
         max_episode_bytes=int(args.max_episode_mb * 2**20),
         bounds_margin=args.bounds_margin,
+        best_of_n=args.best_of_n,
         limits=limits,
     )
     server = PolicyServer(args.run, options)

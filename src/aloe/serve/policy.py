@@ -18,21 +18,26 @@ import numpy as np
 import torch
 
 from aloe import checkpoint
+from aloe.algos.aloe_math import best_of_n_index, sample_best
+from aloe.algos.best_of_n import served_choice
 from aloe.datasets.store import EpisodeStore, StoreError
 from aloe.envs.registry import failure_cost
 from aloe.errors import bad
+from aloe.nn import evaluating
 from aloe.policies.rtc import sample_inpainted
 from aloe.run import Run, load_run
 from aloe.serve.protocol import Spec
 
 
 class ServedPolicy:
-    """One checkpoint of the run: chunks sampled as in-process collection samples them."""
+    """One checkpoint of the run: chunks sampled as in-process collection samples them, the
+    best of N by the run's critic with `best_of_n` > 1 (None: the run's `aloe.best_of_n`)."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, best_of_n: int | None = None) -> None:
         self.run = run
         self.version = run.iteration
         self.chunks = run.chunk_policy(seed=run.config.seed)  # a FlowChunkPolicy
+        self.best_of_n, self.reduce = served_choice(run.config, best_of_n)
 
     def rng(self, seed: int) -> torch.Generator:
         """The sampling state of the episode of `seed`, as in-process collection seeds it."""
@@ -47,26 +52,51 @@ class ServedPolicy:
         """A chunk (h, A) float32 for an environment observation; with `rtc` = (prefix,
         delay), inpainted to agree with the prefix (`aloe.policies.rtc`)."""
         state, row = self.chunks.inputs(obs)
+        critic = self.run.critic
         if rtc is None:
             images = self.chunks.images([obs])
-            return (
-                self.chunks.actor.sample(state, row, 1, generator, images=images)[0, 0]
-                .cpu()
-                .numpy()
-            )
+            with evaluating(critic):
+                chunk = sample_best(
+                    critic,
+                    self.chunks.actor,
+                    state,
+                    row,
+                    self.best_of_n,
+                    self.reduce,
+                    generator,
+                    images=images,
+                )
+            return chunk[0].cpu().numpy()
         prefix = torch.as_tensor(rtc[0], dtype=torch.float32)
-        chunk = sample_inpainted(self.chunks.actor, state, row, prefix, rtc[1], generator)
-        return chunk.cpu().numpy()
+        chunks = torch.stack(
+            [
+                sample_inpainted(self.chunks.actor, state, row, prefix, rtc[1], generator)
+                for _ in range(self.best_of_n)
+            ]
+        )
+        return chunks[self.pick(state, row, chunks)].cpu().numpy()
+
+    @torch.no_grad()
+    def pick(self, state: torch.Tensor, row: torch.Tensor, chunks: torch.Tensor) -> int:
+        """The index of the best of inpainted chunks (N, h, A) at one observation."""
+        if len(chunks) == 1:
+            return 0
+        n = len(chunks)
+        critic = self.run.critic
+        with evaluating(critic):
+            q = critic(state.expand(n, -1), row.expand(n), chunks.to(state.device))
+        return int(best_of_n_index(q[:, None], self.reduce)[0])
 
 
 class Published:
     """The run's newest readable checkpoint, reloaded when a newer one appears."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, best_of_n: int | None = None) -> None:
         self.root = root
         self.dir = root / "checkpoints"
+        self.best_of_n = best_of_n
         self._seen = self._stamp()
-        self.current = ServedPolicy(load_run(root, what="--run"))
+        self.current = ServedPolicy(load_run(root, what="--run"), best_of_n)
 
     def _stamp(self) -> int:
         try:
@@ -85,7 +115,7 @@ class Published:
         if newest is None or newest[0] <= self.current.version:
             return None
         try:
-            return ServedPolicy(load_run(self.root, what="--run"))
+            return ServedPolicy(load_run(self.root, what="--run"), self.best_of_n)
         except Exception as e:  # a damaged or half-copied checkpoint: keep serving this one
             print(f"aloe serve: not swapping to {newest[1]}: {e}", file=sys.stderr)
             return None

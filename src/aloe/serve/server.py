@@ -70,6 +70,9 @@ class Options:
     max_per_peer: int = 4  # connections from one address (all local processes are one)
     max_episode_bytes: int = 64 * 2**20  # an open episode's frames, per connection
     bounds_margin: float = 1.0  # demo range ± this × the widest range (`rules.Bounds`; inf: none)
+    best_of_n: int | None = (
+        None  # chunks sampled per inference, the critic's best sent; None: the run's
+    )
     limits: Limits = Limits()
 
 
@@ -92,7 +95,7 @@ class PolicyServer:
     def __init__(self, run_dir: Path, options: Options = Options()) -> None:
         self.root, self.options = Path(run_dir), options
         self.token = options.token or auth.new_token()
-        self.published = Published(self.root)
+        self.published = Published(self.root, options.best_of_n)
         self.store = open_store(self.root)
         self.spec = spec_of(self.published.current, self.store)
         self.c_fail = failure_costs(self.published.current)
