@@ -190,6 +190,10 @@ def test_aloe_settings_change_nothing_in_another_algorithms_run() -> None:
         actor_steps=1,
         target_reduce="mean",
         normalize_advantage=True,
+        update_sampler="one-step",
+        onestep_hidden_dim=8,
+        onestep_layers=1,
+        onestep_lr=1e-2,
     )
     assert all(getattr(changed, f.name) != f.default for f in dataclasses.fields(AloeConfig))
     for algo in ("awr", "dagger", "bc", "ppo-sbc"):
