@@ -9,6 +9,13 @@ the same batch and draws the update's a' (Eq. 7) and V^π's M chunks (Eq. 10) fr
 actor still acts with its own Euler steps. μ is an MLP over [normalised state, instruction
 embedding, flattened ε] that works, like the flow, in normalised action units: its
 normalisers are copies of the actor's, which never change after the warm start builds it.
+
+The state is normalised with the successful demonstrations' statistics, in which some
+features hardly move (std ~1e-3 on pick-place-v3), so states of failed or policy episodes
+lie hundreds of stds out (|z| up to ~2 000 in a default run's buffer). The actor's
+pre-norm transformer takes that in its stride; a plain MLP's output grows with it (μ's
+std was 10 against the flow's 0.3 after a default warm start). So μ clips z to ±Z_CLIP
+and normalises each hidden layer (LayerNorm, as qc's MLP critics).
 """
 
 from __future__ import annotations
@@ -19,13 +26,14 @@ from collections.abc import Sequence
 import torch
 from torch import Generator, Tensor, nn
 
-from aloe.nn import InstructionToken, Normalizer, evaluating, mlp
+from aloe.nn import InstructionToken, Normalizer, evaluating
 from aloe.policies.base import chunk_noise
 from aloe.policies.flow import FlowPolicy
 
 # Width of μ's instruction embedding: narrow, so that in the first layer's fan-in it does not
 # drown the state and the noise (at the hidden width it slowed distillation ~1.5×).
 INSTRUCTION_DIM = 16
+Z_CLIP = 5.0  # |normalised state| that μ reads at most (module docstring)
 
 
 class OneStepPolicy(nn.Module):
@@ -45,9 +53,9 @@ class OneStepPolicy(nn.Module):
         action_normalizer: Normalizer | None = None,
         instruction_features: Tensor | None = None,
     ) -> None:
-        """`num_layers` hidden layers of width `hidden_dim`; the instruction enters as an
-        embedding of INSTRUCTION_DIM (a learned one per task, or a projection of frozen
-        sentence embeddings, as the actor's)."""
+        """`num_layers` hidden layers (Linear, LayerNorm, GELU) of width `hidden_dim`; the
+        instruction enters as an embedding of INSTRUCTION_DIM (a learned one per task, or a
+        projection of frozen sentence embeddings, as the actor's)."""
         super().__init__()
         self.horizon = horizon
         self.action_dim = action_dim
@@ -55,8 +63,12 @@ class OneStepPolicy(nn.Module):
         self.action_norm = action_normalizer or Normalizer(action_dim)
         self.instruction = InstructionToken(num_tasks, INSTRUCTION_DIM, instruction_features)
         chunk = horizon * action_dim
+        layers: list[nn.Module] = []
         width = state_dim + INSTRUCTION_DIM + chunk
-        self.net = mlp(width, hidden_dim, chunk, num_hidden=num_layers)
+        for _ in range(num_layers):
+            layers += [nn.Linear(width, hidden_dim), nn.LayerNorm(hidden_dim), nn.GELU()]
+            width = hidden_dim
+        self.net = nn.Sequential(*layers, nn.Linear(width, chunk))
 
     @classmethod
     def distilling(cls, actor: FlowPolicy, hidden_dim: int, num_layers: int) -> OneStepPolicy:
@@ -77,7 +89,8 @@ class OneStepPolicy(nn.Module):
         """μ(s, ℓ, ε) (B·n, h, A) for noise (B·n, h, A), n per state (B, S) in a row's order
         (as `FlowPolicy.integrate` takes them)."""
         n = noise.shape[0] // state.shape[0]
-        cond = torch.cat([self.state_norm.normalize(state), self.instruction(task_index)], -1)
+        z = self.state_norm.normalize(state).clamp(-Z_CLIP, Z_CLIP)
+        cond = torch.cat([z, self.instruction(task_index)], dim=-1)
         x = torch.cat([cond.repeat_interleave(n, dim=0), noise.flatten(1)], dim=-1)
         return self.net(x).view_as(noise)
 
