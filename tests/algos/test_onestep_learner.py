@@ -46,8 +46,8 @@ def steps(lrn: AloeLearner, seeds: range) -> list[dict[str, float]]:
 
 
 def test_one_step_draws_the_updates_chunks_and_the_actor_only_its_targets() -> None:
-    """a' and V^π's chunks come from μ (the actor's `sample` is never called); each actor and
-    BC step ends with a step of μ towards the flow, logged under onestep/."""
+    """a' and V^π's chunks come from μ (the actor's `sample` is never called); each actor
+    step ends with a step of μ towards the flow, logged under onestep/."""
     lrn = learner(ONE_STEP)
     assert lrn.onestep is not None and lrn.update_policy is lrn.onestep
 
@@ -61,7 +61,12 @@ def test_one_step_draws_the_updates_chunks_and_the_actor_only_its_targets() -> N
     assert {"onestep/mse", "onestep/rel_err", "onestep/grad_norm", "onestep/lr"} <= set(actor)
     after = lrn.onestep.parameters()
     assert all(not torch.equal(p, q) for p, q in zip(before, after, strict=True))
-    assert "onestep/mse" in lrn.bc_step(batch(1))
+
+
+def test_the_warm_start_distils_at_every_kth_bc_step() -> None:
+    lrn = learner(dataclasses.replace(ONE_STEP, onestep_bc_every=3))
+    distilled = ["onestep/mse" in lrn.bc_step(batch(i)) for i in range(6)]
+    assert distilled == [False, False, True, False, False, True]
 
 
 def test_distillation_brings_the_one_step_sampler_to_the_flow() -> None:
@@ -79,7 +84,9 @@ def test_flow_changes_nothing_and_reads_no_one_step_size() -> None:
     """With update_sampler flow (the default), μ's size fields are never read: the same
     steps give the same weights, metrics and generator, and no μ is built or saved."""
     plain = learner(AloeConfig())
-    sized = learner(AloeConfig(onestep_hidden_dim=7, onestep_layers=5, onestep_lr=1.0))
+    sized = learner(
+        AloeConfig(onestep_hidden_dim=7, onestep_layers=5, onestep_bc_every=2, onestep_lr=1.0)
+    )
     assert plain.onestep is None and plain.update_policy is plain.actor
     assert str(steps(plain, range(2))) == str(steps(sized, range(2)))
     a, b = plain.state_dict(), sized.state_dict()
@@ -111,6 +118,7 @@ def test_a_one_step_learner_resumes_exactly(tmp_path: Path) -> None:
         ),
         ("onestep_hidden_dim", 0, "aloe.onestep_hidden_dim (0): must be >= 1"),
         ("onestep_layers", 0, "aloe.onestep_layers (0): must be >= 1"),
+        ("onestep_bc_every", 0, "aloe.onestep_bc_every (0): must be >= 1"),
         ("onestep_lr", 0.0, "aloe.onestep_lr (0.0): must be > 0"),
     ],
 )

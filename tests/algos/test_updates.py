@@ -193,6 +193,7 @@ def test_aloe_settings_change_nothing_in_another_algorithms_run() -> None:
         update_sampler="one-step",
         onestep_hidden_dim=8,
         onestep_layers=1,
+        onestep_bc_every=2,
         onestep_lr=1e-2,
     )
     assert all(getattr(changed, f.name) != f.default for f in dataclasses.fields(AloeConfig))

@@ -126,6 +126,11 @@ class AloeConfig:
     """Width of μ's hidden layers (update_sampler one-step)."""
     onestep_layers: int = 3
     """Hidden layers of μ (update_sampler one-step)."""
+    onestep_bc_every: int = 4
+    """μ's distillation step follows every this many BC steps of the warm start (and every
+    actor step), so that the first critic steps have a trained μ (open: a distillation step
+    costs three BC steps at the default size, and μ learns little from the early, fast-moving
+    flow; 4 keeps the warm start's time within 2× of flow's)."""
     onestep_lr: float = 1e-3
     """Peak learning rate of μ, on the shared schedule (open: μ must follow a moving flow in
     the few thousand steps of a run; on a fixed small actor its error reaches 0.1 of the
@@ -159,6 +164,7 @@ class AloeConfig:
             ),
             ("onestep_hidden_dim", self.onestep_hidden_dim >= 1, "must be >= 1"),
             ("onestep_layers", self.onestep_layers >= 1, "must be >= 1"),
+            ("onestep_bc_every", self.onestep_bc_every >= 1, "must be >= 1"),
             ("onestep_lr", self.onestep_lr > 0, "must be > 0"),
         ]
         for name, ok, allowed in checks:
@@ -328,10 +334,12 @@ class AloeLearner:
 
     def bc_step(self, batch: ChunkBatch, valid_rows_mask: Tensor | None = None) -> dict[str, float]:
         """One behaviour-cloning update (Alg. 1 line 1, Eq. 16) on the actor's optimiser, and
-        μ's distillation step on the batch (so the first critic steps have a trained μ)."""
+        at every `onestep_bc_every`-th update of it μ's distillation step on the batch."""
         mask = None if valid_rows_mask is None else valid_rows_mask.to(self.device)
         b = to_device(batch, self.device)
         metrics = bc_update(self.actor, self.actor_opt, b, self.generator, mask)
+        if self.actor_opt.updates % self.config.onestep_bc_every:
+            return metrics
         return metrics | self.distil_step(b)
 
     def state_dict(self) -> dict[str, Any]:
