@@ -241,6 +241,9 @@ class TrainConfig:
             self.algo,
             f"must be one of {', '.join(LEROBOT_ALGOS)} with actor_kind lerobot",
         )
+        row = ALGORITHMS[self.algo]
+        if row.lerobot_check is not None:
+            row.lerobot_check(row.settings(self))
         self.lerobot.validate(FIELD)
 
     def to_json(self) -> str:

@@ -197,6 +197,11 @@ def test_aloe_settings_change_nothing_in_another_algorithms_run() -> None:
         best_of_n_target=True,
         accept_margin=1.0,
         accept_states=8,
+        update_sampler="one-step",
+        onestep_hidden_dim=8,
+        onestep_layers=1,
+        onestep_bc_every=2,
+        onestep_lr=1e-2,
     )
     assert all(getattr(changed, f.name) != f.default for f in dataclasses.fields(AloeConfig))
     for algo in ("awr", "dagger", "bc", "ppo-sbc"):

@@ -7,36 +7,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+from known_flows import mixture_velocity
 from torch import Tensor
 
-from aloe.policies.flow import ActorConfig, euler_integrate
+from aloe.policies.flow import ActorConfig, VelocityFn, euler_integrate
 
 OWN_STEPS = ActorConfig().num_flow_steps  # π as it acts (paper: 10)
 N = 20_000
 
 
-def mixture_velocity(means: list[float], std: float) -> object:
-    """The exact f*(ã, η) = E[ε − a | ã] of Eq. 15's path for a ~ an equal mixture of
-    N(μ_j, std²) and ε ~ N(0, 1), per coordinate: ã = η a + (1 − η) ε is, given component
-    j, Gaussian with mean η μ_j and variance v_j = η² std² + (1 − η)²."""
-
-    def velocity(x: Tensor, eta: Tensor) -> Tensor:
-        e = eta[:, None, None]
-        v = e.square() * std**2 + (1 - e).square()
-        mu = torch.tensor(means, dtype=x.dtype)
-        centred = x[..., None] - e[..., None] * mu  # (B, h, A, J)
-        v = v[..., None]
-        weight = torch.softmax(-centred.square() / (2 * v), dim=-1)  # posterior of j
-        mean_a = mu + e[..., None] * std**2 / v * centred  # E[a | ã, j]
-        mean_eps = (1 - e[..., None]) / v * centred  # E[ε | ã, j]
-        return (weight * (mean_eps - mean_a)).sum(-1)
-
-    return velocity
-
-
-def samples(velocity: object, steps: int) -> Tensor:
+def samples(velocity: VelocityFn, steps: int) -> Tensor:
     noise = torch.randn(N, 1, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    return euler_integrate(velocity, noise, steps).flatten()  # type: ignore[arg-type]
+    return euler_integrate(velocity, noise, steps).flatten()
 
 
 def test_one_step_returns_the_mean() -> None:

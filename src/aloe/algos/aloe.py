@@ -35,7 +35,10 @@ show; `critic.time_features` gives it to the critic (aloe.data.episode_clock).
 
 Every chunk the update samples from π_θ (a' of Eq. 7, V^π's M chunks of Eq. 10) is π as it
 acts, with its own Euler steps: fewer steps return nearly the mean chunk, not samples of π
-(tests/policies/test_flow_sampler.py).
+(tests/policies/test_flow_sampler.py). With `update_sampler one-step` they come instead
+from μ(s, ℓ, ε), one network call distilled to the flow's map from noise to chunk after
+every actor update (aloe.policies.onestep, as in flow Q-learning); the actor still acts
+with its own steps.
 """
 
 from __future__ import annotations
@@ -78,10 +81,13 @@ from aloe.critics.hl_gauss import support_bounds
 from aloe.data import STATE, ChunkBatch, episode_seed
 from aloe.errors import require
 from aloe.nn import evaluating
-from aloe.policies.base import Actor, as_module
+from aloe.policies.base import Actor, ChunkSampling, as_module
+from aloe.policies.flow import FlowPolicy
+from aloe.policies.onestep import OneStepPolicy, distil
 
 ValueSteps = Literal["full", "data"]
 AdvantageKind = Literal["pess", "lcb"]
+UpdateSampler = Literal["flow", "one-step"]
 
 
 @dataclass
@@ -142,6 +148,25 @@ class AloeConfig:
     accept_states: int = 256
     """Buffer states of the acceptance's estimates (one chunk batch of the iteration's
     sampler)."""
+    update_sampler: UpdateSampler = "flow"
+    """What draws the update's a' (Eq. 7) and V^π's M chunks (Eq. 10) (open): flow = π_θ
+    with its own Euler steps; one-step = μ(s, ℓ, ε), an MLP distilled to the flow's chunk
+    from the same noise ε after every actor step and BC step (aloe.policies.onestep, as in
+    flow Q-learning; the compact flow actor only). The actor acts with its own steps either
+    way; flow stays the default until a learning check says one-step matches it."""
+    onestep_hidden_dim: int = 256
+    """Width of μ's hidden layers (update_sampler one-step)."""
+    onestep_layers: int = 3
+    """Hidden layers of μ (update_sampler one-step)."""
+    onestep_bc_every: int = 4
+    """μ's distillation step follows every this many BC steps of the warm start (and every
+    actor step), so that the first critic steps have a trained μ (open: a distillation step
+    costs three BC steps at the default size, and μ learns little from the early, fast-moving
+    flow; 4 keeps the warm start's time within 2× of flow's)."""
+    onestep_lr: float = 1e-3
+    """Peak learning rate of μ, on the shared schedule (open: μ must follow a moving flow in
+    the few thousand steps of a run; on a fixed small actor its error reaches 0.1 of the
+    flow's spread in ~120 steps at 1e-3, and is still 0.5 after 200 at 3e-4)."""
 
     def validate(self, prefix: str = "") -> None:
         """Raise UsageError naming the first field out of range, `aloe.beta (-5.0): must be
@@ -188,6 +213,15 @@ class AloeConfig:
                 "must be a finite number >= 0, or None (off)",
             ),
             ("accept_states", self.accept_states >= 1, "must be >= 1"),
+            (
+                "update_sampler",
+                self.update_sampler in get_args(UpdateSampler),
+                "must be flow or one-step",
+            ),
+            ("onestep_hidden_dim", self.onestep_hidden_dim >= 1, "must be >= 1"),
+            ("onestep_layers", self.onestep_layers >= 1, "must be >= 1"),
+            ("onestep_bc_every", self.onestep_bc_every >= 1, "must be >= 1"),
+            ("onestep_lr", self.onestep_lr > 0, "must be > 0"),
         ]
         for name, ok, allowed in checks:
             require(ok, f"{prefix}aloe.{name}", getattr(self, name), allowed)
@@ -214,11 +248,23 @@ def check_sharding(config: AloeConfig) -> None:
     )
 
 
+def check_lerobot(config: AloeConfig) -> None:
+    """What an update of a LeRobot VLA (`actor_kind lerobot`) needs of ALOE's settings: the
+    one-step sampler distils the compact flow actor's Euler steps from given noise."""
+    require(
+        config.update_sampler == "flow",
+        "config field aloe.update_sampler",
+        config.update_sampler,
+        "must be flow with actor_kind lerobot (one-step distils the compact flow actor)",
+    )
+
+
 # The learner: the models, one optimised module per trained network, one update of each kind.
 
 
 class AloeLearner:
-    """Actor π_θ, critic ensemble Q_φ and its target Q_φ⁻; each trained network is an
+    """Actor π_θ, critic ensemble Q_φ and its target Q_φ⁻, and with `update_sampler
+    one-step` the sampler μ distilled from π_θ; each trained network is an
     `OptimisedModule` (AdamW, schedule, clip, guard).
 
     All randomness of an update (a' and V samples, flow noise ε and time η) comes from one
@@ -245,6 +291,22 @@ class AloeLearner:
         self.critic_opt = OptimisedModule(self.critic, optim.critic_lr, optim)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(optim.seed)
+        self.onestep: OneStepPolicy | None = None
+        if config.update_sampler == "one-step":
+            if not isinstance(actor, FlowPolicy):
+                kind = type(actor).__name__
+                raise TypeError(f"update_sampler one-step distils a FlowPolicy, not a {kind}")
+            self.flow = actor
+            self.onestep = OneStepPolicy.distilling(
+                actor, config.onestep_hidden_dim, config.onestep_layers
+            ).to(self.device)
+            self.onestep_opt = OptimisedModule(self.onestep, config.onestep_lr, optim)
+
+    @property
+    def update_policy(self) -> ChunkSampling:
+        """What draws a' (Eq. 7) and V^π's chunks (Eq. 10): μ with `update_sampler
+        one-step`, else π_θ as it acts."""
+        return self.actor if self.onestep is None else self.onestep
 
     @property
     def beta(self) -> float:
@@ -279,7 +341,7 @@ class AloeLearner:
         with evaluating(self.critic):
             return sample_best(
                 self.critic,
-                self.actor,
+                self.update_policy,
                 b.next_state,
                 b.task_index,
                 n,
@@ -293,15 +355,26 @@ class AloeLearner:
         """One actor update, Alg. 1 lines 11–14."""
         b = to_device(batch, self.device)
         w, metrics = self.actor_weights(b)
-        return weighted_actor_update(self.actor, self.actor_opt, b, w, metrics, self.generator)
+        metrics = weighted_actor_update(self.actor, self.actor_opt, b, w, metrics, self.generator)
+        return metrics | self.distil_step(b)
+
+    def distil_step(self, b: ChunkBatch) -> dict[str, float]:
+        """With `update_sampler one-step`, one update of μ towards the current flow's chunks
+        from the same noise on the batch's states (after the actor's update, so μ follows
+        the actor it stands in for); no-op otherwise."""
+        if self.onestep is None:
+            return {}
+        loss, metrics = distil(self.onestep, self.flow, b.state, b.task_index, self.generator)
+        return self.onestep_opt.step(loss, metrics, "onestep")
 
     def value(self, b: ChunkBatch) -> Tensor:
-        """Eq. 10: V^π(s, ℓ) (B,) of the batch's states from M chunks sampled from π_θ, scored
-        over `config.value_steps`; call it under `evaluating(self.critic)`."""
+        """Eq. 10: V^π(s, ℓ) (B,) of the batch's states from M chunks sampled from π_θ (or μ,
+        `update_policy`), scored over `config.value_steps`; call it under
+        `evaluating(self.critic)`."""
         cfg = self.config
         return estimate_value(
             self.critic,
-            self.actor,
+            self.update_policy,
             b.state,
             b.task_index,
             cfg.num_value_samples,
@@ -340,7 +413,7 @@ class AloeLearner:
             q = self.critic(b.state, b.task_index, b.actions, b.valid, b.time)
             v = member_values(
                 self.critic,
-                self.actor,
+                self.update_policy,
                 b.state,
                 b.task_index,
                 cfg.num_value_samples,
@@ -358,18 +431,24 @@ class AloeLearner:
         return w, metrics
 
     def bc_step(self, batch: ChunkBatch, valid_rows_mask: Tensor | None = None) -> dict[str, float]:
-        """One behaviour-cloning update (Alg. 1 line 1, Eq. 16) on the actor's optimiser."""
+        """One behaviour-cloning update (Alg. 1 line 1, Eq. 16) on the actor's optimiser, and
+        at every `onestep_bc_every`-th update of it μ's distillation step on the batch."""
         mask = None if valid_rows_mask is None else valid_rows_mask.to(self.device)
         b = to_device(batch, self.device)
-        return bc_update(self.actor, self.actor_opt, b, self.generator, mask)
+        metrics = bc_update(self.actor, self.actor_opt, b, self.generator, mask)
+        if self.actor_opt.updates % self.config.onestep_bc_every:
+            return metrics
+        return metrics | self.distil_step(b)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs: modules, optimisers, schedules, the generator."""
+        onestep = {} if self.onestep is None else self.onestep_opt.state_dict("onestep")
         return {
             **self.actor_opt.state_dict("actor"),
             **self.critic_opt.state_dict("critic"),
             "target_critic": self.target_critic.state_dict(),
             "generator": self.generator.get_state(),
+            **onestep,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -377,6 +456,8 @@ class AloeLearner:
         self.critic_opt.load_state_dict(state, "critic")
         self.target_critic.load_state_dict(state["target_critic"])
         self.generator.set_state(state["generator"].cpu())
+        if self.onestep is not None:
+            self.onestep_opt.load_state_dict(state, "onestep")
 
 
 def weighted_actor_update(
@@ -453,6 +534,8 @@ ACTOR_METRICS = {
 }
 # the columns of a value-weighted update: null in a row without one (warm start, HG-DAgger)
 UPDATE_COLUMNS = (*CRITIC_METRICS, *ACTOR_METRICS)
+# with `update_sampler one-step` only: μ's distillation error at the iteration's actor steps
+ONESTEP_METRICS = {"onestep_mse": "onestep/mse", "onestep_rel_err": "onestep/rel_err"}
 
 
 def update(ctx: UpdateContext[AloeConfig]) -> dict[str, float]:
@@ -467,8 +550,10 @@ def update(ctx: UpdateContext[AloeConfig]) -> dict[str, float]:
     critic = ctx.steps(n_q, learner.critic_step, sampler, f"critic[{k}]")
     gate = acceptance_gate(ctx, learner)
     actor = ctx.steps(own.actor_steps, learner.actor_step, sampler, f"actor[{k}]")
-    accepted = {} if gate is None else gate.decide(own.accept_margin or 0.0)
-    return {**step_means(critic, CRITIC_METRICS), **step_means(actor, ACTOR_METRICS), **accepted}
+    row = {**step_means(critic, CRITIC_METRICS), **step_means(actor, ACTOR_METRICS)}
+    if learner.onestep is not None:
+        row |= step_means(actor, ONESTEP_METRICS)
+    return row if gate is None else row | gate.decide(own.accept_margin or 0.0)
 
 
 def acceptance_gate(ctx: UpdateContext[AloeConfig], learner: AloeLearner) -> AcceptanceGate | None:

@@ -23,7 +23,7 @@ from torch import Generator, Tensor, nn
 
 from aloe.critics.hl_gauss import HLGauss
 from aloe.data import ChunkBatch
-from aloe.policies.base import Actor
+from aloe.policies.base import ChunkSampling
 
 TargetReduce = Literal["min", "mean", "member"]
 BestOfNReduce = Literal["min", "mean"]
@@ -134,7 +134,7 @@ def q_pess(q: Tensor | np.ndarray) -> Tensor | np.ndarray:
 @torch.no_grad()
 def estimate_value(
     critic: CriticFn,
-    policy: Actor,
+    policy: ChunkSampling,
     state: Tensor,
     task_index: Tensor,
     num_samples: int,
@@ -144,9 +144,10 @@ def estimate_value(
     time: Tensor | None = None,
 ) -> Tensor:
     """V^π(s, ℓ) (B,) as the mean Q_pess of `num_samples` chunks sampled from π_θ as it acts
-    (its own flow steps; `images` for an actor that reads pixels), each scored over the
-    steps `valid` (B, h) marks (None: all; `AloeConfig.value_steps`); `time` (B, 2) the
-    episode clock, for a critic with `critic.time_features`."""
+    (its own flow steps, or the one-step sampler distilled from them; `images` for an actor
+    that reads pixels), each scored over the steps `valid` (B, h) marks (None: all;
+    `AloeConfig.value_steps`); `time` (B, 2) the episode clock, for a critic with
+    `critic.time_features`."""
     b = state.shape[0]
     chunks = policy.sample(state, task_index, num_samples, generator, images=images)
     chunks = chunks.flatten(0, 1)
@@ -190,7 +191,7 @@ def clipped_weights(
 @torch.no_grad()
 def member_values(
     critic: CriticFn,
-    policy: Actor,
+    policy: ChunkSampling,
     state: Tensor,
     task_index: Tensor,
     num_samples: int,
@@ -255,7 +256,7 @@ def best_of_n_index(q: Tensor, reduce: BestOfNReduce = "min") -> Tensor:
 @torch.no_grad()
 def sample_best(
     critic: CriticFn,
-    policy: Actor,
+    policy: ChunkSampling,
     state: Tensor,
     task_index: Tensor,
     n: int,

@@ -141,6 +141,11 @@ class OptimisedModule:
         self.grad_clip = cfg.grad_clip
         self.q_abs_max = cfg.q_abs_max
 
+    @property
+    def updates(self) -> int:
+        """Updates applied so far (the schedule's position; checkpointed with it)."""
+        return int(self.sched.last_epoch)
+
     def step(self, loss: Tensor, metrics: dict[str, float], prefix: str) -> dict[str, float]:
         """Backward, clip, guard, step; adds `prefix/grad_norm` and `prefix/lr` to metrics.
         Raises before stepping, so the weights never hold NaN."""

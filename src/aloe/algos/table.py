@@ -80,6 +80,9 @@ class Algorithm:
     """Training on shards of the batch over several learner processes (its losses are
     means of per-row terms): a check of its own settings that raises UsageError where
     they forbid it; None: it trains on one process."""
+    lerobot_check: Callable[[Any], None] | None = None
+    """With `actor_kind lerobot` (where `trains_actor`): a check of its own settings that
+    raises UsageError where they read the compact flow actor's internals; None: none do."""
     ignores: tuple[str, ...] = ()
     """Fields of the run's shared groups that it never reads (`critic.num_q`, or a whole
     group, `critic`): `aloe train --algo NAME --help` leaves them out, as it leaves out
@@ -121,6 +124,7 @@ ALGORITHMS: dict[str, Algorithm] = {
         weighted=True,
         samples_per_row=value_samples,
         sharding=aloe.check_sharding,
+        lerobot_check=aloe.check_lerobot,
     ),
     "awr": Algorithm(
         "AWR",

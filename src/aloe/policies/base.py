@@ -44,6 +44,24 @@ class BatchChunkPolicy(ChunkPolicy, Protocol):
         `act_chunk` draws from the episode's state after `reset`."""
 
 
+class ChunkSampling(Protocol):
+    """What draws the chunks an update scores (a' of Eq. 7, V^π's M chunks of Eq. 10): an
+    `Actor`, or the one-step sampler distilled from it (aloe.policies.onestep)."""
+
+    def sample(
+        self,
+        state: Tensor,
+        task_index: Tensor,
+        num_samples: int = 1,
+        generator: Generator | Sequence[Generator] | None = None,
+        *,
+        images: Tensor | None = None,
+    ) -> Tensor:
+        """Chunks (B, num_samples, h, A) in [-1, 1] without gradient, from the noise ε that
+        `chunk_noise` draws from `generator` (as `Actor.sample`)."""
+        ...
+
+
 @runtime_checkable
 class Actor(Protocol):
     """A policy π_θ(a_{t:t+h} | s_t, ℓ) over action chunks, trained by flow matching."""

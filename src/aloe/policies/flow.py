@@ -204,12 +204,22 @@ class FlowPolicy(nn.Module):
         b = state.shape[0]
         h = self.horizon
         a_dim = self.action_dim
+        noise = chunk_noise(b, num_samples, (h, a_dim), generator, state.device)
+        a = self.integrate(state, task_index, noise, num_steps)
+        return self.action_norm.unnormalize(a).clamp(-1.0, 1.0).view(b, num_samples, h, a_dim)
+
+    @torch.no_grad()
+    def integrate(
+        self, state: Tensor, task_index: Tensor, noise: Tensor, num_steps: int | None = None
+    ) -> Tensor:
+        """The flow's chunks from given noise ε (B·n, h, A), n per state (B, S) in a row's
+        order: normalised action units, unclipped, in eval mode. `sample` draws ε and calls
+        it; the one-step sampler is distilled to it for the same ε (aloe.policies.onestep)."""
+        n = noise.shape[0] // state.shape[0]
         with evaluating(self):
-            cond = self.condition(state, task_index).repeat_interleave(num_samples, dim=0)
-            noise = chunk_noise(b, num_samples, (h, a_dim), generator, cond.device)
-            a = euler_integrate(
+            cond = self.condition(state, task_index).repeat_interleave(n, dim=0)
+            return euler_integrate(
                 lambda x, t: self.velocity(x, t, cond),
                 noise.to(cond.dtype),
                 num_steps or self.config.num_flow_steps,
             )
-        return self.action_norm.unnormalize(a).clamp(-1.0, 1.0).view(b, num_samples, h, a_dim)
