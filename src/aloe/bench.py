@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 import torch
 
-from aloe.algos.aloe import AloeConfig
+from aloe.algos.aloe_config import AloeConfig
 from aloe.critics.chunked_q import CriticConfig
 from aloe.envs.tasks import DEFAULT_TASK, task_list
 from aloe.errors import bad, require

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aloe.algos.aloe import AloeConfig
+from aloe.algos.aloe_config import AloeConfig
 from aloe.algos.awr import AwrConfig
 from aloe.algos.dagger import DaggerConfig
 from aloe.algos.optimised import OptimConfig, optim_preset

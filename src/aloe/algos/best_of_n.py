@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aloe.algos.aloe import AloeConfig
+from aloe.algos.aloe_config import AloeConfig
 from aloe.algos.aloe_math import BestOfNReduce, sample_best
 from aloe.algos.context import RunConfig
 from aloe.algos.table import ALGORITHMS

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from aloe.algos import aloe, awr, dagger, ppo_sbc
+from aloe.algos import aloe, aloe_config, awr, dagger, ppo_sbc
 from aloe.algos.context import CollectContext, Learner, LearnerParts, UpdateContext
 from aloe.algos.optimised import OptimConfig
 
@@ -33,7 +33,7 @@ def one_sample(settings: Any) -> int:
     return 1
 
 
-def value_samples(settings: aloe.AloeConfig) -> int:
+def value_samples(settings: aloe_config.AloeConfig) -> int:
     """ALOE's V^π holds M sampled chunks per row (Eq. 10)."""
     return settings.num_value_samples
 
@@ -118,13 +118,13 @@ ALGORITHMS: dict[str, Algorithm] = {
         aloe.build_learner,
         aloe.update,
         group="aloe",
-        config=aloe.AloeConfig,
-        preset=aloe.preset,
+        config=aloe_config.AloeConfig,
+        preset=aloe_config.preset,
         value="q",
         weighted=True,
         samples_per_row=value_samples,
-        sharding=aloe.check_sharding,
-        lerobot_check=aloe.check_lerobot,
+        sharding=aloe_config.check_sharding,
+        lerobot_check=aloe_config.check_lerobot,
     ),
     "awr": Algorithm(
         "AWR",
