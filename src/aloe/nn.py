@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -98,6 +99,47 @@ def transformer(
     return nn.TransformerEncoder(
         layer, num_layers, norm=nn.LayerNorm(dim), enable_nested_tensor=False
     )
+
+
+def prefix_qkv(backbone: nn.TransformerEncoder, prefix: Tensor) -> Tensor:
+    """The first layer's queries, keys and values (B, C, 3D) of fixed leading tokens (B, C, D)
+    of a `transformer`: computed once, reused by every `suffix_outputs` call with them."""
+    first = backbone.layers[0]
+    attn = first.self_attn
+    return F.linear(first.norm1(prefix), attn.in_proj_weight, attn.in_proj_bias)
+
+
+def suffix_outputs(
+    backbone: nn.TransformerEncoder, prefix: Tensor, first_qkv: Tensor, suffix: Tensor
+) -> Tensor:
+    """`backbone(cat([prefix, suffix], 1))[:, C:]` of a `transformer` in eval mode, without
+    the work that no suffix changes or that nobody reads: the prefix's first-layer queries,
+    keys and values come from `prefix_qkv`, and the last layer attends, feeds forward and
+    normalises the suffix tokens alone. Equal to the full pass to float rounding."""
+    layers = list(backbone.layers)
+    c = prefix.shape[1]
+    x = torch.cat([prefix, suffix], dim=1)
+    for i, layer in enumerate(layers):
+        attn = layer.self_attn
+        if i == 0:
+            fresh = F.linear(layer.norm1(suffix), attn.in_proj_weight, attn.in_proj_bias)
+            qkv = torch.cat([first_qkv, fresh], dim=1)
+        else:
+            qkv = F.linear(layer.norm1(x), attn.in_proj_weight, attn.in_proj_bias)
+        keep = c if i == len(layers) - 1 else 0
+        x = _pre_norm_layer(layer, x[:, keep:], qkv, keep)
+    return backbone.norm(x) if backbone.norm is not None else x
+
+
+def _pre_norm_layer(layer: nn.TransformerEncoderLayer, x: Tensor, qkv: Tensor, keep: int) -> Tensor:
+    """The rest of a pre-norm layer for the tokens x (B, L - keep, D) given every token's
+    q, k, v (B, L, 3D): attention from the kept tokens' queries, then the feed-forward."""
+    attn = layer.self_attn
+    d = x.shape[-1]
+    q, k, v = qkv.unflatten(-1, (3, attn.num_heads, d // attn.num_heads)).permute(2, 0, 3, 1, 4)
+    mixed = F.scaled_dot_product_attention(q[:, :, keep:], k, v).transpose(1, 2).flatten(2)
+    x = x + attn.out_proj(mixed)
+    return x + layer.linear2(layer.activation(layer.linear1(layer.norm2(x))))
 
 
 @contextmanager
