@@ -21,6 +21,7 @@ from aloe import checkpoint
 from aloe.datasets.store import EpisodeStore, StoreError
 from aloe.envs.registry import failure_cost
 from aloe.errors import bad
+from aloe.policies.chunk_policy import acting
 from aloe.policies.rtc import sample_inpainted
 from aloe.run import Run, load_run
 from aloe.serve.protocol import Spec
@@ -49,11 +50,9 @@ class ServedPolicy:
         state, row = self.chunks.inputs(obs)
         if rtc is None:
             images = self.chunks.images([obs])
-            return (
-                self.chunks.actor.sample(state, row, 1, generator, images=images)[0, 0]
-                .cpu()
-                .numpy()
-            )
+            with acting(self.chunks.actor):
+                chunk = self.chunks.actor.sample(state, row, 1, generator, images=images)
+            return chunk[0, 0].cpu().numpy()
         prefix = torch.as_tensor(rtc[0], dtype=torch.float32)
         chunk = sample_inpainted(self.chunks.actor, state, row, prefix, rtc[1], generator)
         return chunk.cpu().numpy()
