@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -140,6 +143,51 @@ def _pre_norm_layer(layer: nn.TransformerEncoderLayer, x: Tensor, qkv: Tensor, k
     mixed = F.scaled_dot_product_attention(q[:, :, keep:], k, v).transpose(1, 2).flatten(2)
     x = x + attn.out_proj(mixed)
     return x + layer.linear2(layer.activation(layer.linear1(layer.norm2(x))))
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+M = TypeVar("M", bound=nn.Module)
+
+
+def compilable(method: Callable[Concatenate[M, P], R]) -> Callable[Concatenate[M, P], R]:
+    """A module's method run through `torch.compile` while the module's `compiled` is on
+    (`set_compiled`; a new input shape compiles again), else eagerly. Where compiling fails
+    (no C++ compiler, a platform torch.compile does not support) one warning says so and the
+    method runs eagerly from then on; an error of the method itself is raised as eager."""
+    compiled: list[Callable[..., R]] = []
+    failed: list[str] = []
+
+    @functools.wraps(method)
+    def call(self: M, *args: P.args, **kwargs: P.kwargs) -> R:
+        if not getattr(self, "compiled", False) or failed:
+            return method(self, *args, **kwargs)
+        try:
+            if not compiled:
+                compiled.append(torch.compile(method))
+            return compiled[0](self, *args, **kwargs)
+        except Exception as e:  # the eager call below raises the method's own errors
+            out = method(self, *args, **kwargs)
+            failed.append(f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")
+            warnings.warn(
+                f"torch.compile of {method.__qualname__} failed ({failed[0]}); it runs "
+                "eagerly from now on",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return out
+
+    return call
+
+
+def set_compiled(on: bool, *modules: Any) -> None:
+    """Turn `torch.compile` on or off for every module among `modules` and their submodules
+    that has `compilable` methods (a class attribute `compiled`); other objects are skipped."""
+    for module in modules:
+        if isinstance(module, nn.Module):
+            for sub in module.modules():
+                if hasattr(type(sub), "compiled"):
+                    cast(Any, sub).compiled = on
 
 
 @contextmanager

@@ -18,9 +18,9 @@ def acting(actor: Any) -> Iterator[None]:
     """What a chunk to act on is sampled under. The compact actor: inference_mode (nothing
     sampled here is differentiated, and it keeps nothing between calls) and one intra-op
     thread, as a few observations' ops are too small to split and each split waits for the
-    second thread (on 2 busy cores one chunk took 17.7 ms p50 with 2 threads, 5.9 ms with
-    1: docs/speed.md). Other actors: no_grad alone (a LeRobot policy may fill a cache that
-    a later training step reads with gradients, and a VLA's ops are worth splitting)."""
+    second thread (on a busy machine, for a time slice: docs/speed.md). Other actors:
+    no_grad alone (a LeRobot policy may fill a cache that a later training step reads with
+    gradients, and a VLA's ops are worth splitting)."""
     if not isinstance(actor, FlowPolicy):
         with torch.no_grad():
             yield

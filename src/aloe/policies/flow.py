@@ -21,6 +21,7 @@ from aloe.nn import (
     Normalizer,
     ObservationTokens,
     accept_legacy_keys,
+    compilable,
     evaluating,
     mlp,
     prefix_qkv,
@@ -114,7 +115,10 @@ class FlowPolicy(nn.Module):
     `instruction_features`). Each action token mixes its noisy action with the flow time η
     (as π0's action-time MLP does: every token knows η directly) plus a learned position.
     Actions are handled in normalised units inside; `sample` returns environment units.
+    `compiled` (`aloe.nn.set_compiled`) runs `velocity` and `integrate` through torch.compile.
     """
+
+    compiled: bool = False
 
     def __init__(
         self,
@@ -159,6 +163,7 @@ class FlowPolicy(nn.Module):
         obs = self.obs_encoder(self.state_norm.normalize(state))
         return torch.cat([obs, self.instruction(task_index)[:, None]], dim=1)
 
+    @compilable
     def velocity(self, noisy_actions: Tensor, eta: Tensor, cond: Tensor) -> Tensor:
         """f_θ(ã, s, ℓ, η) in normalised action units: (B, h, A)."""
         x = self.action_in(noisy_actions)
@@ -214,6 +219,7 @@ class FlowPolicy(nn.Module):
             a = self.integrate(noise.to(cond.dtype), cond, num_steps or self.config.num_flow_steps)
         return self.action_norm.unnormalize(a).clamp(-1.0, 1.0).view(b, num_samples, h, a_dim)
 
+    @compilable
     def integrate(self, noise: Tensor, cond: Tensor, num_steps: int) -> Tensor:
         """`euler_integrate` of `velocity` from `noise` given `cond`, in eval mode, with what
         no Euler step changes computed once: action_in folded into the action-time MLP's
