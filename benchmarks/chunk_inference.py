@@ -11,10 +11,14 @@ during the run moves all of them alike; the figures are medians over rounds:
 - `step_by_step`: the sampling path before the cache (every Euler step runs `velocity`
   whole, as `euler_integrate` calls it), under no_grad;
 - `cached`: `FlowChunkPolicy.act_chunk` as it is now: `FlowPolicy.integrate` under
-  inference_mode and one intra-op thread whatever --threads says (`chunk_policy.acting`).
+  inference_mode, one intra-op thread whatever --threads says and oneDNN off
+  (`chunk_policy.acting`).
 
 - `cached_same_threads`: `FlowPolicy.sample` under inference_mode at --threads' count: the
   cache alone, without the thread count of `acting`.
+
+--batches B... also times B chunks in one call (an update's a' and V^π samples), step by
+step against `FlowPolicy.sample` under no_grad at --threads' count.
 
 Untrained networks (a chunk's cost does not depend on the weights); prints one JSON object.
 Never asserts on time.
@@ -43,19 +47,20 @@ from aloe.speed.measure import torch_threads
 
 @torch.no_grad()
 def step_by_step(actor: FlowPolicy, state: torch.Tensor, row: torch.Tensor, g: Any) -> Any:
-    """`FlowPolicy.sample` for one chunk as bea0be5 sampled it, before the cache."""
+    """`FlowPolicy.sample` of one chunk per row as bea0be5 sampled it, before the cache."""
     with evaluating(actor):
         cond = actor.condition(state, row)
-        noise = chunk_noise(1, 1, (actor.horizon, actor.action_dim), g, cond.device)
+        shape = (actor.horizon, actor.action_dim)
+        noise = chunk_noise(len(state), 1, shape, g, cond.device)
         a = euler_integrate(
             lambda x, t: actor.velocity(x, t, cond), noise, actor.config.num_flow_steps
         )
-    return actor.action_norm.unnormalize(a).clamp(-1.0, 1.0)[0].numpy()
+    return actor.action_norm.unnormalize(a).clamp(-1.0, 1.0).numpy()
 
 
 @torch.inference_mode()
 def cached(actor: FlowPolicy, state: torch.Tensor, row: torch.Tensor, g: Any) -> Any:
-    return actor.sample(state, row, 1, g)[0, 0].numpy()
+    return actor.sample(state, row, 1, g)[:, 0].numpy()
 
 
 def rounds(fns: dict[str, Callable[[], Any]], n_rounds: int, calls: int) -> dict[str, float]:
@@ -78,7 +83,7 @@ def inference(s: learner.Sized, n_rounds: int, calls: int) -> dict[str, Any]:
     state, row = policy.inputs(obs)
     g = torch.Generator().manual_seed(1)
     old = step_by_step(s.learner.actor, state, row, torch.Generator().manual_seed(1))
-    new = policy.actor.sample(state, row, 1, torch.Generator().manual_seed(1))[0, 0].numpy()
+    new = cached(s.learner.actor, state, row, torch.Generator().manual_seed(1))
     ms = rounds(
         {
             "step_by_step": lambda: step_by_step(s.learner.actor, state, row, g),
@@ -96,12 +101,36 @@ def inference(s: learner.Sized, n_rounds: int, calls: int) -> dict[str, Any]:
     }
 
 
+def batched(s: learner.Sized, batch: int, n_rounds: int, calls: int) -> dict[str, Any]:
+    """`batch` chunks in one call, as an update samples a' (B) and V^π's chunks (B·M):
+    step by step against `FlowPolicy.sample` (no_grad), as the learner calls it."""
+    g = torch.Generator().manual_seed(2)
+    state = torch.randn(batch, s.obs.dim, generator=g)
+    row = torch.zeros(batch, dtype=torch.long)
+    actor = s.learner.actor
+    ms = rounds(
+        {
+            "step_by_step": lambda: step_by_step(actor, state, row, g),
+            "cached": lambda: actor.sample(state, row, 1, g),
+        },
+        n_rounds,
+        calls,
+    )
+    return {
+        **{f"{k}_ms": v for k, v in ms.items()},
+        "cached_vs_step_by_step": ms["cached"] / ms["step_by_step"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="default")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--batches", type=int, nargs="*", default=[], help="also B chunks per call (128 256)"
+    )
     args = parser.parse_args()
     s = learner.build(args.preset, DEFAULT_TASK, "cpu")
     report: dict[str, Any] = {
@@ -113,6 +142,9 @@ def main() -> None:
     for n in args.threads:
         with torch_threads(n):
             report["inference"][f"{n}_threads"] = inference(s, args.rounds, args.calls)
+            for b in args.batches:
+                figures = batched(s, b, max(3, args.rounds // 3), 1)
+                report["inference"][f"{n}_threads_batch_{b}"] = figures
     report["load_after"] = os.getloadavg()[0]
     print(json.dumps(report, indent=1))
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from aloe.config import preset
 from aloe.critics.chunked_q import ChunkedQCritic, CriticConfig
-from aloe.nn import compilable, prefix_qkv, set_compiled, suffix_outputs, transformer
+from aloe.nn import FixedPrefix, compilable, set_compiled, transformer
 from aloe.policies.flow import ActorConfig, FlowPolicy
 from aloe.run import build_learner
 
@@ -23,7 +23,7 @@ def test_a_fixed_prefix_gives_the_full_pass_on_the_suffix(layers: int) -> None:
     prefix, suffix = torch.randn(3, 2, 16), torch.randn(3, 5, 16)
     with torch.no_grad():
         want = net(torch.cat([prefix, suffix], dim=1))[:, 2:]
-        got = suffix_outputs(net, prefix, prefix_qkv(net, prefix), suffix)
+        got = FixedPrefix(net, prefix)(suffix)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
 
 

@@ -104,45 +104,67 @@ def transformer(
     )
 
 
-def prefix_qkv(backbone: nn.TransformerEncoder, prefix: Tensor) -> Tensor:
-    """The first layer's queries, keys and values (B, C, 3D) of fixed leading tokens (B, C, D)
-    of a `transformer`: computed once, reused by every `suffix_outputs` call with them."""
-    first = backbone.layers[0]
-    attn = first.self_attn
-    return F.linear(first.norm1(prefix), attn.in_proj_weight, attn.in_proj_bias)
+class FixedPrefix:
+    """A `transformer` in eval mode run on [prefix, suffix] for many suffixes after one
+    prefix (the flow's Euler steps: the condition tokens, then each step's action tokens).
+    What no suffix changes is done once, here: the layers' weights looked up and the
+    prefix's first-layer queries, keys and values computed. `fp(suffix)` is
+    `backbone(cat([prefix, suffix], 1))[:, C:]` to float rounding; its last layer attends,
+    feeds forward and normalises the suffix tokens alone, as nothing reads the prefix's."""
+
+    def __init__(self, backbone: nn.TransformerEncoder, prefix: Tensor) -> None:
+        self.prefix = prefix
+        self.layers = [_PreNormLayer(layer) for layer in backbone.layers]
+        norm = cast(nn.LayerNorm | None, backbone.norm)
+        self.norm = None if norm is None else _norm_args(norm)
+        self.first_qkv = self.layers[0].qkv(prefix)
+
+    def __call__(self, suffix: Tensor) -> Tensor:
+        c = self.prefix.shape[1]
+        x = torch.cat([self.prefix, suffix], dim=1)
+        for i, layer in enumerate(self.layers):
+            qkv = (
+                torch.cat([self.first_qkv, layer.qkv(suffix)], dim=1)  # the prefix's: once
+                if i == 0
+                else layer.qkv(x)
+            )
+            keep = c if i == len(self.layers) - 1 else 0
+            x = layer.rest(x[:, keep:], qkv, keep)
+        return x if self.norm is None else F.layer_norm(x, *self.norm)
 
 
-def suffix_outputs(
-    backbone: nn.TransformerEncoder, prefix: Tensor, first_qkv: Tensor, suffix: Tensor
-) -> Tensor:
-    """`backbone(cat([prefix, suffix], 1))[:, C:]` of a `transformer` in eval mode, without
-    the work that no suffix changes or that nobody reads: the prefix's first-layer queries,
-    keys and values come from `prefix_qkv`, and the last layer attends, feeds forward and
-    normalises the suffix tokens alone. Equal to the full pass to float rounding."""
-    layers = list(backbone.layers)
-    c = prefix.shape[1]
-    x = torch.cat([prefix, suffix], dim=1)
-    for i, layer in enumerate(layers):
+def _norm_args(norm: nn.LayerNorm) -> tuple[Any, ...]:
+    return (norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+class _PreNormLayer:
+    """An `nn.TransformerEncoderLayer` of `transformer` (pre-norm) in eval mode, its weights
+    held as tensors: no module calls or attribute look-ups per use."""
+
+    def __init__(self, layer: nn.TransformerEncoderLayer) -> None:
         attn = layer.self_attn
-        if i == 0:
-            fresh = F.linear(layer.norm1(suffix), attn.in_proj_weight, attn.in_proj_bias)
-            qkv = torch.cat([first_qkv, fresh], dim=1)
-        else:
-            qkv = F.linear(layer.norm1(x), attn.in_proj_weight, attn.in_proj_bias)
-        keep = c if i == len(layers) - 1 else 0
-        x = _pre_norm_layer(layer, x[:, keep:], qkv, keep)
-    return backbone.norm(x) if backbone.norm is not None else x
+        self.heads = attn.num_heads
+        self.norm1 = _norm_args(layer.norm1)
+        self.in_proj = (attn.in_proj_weight, attn.in_proj_bias)
+        self.out_proj = (attn.out_proj.weight, attn.out_proj.bias)
+        self.norm2 = _norm_args(layer.norm2)
+        self.linear1 = (layer.linear1.weight, layer.linear1.bias)
+        self.linear2 = (layer.linear2.weight, layer.linear2.bias)
+        self.activation = layer.activation
 
+    def qkv(self, x: Tensor) -> Tensor:
+        """Queries, keys and values (B, L, 3D) of tokens x (B, L, D)."""
+        return F.linear(F.layer_norm(x, *self.norm1), *self.in_proj)
 
-def _pre_norm_layer(layer: nn.TransformerEncoderLayer, x: Tensor, qkv: Tensor, keep: int) -> Tensor:
-    """The rest of a pre-norm layer for the tokens x (B, L - keep, D) given every token's
-    q, k, v (B, L, 3D): attention from the kept tokens' queries, then the feed-forward."""
-    attn = layer.self_attn
-    d = x.shape[-1]
-    q, k, v = qkv.unflatten(-1, (3, attn.num_heads, d // attn.num_heads)).permute(2, 0, 3, 1, 4)
-    mixed = F.scaled_dot_product_attention(q[:, :, keep:], k, v).transpose(1, 2).flatten(2)
-    x = x + attn.out_proj(mixed)
-    return x + layer.linear2(layer.activation(layer.linear1(layer.norm2(x))))
+    def rest(self, x: Tensor, qkv: Tensor, keep: int) -> Tensor:
+        """The layer's output for the tokens x (B, L - keep, D) given every token's q, k, v
+        (B, L, 3D): attention from the kept tokens' queries, then the feed-forward."""
+        d = x.shape[-1]
+        q, k, v = qkv.unflatten(-1, (3, self.heads, d // self.heads)).permute(2, 0, 3, 1, 4)
+        mixed = F.scaled_dot_product_attention(q[:, :, keep:], k, v).transpose(1, 2).flatten(2)
+        x = x + F.linear(mixed, *self.out_proj)
+        hidden = self.activation(F.linear(F.layer_norm(x, *self.norm2), *self.linear1))
+        return x + F.linear(hidden, *self.linear2)
 
 
 P = ParamSpec("P")

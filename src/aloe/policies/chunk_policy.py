@@ -16,22 +16,26 @@ from aloe.policies.flow import FlowPolicy
 @contextmanager
 def acting(actor: Any) -> Iterator[None]:
     """What a chunk to act on is sampled under. The compact actor: inference_mode (nothing
-    sampled here is differentiated, and it keeps nothing between calls) and one intra-op
+    sampled here is differentiated, and it keeps nothing between calls), one intra-op
     thread, as a few observations' ops are too small to split and each split waits for the
-    second thread (on a busy machine, for a time slice: docs/speed.md). Other actors:
-    no_grad alone (a LeRobot policy may fill a cache that a later training step reads with
-    gradients, and a VLA's ops are worth splitting)."""
+    second thread (on a busy machine, for a time slice), and oneDNN off, whose GELU sets up
+    a primitive at every call (several times the native kernel's time at these sizes;
+    docs/speed.md). Other actors: no_grad alone (a LeRobot policy may fill a cache that a
+    later training step reads with gradients, and a VLA's ops are worth splitting)."""
     if not isinstance(actor, FlowPolicy):
         with torch.no_grad():
             yield
         return
-    before = torch.get_num_threads()
+    threads = torch.get_num_threads()
+    onednn = bool(torch.backends.mkldnn.enabled)
     torch.set_num_threads(1)
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # a ContextProp
     try:
         with torch.inference_mode():
             yield
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(threads)
+        torch.backends.mkldnn.enabled = onednn  # type: ignore[assignment]
 
 
 class FlowChunkPolicy:

@@ -17,6 +17,7 @@ from torch import Generator, Tensor, nn
 
 from aloe.errors import require
 from aloe.nn import (
+    FixedPrefix,
     InstructionToken,
     Normalizer,
     ObservationTokens,
@@ -24,9 +25,7 @@ from aloe.nn import (
     compilable,
     evaluating,
     mlp,
-    prefix_qkv,
     sinusoidal_embedding,
-    suffix_outputs,
     transformer,
 )
 from aloe.policies.base import chunk_noise
@@ -222,12 +221,15 @@ class FlowPolicy(nn.Module):
     @compilable
     def integrate(self, noise: Tensor, cond: Tensor, num_steps: int) -> Tensor:
         """`euler_integrate` of `velocity` from `noise` given `cond`, in eval mode, with what
-        no Euler step changes computed once: action_in folded into the action-time MLP's
-        first layer, that layer's flow-time half at every step's η in one product, and the
-        condition tokens' first-layer keys and values (`aloe.nn.suffix_outputs`). The same
-        chunks as the step-by-step path to float rounding (tested to 1e-5)."""
+        no Euler step changes done once: action_in folded into the action-time MLP's first
+        layer, that layer's flow-time half at every step's η in one product, dt folded into
+        the output layer, the condition tokens' first-layer keys and values and every
+        weight looked up (`aloe.nn.FixedPrefix`). The same chunks as the step-by-step path
+        to float rounding (tested to 1e-5)."""
         d = self.config.hidden_dim
         first = cast(nn.Linear, self.action_time[0])
+        act = self.action_time[1]
+        second = cast(nn.Linear, self.action_time[2])
         w_x = first.weight[:, :d]  # the first layer's action half
         w_t = first.weight[:, d:]  # and its flow-time half
         w_in = w_x @ self.action_in.weight  # ã -> action half, (D, A)
@@ -235,11 +237,12 @@ class FlowPolicy(nn.Module):
         eta = torch.tensor([k * dt for k in range(num_steps)], device=noise.device)
         t = sinusoidal_embedding(eta, d).to(noise.dtype)
         time_part = F.linear(t, w_t, first.bias + w_x @ self.action_in.bias)  # (steps, D)
-        first_qkv = prefix_qkv(self.backbone, cond)
+        out_w = self.velocity_out.weight * dt
+        out_b = self.velocity_out.bias * dt
+        encode = FixedPrefix(self.backbone, cond)
         x = noise
-        for k in range(num_steps):
-            hidden = F.linear(x, w_in, time_part[k])
-            tokens = self.action_time[2](self.action_time[1](hidden)) + self.action_pos
-            z = suffix_outputs(self.backbone, cond, first_qkv, tokens)
-            x = x - self.velocity_out(z) * dt  # dã/dη = a − ε = −f_θ
+        for part in time_part.unbind(0):
+            tokens = F.linear(act(F.linear(x, w_in, part)), second.weight, second.bias)
+            z = encode(tokens + self.action_pos)
+            x = x - F.linear(z, out_w, out_b)  # dã/dη = a − ε = −f_θ, times dt
         return x
