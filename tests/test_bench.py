@@ -18,7 +18,7 @@ from torch import nn
 from aloe.cli import main
 from aloe.envs.tasks import DEFAULT_TASK
 from aloe.nn import transformer
-from aloe.speed import against, learner, loop, measure
+from aloe.speed import against, learner, loop, measure, targets
 from aloe.speed.table import render
 
 
@@ -157,6 +157,47 @@ def test_the_loop_and_the_iteration_split(smoke, tmp_path):
     f = loop.sampler_vs_critic(frames, DEFAULT_TASK, 2, 4, torch.device("cpu"))
     assert (f["horizon"], f["batch"]) == (2, 4)
     assert f["vs_critic_step"] == pytest.approx(f["batches_per_s"] / f["critic_steps_per_s"])
+
+
+def test_compiled_figures_set_both_ways_side_by_side(smoke, monkeypatch):
+    """The structure and arithmetic of --compile's figures (torch.compile stubbed by the
+    method itself: compiling for real takes minutes; tests/test_nn.py compiles)."""
+    monkeypatch.setattr(torch, "compile", lambda fn: fn)
+    fig = learner.measure_size(smoke, peak_gflops=1.0, repeats=1, latency_calls=2, compile=True)
+    assert list(fig["compile"]) == ["inference", "critic_step", "actor_step"]
+    for f in fig["compile"].values():
+        assert set(f) == {"cold_start_s", "eager_ms", "compiled_ms", "compiled_vs_eager"}
+        assert f["compiled_vs_eager"] == pytest.approx(f["compiled_ms"] / f["eager_ms"])
+    assert not smoke.learner.actor.compiled and not smoke.learner.critic.compiled  # off after
+
+
+def test_each_target_is_marked_pass_or_miss_per_revision():
+    this = {
+        "steps.default.inference.p50_ms": 4.0,
+        "steps.default.actor_parts.value_sampling.share_of_step": 0.5,
+        "loop.collect_policy.vs_raw_excl_inference": 0.8,
+    }
+    old = {"steps.default.inference.p50_ms": 17.5, "steps.paper.critic_step.peak_share": 0.61}
+    marks = targets.check(this)
+    assert marks["chunk inference p50, default size"] == {
+        "figure": 4.0,
+        "target": "<= 5 ms",
+        "met": True,
+    }
+    assert marks["V^π sampling / actor step, default size"]["met"] is False
+    assert marks["critic step / matmul peak, paper size"] == {
+        "figure": None,
+        "target": ">= 0.6",
+        "met": None,
+    }
+    text = targets.render([("this", this), ("HEAD~1", old)])
+    rows = {line.split("  ")[0]: " ".join(line.split()) for line in text.splitlines()}
+    assert rows["chunk inference p50, default size"].endswith("4 ms pass 17.5 ms miss <= 5 ms")
+    assert rows["critic step / matmul peak, paper size"].endswith("- 0.61 pass >= 0.6")
+    assert rows["collection (actor's takeovers, inference excluded) / raw stepping"].endswith(
+        "0.8 pass - >= 0.8"
+    )
+    assert "serving round trip <= inference + 2 ms: not measured by the bench" in text
 
 
 # Side by side.

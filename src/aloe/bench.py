@@ -15,6 +15,10 @@
                 estimate
     against     --against REV: the same figures of another git revision, measured in the
                 same run by that revision's own bench, side by side with ratios
+    targets     issue 33's targets beside the figures that answer them, pass or miss, for
+                each revision (aloe.speed.targets)
+    compile     --compile: each size's inference and steps compiled against eager, with
+                the cold start (steps.SIZE.compile)
 
 Nothing here asserts on time; the figures go into issue notes and the README. Every figure
 is measured or counted (FLOPs by torch's counter, see `aloe.speed.measure`), none assumed.
@@ -46,7 +50,7 @@ from aloe.errors import bad, require
 from aloe.policies.flow import ActorConfig
 from aloe.progress import Progress
 from aloe.run import resolve_device
-from aloe.speed import against, learner, loop, measure
+from aloe.speed import against, learner, loop, measure, targets
 from aloe.speed.against import describe_source, resolve
 from aloe.speed.table import render
 
@@ -87,6 +91,10 @@ class BenchArgs:
     """torch's intra-op threads during the bench (0: one per core this process may use)."""
     device: str = "cpu"
     """Torch device of the update steps and inference: cpu | cuda | cuda:N | auto."""
+    compile: bool = False
+    """Also time each size's chunk inference, critic step and actor step through
+    torch.compile (a run's --compile): the first compiled call (the cold start, compiling
+    included) and the steady state beside eager, alternated in this run."""
     json: bool = False
     """Print the figures as JSON (with --against: both revisions') instead of a table."""
     against: str | None = None
@@ -211,8 +219,9 @@ def cmd_bench(args: BenchArgs) -> int:
     columns = [("this", against.flatten(this))]
     if theirs is not None:
         columns.append((str(args.against), against.flatten(theirs["figures"])))
+    this["targets"] = targets.check(columns[0][1])
     text = json.dumps(this if theirs is None else {"this": this, "against": theirs}, indent=1)
-    print(text if args.json else render(columns))
+    print(text if args.json else f"{render(columns)}\n\n{targets.render(columns)}")
     if args.out:
         args.out.write_text(text)
     if args.progress is not False:
@@ -231,6 +240,7 @@ def child_options(args: BenchArgs) -> dict[str, list[str]]:
         "--repeats": [str(args.repeats)],
         "--threads": [str(args.threads)],
         "--device": [args.device],
+        **({"--compile": []} if args.compile else {}),
     }
 
 
@@ -255,7 +265,9 @@ def measure_all(args: BenchArgs) -> dict[str, Any]:
         }
         sized = [learner.build(name, args.task, str(device)) for name in args.sizes]
         for s in sized:
-            figures["steps"][s.name] = learner.measure_size(s, peak["gflops"], args.repeats)
+            figures["steps"][s.name] = learner.measure_size(
+                s, peak["gflops"], args.repeats, compile=args.compile
+            )
         figures["loop"], frames = loop.measure_loop(sized[0], args.steps, Path(tmp))
         measure.say(f"sampler (h={args.horizon}, B={args.batch_size}) vs default networks' steps")
         figures["sampler"] = loop.sampler_vs_critic(

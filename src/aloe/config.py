@@ -61,6 +61,10 @@ class TrainConfig:
     """RL iterations T after the BC warm start (iteration 0)."""
     device: str = "cpu"
     """Torch device: cpu | cuda | cuda:N | auto."""
+    compile: bool = False
+    """Run the flow actor's sampling and velocity network and the chunked critic's forward
+    through torch.compile (a C++ compiler needed; without one, one warning and eager). Off:
+    on 2 CPU cores each graph's first call compiles for tens of seconds (docs/speed.md)."""
     horizon: int = 10
     """Action chunk length h of actor and critic, and of the sampler's chunks: the one field
     that sets it (paper: 50 at 30 Hz; MetaWorld runs at 80 Hz and its expert episodes last

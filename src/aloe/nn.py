@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -98,6 +102,114 @@ def transformer(
     return nn.TransformerEncoder(
         layer, num_layers, norm=nn.LayerNorm(dim), enable_nested_tensor=False
     )
+
+
+class FixedPrefix:
+    """A `transformer` in eval mode run on [prefix, suffix] for many suffixes after one
+    prefix (the flow's Euler steps: the condition tokens, then each step's action tokens).
+    What no suffix changes is done once, here: the layers' weights looked up and the
+    prefix's first-layer queries, keys and values computed. `fp(suffix)` is
+    `backbone(cat([prefix, suffix], 1))[:, C:]` to float rounding; its last layer attends,
+    feeds forward and normalises the suffix tokens alone, as nothing reads the prefix's."""
+
+    def __init__(self, backbone: nn.TransformerEncoder, prefix: Tensor) -> None:
+        self.prefix = prefix
+        self.layers = [_PreNormLayer(layer) for layer in backbone.layers]
+        norm = cast(nn.LayerNorm | None, backbone.norm)
+        self.norm = None if norm is None else _norm_args(norm)
+        self.first_qkv = self.layers[0].qkv(prefix)
+
+    def __call__(self, suffix: Tensor) -> Tensor:
+        c = self.prefix.shape[1]
+        x = torch.cat([self.prefix, suffix], dim=1)
+        for i, layer in enumerate(self.layers):
+            qkv = (
+                torch.cat([self.first_qkv, layer.qkv(suffix)], dim=1)  # the prefix's: once
+                if i == 0
+                else layer.qkv(x)
+            )
+            keep = c if i == len(self.layers) - 1 else 0
+            x = layer.rest(x[:, keep:], qkv, keep)
+        return x if self.norm is None else F.layer_norm(x, *self.norm)
+
+
+def _norm_args(norm: nn.LayerNorm) -> tuple[Any, ...]:
+    return (norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+
+
+class _PreNormLayer:
+    """An `nn.TransformerEncoderLayer` of `transformer` (pre-norm) in eval mode, its weights
+    held as tensors: no module calls or attribute look-ups per use."""
+
+    def __init__(self, layer: nn.TransformerEncoderLayer) -> None:
+        attn = layer.self_attn
+        self.heads = attn.num_heads
+        self.norm1 = _norm_args(layer.norm1)
+        self.in_proj = (attn.in_proj_weight, attn.in_proj_bias)
+        self.out_proj = (attn.out_proj.weight, attn.out_proj.bias)
+        self.norm2 = _norm_args(layer.norm2)
+        self.linear1 = (layer.linear1.weight, layer.linear1.bias)
+        self.linear2 = (layer.linear2.weight, layer.linear2.bias)
+        self.activation = layer.activation
+
+    def qkv(self, x: Tensor) -> Tensor:
+        """Queries, keys and values (B, L, 3D) of tokens x (B, L, D)."""
+        return F.linear(F.layer_norm(x, *self.norm1), *self.in_proj)
+
+    def rest(self, x: Tensor, qkv: Tensor, keep: int) -> Tensor:
+        """The layer's output for the tokens x (B, L - keep, D) given every token's q, k, v
+        (B, L, 3D): attention from the kept tokens' queries, then the feed-forward."""
+        d = x.shape[-1]
+        q, k, v = qkv.unflatten(-1, (3, self.heads, d // self.heads)).permute(2, 0, 3, 1, 4)
+        mixed = F.scaled_dot_product_attention(q[:, :, keep:], k, v).transpose(1, 2).flatten(2)
+        x = x + F.linear(mixed, *self.out_proj)
+        hidden = self.activation(F.linear(F.layer_norm(x, *self.norm2), *self.linear1))
+        return x + F.linear(hidden, *self.linear2)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+M = TypeVar("M", bound=nn.Module)
+
+
+def compilable(method: Callable[Concatenate[M, P], R]) -> Callable[Concatenate[M, P], R]:
+    """A module's method run through `torch.compile` while the module's `compiled` is on
+    (`set_compiled`; a new input shape compiles again), else eagerly. Where compiling fails
+    (no C++ compiler, a platform torch.compile does not support) one warning says so and the
+    method runs eagerly from then on; an error of the method itself is raised as eager."""
+    compiled: list[Callable[..., R]] = []
+    failed: list[str] = []
+
+    @functools.wraps(method)
+    def call(self: M, *args: P.args, **kwargs: P.kwargs) -> R:
+        if not getattr(self, "compiled", False) or failed:
+            return method(self, *args, **kwargs)
+        try:
+            if not compiled:
+                compiled.append(torch.compile(method))
+            return compiled[0](self, *args, **kwargs)
+        except Exception as e:  # the eager call below raises the method's own errors
+            out = method(self, *args, **kwargs)
+            failed.append(f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")
+            warnings.warn(
+                f"torch.compile of {method.__qualname__} failed ({failed[0]}); it runs "
+                "eagerly from now on",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return out
+
+    return call
+
+
+def set_compiled(on: bool, *modules: Any) -> None:
+    """Turn `torch.compile` on or off for every module among `modules` and their submodules
+    that has `compilable` methods (a class attribute `compiled`); other objects are skipped."""
+    for module in modules:
+        if isinstance(module, nn.Module):
+            for sub in module.modules():
+                if hasattr(type(sub), "compiled"):
+                    cast(Any, sub).compiled = on
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from aloe.algos.table import ALGORITHMS
 from aloe.config import TrainConfig
 from aloe.envs.tasks import task_dims
 from aloe.errors import bad, require
-from aloe.nn import Normalizer, resolve_device
+from aloe.nn import Normalizer, resolve_device, set_compiled
 from aloe.observation import Observations
 from aloe.policies.base import Actor
 from aloe.policies.chunk_policy import FlowChunkPolicy
@@ -104,7 +104,9 @@ def build_learner(
         device=resolve_device(cfg.device),
         c_fail=c_fail,
     )
-    return row.build_learner(parts)
+    learner = row.build_learner(parts)
+    set_compiled(cfg.compile, *vars(learner).values())  # its networks: actor, critics
+    return learner
 
 
 class Run:

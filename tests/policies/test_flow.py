@@ -149,6 +149,26 @@ def test_shared_encoding_equals_encoding_each_sample_again() -> None:
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("layers", [1, 3])
+def test_sampling_computes_once_what_no_euler_step_changes(layers: int) -> None:
+    """`integrate` (what `sample` runs) folds and caches the parts of the network that no
+    Euler step changes; `velocity` run whole at every step (the step-by-step path) gives
+    the same chunks to 1e-5, unclipped, with weights away from their initialisation."""
+    policy = tiny_policy(num_layers=layers, num_flow_steps=7).eval()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=g))
+    state, task, _, _ = inputs(b=5)
+    noise = torch.randn((5, H, A), generator=g)
+    with torch.no_grad():
+        cond = policy.condition(state, task)
+        want = euler_integrate(lambda x, t: policy.velocity(x, t, cond), noise, 7)
+        got = policy.euler(noise, cond, 7)
+    assert want.abs().max() > 1.0  # a chunk that clipping would hide
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
 def test_flow_loss_per_sample_shape_and_grad() -> None:
     policy = tiny_policy()
     state, task, actions, valid = inputs()

@@ -26,6 +26,7 @@ from aloe.nn import (
     Normalizer,
     ObservationTokens,
     accept_legacy_keys,
+    compilable,
     transformer,
 )
 
@@ -192,7 +193,10 @@ class QEnsemble(nn.Module):
 
 
 class ChunkedQCritic(QEnsemble):
-    """Q_φ_i(s_t, a_{t:t+h}, ℓ) for i = 1..K over the sequence [q_1..q_K, s, a_1..a_h, ℓ]."""
+    """Q_φ_i(s_t, a_{t:t+h}, ℓ) for i = 1..K over the sequence [q_1..q_K, s, a_1..a_h, ℓ].
+    `compiled` (`aloe.nn.set_compiled`) runs `raw` through torch.compile."""
+
+    compiled: bool = False
 
     def __init__(
         self,
@@ -242,6 +246,7 @@ class ChunkedQCritic(QEnsemble):
         self.value_head = value_head(config, support) if own else None
         self.time_in = nn.Linear(TIME_FEATURES, d) if own and config.time_features else None
 
+    @compilable
     def raw(
         self,
         state: Tensor,

@@ -25,7 +25,7 @@ from aloe.critics.chunked_q import (
     require_time,
     value_head,
 )
-from aloe.nn import InstructionToken, Normalizer
+from aloe.nn import InstructionToken, Normalizer, compilable
 
 INSTRUCTION_DIM = 32  # the MLP's instruction embedding (a learned table, or a projection)
 
@@ -35,7 +35,10 @@ class MlpQCritic(QEnsemble):
     -> (Linear -> LayerNorm -> GELU) × L -> Linear, vectorised over the members.
 
     Padded steps are zeroed and the valid mask is an input, so their contents cannot change
-    a value and a chunk cut to n steps is told apart from a full one."""
+    a value and a chunk cut to n steps is told apart from a full one. `compiled`
+    (`aloe.nn.set_compiled`) runs `raw` through torch.compile."""
+
+    compiled: bool = False
 
     def __init__(
         self,
@@ -72,6 +75,7 @@ class MlpQCritic(QEnsemble):
         self.out_b = nn.Parameter(torch.zeros(k, config.outputs))
         self.value_head = value_head(config, support)
 
+    @compilable
     def raw(
         self,
         state: Tensor,

@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
 from aloe.observation import Observations
+from aloe.policies.flow import FlowPolicy
+
+
+@contextmanager
+def acting(actor: Any) -> Iterator[None]:
+    """What a chunk to act on is sampled under. The compact actor: inference_mode (nothing
+    sampled here is differentiated, and it keeps nothing between calls), one intra-op
+    thread, as a few observations' ops are too small to split and each split waits for the
+    second thread (on a busy machine, for a time slice), and oneDNN off, whose GELU sets up
+    a primitive at every call (several times the native kernel's time at these sizes;
+    docs/speed.md). Other actors: no_grad alone (a LeRobot policy may fill a cache that a
+    later training step reads with gradients, and a VLA's ops are worth splitting)."""
+    if not isinstance(actor, FlowPolicy):
+        with torch.no_grad():
+            yield
+        return
+    threads = torch.get_num_threads()
+    onednn = bool(torch.backends.mkldnn.enabled)
+    torch.set_num_threads(1)
+    torch.backends.mkldnn.enabled = False  # type: ignore[assignment]  # a ContextProp
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.mkldnn.enabled = onednn  # type: ignore[assignment]
 
 
 class FlowChunkPolicy:
@@ -70,7 +97,10 @@ class FlowChunkPolicy:
         return torch.as_tensor(np.stack([p for p in pixels if p is not None]), device=self.device)
 
     def act_chunk(self, obs: dict[str, Any]) -> np.ndarray:
-        chunk = self.actor.sample(*self.inputs(obs), 1, self.generator, images=self.images([obs]))
+        state, row = self.inputs(obs)
+        images = self.images([obs])
+        with acting(self.actor):
+            chunk = self.actor.sample(state, row, 1, self.generator, images=images)
         return chunk[0, 0].cpu().numpy()
 
     def act_chunks(
@@ -79,9 +109,11 @@ class FlowChunkPolicy:
         """Chunks (B, h, A) in one actor call: each row's noise from its episode's generator
         (`episode_rng`), the flow integrated on the stacked batch."""
         states, rows = zip(*(self.inputs(o) for o in obs), strict=True)
-        chunks = self.actor.sample(
-            torch.cat(states), torch.cat(rows), 1, list(rngs), images=self.images(obs)
-        )
+        images = self.images(obs)
+        with acting(self.actor):
+            chunks = self.actor.sample(
+                torch.cat(states), torch.cat(rows), 1, list(rngs), images=images
+            )
         return chunks[:, 0].cpu().numpy()
 
 

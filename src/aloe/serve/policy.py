@@ -24,6 +24,7 @@ from aloe.datasets.store import EpisodeStore, StoreError
 from aloe.envs.registry import failure_cost
 from aloe.errors import bad
 from aloe.nn import evaluating
+from aloe.policies.chunk_policy import acting
 from aloe.policies.rtc import sample_inpainted
 from aloe.run import Run, load_run
 from aloe.serve.protocol import Spec
@@ -55,7 +56,7 @@ class ServedPolicy:
         critic = self.run.critic
         if rtc is None:
             images = self.chunks.images([obs])
-            with evaluating(critic):
+            with acting(self.chunks.actor), evaluating(critic):
                 chunk = sample_best(
                     critic,
                     self.chunks.actor,

@@ -28,7 +28,7 @@ from aloe.algos.aloe import AloeLearner, weighted_actor_loss
 from aloe.config import TrainConfig, preset
 from aloe.data import ChunkBatch
 from aloe.envs.metaworld import TaskEnv
-from aloe.nn import evaluating
+from aloe.nn import evaluating, set_compiled
 from aloe.observation import Observations
 from aloe.policies.chunk_policy import FlowChunkPolicy
 from aloe.run import build_learner, observations
@@ -121,8 +121,10 @@ def measure_size(
     peak_gflops: float,
     repeats: int = 0,
     latency_calls: int = LATENCY_CALLS,
+    compile: bool = False,
 ) -> dict[str, Any]:
-    """Critic step, actor step and its parts, and chunk inference of one preset's learner."""
+    """Critic step, actor step and its parts, and chunk inference of one preset's learner;
+    with `compile`, also `compiled_figures`."""
     n = repeats or REPEATS.get(s.name, 3)
     batch = batch_for(s)
     say(f"{s.name}: critic step ({n} timed, {s.describe()})")
@@ -135,13 +137,17 @@ def measure_size(
     for part in parts.values():
         part["share_of_step"] = part["ms"] / actor["ms"]
     say(f"{s.name}: chunk inference ({latency_calls} calls)")
-    return {
+    figures = {
         "sizes": s.describe(),
         "critic_step": critic,
         "actor_step": actor,
         "actor_parts": {**parts, "sum_ms": summed, "other_ms": actor["ms"] - summed},
         "inference": inference_latency(s, latency_calls),
     }
+    if compile:
+        say(f"{s.name}: compiled against eager (the first calls compile)")
+        figures["compile"] = compiled_figures(s, n, latency_calls)
+    return figures
 
 
 def _step(
@@ -226,9 +232,8 @@ def _update_flops(
     }
 
 
-def inference_latency(s: Sized, calls: int) -> dict[str, float]:
-    """One observation -> one chunk through `FlowChunkPolicy`, as collection and evaluation
-    call it: p50 and p99 over `calls` calls, and its counted GFLOP."""
+def one_chunk(s: Sized) -> Callable[[], Any]:
+    """One observation -> one chunk through `FlowChunkPolicy`, as collection calls it."""
     policy = FlowChunkPolicy(
         s.learner.actor,
         version=0,
@@ -238,10 +243,58 @@ def inference_latency(s: Sized, calls: int) -> dict[str, float]:
         obs=s.obs,
     )
     obs = {"state": np.random.default_rng(0).standard_normal(s.obs.dim).astype(np.float32)}
-    timing = time_calls(lambda: policy.act_chunk(obs), calls, warmup=3, device=s.device)
+    return lambda: policy.act_chunk(obs)
+
+
+def inference_latency(s: Sized, calls: int) -> dict[str, float]:
+    """`one_chunk` as collection and evaluation call it: p50 and p99 over `calls` calls, and
+    its counted GFLOP."""
+    act = one_chunk(s)
+    timing = time_calls(act, calls, warmup=3, device=s.device)
     return {
         "p50_ms": 1e3 * timing.percentile(50),
         "p99_ms": 1e3 * timing.percentile(99),
         "calls": calls,
-        "gflop": count_flops(lambda: policy.act_chunk(obs)) / 1e9,
+        "gflop": count_flops(act) / 1e9,
     }
+
+
+def compiled_figures(s: Sized, repeats: int, calls: int) -> dict[str, dict[str, float]]:
+    """Chunk inference, the critic step and the actor step with the learner's networks
+    through torch.compile (`aloe.nn.set_compiled`, as a run's --compile): the first compiled
+    call (the cold start: compiling every graph that call meets first; later shapes compile
+    again), then eager and compiled calls alternated, `repeats` of each (`calls` for
+    inference), for the steady state (medians) and their ratio. Compiling is off after."""
+    batch = batch_for(s)
+    work = {
+        "inference": (one_chunk(s), calls),
+        "critic_step": (lambda: s.learner.critic_step(batch), repeats),
+        "actor_step": (lambda: s.learner.actor_step(batch), repeats),
+    }
+    nets = list(vars(s.learner).values())
+    out = {}
+    for name, (fn, n) in work.items():
+        fn()  # eager first: the allocator and lazy state warm, as for every other figure
+        seconds: dict[str, list[float]] = {"cold": [], "eager": [], "compiled": []}
+        _timed(seconds["cold"], True, s.device, _compiled, nets, fn)
+        for _ in range(n):
+            _timed(seconds["eager"], True, s.device, fn)
+            _timed(seconds["compiled"], True, s.device, _compiled, nets, fn)
+        eager = Timing(seconds["eager"]).median
+        compiled = Timing(seconds["compiled"]).median
+        out[name] = {
+            "cold_start_s": seconds["cold"][0],
+            "eager_ms": 1e3 * eager,
+            "compiled_ms": 1e3 * compiled,
+            "compiled_vs_eager": compiled / eager,
+        }
+    return out
+
+
+def _compiled(nets: list[Any], fn: Callable[[], Any]) -> Any:
+    """fn() with the networks among `nets` compiled (`set_compiled`), eager again after."""
+    set_compiled(True, *nets)
+    try:
+        return fn()
+    finally:
+        set_compiled(False, *nets)
