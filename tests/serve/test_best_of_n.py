@@ -13,7 +13,7 @@ import torch
 
 from aloe.algos.best_of_n import BestOfNPolicy
 from aloe.errors import UsageError
-from aloe.policies.chunk_policy import FlowChunkPolicy
+from aloe.policies.chunk_policy import FlowChunkPolicy, acting
 from aloe.run import load_run
 from aloe.serve.cli import ServeArgs
 from aloe.serve.policy import ServedPolicy
@@ -35,9 +35,10 @@ def test_served_chunks_are_the_critics_best_of_n(untrained_run: Path) -> None:
     obs = {"state": np.linspace(-0.5, 0.5, 39).astype(np.float32)}
     state, row = plain.chunks.inputs(obs)
     one = plain.infer(obs, plain.rng(5))
-    expected = run.actor.sample(state, row, 1, plain.rng(5))[0, 0].numpy()
+    with acting(run.actor):  # as a served chunk is sampled
+        expected = run.actor.sample(state, row, 1, plain.rng(5))[0, 0].numpy()
+        drawn = run.actor.sample(state, row, 4, best.rng(5))[0]
     assert np.array_equal(one, expected)
-    drawn = run.actor.sample(state, row, 4, best.rng(5))[0]
     chosen = best.infer(obs, best.rng(5))
     assert np.array_equal(chosen, drawn[int(scores(best, obs, drawn).argmax())].numpy())
 

@@ -33,7 +33,7 @@ from aloe.algos.context import RunConfig
 from aloe.algos.table import ALGORITHMS
 from aloe.errors import require
 from aloe.nn import evaluating
-from aloe.policies.chunk_policy import FlowChunkPolicy
+from aloe.policies.chunk_policy import FlowChunkPolicy, acting
 
 
 @dataclass
@@ -99,7 +99,7 @@ class BestOfNPolicy:
         episode."""
         p = self.policy
         states, rows = zip(*(p.inputs(o) for o in obs), strict=True)
-        with evaluating(self.critic):
+        with acting(p.actor), evaluating(self.critic):  # sampled as the plain policy samples
             chunks = sample_best(
                 self.critic,
                 p.actor,
