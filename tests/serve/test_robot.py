@@ -132,7 +132,7 @@ def test_a_teleop_device_drives_the_rollout_loop(peg_env):
 
 
 def test_paced_steps_wait_for_the_control_period(monkeypatch):
-    from aloe.robot import sim
+    from aloe.robot import pacing
 
     waits: list[float] = []
     clock = [100.0]
@@ -141,19 +141,44 @@ def test_paced_steps_wait_for_the_control_period(monkeypatch):
         waits.append(seconds)
         clock[0] += seconds
 
-    monkeypatch.setattr(sim.time, "sleep", sleep)
-    monkeypatch.setattr(sim.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(pacing.time, "sleep", sleep)
+    monkeypatch.setattr(pacing.time, "perf_counter", lambda: clock[0])
 
     def step(action: int) -> int:
         clock[0] += 0.005  # the simulator takes 5 ms of the 20 ms period
         return action
 
-    env = SimpleNamespace(step=step, limit=0)
-    paced = sim.Paced(env, hz=50)  # type: ignore[arg-type]
+    env = SimpleNamespace(step=step, reset=lambda seed: None, limit=0)
+    paced = pacing.Paced(env, hz=50)  # type: ignore[arg-type]
+    paced.reset(seed=0)
     for _ in range(3):
         paced.step(1)
     paced.limit = 7
     assert env.limit == 7 and waits == pytest.approx([0.015] * 3)
+
+
+def test_deadlines_count_an_overrun_and_do_not_rush_after_it(monkeypatch):
+    """Steps end on t0 + k / hz; a step late for its deadline (a slow chunk) is counted, and
+    the schedule restarts from it instead of catching up with shorter periods."""
+    from aloe.robot import pacing
+
+    clock = [0.0]
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(pacing.time, "sleep", sleep)
+    monkeypatch.setattr(pacing.time, "perf_counter", lambda: clock[0])
+    deadlines = pacing.Deadlines(hz=10)
+    deadlines.restart()
+    for work in (0.02, 0.05, 0.25, 0.01, 0.03):  # the third step's work overruns by 0.15 s
+        clock[0] += work
+        deadlines.wait()
+    assert waits == pytest.approx([0.08, 0.05, 0.09, 0.07])
+    assert deadlines.overruns == 1 and deadlines.late_s == pytest.approx(0.15)
+    assert clock[0] == pytest.approx(0.65)  # 0.45 + two whole periods: no rush
 
 
 @pytest.mark.parametrize(

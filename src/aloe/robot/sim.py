@@ -1,4 +1,4 @@
-"""`aloe robot`: MetaWorld plays the robot through `aloe serve`, the simulated operator teleops.
+"""`aloe robot`: MetaWorld (or a LeRobot robot) plays the robot through `aloe serve`.
 
 The served run's config comes with the server's metadata, so the simulated robot mirrors
 what `aloe train` would collect in-process for the next iteration: the same task and time
@@ -6,6 +6,11 @@ limit, the same operator profile, the same collection rule and episode seeds
 (`aloe.data.episode_seed(run seed, iteration, i)`, continuing after the episodes the store
 already holds for that iteration). Only the policy is remote. `--hz` paces the simulator
 like a real robot's control clock, which is what makes asynchronous execution pay.
+
+With `--lerobot-robot CONFIG` a LeRobot robot plays instead, and the person with
+`--lerobot-teleop CONFIG` (a leader arm) is the operator: `aloe.robot.lerobot_devices`
+makes the devices, `aloe.robot.lerobot_env` runs them (docs/real-robot.md). The episodes
+follow the same collection rule and seeds, through the same client and recorder.
 
 Recording needs the server's token: `--token`, else $ALOE_TOKEN, else `--token-file`, else
 (a server on this machine) the `serve.token` file `aloe serve` wrote into its run directory.
@@ -17,13 +22,11 @@ import json
 import math
 import os
 import sys
-import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlparse
-
-import numpy as np
 
 from aloe.config import TrainConfig
 from aloe.data import episode_seed
@@ -31,36 +34,14 @@ from aloe.envs.base import EpisodeEnv
 from aloe.envs.registry import make_env
 from aloe.errors import bad, require
 from aloe.operators.profiles import make_operator
+from aloe.robot.pacing import Paced
+from aloe.robot.teleop import Rerecord, as_operator
 from aloe.rollout import Takeover
 from aloe.serve.auth import TOKEN_FILE, is_loopback, read_token_file
 
 if TYPE_CHECKING:  # the serve extra's websockets: imported on use, so --help needs none
     from aloe.robot.client import RobotClient
     from aloe.robot.connection import Connection
-
-
-class Paced:
-    """An environment whose steps take at least 1/hz seconds of wall time, as a robot's do:
-    the observation after an action comes a control period after the action was sent, so a
-    chunk computed after it is time the robot stands still (`Played.idle_s`)."""
-
-    def __init__(self, env: EpisodeEnv, hz: float) -> None:
-        object.__setattr__(self, "_env", env)
-        object.__setattr__(self, "_period", 1.0 / hz)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._env, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self._env, name, value)
-
-    def step(self, action: np.ndarray) -> Any:
-        start = time.perf_counter()
-        out = self._env.step(action)
-        wait = start + self._period - time.perf_counter()
-        if wait > 0:
-            time.sleep(wait)
-        return out
 
 
 @dataclass
@@ -85,13 +66,22 @@ class RobotArgs:
     """Request the next chunk this many actions before the queue runs out; 0: from the
     measured round trip."""
     hz: float = 0.0
-    """Pace the simulator at this control rate, as a real robot runs (0: as fast as it steps)."""
+    """Pace the simulator at this control rate, as a real robot runs (0: as fast as it
+    steps). With --lerobot-robot, the robot's control rate (0: the served run's frame rate)."""
     record: bool = True
     """Store the episodes in the served run's dataset (False: only run them)."""
     timeout: float = 30.0
     """Seconds to wait for any reply before the connection counts as lost."""
     attempts: int = 6
     """Connection attempts (with back-off 0.5, 1, 2, ... s) before giving up."""
+    lerobot_robot: str | None = None
+    """A LeRobot robot plays the robot: its LeRobot config, a .json/.yaml file or
+    `type=so101_follower,port=/dev/ttyACM0,id=arm` (the fields of LeRobot's --robot.*
+    flags; docs/real-robot.md). Needs lerobot (0.4.4)."""
+    lerobot_teleop: str | None = None
+    """The person's LeRobot teleoperator (a leader arm), spelled as --lerobot-robot: its
+    get_action() is the correction. Takeover, success, failure and re-record come from its
+    get_teleop_events() (a gamepad's buttons) and the terminal's keys: space, s, f, r."""
 
     def validate(self) -> None:
         url = urlparse(self.server)
@@ -123,6 +113,12 @@ class RobotArgs:
             "must be a finite number of seconds > 0",
         )
         require(self.attempts >= 1, "--attempts", self.attempts, "must be >= 1")
+        require(
+            self.lerobot_robot is not None or self.lerobot_teleop is None,
+            "--lerobot-teleop",
+            self.lerobot_teleop,
+            "needs --lerobot-robot: a LeRobot teleoperator corrects a LeRobot robot",
+        )
         require(
             not self.rtc or self.mode == "async",
             "--rtc",
@@ -173,6 +169,11 @@ def cmd_robot(args: RobotArgs) -> int:
     from aloe.robot.connection import ServerError
 
     args.validate()
+    devices = None
+    if args.lerobot_robot is not None:  # decoded before any connection: errors come first
+        from aloe.robot.lerobot_devices import make_devices
+
+        devices = make_devices(args.lerobot_robot, args.lerobot_teleop)
     conn = connect(args)
     meta = conn.metadata
     if "config" not in meta:
@@ -183,20 +184,41 @@ def cmd_robot(args: RobotArgs) -> int:
             "its metadata); a plain openpi server has no episode recording",
         )
     cfg = TrainConfig.from_json(meta["config"])
-    env: EpisodeEnv = make_env(cfg.env)
-    if args.hz:
-        env = cast(EpisodeEnv, Paced(env, args.hz))
-    operator = make_operator(cfg.task, cfg.operator, seed=cfg.seed)
     client = RobotClient(
         conn, asynchronous=args.mode == "async", rtc=args.rtc, steps_ahead=args.steps_ahead or None
     )
-    try:
-        summary = collect(client, env, operator, cfg, args.episodes, record=args.record)
-    except (ServerError, ConnectionError) as e:  # after validation: what the server said
-        print(f"aloe robot: stopped: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps({**summary, **client.timing.summary()}, indent=1))
+    with ExitStack() as stack:
+        env, operator = (
+            simulated(cfg, args.hz) if devices is None else lerobot_cell(stack, devices, meta, args)
+        )
+        try:
+            summary = collect(client, env, operator, cfg, args.episodes, record=args.record)
+        except (ServerError, ConnectionError) as e:  # after validation: what the server said
+            print(f"aloe robot: stopped: {e}", file=sys.stderr)
+            return 1
+    clock = getattr(env, "clock", None)
+    overruns = {"late_steps": clock.overruns} if clock is not None else {}
+    print(json.dumps({**summary, **client.timing.summary(), **overruns}, indent=1))
     return 0
+
+
+def simulated(cfg: TrainConfig, hz: float) -> tuple[EpisodeEnv, Any]:
+    """MetaWorld as the robot (paced at `hz`, if given) and the run's simulated operator."""
+    env: EpisodeEnv = make_env(cfg.env)
+    if hz:
+        env = cast(EpisodeEnv, Paced(env, hz))
+    return env, make_operator(cfg.task, cfg.operator, seed=cfg.seed)
+
+
+def lerobot_cell(
+    stack: ExitStack, devices: tuple[Any, Any], meta: dict[str, Any], args: RobotArgs
+) -> tuple[EpisodeEnv, Any]:
+    """The LeRobot robot and teleoperator, connected for the stack's block."""
+    from aloe.robot.lerobot_devices import cell
+
+    texts = (args.lerobot_robot or "", args.lerobot_teleop or "")
+    env, person = stack.enter_context(cell(*devices, meta, hz=args.hz or None, texts=texts))
+    return cast(EpisodeEnv, env), person and as_operator(person)
 
 
 def collect(
@@ -208,7 +230,8 @@ def collect(
     record: bool = True,
 ) -> dict[str, Any]:
     """Episodes over the network by the run's collection rule (or `episodes` of them); a
-    connection lost mid-episode loses that episode, which is played again after reconnecting."""
+    connection lost mid-episode loses that episode, which is played again after reconnecting,
+    as is one the person drops (`Rerecord`)."""
     from aloe.robot.connection import ConnectionLost  # optional extra: serve
 
     meta = client.conn.metadata
@@ -240,6 +263,9 @@ def collect(
             out["lost"] += 1
             print(f"aloe robot: episode of seed {seed} lost ({e}); reconnecting", file=sys.stderr)
             client.conn.connect()
+            continue
+        except Rerecord as e:
+            print(f"aloe robot: episode of seed {seed} dropped ({e}); again", file=sys.stderr)
             continue
         n, successes = n + 1, successes + int(played.counts.success)
         out["episodes"] += 1

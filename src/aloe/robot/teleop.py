@@ -31,6 +31,11 @@ import numpy as np
 from aloe.operators.base import Operator
 
 
+class Rerecord(Exception):
+    """The person drops the episode being played (a re-record key): `RobotClient.episode`
+    discards it on the server, and `aloe robot` plays its seed again."""
+
+
 @runtime_checkable
 class Teleop(Protocol):
     """A person with a device, watching the policy and taking over."""

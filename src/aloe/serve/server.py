@@ -251,6 +251,7 @@ class PolicyServer:
             "seed": cfg.seed,
             "collected": {"episodes": done.episodes, "successes": done.successes},
             "config": cfg.to_json(),  # the run's config, for a simulated robot to mirror
+            "fps": self.store.fps,  # the store's frame rate: a real robot's control rate
             "max_message_bytes": self.options.limits.max_message_bytes,
             "max_episode_bytes": self.options.max_episode_bytes,
             "deadline_s": self.options.deadline_s,
