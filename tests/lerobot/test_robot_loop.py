@@ -1,0 +1,150 @@
+"""One iteration of the real-robot loop, with a fake LeRobot arm and leader arm
+(`fake_devices`: subclasses of lerobot 0.4.4's `Robot` and `Teleoperator`): `aloe serve`
+serves a smoke run, `aloe robot --lerobot-robot ... --lerobot-teleop ...` collects its next
+iteration (a re-recorded episode dropped, then a takeover by the leader's pedal and a
+success by its button), `aloe train --resume` trains on it, and the server serves the new
+version to the robot. docs/real-robot.md's commands, up to the hardware."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("lerobot")
+pytest.importorskip("websockets")
+
+import fake_devices  # noqa: E402  (after the skip: it imports lerobot)
+import torch  # noqa: E402
+
+from aloe import data as D  # noqa: E402
+from aloe import train  # noqa: E402
+from aloe.cli import main  # noqa: E402
+from aloe.collect import CollectConfig  # noqa: E402
+from aloe.config import preset  # noqa: E402
+from aloe.datasets.store import EpisodeStore  # noqa: E402
+from aloe.run_dir import start_run_dir  # noqa: E402
+
+TAKEOVER_AT, SUCCEED_AFTER = 4, 5  # leader polls: one at the reset, then one per step
+
+
+@pytest.fixture(scope="module")
+def warm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smoke run after its BC warm start, collecting one episode per iteration, with no
+    simulator state in its store (a real robot has none)."""
+    torch.set_num_threads(1)
+    cfg = preset("smoke")
+    cfg.out, cfg.progress = tmp_path_factory.mktemp("real") / "run", False
+    cfg.iterations, cfg.bc_steps, cfg.eval_episodes = 1, 5, 1
+    cfg.env = dataclasses.replace(cfg.env, max_steps=60, c_fail=100.0)
+    cfg.operator = dataclasses.replace(cfg.operator, profile="oracle")
+    cfg.collect = CollectConfig(success_quota=1, max_episodes=1, record_sim_state=False)
+    cfg.actor = dataclasses.replace(cfg.actor, num_flow_steps=2)
+    cfg.aloe = dataclasses.replace(cfg.aloe, critic_steps=3, actor_steps=2)
+    cfg = train.prepare_run(cfg, resume=False)
+    trainer = train.Trainer(cfg)
+    start_run_dir(cfg)
+    trainer.store = trainer._open_store()
+    trainer.warm_start()
+    return cfg.out
+
+
+def device_configs(run: Path, tmp: Path) -> tuple[str, str]:
+    """--lerobot-robot as a JSON file, --lerobot-teleop inline: both of CONFIG's spellings."""
+    rest = EpisodeStore.open(run / "dataset").load_frames([D.STATE])[D.STATE][0]
+    robot = tmp / "robot.json"
+    robot.write_text(
+        json.dumps(
+            {
+                "type": "aloe_fake_arm",
+                "id": "follower",
+                "calibration_dir": str(tmp / "calibration"),
+                "rest": rest.tolist(),
+            }
+        )
+    )
+    teleop = (
+        f"type=aloe_fake_leader,id=leader,calibration_dir={tmp / 'calibration'},"
+        f"takeover_at={TAKEOVER_AT},succeed_after={SUCCEED_AFTER},rerecord_at=3"
+    )
+    return str(robot), teleop
+
+
+@pytest.mark.slow
+def test_collect_with_a_takeover_train_and_serve_the_new_version(
+    warm_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from aloe.serve.server import Options, PolicyServer, Running
+
+    run = warm_run
+    robot_cfg, teleop_cfg = device_configs(run, tmp_path)
+    running = Running(PolicyServer(run, Options(poll_s=0.05)))
+    robot = ["robot", "--server", running.url, "--token", running.server.token]
+    lerobot = ["--lerobot-robot", robot_cfg, "--lerobot-teleop", teleop_cfg, "--hz", "200"]
+    try:
+        # 1. the robot collects iteration 1 by the run's rule: one episode
+        capsys.readouterr()
+        assert main([*robot, *lerobot]) == 0
+        out, err = capsys.readouterr()
+        summary = json.loads(out)
+        assert "dropped" in err  # the re-recorded episode, played again
+        assert summary["iteration"] == 1 and summary["episodes"] == 1
+        assert summary["successes"] == 1 and summary["takeovers"] == 1
+        arm, leader = fake_devices.FakeArm.made[-1], fake_devices.FakeLeader.made[-1]
+        assert not arm.is_connected and not leader.is_connected  # disconnected at the end
+        check_stored(run, summary["stored"], arm.sent)
+
+        # 2. the iteration trains on it, nothing collected in-process
+        assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert rows[-1]["iteration"] == 1 and rows[-1]["episodes"] == 1
+        assert rows[-1]["takeovers"] == 1 and rows[-1]["human_steps"] == SUCCEED_AFTER
+
+        # 3. the server swaps to version 1, and the robot is served it
+        deadline = time.time() + 60
+        while served_version(running.url) != 1:
+            assert time.time() < deadline, "no swap to version 1"
+            time.sleep(0.05)
+        capsys.readouterr()
+        assert main([*robot, *lerobot, "--episodes", "1", "--no-record"]) == 0
+        again = json.loads(capsys.readouterr().out)
+        assert again["iteration"] == 2 and again["episodes"] == 1 and again["stored"] == []
+    finally:
+        running.stop()
+
+
+def served_version(url: str) -> int:
+    from aloe.robot.connection import Connection
+
+    conn = Connection(url)
+    conn.close()
+    return int(conn.metadata["policy_version"])
+
+
+def check_stored(run: Path, indices: list[int], sent: list[dict[str, float]]) -> None:
+    """The episode as in-process collection writes one: the policy's fragment cut by the
+    takeover (a labelled failure), the leader's fragment to the success."""
+    store = EpisodeStore.open(run / "dataset")
+    (row,) = [r for r in store.episodes().to_pylist() if r["episode_index"] in indices]
+    assert row["iteration"] == 1 and row["takeovers"] == 1
+    frames = store.load_frames(list(D.STEP_COLUMNS) + [D.EPISODE])
+    mine = frames[D.EPISODE] == row["episode_index"]
+    f = {k: v[mine] for k, v in frames.items()}
+    policy = TAKEOVER_AT - 1
+    assert list(f[D.SOURCE]) == ["policy"] * policy + ["human"] * SUCCEED_AFTER
+    assert list(f[D.FRAGMENT]) == [0] * policy + [1] * SUCCEED_AFTER
+    assert (f[D.INTERVENTION] == (f[D.SOURCE] == "human")).all()
+    assert (f[D.POLICY_VERSION] == np.where(f[D.SOURCE] == "policy", 0, -1)).all()
+    cut = policy - 1
+    assert f[D.DONE][cut] and f[D.FAILURE_REASON][cut] == "takeover: operator takeover"
+    assert f[D.REWARD][cut] == -100.0  # Eq. 14: -C_fail
+    assert f[D.SUCCESS][-1] and f[D.DONE][-1] and f[D.REWARD][-1] == 0.0
+    pose = fake_devices.FakeLeaderConfig().pose
+    np.testing.assert_allclose(f[D.ACTION][policy:], [pose] * SUCCEED_AFTER, rtol=1e-6)
+    # what the arm was sent: the dropped episode's 2 steps, then this one's, in its units
+    executed = np.asarray([list(a.values()) for a in sent[2:]])
+    np.testing.assert_allclose(executed, f[D.ACTION], rtol=1e-6, atol=1e-7)
