@@ -35,6 +35,7 @@ def hide(monkeypatch: pytest.MonkeyPatch, *extras: str) -> None:
     [
         ("serve", ["serve", "--run", "runs/nowhere"]),
         ("serve", ["robot", "--episodes", "1"]),
+        ("lerobot", ["robot", "--lerobot-robot", "type=so101_follower,port=/dev/ttyACM0"]),
         ("ray", ["train", "--preset", "smoke", "--workers", "2", "--out", "OUT"]),
         ("ogbench", ["train", "--preset", "smoke", "--task", "cube-double", "--out", "OUT"]),
         ("vision", ["train", "--preset", "smoke", "--obs", "image", "--out", "OUT"]),

@@ -87,7 +87,8 @@ class FakeArm(Robot):
             raise DeviceNotConnectedError(f"{self} is not connected")
         state = np.asarray(self.config.rest, np.float64).copy()
         state[: self.config.joints] += self.config.gain * self.position
-        obs: dict[str, Any] = dict(zip(self.observation_features, map(float, state)))
+        scalars = [k for k, v in self.observation_features.items() if v is float]
+        obs: dict[str, Any] = dict(zip(scalars, map(float, state), strict=True))
         if self.config.camera:
             h, w = self.config.camera
             obs["front"] = np.full((h, w, 3), len(self.sent) % 256, np.uint8)
@@ -158,7 +159,7 @@ class FakeLeader(Teleoperator):
     def get_action(self) -> dict[str, Any]:
         if not self._connected:
             raise DeviceNotConnectedError(f"{self} is not connected")
-        return dict(zip(self.action_features, self.config.pose))
+        return dict(zip(self.action_features, map(float, self.config.pose), strict=True))
 
     def get_teleop_events(self) -> dict[TeleopEvents, bool]:
         """LeRobot's event keys, as its gamepad sends them."""

@@ -7,8 +7,8 @@ version to the robot. docs/real-robot.md's commands, up to the hardware."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -19,38 +19,12 @@ pytest.importorskip("lerobot")
 pytest.importorskip("websockets")
 
 import fake_devices  # noqa: E402  (after the skip: it imports lerobot)
-import torch  # noqa: E402
 
 from aloe import data as D  # noqa: E402
-from aloe import train  # noqa: E402
 from aloe.cli import main  # noqa: E402
-from aloe.collect import CollectConfig  # noqa: E402
-from aloe.config import preset  # noqa: E402
 from aloe.datasets.store import EpisodeStore  # noqa: E402
-from aloe.run_dir import start_run_dir  # noqa: E402
 
 TAKEOVER_AT, SUCCEED_AFTER = 4, 5  # leader polls: one at the reset, then one per step
-
-
-@pytest.fixture(scope="module")
-def warm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A smoke run after its BC warm start, collecting one episode per iteration, with no
-    simulator state in its store (a real robot has none)."""
-    torch.set_num_threads(1)
-    cfg = preset("smoke")
-    cfg.out, cfg.progress = tmp_path_factory.mktemp("real") / "run", False
-    cfg.iterations, cfg.bc_steps, cfg.eval_episodes = 1, 5, 1
-    cfg.env = dataclasses.replace(cfg.env, max_steps=60, c_fail=100.0)
-    cfg.operator = dataclasses.replace(cfg.operator, profile="oracle")
-    cfg.collect = CollectConfig(success_quota=1, max_episodes=1, record_sim_state=False)
-    cfg.actor = dataclasses.replace(cfg.actor, num_flow_steps=2)
-    cfg.aloe = dataclasses.replace(cfg.aloe, critic_steps=3, actor_steps=2)
-    cfg = train.prepare_run(cfg, resume=False)
-    trainer = train.Trainer(cfg)
-    start_run_dir(cfg)
-    trainer.store = trainer._open_store()
-    trainer.warm_start()
-    return cfg.out
 
 
 def device_configs(run: Path, tmp: Path) -> tuple[str, str]:
@@ -80,7 +54,8 @@ def test_collect_with_a_takeover_train_and_serve_the_new_version(
 ):
     from aloe.serve.server import Options, PolicyServer, Running
 
-    run = warm_run
+    run = tmp_path / "run"
+    shutil.copytree(warm_run, run)
     robot_cfg, teleop_cfg = device_configs(run, tmp_path)
     running = Running(PolicyServer(run, Options(poll_s=0.05)))
     robot = ["robot", "--server", running.url, "--token", running.server.token]
@@ -94,6 +69,7 @@ def test_collect_with_a_takeover_train_and_serve_the_new_version(
         assert "dropped" in err  # the re-recorded episode, played again
         assert summary["iteration"] == 1 and summary["episodes"] == 1
         assert summary["successes"] == 1 and summary["takeovers"] == 1
+        assert summary["late_steps"] >= 0  # the control clock's overruns, reported
         arm, leader = fake_devices.FakeArm.made[-1], fake_devices.FakeLeader.made[-1]
         assert not arm.is_connected and not leader.is_connected  # disconnected at the end
         check_stored(run, summary["stored"], arm.sent)

@@ -153,6 +153,11 @@ def test_serve_refuses_a_taken_port(untrained_run, capsys):
             "[Errno 2] No such file or directory: '/nonexistent/serve.token'",
         ),
         (
+            "--lerobot-teleop type=so101_leader",
+            "aloe robot: error: --lerobot-teleop ('type=so101_leader'): needs --lerobot-robot: "
+            "a LeRobot teleoperator corrects a LeRobot robot",
+        ),
+        (
             "--rtc --mode sync",
             "aloe robot: error: --rtc (True): needs --mode async: synchronous "
             "execution has no queued actions to agree with",

@@ -129,15 +129,22 @@ def make_device(flag: str, text: str) -> Any:
     fields = read_config(flag, text)
     module = importlib.import_module(package)
     base = getattr(module, config_class)
+    known = sorted(base.get_known_choices())
+    kind = fields.get("type")
+    if kind not in known:
+        what = "no `type`" if kind is None else f"lerobot has no {kind!r} here"
+        raise bad(flag, text, f"{what}; its types: {', '.join(known)}")
     try:
         config = draccus.decode(base, fields)
     except Exception as e:  # draccus's DecodingError / ParsingError: one line of its text
-        known = ", ".join(sorted(base.get_known_choices()))
-        reason = " ".join(str(e).split())
-        raise bad(flag, text, f"{reason} (LeRobot's types here: {known})") from None
+        raise bad(flag, text, " ".join(str(e).split())) from None
     try:
         return getattr(module, factory)(config)
-    except (ImportError, ValueError, TypeError, OSError) as e:
+    except ImportError as e:  # a motor bus's SDK: lerobot's extra of the device
+        raise bad(
+            flag, text, f"LeRobot cannot make it: {e} (install lerobot's extra for it)"
+        ) from None
+    except (ValueError, TypeError, OSError) as e:
         raise bad(flag, text, f"LeRobot cannot make it: {' '.join(str(e).split())}") from None
 
 
@@ -159,12 +166,6 @@ def cell(
     keys = sys.stdin.isatty()
     sources = [marks_of_teleop(teleop)] if hasattr(teleop, "get_teleop_events") else []
     sources += [key_marks()] if keys else []
-    if not sources:
-        print(
-            "aloe robot: no takeover or outcome marks (no teleop events, stdin is no "
-            "terminal): each episode runs to its time limit",
-            file=sys.stderr,
-        )
 
     def marks() -> Marks:
         return either(Marks(), *(poll() for poll in sources))
@@ -177,6 +178,12 @@ def cell(
         person = LeRobotTeleop(teleop, env) if teleop is not None else None
     except UsageError as e:
         raise bad("--lerobot-teleop", texts[1], str(e)) from None
+    if not sources:
+        print(
+            "aloe robot: no takeover or outcome marks (no teleop events, stdin is no "
+            "terminal): each episode runs to its time limit",
+            file=sys.stderr,
+        )
     with contextlib.ExitStack() as stack:
         for flag, text, device in zip(KINDS, texts, (robot, teleop), strict=True):
             if device is not None:
