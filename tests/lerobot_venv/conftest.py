@@ -1,5 +1,6 @@
-"""Fixtures of the LeRobot robot tests (run in the lerobot virtualenv, `.ci/run`): a smoke
-run after its warm start, shaped for a real robot."""
+"""Fixtures of the LeRobot robot tests, run in the lerobot virtualenv (`.ci/run`): a smoke
+run after its warm start, shaped for a real robot. (Not named tests/lerobot: pytest puts
+tests/ on sys.path, where a lerobot/ directory would pass for the lerobot package.)"""
 
 from __future__ import annotations
 
