@@ -28,21 +28,15 @@ TAKEOVER_AT, SUCCEED_AFTER = 4, 5  # leader polls: one at the reset, then one pe
 
 
 def device_configs(run: Path, tmp: Path) -> tuple[str, str]:
-    """--lerobot-robot as a JSON file, --lerobot-teleop inline: both of CONFIG's spellings."""
+    """--lerobot-robot as a YAML file, --lerobot-teleop inline: both of CONFIG's spellings."""
     rest = EpisodeStore.open(run / "dataset").load_frames([D.STATE])[D.STATE][0]
-    robot = tmp / "robot.json"
+    robot = tmp / "follower.yaml"
     robot.write_text(
-        json.dumps(
-            {
-                "type": "aloe_fake_arm",
-                "id": "follower",
-                "calibration_dir": str(tmp / "calibration"),
-                "rest": rest.tolist(),
-            }
-        )
+        f"type: aloe_fake_arm\nid: my_follower\ncalibration_dir: {tmp / 'calibration'}\n"
+        f"rest: {json.dumps(rest.tolist())}\n"
     )
     teleop = (
-        f"type=aloe_fake_leader,id=leader,calibration_dir={tmp / 'calibration'},"
+        f"type=aloe_fake_leader,id=my_leader,calibration_dir={tmp / 'calibration'},"
         f"takeover_at={TAKEOVER_AT},succeed_after={SUCCEED_AFTER},rerecord_at=3"
     )
     return str(robot), teleop
@@ -50,7 +44,7 @@ def device_configs(run: Path, tmp: Path) -> tuple[str, str]:
 
 @pytest.mark.slow
 def test_collect_with_a_takeover_train_and_serve_the_new_version(
-    warm_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    warm_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ):
     from aloe.serve.server import Options, PolicyServer, Running
 
@@ -58,8 +52,9 @@ def test_collect_with_a_takeover_train_and_serve_the_new_version(
     shutil.copytree(warm_run, run)
     robot_cfg, teleop_cfg = device_configs(run, tmp_path)
     running = Running(PolicyServer(run, Options(poll_s=0.05)))
-    robot = ["robot", "--server", running.url, "--token", running.server.token]
-    lerobot = ["--lerobot-robot", robot_cfg, "--lerobot-teleop", teleop_cfg, "--hz", "200"]
+    monkeypatch.setenv("ALOE_TOKEN", running.server.token)  # as on the robot computer
+    robot = ["robot", "--server", running.url]
+    lerobot = ["--lerobot-robot", robot_cfg, "--lerobot-teleop", teleop_cfg]
     try:
         # 1. the robot collects iteration 1 by the run's rule: one episode
         capsys.readouterr()
@@ -79,6 +74,9 @@ def test_collect_with_a_takeover_train_and_serve_the_new_version(
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert rows[-1]["iteration"] == 1 and rows[-1]["episodes"] == 1
         assert rows[-1]["takeovers"] == 1 and rows[-1]["human_steps"] == SUCCEED_AFTER
+        assert (run / "report.html").is_file()
+        assert main(["plot-q", "--run", str(run)]) == 0  # Q along the episode with the takeover
+        assert capsys.readouterr().out.strip().endswith("qtrace-episode-2.png")
 
         # 3. the server swaps to version 1, and the robot is served it
         deadline = time.time() + 60
