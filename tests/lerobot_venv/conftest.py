@@ -12,8 +12,8 @@ import pytest
 
 @pytest.fixture(scope="session")
 def warm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A smoke run after its BC warm start (checkpoint 0), collecting one episode per
-    iteration, with no simulator state in its store (a real robot has none). Tests that
+    """A smoke run of two iterations after its BC warm start (checkpoint 0), collecting one
+    episode per iteration, with no simulator state in its store (a real robot has none). Tests that
     change it work on a copy."""
     import torch
 
@@ -25,7 +25,7 @@ def warm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.set_num_threads(1)  # server and robot share the cores: one thread each
     cfg = preset("smoke")
     cfg.out, cfg.progress = tmp_path_factory.mktemp("real") / "run", False
-    cfg.iterations, cfg.bc_steps, cfg.eval_episodes = 1, 5, 1
+    cfg.iterations, cfg.bc_steps, cfg.eval_episodes = 2, 5, 1
     cfg.env = dataclasses.replace(cfg.env, max_steps=60, c_fail=100.0)
     cfg.operator = dataclasses.replace(cfg.operator, profile="oracle")
     cfg.collect = CollectConfig(success_quota=1, max_episodes=1, record_sim_state=False)

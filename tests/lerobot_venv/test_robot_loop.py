@@ -1,9 +1,10 @@
-"""One iteration of the real-robot loop, with a fake LeRobot arm and leader arm
+"""Two iterations of the real-robot loop, with a fake LeRobot arm and leader arm
 (`fake_devices`: subclasses of lerobot 0.4.4's `Robot` and `Teleoperator`): `aloe serve`
-serves a smoke run, `aloe robot --lerobot-robot ... --lerobot-teleop ...` collects its next
-iteration (a re-recorded episode dropped, then a takeover by the leader's pedal and a
-success by its button), `aloe train --resume` trains on it, and the server serves the new
-version to the robot. docs/real-robot.md's commands, up to the hardware."""
+serves a smoke run; each iteration, `aloe robot --lerobot-robot ... --lerobot-teleop ...`
+collects it (a re-recorded episode dropped, then a takeover by the leader's pedal and a
+success by its button), the run trains on it (iteration 1 with the guide's one-iteration
+snippet, the run's last with `aloe train --resume`) and the server serves the new version
+to the robot. docs/real-robot.md's commands, up to the hardware."""
 
 from __future__ import annotations
 
@@ -42,8 +43,25 @@ def device_configs(run: Path, tmp: Path) -> tuple[str, str]:
     return str(robot), teleop
 
 
+class Trained(Exception):
+    """Raised once an iteration's checkpoint is saved: the run stops before it would collect
+    the next iteration in-process (docs/real-robot.md)."""
+
+
+def train_one_iteration(run: Path) -> None:
+    """docs/real-robot.md's snippet: `aloe train --resume` for one iteration."""
+    import aloe
+    from aloe.config import TrainConfig
+
+    def stop(row: dict) -> None:
+        raise Trained(row["iteration"])
+
+    with pytest.raises(Trained):
+        aloe.run_training(TrainConfig.load(run), on_iteration=stop, resume=True)
+
+
 @pytest.mark.slow
-def test_collect_with_a_takeover_train_and_serve_the_new_version(
+def test_two_iterations_of_collect_with_a_takeover_train_and_serve(
     warm_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ):
     from aloe.serve.server import Options, PolicyServer, Running
@@ -53,42 +71,49 @@ def test_collect_with_a_takeover_train_and_serve_the_new_version(
     robot_cfg, teleop_cfg = device_configs(run, tmp_path)
     running = Running(PolicyServer(run, Options(poll_s=0.05)))
     monkeypatch.setenv("ALOE_TOKEN", running.server.token)  # as on the robot computer
-    robot = ["robot", "--server", running.url]
-    lerobot = ["--lerobot-robot", robot_cfg, "--lerobot-teleop", teleop_cfg]
+    robot = ["robot", "--server", running.url, "--lerobot-robot", robot_cfg]
+    robot += ["--lerobot-teleop", teleop_cfg]
     try:
-        # 1. the robot collects iteration 1 by the run's rule: one episode
-        capsys.readouterr()
-        assert main([*robot, *lerobot]) == 0
-        out, err = capsys.readouterr()
-        summary = json.loads(out)
-        assert "dropped" in err  # the re-recorded episode, played again
-        assert summary["iteration"] == 1 and summary["episodes"] == 1
-        assert summary["successes"] == 1 and summary["takeovers"] == 1
-        assert summary["late_steps"] >= 0  # the control clock's overruns, reported
-        arm, leader = fake_devices.FakeArm.made[-1], fake_devices.FakeLeader.made[-1]
-        assert not arm.is_connected and not leader.is_connected  # disconnected at the end
-        check_stored(run, summary["stored"], arm.sent)
+        for iteration in (1, 2):
+            # the robot collects the iteration by the run's rule: one episode
+            capsys.readouterr()
+            assert main(robot) == 0
+            out, err = capsys.readouterr()
+            summary = json.loads(out)
+            assert "dropped" in err  # the re-recorded episode, played again
+            assert summary["iteration"] == iteration and summary["episodes"] == 1
+            assert summary["successes"] == 1 and summary["takeovers"] == 1
+            assert summary["late_steps"] >= 0  # the control clock's overruns, reported
+            arm, leader = fake_devices.FakeArm.made[-1], fake_devices.FakeLeader.made[-1]
+            assert not arm.is_connected and not leader.is_connected  # disconnected after
+            check_stored(run, summary["stored"], arm.sent, version=iteration - 1)
 
-        # 2. the iteration trains on it, nothing collected in-process
-        assert main(["train", "--resume", str(run), "--no-progress"]) == 0
-        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-        assert rows[-1]["iteration"] == 1 and rows[-1]["episodes"] == 1
-        assert rows[-1]["takeovers"] == 1 and rows[-1]["human_steps"] == SUCCEED_AFTER
+            # the iteration trains on it (nothing collected in-process), and is served
+            if iteration == 1:
+                train_one_iteration(run)  # the run has 2: it stops after this one
+            else:
+                assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+            rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            assert [r["iteration"] for r in rows] == list(range(iteration + 1))
+            assert rows[-1]["episodes"] == 1 and rows[-1]["takeovers"] == 1
+            assert rows[-1]["human_steps"] == SUCCEED_AFTER
+            wait_for_version(running.url, iteration)
+
         assert (run / "report.html").is_file()
-        assert main(["plot-q", "--run", str(run)]) == 0  # Q along the episode with the takeover
-        assert capsys.readouterr().out.strip().endswith("qtrace-episode-2.png")
-
-        # 3. the server swaps to version 1, and the robot is served it
-        deadline = time.time() + 60
-        while served_version(running.url) != 1:
-            assert time.time() < deadline, "no swap to version 1"
-            time.sleep(0.05)
-        capsys.readouterr()
-        assert main([*robot, *lerobot, "--episodes", "1", "--no-record"]) == 0
+        assert main(["plot-q", "--run", str(run)]) == 0  # Q along the latest takeover episode
+        assert capsys.readouterr().out.strip().endswith("qtrace-episode-3.png")
+        assert main([*robot, "--episodes", "1", "--no-record"]) == 0  # version 2 acts
         again = json.loads(capsys.readouterr().out)
-        assert again["iteration"] == 2 and again["episodes"] == 1 and again["stored"] == []
+        assert again["iteration"] == 3 and again["episodes"] == 1 and again["stored"] == []
     finally:
         running.stop()
+
+
+def wait_for_version(url: str, version: int) -> None:
+    deadline = time.time() + 60
+    while served_version(url) != version:
+        assert time.time() < deadline, f"no swap to version {version}"
+        time.sleep(0.05)
 
 
 def served_version(url: str) -> int:
@@ -99,12 +124,12 @@ def served_version(url: str) -> int:
     return int(conn.metadata["policy_version"])
 
 
-def check_stored(run: Path, indices: list[int], sent: list[dict[str, float]]) -> None:
+def check_stored(run: Path, indices: list[int], sent: list[dict[str, float]], version: int) -> None:
     """The episode as in-process collection writes one: the policy's fragment cut by the
     takeover (a labelled failure), the leader's fragment to the success."""
     store = EpisodeStore.open(run / "dataset")
     (row,) = [r for r in store.episodes().to_pylist() if r["episode_index"] in indices]
-    assert row["iteration"] == 1 and row["takeovers"] == 1
+    assert row["iteration"] == version + 1 and row["takeovers"] == 1
     frames = store.load_frames(list(D.STEP_COLUMNS) + [D.EPISODE])
     mine = frames[D.EPISODE] == row["episode_index"]
     f = {k: v[mine] for k, v in frames.items()}
@@ -112,7 +137,7 @@ def check_stored(run: Path, indices: list[int], sent: list[dict[str, float]]) ->
     assert list(f[D.SOURCE]) == ["policy"] * policy + ["human"] * SUCCEED_AFTER
     assert list(f[D.FRAGMENT]) == [0] * policy + [1] * SUCCEED_AFTER
     assert (f[D.INTERVENTION] == (f[D.SOURCE] == "human")).all()
-    assert (f[D.POLICY_VERSION] == np.where(f[D.SOURCE] == "policy", 0, -1)).all()
+    assert (f[D.POLICY_VERSION] == np.where(f[D.SOURCE] == "policy", version, -1)).all()
     cut = policy - 1
     assert f[D.DONE][cut] and f[D.FAILURE_REASON][cut] == "takeover: operator takeover"
     assert f[D.REWARD][cut] == -100.0  # Eq. 14: -C_fail
