@@ -102,9 +102,16 @@ def test_two_iterations_of_collect_with_a_takeover_train_and_serve(
         assert (run / "report.html").is_file()
         assert main(["plot-q", "--run", str(run)]) == 0  # Q along the latest takeover episode
         assert capsys.readouterr().out.strip().endswith("qtrace-episode-3.png")
-        assert main([*robot, "--episodes", "1", "--no-record"]) == 0  # version 2 acts
-        again = json.loads(capsys.readouterr().out)
+        # version 2 alone on the robot, nothing recorded: with no teleop and no terminal
+        # there are no marks, and the episode runs to the run's time limit
+        alone = ["robot", "--server", running.url, "--lerobot-robot", robot_cfg]
+        assert main([*alone, "--episodes", "1", "--no-record"]) == 0
+        out, err = capsys.readouterr()
+        again = json.loads(out)
+        assert "no takeover or outcome marks" in err
         assert again["iteration"] == 3 and again["episodes"] == 1 and again["stored"] == []
+        assert again["successes"] == again["takeovers"] == 0
+        assert len(fake_devices.FakeArm.made[-1].sent) == 60  # env.max_steps
     finally:
         running.stop()
 
