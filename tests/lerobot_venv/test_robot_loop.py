@@ -43,27 +43,11 @@ def device_configs(run: Path, tmp: Path) -> tuple[str, str]:
     return str(robot), teleop
 
 
-class Trained(Exception):
-    """Raised once an iteration's checkpoint is saved: the run stops before it would collect
-    the next iteration in-process (docs/real-robot.md)."""
-
-
-def train_one_iteration(run: Path) -> None:
-    """docs/real-robot.md's snippet: `aloe train --resume` for one iteration."""
-    import aloe
-    from aloe.config import TrainConfig
-
-    def stop(row: dict) -> None:
-        raise Trained(row["iteration"])
-
-    with pytest.raises(Trained):
-        aloe.run_training(TrainConfig.load(run), on_iteration=stop, resume=True)
-
-
 @pytest.mark.slow
 def test_two_iterations_of_collect_with_a_takeover_train_and_serve(
-    warm_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+    warm_run: Path, one_iteration, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ):
+    from aloe.config import TrainConfig
     from aloe.serve.server import Options, PolicyServer, Running
 
     run = tmp_path / "run"
@@ -89,8 +73,8 @@ def test_two_iterations_of_collect_with_a_takeover_train_and_serve(
             check_stored(run, summary["stored"], arm.sent, version=iteration - 1)
 
             # the iteration trains on it (nothing collected in-process), and is served
-            if iteration == 1:
-                train_one_iteration(run)  # the run has 2: it stops after this one
+            if iteration == 1:  # the run has 2: it stops after this one
+                one_iteration(TrainConfig.load(run), resume=True)
             else:
                 assert main(["train", "--resume", str(run), "--no-progress"]) == 0
             rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
