@@ -29,6 +29,40 @@ from lerobot.teleoperators.utils import TeleopEvents
 from lerobot.utils.errors import DeviceAlreadyConnectedError, DeviceNotConnectedError
 
 
+class InMemory:
+    """What LeRobot asks of any device, for one that needs no port and no calibration: it
+    connects once, refuses a second connect and any use while disconnected, as LeRobot's do."""
+
+    _connected = False
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    def connect(self, calibrate: bool = True) -> None:
+        if self._connected:
+            raise DeviceAlreadyConnectedError(f"{self} already connected")
+        self._connected = True
+
+    def disconnect(self) -> None:
+        self.require_connected()
+        self._connected = False
+
+    def require_connected(self) -> None:
+        if not self._connected:
+            raise DeviceNotConnectedError(f"{self} is not connected")
+
+    @property
+    def is_calibrated(self) -> bool:
+        return True
+
+    def calibrate(self) -> None:
+        pass
+
+    def configure(self) -> None:
+        pass
+
+
 @RobotConfig.register_subclass("aloe_fake_arm")
 @dataclass
 class FakeArmConfig(RobotConfig):
@@ -39,7 +73,7 @@ class FakeArmConfig(RobotConfig):
     camera: list[int] | None = None  # (height, width) of a `front` camera, if any
 
 
-class FakeArm(Robot):
+class FakeArm(InMemory, Robot):
     config_class = FakeArmConfig
     name = "aloe_fake_arm"
     made: ClassVar[list[FakeArm]] = []
@@ -49,7 +83,6 @@ class FakeArm(Robot):
         self.config = config
         self.position = np.zeros(config.joints)
         self.sent: list[dict[str, float]] = []
-        self._connected = False
         FakeArm.made.append(self)
 
     @cached_property
@@ -63,28 +96,8 @@ class FakeArm(Robot):
     def action_features(self) -> dict[str, Any]:
         return {f"joint{i}.pos": float for i in range(self.config.joints)}
 
-    @property
-    def is_connected(self) -> bool:
-        return self._connected
-
-    def connect(self, calibrate: bool = True) -> None:
-        if self._connected:
-            raise DeviceAlreadyConnectedError(f"{self} already connected")
-        self._connected = True
-
-    @property
-    def is_calibrated(self) -> bool:
-        return True
-
-    def calibrate(self) -> None:
-        pass
-
-    def configure(self) -> None:
-        pass
-
     def get_observation(self) -> dict[str, Any]:
-        if not self._connected:
-            raise DeviceNotConnectedError(f"{self} is not connected")
+        self.require_connected()
         state = np.asarray(self.config.rest, np.float64).copy()
         state[: self.config.joints] += self.config.gain * self.position
         scalars = [k for k, v in self.observation_features.items() if v is float]
@@ -95,16 +108,10 @@ class FakeArm(Robot):
         return obs
 
     def send_action(self, action: dict[str, Any]) -> dict[str, Any]:
-        if not self._connected:
-            raise DeviceNotConnectedError(f"{self} is not connected")
+        self.require_connected()
         self.sent.append(dict(action))
         self.position = np.asarray([action[k] for k in self.action_features], np.float64)
         return action
-
-    def disconnect(self) -> None:
-        if not self._connected:
-            raise DeviceNotConnectedError(f"{self} is not connected")
-        self._connected = False
 
 
 @TeleoperatorConfig.register_subclass("aloe_fake_leader")
@@ -114,9 +121,10 @@ class FakeLeaderConfig(TeleoperatorConfig):
     takeover_at: int = 4
     succeed_after: int = 5
     rerecord_at: int = 0  # 0: no re-record
+    unplugged: bool = False  # connect fails, as a leader on a wrong port does
 
 
-class FakeLeader(Teleoperator):
+class FakeLeader(InMemory, Teleoperator):
     config_class = FakeLeaderConfig
     name = "aloe_fake_leader"
     made: ClassVar[list[FakeLeader]] = []
@@ -126,7 +134,6 @@ class FakeLeader(Teleoperator):
         self.config = config
         self.polls = 0
         self.rerecorded = False
-        self._connected = False
         FakeLeader.made.append(self)
 
     @cached_property
@@ -137,28 +144,13 @@ class FakeLeader(Teleoperator):
     def feedback_features(self) -> dict[str, Any]:
         return {}
 
-    @property
-    def is_connected(self) -> bool:
-        return self._connected
-
     def connect(self, calibrate: bool = True) -> None:
-        if self._connected:
-            raise DeviceAlreadyConnectedError(f"{self} already connected")
-        self._connected = True
-
-    @property
-    def is_calibrated(self) -> bool:
-        return True
-
-    def calibrate(self) -> None:
-        pass
-
-    def configure(self) -> None:
-        pass
+        if self.config.unplugged:
+            raise ConnectionError(f"could not open the port of {self}\n(is it plugged in?)")
+        super().connect(calibrate)
 
     def get_action(self) -> dict[str, Any]:
-        if not self._connected:
-            raise DeviceNotConnectedError(f"{self} is not connected")
+        self.require_connected()
         return dict(zip(self.action_features, map(float, self.config.pose), strict=True))
 
     def get_teleop_events(self) -> dict[TeleopEvents, bool]:
@@ -180,8 +172,3 @@ class FakeLeader(Teleoperator):
 
     def send_feedback(self, feedback: dict[str, Any]) -> None:
         pass
-
-    def disconnect(self) -> None:
-        if not self._connected:
-            raise DeviceNotConnectedError(f"{self} is not connected")
-        self._connected = False

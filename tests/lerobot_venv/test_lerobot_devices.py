@@ -113,9 +113,10 @@ def served(tmp_path: Path, robot: str, teleop: str | None, warm_run: Path, capsy
     finally:
         running.stop()
     assert not any(d.is_connected for d in fake_devices.FakeArm.made + fake_devices.FakeLeader.made)
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    return err.strip()
+    err = capsys.readouterr().err  # the server's thread shares it: judge the robot's lines
+    robot_lines = [line for line in err.splitlines() if line.startswith("aloe robot")]
+    assert len(robot_lines) == 1 and "Traceback" not in err, err
+    return robot_lines[0]
 
 
 def test_a_robot_of_another_size_than_the_run_is_refused(tmp_path, warm_run, capsys):
@@ -137,6 +138,16 @@ def test_a_teleoperator_without_the_robots_actions_is_refused(tmp_path, warm_run
         "its actions (joint0.pos, joint1.pos, joint2.pos) lack the robot's joint3.pos: a "
         "leader arm of the same robot gives them"
     )
+
+
+def test_a_device_that_cannot_connect_leaves_the_other_disconnected(tmp_path, warm_run, capsys):
+    robot = f"type=aloe_fake_arm,rest={[0.0] * 39}"
+    line = served(tmp_path, robot, "type=aloe_fake_leader,unplugged=true", warm_run, capsys)
+    assert line.startswith("aloe robot: error: --lerobot-teleop ('type=aloe_fake_leader,")
+    assert line.endswith(
+        "cannot connect: could not open the port of None FakeLeader (is it plugged in?)"
+    )
+    assert fake_devices.FakeArm.made[-1].sent == []  # connected, then disconnected: unmoved
 
 
 def test_a_run_that_keeps_simulator_states_is_refused(tmp_path, warm_run):

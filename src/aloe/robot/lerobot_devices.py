@@ -28,9 +28,7 @@ import importlib
 import json
 import pkgutil
 import sys
-import termios
 import time
-import tty
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,7 +67,8 @@ def read_config(flag: str, text: str) -> dict[str, Any]:
             raw = path.read_text()
             fields = json.loads(raw) if path.suffix == ".json" else yaml.safe_load(raw)
         except (OSError, ValueError, yaml.YAMLError) as e:
-            raise bad(flag, text, f"cannot read the config: {type(e).__name__}: {e}") from None
+            reason = " ".join(f"{type(e).__name__}: {e}".split())
+            raise bad(flag, text, f"cannot read the config: {reason}") from None
         if not isinstance(fields, dict):
             raise bad(flag, text, "must hold a mapping of the device's fields, `type` among them")
         return fields
@@ -104,7 +103,7 @@ def flow_value(flag: str, text: str, value: str) -> Any:
     try:
         return yaml.safe_load(value)
     except yaml.YAMLError as e:
-        raise bad(flag, text, f"{value[:60]!r} is not YAML: {e}".replace("\n", " ")) from None
+        raise bad(flag, text, f"{value[:60]!r} is not YAML: {' '.join(str(e).split())}") from None
 
 
 def register_devices() -> None:
@@ -206,7 +205,10 @@ def ready_key(seed: int) -> None:
 
 @contextlib.contextmanager
 def cbreak() -> Iterator[None]:
-    """The terminal hands over each key as it is typed, restored after the block."""
+    """The terminal hands over each key as it is typed, restored after the block (POSIX)."""
+    import termios
+    import tty
+
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
     try:

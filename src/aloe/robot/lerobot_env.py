@@ -136,9 +136,11 @@ class LeRobotEnv:
         self.marks = marks
         self.clock = Deadlines(hz)
         self.control_period = self.clock.period
-        self.task, self.instruction = task, instruction
+        self.task = task
+        self.instruction = instruction
         self._max_steps = max_steps
-        self.steps, self.limit = 0, max_steps
+        self.steps = 0
+        self.limit = max_steps
         self.cameras = dict(cameras or {})
         self.state_keys = scalar_features(robot.observation_features)
         self.camera_keys = camera_features(robot.observation_features)
@@ -196,7 +198,8 @@ class LeRobotEnv:
             self.robot.connect()
         self.ready(seed)
         self.marks()  # what was signalled while the scene was set is not this episode's
-        self.steps, self.limit = 0, self._max_steps
+        self.steps = 0
+        self.limit = self._max_steps
         self.actor = "policy"
         obs = self.observe()
         self.clock.restart()
