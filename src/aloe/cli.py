@@ -139,7 +139,7 @@ COMMANDS: dict[str, Command] = {
         "aloe serve --run runs/aloe",
     ),
     "robot": Command(
-        "MetaWorld or a LeRobot robot through `aloe serve`, a teleop watching",
+        "MetaWorld or a LeRobot robot (+ teleop) through `aloe serve`",
         robot_sim.RobotArgs,
         lambda args: _with_extra("serve", lambda: robot_sim.cmd_robot(args)),
         "aloe robot --server ws://127.0.0.1:8000 --episodes 5",
