@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from aloe import checkpoint, train
-from aloe.cli import main
 from aloe.algos.recap import RecapConfig
+from aloe.cli import main
 from aloe.collect import CollectConfig
 from aloe.config import TrainConfig, preset
 from aloe.config_json import LEGACY_KEYS, MAY_BE_INFINITE
@@ -126,7 +126,6 @@ def test_a_copied_run_resumes_in_place_and_leaves_the_original_alone(
     same_metrics(_metrics(copy), _metrics(run_dir))
 
 
-
 @pytest.mark.slow  # two tiny trainings
 @pytest.mark.parametrize("advantage", ["value", "q"])
 def test_a_recap_run_resumes_bit_exactly_and_loads_acting_on_positive(
@@ -155,6 +154,7 @@ def test_a_recap_run_resumes_bit_exactly_and_loads_acting_on_positive(
     run = load_run(copy)
     assert run.actor.guidance == Guidance(POSITIVE, 2.0) and run.actor.indicator is not None
     assert run.sample(torch.zeros(run.obs.dim).numpy(), num_samples=2, seed=0).shape == (2, 10, 4)
+
 
 # --- config.json goes through the flags' checks ---------------------------------------------
 

@@ -185,7 +185,11 @@ def reference(actor: FlowPolicy, state: torch.Tensor, task: torch.Tensor, noise,
 
 def inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
-    return torch.randn(3, S, generator=g), torch.tensor([0, 1, 1]), torch.randn(3, H, A, generator=g)
+    return (
+        torch.randn(3, S, generator=g),
+        torch.tensor([0, 1, 1]),
+        torch.randn(3, H, A, generator=g),
+    )
 
 
 def test_cfg_with_beta_one_is_the_conditional_policy_exactly() -> None:
@@ -194,7 +198,9 @@ def test_cfg_with_beta_one_is_the_conditional_policy_exactly() -> None:
     chunks = actor.integrate(state, task, noise)
     cond = actor.condition(state, task, torch.full_like(task, POSITIVE))
     assert torch.equal(chunks, actor.euler(noise, cond, STEPS))  # one forward, no second branch
-    torch.testing.assert_close(chunks, reference(actor, state, task, noise, None), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        chunks, reference(actor, state, task, noise, None), atol=1e-5, rtol=0
+    )
     # the guided rule at β = 1 returns the conditional field (to float rounding)
     both = torch.cat([cond, actor.condition(state, task)])
     torch.testing.assert_close(actor.euler(noise, both, STEPS, 1.0), chunks, atol=1e-6, rtol=0)
@@ -206,7 +212,9 @@ def test_cfg_combines_both_fields_at_every_step(beta: float) -> None:
     actor = conditioned_actor(beta)
     state, task, noise = inputs()
     chunks = actor.integrate(state, task, noise)
-    torch.testing.assert_close(chunks, reference(actor, state, task, noise, beta), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        chunks, reference(actor, state, task, noise, beta), atol=1e-5, rtol=0
+    )
     assert not torch.allclose(chunks, reference(actor, state, task, noise, None), atol=1e-3)
 
 
@@ -326,5 +334,7 @@ def test_an_update_reads_its_value_then_labels_then_its_actor_batches() -> None:
     ],
 )
 def test_settings_are_checked(field: str, value: Any, message: str) -> None:
-    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+    with pytest.raises(
+        UsageError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
+    ):
         dataclasses.replace(RecapConfig(), **{field: value}).validate()

@@ -353,24 +353,30 @@ def test_the_prompt_carries_the_indicator(vlm):
     state, task, _, _ = batch()
     tokenizer = actor.policy.model.vlm_with_expert.processor.tokenizer
 
-    def prompts(indicator):
-        inputs = actor.lerobot_inputs(state, task, indicator=torch.full_like(task, indicator))
+    def text(inputs):
         ids = inputs["observation.language.tokens"]
         mask = inputs["observation.language.attention_mask"]
-        return [tokenizer.decode(i[m], skip_special_tokens=True) for i, m in zip(ids, mask)]
+        rows = zip(ids, mask, strict=True)
+        return [tokenizer.decode(i[m], skip_special_tokens=True) for i, m in rows]
+
+    def prompts(indicator):
+        return text(actor.lerobot_inputs(state, task, indicator=torch.full_like(task, indicator)))
 
     alone = prompts(DROPPED)  # (the tiny tokenizer knows no "and", "it")
     assert alone == ["pick the puck place at the goal", "press the button"] * 2 + alone[-1:]
-    assert prompts(POSITIVE) == [f"{text} Advantage: positive" for text in alone]
-    assert prompts(NEGATIVE) == [f"{text} Advantage: negative" for text in alone]
-    plain = make_actor(vlm).lerobot_inputs(state, task)
-    ids, mask = plain["observation.language.tokens"], plain["observation.language.attention_mask"]
-    assert alone == [tokenizer.decode(i[m], skip_special_tokens=True) for i, m in zip(ids, mask)]
+    assert prompts(POSITIVE) == [f"{t} Advantage: positive" for t in alone]
+    assert prompts(NEGATIVE) == [f"{t} Advantage: negative" for t in alone]
+    assert alone == text(make_actor(vlm).lerobot_inputs(state, task))  # the plain prompt
     valid = torch.ones(B, H)
     a = torch.zeros(B, H, A)
     losses = [
         actor.flow_loss_per_sample(
-            state, task, a, valid, torch.Generator().manual_seed(0), indicator=torch.full_like(task, i)
+            state,
+            task,
+            a,
+            valid,
+            torch.Generator().manual_seed(0),
+            indicator=torch.full_like(task, i),
         )
         for i in (POSITIVE, NEGATIVE)
     ]
@@ -397,6 +403,7 @@ def test_cfg_runs_both_prompts_in_one_batch_at_every_step(vlm):
     assert not torch.allclose(guided, positive, atol=1e-4)
     assert not torch.allclose(guided, free, atol=1e-4)
     assert "denoise_step" not in vars(actor.policy.model)  # the wrapper is gone after sampling
+
 
 @pytest.mark.slow
 def test_aloe_smoke_run_trains_it_end_to_end_and_resumes(vlm, tmp_path, same_metrics):
@@ -450,6 +457,7 @@ def test_recap_smoke_run_trains_a_smolvla_end_to_end(vlm, tmp_path):
     run = load_run(cfg.out)
     assert run.actor.guidance == Guidance(POSITIVE, 2.0) and run.actor.prompt_tokens is not None
     assert run.sample(torch.zeros(S).numpy(), num_samples=2, seed=0).shape == (2, 10, A)
+
 
 @pytest.mark.slow
 def test_image_smoke_run_critic_reads_the_vlas_tower(vlm, tmp_path):

@@ -34,7 +34,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 import numpy as np
 import torch
@@ -58,9 +58,10 @@ from aloe.algos.recap_math import (
 from aloe.datasets.sampler import ChunkSampler
 from aloe.errors import require
 from aloe.nn import evaluating
-from aloe.policies.indicator import DROPPED, POSITIVE, Guidance
+from aloe.policies.indicator import DROPPED, POSITIVE, Guidance, IndicatorActor
 
 AdvantageSource = Literal["value", "q"]
+S = TypeVar("S")
 
 
 @dataclass
@@ -145,7 +146,10 @@ class RecapLearner:
     def __init__(self, base: AwrLearner | AloeLearner, settings: RecapConfig) -> None:
         self.base = base
         self.settings = settings
-        self.actor = base.actor
+        actor = base.actor
+        if not isinstance(actor, IndicatorActor):  # `build_learner` conditions it
+            raise TypeError(f"RECAP needs an indicator-conditioned actor, not {type(actor)}")
+        self.actor = actor
         self.critic = base.critic
         self.device = base.device
         self.generator = base.generator  # the same generator: the trainer reseeds the base's
@@ -157,7 +161,9 @@ class RecapLearner:
             return self.base.value_step(batch)
         return self.base.critic_step(batch)
 
-    def bc_step(self, batch: D.ChunkBatch, valid_rows_mask: Tensor | None = None) -> dict[str, float]:
+    def bc_step(
+        self, batch: D.ChunkBatch, valid_rows_mask: Tensor | None = None
+    ) -> dict[str, float]:
         """The warm start's behaviour cloning (Eq. 16), the indicator dropped."""
         return self.base.bc_step(batch, valid_rows_mask)
 
@@ -238,18 +244,22 @@ def build_learner(parts: LearnerParts[RecapConfig]) -> RecapLearner:
     atoms, or ALOE's chunked critic with `recap.num_value_samples` chunks for V^π."""
     own = parts.settings
     actor = parts.actor
-    use_indicator = getattr(actor, "use_indicator", None)
-    if use_indicator is None:
-        raise TypeError(f"RECAP conditions its actor on an indicator; {type(actor).__name__} is not")
-    use_indicator(Guidance(POSITIVE, own.cfg_beta))  # before the optimiser sees the parameters
+    if not isinstance(actor, IndicatorActor):
+        raise TypeError(f"RECAP conditions its actor on an indicator, not a {type(actor).__name__}")
+    actor.use_indicator(Guidance(POSITIVE, own.cfg_beta))  # before the optimiser is built
     base: AwrLearner | AloeLearner
     if own.advantage == "value":
-        value = AwrConfig(num_bins=own.num_bins)
-        base = awr.build_learner(dataclasses.replace(parts, settings=value))
+        base = awr.build_learner(with_settings(parts, AwrConfig(num_bins=own.num_bins)))
     else:
         critic = AloeConfig(num_value_samples=own.num_value_samples)
-        base = aloe.build_learner(dataclasses.replace(parts, settings=critic))
+        base = aloe.build_learner(with_settings(parts, critic))
     return RecapLearner(base, own)
+
+
+def with_settings(parts: LearnerParts[Any], settings: S) -> LearnerParts[S]:
+    """The same parts for the advantage source's learner, with its own settings."""
+    fields = {f.name: getattr(parts, f.name) for f in dataclasses.fields(parts)}
+    return LearnerParts(**{**fields, "settings": settings})
 
 
 # One iteration: value steps, labels, actor steps.
@@ -287,4 +297,3 @@ def update(ctx: UpdateContext[RecapConfig]) -> dict[str, float]:
     if own.advantage == "value":
         row["q_member_std"] = math.nan  # one V(s): no spread
     return row
-

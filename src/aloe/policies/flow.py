@@ -287,9 +287,12 @@ class FlowPolicy(nn.Module):
         cond, beta = self.acting_condition(state, task_index)
         if beta is None:
             return lambda x, t: self.velocity(x, t, cond)
-        return lambda x, t: guided_velocity(
-            *self.velocity(torch.cat([x, x]), torch.cat([t, t]), cond).chunk(2), beta
-        )
+
+        def guided(x: Tensor, t: Tensor) -> Tensor:
+            both, free = self.velocity(torch.cat([x, x]), torch.cat([t, t]), cond).chunk(2)
+            return guided_velocity(both, free, beta)  # CFG, both branches in one batch
+
+        return guided
 
     @compilable
     def euler(
@@ -324,6 +327,7 @@ class FlowPolicy(nn.Module):
             z = encode(tokens + self.action_pos)
             step = F.linear(z, out_w, out_b)
             if beta is not None:
-                step = guided_velocity(*step.chunk(2), beta)  # CFG, at every flow step
+                cond_step, free_step = step.chunk(2)
+                step = guided_velocity(cond_step, free_step, beta)  # CFG, at every flow step
             x = x - step  # dã/dη = a − ε = −f_θ, times dt
         return x

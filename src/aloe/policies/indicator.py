@@ -14,8 +14,11 @@ and the unconditional velocity (`guided_velocity`), both computed in one batched
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
+
+from aloe.policies.base import Actor
 
 NEGATIVE, POSITIVE, DROPPED = 0, 1, 2
 NUM_INDICATORS = 3
@@ -36,6 +39,23 @@ class Guidance:
     def guided(self) -> bool:
         """The unconditional branch is needed: β ≠ 1."""
         return self.beta != 1.0
+
+
+@runtime_checkable
+class IndicatorActor(Actor, Protocol):
+    """An `Actor` that can be conditioned on the indicator (the compact `FlowPolicy`, the
+    `LeRobotActor`): its `flow_loss_per_sample` also takes `indicator`, each row's
+    indicator (B,) (None: dropped), and it samples under its `guidance`."""
+
+    guidance: Guidance | None
+
+    def use_indicator(self, guidance: Guidance) -> None:
+        """Condition on the indicator from now on, and act on `guidance`."""
+        ...
+
+    def flow_loss_per_sample(self, *args: Any, **kwargs: Any) -> Tensor:
+        """`Actor.flow_loss_per_sample`, with the keyword `indicator` too."""
+        ...
 
 
 def guided_velocity(cond: Tensor, uncond: Tensor, beta: float) -> Tensor:

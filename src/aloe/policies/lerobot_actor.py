@@ -363,7 +363,8 @@ def _guided_steps(model: Any, beta: float | None) -> Iterator[None]:
     step = model.denoise_step
 
     def guided(*args: Any, **kwargs: Any) -> Tensor:
-        v = guided_velocity(*step(*args, **kwargs).chunk(2), beta)  # CFG, at every flow step
+        cond, free = step(*args, **kwargs).chunk(2)
+        v = guided_velocity(cond, free, beta)  # CFG, at every flow step
         return torch.cat([v, v])
 
     model.denoise_step = guided
