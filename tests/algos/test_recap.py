@@ -291,7 +291,8 @@ def test_labels_then_actor_steps_train_the_indicator(advantage: str) -> None:
     learner = build_learner(cfg, obs=obs, c_fail=10.0)
     assert isinstance(learner, RecapLearner) and learner.actor.guidance == Guidance(POSITIVE, 1.0)
     frames = buffer(obs.dim)
-    metrics = learner.label(frames, cfg.horizon, cfg.optim.gamma, batch=3)
+    n = cfg.horizon if advantage == "q" else cfg.recap.n_step
+    metrics = learner.label(frames, ChunkSampler(frames, horizon=n, gamma=0.99), batch=3)
     labels = learner.label_of.numpy()
     assert labels[4:7].tolist() == [P, P, P]  # the operator's fragment
     assert metrics["positive_human_frac"] == 1.0 and 0 < metrics["positive_policy_frac"] < 1

@@ -22,10 +22,11 @@ The BC warm start trains the unconditional policy (I dropped). The indicator's e
 start at zero, so every indicator is the unconditional policy until the labels separate
 them: iteration 0 acts exactly as BC.
 
-Defaults and why (docs/concepts.md, "RECAP"): 30 % positive (`positive_percentile` 70, the
-paper's pre-training threshold and RLinf's default), n = h (one chunk: the paper's N = 50
-for π0.6's 50-step chunks, RLinf's 10 at 10-step chunks), 201 bins (the paper's), dropout 0.1
-(RLinf's and the usual CFG rate), β_cfg = 1 (plain conditional: no extra cost).
+Defaults and why (docs/concepts.md, "RECAP"): 30 % positive (`positive_percentile` 70: the
+paper sets ε_ℓ so that roughly that share of the data is positive; RLinf's default), n = h
+(a lookahead of one action chunk, as RLinf's N = 10 at 10-step chunks), 201 bins (the
+paper's), dropout 0.1 (RLinf's, the usual CFG rate), β_cfg = 1 (plain conditional: no
+extra cost).
 """
 
 from __future__ import annotations
@@ -74,11 +75,11 @@ class RecapConfig:
     (the paper's), A the n-step return minus V; q = ALOE's chunked critic,
     A = Q_pess(s, a_data) − V^π(s) (Eq. 9–10)."""
     n_step: int | None = None
-    """n of the n-step advantage (`advantage value`); None = the run's chunk length h (the
-    paper's N = 50 is π0.6's chunk, RLinf's 10 its chunk). `advantage q` reads the chunk."""
+    """n of the n-step advantage (`advantage value`); None = the run's chunk length h, a
+    lookahead of one chunk (RLinf: N = 10 at 10-step chunks). `advantage q` reads the chunk."""
     positive_percentile: float = 70.0
     """ε_ℓ is this percentile of task ℓ's advantages: 70 labels the top 30 % positive (the
-    paper's pre-training threshold, RLinf's default); intervention rows are left out of it."""
+    paper's rough share, RLinf's default); intervention rows are left out of it."""
     interventions_positive: bool = True
     """The operator's steps (source human) are positive whatever their advantage (paper)."""
     drop_prob: float = 0.1
@@ -167,7 +168,7 @@ class RecapLearner:
         """The warm start's behaviour cloning (Eq. 16), the indicator dropped."""
         return self.base.bc_step(batch, valid_rows_mask)
 
-    def advantages(self, chunks: D.ChunkBatch, inside: Tensor, n_step: int) -> tuple[Tensor, ...]:
+    def advantages(self, chunks: D.ChunkBatch, inside: Tensor) -> tuple[Tensor, ...]:
         """(A, the data's value, V) (B,) of a batch of the labelling sampler's chunks."""
         b = to_device(chunks, self.device)
         with torch.no_grad(), evaluating(self.critic):
@@ -180,17 +181,16 @@ class RecapLearner:
             v = self.base.value(b)  # Eq. 10, from π as it acts (the indicator, β_cfg)
             return q - v, q, v  # Eq. 10: A = Q_pess − V^π
 
-    def label(self, frames: D.Frames, horizon: int, gamma: float, batch: int) -> dict[str, float]:
-        """Every buffer row's A_t and I_t, kept by frame index for the actor steps; returns
-        the iteration's label metrics."""
+    def label(self, frames: D.Frames, chunks: ChunkSampler, batch: int) -> dict[str, float]:
+        """Every buffer row's A_t and I_t from the chunks (of n = `chunks.horizon` steps) that
+        start at it, `batch` rows at a time; kept by frame index for the actor steps.
+        Returns the iteration's label metrics."""
         own = self.settings
-        n = horizon if own.advantage == "q" or own.n_step is None else own.n_step
-        sampler = ChunkSampler(frames, horizon=n, gamma=gamma, device=self.device)
         starts, ends = frames.fragment_bounds()
         rows = np.arange(frames.rows)
-        inside = inside_fragment(np.repeat(ends, ends - starts), rows, n)
+        inside = inside_fragment(np.repeat(ends, ends - starts), rows, chunks.horizon)
         parts = [
-            self.advantages(sampler.chunks_at(r), torch.as_tensor(inside[r]), n)
+            self.advantages(chunks.chunks_at(r), torch.as_tensor(inside[r]))
             for r in np.array_split(rows, max(1, -(-frames.rows // batch)))
         ]
         adv, value_data, v = (torch.cat(p).cpu().numpy() for p in zip(*parts, strict=True))
@@ -288,8 +288,8 @@ def update(ctx: UpdateContext[RecapConfig]) -> dict[str, float]:
         aloe.fit_buffer_normalizer(learner.base, ctx.frames)
     sampler = ctx.sampler(ctx.frames)
     value = ctx.steps(own.value_steps, learner.value_step, sampler, f"value[{k}]")
-    cfg = ctx.cfg
-    labels = learner.label(ctx.frames, cfg.horizon, cfg.optim.gamma, cfg.optim.batch_size)
+    chunks = labelling_chunks(ctx, sampler)
+    labels = learner.label(ctx.frames, chunks, ctx.cfg.optim.batch_size)
     actor = ctx.steps(own.actor_steps, learner.actor_step, sampler, f"actor[{k}]")
     row = dict.fromkeys(aloe.UPDATE_COLUMNS, math.nan)
     row |= step_means(value, VALUE_METRICS[own.advantage]) | labels
@@ -297,3 +297,19 @@ def update(ctx: UpdateContext[RecapConfig]) -> dict[str, float]:
     if own.advantage == "value":
         row["q_member_std"] = math.nan  # one V(s): no spread
     return row
+
+
+def labelling_chunks(ctx: UpdateContext[RecapConfig], sampler: ChunkSampler) -> ChunkSampler:
+    """The chunks the labels read: with `advantage q` the update's own (h steps, with the
+    clock and pixels its critic and actor read); with `value` the n-step chunks of the
+    buffer's states (V reads nothing else)."""
+    own = ctx.settings
+    cfg = ctx.cfg
+    if own.advantage == "q":
+        return sampler
+    states = D.Frames({k: v for k, v in ctx.frames.items() if k not in PIXEL_COLUMNS})
+    n = own.n_step or cfg.horizon
+    return ChunkSampler(states, horizon=n, gamma=cfg.optim.gamma, device=ctx.learner.device)
+
+
+PIXEL_COLUMNS = (D.PIXELS, D.NEXT_PIXELS_ROW)
