@@ -289,8 +289,8 @@ class FlowPolicy(nn.Module):
             return lambda x, t: self.velocity(x, t, cond)
 
         def guided(x: Tensor, t: Tensor) -> Tensor:
-            both, free = self.velocity(torch.cat([x, x]), torch.cat([t, t]), cond).chunk(2)
-            return guided_velocity(both, free, beta)  # CFG, both branches in one batch
+            on, free = self.velocity(torch.cat([x, x]), torch.cat([t, t]), cond).chunk(2)
+            return guided_velocity(on, free, beta)  # CFG, both branches in one batch
 
         return guided
 
