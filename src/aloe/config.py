@@ -20,6 +20,7 @@ from aloe.algos.awr import AwrConfig
 from aloe.algos.dagger import DaggerConfig
 from aloe.algos.optimised import OptimConfig, optim_preset
 from aloe.algos.ppo_sbc import PpoConfig
+from aloe.algos.recap import RecapConfig
 from aloe.algos.table import ALGORITHMS
 from aloe.collect import CollectConfig
 from aloe.config_json import FIELD, check_types, jsonable, parse
@@ -36,7 +37,7 @@ from aloe.progress import Progress
 from aloe.vision import language
 from aloe.vision.encoders import VISION_EXTRA
 
-ALGOS = tuple(ALGORITHMS)  # aloe, awr, dagger, bc, ppo-sbc (aloe.algos.table)
+ALGOS = tuple(ALGORITHMS)  # aloe, awr, dagger, bc, ppo-sbc, recap (aloe.algos.table)
 PRESETS = ("smoke", "default", "paper", "mt10")
 
 
@@ -49,7 +50,7 @@ class TrainConfig:
     demonstrations BC alone succeeds 7-10 % of the time, the paper's BC range
     (peg-insert-side: 0 % with 2 demos, 30 % with 5; assembly: 3 % with 2)."""
     algo: str = "aloe"
-    """Algorithm: aloe | awr | dagger | bc | ppo-sbc (BC = the warm start alone)."""
+    """Algorithm: aloe | awr | dagger | bc | ppo-sbc | recap (BC = the warm start alone)."""
     preset: str = "default"
     """Preset the run started from (smoke | default | paper | mt10); fields below override
     it."""
@@ -120,6 +121,8 @@ class TrainConfig:
     """HG-DAgger's steps per iteration (algo dagger)."""
     ppo: PpoConfig = field(default_factory=PpoConfig)
     """Action-chunked PPO with self behaviour cloning (algo ppo-sbc)."""
+    recap: RecapConfig = field(default_factory=RecapConfig)
+    """RECAP, advantage-conditioned flow matching (algo recap)."""
 
     def resolved(self) -> TrainConfig:
         """Copy shared fields into the sub-configs so that each part reads one value."""
