@@ -38,7 +38,10 @@ _META_KEYS = (
     *("data/chunk_index", "data/file_index"),
 )
 NUMERIC = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
-CONVERT = "python -m lerobot.datasets.v30.convert_dataset_v21_to_v30 --root DIR --push-to-hub false"
+CONVERT = (
+    "python -m lerobot.datasets.v30.convert_dataset_v21_to_v30 --repo-id local/NAME "
+    "--root COPY --push-to-hub false"
+)
 
 
 class V3Error(Exception):
@@ -207,7 +210,7 @@ def read_info(root: Path) -> dict[str, Any]:
     if version != CODEBASE_VERSION:
         raise V3Error(
             f"{INFO_PATH}: codebase_version {version!r}; aloe reads LeRobotDataset "
-            f"{CODEBASE_VERSION!r} only: convert a copy with LeRobot ({CONVERT})"
+            f"{CODEBASE_VERSION!r} only: convert a copy (COPY) with LeRobot: {CONVERT}"
         )
     for key in _INFO_KEYS:
         if key not in info:
