@@ -210,7 +210,8 @@ def read_info(root: Path) -> dict[str, Any]:
     if version != CODEBASE_VERSION:
         raise V3Error(
             f"{INFO_PATH}: codebase_version {version!r}; aloe reads LeRobotDataset "
-            f"{CODEBASE_VERSION!r} only: convert a copy (COPY) with LeRobot: {CONVERT}"
+            f"{CODEBASE_VERSION!r} only; convert a copy of it (LeRobot's script rewrites in "
+            f"place): {CONVERT}"
         )
     for key in _INFO_KEYS:
         if key not in info:
