@@ -8,7 +8,6 @@ line, before any work, and leaves the dataset's files as they were (hashes).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -117,24 +116,14 @@ def write_lerobot_like(
     return root
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    """Every path under `root`: a file's sha256, or `dir`."""
-    return {
-        str(p.relative_to(root)): "dir"
-        if p.is_dir()
-        else hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-    }
-
-
 def target(horizon: int = 10, **changes: object) -> DemosTarget:
     base = DemosTarget("pick-place-v3", {INSTRUCTION: "pick-place-v3"}, S, A, 80.0, horizon, {})
-    return base._replace(**changes)  # type: ignore[arg-type]
+    return base._replace(**changes)
 
 
-def test_a_lerobot_dataset_becomes_successful_demo_episodes(tmp_path):
+def test_a_lerobot_dataset_becomes_successful_demo_episodes(tmp_path, tree_hashes):
     root = write_lerobot_like(tmp_path / "ds", tasks=("put the puck there",))
-    before = snapshot(root)
+    before = tree_hashes(root)
     plan = Demos.open(root, DemosMap()).plan(target())
     assert plan.use == [0, 1, 2] and plan.notice is None and plan.frames == 38
     (eps,) = list(plan.episodes())
@@ -156,7 +145,7 @@ def test_a_lerobot_dataset_becomes_successful_demo_episodes(tmp_path):
     # an interrupted import goes on after the episodes it stored, a batch per append
     rest = list(plan.episodes(start=1, batch_frames=1))
     assert [[e.meta["demos_episode"] for e in batch] for batch in rest] == [[1], [2]]
-    assert snapshot(root) == before
+    assert tree_hashes(root) == before
 
 
 def test_short_episodes_are_left_out_with_a_notice(tmp_path):
@@ -188,7 +177,7 @@ def test_cameras_must_be_video_features_of_the_runs_size(tmp_path):
         mapped.plan(target())
 
 
-def test_an_aloe_store_gives_its_successful_demo_episodes_only(tmp_path):
+def test_an_aloe_store_gives_its_successful_demo_episodes_only(tmp_path, tree_hashes):
     (eps,) = list(
         Demos.open(write_lerobot_like(tmp_path / "ds"), DemosMap()).plan(target()).episodes()
     )
@@ -197,14 +186,14 @@ def test_an_aloe_store_gives_its_successful_demo_episodes_only(tmp_path):
     failed.steps[D.SUCCESS] = np.zeros(len(failed), bool)
     store = EpisodeStore.create(tmp_path / "store", fps=80.0, state_dim=S, action_dim=A)
     store.append(eps)
-    before = snapshot(store.root)
+    before = tree_hashes(store.root)
     plan = Demos.open(store.root, DemosMap()).plan(target())
     assert plan.use == [0] and plan.notice is not None
     assert plan.notice.startswith("2 episodes with policy or human steps, or failed, left out")
-    assert snapshot(store.root) == before
+    assert tree_hashes(store.root) == before
 
 
-def test_a_run_trains_from_an_aloe_stores_demos(tmp_path, capsys):
+def test_a_run_trains_from_an_aloe_stores_demos(tmp_path, capsys, tree_hashes):
     """`aloe collect`'s demonstrations as `--demos` of a run through the Python API; then the
     run's directory, as a dataset, holds them as its iteration 0."""
     import aloe
@@ -213,13 +202,13 @@ def test_a_run_trains_from_an_aloe_stores_demos(tmp_path, capsys):
     store = tmp_path / "store"
     argv = f"collect --episodes 2 --max-steps 200 --out {store} --no-progress"
     assert main(argv.split()) == 0
-    before = snapshot(store)
+    before = tree_hashes(store)
     cfg = preset("smoke")
     cfg.out, cfg.demos, cfg.progress = tmp_path / "run", store, False
     cfg.iterations, cfg.bc_steps, cfg.eval_episodes, cfg.num_demos = 0, 5, 1, 7
     history = aloe.run_training(cfg)
     assert [row["iteration"] for row in history] == [0] and history[0]["episodes"] == 2
-    assert snapshot(store) == before
+    assert tree_hashes(store) == before
     run = EpisodeStore.open(cfg.out / "dataset")
     source = EpisodeStore.open(store)
     assert run.sim_state_dim is None  # a run from a dataset records no sim.state
@@ -230,14 +219,22 @@ def test_a_run_trains_from_an_aloe_stores_demos(tmp_path, capsys):
     assert saved.demos == store and not saved.collect.record_sim_state
     assert main(["dataset", "inspect", str(cfg.out), "--task", "pick-place-v3"]) == 0
     assert "uses 2 of 2 episodes" in capsys.readouterr().out
+    assert main(["eval", "--run", str(cfg.out), "--suite", "full"]) == 2  # nothing to restore
+    assert "this run recorded none" in capsys.readouterr().err
 
 
-def _refused(argv: list[str], capsys: pytest.CaptureFixture[str], dataset: Path, out: Path) -> str:
-    before = snapshot(dataset)
+def _refused(
+    argv: list[str],
+    capsys: pytest.CaptureFixture[str],
+    dataset: Path,
+    out: Path,
+    tree_hashes: Callable[[Path], dict[str, str]],
+) -> str:
+    before = tree_hashes(dataset)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith("aloe train: error: "), err
-    assert snapshot(dataset) == before and not out.exists()
+    assert tree_hashes(dataset) == before and not out.exists()
     return err
 
 
@@ -291,28 +288,32 @@ BROKEN = {
 
 
 @pytest.mark.parametrize("case", list(MISFITS))
-def test_a_mismatched_dataset_is_refused_in_one_line_and_left_unchanged(case, tmp_path, capsys):
+def test_a_mismatched_dataset_is_refused_in_one_line_and_left_unchanged(
+    case, tmp_path, capsys, tree_hashes
+):
     made, flags, message = MISFITS[case]
-    root = write_lerobot_like(tmp_path / "ds", **made)  # type: ignore[arg-type]
+    root = write_lerobot_like(tmp_path / "ds", **made)
     out = tmp_path / "run"
     argv = ["train", "--preset", "smoke", "--demos", str(root), "--out", str(out), *flags]
-    assert message in _refused(argv, capsys, root, out)
+    assert message in _refused(argv, capsys, root, out, tree_hashes)
 
 
 @pytest.mark.parametrize("case", list(BROKEN))
-def test_a_malformed_dataset_is_refused_in_one_line_and_left_unchanged(case, tmp_path, capsys):
+def test_a_malformed_dataset_is_refused_in_one_line_and_left_unchanged(
+    case, tmp_path, capsys, tree_hashes
+):
     damage, message = BROKEN[case]
     root = write_lerobot_like(tmp_path / "ds")
     damage(root)
     out = tmp_path / "run"
     argv = ["train", "--preset", "smoke", "--demos", str(root), "--out", str(out)]
-    err = _refused(argv, capsys, root, out)
+    err = _refused(argv, capsys, root, out, tree_hashes)
     assert f"--demos ({root}): " in err and message in err
 
 
-def test_inspect_prints_the_features_the_mapping_and_the_fit(tmp_path, capsys):
+def test_inspect_prints_the_features_the_mapping_and_the_fit(tmp_path, capsys, tree_hashes):
     root = write_lerobot_like(tmp_path / "ds", lengths=(12, 4, 15))
-    before = snapshot(root)
+    before = tree_hashes(root)
     assert main(["dataset", "inspect", str(root), "--task", "pick-place-v3"]) == 0
     out = capsys.readouterr().out
     for line in [
@@ -333,4 +334,4 @@ def test_inspect_prints_the_features_the_mapping_and_the_fit(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "shorter than the chunk length --horizon 20" in err
     assert main(["dataset", "inspect", str(root), "--demos-map.action", "act"]) == 1
     assert "--demos-map.action ('act'): no such feature" in capsys.readouterr().err
-    assert snapshot(root) == before
+    assert tree_hashes(root) == before

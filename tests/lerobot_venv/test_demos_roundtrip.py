@@ -11,7 +11,6 @@ test_lerobot_actor.py: PyPI's torchvision segfaults when imported after MuJoCo's
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -90,15 +89,6 @@ def brightness(index: np.ndarray | int) -> np.ndarray:
     return 20 + 6 * np.asarray(index)
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): "dir"
-        if p.is_dir()
-        else hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-    }
-
-
 @pytest.fixture(scope="module")
 def recorded(expert, tmp_path_factory) -> Path:
     return record(tmp_path_factory.mktemp("lerobot") / "expert", expert)
@@ -134,19 +124,23 @@ def read_back(run: Path, expert: list[D.Episode]) -> None:
     assert bool(first["next.success"]) and first["task"] == expert[0].instruction
 
 
-def test_a_lerobot_recording_trains_the_compact_actor_and_reads_back(expert, recorded, tmp_path):
-    before = snapshot(recorded)
+def test_a_lerobot_recording_trains_the_compact_actor_and_reads_back(
+    expert, recorded, tmp_path, tree_hashes
+):
+    before = tree_hashes(recorded)
     history = smoke_run(tmp_path / "run", recorded)
     assert [row["iteration"] for row in history] == [0, 1] and history[0]["episodes"] == EPISODES
-    assert snapshot(recorded) == before
+    assert tree_hashes(recorded) == before
     read_back(tmp_path / "run", expert)
 
 
-def test_a_lerobot_recording_trains_a_tiny_smolvla_and_reads_back(expert, recorded, vlm, tmp_path):
+def test_a_lerobot_recording_trains_a_tiny_smolvla_and_reads_back(
+    expert, recorded, vlm, tmp_path, tree_hashes
+):
     lerobot = LeRobotConfig(vlm=str(vlm), num_flow_steps=2)
-    before = snapshot(recorded)
+    before = tree_hashes(recorded)
     smoke_run(tmp_path / "run", recorded, actor_kind="lerobot", lerobot=lerobot)
-    assert snapshot(recorded) == before
+    assert tree_hashes(recorded) == before
     read_back(tmp_path / "run", expert)
 
 
@@ -170,19 +164,19 @@ def test_a_lerobot_video_camera_gives_each_frame_its_recorded_image(expert, tmp_
 
 
 def test_a_lerobot_recording_of_another_rate_is_refused_and_left_as_it_was(
-    expert, tmp_path, capsys
+    expert, tmp_path, capsys, tree_hashes
 ):
     root = record(tmp_path / "at30", expert[:1], fps=30)
     capsys.readouterr()  # LeRobot's own progress lines
-    before = snapshot(root)
+    before = tree_hashes(root)
     out = tmp_path / "run"
     argv = ["train", "--preset", "smoke", "--demos", str(root), "--out", str(out)]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1
     assert f"--demos ({root}): recorded at 30 fps; this run's {TASK} steps at 80 Hz" in err
-    assert snapshot(root) == before and not out.exists()
+    assert tree_hashes(root) == before and not out.exists()
     assert main(["dataset", "inspect", str(root), "--task", TASK]) == 1
     shown = capsys.readouterr()
     assert "fps:          30" in shown.out and "recorded at 30 fps" in shown.err
-    assert snapshot(root) == before
+    assert tree_hashes(root) == before

@@ -30,7 +30,7 @@ from aloe.datasets.layout import (
     file_name,
     file_numbers,
 )
-from aloe.datasets.reader import one_line
+from aloe.datasets.reader import json_object, one_line
 
 _INFO_KEYS = ("fps", "features", "total_episodes", "total_frames", "chunks_size", "data_path")
 _META_KEYS = (
@@ -200,12 +200,7 @@ def read_info(root: Path) -> dict[str, Any]:
     path = root / INFO_PATH
     if not path.is_file():
         raise V3Error(f"no {INFO_PATH}: not a LeRobotDataset v3 directory")
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise V3Error(f"{INFO_PATH}: unreadable JSON ({one_line(e)})") from None
-    if not isinstance(info, dict):
-        raise V3Error(f"{INFO_PATH}: not a JSON object")
+    info = json_object(path, INFO_PATH, V3Error)
     version = info.get("codebase_version")
     if version != CODEBASE_VERSION:
         raise V3Error(
