@@ -255,6 +255,33 @@ def _info(key: str, value: object) -> Callable[[Path], None]:
     return damage
 
 
+def _data(column: str, change: Callable[[np.ndarray], np.ndarray]) -> Callable[[Path], None]:
+    """Rewrite one column of the data file (a vector column as (frames, width))."""
+
+    def damage(root: Path) -> None:
+        path = root / "data/chunk-000/file-000.parquet"
+        table = pq.read_table(path)
+        old = table[column].combine_chunks()
+        if pa.types.is_fixed_size_list(old.type):
+            values = change(old.flatten().to_numpy().reshape(len(old), -1).copy())
+            new = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
+        else:
+            new = pa.array(change(old.to_numpy().copy()))
+        pq.write_table(table.set_column(table.schema.get_field_index(column), column, new), path)
+
+    return damage
+
+
+def _nan_at_7(x: np.ndarray) -> np.ndarray:
+    x[7, 1] = np.nan
+    return x
+
+
+def _episode_0_longer(x: np.ndarray) -> np.ndarray:
+    x[12] = 0  # the first frame of episode 1 claims to be episode 0's
+    return x
+
+
 MISFITS = {
     "action size": (dict(action_dim=6), [], "feature 'action' has 6 values per frame; this run's"),
     "state size": (dict(state_dim=7), [], "feature 'observation.state' has 7 values per frame"),
@@ -284,6 +311,18 @@ BROKEN = {
         "meta/episodes/chunk-000/file-000.parquet: unreadable parquet",
     ),
     "tasks gone": (lambda root: (root / "meta/tasks.parquet").unlink(), "tasks.parquet: missing"),
+    "non-finite action": (
+        _data("action", _nan_at_7),
+        "feature 'action' holds non-finite values (frame 7)",
+    ),
+    "vectors wider than info.json says": (
+        _data("action", lambda x: np.concatenate([x, x], axis=1)),
+        "column 'action' holds 8 values per frame, meta/info.json says 4",
+    ),
+    "rows disagree with the episodes-meta": (
+        _data("episode_index", _episode_0_longer),
+        "row 12 has episode_index 0, the episodes-meta rows put episode_index 1 there",
+    ),
 }
 
 

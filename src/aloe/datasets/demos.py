@@ -107,19 +107,13 @@ class Demos:
         self.dataset = dataset
         self.mapping = mapping
         self.flag = flag
-        for role in ("state", "action"):
-            self._vector_feature(role)
         names = [mapping.state, mapping.action, self._instruction_column()]
+        widths = [self._vector_feature(role) for role in ("state", "action")]
         columns = self._read(names)
-        self.state = columns[mapping.state].astype(np.float32)
-        self.action = columns[mapping.action].astype(np.float32)
-        for role, values in (("state", self.state), ("action", self.action)):
-            bad_rows = np.flatnonzero(~np.isfinite(values).all(axis=1))
-            if len(bad_rows):
-                raise self._bad(
-                    f"feature {getattr(mapping, role)!r} holds non-finite values (frame "
-                    f"{bad_rows[0]}); aloe trains on finite values only"
-                )
+        self.state, self.action = (
+            self._vectors(name, columns[name], width)
+            for name, width in zip(names, widths, strict=False)
+        )
         self.instructions = self._instructions(columns[names[2]])
         ends = np.cumsum(dataset.lengths)
         self.bounds = list(zip((ends - dataset.lengths).tolist(), ends.tolist(), strict=True))
@@ -264,6 +258,23 @@ class Demos:
                 "must be a numeric vector per frame"
             )
         return int(shape[0])
+
+    def _vectors(self, name: str, values: np.ndarray, width: int) -> np.ndarray:
+        """A state or action column as float32 (frames, width), checked to be finite and as
+        wide as info.json says."""
+        values = values.reshape(len(values), -1)
+        if values.shape[1] != width:
+            raise self._bad(
+                f"data files: column {name!r} holds {values.shape[1]} values per frame, "
+                f"meta/info.json says {width}"
+            )
+        bad_rows = np.flatnonzero(~np.isfinite(values.astype(np.float64)).all(axis=1))
+        if len(bad_rows):
+            raise self._bad(
+                f"feature {name!r} holds non-finite values (frame {bad_rows[0]}); aloe "
+                "trains on finite values only"
+            )
+        return values.astype(np.float32)
 
     def _feature(self, role: str, name: str) -> dict[str, Any]:
         """The feature `name` that --demos-map.`role` names; UsageError if there is none."""
