@@ -363,7 +363,7 @@ def test_inspect_prints_the_features_the_mapping_and_the_fit(tmp_path, capsys, t
         "-> state",
         "mapping:      state observation.state, action action, instruction task",
         "fits:         aloe train --task pick-place-v3 --preset default --horizon 10: uses 2 of "
-        "3 episodes (27 frames); 1 episodes shorter than --horizon 10 left out (1)",
+        "3 episodes (27 frames); 1 episode shorter than --horizon 10 left out (1)",
     ]:
         assert line in out, out
     assert (

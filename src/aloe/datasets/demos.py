@@ -30,6 +30,7 @@ from aloe import data as D
 from aloe.datasets.layout import INFO_PATH
 from aloe.datasets.v3 import NUMERIC, V3Dataset, V3Error
 from aloe.errors import UsageError, bad, require
+from aloe.progress import plural
 
 TASK = "task"  # DemosMap.instruction's LeRobot default: task_index into meta/tasks.parquet
 BATCH_FRAMES = 20_000  # frames per store append while importing (one data file each)
@@ -153,8 +154,9 @@ class Demos:
         ]
         use = [e for e in everything if ok[e]]
         left = len(everything) - len(use)
-        note = f"{left} episodes with policy or human steps, or failed, left out" if left else None
-        return use, note
+        if not left:
+            return use, None
+        return use, f"{plural(left, 'episode')} with policy or human steps, or failed, left out"
 
     def plan(self, target: DemosTarget) -> DemosPlan:
         """Check the dataset against the run (sizes, control rate, cameras, tasks, chunk
@@ -205,7 +207,9 @@ class Demos:
         )
         if short:
             listed = ", ".join(map(str, short[:8])) + (", ..." if len(short) > 8 else "")
-            skip = f"{len(short)} episodes shorter than --horizon {target.horizon} left out"
+            skip = (
+                f"{plural(len(short), 'episode')} shorter than --horizon {target.horizon} left out"
+            )
             note = "; ".join(filter(None, [note, f"{skip} ({listed})"]))
         return DemosPlan(self, target, cameras, use, note)
 
@@ -233,7 +237,7 @@ class Demos:
                 "feature (aloe does not read frames stored as images)",
             )
             require(
-                list(feature.get("shape", [])) == [h, w, 3],
+                list(feature.get("shape") or []) == [h, w, 3],
                 self.flag,
                 self.path,
                 f"feature {key!r} has frames of shape {feature.get('shape')}; this run's "

@@ -4,8 +4,9 @@ nothing of LeRobot is imported and the format, not LeRobot's version, is the con
 
 Nothing here writes, creates or locks a file: files are opened for reading only (the
 store's own reader is not used, as its checks are aloe's layout, not LeRobot's). Opening
-validates the metadata and every data file's rows against the episodes-meta rows; a problem
-is a `V3Error` naming the file relative to the dataset's root, in one line.
+validates the metadata (info.json, the episodes-meta files, tasks.parquet); reading columns
+checks every data file's rows against the episodes-meta rows. A problem is a `V3Error`
+naming the file relative to the dataset's root, in one line.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from aloe.datasets import video
@@ -62,6 +64,7 @@ class V3Dataset:
 
     @classmethod
     def open(cls, root: Path) -> V3Dataset:
+        """The dataset at `root`, its metadata read and checked; V3Error if it is not v3.0."""
         info = read_info(root)
         meta = _read_meta(root, info)
         return cls(root, info, read_task_strings(root), meta)
@@ -95,7 +98,10 @@ class V3Dataset:
         objects); checks that each episode's rows are where its meta row says."""
         names = list(dict.fromkeys(["episode_index", "frame_index", *names]))
         tables = [self._read_data(path, names) for path in self._data_files()]
-        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        try:
+            table = pa.concat_tables(tables, promote_options="permissive")
+        except pa.ArrowException as e:
+            raise V3Error(f"data files disagree on their columns ({one_line(e)})") from None
         if table.num_rows != self.num_frames:
             raise V3Error(
                 f"data files hold {table.num_rows} frames, {INFO_PATH} says {self.num_frames}"
@@ -142,6 +148,8 @@ class V3Dataset:
         missing = [c for c in (f"videos/{key}/{n}" for n in _VIDEO_META) if c not in names]
         if missing or not self.info.get("video_path"):
             raise V3Error(f"{EPISODES}: no {missing[0] if missing else 'video_path'} for {key}")
+        if any(self.meta[f"videos/{key}/{n}"].null_count for n in _VIDEO_META):
+            raise V3Error(f"{EPISODES}: an episode has no videos/{key} file or timestamp")
         pairs = zip(
             self.meta[f"videos/{key}/chunk_index"].to_pylist(),
             self.meta[f"videos/{key}/file_index"].to_pylist(),
@@ -217,8 +225,9 @@ def read_info(root: Path) -> dict[str, Any]:
     fps = info["fps"]
     if not isinstance(fps, int | float) or isinstance(fps, bool) or not fps > 0:
         raise V3Error(f"{INFO_PATH}: fps {fps!r} is not a positive number")
-    if not isinstance(info["features"], dict):
-        raise V3Error(f"{INFO_PATH}: features is not an object")
+    features = info["features"]
+    if not isinstance(features, dict) or not all(isinstance(f, dict) for f in features.values()):
+        raise V3Error(f"{INFO_PATH}: features is not an object of objects")
     return info
 
 
@@ -234,7 +243,10 @@ def read_task_strings(root: Path) -> list[str]:
             table = file.read(use_threads=False)
     except (OSError, pa.ArrowException) as e:
         raise V3Error(f"{TASKS_PATH}: unreadable parquet ({one_line(e)})") from None
-    pandas = json.loads((schema.metadata or {}).get(b"pandas", b"{}"))
+    try:
+        pandas = json.loads((schema.metadata or {}).get(b"pandas", b"{}"))
+    except ValueError:
+        pandas = {}
     index = [c for c in pandas.get("index_columns", []) if isinstance(c, str)]
     column = "task" if "task" in schema.names else (index[0] if index else None)
     if column is None or "task_index" not in schema.names:
@@ -280,6 +292,8 @@ def _check_meta(meta: pa.Table, info: dict[str, Any]) -> None:
             f"({INFO_PATH} counts {info['total_episodes']} episodes)"
         )
     lengths = meta["length"].to_pylist()
+    if not all(isinstance(n, int) and n > 0 for n in lengths):
+        raise V3Error(f"{EPISODES}: a length is not a positive count of frames")
     ends = np.cumsum(lengths).tolist()
     starts = [0, *ends[:-1]]
     bounds = zip(
@@ -290,10 +304,10 @@ def _check_meta(meta: pa.Table, info: dict[str, Any]) -> None:
         strict=True,
     )
     for e, (n, start, lo, hi) in enumerate(bounds):
-        if not n or n <= 0 or (lo, hi) != (start, start + n):
+        if (lo, hi) != (start, start + n):
             raise V3Error(
                 f"{EPISODES}: episode {e} spans frames [{lo}, {hi}) of length {n}, "
-                f"not [{start}, {start + (n or 0)})"
+                f"not [{start}, {start + n})"
             )
     if ends[-1] != info["total_frames"]:
         raise V3Error(
@@ -304,12 +318,14 @@ def _check_meta(meta: pa.Table, info: dict[str, Any]) -> None:
 def _to_numpy(name: str, column: pa.ChunkedArray) -> np.ndarray:
     """A data column as numpy: a list column (fixed or not) of equal lengths as (n, d)."""
     array = column.combine_chunks()
+    if array.null_count:
+        raise V3Error(f"data files: column {name!r} has missing values")
     if pa.types.is_list(array.type) or pa.types.is_fixed_size_list(array.type):
-        flat = array.flatten().to_numpy(zero_copy_only=False)
-        width = len(flat) // max(len(array), 1)
-        if width * len(array) != len(flat):
+        widths = set(pc.list_value_length(array).to_pylist())
+        if len(widths) > 1:
             raise V3Error(f"data files: column {name!r} has rows of unequal lengths")
-        return flat.reshape(len(array), width)
+        flat = array.flatten().to_numpy(zero_copy_only=False)
+        return flat.reshape(len(array), widths.pop() if widths else 0)
     if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
         return np.asarray(array.to_pylist(), dtype=object)
     return array.to_numpy(zero_copy_only=False)
