@@ -193,6 +193,40 @@ def test_an_aloe_store_gives_its_successful_demo_episodes_only(tmp_path, tree_ha
     assert tree_hashes(store.root) == before
 
 
+def test_camera_frames_come_from_the_videos_episode_by_episode(tmp_path, tree_hashes):
+    """Several episodes per mp4 (one append), each episode's frames its own: a store's
+    lossless videos give back the very pixels."""
+    (eps,) = list(
+        Demos.open(write_lerobot_like(tmp_path / "ds"), DemosMap()).plan(target()).episodes()
+    )
+    rng = np.random.default_rng(0)
+    for ep in eps:
+        ep.steps[D.image_key("corner")] = rng.integers(0, 256, (len(ep), 32, 32, 3), np.uint8)
+    store = EpisodeStore.create(
+        tmp_path / "store",
+        fps=80.0,
+        state_dim=S,
+        action_dim=A,
+        cameras={"corner": (32, 32)},
+        video_codec="lossless",
+    )
+    store.append(eps)
+    before = tree_hashes(store.root)
+    mapped = DemosMap(cameras=("observation.images.corner",))
+    for mapping in (DemosMap(), mapped):
+        plan = Demos.open(store.root, mapping).plan(target(cameras={"corner": (32, 32)}))
+        assert plan.cameras == {"corner": "observation.images.corner"}
+        got = [ep for batch in plan.episodes(batch_frames=20) for ep in batch]
+        for mine, theirs in zip(got, eps, strict=True):
+            key = D.image_key("corner")
+            np.testing.assert_array_equal(mine.steps[key], theirs.steps[key])
+    with pytest.raises(
+        UsageError, match=r"frames of shape \[32, 32, 3\]; this run's camera corner"
+    ):
+        Demos.open(store.root, DemosMap()).plan(target(cameras={"corner": (64, 64)}))
+    assert tree_hashes(store.root) == before
+
+
 def test_a_run_trains_from_an_aloe_stores_demos(tmp_path, capsys, tree_hashes):
     """`aloe collect`'s demonstrations as `--demos` of a run through the Python API; then the
     run's directory, as a dataset, holds them as its iteration 0."""
