@@ -55,6 +55,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(group))
 
 
+def _tree_hashes(root):
+    import hashlib
+
+    return {
+        str(p.relative_to(root)): "dir"
+        if p.is_dir()
+        else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+    }
+
+
+@pytest.fixture
+def tree_hashes():
+    """`tree_hashes(root)`: every path under `root` -> its file's sha256, or `dir`: equal
+    before and after, nothing there was created, changed or removed."""
+    return _tree_hashes
+
+
 @pytest.fixture
 def same_metrics():
     """Compare two runs' metrics.jsonl rows: integers and strings exactly, floats to 1e-6.

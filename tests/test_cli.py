@@ -162,7 +162,9 @@ def test_dataset_help_shows_both_positionals(capsys):
         with pytest.raises(SystemExit) as done:
             main(argv)
         assert done.value.code == 0
-        assert capsys.readouterr().out.startswith("usage: aloe dataset [-h] {info,check} PATH")
+        assert capsys.readouterr().out.startswith(
+            "usage: aloe dataset [-h] [OPTIONS] {info,check,inspect} PATH"
+        )
 
 
 def test_dataset_check_reports_problems_on_stderr(tmp_path, capsys):

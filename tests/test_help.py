@@ -38,9 +38,11 @@ def test_each_command_help_ends_with_its_example(name, capsys, tmp_path, monkeyp
     assert not any(tmp_path.iterdir())
 
 
-def test_dataset_help_shows_the_info_or_check_choice(capsys):
+def test_dataset_help_shows_the_info_check_or_inspect_choice(capsys):
     for argv in (["dataset"], ["dataset", "check"], ["dataset", "info", "some/store"]):
-        assert "usage: aloe dataset [-h] {info,check} PATH" in _help(capsys, *argv)
+        assert "usage: aloe dataset [-h] [OPTIONS] {info,check,inspect} PATH" in _help(
+            capsys, *argv
+        )
 
 
 def test_train_help_shows_resume(capsys):

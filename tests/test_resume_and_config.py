@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from aloe import checkpoint, train
+from aloe.algos.recap import RecapConfig
 from aloe.cli import main
 from aloe.collect import CollectConfig
 from aloe.config import TrainConfig, preset
@@ -125,6 +126,36 @@ def test_a_copied_run_resumes_in_place_and_leaves_the_original_alone(
     same_metrics(_metrics(copy), _metrics(run_dir))
 
 
+@pytest.mark.slow  # two tiny trainings
+@pytest.mark.parametrize("advantage", ["value", "q"])
+def test_a_recap_run_resumes_bit_exactly_and_loads_acting_on_positive(
+    tmp_path: Path, advantage: str
+) -> None:
+    """RECAP with either advantage source and classifier-free guidance (β_cfg = 2): a run
+    killed before its last checkpoint resumes to the same metrics and the same weights;
+    `aloe.load_run` gives the actor acting on "positive" with the run's β_cfg."""
+    from aloe import load_run
+    from aloe.policies.indicator import POSITIVE, Guidance
+
+    cfg = _tiny(tmp_path / "run")
+    cfg.algo = "recap"
+    cfg.recap = dataclasses.replace(
+        cfg.recap, advantage=advantage, value_steps=3, actor_steps=2, cfg_beta=2.0
+    )
+    history = train.train(cfg)
+    assert 0 <= history[-1]["positive_policy_frac"] <= 1
+    copy = _interrupted_copy(cfg.out, tmp_path / "copy")
+    train.train(TrainConfig(out=copy, progress=False), resume=True)
+    assert _metrics(copy) == _metrics(cfg.out)
+    whole, resumed = (checkpoint.load_latest(r / "checkpoints") for r in (cfg.out, copy))
+    assert whole is not None and resumed is not None
+    for key, value in whole.state["learner"]["actor"].items():
+        assert torch.equal(value, resumed.state["learner"]["actor"][key]), key
+    run = load_run(copy)
+    assert run.actor.guidance == Guidance(POSITIVE, 2.0) and run.actor.indicator is not None
+    assert run.sample(torch.zeros(run.obs.dim).numpy(), num_samples=2, seed=0).shape == (2, 10, 4)
+
+
 # --- config.json goes through the flags' checks ---------------------------------------------
 
 
@@ -145,7 +176,7 @@ CORRUPTIONS = [
     (_set("iterations", True), "config field iterations (True): must be an integer"),
     (
         _set("algo", "foo"),
-        "config field algo ('foo'): must be one of aloe, awr, dagger, bc, ppo-sbc",
+        "config field algo ('foo'): must be one of aloe, awr, dagger, bc, ppo-sbc, recap",
     ),
     (_set("horizon", -1), "config field horizon (-1): must be >= 1"),
     (_set("aloe.beta", -5), "config field aloe.beta (-5.0): must be > 0"),
@@ -199,6 +230,7 @@ def test_a_config_json_of_the_old_layout_loads_as_the_same_run() -> None:
     # defaults to the human profile with action-level failures)
     then = preset("smoke")
     then.operator.profile, then.env.failures.action_level = "oracle", False
+    then.recap = RecapConfig()  # RECAP came later: a config without its group reads defaults
     assert cfg == then.resolved()
     saved = json.loads(cfg.to_json())
     for key, news in LEGACY_KEYS.items():

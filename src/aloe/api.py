@@ -2,6 +2,8 @@
 
     cfg = aloe.config.preset("smoke")               # a TrainConfig; set fields as flags do
     cfg.out = Path("runs/mine")
+    cfg.demos = Path("data/recorded")               # optional: a LeRobotDataset v3 (or a store)
+                                                    #   as the demonstrations (docs/demos.md)
     history = aloe.run_training(cfg, on_iteration=print)
     result = aloe.evaluate_run("runs/mine", episodes=20)
     run = aloe.load_run("runs/mine")

@@ -45,7 +45,8 @@ from aloe.serve import cli as serve_cli
 
 EXIT_STATUS = """exit status:
   0    done
-  1    `dataset check` found a problem, or a bug (its traceback)
+  1    `dataset check` found a problem, `dataset inspect` a dataset that does
+       not fit, or a bug (its traceback)
   2    a mistake in an argument, a path or a file: one line on stderr names
        it, and nothing was written
   3    `train` stopped on a non-finite update
@@ -91,7 +92,7 @@ COMMANDS: dict[str, Command] = {
         "aloe collect --task peg-insert-side-v3 --episodes 20 -o data/peg",
     ),
     "dataset": Command(
-        "`info` summarises an episode store, `check` validates it",
+        "`info`/`check` a store; `inspect` a LeRobot dataset as demos",
         read_dataset_args,
         cmd_dataset,
         "aloe dataset check data/peg",

@@ -1,6 +1,6 @@
 """The commands of tasks and demonstrations: `aloe tasks` (the supported tasks), `aloe
 collect` (record demonstrations, or run a policy with the operator in the loop, into an
-episode store) and `aloe dataset` (summarise or check a store)."""
+episode store) and `aloe dataset` (summarise or check a store, inspect a LeRobot dataset)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,7 +16,9 @@ import tyro
 
 from aloe.cli_args import parse
 from aloe.collect import CollectConfig, collect
+from aloe.config import preset
 from aloe.datasets import cli as dataset_cli
+from aloe.datasets.demos import Demos, DemosMap, DemosPlan
 from aloe.datasets.store import (
     EpisodeStore,
     StoreError,
@@ -41,6 +43,7 @@ from aloe.operators.scripted import OperatorConfig
 from aloe.policies.chunk_policy import RandomPolicy
 from aloe.progress import Progress
 from aloe.run import load_run, require_run_dir
+from aloe.train import demos_target
 
 
 @dataclass
@@ -254,25 +257,60 @@ def _load_collect_policy(spec: str | None, seed: int) -> Any:
 
 @dataclass
 class DatasetArgs:
-    """Summarise or validate an episode store."""
+    """Summarise or validate an episode store, or inspect a LeRobot dataset as demos."""
 
-    action: tyro.conf.Positional[Literal["info", "check"]]
-    """`info` prints a summary; `check` validates every file (exit 1 on any problem)."""
+    action: tyro.conf.Positional[Literal["info", "check", "inspect"]]
+    """`info` prints a summary; `check` validates every file (exit 1 on any problem);
+    `inspect` prints what a LeRobotDataset v3 (or a store) holds and what `aloe train
+    --demos PATH` reads of it (exit 1 if that does not fit)."""
     root: tyro.conf.Positional[Path]
-    """The store's directory."""
+    """The store's (or the dataset's) directory."""
     fast: bool = False
     """`check` only: skip comparing each file's sha256 with meta/checksums.json."""
+    task: str | None = None
+    """`inspect` only: also check that `aloe train --task TASK --demos PATH` (with --preset,
+    --horizon, --obs and --demos-map.*) takes the dataset, as that run checks it."""
+    preset: str = "default"
+    """`inspect --task` only: the run's preset."""
+    horizon: int | None = None
+    """`inspect --task` only: the run's chunk length (default: the preset's)."""
+    obs: str = "state"
+    """`inspect --task` only: state | image (the preset's cameras, --demos-map.cameras)."""
+    demos_map: DemosMap = field(default_factory=DemosMap)
+    """`inspect` only: which features are the state, the action, the cameras, the
+    instruction (as `aloe train --demos-map.*`)."""
 
 
 def cmd_dataset(args: DatasetArgs) -> int:
+    if args.action == "inspect":
+        plan, run = _inspect_run(args)
+        return dataset_cli.inspect(args.root, args.demos_map, plan, run)
     if args.action == "info":
         return dataset_cli.info(args.root)
     return dataset_cli.check(args.root, args.fast)
 
 
+def _inspect_run(args: DatasetArgs) -> tuple[Callable[[Demos], DemosPlan] | None, str]:
+    """`aloe train`'s check of `--demos` on the run `inspect --task` describes, and that
+    run as a command line; (None, "") without --task."""
+    if args.task is None:
+        return None, ""
+    cfg = preset(args.preset, args.task)
+    cfg.demos, cfg.demos_map, cfg.obs = args.root, args.demos_map, args.obs
+    if args.horizon is not None:
+        cfg.horizon = args.horizon
+        cfg.exec_horizon = min(cfg.exec_horizon, args.horizon)
+    cfg.validate()
+    cfg = cfg.resolved()
+    env = make_env(cfg.env)
+    run = f"aloe train --task {args.task} --preset {args.preset} --horizon {cfg.horizon}"
+    run += f" --obs {cfg.obs}" if cfg.obs != "state" else ""
+    return lambda demos: demos.plan(demos_target(cfg, env)), run
+
+
 def read_dataset_args(argv: list[str], prog: str) -> DatasetArgs:
-    """`aloe dataset {info,check} PATH`; `--help` after the action shows the whole usage
-    (tyro would take the action first and leave it out of the usage line)."""
+    """`aloe dataset {info,check,inspect} PATH`; `--help` after the action shows the whole
+    usage (tyro would take the action first and leave it out of the usage line)."""
     if "-h" in argv or "--help" in argv:
         argv = ["--help"]
     args: DatasetArgs = parse(DatasetArgs, argv, prog)

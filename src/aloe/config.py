@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +21,12 @@ from aloe.algos.awr import AwrConfig
 from aloe.algos.dagger import DaggerConfig
 from aloe.algos.optimised import OptimConfig, optim_preset
 from aloe.algos.ppo_sbc import PpoConfig
+from aloe.algos.recap import RecapConfig
 from aloe.algos.table import ALGORITHMS
 from aloe.collect import CollectConfig
 from aloe.config_json import FIELD, check_types, jsonable, parse
 from aloe.critics.chunked_q import CriticConfig
+from aloe.datasets.demos import DemosMap
 from aloe.envs.base import EnvConfig, PresetSizes
 from aloe.envs.registry import preset_sizes
 from aloe.envs.tasks import DEFAULT_TASK, check_task, task_list
@@ -36,7 +39,7 @@ from aloe.progress import Progress
 from aloe.vision import language
 from aloe.vision.encoders import VISION_EXTRA
 
-ALGOS = tuple(ALGORITHMS)  # aloe, awr, dagger, bc, ppo-sbc (aloe.algos.table)
+ALGOS = tuple(ALGORITHMS)  # aloe, awr, dagger, bc, ppo-sbc, recap (aloe.algos.table)
 PRESETS = ("smoke", "default", "paper", "mt10")
 
 
@@ -49,7 +52,7 @@ class TrainConfig:
     demonstrations BC alone succeeds 7-10 % of the time, the paper's BC range
     (peg-insert-side: 0 % with 2 demos, 30 % with 5; assembly: 3 % with 2)."""
     algo: str = "aloe"
-    """Algorithm: aloe | awr | dagger | bc | ppo-sbc (BC = the warm start alone)."""
+    """Algorithm: aloe | awr | dagger | bc | ppo-sbc | recap (BC = the warm start alone)."""
     preset: str = "default"
     """Preset the run started from (smoke | default | paper | mt10); fields below override
     it."""
@@ -75,7 +78,16 @@ class TrainConfig:
     """Successful operator demonstrations for the BC warm start (Algorithm 1, line 1), per
     task (a multi-task run collects num_demos × tasks, the tasks taken in turn). 10: from 2
     of the human profile's demonstrations BC succeeds 2 % of the time and the loop's data
-    are nearly all takeovers; from 10 BC starts near 0.5 (docs/results.md)."""
+    are nearly all takeovers; from 10 BC starts near 0.5 (docs/results.md). Unused with
+    `demos`, whose every usable episode is a demonstration."""
+    demos: Path | None = None
+    """A LeRobotDataset v3 directory (written by LeRobot, on local disk), an aloe store or a
+    run directory whose episodes are the warm start's demonstrations instead of the
+    simulated operator's: every episode at least `horizon` long, whatever num_demos says
+    (aloe.datasets.demos; docs/usage.md, "Demonstrations from a dataset"). Read-only, and
+    checked against the run before any work. The run's store then records no sim.state."""
+    demos_map: DemosMap = field(default_factory=DemosMap)
+    """Which features of `demos` are the state, the action, the cameras, the instruction."""
     bc_steps: int = 3000
     """Gradient steps of the BC warm start."""
     eval_episodes: int = 20
@@ -120,6 +132,8 @@ class TrainConfig:
     """HG-DAgger's steps per iteration (algo dagger)."""
     ppo: PpoConfig = field(default_factory=PpoConfig)
     """Action-chunked PPO with self behaviour cloning (algo ppo-sbc)."""
+    recap: RecapConfig = field(default_factory=RecapConfig)
+    """RECAP, advantage-conditioned flow matching (algo recap)."""
 
     def resolved(self) -> TrainConfig:
         """Copy shared fields into the sub-configs so that each part reads one value."""
@@ -128,8 +142,11 @@ class TrainConfig:
         cfg.env = dataclasses.replace(
             self.env, task=self.task, cameras=cameras, image_size=self.vision.image_size
         )
-        if len(task_list(self.task)) > 1:  # sim.state's size differs between tasks
+        # sim.state's size differs between tasks; a dataset's demonstrations have none
+        if len(task_list(self.task)) > 1 or self.demos is not None:
             cfg.collect = dataclasses.replace(self.collect, record_sim_state=False)
+        if self.demos is not None:  # the run's config.json names it wherever it runs
+            cfg.demos = Path(os.path.abspath(self.demos))
         return cfg
 
     def clock_limit(self) -> int | None:
@@ -200,6 +217,7 @@ class TrainConfig:
             if self.vision.encoder == "lerobot":  # the tower of the --lerobot.* VLA
                 self.lerobot.validate(FIELD)
         self._validate_actor_kind()
+        self.demos_map.validate(FIELD)
         own = [row.settings(self) for row in ALGORITHMS.values() if row.group is not None]
         shared = [self.env, self.operator, self.collect, self.actor, self.critic, self.optim]
         for part in (*shared, *own):  # every algorithm's: a saved config holds them all

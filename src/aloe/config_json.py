@@ -139,7 +139,7 @@ def _from_dict(cls: Any, data: dict[str, Any], path: str) -> Any:
 def _from_json_value(value: Any, hint: Any, name: str) -> Any:
     if dataclasses.is_dataclass(hint) and isinstance(value, dict):
         return _from_dict(hint, value, f"{name}.")
-    if hint is Path and isinstance(value, str):
+    if (hint is Path or Path in get_args(hint)) and isinstance(value, str):
         return Path(value)
     takes_float = hint is float or float in get_args(hint)
     if takes_float and (_is_int(value) or value in ("inf", "-inf", "nan")):

@@ -74,8 +74,8 @@ def banner(cfg: Any, label: str, iterates: bool, own_collect: bool, start: int) 
         head += f" (resuming at iteration {start})"
     lines = [
         head,
-        f"  iteration 0    {plural(cfg.num_demos, 'operator demonstration')} → "
-        f"{plural(cfg.bc_steps, 'BC step')} → {evals} → checkpoint",
+        f"  iteration 0    {_demos(cfg)} → {plural(cfg.bc_steps, 'BC step')} → {evals} → "
+        "checkpoint",
     ]
     if iterates:
         who = (
@@ -99,6 +99,13 @@ def banner(cfg: Any, label: str, iterates: bool, own_collect: bool, start: int) 
         f"  stop           Ctrl-C; `aloe train --resume {out}` continues from the last checkpoint"
     )
     return "\n".join(lines)
+
+
+def _demos(cfg: Any) -> str:
+    """Where the warm start's demonstrations come from."""
+    if getattr(cfg, "demos", None) is not None:
+        return f"demonstrations from {cfg.demos}"
+    return plural(cfg.num_demos, "operator demonstration")
 
 
 def time_left(history: list[dict[str, Any]], final_iteration: int) -> float | None:

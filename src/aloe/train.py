@@ -21,6 +21,7 @@ import itertools
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,9 +39,12 @@ from aloe.collect import CollectConfig, CollectStats, collect, evaluate
 from aloe.config import TrainConfig
 from aloe.config_machine import check_machine
 from aloe.data import FRAME_COLUMNS, Frames, episode_seed
+from aloe.datasets.demos import Demos, DemosPlan, DemosTarget
 from aloe.datasets.sampler import ChunkSampler
 from aloe.datasets.store import EpisodeStore
+from aloe.envs.base import EpisodeEnv
 from aloe.envs.registry import largest_failure_cost, make_env
+from aloe.envs.tasks import INSTRUCTIONS, task_list
 from aloe.errors import UsageError
 from aloe.evaluation.run_report import write_report
 from aloe.nn import resolve_device
@@ -110,13 +114,16 @@ class Trainer:
         """Algorithm 1, line 1: imitation on successful operator demonstrations."""
         cfg = self.cfg
         start = time.time()
-        demos = cfg.num_demos * len(self.obs.tasks)  # episode seeds take the tasks in turn
-        quota = CollectConfig(
-            success_quota=demos,
-            max_episodes=3 * demos,
-            record_sim_state=cfg.collect.record_sim_state,
-        )
-        stats = self._collect(0, quota, policy=None)
+        if cfg.demos is not None:
+            stats = self.import_demos()
+        else:
+            demos = cfg.num_demos * len(self.obs.tasks)  # episode seeds take the tasks in turn
+            quota = CollectConfig(
+                success_quota=demos,
+                max_episodes=3 * demos,
+                record_sim_state=cfg.collect.record_sim_state,
+            )
+            stats = self._collect(0, quota, policy=None)
         frames = self.frames()
         demo = frames.successful_episodes() & (frames[D.SOURCE] == "demo")
         if not demo.any():
@@ -141,6 +148,18 @@ class Trainer:
         row = dict.fromkeys(UPDATE_COLUMNS, math.nan)  # no critic yet: null in metrics.jsonl
         row["bc_loss"] = mean_metric(bc[-100:], "bc/loss")
         self._finish(0, stats, row, start)
+
+    def import_demos(self) -> CollectStats:
+        """Algorithm 1, line 1 from a dataset: `cfg.demos`'s episodes (`plan_demos`) stored
+        as iteration 0's demonstrations, in batches; an interrupted import goes on after the
+        episodes it stored (the dataset must stay until iteration 0's checkpoint)."""
+        done = CollectStats.from_store(self.store, iteration=0).episodes
+        plan = plan_demos(self.cfg, self.env)
+        if plan.notice and not done:
+            print(f"aloe train: notice: --demos ({self.cfg.demos}): {plan.notice}", file=sys.stderr)
+        for episodes in plan.episodes(start=done):
+            self.store.append(episodes)
+        return CollectStats.from_store(self.store, iteration=0)
 
     def iteration(self, k: int) -> None:
         """Algorithm 1, line 3 (collection), the algorithm's update (lines 4–15 for ALOE,
@@ -367,7 +386,31 @@ def prepare_run(cfg: TrainConfig, resume: bool) -> TrainConfig:
         check_run_dir(cfg.out, "--out", resume=False)
     check_run(cfg)
     check_machine(cfg)
+    if cfg.demos is not None and not resume:
+        plan_demos(cfg)
     return cfg
+
+
+def demos_target(cfg: TrainConfig, env: EpisodeEnv) -> DemosTarget:
+    """What a run of `cfg` (resolved) on `env` takes of a `--demos` dataset."""
+    size = (cfg.env.image_size, cfg.env.image_size)
+    return DemosTarget(
+        task=cfg.task,
+        tasks={INSTRUCTIONS[t]: t for t in task_list(cfg.task)},
+        state_dim=env.state_dim,
+        action_dim=env.action_dim,
+        fps=1.0 / env.control_period,
+        horizon=cfg.horizon,
+        cameras={c: size for c in cfg.env.cameras},
+    )
+
+
+def plan_demos(cfg: TrainConfig, env: EpisodeEnv | None = None) -> DemosPlan:
+    """`cfg.demos` opened read-only and checked against the run (`Demos.plan`): UsageError
+    in one line on a misfit. `env`: the run's environment, built here if not given."""
+    assert cfg.demos is not None
+    demos = Demos.open(cfg.demos, cfg.demos_map)
+    return demos.plan(demos_target(cfg, env if env is not None else make_env(cfg.env)))
 
 
 def resumed_config(

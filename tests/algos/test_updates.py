@@ -139,9 +139,9 @@ def test_an_update_refuses_another_algorithms_learner() -> None:
 
 
 def test_the_table_names_every_algorithm_once() -> None:
-    assert ALGOS == ("aloe", "awr", "dagger", "bc", "ppo-sbc") == tuple(ALGORITHMS)
+    assert ALGOS == ("aloe", "awr", "dagger", "bc", "ppo-sbc", "recap") == tuple(ALGORITHMS)
     rows = ALGORITHMS
-    assert [a for a, r in rows.items() if r.with_operator] == ["aloe", "awr", "dagger"]
+    assert [a for a, r in rows.items() if r.with_operator] == ["aloe", "awr", "dagger", "recap"]
     assert [a for a, r in rows.items() if not r.iterates] == ["bc"]
     assert {a: r.value for a, r in rows.items()} == {
         "aloe": "q",
@@ -149,6 +149,7 @@ def test_the_table_names_every_algorithm_once() -> None:
         "dagger": None,
         "bc": None,
         "ppo-sbc": "state",
+        "recap": None,  # its value depends on recap.advantage; evaluation reads none yet
     }
     assert [a for a, r in rows.items() if r.weighted] == ["aloe", "awr"]
     assert [a for a, r in rows.items() if r.matched_budget] == ["ppo-sbc"]
@@ -157,7 +158,13 @@ def test_the_table_names_every_algorithm_once() -> None:
     assert rows["ppo-sbc"].update_batch(cfg.optim, cfg.ppo) == (48, "ppo.minibatch_size")
     assert rows["aloe"].update_batch(cfg.optim, cfg.aloe) == (BATCH, "optim.batch_size")
     assert [a for a, r in rows.items() if r.sharding] == ["aloe", "dagger", "bc"]  # DDP
-    assert [a for a, r in rows.items() if r.trains_actor] == ["aloe", "awr", "dagger", "bc"]
+    assert [a for a, r in rows.items() if r.trains_actor] == [
+        "aloe",
+        "awr",
+        "dagger",
+        "bc",
+        "recap",
+    ]
 
 
 def test_each_row_names_its_settings_field_and_preset() -> None:
@@ -204,7 +211,7 @@ def test_aloe_settings_change_nothing_in_another_algorithms_run() -> None:
         onestep_lr=1e-2,
     )
     assert all(getattr(changed, f.name) != f.default for f in dataclasses.fields(AloeConfig))
-    for algo in ("awr", "dagger", "bc", "ppo-sbc"):
+    for algo in ("awr", "dagger", "bc", "ppo-sbc", "recap"):
         runs = [_run_with(algo, settings) for settings in (AloeConfig(), changed)]
         (state, metrics), (state2, metrics2) = runs
         assert state.keys() == state2.keys(), algo

@@ -8,6 +8,7 @@ OSMesa (MUJOCO_GL=osmesa), and loads fine before it.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import numpy as np
@@ -340,6 +341,70 @@ def test_pi_policies_share_the_adapter(policy, tmp_path):
     assert actor.sample(state, task, 1).shape == (B, 1, H, A)
 
 
+def test_the_prompt_carries_the_indicator(vlm):
+    """RECAP's indicator is text after the task's prompt: "Advantage: positive" or
+    "negative", nothing when dropped (the task's prompt alone); the VLA is unchanged."""
+    from aloe.policies.indicator import DROPPED, NEGATIVE, POSITIVE, Guidance
+
+    actor = make_actor(vlm)
+    keys = set(actor.state_dict())
+    actor.use_indicator(Guidance(POSITIVE, 1.0))
+    assert set(actor.state_dict()) - keys == {"prompt_tokens", "prompt_mask"}
+    state, task, _, _ = batch()
+    tokenizer = actor.policy.model.vlm_with_expert.processor.tokenizer
+
+    def text(inputs):
+        ids = inputs["observation.language.tokens"]
+        mask = inputs["observation.language.attention_mask"]
+        rows = zip(ids, mask, strict=True)
+        return [tokenizer.decode(i[m], skip_special_tokens=True) for i, m in rows]
+
+    def prompts(indicator):
+        return text(actor.lerobot_inputs(state, task, indicator=torch.full_like(task, indicator)))
+
+    alone = prompts(DROPPED)  # (the tiny tokenizer knows no "and", "it")
+    assert alone == ["pick the puck place at the goal", "press the button"] * 2 + alone[-1:]
+    assert prompts(POSITIVE) == [f"{t} Advantage: positive" for t in alone]
+    assert prompts(NEGATIVE) == [f"{t} Advantage: negative" for t in alone]
+    assert alone == text(make_actor(vlm).lerobot_inputs(state, task))  # the plain prompt
+    valid = torch.ones(B, H)
+    a = torch.zeros(B, H, A)
+    losses = [
+        actor.flow_loss_per_sample(
+            state,
+            task,
+            a,
+            valid,
+            torch.Generator().manual_seed(0),
+            indicator=torch.full_like(task, i),
+        )
+        for i in (POSITIVE, NEGATIVE)
+    ]
+    assert not torch.allclose(*losses)  # the prompt reaches the VLA
+
+
+def test_cfg_runs_both_prompts_in_one_batch_at_every_step(vlm):
+    """β = 1 samples the positive prompt's chunks; β = 0 the unconditional prompt's (both
+    halves of the 2B batch move by the unconditional velocity); β = 2 neither."""
+    from aloe.policies.indicator import POSITIVE, Guidance
+
+    actor = make_actor(vlm)
+    actor.use_indicator(Guidance(POSITIVE, 1.0))
+    state, task, _, _ = batch()
+
+    def chunks(guidance):
+        actor.guidance = guidance
+        return actor.sample(state, task, 1, torch.Generator().manual_seed(4))
+
+    positive, free = chunks(Guidance(POSITIVE, 1.0)), chunks(None)
+    assert not torch.allclose(positive, free, atol=1e-4)
+    torch.testing.assert_close(chunks(Guidance(POSITIVE, 0.0)), free, atol=1e-5, rtol=0)
+    guided = chunks(Guidance(POSITIVE, 2.0))
+    assert not torch.allclose(guided, positive, atol=1e-4)
+    assert not torch.allclose(guided, free, atol=1e-4)
+    assert "denoise_step" not in vars(actor.policy.model)  # the wrapper is gone after sampling
+
+
 @pytest.mark.slow
 def test_aloe_smoke_run_trains_it_end_to_end_and_resumes(vlm, tmp_path, same_metrics):
     """collect, critic, weighted actor update, evaluation, checkpoint; then a run whose last
@@ -370,6 +435,28 @@ def test_aloe_smoke_run_trains_it_end_to_end_and_resumes(vlm, tmp_path, same_met
         return [{k: v for k, v in r.items() if k != "wall_s"} for r in out]
 
     same_metrics(rows(copy), rows(tmp_path / "run"))
+
+
+@pytest.mark.slow
+def test_recap_smoke_run_trains_a_smolvla_end_to_end(vlm, tmp_path):
+    """`--algo recap` on the tiny SmolVLA: value, labels, indicator-conditioned actor steps,
+    evaluation with CFG (β_cfg = 2) on the positive prompt; the run loads acting on it."""
+    from aloe import load_run
+    from aloe.config import preset
+    from aloe.policies.indicator import POSITIVE, Guidance
+    from aloe.train import train
+
+    cfg = preset("smoke")
+    cfg.out, cfg.progress, cfg.actor_kind, cfg.algo = tmp_path / "run", False, "lerobot", "recap"
+    cfg.iterations = 1
+    cfg.lerobot = LeRobotConfig(vlm=str(vlm), num_flow_steps=2)
+    cfg.recap = dataclasses.replace(cfg.recap, cfg_beta=2.0, value_steps=5, actor_steps=5)
+    history = train(cfg)
+    assert [row["iteration"] for row in history] == [0, 1]
+    assert history[1]["positive_human_frac"] == 1.0 and history[1]["actor_flow_loss"] > 0
+    run = load_run(cfg.out)
+    assert run.actor.guidance == Guidance(POSITIVE, 2.0) and run.actor.prompt_tokens is not None
+    assert run.sample(torch.zeros(S).numpy(), num_samples=2, seed=0).shape == (2, 10, A)
 
 
 @pytest.mark.slow

@@ -132,6 +132,33 @@ def q_pess(q: Tensor | np.ndarray) -> Tensor | np.ndarray:
 
 
 @torch.no_grad()
+def _sampled_q(
+    critic: CriticFn,
+    policy: ChunkSampling,
+    state: Tensor,
+    task_index: Tensor,
+    num_samples: int,
+    generator: Generator | None,
+    images: Tensor | None,
+    valid: Tensor | None,
+    time: Tensor | None,
+) -> Tensor:
+    """Every member's Q (K, B·N) of N = `num_samples` chunks sampled from π_θ per state, row
+    b·N + n the n-th chunk of state b; scored over the steps `valid` marks with the clock
+    `time` (as `estimate_value` documents)."""
+    chunks = policy.sample(state, task_index, num_samples, generator, images=images)
+    chunks = chunks.flatten(0, 1)
+    states = state.repeat_interleave(num_samples, dim=0)
+    tasks = task_index.repeat_interleave(num_samples, dim=0)
+    if time is None and valid is None:
+        return critic(states, tasks, chunks)
+    # the same executed steps as the data chunk's, and its clock
+    steps = None if valid is None else valid.repeat_interleave(num_samples, dim=0)
+    clock = () if time is None else (time.repeat_interleave(num_samples, dim=0),)
+    return critic(states, tasks, chunks, steps, *clock)
+
+
+@torch.no_grad()
 def estimate_value(
     critic: CriticFn,
     policy: ChunkSampling,
@@ -148,17 +175,9 @@ def estimate_value(
     that reads pixels), each scored over the steps `valid` (B, h) marks (None: all;
     `AloeConfig.value_steps`); `time` (B, 2) the episode clock, for a critic with
     `critic.time_features`."""
+    q = _sampled_q(critic, policy, state, task_index, num_samples, generator, images, valid, time)
+    q = q_pess(q)  # Eq. 9 at a' ~ π_θ(·|s, ℓ)
     b = state.shape[0]
-    chunks = policy.sample(state, task_index, num_samples, generator, images=images)
-    chunks = chunks.flatten(0, 1)
-    states = state.repeat_interleave(num_samples, dim=0)
-    tasks = task_index.repeat_interleave(num_samples, dim=0)
-    if time is None and valid is None:
-        q = q_pess(critic(states, tasks, chunks))  # Eq. 9 at a' ~ π_θ(·|s, ℓ)
-    else:  # the same executed steps as the data chunk's, and its clock
-        steps = None if valid is None else valid.repeat_interleave(num_samples, dim=0)
-        clock = () if time is None else (time.repeat_interleave(num_samples, dim=0),)
-        q = q_pess(critic(states, tasks, chunks, steps, *clock))
     return q.view(b, num_samples).mean(dim=1)  # Eq. 10: V^π = E_{a'~π_θ}[Q_pess(s, a', ℓ)]
 
 
@@ -202,13 +221,8 @@ def member_values(
 ) -> Tensor:
     """Each member's V_k^π(s) (K, B): the mean of Q_φ_k over the same `num_samples` chunks
     sampled from π_θ (arguments as `estimate_value`'s, which draws the same chunks)."""
+    q = _sampled_q(critic, policy, state, task_index, num_samples, generator, images, valid, time)
     b = state.shape[0]
-    chunks = policy.sample(state, task_index, num_samples, generator, images=images)
-    states = state.repeat_interleave(num_samples, dim=0)
-    tasks = task_index.repeat_interleave(num_samples, dim=0)
-    steps = None if valid is None else valid.repeat_interleave(num_samples, dim=0)
-    clock = None if time is None else time.repeat_interleave(num_samples, dim=0)
-    q = critic(states, tasks, chunks.flatten(0, 1), steps, clock)
     return q.view(q.shape[0], b, num_samples).mean(dim=2)
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from aloe.algos import aloe, aloe_config, awr, dagger, ppo_sbc
+from aloe.algos import aloe, aloe_config, awr, dagger, ppo_sbc, recap
 from aloe.algos.context import CollectContext, Learner, LearnerParts, UpdateContext
 from aloe.algos.optimised import OptimConfig
 
@@ -163,6 +163,15 @@ ALGORITHMS: dict[str, Algorithm] = {
         update_batch=ppo_sbc.update_batch,
         trains_actor=False,
         ignores=("critic.num_q",),  # one V(s)
+    ),
+    "recap": Algorithm(
+        "RECAP",
+        recap.build_learner,
+        recap.update,
+        group="recap",
+        config=recap.RecapConfig,
+        preset=recap.preset,
+        samples_per_row=recap.samples_per_row,
     ),
 }
 

@@ -168,12 +168,7 @@ def _read_info(root: Path) -> dict[str, Any]:
     path = root / INFO_PATH
     if not path.is_file():
         raise StoreError(f"{path}: missing, so {root} is not an aloe store")
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise StoreError(f"{path}: unreadable JSON ({one_line(e)})") from None
-    if not isinstance(info, dict):
-        raise StoreError(f"{path}: not a JSON object")
+    info = json_object(path, str(path), StoreError)
     if info.get("codebase_version") != CODEBASE_VERSION:
         version = info.get("codebase_version")
         raise StoreError(f"{path}: codebase_version {version!r}, expected {CODEBASE_VERSION!r}")
@@ -187,6 +182,17 @@ def _read_info(root: Path) -> dict[str, Any]:
         raise StoreError(f"{path}: totals and chunks_size must be non-negative integers")
     _check_features(path, info)
     return info
+
+
+def json_object(path: Path, name: str, error: type[Exception]) -> dict[str, Any]:
+    """The JSON object in `path`, or `error("<name>: <what is wrong>")`."""
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise error(f"{name}: unreadable JSON ({one_line(e)})") from None
+    if not isinstance(obj, dict):
+        raise error(f"{name}: not a JSON object")
+    return obj
 
 
 def _check_features(path: Path, info: dict[str, Any]) -> None:

@@ -134,6 +134,9 @@ class Follower(Trainer):
     def _collect(self, k: int, rule: Any, policy: Any) -> CollectStats:
         return CollectStats()  # rank 0 collects
 
+    def import_demos(self) -> CollectStats:
+        return CollectStats()  # rank 0 stores the --demos dataset's episodes
+
     def frames(self) -> Frames:
         return broadcast(None)
 

@@ -63,6 +63,11 @@ ACTOR = (
     ("advantage", ("advantage_mean", "advantage_std")),
     ("actor weights (Eq. 11)", ("weight_mean", "weight_max")),
     ("weights clipped", ("weight_clipped_frac",)),
+    (
+        "positive indicator (RECAP)",
+        ("positive_frac", "positive_demo_frac", "positive_policy_frac", "positive_human_frac"),
+    ),
+    ("indicator threshold ε_ℓ (RECAP)", ("advantage_threshold",)),
 )
 SHOWN = {
     "iteration",

@@ -49,6 +49,12 @@ LABELS: dict[str, tuple[str, str]] = {
     "weight_max": ("actor weight, max (Eq. 11)", "weight exp(A/β) (unitless)"),
     "weight_clipped_frac": ("weights clipped", "fraction of chunks"),
     "actor_flow_loss": ("actor flow loss (Eq. 15)", "weighted flow loss (unitless)"),
+    "positive_frac": ("positive, all rows", "share of rows labelled positive"),
+    "positive_demo_frac": ("positive, demonstrations", "share of rows labelled positive"),
+    "positive_policy_frac": ("positive, policy", "share of rows labelled positive"),
+    "positive_human_frac": ("positive, operator", "share of rows labelled positive"),
+    "advantage_threshold": ("ε_ℓ, mean over tasks", "A (return units)"),
+    "indicator_dropped_frac": ("indicator dropped", "fraction of chunks"),
     "wall_s": ("wall time", "seconds"),
     "broadcast_s": ("weight broadcast", "seconds"),
 }

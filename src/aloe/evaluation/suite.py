@@ -286,7 +286,8 @@ def _json_safe(obj: Any) -> Any:
 
 
 def _check_state_run(run_dir: Path) -> None:
-    """The suite replays states (restores, variants, OPE): single-task state runs only."""
+    """The suite replays states (restores, variants, OPE): single-task state runs that
+    recorded the simulator's state only."""
     cfg = read_run_config(run_dir)
     require(
         cfg.obs == "state" and len(task_list(cfg.task)) == 1,
@@ -294,6 +295,13 @@ def _check_state_run(run_dir: Path) -> None:
         run_dir,
         f"--suite full evaluates single-task state runs; this one has obs={cfg.obs!r}, "
         f"task={cfg.task!r}: use --suite basic",
+    )
+    require(
+        cfg.collect.record_sim_state,
+        "--run",
+        run_dir,
+        "--suite full restores stored simulator states, and this run recorded none "
+        "(collect.record_sim_state is off, as in a run from --demos): use --suite basic",
     )
 
 

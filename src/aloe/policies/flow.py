@@ -29,6 +29,7 @@ from aloe.nn import (
     transformer,
 )
 from aloe.policies.base import chunk_noise
+from aloe.policies.indicator import DROPPED, NUM_INDICATORS, Guidance, guided_velocity
 from aloe.shard import draw
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]  # (ã (B, h, A), η (B,)) -> f (B, h, A)
@@ -115,9 +116,18 @@ class FlowPolicy(nn.Module):
     (as π0's action-time MLP does: every token knows η directly) plus a learned position.
     Actions are handled in normalised units inside; `sample` returns environment units.
     `compiled` (`aloe.nn.set_compiled`) runs `velocity` and `integrate` through torch.compile.
+
+    Advantage conditioning (RECAP, `use_indicator`): a learned embedding of the improvement
+    indicator (negative / positive / dropped) is added to the instruction token, and the
+    actor samples under its `guidance` (positive, with β_cfg). Without it the actor has no
+    such parameters and computes exactly as before.
     """
 
     compiled: bool = False
+    indicator: nn.Parameter | None
+    """(3, D) indicator embeddings, zero at first (`use_indicator`); None: not conditioned."""
+    guidance: Guidance | None = None
+    """What `sample` conditions on (`use_indicator`); None: the instruction alone."""
 
     def __init__(
         self,
@@ -156,11 +166,32 @@ class FlowPolicy(nn.Module):
             d, config.num_layers, config.num_heads, config.mlp_ratio, config.dropout
         )
         self.velocity_out = nn.Linear(d, action_dim)
+        self.register_parameter("indicator", None)  # no parameter, no key: as before RECAP
 
-    def condition(self, state: Tensor, task_index: Tensor) -> Tensor:
-        """Conditioning tokens (B, C, D) from the observation and the instruction."""
+    def use_indicator(self, guidance: Guidance) -> None:
+        """Condition on the improvement indicator from now on, acting on `guidance`: adds the
+        indicator embeddings, zero so that each indicator starts as the unconditional policy
+        (a fresh RECAP actor is the plain one; no random draw, so the actor's initial
+        weights are those of any run with the same seed)."""
+        if self.indicator is None:
+            dim = self.config.hidden_dim
+            weight = self.velocity_out.weight
+            self.indicator = nn.Parameter(weight.new_zeros(NUM_INDICATORS, dim))
+        self.guidance = guidance
+
+    def condition(
+        self, state: Tensor, task_index: Tensor, indicator: Tensor | None = None
+    ) -> Tensor:
+        """Conditioning tokens (B, C, D) from the observation and the instruction, plus with
+        `use_indicator` the embedding of `indicator` (B,) (None: dropped)."""
         obs = self.obs_encoder(self.state_norm.normalize(state))
-        return torch.cat([obs, self.instruction(task_index)[:, None]], dim=1)
+        instruction = self.instruction(task_index)
+        if self.indicator is not None:
+            rows = torch.full_like(task_index, DROPPED) if indicator is None else indicator
+            instruction = instruction + self.indicator[rows]  # like the instruction token
+        elif indicator is not None:
+            raise ValueError("this actor is not conditioned on an indicator (use_indicator)")
+        return torch.cat([obs, instruction[:, None]], dim=1)
 
     @compilable
     def velocity(self, noisy_actions: Tensor, eta: Tensor, cond: Tensor) -> Tensor:
@@ -179,14 +210,16 @@ class FlowPolicy(nn.Module):
         valid: Tensor,
         generator: Generator | None = None,
         images: Tensor | None = None,
+        indicator: Tensor | None = None,
     ) -> Tensor:
         """Eq. 15's per-sample loss (B,); draws ε (B, h, A) then η (B,) from `generator`.
-        `images` is not read: this actor reads the cameras' features in `state`."""
+        `images` is not read: this actor reads the cameras' features in `state`.
+        `indicator` (B,): each row's improvement indicator (`use_indicator`; None: none)."""
         a = self.action_norm.normalize(actions)
         # shard-invariant under several learner processes (aloe.shard)
         noise = draw(torch.randn, a.shape, generator=generator, device=a.device, dtype=a.dtype)
         eta = draw(torch.rand, a.shape[:1], generator=generator, device=a.device, dtype=a.dtype)
-        cond = self.condition(state, task_index)
+        cond = self.condition(state, task_index, indicator)
         return flow_matching_loss(
             lambda x, t: self.velocity(x, t, cond), a, valid.to(a.dtype), noise, eta
         )
@@ -207,7 +240,8 @@ class FlowPolicy(nn.Module):
         chunks and every Euler step. With one generator per row, row i's noise ε
         (num_samples, h, A) is drawn from generator i, as a call for row i alone would draw
         it. `num_steps` (default config.num_flow_steps) sets the Euler steps. `images` is not
-        read (the features are in `state`).
+        read (the features are in `state`). An advantage-conditioned actor samples under its
+        `guidance` (`integrate`).
         """
         b = state.shape[0]
         h = self.horizon
@@ -222,20 +256,56 @@ class FlowPolicy(nn.Module):
     ) -> Tensor:
         """The flow's chunks from given noise ε (B·n, h, A), n per state (B, S) in a row's
         order: normalised action units, unclipped, in eval mode. `sample` draws ε and calls
-        it; the one-step sampler is distilled to it for the same ε (aloe.policies.onestep)."""
+        it; the one-step sampler is distilled to it for the same ε (aloe.policies.onestep).
+        Under a `guidance` with β ≠ 1 each Euler step is classifier-free guided: the
+        conditional and unconditional condition tokens are stacked into one batch (2B·n)."""
         n = noise.shape[0] // state.shape[0]
         with evaluating(self):
-            cond = self.condition(state, task_index).repeat_interleave(n, dim=0)
-            return self.euler(noise.to(cond.dtype), cond, num_steps or self.config.num_flow_steps)
+            cond, beta = self.acting_condition(state, task_index)
+            halves = cond.view(-1, state.shape[0], *cond.shape[1:])  # (1 or 2, B, C, D)
+            cond = halves.repeat_interleave(n, dim=1).flatten(0, 1)
+            steps = num_steps or self.config.num_flow_steps
+            return self.euler(noise.to(cond.dtype), cond, steps, beta)
+
+    def acting_condition(self, state: Tensor, task_index: Tensor) -> tuple[Tensor, float | None]:
+        """The condition tokens the actor acts on, and β_cfg where each step is guided: the
+        instruction's (B, C, D) and None without `guidance`; the indicator's with β = 1; else
+        the indicator's rows then the dropped indicator's (2B, C, D), and β."""
+        guidance = self.guidance
+        if guidance is None:
+            return self.condition(state, task_index), None
+        on = torch.full_like(task_index, guidance.indicator)
+        if not guidance.guided:  # β = 1: the conditional policy alone, one forward
+            return self.condition(state, task_index, on), None
+        both = torch.cat([on, torch.full_like(task_index, DROPPED)])
+        return self.condition(state.repeat(2, 1), task_index.repeat(2), both), guidance.beta
+
+    def acting_velocity(self, state: Tensor, task_index: Tensor) -> VelocityFn:
+        """f(ã, η) as the actor acts at these states (real-time chunking's guided steps,
+        aloe.policies.rtc): `velocity` under `acting_condition`, classifier-free guided
+        there with both branches in one batch."""
+        cond, beta = self.acting_condition(state, task_index)
+        if beta is None:
+            return lambda x, t: self.velocity(x, t, cond)
+
+        def guided(x: Tensor, t: Tensor) -> Tensor:
+            on, free = self.velocity(torch.cat([x, x]), torch.cat([t, t]), cond).chunk(2)
+            return guided_velocity(on, free, beta)  # CFG, both branches in one batch
+
+        return guided
 
     @compilable
-    def euler(self, noise: Tensor, cond: Tensor, num_steps: int) -> Tensor:
+    def euler(
+        self, noise: Tensor, cond: Tensor, num_steps: int, beta: float | None = None
+    ) -> Tensor:
         """`euler_integrate` of `velocity` from `noise` given `cond`, in eval mode, with what
         no Euler step changes done once: action_in folded into the action-time MLP's first
         layer, that layer's flow-time half at every step's η in one product, dt folded into
         the output layer, the condition tokens' first-layer keys and values and every
         weight looked up (`aloe.nn.FixedPrefix`). The same chunks as the step-by-step path
-        to float rounding (tested to 1e-5)."""
+        to float rounding (tested to 1e-5). With `beta`, `cond` holds the conditional rows
+        then the unconditional ones (2× noise's rows): each step runs both in one batch
+        and moves by their classifier-free guided velocity (`guided_velocity`)."""
         d = self.config.hidden_dim
         first = cast(nn.Linear, self.action_time[0])
         act = self.action_time[1]
@@ -252,7 +322,12 @@ class FlowPolicy(nn.Module):
         encode = FixedPrefix(self.backbone, cond)
         x = noise
         for part in time_part.unbind(0):
-            tokens = F.linear(act(F.linear(x, w_in, part)), second.weight, second.bias)
+            both = x if beta is None else torch.cat([x, x])
+            tokens = F.linear(act(F.linear(both, w_in, part)), second.weight, second.bias)
             z = encode(tokens + self.action_pos)
-            x = x - F.linear(z, out_w, out_b)  # dã/dη = a − ε = −f_θ, times dt
+            step = F.linear(z, out_w, out_b)
+            if beta is not None:
+                cond_step, free_step = step.chunk(2)
+                step = guided_velocity(cond_step, free_step, beta)  # CFG, at every flow step
+            x = x - step  # dã/dη = a − ε = −f_θ, times dt
         return x

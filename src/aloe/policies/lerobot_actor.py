@@ -30,6 +30,14 @@ CDF), so a seeded run is reproducible.
 LeRobot's per-sample loss averages over `max_action_dim` (SmolVLA) and ignores padded steps
 (π0, π0.5); `flow_loss_per_sample` averages the squared error over the real action
 dimensions and the valid steps only.
+
+Advantage conditioning (RECAP, `use_indicator`): the improvement indicator is text after the
+task's prompt ("…\nAdvantage: positive", nothing when dropped; `aloe.policies.indicator`),
+each task's three prompts tokenised once, so the VLA itself is unchanged. Classifier-free
+guidance (β ≠ 1) samples the conditional and the unconditional prompt as one batch of 2B
+rows from the same noise and, at each of LeRobot's Euler steps, moves both by the guided
+velocity (`_guided_steps` wraps the model's `denoise_step`, which SmolVLA, π0 and π0.5 call
+once per step).
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from torch import Generator, Tensor, nn
 from aloe.errors import bad
 from aloe.nn import Normalizer, evaluating
 from aloe.policies.base import chunk_noise
+from aloe.policies.indicator import DROPPED, NUM_INDICATORS, Guidance, guided_velocity, prompt
 from aloe.policies.lerobot_config import LeRobotConfig
 from aloe.policies.lerobot_policy import (
     IMAGE_KEY,
@@ -88,11 +97,18 @@ class LeRobotActor(nn.Module):
         self.robot_state_dim = state_dim if robot_state_dim is None else robot_state_dim
         self.state_norm = state_normalizer or Normalizer(state_dim)
         self.action_norm = action_normalizer or Normalizer(action_dim)
+        self.instructions = tuple(instructions)
         tokens, mask = instruction_tokens(policy, cfg, instructions)
         self.tokens: Tensor
         self.token_mask: Tensor
         self.register_buffer("tokens", tokens)
         self.register_buffer("token_mask", mask)
+        # (3, T, L) each task's prompt per indicator (`use_indicator`); None: not conditioned
+        self.prompt_tokens: Tensor | None
+        self.prompt_mask: Tensor | None
+        self.register_buffer("prompt_tokens", None)
+        self.register_buffer("prompt_mask", None)
+        self.guidance: Guidance | None = None
         self._frozen_digest: str | None = None
         lr_cfg: Any = policy.config
         self.chunk_size, self.max_action_dim = int(lr_cfg.chunk_size), int(lr_cfg.max_action_dim)
@@ -112,6 +128,17 @@ class LeRobotActor(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.tokens.device
+
+    def use_indicator(self, guidance: Guidance) -> None:
+        """Condition on the improvement indicator from now on, acting on `guidance`: each
+        task's prompt tokenised with each indicator's text (`indicator.prompt`)."""
+        if self.prompt_tokens is None:
+            texts = [prompt(t, i) for i in range(NUM_INDICATORS) for t in self.instructions]
+            tokens, mask = instruction_tokens(self.policy, self.cfg, texts)
+            shape = (NUM_INDICATORS, len(self.instructions), -1)
+            self.prompt_tokens = tokens.view(shape).to(self.device)
+            self.prompt_mask = mask.view(shape).to(self.device)
+        self.guidance = guidance
 
     def frozen_keys(self) -> list[str]:
         """state_dict keys of the frozen parameters (the VLM or its vision tower)."""
@@ -162,10 +189,15 @@ class LeRobotActor(nn.Module):
             )
 
     def lerobot_inputs(
-        self, state: Tensor, task_index: Tensor, images: Tensor | None = None
+        self,
+        state: Tensor,
+        task_index: Tensor,
+        images: Tensor | None = None,
+        indicator: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """The policy's batch keys for aloe's (observation vector, task row, cameras' pixels
-        uint8 (B, V, H, W, 3) when the actor reads cameras)."""
+        uint8 (B, V, H, W, 3) when the actor reads cameras, and with `use_indicator` each
+        row's improvement indicator (B,), None: dropped)."""
         b = state.shape[0]
         dev = state.device
         if self.cameras and (images is None or images.shape[:2] != (b, len(self.cameras))):
@@ -176,8 +208,7 @@ class LeRobotActor(nn.Module):
             )
         batch = {
             STATE: self.state_norm.normalize(state)[:, : self.robot_state_dim],
-            TOKENS: self.tokens[task_index],
-            TOKEN_MASK: self.token_mask[task_index],
+            **self._prompt(task_index, indicator),
         }
         for i, key in enumerate(self.image_keys):
             if i < len(self.cameras) and images is not None:  # LeRobot's (B, 3, H, W) in [0, 1]
@@ -187,6 +218,19 @@ class LeRobotActor(nn.Module):
                 batch[key] = torch.zeros((b, *self.image_shape), device=dev)
                 batch[f"{key}_padding_mask"] = torch.zeros(b, dtype=torch.bool, device=dev)
         return batch
+
+    def _prompt(self, task_index: Tensor, indicator: Tensor | None) -> dict[str, Tensor]:
+        """The language keys: each row's task prompt, with its indicator's text where the
+        actor is conditioned on one."""
+        if self.prompt_tokens is None or self.prompt_mask is None:
+            if indicator is not None:
+                raise ValueError("this actor is not conditioned on an indicator (use_indicator)")
+            return {TOKENS: self.tokens[task_index], TOKEN_MASK: self.token_mask[task_index]}
+        rows = torch.full_like(task_index, DROPPED) if indicator is None else indicator
+        return {
+            TOKENS: self.prompt_tokens[rows, task_index],
+            TOKEN_MASK: self.prompt_mask[rows, task_index],
+        }
 
     def _model_args(self, batch: dict[str, Tensor]) -> list[Any]:
         p: Any = self.policy
@@ -223,9 +267,10 @@ class LeRobotActor(nn.Module):
         noise: Tensor,
         time: Tensor,
         images: Tensor | None = None,
+        indicator: Tensor | None = None,
     ) -> Tensor:
         """LeRobot's own (ε − a − v)² per element (B, chunk_size, max_action_dim), at its t."""
-        args = self._model_args(self.lerobot_inputs(state, task_index, images))
+        args = self._model_args(self.lerobot_inputs(state, task_index, images, indicator))
         p: Any = self.policy
         with self._autocast():
             return p.model.forward(*args, actions, noise, time).float()
@@ -238,13 +283,15 @@ class LeRobotActor(nn.Module):
         valid: Tensor,
         generator: Generator | None = None,
         images: Tensor | None = None,
+        indicator: Tensor | None = None,
     ) -> Tensor:
         """Eq. 15's per-sample loss (B,), the squared error averaged over the valid steps and
-        the real action dimensions; draws ε (B, chunk, max_action_dim) then t (B,)."""
+        the real action dimensions; draws ε (B, chunk, max_action_dim) then t (B,).
+        `indicator` (B,): each row's improvement indicator (`use_indicator`; None: none)."""
         full, mask = self.padded(actions, valid.float())
         noise = torch.randn(full.shape, generator=generator, device=full.device)
         time = self.lerobot_time(full.shape[0], generator)  # t = 1 − η of Eq. 15
-        err = self.elementwise_loss(state, task_index, full, noise, time, images)[
+        err = self.elementwise_loss(state, task_index, full, noise, time, images, indicator)[
             ..., : self.action_dim
         ]
         per_step = err.mean(-1)  # the real action dimensions only
@@ -262,19 +309,29 @@ class LeRobotActor(nn.Module):
     ) -> Tensor:
         """Chunks (B, num_samples, h, A), clipped to [-1, 1]; LeRobot integrates t = 1 -> 0
         from noise ε drawn here (row i's from generator i when one is given per row), in
-        `num_steps` Euler steps (default: lerobot.num_flow_steps)."""
+        `num_steps` Euler steps (default: lerobot.num_flow_steps). An advantage-conditioned
+        actor samples under its `guidance` (module docstring)."""
         b = state.shape[0]
         noise = chunk_noise(
             b, num_samples, (self.chunk_size, self.max_action_dim), generator, self.device
         )
-        rows = (
-            state.repeat_interleave(num_samples, 0),
-            task_index.repeat_interleave(num_samples),
-            None if images is None else images.repeat_interleave(num_samples, 0),
-        )
+        states = state.repeat_interleave(num_samples, 0)
+        tasks = task_index.repeat_interleave(num_samples)
+        pixels = None if images is None else images.repeat_interleave(num_samples, 0)
+        indicator, beta = None, None
+        if self.guidance is not None:
+            indicator = torch.full_like(tasks, self.guidance.indicator)
+            if self.guidance.guided:  # the unconditional prompt's rows after them, same noise
+                states, tasks, noise = (torch.cat([t, t]) for t in (states, tasks, noise))
+                pixels = None if pixels is None else torch.cat([pixels, pixels])
+                indicator = torch.cat([indicator, torch.full_like(indicator, DROPPED)])
+                beta = self.guidance.beta
         p: Any = self.policy
         with evaluating(self), self._autocast(), _euler_steps(p.model.config, num_steps):
-            x = p.model.sample_actions(*self._model_args(self.lerobot_inputs(*rows)), noise=noise)
+            inputs = self.lerobot_inputs(states, tasks, pixels, indicator)
+            with _guided_steps(p.model, beta):
+                x = p.model.sample_actions(*self._model_args(inputs), noise=noise)
+        x = x[: b * num_samples]  # with guidance both halves are the same chunks
         a = self.action_norm.unnormalize(x.float()[:, : self.horizon, : self.action_dim])
         return a.clamp(-1.0, 1.0).view(b, num_samples, self.horizon, self.action_dim)
 
@@ -293,6 +350,28 @@ def _euler_steps(config: Any, num_steps: int | None) -> Iterator[None]:
     finally:
         for n, value in saved.items():
             setattr(config, n, value)
+
+
+@contextlib.contextmanager
+def _guided_steps(model: Any, beta: float | None) -> Iterator[None]:
+    """With `beta`, the model's `denoise_step` for the block returns, for a batch of
+    conditional rows then their unconditional twins, the classifier-free guided velocity in
+    both halves, so that each pair moves together (None: leave it)."""
+    if beta is None:
+        yield
+        return
+    step = model.denoise_step
+
+    def guided(*args: Any, **kwargs: Any) -> Tensor:
+        cond, free = step(*args, **kwargs).chunk(2)
+        v = guided_velocity(cond, free, beta)  # CFG, at every flow step
+        return torch.cat([v, v])
+
+    model.denoise_step = guided
+    try:
+        yield
+    finally:
+        del model.denoise_step
 
 
 def build_actor(

@@ -7,7 +7,8 @@ from pathlib import Path
 
 TINY_WORDS = (
     "pick place the puck at goal reach push open close door drawer put a window "
-    "button press peg insert side assembly into hole"
+    "button press peg insert side assembly into hole "
+    "Advantage: positive negative"  # RECAP's indicator text (aloe.policies.indicator)
 )
 
 

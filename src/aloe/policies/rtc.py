@@ -80,19 +80,21 @@ def sample_inpainted(
     beta: float = BETA,
 ) -> Tensor:
     """One chunk (h, A) for one observation (state (1, S), task_index (1,)), inpainted to the
-    prefix (L, A) in environment units. Draws the same noise as `actor.sample(..., 1, g)`."""
+    prefix (L, A) in environment units. Draws the same noise as `actor.sample(..., 1, g)`.
+    The flow is the actor's as it acts (`FlowPolicy.acting_velocity`: an advantage-conditioned
+    actor's indicator and classifier-free guidance included)."""
     h = actor.horizon
     a_dim = actor.action_dim
     with evaluating(actor):
         with torch.no_grad():
-            cond = actor.condition(state, task_index)
-            noise = torch.randn((1, h, a_dim), generator=generator, device=cond.device)
-        target = torch.zeros((1, h, a_dim), device=cond.device)
-        target[0, : len(prefix)] = actor.action_norm.normalize(prefix.to(cond.device))
+            velocity = actor.acting_velocity(state, task_index)
+            noise = torch.randn((1, h, a_dim), generator=generator, device=state.device)
+        target = torch.zeros((1, h, a_dim), device=state.device)
+        target[0, : len(prefix)] = actor.action_norm.normalize(prefix.to(state.device))
         weights = prefix_weights(h, len(prefix), delay)
         a = guided_integrate(
-            lambda x, t: actor.velocity(x, t, cond),
-            noise.to(cond.dtype),
+            velocity,
+            noise.to(state.dtype),
             actor.config.num_flow_steps,
             target,
             weights,
