@@ -50,6 +50,9 @@ def test_two_iterations_of_collect_with_a_takeover_train_and_serve(
     from aloe.config import TrainConfig
     from aloe.serve.server import Options, PolicyServer, Running
 
+    dataset = TrainConfig.load(warm_run).demos  # the LeRobot dataset the run started from
+    assert main(["dataset", "inspect", str(dataset), "--task", "pick-place-v3"]) == 0
+    assert "fits:" in capsys.readouterr().out
     run = tmp_path / "run"
     shutil.copytree(warm_run, run)
     robot_cfg, teleop_cfg = device_configs(run, tmp_path)
