@@ -53,14 +53,12 @@ from aloe import data as D
 from aloe.evaluation.action_ope import (
     ActionOpeConfig,
     Candidates,
-    best_of_n_regret,
     critic_members,
     load_truth,
     run_action_ope,
     save_truth,
-    score_states,
-    split_half_spearman,
 )
+from aloe.evaluation.action_scores import best_of_n_regret, score_states, split_half_spearman
 
 TRUTH = "truth.npz"
 COLUMNS = (

@@ -299,6 +299,41 @@ def test_action_ope_jobs_and_their_summary(tmp_path) -> None:
     assert "Action-level OPE" in (write_report(tmp_path) and (tmp_path / "report.html").read_text())
 
 
+def test_recap_runs_of_either_source_get_an_action_ope_and_their_indicator_is_summarised(
+    tmp_path,
+) -> None:
+    """RECAP is scored with either advantage source (its labels; with `q` its critic too);
+    the summary averages the indicator's agreement per source and the page shows it."""
+    from aloe.compare import action_ope_job
+
+    args = CompareArgs(out=tmp_path, action_ope_states=4, action_ope_chunks=3)
+    for seed, advantage in ((0, "value"), (1, "q")):
+        name = f"recap-s{seed}"
+        _fake_run(tmp_path, name, "recap", [0.1, 0.2, 0.3], done=True)
+        cfg = {"algo": "recap", "iterations": 2, "task": DEFAULT_TASK, "obs": "state"}
+        cfg["recap"] = {"advantage": advantage}
+        (tmp_path / "runs" / name / "config.json").write_text(json.dumps(cfg))
+        assert action_ope_job(args, RunSpec("recap", seed, tmp_path)) is not None
+        e = {
+            "applicable": True,
+            "iteration": 2,
+            "config": {"states": 4, "chunks": 3, "rollouts": 2},
+            "indicator_agreement": 0.5 + 0.25 * seed,
+            "indicator_chance": 0.5,
+            "indicator_sign_agreement": 0.75,
+            "indicator_n": 4,
+            "by_source": {"human": {"indicator_agreement": 0.25 * seed}},
+        }
+        (tmp_path / "runs" / name / "action_ope.json").write_text(json.dumps(e))
+    ope = summarize(tmp_path)["algos"]["recap"]["action_ope"]
+    assert ope["seeds"] == 2 and ope["indicator_agreement"] == pytest.approx(0.625)
+    assert ope["human_indicator_agreement"] == pytest.approx(0.125)
+    assert ope["indicator_n"] == 4 and ope["within_state_spearman"] is None
+    write_report(tmp_path)
+    html = (tmp_path / "report.html").read_text()
+    assert "Improvement indicator against the truth" in html and "0.62 ± 0.12" in html
+
+
 def test_started_runs_resume_and_fresh_ones_start(tmp_path) -> None:
     args = CompareArgs(out=tmp_path, preset="smoke", train_args="--iterations 1")
     _fake_run(tmp_path, "awr-s0", "awr", [0.0], done=False)

@@ -151,6 +151,8 @@ def test_a_recap_run_resumes_bit_exactly_and_loads_acting_on_positive(
     assert whole is not None and resumed is not None
     for key, value in whole.state["learner"]["actor"].items():
         assert torch.equal(value, resumed.state["learner"]["actor"][key]), key
+    eps = whole.state["learner"]["recap_thresholds"]  # the last labels' ε_ℓ, by task
+    assert set(eps) == {0} and eps == resumed.state["learner"]["recap_thresholds"]
     run = load_run(copy)
     assert run.actor.guidance == Guidance(POSITIVE, 2.0) and run.actor.indicator is not None
     assert run.sample(torch.zeros(run.obs.dim).numpy(), num_samples=2, seed=0).shape == (2, 10, 4)

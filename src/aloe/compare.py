@@ -3,7 +3,7 @@
     DIR/compare.json          task, preset and extra train options (a re-run must match)
     DIR/runs/<algo>-s<seed>/  one `aloe train` run each (config.json, metrics.jsonl, ...)
     DIR/logs/<algo>-s<seed>.log
-    DIR/runs/<algo>-s<seed>/action_ope.json   its action-level OPE (runs with a Q critic)
+    DIR/runs/<algo>-s<seed>/action_ope.json   its action-level OPE (runs with a Q critic or labels)
     DIR/summary.json          per algorithm, aggregated over seeds (aloe.compare_summary)
     DIR/report.html           self-contained: plots embedded as PNG (aloe.compare_page)
 
@@ -51,7 +51,7 @@ from aloe.distributed.ray_runs import RayRun
 from aloe.distributed.workers import connect
 from aloe.envs.tasks import DEFAULT_TASK, check_task, task_list
 from aloe.errors import bad, require
-from aloe.evaluation.action_ope import ACTION_OPE_FILE, ActionOpeConfig
+from aloe.evaluation.action_ope import ACTION_OPE_FILE, ActionOpeConfig, applies
 from aloe.progress import Progress, lines
 
 # `aloe train` options that compare sets itself for each run: refused in --train-args
@@ -100,9 +100,9 @@ class CompareArgs:
     gpus_per_run: float = 0.0
     """Ray backend: GPUs each run reserves (give the runs --train-args=--device=cuda)."""
     action_ope_states: int = 24
-    """Action-level OPE of each finished run with a chunked Q critic (ALOE; single-task
-    state runs, MetaWorld or OGBench), `aloe eval --suite action-ope` as a job of its own: buffer states
-    (0: none). Its scores join the summary and the report."""
+    """Action-level OPE of each finished run with a chunked Q critic or labels (ALOE,
+    RECAP; single-task state runs, MetaWorld or OGBench), `aloe eval --suite action-ope` as
+    a job of its own: buffer states (0: none). Its scores join the summary and the report."""
     action_ope_chunks: int = 7
     """Action-level OPE: chunks sampled from π per state, ranked with the data chunk."""
     action_ope_rollouts: int = 2
@@ -255,13 +255,13 @@ def action_ope_command(args: CompareArgs, spec: RunSpec) -> list[str]:
 
 def action_ope_job(args: CompareArgs, spec: RunSpec) -> RunSpec | None:
     """The action-level OPE job a finished run still needs, or None: off, not applicable
-    (no chunked Q critic; not a single-task state run), or done already for its
-    last checkpoint with these sample sizes."""
+    (neither a chunked Q critic nor labels, `applies`; not a single-task state run), or
+    done already for its last checkpoint with these sample sizes."""
     if args.action_ope_states <= 0 or not run_state(spec.dir).finished:
         return None
-    cfg = json.loads((spec.dir / "config.json").read_text())
-    tasks = task_list(cfg["task"])
-    if ALGORITHMS[cfg["algo"]].value != "q" or cfg["obs"] != "state" or len(tasks) != 1:
+    cfg = TrainConfig.load(spec.dir)
+    tasks = task_list(cfg.task)
+    if not applies(ALGORITHMS[cfg.algo], cfg) or cfg.obs != "state" or len(tasks) != 1:
         return None
     wanted = {
         "states": args.action_ope_states,

@@ -173,27 +173,48 @@ def _task_rows(algos: dict[str, Any]) -> list[dict[str, Any]]:
 def _action_ope_rows(algos: dict[str, Any]) -> list[dict[str, Any]]:
     """A row per algorithm with an action-level OPE: the critic's within-state Spearman,
     overall and per source, the sign of A and the weights against the truth (mean ± std
-    over seeds). Empty when no run has one."""
+    over seeds). Empty when no run has one; an algorithm scored by its labels alone (RECAP
+    with `advantage value`: no chunked Q) is left to `_indicator_rows`."""
     rows = []
     for algo, a in algos.items():
         ope = a.get("action_ope")
-        if not ope:
+        if not ope or all(ope.get(k) is None for k in ("within_state_spearman", "sign_accuracy")):
             continue
         row: dict[str, Any] = {"algorithm": _label(algo), "seeds": ope["seeds"]}
-        for prefix, name in (
-            ("", "all"),
-            ("policy_", "policy"),
-            ("human_", "human"),
-            ("demo_", "demo"),
-        ):
-            key = f"{prefix}within_state_spearman"
-            row[f"within-state Spearman: {name}"] = _pm(ope.get(key), ope.get(f"{key}_std"))
-        row["sign of A right"] = _pm(ope.get("sign_accuracy"), ope.get("sign_accuracy_std"))
-        row["weights vs true A (Spearman)"] = _pm(
-            ope.get("weights_spearman"), ope.get("weights_spearman_std")
-        )
+        row |= _by_source(ope, "within_state_spearman", "within-state Spearman")
+        row["sign of A right"] = _score(ope, "sign_accuracy")
+        row["weights vs true A (Spearman)"] = _score(ope, "weights_spearman")
         rows.append(row)
     return rows
+
+
+def _indicator_rows(algos: dict[str, Any]) -> list[dict[str, Any]]:
+    """A row per algorithm whose action-level OPE scored its labels (RECAP's indicator):
+    agreement with the truth's indicator, overall and per source, the agreement of chance
+    and the sign of its A (mean ± std over seeds). Empty when no run has one."""
+    rows = []
+    for algo, a in algos.items():
+        ope = a.get("action_ope") or {}
+        if ope.get("indicator_agreement") is None:
+            continue
+        row: dict[str, Any] = {"algorithm": _label(algo), "seeds": ope["seeds"]}
+        row["rows"] = _int(ope.get("indicator_n"))
+        row |= _by_source(ope, "indicator_agreement", "agrees")
+        row["chance"] = _score(ope, "indicator_chance")
+        row["sign of A right"] = _score(ope, "indicator_sign_agreement")
+        rows.append(row)
+    return rows
+
+
+def _score(ope: dict[str, Any], key: str) -> str:
+    """A summary's score as mean ± std over seeds."""
+    return _pm(ope.get(key), ope.get(f"{key}_std"))
+
+
+def _by_source(ope: dict[str, Any], key: str, name: str) -> dict[str, str]:
+    """`name: all`, `name: policy`, ... -> the score overall and per source."""
+    sources = (("", "all"), ("policy_", "policy"), ("human_", "human"), ("demo_", "demo"))
+    return {f"{name}: {source}": _score(ope, f"{prefix}{key}") for prefix, source in sources}
 
 
 def _values(algos: dict[str, Any], key: str) -> list[float]:
@@ -323,6 +344,19 @@ def build_page(summary: dict[str, Any], path: Path) -> Path:
             "0 chance.</p>"
         )
         sections.append(("Action-level OPE (final checkpoint)", table_html(ope) + ope_note))
+    indicator = _indicator_rows(algos)
+    if indicator:
+        indicator_note = (
+            '<p class="note">At the same states, the run\'s improvement indicator '
+            "I = 1[A > ε_ℓ] (its last labels' threshold; the operator's rows positive) "
+            "against the truth's 1[A_true > ε_true], ε_true the same percentile of the true "
+            "advantages over the sampled rows outside the operator's. Chance: the agreement "
+            "of independent labels with the two positive shares. Sign of A: A > 0 exactly "
+            "when A_true > 0.</p>"
+        )
+        sections.append(
+            ("Improvement indicator against the truth", table_html(indicator) + indicator_note)
+        )
     sections.append(("Raw figures", _raw(algos)))
     title = f"aloe compare: {summary.get('task')} ({summary.get('preset')} preset)"
     return write_page(path, title, sections, lead=_headline(algos))

@@ -92,7 +92,15 @@ def summarize_algo(runs: list[Path]) -> dict[str, Any]:
     }
 
 
-ACTION_OPE_SCORES = ("within_state_spearman", "sign_accuracy", "weights_spearman")
+ACTION_OPE_SCORES = (
+    "within_state_spearman",
+    "sign_accuracy",
+    "weights_spearman",
+    "indicator_agreement",  # a run's labels against the truth's (aloe.evaluation.indicator)
+    "indicator_chance",
+    "indicator_sign_agreement",
+    "indicator_n",
+)
 
 
 def _action_ope_stats(runs: list[Path]) -> dict[str, Any] | None:

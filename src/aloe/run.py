@@ -117,12 +117,13 @@ class Run:
         require_run_dir(self.root, what)
         self.config = read_run_config(self.root)
         self.algorithm = ALGORITHMS[self.config.algo]
+        self.value_kind = self.algorithm.value_kind(self.config)  # "q", "state" or None
         self.iteration, _, self.state = _checkpoint(self.root / "checkpoints", iteration)
         self.obs = observations(self.config)
         self.learner = build_learner(self.config, obs=self.obs)
         self.learner.load_state_dict(self.state["learner"])
         self.actor: Actor = self.learner.actor
-        self.critic = self.learner.critic  # a chunked Q ensemble, or V(s) (`algorithm.value`)
+        self.critic = self.learner.critic  # a chunked Q ensemble, or V(s) (`value_kind`)
         self.device = self.learner.device
 
     def _state(self, state: Any) -> torch.Tensor:
@@ -179,7 +180,7 @@ class Run:
         return float(out[0]) if np.asarray(state).ndim == 1 else out
 
     def _require_q(self) -> None:
-        if self.algorithm.value == "state":
+        if self.value_kind == "state":
             raise ValueError(
                 f"{self.root}: algo {self.config.algo!r} learns a state value "
                 "V(s), not the chunked Q these methods read"

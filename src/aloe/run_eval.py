@@ -36,8 +36,8 @@ class EvalArgs:
     suite: Literal["basic", "full", "action-ope"] = "basic"
     """basic: success on the seeds; full: also throughput, unseen objects, perturbations,
     Q traces, OPE accuracy and action-level OPE (aloe.evaluation), into eval.json and
-    DIR/report.html; action-ope: the action-level OPE alone (runs with a chunked Q critic:
-    ALOE), into DIR/action_ope.json."""
+    DIR/report.html; action-ope: the action-level OPE alone (runs with a chunked Q critic
+    or labels: ALOE, RECAP), into DIR/action_ope.json."""
     ope_pairs: int = 32
     """Full suite: (state, chunk) pairs of the OPE ground truth (0 skips it)."""
     ope_rollouts: int = 4

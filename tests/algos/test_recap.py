@@ -21,6 +21,7 @@ from aloe.algos.recap_math import (
     n_step_advantage,
     positive_shares,
 )
+from aloe.algos.table import ALGORITHMS
 from aloe.config import preset
 from aloe.datasets.sampler import ChunkSampler
 from aloe.errors import UsageError
@@ -339,3 +340,76 @@ def test_settings_are_checked(field: str, value: Any, message: str) -> None:
         UsageError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")
     ):
         dataclasses.replace(RecapConfig(), **{field: value}).validate()
+
+
+# What evaluation reads of a RECAP run: its value's kind and its labels at buffer rows.
+
+
+@pytest.mark.parametrize(("advantage", "kind"), [("value", "state"), ("q", "q")])
+def test_the_value_evaluation_reads_is_the_advantage_sources(advantage: str, kind: str) -> None:
+    cfg = recap_config(advantage)
+    assert ALGORITHMS["recap"].value_kind(cfg) == kind
+    # the other rows do not depend on RECAP's settings
+    kinds = {a: row.value_kind(cfg) for a, row in ALGORITHMS.items() if a != "recap"}
+    assert kinds == {"aloe": "q", "awr": "state", "dagger": None, "bc": None, "ppo-sbc": "state"}
+    learner = build_learner(cfg, obs=Observations(cfg, "cpu"), c_fail=10.0)
+    assert isinstance(learner, RecapLearner)
+    state, task = torch.zeros(3, Observations(cfg, "cpu").dim), torch.zeros(3, dtype=torch.long)
+    if advantage == "value":  # the state value the OPE scores, AWR's network
+        torch.testing.assert_close(learner.value(state, task), learner.base.value(state, task))
+    else:
+        with pytest.raises(TypeError, match="not a state value"):
+            learner.value(state, task)
+
+
+@pytest.mark.parametrize("advantage", ["value", "q"])
+def test_labels_at_rows_are_the_labels_the_actor_trains_on(advantage: str) -> None:
+    """Over the whole buffer, from the same generator state, `labels_at` gives exactly the
+    labels of the iteration (A, I, ε_ℓ), the operator's rows positive and not labelled."""
+    cfg = recap_config(advantage)
+    obs = Observations(cfg, "cpu")
+    torch.manual_seed(0)
+    learner = build_learner(cfg, obs=obs, c_fail=10.0)
+    assert isinstance(learner, RecapLearner)
+    frames = buffer(obs.dim)
+    chunks = recap.labelling_chunks(cfg, cfg.recap, frames, learner.device)
+    learner.generator.manual_seed(5)
+    learner.label(frames, chunks, cfg.optim.batch_size)
+    assert set(learner.thresholds) == {0}
+    every = np.arange(frames.rows)
+    learner.generator.manual_seed(5)
+    labels = recap.labels_at(learner, cfg, frames, every)
+    np.testing.assert_array_equal(labels.positive, learner.label_of.numpy()[every] == P)
+    human = frames[D.SOURCE].astype(str) == "human"
+    np.testing.assert_array_equal(labels.labelled, ~human)
+    assert labels.positive[human].all() and labels.percentile == 50.0
+    np.testing.assert_array_equal(labels.threshold, np.full(frames.rows, learner.thresholds[0]))
+    eps = np.percentile(labels.advantage[~human], 50.0)  # the labels' own percentile
+    assert learner.thresholds[0] == pytest.approx(eps)
+    np.testing.assert_array_equal(labels.positive[~human], labels.advantage[~human] > eps)
+    if advantage == "value":  # V is deterministic: any subset of rows, the same labels
+        some = np.array([5, 0, 7])
+        sub = recap.labels_at(learner, cfg, frames, some)
+        np.testing.assert_allclose(sub.advantage, labels.advantage[some], rtol=1e-6)
+
+
+def test_the_thresholds_are_saved_and_a_checkpoint_without_them_relabels() -> None:
+    cfg = recap_config("value")
+    obs = Observations(cfg, "cpu")
+    torch.manual_seed(0)
+    learner = build_learner(cfg, obs=obs, c_fail=10.0)
+    assert isinstance(learner, RecapLearner)
+    frames = buffer(obs.dim)
+    learner.thresholds = {0: -1.25, 3: 0.5}
+    state = learner.state_dict()
+    assert state["recap_thresholds"] == {0: -1.25, 3: 0.5}
+    fresh = build_learner(cfg, obs=obs, c_fail=10.0)
+    assert isinstance(fresh, RecapLearner)
+    fresh.load_state_dict(state)
+    assert fresh.thresholds == {0: -1.25, 3: 0.5}
+    older = {k: v for k, v in state.items() if k != "recap_thresholds"}
+    fresh.load_state_dict(older)  # a checkpoint written before they were kept
+    assert fresh.thresholds == {}
+    labels = recap.labels_at(fresh, cfg, frames, np.arange(3))
+    assert set(fresh.thresholds) == {0}  # the buffer labelled first, with the value as saved
+    assert labels.threshold.tolist() == [fresh.thresholds[0]] * 3

@@ -143,14 +143,16 @@ def test_the_table_names_every_algorithm_once() -> None:
     rows = ALGORITHMS
     assert [a for a, r in rows.items() if r.with_operator] == ["aloe", "awr", "dagger", "recap"]
     assert [a for a, r in rows.items() if not r.iterates] == ["bc"]
-    assert {a: r.value for a, r in rows.items()} == {
+    cfg = config("recap")  # RECAP's value is its advantage source's (tests/algos/test_recap)
+    assert {a: r.value_kind(cfg) for a, r in rows.items()} == {
         "aloe": "q",
         "awr": "state",
         "dagger": None,
         "bc": None,
         "ppo-sbc": "state",
-        "recap": None,  # its value depends on recap.advantage; evaluation reads none yet
+        "recap": "state",  # recap.advantage value, the default
     }
+    assert [a for a, r in rows.items() if r.labels_at] == ["recap"]
     assert [a for a, r in rows.items() if r.weighted] == ["aloe", "awr"]
     assert [a for a, r in rows.items() if r.matched_budget] == ["ppo-sbc"]
     cfg = config("ppo-sbc")

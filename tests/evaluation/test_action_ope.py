@@ -16,9 +16,9 @@ from aloe.evaluation.action_ope import (
     chunk_truth,
     critic_members,
     sample_candidates,
-    score_states,
     stratified_rows,
 )
+from aloe.evaluation.action_scores import score_states
 
 # Fixed-action chunks that waste a different amount of time before the expert takes over.
 FIXED = np.array([[0.0, 0.0, 0.0, -1.0], [0.0, 0.0, 1.0, -1.0], [1.0, -1.0, 0.5, 1.0]])

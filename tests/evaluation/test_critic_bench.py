@@ -8,12 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aloe.evaluation.action_ope import (
-    best_of_n_regret,
-    load_truth,
-    save_truth,
-    split_half_spearman,
-)
+from aloe.evaluation.action_ope import load_truth, save_truth
+from aloe.evaluation.action_scores import best_of_n_regret, split_half_spearman
 
 BENCH = Path(__file__).parents[2] / "benchmarks" / "critic_bench.py"
 

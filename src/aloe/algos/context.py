@@ -58,6 +58,10 @@ class RunConfig(Protocol):
     env: EnvConfig
     collect: CollectConfig
 
+    def clock_limit(self) -> int | None:
+        """The episode clock's divisor where the critic reads the clock, else None."""
+        ...
+
 
 class Learner(Protocol):
     """What the trainer, `aloe.load_run` and evaluation need of any algorithm's learner."""

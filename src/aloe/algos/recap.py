@@ -47,10 +47,13 @@ from aloe.algos.aloe import AloeLearner
 from aloe.algos.aloe_config import AloeConfig
 from aloe.algos.awr import AwrConfig, AwrLearner
 from aloe.algos.bc import bc_loss
-from aloe.algos.context import LearnerParts, UpdateContext, step_means
+from aloe.algos.context import Learner, LearnerParts, RunConfig, UpdateContext, step_means
 from aloe.algos.optimised import to_device
 from aloe.algos.recap_math import (
+    Labels,
     drop_indicators,
+    forced_positive,
+    indicator,
     indicators,
     inside_fragment,
     n_step_advantage,
@@ -134,6 +137,11 @@ def samples_per_row(settings: RecapConfig) -> int:
     return settings.num_value_samples if settings.advantage == "q" else 1
 
 
+def value_kind(settings: RecapConfig) -> Literal["state", "q"]:
+    """The value evaluation reads: the advantage source's, AWR's V(s) or ALOE's critic."""
+    return "state" if settings.advantage == "value" else "q"
+
+
 # The learner: the advantage source's (AWR's value or ALOE's critic, with the actor and its
 # optimiser), the labels of the buffer, and RECAP's actor step.
 
@@ -142,7 +150,8 @@ class RecapLearner:
     """RECAP around its advantage source's learner `base` (`AwrLearner` for `advantage
     value`, `AloeLearner` for `q`), which holds the actor, its optimiser, the value network
     and the generator; RECAP adds the labels and its actor step. The labels are a function
-    of the buffer and the value, recomputed every iteration, so `state_dict` is the base's."""
+    of the buffer and the value, recomputed every iteration; `state_dict` is the base's and
+    the last labels' thresholds ε_ℓ, which evaluation reads (`labels_at`)."""
 
     def __init__(self, base: AwrLearner | AloeLearner, settings: RecapConfig) -> None:
         self.base = base
@@ -155,6 +164,13 @@ class RecapLearner:
         self.device = base.device
         self.generator = base.generator  # the same generator: the trainer reseeds the base's
         self.label_of = torch.zeros(0, dtype=torch.long, device=self.device)  # by frame index
+        self.thresholds: dict[int, float] = {}  # ε_ℓ of the last labels, by task
+
+    def value(self, state: Tensor, task_index: Tensor) -> Tensor:
+        """V(s, ℓ) (B,) of `advantage value`: the state value evaluation reads (as AWR's)."""
+        if not isinstance(self.base, AwrLearner):
+            raise TypeError("recap.advantage q learns a chunked Q critic, not a state value")
+        return self.base.value(state, task_index)
 
     def value_step(self, batch: D.ChunkBatch) -> dict[str, float]:
         """One update of the advantage source: V's cross-entropy, or the critic's Eq. 7–8."""
@@ -181,19 +197,27 @@ class RecapLearner:
             v = self.base.value(b)  # Eq. 10, from π as it acts (the indicator, β_cfg)
             return q - v, q, v  # Eq. 10: A = Q_pess − V^π
 
-    def label(self, frames: D.Frames, chunks: ChunkSampler, batch: int) -> dict[str, float]:
-        """Every buffer row's A_t and I_t from the chunks (of n = `chunks.horizon` steps) that
-        start at it, `batch` rows at a time; kept by frame index for the actor steps.
-        Returns the iteration's label metrics."""
-        own = self.settings
+    def row_advantages(
+        self, frames: D.Frames, chunks: ChunkSampler, rows: np.ndarray, batch: int
+    ) -> tuple[np.ndarray, ...]:
+        """(A, the data's value, V) (R,) of buffer `rows` from the chunks (of n =
+        `chunks.horizon` steps) that start at them, `batch` rows at a time."""
         starts, ends = frames.fragment_bounds()
-        rows = np.arange(frames.rows)
-        inside = inside_fragment(np.repeat(ends, ends - starts), rows, chunks.horizon)
+        every = np.arange(frames.rows)
+        inside = inside_fragment(np.repeat(ends, ends - starts), every, chunks.horizon)
         parts = [
             self.advantages(chunks.chunks_at(r), torch.as_tensor(inside[r]))
-            for r in np.array_split(rows, max(1, -(-frames.rows // batch)))
+            for r in np.array_split(rows, max(1, -(-len(rows) // batch)))
         ]
-        adv, value_data, v = (torch.cat(p).cpu().numpy() for p in zip(*parts, strict=True))
+        return tuple(torch.cat(p).cpu().numpy() for p in zip(*parts, strict=True))
+
+    def label(self, frames: D.Frames, chunks: ChunkSampler, batch: int) -> dict[str, float]:
+        """Every buffer row's A_t and I_t (`row_advantages`); the labels kept by frame index
+        for the actor steps, the thresholds ε_ℓ by task. Returns the iteration's label
+        metrics."""
+        own = self.settings
+        every = np.arange(frames.rows)
+        adv, value_data, v = self.row_advantages(frames, chunks, every, batch)
         source = np.asarray(frames[D.SOURCE]).astype(str)
         labels, eps = indicators(
             adv,
@@ -202,6 +226,7 @@ class RecapLearner:
             own.positive_percentile,
             own.interventions_positive,
         )
+        self.thresholds = eps
         index = np.asarray(frames[D.INDEX], dtype=np.int64)
         table = np.full(int(index.max()) + 1, DROPPED, dtype=np.int64)
         table[index] = labels
@@ -232,10 +257,13 @@ class RecapLearner:
         return base.actor_opt.step(loss, metrics, "actor")
 
     def state_dict(self) -> dict[str, Any]:
-        return self.base.state_dict()
+        return {**self.base.state_dict(), "recap_thresholds": dict(self.thresholds)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Also reads checkpoints written before the thresholds were kept (none)."""
         self.base.load_state_dict(state)
+        eps = state.get("recap_thresholds") or {}
+        self.thresholds = {int(k): float(v) for k, v in eps.items()}
 
 
 def build_learner(parts: LearnerParts[RecapConfig]) -> RecapLearner:
@@ -288,7 +316,7 @@ def update(ctx: UpdateContext[RecapConfig]) -> dict[str, float]:
         aloe.fit_buffer_normalizer(learner.base, ctx.frames)
     sampler = ctx.sampler(ctx.frames)
     value = ctx.steps(own.value_steps, learner.value_step, sampler, f"value[{k}]")
-    chunks = labelling_chunks(ctx, sampler)
+    chunks = labelling_chunks(ctx.cfg, own, ctx.frames, learner.device, sampler)
     labels = learner.label(ctx.frames, chunks, ctx.cfg.optim.batch_size)
     actor = ctx.steps(own.actor_steps, learner.actor_step, sampler, f"actor[{k}]")
     row = dict.fromkeys(aloe.UPDATE_COLUMNS, math.nan)
@@ -299,17 +327,50 @@ def update(ctx: UpdateContext[RecapConfig]) -> dict[str, float]:
     return row
 
 
-def labelling_chunks(ctx: UpdateContext[RecapConfig], sampler: ChunkSampler) -> ChunkSampler:
-    """The chunks the labels read: with `advantage q` the update's own (h steps, with the
-    clock and pixels its critic and actor read); with `value` the n-step chunks of the
-    buffer's states (V reads nothing else)."""
-    own = ctx.settings
-    cfg = ctx.cfg
+def labelling_chunks(
+    cfg: RunConfig,
+    own: RecapConfig,
+    frames: D.Frames,
+    device: torch.device,
+    sampler: ChunkSampler | None = None,
+) -> ChunkSampler:
+    """The chunks the labels read: with `advantage q` the update's own `sampler` (h steps,
+    with the clock and pixels its critic and actor read; without one, h-step chunks of the
+    frames with the clock); with `value` the n-step chunks of the buffer's states (V reads
+    nothing else)."""
+    gamma = cfg.optim.gamma
     if own.advantage == "q":
-        return sampler
-    states = D.Frames({k: v for k, v in ctx.frames.items() if k not in PIXEL_COLUMNS})
-    n = own.n_step or cfg.horizon
-    return ChunkSampler(states, horizon=n, gamma=cfg.optim.gamma, device=ctx.learner.device)
+        clock = cfg.clock_limit()
+        return sampler or ChunkSampler(
+            frames, horizon=cfg.horizon, gamma=gamma, device=device, time_limit=clock
+        )
+    states = D.Frames({k: v for k, v in frames.items() if k not in PIXEL_COLUMNS})
+    return ChunkSampler(states, horizon=own.n_step or cfg.horizon, gamma=gamma, device=device)
 
 
 PIXEL_COLUMNS = (D.PIXELS, D.NEXT_PIXELS_ROW)
+
+
+def labels_at(learner: Learner, cfg: RunConfig, frames: D.Frames, rows: np.ndarray) -> Labels:
+    """The run's labels at buffer `rows` as its last iteration defined them (evaluation's
+    row of the table, `Algorithm.labels_at`): A_t from its value as saved, by the labels'
+    own chunks and equations (`RecapLearner.row_advantages`), and I_t = 1[A_t > ε_ℓ] with
+    that iteration's ε_ℓ (`RecapLearner.thresholds`), the operator's rows positive.
+
+    With `advantage value` this is the iteration's label exactly (V is saved as the labels
+    read it); with `q`, V^π is drawn afresh from the actor as saved (after the iteration's
+    actor steps). A checkpoint without thresholds (written before they were kept, or the
+    warm start's) has the whole buffer labelled first, with the value as saved."""
+    if not isinstance(learner, RecapLearner):
+        raise TypeError(f"RECAP's labels need a RecapLearner, not {type(learner).__name__}")
+    own = learner.settings
+    chunks = labelling_chunks(cfg, own, frames, learner.device)
+    if not learner.thresholds:
+        learner.label(frames, chunks, cfg.optim.batch_size)
+    adv, _, _ = learner.row_advantages(frames, chunks, rows, cfg.optim.batch_size)
+    task = np.asarray(frames[D.TASK])[rows]
+    human = np.asarray(frames[D.SOURCE])[rows].astype(str) == "human"
+    forced = forced_positive(human, own.interventions_positive)
+    positive = indicator(adv, task, forced, learner.thresholds) == POSITIVE
+    eps = np.array([learner.thresholds.get(int(t), math.nan) for t in task])
+    return Labels(adv, positive, ~forced, eps, own.positive_percentile)

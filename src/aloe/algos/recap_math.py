@@ -2,7 +2,8 @@
 Physical Intelligence 2025; the learner and update are `aloe.algos.recap`'s).
 
     n-step advantage   A_t = Σ_{k<n} γ^k r_{t+k} + γ^n V(s_{t+n}) − V(s_t)     (`n_step_advantage`)
-    indicator          I_t = 1[A_t > ε_ℓ], ε_ℓ a percentile of task ℓ's A     (`indicators`)
+    indicator          I_t = 1[A_t > ε_ℓ], ε_ℓ a percentile of task ℓ's A     (`indicators`:
+                       `thresholds`, then `indicator`)
     dropout            I_t left out with probability p (CFG training)         (`drop_indicators`)
 
 The reward r is Eq. 14's as stored, and the reward sum and γ^n are the chunk sampler's
@@ -11,6 +12,8 @@ The reward r is Eq. 14's as stored, and the reward sum and γ^n are the chunk sa
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -37,6 +40,52 @@ def inside_fragment(fragment_end: np.ndarray, rows: np.ndarray, n: int) -> np.nd
     return (rows + n < fragment_end).astype(np.float32)
 
 
+class Labels(NamedTuple):
+    """A run's labels at some buffer rows (N,), as its last iteration defines them."""
+
+    advantage: np.ndarray
+    """A_t (float)."""
+    positive: np.ndarray
+    """I_t (bool)."""
+    labelled: np.ndarray
+    """I_t is A_t's (bool); False: an operator's row, positive by rule."""
+    threshold: np.ndarray
+    """ε_ℓ of each row's task (float)."""
+    percentile: float
+    """P: ε_ℓ is the P-th percentile of task ℓ's labelled advantages."""
+
+
+def forced_positive(human: np.ndarray, interventions_positive: bool) -> np.ndarray:
+    """The rows positive whatever their advantage (bool): the operator's (`human`) with
+    `interventions_positive` (π*0.6: a correction is what the operator would have done)."""
+    return np.asarray(human, dtype=bool) & bool(interventions_positive)
+
+
+def thresholds(
+    advantage: np.ndarray, task: np.ndarray, labelled: np.ndarray, percentile: float
+) -> dict[int, float]:
+    """ε_ℓ per task: the `percentile`-th percentile (linear interpolation) of the
+    advantages of task ℓ's `labelled` rows (bool); a task without any has none."""
+    out: dict[int, float] = {}
+    for ell in np.unique(task):
+        mine = (task == ell) & labelled
+        if mine.any():
+            out[int(ell)] = float(np.percentile(advantage[mine], percentile))  # ε_ℓ
+    return out
+
+
+def indicator(
+    advantage: np.ndarray, task: np.ndarray, forced: np.ndarray, eps: dict[int, float]
+) -> np.ndarray:
+    """I_t = 1[A_t > ε_ℓ] per row (POSITIVE, else NEGATIVE; a tie is negative), the
+    `forced` rows (bool) POSITIVE; a row of a task without a threshold is NEGATIVE."""
+    labels = np.full(advantage.shape, NEGATIVE, dtype=np.int64)
+    for ell, threshold in eps.items():
+        labels[(task == ell) & (advantage > threshold)] = POSITIVE  # I_t = 1[A_t > ε_ℓ]
+    labels[forced] = POSITIVE  # interventions: positive (π*0.6)
+    return labels
+
+
 def indicators(
     advantage: np.ndarray,
     task: np.ndarray,
@@ -46,24 +95,15 @@ def indicators(
 ) -> tuple[np.ndarray, dict[int, float]]:
     """RECAP's improvement indicator per row and each task's threshold ε_ℓ.
 
-    I_t = 1[A_t > ε_ℓ] (POSITIVE, else NEGATIVE), ε_ℓ the `percentile`-th percentile (linear
-    interpolation) of the advantages of task ℓ's rows that the advantage labels. With
-    `interventions_positive` the operator's rows (`human`, bool) are POSITIVE and left out of
-    the percentile, so that at most (100 − percentile) % of the other rows are positive
-    (exactly that without ties; a tie at ε_ℓ is negative).
+    I_t = 1[A_t > ε_ℓ] (`indicator`), ε_ℓ the `percentile`-th percentile of the advantages
+    of task ℓ's rows that the advantage labels (`thresholds`). With `interventions_positive`
+    the operator's rows (`human`, bool) are POSITIVE and left out of the percentile, so
+    that at most (100 − percentile) % of the other rows are positive (exactly that without
+    ties; a tie at ε_ℓ is negative).
     """
-    labels = np.full(advantage.shape, NEGATIVE, dtype=np.int64)
-    forced = human if interventions_positive else np.zeros_like(human, dtype=bool)
-    thresholds: dict[int, float] = {}
-    for ell in np.unique(task):
-        mine = (task == ell) & ~forced
-        if not mine.any():
-            continue
-        eps = float(np.percentile(advantage[mine], percentile))  # ε_ℓ
-        thresholds[int(ell)] = eps
-        labels[mine & (advantage > eps)] = POSITIVE  # I_t = 1[A_t > ε_ℓ]
-    labels[forced] = POSITIVE  # interventions: positive (π*0.6)
-    return labels, thresholds
+    forced = forced_positive(human, interventions_positive)
+    eps = thresholds(advantage, task, ~forced, percentile)
+    return indicator(advantage, task, forced, eps), eps
 
 
 def drop_indicators(labels: Tensor, p: float, generator: Generator | None) -> Tensor:

@@ -13,14 +13,32 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
+
 from aloe.algos import aloe, aloe_config, awr, dagger, ppo_sbc, recap
-from aloe.algos.context import CollectContext, Learner, LearnerParts, UpdateContext
+from aloe.algos.context import CollectContext, Learner, LearnerParts, RunConfig, UpdateContext
 from aloe.algos.optimised import OptimConfig
+from aloe.algos.recap_math import Labels
+from aloe.data import Frames
 
 if TYPE_CHECKING:
     from aloe.collect import CollectStats
 
 ValueKind = Literal["q", "state"]
+
+
+def chunked_q(settings: Any) -> ValueKind:
+    """A chunked Q ensemble, whatever the settings."""
+    return "q"
+
+
+def state_value(settings: Any) -> ValueKind:
+    """A learned V(s), whatever the settings."""
+    return "state"
+
+
+def no_value(settings: Any) -> None:
+    """No value function evaluation could read."""
 
 
 def shared_batch(optim: OptimConfig, settings: Any) -> tuple[int, str]:
@@ -59,9 +77,14 @@ class Algorithm:
     collect: Callable[[CollectContext[Any]], CollectStats] | None = None
     """Its own collection of an iteration; None: π_{k−1} acts with the operator watching
     and taking over (Algorithm 1, line 3)."""
-    value: ValueKind | None = None
-    """The value function evaluation reads: "q" the chunked Q ensemble (Q traces, OPE of
-    Q^π and V^π), "state" a learned V(s) (OPE of V^π), None none."""
+    value_of: Callable[[Any], ValueKind | None] = no_value
+    """The value function evaluation reads, from its own settings: "q" the chunked Q
+    ensemble (Q traces, OPE of Q^π and V^π, action-level OPE), "state" a learned V(s)
+    (OPE of V^π), None none. Read through `value_kind`."""
+    labels_at: Callable[[Learner, RunConfig, Frames, np.ndarray], Labels] | None = None
+    """Its improvement indicator at buffer rows as its labels define it (RECAP's I_t and
+    A_t), scored against the restored-rollout truth by the action-level OPE
+    (`aloe.evaluation.indicator`); None: it labels nothing."""
     weighted: bool = False
     """Its actor update weights the data by advantage (`evaluation.weights` reports how)."""
     matched_budget: str | None = None
@@ -102,6 +125,11 @@ class Algorithm:
         """Its own settings in a run's config (None when it has none)."""
         return None if self.group is None else getattr(cfg, self.group)
 
+    def value_kind(self, cfg: Any) -> ValueKind | None:
+        """The value function a run of config `cfg` learns (`value_of` its settings): what
+        the suite, Q traces, both OPEs, `aloe.load_run` and `aloe compare` read."""
+        return self.value_of(self.settings(cfg))
+
 
 def no_check(settings: Any) -> None:
     """Settings that never forbid sharding."""
@@ -120,7 +148,7 @@ ALGORITHMS: dict[str, Algorithm] = {
         group="aloe",
         config=aloe_config.AloeConfig,
         preset=aloe_config.preset,
-        value="q",
+        value_of=chunked_q,
         weighted=True,
         samples_per_row=value_samples,
         sharding=aloe_config.check_sharding,
@@ -133,7 +161,7 @@ ALGORITHMS: dict[str, Algorithm] = {
         group="awr",
         config=awr.AwrConfig,
         preset=awr.preset,
-        value="state",
+        value_of=state_value,
         weighted=True,
         ignores=("critic.num_q",),  # one distributional V(s)
     ),
@@ -158,7 +186,7 @@ ALGORITHMS: dict[str, Algorithm] = {
         config=ppo_sbc.PpoConfig,
         preset=ppo_sbc.preset,
         collect=ppo_sbc.collect_rollouts,
-        value="state",
+        value_of=state_value,
         matched_budget="--ppo.rollout-steps",
         update_batch=ppo_sbc.update_batch,
         trains_actor=False,
@@ -171,6 +199,8 @@ ALGORITHMS: dict[str, Algorithm] = {
         group="recap",
         config=recap.RecapConfig,
         preset=recap.preset,
+        value_of=recap.value_kind,
+        labels_at=recap.labels_at,
         samples_per_row=recap.samples_per_row,
     ),
 }

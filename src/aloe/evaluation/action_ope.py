@@ -22,7 +22,7 @@ C + 1 chunks, Â = Q_pess(s, a_data) − mean_c Q_pess(s, a_c), and the actor's 
 exp(clip(A/β)) (Eq. 11) from the learner's own `actor_weights` (its V from M fresh samples,
 its β, ε_clip and normalisation; the normalising std is over the N data chunks).
 
-Scored per source and overall (`score_states`):
+Scored per source and overall (`aloe.evaluation.action_scores.score_states`):
 - within-state Spearman of Q_pess against the truth over the C + 1 chunks, averaged over
   states; a state whose truth is the same for every chunk has no ranking and is counted
   apart (`constant_truth`), as is one where the critic gives every chunk one value;
@@ -30,7 +30,13 @@ Scored per source and overall (`score_states`):
   (w > 1) == (true A > 0) as `weight_sign_accuracy`; `true_advantage_positive` is the base
   rate (how often the data chunk beats π): a constant guess reaches max(rate, 1 − rate);
 - Pearson and Spearman of the weights, and Spearman of Â, against the true advantages,
-  across every state (a constant-truth state has true A = 0).
+  across every state (a constant-truth state has true A = 0);
+- for a run that labels its data (RECAP), its indicator against the truth's
+  (`aloe.evaluation.indicator`: `indicator_agreement`, `indicator_sign_agreement`).
+
+A run needs one of the two to be scored (`applies`): a chunked Q critic (`value_kind` "q"),
+or labels (its row's `labels_at`); RECAP with `advantage value` has only the labels, so
+its entry holds the truth's and the indicator's scores alone.
 
 Cost. Stepping the simulator dominates (π's batched chunk calls and the critic are a few
 per cent on CPU), then building the simulators (~0.2–0.4 s each). The defaults, 24 states ×
@@ -56,12 +62,15 @@ import torch
 from aloe import data as D
 from aloe.algos.aloe_math import q_pess
 from aloe.algos.optimised import to_device
-from aloe.algos.table import ALGORITHMS
+from aloe.algos.recap_math import Labels
+from aloe.algos.table import ALGORITHMS, Algorithm
 from aloe.data import ChunkBatch
 from aloe.datasets.sampler import ChunkSampler
 from aloe.envs.base import EpisodeEnv
 from aloe.envs.registry import make_env
 from aloe.errors import bad, require
+from aloe.evaluation.action_scores import DATA, advantages, mean, score_states, true_advantages
+from aloe.evaluation.indicator import agreement_scores, run_labels, true_indicator
 from aloe.evaluation.ope import load_buffer, restored_returns, spearman, watcher_factory
 from aloe.evaluation.qtrace import QFn, critic_q_fn
 from aloe.evaluation.restore import Restorer
@@ -70,7 +79,6 @@ from aloe.rollout import Watcher
 
 ChunkFn = Callable[[np.ndarray, int], np.ndarray]  # states (B, S), n -> chunks (B, n, h, A)
 WeightFn = Callable[[ChunkBatch], np.ndarray]  # the data chunks -> actor weights (B,)
-DATA = 0  # index of the data chunk among a state's C + 1 chunks
 ACTION_OPE_FILE = "action_ope.json"  # `aloe eval --suite action-ope`'s output in a run dir
 
 
@@ -210,80 +218,6 @@ def chunk_truth(
     return returns.reshape(*cands.chunks.shape[:2], rollouts), exact
 
 
-def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson's correlation; NaN when a side is constant or there are fewer than 2 points."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if len(x) < 2 or x.std() == 0 or y.std() == 0:
-        return math.nan
-    return float(np.corrcoef(x, y)[0, 1])
-
-
-def constant_rows(q: np.ndarray) -> np.ndarray:
-    """(N,) bool: every chunk of the state has the same value (to float round-off)."""
-    q = np.asarray(q, dtype=np.float64)
-    if not q.size:
-        return np.zeros(len(q), dtype=bool)
-    return np.ptp(q, axis=1) <= 1e-9 * np.maximum(1.0, np.abs(q).max(axis=1))
-
-
-def score_states(
-    q_pess: np.ndarray, q_true: np.ndarray, weights: np.ndarray | None = None
-) -> dict[str, Any]:
-    """The module docstring's scores for states (N,) with C + 1 chunks each (data at 0)."""
-    q_pess, q_true = np.asarray(q_pess, np.float64), np.asarray(q_true, np.float64)
-    a_hat = q_pess[:, DATA] - q_pess[:, 1:].mean(1)
-    a_true = q_true[:, DATA] - q_true[:, 1:].mean(1)
-    flat = constant_rows(q_true)
-    a_true = np.where(flat, 0.0, a_true)
-    rho = np.array(
-        [math.nan if f else spearman(e, t) for e, t, f in zip(q_pess, q_true, flat, strict=True)]
-    )
-    ranked = ~np.isnan(rho)
-    varied = ~flat
-    out: dict[str, Any] = {
-        "states": len(q_true),
-        "constant_truth": int(flat.sum()),
-        "constant_estimate": int((varied & ~ranked).sum()),
-        "within_state_spearman": _mean(rho[ranked]),
-        "within_state_spearman_n": int(ranked.sum()),
-        "sign_accuracy": _mean((a_hat[varied] > 0) == (a_true[varied] > 0)),
-        "sign_n": int(varied.sum()),
-        "true_advantage_positive": _mean(a_true[varied] > 0),
-        "advantage_spearman": spearman(a_hat, a_true),
-    }
-    if weights is not None:
-        w = np.asarray(weights, np.float64)
-        out["weight_sign_accuracy"] = _mean((w[varied] > 1) == (a_true[varied] > 0))
-        out["weights_pearson"] = pearson(w, a_true)
-        out["weights_spearman"] = spearman(w, a_true)
-    return out
-
-
-def best_of_n_regret(q_pess: np.ndarray, q_true: np.ndarray) -> np.ndarray:
-    """(N,) regret of picking by the critic among each state's N chunks of π (index 1 on; the
-    data chunk at 0 is left out): mean_c Q^π(s, a_c) − Q^π(s, a_j*), j* = argmax_c Q_pess.
-
-    Negative is good: the critic's pick beats a chunk of π drawn at random by that much
-    (true return). 0: no better than chance; the oracle's floor is mean − max."""
-    q_pess = np.asarray(q_pess, np.float64)[:, 1:]
-    q_true = np.asarray(q_true, np.float64)[:, 1:]
-    picked = q_true[np.arange(len(q_true)), q_pess.argmax(axis=1)]
-    return np.asarray(q_true.mean(axis=1) - picked)
-
-
-def split_half_spearman(truth: np.ndarray) -> np.ndarray:
-    """(N,) within-state Spearman between the truth's two halves (N, C + 1, R): the mean
-    of the even rollouts against the mean of the odd ones, over a state's C + 1 chunks. The
-    truth's split-half reliability, the ceiling of a critic's within-state Spearman. NaN
-    where a half gives every chunk one value (no ranking); needs R >= 2."""
-    truth = np.asarray(truth, np.float64)
-    if truth.shape[-1] < 2:
-        raise ValueError(f"split-half reliability needs >= 2 rollouts, got {truth.shape[-1]}")
-    even = truth[..., ::2].mean(axis=-1)
-    odd = truth[..., 1::2].mean(axis=-1)
-    return np.array([spearman(x, y) for x, y in zip(even, odd, strict=True)])
-
-
 def save_truth(path: str | Path, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
     """Write a ground-truth file: numeric and string arrays in one .npz, `meta` as JSON inside
     it. Never pickled: an object array raises ValueError, and `load_truth` refuses one."""
@@ -304,10 +238,6 @@ def load_truth(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]
     return arrays, meta
 
 
-def _mean(x: np.ndarray) -> float:
-    return float(np.mean(x)) if len(x) else math.nan
-
-
 @dataclass
 class ActionOpeResult:
     """Everything the action-level OPE measured; `as_dict` is what eval.json keeps."""
@@ -318,27 +248,35 @@ class ActionOpeResult:
     cands: Candidates
     truth: np.ndarray  # (N, C + 1, R) returns
     exact: np.ndarray  # (N,) bool
-    q_members: np.ndarray  # (K, N, C + 1)
+    q_members: np.ndarray | None  # (K, N, C + 1); None: no chunked Q critic
     weights: np.ndarray | None  # (N,) the actor's weights of the data chunks
     wall_s: float = 0.0
+    labels: Labels | None = None  # the run's own labels at the N rows (RECAP's I and A)
 
     @property
     def q_true(self) -> np.ndarray:
         return self.truth.mean(axis=-1)
 
     @property
-    def q_pess(self) -> np.ndarray:
-        return q_pess(self.q_members)  # Eq. 9
+    def q_pess(self) -> np.ndarray | None:
+        return None if self.q_members is None else q_pess(self.q_members)  # Eq. 9
 
     def scores(self, mask: np.ndarray | None = None) -> dict[str, Any]:
+        """The states' scores (`score_states`, and the labels' `agreement_scores`), of the
+        rows in `mask` (all by default)."""
         m = np.ones(len(self.cands.rows), dtype=bool) if mask is None else mask
         w = None if self.weights is None else self.weights[m]
-        return score_states(self.q_pess[m], self.q_true[m], w)
+        q = self.q_pess
+        out = score_states(None if q is None else q[m], self.q_true[m], w)
+        if self.labels is not None:
+            out |= agreement_scores(self.labels, self.q_true, mask)
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         n, c1, r = self.truth.shape
         se = self.truth.std(-1, ddof=1) / math.sqrt(r) if r > 1 else None
         source = self.cands.source
+        positive_true = None if self.labels is None else self.true_positive()
         return {
             "applicable": True,
             "config": asdict(self.config),
@@ -346,42 +284,56 @@ class ActionOpeResult:
             "exec_horizon": self.exec_horizon,
             "counts": {"states": n, "chunks": n * c1, "rollouts": n * c1 * r},
             "wall_s": self.wall_s,
-            "restore_exact": _mean(self.exact),
+            "restore_exact": mean(self.exact),
             "q_true_se_mean": None if se is None or not se.size else float(se.mean()),
             **self.scores(),
             "by_source": {s: self.scores(source == s) for s in D.SOURCES if (source == s).any()},
-            "samples": [self._sample(i) for i in range(n)],
+            "samples": [self._sample(i, positive_true) for i in range(n)],
         }
 
-    def _sample(self, i: int) -> dict[str, Any]:
+    def _sample(self, i: int, positive_true: np.ndarray | None) -> dict[str, Any]:
         q_true = self.q_true[i]
-        q_pess = self.q_pess[i]
-        return {
+        out: dict[str, Any] = {
             "row": int(self.cands.rows[i]),
             "source": str(self.cands.source[i]),
             "valid_steps": int(self.cands.valid[i, DATA].sum()),
             "q_true": q_true.tolist(),
-            "q_pess": q_pess.tolist(),
             "v_true": float(q_true[1:].mean()),
-            "advantage_true": float(q_true[DATA] - q_true[1:].mean()),
-            "advantage": float(q_pess[DATA] - q_pess[1:].mean()),
+            "advantage_true": float(advantages(q_true[None])[0]),
             "weight": None if self.weights is None else float(self.weights[i]),
-            "spearman": spearman(q_pess, q_true),
             "exact": bool(self.exact[i]),
         }
+        q = self.q_pess
+        if q is not None:
+            out["q_pess"] = q[i].tolist()
+            out["advantage"] = float(advantages(q[i][None])[0])
+            out["spearman"] = spearman(q[i], q_true)
+        if self.labels is not None and positive_true is not None:
+            out["indicator"] = bool(self.labels.positive[i])
+            out["indicator_true"] = bool(positive_true[i])
+            out["indicator_advantage"] = float(self.labels.advantage[i])
+        return out
+
+    def true_positive(self) -> np.ndarray:
+        """The truth's indicator (N,) bool (`aloe.evaluation.indicator.true_indicator`)."""
+        if self.labels is None:
+            raise ValueError("the truth's indicator needs the run's labels (its percentile)")
+        a_true, _ = true_advantages(self.q_true)
+        return true_indicator(a_true, self.labels.labelled, self.labels.percentile)[0]
 
 
 def run_action_ope(
     run: Any, cfg: ActionOpeConfig, rows: np.ndarray | None = None
 ) -> ActionOpeResult:
-    """Action-level OPE of a loaded run (`aloe.load_run`) with a chunked Q critic (ALOE), at
-    `cfg.states` buffer states drawn per source, or at the given buffer `rows`.
+    """Action-level OPE of a loaded run (`aloe.load_run`) with a chunked Q critic (ALOE's,
+    RECAP's with `advantage q`) or labels (RECAP's), at `cfg.states` buffer states drawn
+    per source, or at the given buffer `rows`.
 
-    A run without one (BC, HG-DAgger, AWR's state value) raises a UsageError; the suite
-    checks `has_q_critic` first and says so in its output instead.
+    A run with neither (BC, HG-DAgger, AWR's state value) raises a UsageError; the suite
+    checks `applies` first and says so in its output instead.
     """
     cfg.check()
-    if not has_q_critic(run):
+    if not applies(run.algorithm, run.config):
         raise bad("--run", run.root, not_applicable(run))
     start = time.perf_counter()
     rc = run.config
@@ -409,22 +361,32 @@ def run_action_ope(
         reseed=lambda k: policy.reseed(cfg.seed * 1_000_003 + k),
         batch_envs=cfg.batch_envs,
     )
-    q = critic_members(critic_q_fn(run.critic, run.device), cands)
+    q = None
+    if run.value_kind == "q":
+        q = critic_members(critic_q_fn(run.critic, run.device), cands)
     weights = learner_weights(run, cands.batch, cfg.seed) if run.algorithm.weighted else None
+    labels = run_labels(run, frames, cands.rows, cfg.seed)
     wall = time.perf_counter() - start
-    return ActionOpeResult(cfg, rc.optim.gamma, exec_h, cands, truth, exact, q, weights, wall)
+    return ActionOpeResult(
+        cfg, rc.optim.gamma, exec_h, cands, truth, exact, q, weights, wall, labels
+    )
 
 
-def has_q_critic(run: Any) -> bool:
-    return bool(run.algorithm.value == "q")
+def applies(row: Algorithm, cfg: Any) -> bool:
+    """The action-level OPE has something of a run of `row` with config `cfg` to score: a
+    chunked Q critic's ranking (`value_kind` "q"), or its labels (`labels_at`)."""
+    return row.value_kind(cfg) == "q" or row.labels_at is not None
 
 
 def not_applicable(run: Any) -> str:
-    with_q = ", ".join(a for a, row in ALGORITHMS.items() if row.value == "q")
-    kind = {"state": "a state value V(s)", None: "no value function"}[run.algorithm.value]
+    """Why a loaded run's action-level OPE does not apply."""
+    cfg = run.config
+    scored = ", ".join(a for a, row in ALGORITHMS.items() if applies(row, cfg))
+    kind = {"state": "a state value V(s)", None: "no value function"}[run.value_kind]
     return (
-        f"algo {run.config.algo!r} learns {kind}, not a chunked Q critic; action-level "
-        f"OPE ranks a Q critic's chunks (algos with one: {with_q})"
+        f"algo {cfg.algo!r} learns {kind}, not a chunked Q critic, and labels no data; "
+        f"action-level OPE ranks a Q critic's chunks or scores a run's labels (algos with "
+        f"either, with this run's settings: {scored})"
     )
 
 
@@ -465,28 +427,34 @@ def learner_weights(run: Any, batch: ChunkBatch, seed: int) -> np.ndarray:
 
 
 def plot_action_ope(result: ActionOpeResult, path: Any) -> Any:
-    """Critic's Â and the actor's weight against the true advantage, one point per state."""
+    """Critic's Â, the actor's weight and the run's labels' A against the true advantage,
+    one point per state; the lines cross at what separates the signs (the labels' panel:
+    the thresholds ε_ℓ and ε_true, so that agreeing points lie in two quadrants)."""
     import matplotlib  # late: only plots need matplotlib, slow to import
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    q_true = result.q_true
-    q_pess = result.q_pess
-    a_true = q_true[:, DATA] - q_true[:, 1:].mean(1)
-    a_hat = q_pess[:, DATA] - q_pess[:, 1:].mean(1)
-    panels = [("Â = Q_pess(s, a_data) − mean Q_pess(s, a~π)", a_hat)]
+    a_true = advantages(result.q_true)
+    panels = []  # (label, y, the vertical line's x, the horizontal line's y)
+    if result.q_pess is not None:
+        a_hat = advantages(result.q_pess)
+        panels.append(("Â = Q_pess(s, a_data) − mean Q_pess(s, a~π)", a_hat, 0.0, 0.0))
     if result.weights is not None:
-        panels.append(("actor weight exp(clip(A/β)) (Eq. 11)", result.weights))
+        panels.append(("actor weight exp(clip(A/β)) (Eq. 11)", result.weights, 0.0, 1.0))
+    if result.labels is not None:
+        scores = agreement_scores(result.labels, result.q_true)
+        eps, eps_true = scores["indicator_threshold"], scores["indicator_true_threshold"]
+        panels.append(("the labels' A; I = 1[A > ε_ℓ]", result.labels.advantage, eps_true, eps))
     colours = {"policy": "#1f77b4", "human": "#ff7f0e", "demo": "#7f7f7f"}
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False)
-    for ax, (label, y) in zip(axes[0], panels, strict=True):
+    for ax, (label, y, x0, y0) in zip(axes[0], panels, strict=True):
         for s, colour in colours.items():
             m = result.cands.source == s
             if m.any():
                 ax.scatter(a_true[m], y[m], s=20, c=colour, alpha=0.8, label=s)
-        ax.axvline(0, color="k", lw=0.6)
-        ax.axhline(1.0 if y is result.weights else 0.0, color="k", lw=0.6)
+        ax.axvline(x0, color="k", lw=0.6)
+        ax.axhline(y0, color="k", lw=0.6)
         ax.set_xlabel(f"true advantage Q^π(s, a_data) − V^π(s) (R={result.truth.shape[2]})")
         ax.set_ylabel(label, fontsize=8)
         ax.legend(fontsize=7)

@@ -311,9 +311,10 @@ def _check_plot_args(args: PlotQArgs) -> None:
         "must be a .png file (a name without a suffix gets .png)",
     )
     require_run_dir(args.run, "--run")
-    algo = read_run_config(args.run).algo
+    cfg = read_run_config(args.run)
+    algo = cfg.algo
     require(
-        ALGORITHMS[algo].value != "state",
+        ALGORITHMS[algo].value_kind(cfg) != "state",
         "--run",
         args.run,
         f"algo {algo!r} learns a state value V(s), not the chunked Q that plot-q plots",

@@ -24,6 +24,7 @@ from aloe.datasets.store import EpisodeStore
 from aloe.errors import bad
 from aloe.evaluation import report_plots as P
 from aloe.evaluation.metrics import wilson_interval
+from aloe.evaluation.report_ope import action_ope_html, ope_html
 from aloe.progress import duration, plural
 from aloe.report import details_html, figure_html, png_html, table_html, write_page
 
@@ -209,7 +210,7 @@ def _training_sections(
     if critic is not None or (full and full.get("ope")):
         body = _figure_or(critic, "critic health", "No critic metrics vary over the run.")
         if full and full.get("ope"):
-            body += "<h3>Q against the ground truth</h3>" + _ope_html(run_dir, full["ope"])
+            body += "<h3>Q against the ground truth</h3>" + ope_html(run_dir, full["ope"])
         sections.append(("The critic's health", body))
     actor = P.panels_figure(rows, ACTOR)
     if actor is not None:
@@ -382,7 +383,7 @@ def _eval_sections(run_dir: Path, ev: dict[str, Any]) -> list[tuple[str, str]]:
         sections.append(
             (
                 "Action-level OPE: chunks ranked at one state",
-                _action_ope_html(run_dir, ev["action_ope"]),
+                action_ope_html(run_dir, ev["action_ope"]),
             )
         )
     return sections
@@ -395,85 +396,3 @@ def _speed_row(name: str, m: dict[str, Any]) -> dict[str, Any]:
     reasons = m.get("failure_reasons") or {}
     row["failure_reasons"] = ", ".join(f"{k} ×{v}" for k, v in reasons.items())
     return row
-
-
-def _ope_html(run_dir: Path, ope: dict[str, Any]) -> str:
-    note = (
-        f'<p class="note">{ope.get("pairs")} (state, chunk) pairs from the buffer; ground truth '
-        f"from {ope['config']['rollouts']} rollouts each after an exact restore "
-        f"(restore exact on {100 * (ope.get('restore_exact') or 0):.0f}% of pairs); "
-        f"γ = {ope.get('gamma')}, π executes {ope.get('exec_horizon')} actions per chunk, "
-        f"operator watch {'on' if ope['config'].get('watch') else 'off'}. "
-        "bias = mean(estimate − truth). Behaviour return = the data's own Monte-Carlo "
-        "return (what on-policy value regression on the buffer targets).</p>"
-    )
-    rows = [{"pairs": "all", **r} for r in _estimator_rows(ope)]
-    by_source = []
-    for source, scores in (ope.get("by_source") or {}).items():
-        by_source += [{"pairs": source, **r} for r in _estimator_rows(scores)]
-    cols = ("pairs", "estimator", "against", "spearman", "bias", "rmse", "n")
-    body = note + table_html(rows, cols)
-    if by_source:
-        body += details_html("by source of the pairs", table_html(by_source, cols))
-    scatter = ope.get("scatter")
-    if scatter and (run_dir / scatter).is_file():
-        body += png_html(run_dir / scatter, "OPE scatter")
-    return body
-
-
-def _estimator_rows(scores: dict[str, Any]) -> list[dict[str, Any]]:
-    rows = []
-    if "q_pess" in scores:
-        rows.append({"estimator": "Q_pess (Eq. 9)", "against": "Q^π", **scores["q_pess"]})
-    for i, member in enumerate(scores.get("q_members") or []):
-        rows.append({"estimator": f"Q member {i}", "against": "Q^π", **member})
-    if "v" in scores:
-        rows.append({"estimator": "V^π (Eq. 10)", "against": "V^π", **scores["v"]})
-    for key, value in scores.items():
-        if key.startswith("value:"):
-            rows.append({"estimator": key[6:], "against": "V^π", **value})
-    rows.append({"estimator": "behaviour return", "against": "Q^π", **scores["behaviour_return"]})
-    return rows
-
-
-ACTION_OPE_COLUMNS = (
-    "states",
-    "within_state_spearman",
-    "within_state_spearman_n",
-    "constant_truth",
-    "constant_estimate",
-    "sign_accuracy",
-    "true_advantage_positive",
-    "weight_sign_accuracy",
-    "weights_pearson",
-    "weights_spearman",
-    "advantage_spearman",
-)
-
-
-def _action_ope_html(run_dir: Path, entry: dict[str, Any]) -> str:
-    if not entry.get("applicable"):
-        return f'<p class="note">Not applicable: {html.escape(str(entry.get("reason")))}.</p>'
-    cfg = entry["config"]
-    counts = entry["counts"]
-    note = (
-        f'<p class="note">{counts["states"]} buffer states stratified by source, at each the '
-        f"data chunk and {cfg['chunks']} chunks sampled from π; ground truth Q^π of every chunk "
-        f"from {cfg['rollouts']} rollouts after an exact restore (restore exact on "
-        f"{100 * (entry.get('restore_exact') or 0):.0f}% of states; {counts['rollouts']} "
-        f"rollouts in {entry.get('wall_s', 0):.0f} s); true V^π = the mean true Q of π's "
-        f"chunks; γ = {entry.get('gamma')}, operator watch "
-        f"{'on' if cfg.get('watch') else 'off'}. Within-state Spearman: Q_pess against the "
-        "truth over the chunks of one state, averaged over states; a state whose truth is the "
-        "same for every chunk is counted apart (constant_truth). Sign accuracy: critic's "
-        "A > 0 exactly when the data chunk's true value beats V^π; true_advantage_positive is "
-        "that base rate. Weights: the actor's exp(clip(A/β)) (Eq. 11) against the true "
-        "advantage, across states.</p>"
-    )
-    rows = [{"source": "all", **entry}]
-    rows += [{"source": s, **scores} for s, scores in (entry.get("by_source") or {}).items()]
-    body = note + table_html(rows, ("source", *ACTION_OPE_COLUMNS))
-    figure = entry.get("figure")
-    if figure and (run_dir / figure).is_file():
-        body += png_html(run_dir / figure, "action-level OPE")
-    return body

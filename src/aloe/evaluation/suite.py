@@ -5,7 +5,8 @@
     perturbations  the same seeds under each disturbance (perturb.py)
     q_traces       Q_pess along a dataset episode (the latest with a takeover) and a rollout
     ope            the critic's accuracy against ground-truth Q^π and V^π (ope.py)
-    action_ope     the critic's ranking of chunks at one state, and the weights (action_ope.py)
+    action_ope     the critic's ranking of chunks at one state, the weights, and a run's
+                   labels (RECAP's indicator) against the truth (action_ope.py, indicator.py)
     weights_by_source  which data the actor imitates: advantage weights by source (weights.py)
     weights_by_policy_outcome  the policy's chunks by how their fragment ended
 
@@ -38,7 +39,7 @@ from aloe.errors import bad, require
 from aloe.evaluation.action_ope import (
     ACTION_OPE_FILE,
     ActionOpeConfig,
-    has_q_critic,
+    applies,
     not_applicable,
     plot_action_ope,
     run_action_ope,
@@ -163,7 +164,7 @@ def _perturber(env: Any, p: Perturbation) -> Callable[[int], StepHook | None]:
 
 
 def _q_traces(run: Any, figures: Path, seed: int) -> list[str]:
-    if ALGORITHMS[run.config.algo].value != "q":  # a trained chunked Q
+    if run.value_kind != "q":  # a trained chunked Q
         return []
     episode = default_episode(run.root / "dataset")
     paths = [
@@ -176,7 +177,7 @@ def _q_traces(run: Any, figures: Path, seed: int) -> list[str]:
 def _ope(run: Any, cfg: OpeConfig, figures: Path) -> dict[str, Any] | None:
     if cfg.pairs <= 0:
         return None
-    has_critic = ALGORITHMS[run.config.algo].value == "q"
+    has_critic = run.value_kind == "q"
     result = run_ope(
         run,
         cfg,
@@ -195,7 +196,7 @@ def _action_ope(
     """The action-level OPE's eval.json entry: its scores, or why it does not apply."""
     if cfg.states <= 0:
         return None
-    if not has_q_critic(run):
+    if not applies(run.algorithm, run.config):
         return {"applicable": False, "reason": not_applicable(run)}
     result = run_action_ope(run, cfg)
     figures.mkdir(parents=True, exist_ok=True)
@@ -229,6 +230,10 @@ def _headline(scores: dict[str, Any]) -> dict[str, Any]:
         "true_advantage_positive",
         "weights_pearson",
         "weights_spearman",
+        "indicator_agreement",
+        "indicator_chance",
+        "indicator_sign_agreement",
+        "indicator_n",
     )
     return {k: scores[k] for k in keys if k in scores}
 
@@ -236,15 +241,16 @@ def _headline(scores: dict[str, Any]) -> dict[str, Any]:
 def state_value_fns(run: Any) -> dict[str, ValueFn]:
     """Learned state values V(s) to score against ground-truth V^π, by name.
 
-    AWR and PPO+SBC learners carry a state-value critic with `value(state, task_index)`;
-    any run object may instead offer `state_value(states (B, S)) -> (B,)`.
+    A learner whose value is a state value (`value_kind` "state": AWR's, PPO+SBC's, RECAP's
+    with `advantage value`) carries it as `value(state, task_index)`; any run object may
+    instead offer `state_value(states (B, S)) -> (B,)`.
     """
     algo = run.config.algo
     fn = getattr(run, "state_value", None)
     if callable(fn):
         return {f"{algo} V(s)": fn}
     learner = getattr(run, "learner", None)
-    if ALGORITHMS[algo].value == "state" and callable(getattr(learner, "value", None)):
+    if run.value_kind == "state" and callable(getattr(learner, "value", None)):
         return {f"{algo} V(s)": learner_value_fn(learner)}
     return {}
 
@@ -308,7 +314,8 @@ def _check_state_run(run_dir: Path) -> None:
 def cmd_eval_action_ope(args: Any) -> int:
     """`aloe eval --suite action-ope` (args: `aloe.run_eval.EvalArgs`): the action-level OPE
     alone, on the latest checkpoint, into DIR/action_ope.json (written atomically, with the
-    checkpoint's iteration); `aloe compare` runs it on each run with a Q critic."""
+    checkpoint's iteration); `aloe compare` runs it on each run it applies to (a chunked Q
+    critic, or labels: `aloe.evaluation.action_ope.applies`)."""
     args.validate()
     require(
         args.action_ope_states >= 1,
@@ -318,7 +325,7 @@ def cmd_eval_action_ope(args: Any) -> int:
     )
     _check_state_run(Path(args.run))
     run = load_run(Path(args.run), what="--run")
-    if not has_q_critic(run):
+    if not applies(run.algorithm, run.config):
         raise bad("--run", args.run, not_applicable(run))
     cfg = ActionOpeConfig.from_args(args)
     out = _json_safe({"iteration": run.iteration, **run_action_ope(run, cfg).as_dict()})
