@@ -27,7 +27,7 @@ from aloe.datasets.store import (
     location_problem,
 )
 from aloe.envs.base import EnvConfig
-from aloe.envs.registry import backend_of, make_env, operator_episode_length
+from aloe.envs.registry import backend_of, make_env, operator_episode_length, simulated
 from aloe.envs.tasks import (
     DEFAULT_TASK,
     INSTRUCTIONS,
@@ -43,7 +43,8 @@ from aloe.operators.scripted import OperatorConfig
 from aloe.policies.chunk_policy import RandomPolicy
 from aloe.progress import Progress
 from aloe.run import load_run, require_run_dir
-from aloe.train import demos_target
+from aloe.run_demos import demos_target
+from aloe.run_robot import robot_run
 
 
 @dataclass
@@ -60,7 +61,7 @@ class TasksArgs:
 def cmd_tasks(args: TasksArgs) -> int:
     for name in supported_tasks():
         line = f"{name:32s} {INSTRUCTIONS[name]}"
-        if args.verify:
+        if args.verify and simulated(name):  # a robot run's row has no expert
             line += f"   (expert: {operator_episode_length(name):.0f} steps)"
         print(line)
         variants = backend_of(name).suite.variants
@@ -124,6 +125,12 @@ def cmd_collect(args: CollectArgs) -> int:
         one_task = len(task_list(args.task)) == 1  # sim.state's size differs between tasks
     except ValueError as e:
         raise bad("--task", args.task, str(e)) from None
+    require(
+        simulated(args.task),
+        "--task",
+        args.task,
+        "has no simulator to collect in: a robot's episodes come from `aloe robot`",
+    )
     require(args.episodes >= 1, "--episodes", args.episodes, "must be >= 1")
     require(0 <= args.seed < 2**31, "--seed", args.seed, "must be in 0..2**31-1")
     most = 2**31 - args.seed
@@ -302,9 +309,11 @@ def _inspect_run(args: DatasetArgs) -> tuple[Callable[[Demos], DemosPlan] | None
         cfg.exec_horizon = min(cfg.exec_horizon, args.horizon)
     cfg.validate()
     cfg = cfg.resolved()
-    env = make_env(cfg.env)
     run = f"aloe train --task {args.task} --preset {args.preset} --horizon {cfg.horizon}"
     run += f" --obs {cfg.obs}" if cfg.obs != "state" else ""
+    if not simulated(cfg.task):  # a robot run: its sizes are the dataset's
+        return lambda demos: robot_run(cfg, demos)[1], run
+    env = make_env(cfg.env)
     return lambda demos: demos.plan(demos_target(cfg, env)), run
 
 

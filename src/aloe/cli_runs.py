@@ -71,11 +71,16 @@ def read_train_args(argv: list[str], prog: str) -> TrainRequest:
     return TrainRequest(_convert(TrainConfig, args), False, scale, (*argv, *again))
 
 
+# what a run reads from its dataset, never from flags: a robot run's sizes (aloe.run_demos)
+DERIVED = {"env.robot"}
+
+
 def train_arguments(algo: str) -> type:
     """`TrainConfig` as `aloe train --algo ALGO` reads it: the fields an ALGO run never reads
-    (`unread_fields`) suppressed (`tyro.conf.Suppress`: not in --help, not parsed, kept at
-    the preset's values), so that its --help lists only what changes an ALGO run."""
-    return _suppressed(TrainConfig, set(unread_fields(algo)))
+    (`unread_fields`) and those read from the run's dataset (`DERIVED`) suppressed
+    (`tyro.conf.Suppress`: not in --help, not parsed, kept at the preset's values), so that
+    its --help lists only what changes an ALGO run."""
+    return _suppressed(TrainConfig, set(unread_fields(algo)) | DERIVED)
 
 
 def _suppressed(cls: type, hidden: set[str]) -> type:

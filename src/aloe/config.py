@@ -28,7 +28,7 @@ from aloe.config_json import FIELD, check_types, jsonable, parse
 from aloe.critics.chunked_q import CriticConfig
 from aloe.datasets.demos import DemosMap
 from aloe.envs.base import EnvConfig, PresetSizes
-from aloe.envs.registry import preset_sizes
+from aloe.envs.registry import preset_sizes, simulated
 from aloe.envs.tasks import DEFAULT_TASK, check_task, task_list
 from aloe.errors import UsageError, bad, require
 from aloe.observation import INSTRUCTION_KINDS, OBS_KINDS, VisionConfig
@@ -50,7 +50,9 @@ class TrainConfig:
     task: str = DEFAULT_TASK
     """MetaWorld v3 task (`aloe tasks`). The default, pick-place-v3: with 2 noisy
     demonstrations BC alone succeeds 7-10 % of the time, the paper's BC range
-    (peg-insert-side: 0 % with 2 demos, 30 % with 5; assembly: 3 % with 2)."""
+    (peg-insert-side: 0 % with 2 demos, 30 % with 5; assembly: 3 % with 2). `robot`: a
+    robot without a simulator, whose sizes come from `demos` and whose episodes from
+    `aloe robot` (docs/real-robot.md)."""
     algo: str = "aloe"
     """Algorithm: aloe | awr | dagger | bc | ppo-sbc | recap (BC = the warm start alone)."""
     preset: str = "default"
@@ -218,6 +220,7 @@ class TrainConfig:
                 self.lerobot.validate(FIELD)
         self._validate_actor_kind()
         self.demos_map.validate(FIELD)
+        self._validate_robot()
         own = [row.settings(self) for row in ALGORITHMS.values() if row.group is not None]
         shared = [self.env, self.operator, self.collect, self.actor, self.critic, self.optim]
         for part in (*shared, *own):  # every algorithm's: a saved config holds them all
@@ -247,6 +250,27 @@ class TrainConfig:
         ]
         for name, value, most, why in checks:
             require(value <= most, f"{FIELD}{name}", value, f"must be <= {most} ({why})")
+
+    def _validate_robot(self) -> None:
+        """A run without a simulator (`--task robot`) takes its sizes from `demos`, and its
+        episodes are the robot's, with the person watching: no algorithm that collects its
+        own rollouts in a simulator."""
+        if simulated(self.task):
+            return
+        why = f"--task {self.task} has no simulator"
+        require(
+            self.demos is not None,
+            f"{FIELD}demos",
+            self.demos,
+            f"{why}: its sizes come from a LeRobot dataset of the robot (give --demos PATH)",
+        )
+        takes = [a for a, row in ALGORITHMS.items() if row.collect is None]
+        require(
+            ALGORITHMS[self.algo].collect is None,
+            f"{FIELD}algo",
+            self.algo,
+            f"{why}, where {self.algo} collects its own rollouts; one of {', '.join(takes)}",
+        )
 
     def _validate_actor_kind(self) -> None:
         require(

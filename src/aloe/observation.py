@@ -42,7 +42,7 @@ from aloe import data as D
 from aloe.datasets.video import CODECS, check_codec
 from aloe.envs.metaworld import MAX_CAMERAS
 from aloe.envs.registry import camera_names
-from aloe.envs.tasks import DEFAULT_TASK, INSTRUCTIONS, task_dims, task_list
+from aloe.envs.tasks import DEFAULT_TASK, task_dims, task_instruction, task_list
 from aloe.errors import bad, require
 from aloe.vision.cache import FeatureCache
 from aloe.vision.encoders import IMAGE_ENCODERS, VISION_EXTRA, build_image_encoder
@@ -78,7 +78,7 @@ class VisionConfig:
         must name ...`; `prefix` leads the name ("config field " for a run's config), `task`
         says whose cameras may be named."""
         cameras = camera_names(task)
-
+        named = cameras is None or all(c in cameras for c in self.cameras)  # None: any name
         even = self.video_codec != "h264" or self.image_size % 2 == 0  # yuv420p halves chroma
         needs_transformers = self.encoder.startswith("siglip") or self.encoder == "lerobot"
         checks: list[tuple[str, bool, str]] = [
@@ -87,11 +87,7 @@ class VisionConfig:
                 1 <= len(self.cameras) <= MAX_CAMERAS,
                 f"must name 1 to {MAX_CAMERAS} cameras",
             ),
-            (
-                "cameras",
-                all(c in cameras for c in self.cameras),
-                f"must name cameras of {task}: {', '.join(cameras)}",
-            ),
+            ("cameras", named, f"must name cameras of {task}: {', '.join(cameras or ())}"),
             ("cameras", len(set(self.cameras)) == len(self.cameras), "must not repeat a camera"),
             ("image_size", self.image_size >= 8, "must be >= 8"),
             (
@@ -128,7 +124,7 @@ class Observations:
         the run's VLA's own tower: `aloe.run.observations`); None = `vision.encoder`'s."""
         self.cfg = cfg
         self.tasks = task_list(cfg.task)
-        self.instructions = [INSTRUCTIONS[t] for t in self.tasks]
+        self.instructions = [task_instruction(t, cfg.env) for t in self.tasks]
         self.cameras: tuple[str, ...] = tuple(cfg.vision.cameras) if cfg.obs == "image" else ()
         # the cameras whose pixels the actor reads (a VLA's; see the module docstring)
         self.pixel_cameras = self.cameras if cfg.actor_kind == "lerobot" else ()
@@ -148,7 +144,7 @@ class Observations:
     def layout(self) -> tuple[int, ...]:
         """Widths of [state, camera_1, ..., camera_V] in the observation vector."""
         feat = self.encoder.feature_dim if self.encoder is not None else 0
-        return (task_dims(self.cfg.task).state, *(feat for _ in self.cameras))
+        return (task_dims(self.cfg.task, self.cfg.env).state, *(feat for _ in self.cameras))
 
     @property
     def dim(self) -> int:

@@ -60,7 +60,7 @@ def build_learner(
     obs = obs or observations(cfg)
     dim = obs.dim
     n = len(obs.tasks)
-    action_dim = task_dims(cfg.task).action
+    action_dim = task_dims(cfg.task, cfg.env).action
     if instruction_features is None and cfg.instructions != "learned":
         instruction_features = torch.zeros(n, InstructionEncoder.dim)
     mean = torch.zeros(dim) if state_mean is None else torch.as_tensor(state_mean).float()

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aloe.collect import evaluate
-from aloe.envs.registry import make_env
+from aloe.envs.registry import make_env, simulated
 from aloe.errors import require
 from aloe.evaluation.action_ope import ActionOpeConfig
 from aloe.evaluation.metrics import wilson_interval
 from aloe.evaluation.suite import cmd_eval_action_ope, cmd_eval_full
 from aloe.progress import Progress
-from aloe.run import load_run, require_run_dir
+from aloe.run import load_run, read_run_config, require_run_dir
 from aloe.train import EVAL_SEED, json_safe
 
 
@@ -63,6 +63,15 @@ class EvalArgs:
         require(self.ope_rollouts >= 1, "--ope-rollouts", self.ope_rollouts, "must be >= 1")
         ActionOpeConfig.from_args(self).check(flags=True)
         require_run_dir(self.run, "--run")
+        task = read_run_config(self.run).task
+        require(
+            simulated(task),
+            "--run",
+            self.run,
+            f"its --task {task} has no simulator to evaluate in: its success per iteration is "
+            "the robot's (metrics.jsonl, report.html); `aloe robot --episodes N --no-record` "
+            "plays its policy alone",
+        )
 
 
 def cmd_eval(args: EvalArgs) -> int:

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from aloe import checkpoint
+from aloe.algos.table import ALGORITHMS
 from aloe.config import preset
+from aloe.envs.registry import simulated
 from aloe.progress import duration, plural
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -72,6 +74,8 @@ def banner(cfg: Any, label: str, iterates: bool, own_collect: bool, start: int) 
     head = f"aloe train: {out}: {label} on {cfg.task}, preset {cfg.preset}, seed {cfg.seed}"
     if start:
         head += f" (resuming at iteration {start})"
+    if not simulated(cfg.task):
+        return "\n".join([head, *_robot_lines(cfg, label, iterates)])
     lines = [
         head,
         f"  iteration 0    {_demos(cfg)} → {plural(cfg.bc_steps, 'BC step')} → {evals} → "
@@ -101,6 +105,33 @@ def banner(cfg: Any, label: str, iterates: bool, own_collect: bool, start: int) 
     return "\n".join(lines)
 
 
+def _robot_lines(cfg: Any, label: str, iterates: bool) -> list[str]:
+    """What a robot run does in each call of `aloe train` (aloe.train's docstring)."""
+    lines = [f"  iteration 0    {_demos(cfg)} → {plural(cfg.bc_steps, 'BC step')} → checkpoint"]
+    if iterates:
+        lines.append(
+            f"  iterations 1–{cfg.iterations} one per `aloe train --resume {cfg.out}`: the "
+            f"robot's episodes of it (`aloe robot` through `aloe serve`) → {label} update → "
+            "checkpoint"
+        )
+    lines.append(
+        "  success        of each iteration's robot episodes, the share its policy (the "
+        "previous iteration's) finished with no takeover: no simulator evaluates it"
+    )
+    return lines
+
+
+def _robot_next(cfg: Any, k: int) -> list[str]:
+    """What a robot run's next iteration takes, if it has one."""
+    if k > (cfg.iterations if ALGORITHMS[cfg.algo].iterates else 0):
+        return []
+    out = cfg.out
+    return [
+        f"  next         iteration {k}: `aloe robot` collects it through `aloe serve --run "
+        f"{out}`, then `aloe train --resume {out}`"
+    ]
+
+
 def _demos(cfg: Any) -> str:
     """Where the warm start's demonstrations come from."""
     if getattr(cfg, "demos", None) is not None:
@@ -126,9 +157,12 @@ def iteration_line(
     k = metrics["iteration"]
     what = "BC warm start" if k == 0 else plural(metrics["takeovers"], "takeover")
     left = "" if left_s is None else f"; about {duration(left_s)} left"
+    seen = f"on {plural(metrics['eval_episodes'], 'episode')}"
+    if metrics.get("success_source") == "robot":  # the robot's episodes: none at the warm start
+        seen = f"on {plural(metrics['episodes'], 'robot episode')}" if k else "(no robot episode)"
     return (
-        f"iteration {k}/{final_iteration}: success {_rate(metrics['success_rate'])} on "
-        f"{plural(metrics['eval_episodes'], 'episode')}, {what}, "
+        f"iteration {k}/{final_iteration}: success {_rate(metrics['success_rate'])} "
+        f"{seen}, {what}, "
         f"{plural(metrics['human_steps'], 'operator step')}, {duration(metrics['wall_s'])}"
         f"{left}"
     )
@@ -144,6 +178,8 @@ def _success_lines(history: list[dict[str, Any]]) -> list[str]:
     episodes = f"{plural(first, 'episode')} each" + (
         f", {last} at the last" if last != first else ""
     )
+    if history[-1].get("success_source") == "robot":
+        episodes = "of each iteration's robot episodes, with no takeover"
     final = f"{_rate(rates[0])} → {_rate(rates[-1])}" if len(rates) > 1 else f"{_rate(rates[0])}"
     return [
         f"  success      {sparkline(rates)}  {' '.join(listed)}  (iterations 0–"
@@ -181,6 +217,8 @@ def summary(
             f"  wall time    {duration(session_s)}"
             + (f" this session; {duration(trained)} over all iterations" if resumed else "")
         )
+    if history and not simulated(cfg.task):
+        lines += _robot_next(cfg, history[-1]["iteration"] + 1)
     last = checkpoint.latest(out / "checkpoints")
     written = str(report) if report else f"not written: `aloe report {out}` retries"
     lines += [

@@ -7,6 +7,11 @@
 Critic and actor are fine-tuned continually across iterations (Appendix C-4) on the whole
 growing store (D_i = D_{i-1} ∪ new data).
 
+A robot run (`--task robot`, no simulator: `aloe.run_robot`) collects and evaluates
+nothing in-process: each call trains one iteration, iteration 0 (the warm start on its
+`--demos` dataset) on a fresh run, the next one on `--resume`, from the episodes the robot
+sent through `aloe serve` for it, and stops at its checkpoint.
+
 Resume. All randomness derives from (seed, iteration, episode): each episode's seed is a
 function of its position in the run, the policy's sampling noise is reseeded per episode,
 and the sampler and update generators are reseeded per iteration from the checkpointed
@@ -39,19 +44,18 @@ from aloe.collect import CollectConfig, CollectStats, collect, evaluate
 from aloe.config import TrainConfig
 from aloe.config_machine import check_machine
 from aloe.data import FRAME_COLUMNS, Frames, episode_seed
-from aloe.datasets.demos import Demos, DemosPlan, DemosTarget
 from aloe.datasets.sampler import ChunkSampler
 from aloe.datasets.store import EpisodeStore
-from aloe.envs.base import EpisodeEnv
-from aloe.envs.registry import largest_failure_cost, make_env
-from aloe.envs.tasks import INSTRUCTIONS, task_list
+from aloe.envs.registry import largest_failure_cost, make_env, simulated
 from aloe.errors import UsageError
 from aloe.evaluation.run_report import write_report
 from aloe.nn import resolve_device
 from aloe.operators.profiles import make_operator
 from aloe.progress import say
 from aloe.run import FlowChunkPolicy, build_learner, observations
+from aloe.run_demos import plan_demos
 from aloe.run_dir import check_run_data, check_run_dir, run_lock, start_run_dir
+from aloe.run_robot import check_robot_episodes, robot_success, with_robot
 from aloe.run_summary import banner, iteration_line, time_left
 
 EVAL_SEED = 1_000_000  # evaluation seeds: EVAL_SEED + i, never used for collection
@@ -65,9 +69,12 @@ class Trainer:
         touches the run directory, `cfg.out` (wherever it is: nothing in it names it)."""
         self.cfg = cfg
         self.root = cfg.out
+        self.simulated = simulated(cfg.task)  # False: a robot run (module docstring)
         self.env = make_env(cfg.env)
         self.eval_env = make_env(cfg.env)
-        self.operator = make_operator(cfg.task, cfg.operator, seed=cfg.seed)
+        self.operator = (
+            make_operator(cfg.task, cfg.operator, seed=cfg.seed) if self.simulated else None
+        )
         self.obs = observations(cfg, resolve_device(cfg.device))
         self.algorithm = ALGORITHMS[cfg.algo]  # its learner, update and collection
         self.store: EpisodeStore  # opened by `run`
@@ -101,7 +108,10 @@ class Trainer:
         else:
             self.restore(last.state)
         self.writer = self._tensorboard(len(self.history))
-        for k in range(len(self.history), self.final_iteration + 1):
+        todo = range(len(self.history), self.final_iteration + 1)
+        if not self.simulated:  # one iteration a call: the one the robot's episodes are of
+            todo = todo[: 0 if last is None else 1]
+        for k in todo:
             self.iteration(k)
         return self.history
 
@@ -168,7 +178,9 @@ class Trainer:
         learner = self._learner()
         start = time.time()
         algo = self.algorithm
-        if algo.collect is None:
+        if not self.simulated:  # the robot's, sent through `aloe serve`
+            stats = CollectStats.from_store(self.store, iteration=k)
+        elif algo.collect is None:
             stats = self.collect_with_operator(k)
         else:
             own = algo.settings(cfg)
@@ -243,6 +255,7 @@ class Trainer:
         seeds: Iterator[int] = (
             episode_seed(self.cfg.seed, k, i) for i in itertools.count(stats.episodes)
         )
+        assert self.operator is not None  # a robot run collects nothing in-process
         _, stats = collect(
             self.env,
             self.operator,
@@ -269,7 +282,8 @@ class Trainer:
         self.obs.feature_log = dict.fromkeys(log, 0.0)
         return log
 
-    def _finish(self, k: int, stats: CollectStats, row: dict[str, Any], start: float) -> None:
+    def _evaluate(self, k: int) -> dict[str, Any]:
+        """Iteration k's success columns: π_k evaluated operator-free on fixed seeds."""
         cfg = self.cfg
         final = k == self.final_iteration and cfg.final_eval_episodes
         seeds = [
@@ -286,13 +300,20 @@ class Trainer:
                 cfg.progress,
                 batch=cfg.eval_batch,
             )
-        prev = self.history[-1] if self.history else {}
-        metrics = {
-            "iteration": k,
+        return {
             "success_rate": result.success_rate,
             "mean_steps_to_success": result.mean_steps_to_success,
             "eval_episodes": len(seeds),
             **_by_task(result),
+        }
+
+    def _finish(self, k: int, stats: CollectStats, row: dict[str, Any], start: float) -> None:
+        cfg = self.cfg
+        success = self._evaluate(k) if self.simulated else robot_success(k, stats)
+        prev = self.history[-1] if self.history else {}
+        metrics = {
+            "iteration": k,
+            **success,
             "episodes": stats.episodes,
             "env_steps": stats.env_steps,
             "human_steps": stats.human_steps,
@@ -387,30 +408,11 @@ def prepare_run(cfg: TrainConfig, resume: bool) -> TrainConfig:
     check_run(cfg)
     check_machine(cfg)
     if cfg.demos is not None and not resume:
+        cfg = with_robot(cfg)  # a robot run's sizes, from its dataset (aloe.run_robot)
         plan_demos(cfg)
+    if resume and not simulated(cfg.task):
+        check_robot_episodes(cfg)
     return cfg
-
-
-def demos_target(cfg: TrainConfig, env: EpisodeEnv) -> DemosTarget:
-    """What a run of `cfg` (resolved) on `env` takes of a `--demos` dataset."""
-    size = (cfg.env.image_size, cfg.env.image_size)
-    return DemosTarget(
-        task=cfg.task,
-        tasks={INSTRUCTIONS[t]: t for t in task_list(cfg.task)},
-        state_dim=env.state_dim,
-        action_dim=env.action_dim,
-        fps=1.0 / env.control_period,
-        horizon=cfg.horizon,
-        cameras={c: size for c in cfg.env.cameras},
-    )
-
-
-def plan_demos(cfg: TrainConfig, env: EpisodeEnv | None = None) -> DemosPlan:
-    """`cfg.demos` opened read-only and checked against the run (`Demos.plan`): UsageError
-    in one line on a misfit. `env`: the run's environment, built here if not given."""
-    assert cfg.demos is not None
-    demos = Demos.open(cfg.demos, cfg.demos_map)
-    return demos.plan(demos_target(cfg, env if env is not None else make_env(cfg.env)))
 
 
 def resumed_config(

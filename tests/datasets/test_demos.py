@@ -36,15 +36,18 @@ def write_lerobot_like(
     fps: int = 80,
     tasks: tuple[str, ...] = (INSTRUCTION,),
     version: str = "v3.0",
+    action_scale: float = 1.0,
+    stats: dict[str, object] | None = None,
 ) -> Path:
     """A state-only dataset laid out as LeRobot 0.4.4 writes one (`LeRobotDataset.create`,
     `add_frame`, `save_episode`): episode e's state at frame t is e + t / 100 in every
-    dimension, its action t / 100; episode e has task e % len(tasks)."""
+    dimension, its action `action_scale` * t / 100; episode e has task e % len(tasks);
+    meta/stats.json holds `stats` (none by default)."""
     n = sum(lengths)
     episode = np.repeat(np.arange(len(lengths)), lengths)
     frame = np.concatenate([np.arange(k) for k in lengths])
     state = np.repeat((episode + frame / 100)[:, None], state_dim, 1).astype(np.float32)
-    action = np.repeat((frame / 100)[:, None], action_dim, 1).astype(np.float32)
+    action = np.repeat((action_scale * frame / 100)[:, None], action_dim, 1).astype(np.float32)
 
     def vectors(x: np.ndarray) -> pa.Array:
         return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])
@@ -112,7 +115,7 @@ def write_lerobot_like(
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, root / rel)
     (root / "meta" / "info.json").write_text(json.dumps(info, indent=4))
-    (root / "meta" / "stats.json").write_text("{}")
+    (root / "meta" / "stats.json").write_text(json.dumps(stats or {}))
     return root
 
 

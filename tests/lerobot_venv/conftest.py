@@ -1,79 +1,46 @@
-"""Fixtures of the LeRobot robot tests, run in the lerobot virtualenv (`.ci/run`): a smoke
-run after its warm start on a LeRobot-written dataset, as docs/real-robot.md starts one,
-and the guide's way of training one iteration at a time. (Not named tests/lerobot: pytest puts tests/ on sys.path, where a
-lerobot/ directory would pass for the lerobot package.)"""
+"""Fixtures of the LeRobot robot tests, run in the lerobot virtualenv (`.ci/run`): the
+fake SO-101's demonstrations written by LeRobot's own writer, and a robot run after its warm
+start on them, as docs/real-robot.md starts one. (Not named tests/lerobot: pytest puts
+tests/ on sys.path, where a lerobot/ directory would pass for the lerobot package.)"""
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-
-class Trained(Exception):
-    """Raised once an iteration's checkpoint is saved: the run stops there."""
-
-
-def stop(row: dict[str, Any]) -> None:
-    raise Trained(row["iteration"])
-
-
-def train_one_iteration(cfg: Any, resume: bool) -> None:
-    """docs/real-robot.md's snippet: train (or resume) the run up to its next checkpoint,
-    and stop before it would collect the following iteration in-process."""
-    import aloe
-
-    with contextlib.suppress(Trained):
-        aloe.run_training(cfg, on_iteration=stop, resume=resume)
+# the guide's `aloe train --task robot --demos ...`, at a test's sizes: the smoke preset, an
+# episode per iteration, a 12-step time limit and a few update steps
+SIZES = [
+    *("--preset", "smoke", "--iterations", "2", "--bc-steps", "5", "--no-progress"),
+    *("--env.max-steps", "12", "--collect.success-quota", "1", "--collect.max-episodes", "1"),
+    *("--actor.num-flow-steps", "2", "--aloe.critic-steps", "3", "--aloe.actor-steps", "2"),
+]
 
 
 @pytest.fixture(scope="session")
-def one_iteration() -> Callable[[Any, bool], None]:
-    return train_one_iteration
+def so101_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three demonstrations of the fake SO-101 at 30 fps, in degrees, written by LeRobot."""
+    from fake_devices import MOTORS
+    from recording import arm_demos, record
+
+    root = tmp_path_factory.mktemp("so101") / "so101-pick"
+    names = [f"{m}.pos" for m in MOTORS]
+    return record(root, arm_demos(), fps=30, robot_type="so101_follower", names=names)
 
 
 @pytest.fixture(scope="session")
-def warm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A smoke run of two iterations after its BC warm start (checkpoint 0) on a LeRobot
-    dataset (`--demos`: two MetaWorld expert episodes written by LeRobot's own writer),
-    collecting one episode per iteration, with no simulator state in its store. Tests that
-    change it work on a copy."""
+def warm_run(so101_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A robot run (`--task robot`) of two iterations after its BC warm start (checkpoint 0)
+    on the fake SO-101's dataset, collecting one episode per iteration. Tests that change it
+    work on a copy."""
     import torch
-    from recording import record
 
-    from aloe.collect import CollectConfig, collect
-    from aloe.config import preset
-    from aloe.envs.base import EnvConfig
-    from aloe.envs.registry import make_env
-    from aloe.operators.profiles import make_operator
-    from aloe.operators.scripted import OperatorConfig
+    from aloe.cli import main
 
     torch.set_num_threads(1)  # server and robot share the cores: one thread each
-    root = tmp_path_factory.mktemp("real")
-    task = "pick-place-v3"
-    rule = CollectConfig(success_quota=2, max_episodes=2, record_sim_state=False)
-    expert, _ = collect(
-        make_env(EnvConfig(task=task, max_steps=200)),
-        make_operator(task, OperatorConfig(), seed=0),
-        rule,
-        policy=None,
-        seeds=iter(range(2)),
-    )
-    cfg = preset("smoke", task=task)
-    cfg.demos = record(root / "lerobot-dataset", expert)
-    cfg.out = root / "run"
-    cfg.progress = False
-    cfg.iterations = 2
-    cfg.bc_steps = 5
-    cfg.eval_episodes = 1
-    cfg.env = dataclasses.replace(cfg.env, max_steps=60, c_fail=100.0)
-    cfg.collect = CollectConfig(success_quota=1, max_episodes=1)
-    cfg.actor = dataclasses.replace(cfg.actor, num_flow_steps=2)
-    cfg.aloe = dataclasses.replace(cfg.aloe, critic_steps=3, actor_steps=2)
-    train_one_iteration(cfg, resume=False)  # the warm start alone
-    assert (cfg.out / "checkpoints").is_dir() and not (cfg.out / "report.html").exists()
-    return cfg.out
+    run = tmp_path_factory.mktemp("real") / "so101"
+    argv = ["train", "--task", "robot", "--demos", str(so101_dataset), "--out", str(run)]
+    assert main([*argv, *SIZES]) == 0  # the warm start alone: a robot run stops there
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["iter-0000"]
+    return run

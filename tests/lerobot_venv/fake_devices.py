@@ -1,14 +1,13 @@
-"""A fake LeRobot robot and leader arm: subclasses of lerobot 0.4.4's abstract `Robot` and
+"""A fake SO-101 follower and leader arm: subclasses of lerobot 0.4.4's abstract `Robot` and
 `Teleoperator`, registered with their config types as LeRobot's own devices are, in memory
 and deterministic. `aloe robot --lerobot-robot type=aloe_fake_arm,...` makes them through
 LeRobot's `make_robot_from_config` (which finds a plugin's device class beside its config).
 
-The arm has `joints` position-controlled joints (`joint<i>.pos`, the action features) and
-fixed scalar sensors: its state is `rest` with each joint's commanded position, scaled by
-`gain`, added to the first entries (so that a MetaWorld-shaped state stays within a smoke
-run's demonstration range). It keeps every action it was sent (`FakeArm.made[-1].sent`).
+The arm has an SO-101's six position-controlled motors (`<motor>.pos` in degrees, its state
+and its action features, as LeRobot's `so101_follower` names them): it starts at `start` and
+goes where it is sent at once, and keeps every action it was sent (`FakeArm.made[-1].sent`).
 
-The leader holds `pose` and presses its buttons on a script counted in polls of
+The leader holds `pose` (degrees) and presses its buttons on a script counted in polls of
 `get_teleop_events()` (one per control step, one more at each reset): the intervention pedal
 from poll `takeover_at` on, success `succeed_after` polls later; with `rerecord_at`, the
 first episode is dropped at that poll (and the script starts again).
@@ -63,12 +62,16 @@ class InMemory:
         pass
 
 
+MOTORS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+"""An SO-101's motors, whose `<motor>.pos` are its state and its action (degrees)."""
+START = [0.0, -100.0, 95.0, 70.0, 0.0, 10.0]  # the arm folded at rest, gripper closed
+
+
 @RobotConfig.register_subclass("aloe_fake_arm")
 @dataclass
 class FakeArmConfig(RobotConfig):
-    joints: int = 4
-    rest: list[float] = field(default_factory=lambda: [0.0] * 6)
-    gain: float = 0.05
+    motors: list[str] = field(default_factory=lambda: list(MOTORS))
+    start: list[float] = field(default_factory=lambda: list(START))
     cameras: dict[str, CameraConfig] = field(default_factory=dict)  # unused: see `camera`
     camera: list[int] | None = None  # (height, width) of a `front` camera, if any
 
@@ -81,27 +84,24 @@ class FakeArm(InMemory, Robot):
     def __init__(self, config: FakeArmConfig) -> None:
         super().__init__(config)
         self.config = config
-        self.position = np.zeros(config.joints)
+        self.position = np.asarray(config.start, np.float64)
         self.sent: list[dict[str, float]] = []
         FakeArm.made.append(self)
 
     @cached_property
     def observation_features(self) -> dict[str, Any]:
-        joints = {f"joint{i}.pos": float for i in range(self.config.joints)}
-        sensors = {f"sensor{i}": float for i in range(self.config.joints, len(self.config.rest))}
         camera = {"front": (*self.config.camera, 3)} if self.config.camera else {}
-        return {**joints, **sensors, **camera}
+        return {**self.action_features, **camera}
 
     @cached_property
     def action_features(self) -> dict[str, Any]:
-        return {f"joint{i}.pos": float for i in range(self.config.joints)}
+        return {f"{m}.pos": float for m in self.config.motors}
 
     def get_observation(self) -> dict[str, Any]:
         self.require_connected()
-        state = np.asarray(self.config.rest, np.float64).copy()
-        state[: self.config.joints] += self.config.gain * self.position
-        scalars = [k for k, v in self.observation_features.items() if v is float]
-        obs: dict[str, Any] = dict(zip(scalars, map(float, state), strict=True))
+        obs: dict[str, Any] = dict(
+            zip(self.action_features, map(float, self.position), strict=True)
+        )
         if self.config.camera:
             h, w = self.config.camera
             obs["front"] = np.full((h, w, 3), len(self.sent) % 256, np.uint8)
@@ -114,10 +114,14 @@ class FakeArm(InMemory, Robot):
         return action
 
 
+POSE = [20.0, -40.0, 50.0, 60.0, 5.0, 30.0]  # over the cube, gripper open; the wrist rolled
+
+
 @TeleoperatorConfig.register_subclass("aloe_fake_leader")
 @dataclass
 class FakeLeaderConfig(TeleoperatorConfig):
-    pose: list[float] = field(default_factory=lambda: [0.1, -0.2, 0.3, 0.5])
+    motors: list[str] = field(default_factory=lambda: list(MOTORS))
+    pose: list[float] = field(default_factory=lambda: list(POSE))
     takeover_at: int = 4
     succeed_after: int = 5
     rerecord_at: int = 0  # 0: no re-record
@@ -138,7 +142,7 @@ class FakeLeader(InMemory, Teleoperator):
 
     @cached_property
     def action_features(self) -> dict[str, Any]:
-        return {f"joint{i}.pos": float for i in range(len(self.config.pose))}
+        return {f"{m}.pos": float for m in self.config.motors}
 
     @cached_property
     def feedback_features(self) -> dict[str, Any]:

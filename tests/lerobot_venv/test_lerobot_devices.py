@@ -18,6 +18,7 @@ import fake_devices  # noqa: E402  (after the skip: it imports lerobot)
 from lerobot.teleoperators import TeleopEvents  # noqa: E402
 
 from aloe.cli import main  # noqa: E402
+from aloe.envs.robot_spec import ActionUnits  # noqa: E402
 from aloe.errors import UsageError  # noqa: E402
 from aloe.robot.lerobot_devices import make_devices, read_config, split_pairs  # noqa: E402
 from aloe.robot.lerobot_env import (  # noqa: E402
@@ -71,10 +72,10 @@ def test_lerobot_makes_the_devices_it_ships(tmp_path: Path, capsys):
 
 def test_a_plugin_device_is_made_from_its_config(tmp_path: Path):
     robot, teleop = make_devices(
-        f"type=aloe_fake_arm,joints=2,rest=[0.0, 1.0, 2.0],calibration_dir={tmp_path}", None
+        f"type=aloe_fake_arm,motors=[a, b],start=[0.0, 1.0],calibration_dir={tmp_path}", None
     )
     assert isinstance(robot, fake_devices.FakeArm) and teleop is None
-    assert list(robot.observation_features) == ["joint0.pos", "joint1.pos", "sensor2"]
+    assert list(robot.observation_features) == ["a.pos", "b.pos"]
     assert not robot.is_connected
 
 
@@ -98,7 +99,7 @@ def test_a_bad_config_is_refused_in_one_line(config, says, capsys):
 
 
 def served(tmp_path: Path, robot: str, teleop: str | None, warm_run: Path, capsys) -> str:
-    """`aloe robot` against `aloe serve` of the warm smoke run (state 39, action 4): the
+    """`aloe robot` against `aloe serve` of the warm robot run (state 6, action 6): the
     one-line error, with nothing connected and nothing recorded."""
     from aloe.serve.server import Options, PolicyServer, Running
 
@@ -120,29 +121,28 @@ def served(tmp_path: Path, robot: str, teleop: str | None, warm_run: Path, capsy
 
 
 def test_a_robot_of_another_size_than_the_run_is_refused(tmp_path, warm_run, capsys):
-    robot = "type=aloe_fake_arm,joints=6,rest=[0, 0, 0, 0, 0, 0]"
+    robot = "type=aloe_fake_arm,motors=[a, b, c, d],start=[0, 0, 0, 0]"
     line = served(tmp_path, robot, None, warm_run, capsys)
     assert line.endswith(
-        "its observation.state has 6 values (joint0.pos, joint1.pos, joint2.pos, joint3.pos, "
-        "joint4.pos, joint5.pos) and the served run's 39: serve a run trained on this "
-        "robot's data"
+        "its observation.state has 4 values (a.pos, b.pos, c.pos, d.pos) and the served "
+        "run's 6: serve a run trained on this robot's data"
     )
 
 
 def test_a_teleoperator_without_the_robots_actions_is_refused(tmp_path, warm_run, capsys):
-    robot = f"type=aloe_fake_arm,rest={[0.0] * 39}"
-    teleop = "type=aloe_fake_leader,pose=[0, 0, 0]"
-    line = served(tmp_path, robot, teleop, warm_run, capsys)
+    teleop = "type=aloe_fake_leader,motors=[shoulder_pan, elbow_flex],pose=[0, 0]"
+    line = served(tmp_path, "type=aloe_fake_arm", teleop, warm_run, capsys)
     assert line.startswith(f"aloe robot: error: --lerobot-teleop ('{teleop},calibration_dir=")
     assert line.endswith(
-        "its actions (joint0.pos, joint1.pos, joint2.pos) lack the robot's joint3.pos: a "
-        "leader arm of the same robot gives them"
+        "its actions (shoulder_pan.pos, elbow_flex.pos) lack the robot's shoulder_lift.pos, "
+        "wrist_flex.pos, wrist_roll.pos, gripper.pos: a leader arm of the same robot gives them"
     )
 
 
 def test_a_device_that_cannot_connect_leaves_the_other_disconnected(tmp_path, warm_run, capsys):
-    robot = f"type=aloe_fake_arm,rest={[0.0] * 39}"
-    line = served(tmp_path, robot, "type=aloe_fake_leader,unplugged=true", warm_run, capsys)
+    line = served(
+        tmp_path, "type=aloe_fake_arm", "type=aloe_fake_leader,unplugged=true", warm_run, capsys
+    )
     assert line.startswith("aloe robot: error: --lerobot-teleop ('type=aloe_fake_leader,")
     assert line.endswith(
         "cannot connect: could not open the port of None FakeLeader (is it plugged in?)"
@@ -154,19 +154,20 @@ def test_a_run_that_keeps_simulator_states_is_refused(tmp_path, warm_run):
     meta = {
         "config": (warm_run / "config.json").read_text(),
         "sim_state_dim": 3,
-        "state_dim": 39,
-        "action_dim": 4,
-        "instructions": ["pick and place"],
+        "state_dim": 6,
+        "action_dim": 6,
+        "instructions": ["pick up the cube"],
     }
     with pytest.raises(UsageError) as refused:
-        served_env(arm(tmp_path, rest=[0.0] * 39), meta, marks=Marks)
+        served_env(arm(tmp_path), meta, marks=Marks)
     assert str(refused.value) == (
         "the served run's store keeps a simulator state per step (3 values), which a real "
         "robot has not: serve a run trained with --collect.no-record-sim-state"
     )
     meta |= {"sim_state_dim": None, "fps": 25}
-    env = served_env(arm(tmp_path, rest=[0.0] * 39), meta, marks=Marks)
-    assert env.control_period == pytest.approx(0.04) and env.max_steps == 60  # the run's
+    env = served_env(arm(tmp_path), meta, marks=Marks)
+    assert env.control_period == pytest.approx(0.04) and env.max_steps == 12  # the run's
+    assert env.to_robot(np.full(6, 0.5)) == dict.fromkeys(env.action_keys, 0.5)  # no units sent
 
 
 def test_lerobot_teleop_events_and_keys_are_the_persons_marks():
@@ -204,25 +205,31 @@ def arm(tmp_path: Path, **fields) -> fake_devices.FakeArm:
     return robot
 
 
-def test_actions_map_to_the_robots_units_and_back(tmp_path):
-    robot = arm(tmp_path, joints=2, rest=[0.0, 0.0])
-    low, high = np.array([-100.0, 0.0]), np.array([100.0, 100.0])
-    env = LeRobotEnv(robot, marks=Marks, hz=1000, max_steps=5, ranges=(low, high))
-    assert env.to_robot(np.array([-1.0, 1.0])) == {"joint0.pos": -100.0, "joint1.pos": 100.0}
-    assert env.to_robot(np.array([3.0, 0.0])) == {"joint0.pos": 100.0, "joint1.pos": 50.0}
-    a = np.array([0.25, -0.5], np.float32)
+def test_actions_map_to_the_robots_units_and_back(tmp_path, warm_run):
+    """The served run's units (its dataset's ranges, in `action_units`) both ways: the
+    policy's actions to the arm's degrees, the leader's degrees into [-1, 1] (clipped)."""
+    from aloe.serve.server import Options, PolicyServer
+
+    meta = PolicyServer(warm_run, Options()).metadata()
+    units = ActionUnits.from_metadata(meta, 6)
+    np.testing.assert_array_equal(units.low, [0.0, -100.0, 40.0, 50.0, 0.0, 10.0])  # the demos'
+    np.testing.assert_array_equal(units.high, [30.0, -30.0, 95.0, 70.0, 0.0, 40.0])
+    env = served_env(arm(tmp_path), meta, marks=Marks)
+    sent = env.to_robot(np.array([-1.0, 1.0, 0.0, 3.0, 0.7, -0.5]))
+    assert list(sent.values()) == [0.0, -30.0, 67.5, 70.0, 0.0, 17.5]  # clipped; roll held
+    a = np.array([0.25, -0.5, 0.0, 0.1, 0.0, 1.0], np.float32)
     np.testing.assert_allclose(env.from_robot(env.to_robot(a)), a, atol=1e-6)
-    leader = fake_devices.FakeLeader(
-        fake_devices.FakeLeaderConfig(calibration_dir=tmp_path, pose=[50.0, 25.0])
+    leader = fake_devices.FakeLeader(fake_devices.FakeLeaderConfig(calibration_dir=tmp_path))
+    leader.connect()  # its pose: 20, -40, 50, 60, 5, 30 degrees
+    np.testing.assert_allclose(
+        LeRobotTeleop(leader, env).act({}), [1 / 3, 5 / 7, -7 / 11, 0.0, 0.0, 1 / 3], atol=1e-6
     )
-    leader.connect()
-    np.testing.assert_allclose(LeRobotTeleop(leader, env).act({}), [0.5, -0.5])
 
 
 def test_marks_end_the_episode_and_the_clock_keeps_the_rate(tmp_path):
     marks = iter([Marks(), Marks(), Marks(failure=True), Marks(), Marks(success=True)])
     env = LeRobotEnv(
-        arm(tmp_path, joints=1, rest=[1.0, 2.0], camera=[48, 64]),
+        arm(tmp_path, motors=["elbow_flex"], start=[1.0], camera=[48, 64]),
         marks=lambda: next(marks),
         hz=500,
         max_steps=3,
@@ -232,7 +239,7 @@ def test_marks_end_the_episode_and_the_clock_keeps_the_rate(tmp_path):
     obs, _ = env.reset(seed=0)
     assert obs["images"]["front"].shape == (6, 8, 3) and obs["images"]["front"].dtype == np.uint8
     _, reward, done, truncated, info = env.step(np.array([0.5]))
-    np.testing.assert_allclose(env.observe()["state"], [1.025, 2.0])
+    np.testing.assert_allclose(env.observe()["state"], [0.5])  # where it was sent
     assert (reward, done, truncated, info["failure_reason"]) == (-1.0, False, False, "")
     _, reward, done, _, info = env.step(np.array([0.5]))
     assert (reward, done, info["failure_reason"]) == (-7.0, True, "operator: failure")

@@ -150,7 +150,17 @@ def inspect(
         print("camera map:   " + ", ".join(f"{c} <- {k}" for c, k in chosen.cameras.items()))
     used = f"{len(chosen.use)} of {dataset.num_episodes} episodes ({chosen.frames} frames)"
     print(f"fits:         {run}: uses {used}" + (f"; {chosen.notice}" if chosen.notice else ""))
+    if chosen.target.units is not None:  # a robot run: its sizes are the dataset's
+        _robot(demos, chosen)
     return 0
+
+
+def _robot(demos: Demos, plan: DemosPlan) -> None:
+    """What a robot run takes of the dataset as its own: instruction and action units."""
+    units, source = demos.action_units()
+    ranges = ", ".join(f"{lo:g}..{hi:g}" for lo, hi in zip(units.low, units.high, strict=True))
+    print(f"instruction:  {plan.instruction!r} (the most frequent of the episodes used)")
+    print(f"action units: {ranges} -> [-1, 1] per action value (from {source})")
 
 
 def _camera(feature: dict[str, object], key: str) -> str:

@@ -14,11 +14,16 @@ done and successful); source `demo`, policy version −1, one fragment. Every ep
 as a successful demonstration, as `lerobot-record` keeps no outcome; from an aloe store,
 only the successful episodes made of `demo` steps alone are used (not its policy or human
 fragments). Episodes shorter than the chunk length are left out, with a notice.
+
+A robot run (`DemosTarget.units`) maps the actions from the robot's units into aloe's
+[-1, 1] as it imports them (`aloe.envs.robot_spec.ActionUnits`, from `Demos.action_units`:
+meta/stats.json's min and max, or the frames' own); any other run takes them as they are.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +34,7 @@ import numpy as np
 from aloe import data as D
 from aloe.datasets.layout import INFO_PATH
 from aloe.datasets.v3 import NUMERIC, V3Dataset, V3Error
+from aloe.envs.robot_spec import ActionUnits
 from aloe.errors import UsageError, bad, require
 from aloe.progress import plural
 
@@ -65,7 +71,7 @@ class DemosMap:
 
 class DemosTarget(NamedTuple):
     """What a run takes of a dataset (built from its config and environment by
-    `aloe.train.demos_target`)."""
+    `aloe.run_demos.demos_target`)."""
 
     task: str  # the run's --task, for messages
     tasks: dict[str, str]  # its tasks' instructions -> task names
@@ -74,6 +80,7 @@ class DemosTarget(NamedTuple):
     fps: float  # the environment's control rate
     horizon: int  # the chunk length
     cameras: dict[str, tuple[int, int]]  # the run's cameras -> (height, width)
+    units: ActionUnits | None = None  # a robot run's: actions mapped into [-1, 1] on import
 
     def task_of(self, instruction: str) -> str | None:
         """The run's task an episode of `instruction` demonstrates: a single-task run's own
@@ -124,6 +131,23 @@ class Demos:
         """The dataset at `path` (`open_dataset`) with `mapping`'s columns read and checked;
         UsageError naming what is wrong."""
         return cls(Path(path), open_dataset(path, flag), mapping, flag)
+
+    def action_units(self) -> tuple[ActionUnits, str]:
+        """The map from the action feature's units into aloe's [-1, 1] (a robot run's), and
+        where its ranges come from: per action value, meta/stats.json's min and max (LeRobot
+        writes them), widened where a frame lies outside them; the frames' own min and max
+        where the file has no well-formed entry for the feature."""
+        low = self.action.min(0).astype(np.float64)
+        high = self.action.max(0).astype(np.float64)
+        stats = self.dataset.stats(self.mapping.action)
+        try:
+            given = [np.asarray(stats[k], np.float64).reshape(-1) for k in ("min", "max")]
+        except (KeyError, TypeError, ValueError):
+            given = []
+        if len(given) < 2 or any(v.shape != low.shape or not np.isfinite(v).all() for v in given):
+            return ActionUnits.of(low, high), "its frames: meta/stats.json has no min and max of it"
+        widened = ActionUnits.of(np.minimum(low, given[0]), np.maximum(high, given[1]))
+        return widened, "meta/stats.json"
 
     def mapped(self) -> dict[str, str]:
         """What each role reads, for `aloe dataset inspect`."""
@@ -340,6 +364,11 @@ class DemosPlan:
     def frames(self) -> int:
         return int(sum(self.demos.dataset.lengths[e] for e in self.use))
 
+    @property
+    def instruction(self) -> str:
+        """The most frequent instruction of the episodes it uses (the first of equals)."""
+        return Counter(self.demos.instructions[e] for e in self.use).most_common(1)[0][0]
+
     def episodes(self, start: int = 0, batch_frames: int = BATCH_FRAMES) -> Iterator[list[Any]]:
         """`use[start:]` as aloe episodes, in batches of about `batch_frames` frames (one
         store append each; `start`: how many an interrupted import stored already)."""
@@ -362,6 +391,10 @@ class DemosPlan:
             for k, e in enumerate(batch)
         ]
 
+    def _actions(self, values: np.ndarray) -> np.ndarray:
+        units = self.target.units
+        return values if units is None else units.to_unit(values)
+
     def _episode(self, e: int, images: dict[str, np.ndarray]) -> D.Episode:
         demos = self.demos
         lo, hi = demos.bounds[e]
@@ -371,7 +404,7 @@ class DemosPlan:
         steps = {
             D.STATE: state,
             D.NEXT_STATE: np.concatenate([state[1:], state[-1:]]),
-            D.ACTION: demos.action[lo:hi],
+            D.ACTION: self._actions(demos.action[lo:hi]),
             D.REWARD: np.where(last, 0.0, -1.0).astype(np.float32),  # Eq. 14, a success
             D.DONE: last,
             D.TRUNCATED: np.zeros(n, bool),

@@ -28,6 +28,7 @@ from aloe.datasets.layout import (
     EPISODES,
     EPISODES_PATH,
     INFO_PATH,
+    STATS_PATH,
     TASKS_PATH,
     file_name,
     file_numbers,
@@ -92,6 +93,17 @@ class V3Dataset:
     @property
     def is_aloe_store(self) -> bool:
         return "aloe_format" in self.info
+
+    def stats(self, feature: str) -> dict[str, Any]:
+        """meta/stats.json's entry of `feature` (LeRobot's per-feature min, max, mean, std,
+        count); empty where the file or the entry is missing or unreadable: the stats are
+        optional, and what reads them falls back on the frames."""
+        try:
+            stats = json.loads((self.root / STATS_PATH).read_text())
+        except (OSError, ValueError):
+            return {}
+        entry = stats.get(feature) if isinstance(stats, dict) else None
+        return entry if isinstance(entry, dict) else {}
 
     def columns(self, names: Sequence[str]) -> dict[str, np.ndarray]:
         """Every frame of the data columns `names`, in frame order (vectors 2-D, strings as

@@ -20,6 +20,7 @@ from aloe.algos.table import ALGORITHMS
 from aloe.distributed import ddp
 from aloe.distributed.options import Scale
 from aloe.distributed.workers import WorkerPool, connect
+from aloe.envs.registry import simulated
 from aloe.errors import UsageError
 from aloe.evaluation.run_report import write_report
 from aloe.run_dir import run_lock, start_run_dir
@@ -31,7 +32,7 @@ def train(cfg: Any, resume: bool, scale: Scale) -> list[dict[str, Any]]:
     try:
         cfg = prepare_run(cfg, resume)
         ddp.check(cfg)
-        scale.check_run(cfg.algo, ALGORITHMS[cfg.algo].collect is not None)
+        scale.check_run(cfg.algo, ALGORITHMS[cfg.algo].collect is not None, simulated(cfg.task))
         best_of_n.check_run(cfg, scale.workers)
         ddp.barrier()  # every rank has checked before rank 0 writes
         torch.manual_seed(cfg.seed)

@@ -61,10 +61,18 @@ class Scale:
         require(procs is None or procs >= 1, "--learner-procs", procs, "must be >= 1")
         return cls(int(n or 0), ray_address, float(timeout or 600.0), int(procs or 1))
 
-    def check_run(self, algo: str, collects_itself: bool) -> None:
-        """What the run's algorithm and this machine allow; nothing is imported or started."""
+    def check_run(self, algo: str, collects_itself: bool, simulated: bool = True) -> None:
+        """What the run's algorithm and this machine allow (`simulated`: its task has a
+        simulator, where workers collect); nothing is imported or started."""
         if not self.workers:
             return
+        require(
+            simulated,
+            "--workers",
+            self.workers,
+            "the run's task has no simulator for workers to collect in (its episodes come "
+            "from `aloe robot`); drop --workers",
+        )
         require(
             not collects_itself,
             "--workers",

@@ -22,6 +22,7 @@ import numpy as np
 
 from aloe.envs.failures import FailureConfig
 from aloe.envs.ogbench_tasks import OGBenchFailures
+from aloe.envs.robot_spec import RobotSpec
 from aloe.errors import require
 
 Obs = dict[str, Any]
@@ -102,8 +103,8 @@ class EpisodeEnv(Protocol):
 
 @dataclass
 class EnvConfig:
-    """How a task is turned into the paper's episodic task. `failures` and `ogbench` are the
-    MetaWorld and OGBench backends' own settings (each validated by its row)."""
+    """How a task is turned into the paper's episodic task. `failures`, `ogbench` and `robot`
+    are the MetaWorld, OGBench and robot rows' own sections (each validated by its row)."""
 
     task: str = DEFAULT_TASK
     """Task name (`aloe tasks` lists them), or several: a suite (mt10) or a comma-separated
@@ -118,6 +119,8 @@ class EnvConfig:
     """Failure detectors (MetaWorld; on OGBench tasks the stall detector's fields)."""
     ogbench: OGBenchFailures = field(default_factory=OGBenchFailures)
     """Failure events of the OGBench tasks (`aloe.envs.ogbench_tasks`)."""
+    robot: RobotSpec = field(default_factory=RobotSpec)
+    """A robot run's sizes, read from its --demos dataset (`aloe.envs.robot_spec`)."""
     cameras: tuple[str, ...] = ()
     """Cameras whose images every observation carries (at most 3, as the paper), named as
     the task's scene names them (`aloe.envs.registry.camera_names`). Empty = state only."""
@@ -135,6 +138,8 @@ class EnvConfig:
         try:
             cameras = backend_of(self.task).cameras
         except KeyError:  # an unknown task: the config's task check names it
+            cameras = self.cameras
+        if cameras is None:  # the robot row's: its dataset's video features (--demos checks)
             cameras = self.cameras
         checks: list[tuple[str, Any, bool, str]] = [
             ("max_steps", self.max_steps, self.max_steps >= 1, "must be >= 1"),
@@ -237,8 +242,12 @@ class Backend:
     name: str
     tasks: Mapping[str, str]  # task name -> its natural-language instruction
     make_env: Callable[[EnvConfig], EpisodeEnv]  # the env of a config's task (or task list)
-    dims: Callable[[str], Dims]  # a task's state and action widths
-    cameras: tuple[str, ...]  # the cameras of its scenes, the first the default view
+    dims: Callable[[str, EnvConfig], Dims]
+    """(task, the run's env config) -> its state and action widths: a simulator's follow from
+    the task, the robot row's from the run's dataset (`env.robot`)."""
+    cameras: tuple[str, ...] | None
+    """The cameras of its scenes, the first the default view; None: any name (the robot
+    row's, video features of the run's dataset, which `--demos` checks)."""
     operator_episode_length: Callable[[str], float]  # Eq. 14's default C_fail for a task
     make_operator: Callable[[str, Any, int], Any]
     """(task, `aloe.operators.scripted.OperatorConfig`, seed) -> an `Operator` of the
@@ -250,6 +259,12 @@ class Backend:
     presets: Callable[[str], PresetSizes | None] = lambda task: None
     validate: Callable[[EnvConfig, str], None] = lambda cfg, prefix: None  # its own settings
     suite: SuiteParts = SuiteParts()
+    instruction: Callable[[str, EnvConfig], str] | None = None
+    """(task, the run's env config) -> the instruction the policy is given; None: `tasks`'s
+    (the robot row's is its dataset's)."""
+    simulated: bool = True
+    """False: no episode runs in-process (the robot row): they come from `aloe robot`
+    through `aloe serve`, and `aloe train` neither collects nor evaluates."""
 
 
 BACKENDS: dict[str, Backend] = {}

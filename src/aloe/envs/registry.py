@@ -1,7 +1,8 @@
 """`BACKENDS`: the table of simulators, one row (`aloe.envs.base.Backend`) per simulator
 module, and the lookups the rest of aloe asks a task's row through. Everything simulator-
 specific outside `aloe.envs` goes through here: a task's environment, cameras, default
-C_fail, operator, preset sizes and evaluation-suite parts.
+C_fail, operator, preset sizes and evaluation-suite parts, and whether it has a simulator
+at all (the `robot` row has none: `aloe.envs.robot`).
 
 A new simulator is one module that defines its row, plus its line below (docs/extending.md).
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from aloe.envs import metaworld, ogbench
+from aloe.envs import metaworld, ogbench, robot
 from aloe.envs.base import BACKENDS, SUITES, EnvConfig, EpisodeEnv, PresetSizes, backend_of
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "backend_of",
     "make_env",
     "camera_names",
+    "simulated",
     "operator_episode_length",
     "failure_cost",
     "preset_sizes",
@@ -28,6 +30,7 @@ BACKENDS.update(
     {
         "metaworld": metaworld.BACKEND,
         "ogbench": ogbench.BACKEND,
+        "robot": robot.BACKEND,
     }
 )
 
@@ -37,10 +40,16 @@ def make_env(cfg: EnvConfig) -> EpisodeEnv:
     return backend_of(cfg.task).make_env(cfg)
 
 
-def camera_names(task: str) -> tuple[str, ...]:
+def camera_names(task: str) -> tuple[str, ...] | None:
     """The cameras a task's scene has (what `--vision.cameras` may name), the first the
-    default view."""
+    default view; None: any name (a robot run's, its dataset's video features)."""
     return backend_of(task).cameras
+
+
+def simulated(task: str) -> bool:
+    """Whether `task`'s episodes run in-process (a simulator's), or come from `aloe robot`
+    through `aloe serve` (a robot run's: no collection or evaluation in `aloe train`)."""
+    return backend_of(task).simulated
 
 
 def operator_episode_length(task: str) -> float:

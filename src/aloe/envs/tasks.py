@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Mapping
 
-from aloe.envs.base import DEFAULT_TASK, Dims, Merged, task_names
+from aloe.envs.base import DEFAULT_TASK, Dims, EnvConfig, Merged, task_names
 from aloe.envs.registry import BACKENDS, SUITES, backend_of
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "check_task",
     "supported_tasks",
     "task_dims",
+    "task_instruction",
     "task_list",
 ]
 
@@ -78,7 +79,17 @@ def check_task(name: str) -> str:
     raise ValueError(f"unknown task {name!r}{hint}; `aloe tasks` lists the supported tasks")
 
 
-def task_dims(name: str) -> Dims:
-    """State and action widths of the tasks `name` names (all tasks of a list share them)."""
+def task_dims(name: str, env: EnvConfig | None = None) -> Dims:
+    """State and action widths of the tasks `name` names (all tasks of a list share them);
+    `env`: the run's env config, where a robot run's widths are (`env.robot`)."""
     first = task_list(name)[0]
-    return backend_of(first).dims(first)
+    return backend_of(first).dims(first, env or EnvConfig(task=name))
+
+
+def task_instruction(task: str, env: EnvConfig | None = None) -> str:
+    """The instruction a run's policy is given for `task`: the task's (`INSTRUCTIONS`), or a
+    robot run's, its dataset's (in `env.robot`)."""
+    row = backend_of(task)
+    if row.instruction is None:
+        return row.tasks[task]
+    return row.instruction(task, env or EnvConfig(task=task))

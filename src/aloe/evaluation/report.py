@@ -150,19 +150,29 @@ def _headline_html(
         return f'<div class="headline"><p>{none}</p></div>'
     first = rows[0]
     last = rows[-1]
-    success = _interval(first.get("success_rate"), first.get("eval_episodes"))
+    success = _interval(first.get("success_rate"), P.success_episodes(first))
     if len(rows) > 1:
-        final = _interval(last.get("success_rate"), last.get("eval_episodes"))
+        final = _interval(last.get("success_rate"), P.success_episodes(last))
         success = f"BC {success} → final {final}"
     total = last.get("total_human_steps", 0)
     demos = first.get("human_steps", 0)
     takeovers = sum(r.get("takeovers", 0) for r in rows[1:])
     wall = sum(r.get("wall_s", 0.0) for r in rows if P.finite(r.get("wall_s")))
-    lines = [
-        f"<p class='big'><b>Success {success}</b></p>",
+    measured = (
         f"<p>success rate [95 % Wilson interval] on {first.get('eval_episodes', '?')} "
         f"evaluation episodes at iteration 0 and {last.get('eval_episodes', '?')} at "
-        f"iteration {last['iteration']}</p>",
+        f"iteration {last['iteration']}</p>"
+    )
+    if P.robot_rows(rows):
+        measured = (
+            "<p>a robot run: no simulator evaluates its policy. Success [95 % Wilson "
+            "interval] is of each iteration's robot episodes, played by the previous "
+            "iteration's policy: the share it finished with no takeover (marked success); "
+            "iteration 0, the warm start, has none</p>"
+        )
+    lines = [
+        f"<p class='big'><b>Success {success}</b></p>",
+        measured,
         f"<p><b>Operator</b> {total} steps ({demos} demonstrating, {total - demos} in "
         f"{plural(takeovers, 'takeover')}) · <b>wall time</b> {duration(wall)} · "
         f"{html.escape(what)}</p>",

@@ -119,11 +119,22 @@ def _iteration_axis(ax: Any, xs: Sequence[int]) -> None:
     ax.grid(alpha=0.3)
 
 
+def robot_rows(rows: Sequence[dict[str, Any]]) -> bool:
+    """A robot run's rows (`aloe.train.robot_success`): no evaluation, their success is of
+    the iteration's robot episodes."""
+    return bool(rows) and rows[-1].get("success_source") == "robot"
+
+
+def success_episodes(row: dict[str, Any]) -> int:
+    """The episodes a row's success rate is of: its evaluation's, or a robot run's own."""
+    return int(row.get("episodes" if robot_rows([row]) else "eval_episodes") or 0)
+
+
 def success_figure(rows: Sequence[dict[str, Any]]) -> Any | None:
     """Success rate per iteration with the 95 % Wilson interval of its evaluation episodes;
     None when there is nothing to compare (one iteration, or one value throughout)."""
     pairs = [
-        (r["iteration"], r["success_rate"], int(r.get("eval_episodes") or 0))
+        (r["iteration"], r["success_rate"], success_episodes(r))
         for r in rows
         if finite(r.get("success_rate"))
     ]
@@ -141,9 +152,9 @@ def success_figure(rows: Sequence[dict[str, Any]]) -> Any | None:
     ax.set_ylim(-0.03, 1.03)
     _iteration_axis(ax, xs)
     sizes = sorted({p[2] for p in pairs})
+    what = "success on the robot, no takeover" if robot_rows(rows) else "evaluation success"
     ax.set_title(
-        f"evaluation success, 95 % Wilson interval ({'/'.join(map(str, sizes))} episodes)",
-        fontsize=10,
+        f"{what}, 95 % Wilson interval ({'/'.join(map(str, sizes))} episodes)", fontsize=10
     )
     fig.tight_layout()
     return fig

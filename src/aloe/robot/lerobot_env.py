@@ -7,8 +7,8 @@
   is LeRobot's `observation.state` (an SO-101's six `<motor>.pos`); its `images` are the
   cameras the served run reads, resized to the run's image size;
 - an action is one value in [-1, 1] per scalar action feature, mapped to the robot's units
-  by `ranges` (the units that -1 and +1 stand for; None: the robot's units are aloe's) and
-  sent with `send_action`;
+  by `units` (`aloe.envs.robot_spec.ActionUnits`: the served run's `action_units`, from
+  its dataset; None: the robot's units are aloe's) and sent with `send_action`;
 - the control rate is kept on deadlines (`aloe.robot.pacing.Deadlines`): the observation
   after an action is read a control period after the last one;
 - the outcome is the person's: `marks` is polled once per step (`Marks`: takeover, success,
@@ -23,9 +23,11 @@ stands. The rewards are Eq. 14's, for the rollout's relabels only: the server co
 stored ones from the outcomes with the run's C_fail.
 
 `LeRobotTeleop` is the person: `watch` reports the takeover mark, `act` reads the leader
-arm's `get_action` in the robot's action features. `marks_of_teleop` reads LeRobot's own
-events (`get_teleop_events`: a gamepad's or keyboard's intervention, success, failure and
-re-record buttons), `key_marks` the terminal's keys, for a leader arm that has no buttons:
+arm's `get_action` in the robot's action features, mapped into [-1, 1] by the same units
+(clipped: the follower stays within the demonstrations' range). `marks_of_teleop` reads
+LeRobot's own events (`get_teleop_events`: a gamepad's or keyboard's intervention, success,
+failure and re-record buttons), `key_marks` the terminal's keys, for a leader arm that has
+no buttons:
 
     space   take over        s   success        f   failure        r   re-record
 """
@@ -41,6 +43,7 @@ import torch.nn.functional as F
 
 from aloe.config import TrainConfig
 from aloe.envs.base import Info, Obs
+from aloe.envs.robot_spec import ActionUnits
 from aloe.errors import UsageError
 from aloe.robot.pacing import Deadlines
 from aloe.robot.teleop import Rerecord, terminal_keys
@@ -127,7 +130,7 @@ class LeRobotEnv:
         task: str = "",
         instruction: str = "",
         cameras: Mapping[str, tuple[int, int]] | None = None,
-        ranges: tuple[np.ndarray, np.ndarray] | None = None,
+        units: ActionUnits | None = None,
         c_fail: float | None = None,
         timeout_is_failure: bool = True,
         ready: Callable[[int], None] | None = None,
@@ -145,9 +148,12 @@ class LeRobotEnv:
         self.state_keys = scalar_features(robot.observation_features)
         self.camera_keys = camera_features(robot.observation_features)
         self.action_keys = scalar_features(robot.action_features)
-        lows, highs = ranges if ranges is not None else (-1.0, 1.0)
-        self.low: np.ndarray = np.broadcast_to(np.asarray(lows, np.float64), (self.action_dim,))
-        self.high: np.ndarray = np.broadcast_to(np.asarray(highs, np.float64), (self.action_dim,))
+        self.units = units or ActionUnits.identity(self.action_dim)
+        if len(self.units.low) != self.action_dim:
+            raise UsageError(
+                f"its {self.action_dim} action values ({', '.join(self.action_keys)}) and the "
+                f"action units' {len(self.units.low)}: serve a run trained on this robot's data"
+            )
         self.c_fail = float(max_steps if c_fail is None else c_fail)
         self.timeout_is_failure = timeout_is_failure
         self.ready = ready or (lambda seed: None)
@@ -181,14 +187,12 @@ class LeRobotEnv:
 
     def to_robot(self, action: np.ndarray) -> dict[str, float]:
         """aloe's action in [-1, 1] as the robot's `send_action` argument."""
-        a = np.clip(np.asarray(action, np.float64), -1.0, 1.0)
-        values = self.low + (a + 1.0) / 2.0 * (self.high - self.low)
+        values = self.units.to_robot(action)
         return dict(zip(self.action_keys, map(float, values), strict=True))
 
     def from_robot(self, action: Mapping[str, Any]) -> np.ndarray:
-        """An action in the robot's features (a leader arm's) in aloe's units."""
-        values = np.asarray([float(action[k]) for k in self.action_keys], np.float64)
-        return (2.0 * (values - self.low) / (self.high - self.low) - 1.0).astype(np.float32)
+        """An action in the robot's features (a leader arm's) in aloe's [-1, 1]."""
+        return self.units.to_unit([float(action[k]) for k in self.action_keys])
 
     # --- the episode -----------------------------------------------------------------------
 
@@ -291,13 +295,12 @@ def served_env(
     *,
     marks: Callable[[], Marks],
     hz: float | None = None,
-    ranges: tuple[np.ndarray, np.ndarray] | None = None,
     ready: Callable[[int], None] | None = None,
 ) -> LeRobotEnv:
     """`robot` as the environment of the run `aloe serve` serves (`meta`: the metadata it
-    sent on connect): the run's time limit, task, first instruction, cameras and image size,
-    at `hz` (default: the run's frame rate). A robot whose sizes do not fit the run is
-    refused with one line (UsageError)."""
+    sent on connect): the run's time limit, task, first instruction, cameras and image size
+    and action units, at `hz` (default: the run's frame rate). A robot whose sizes do not
+    fit the run is refused with one line (UsageError)."""
     cfg = TrainConfig.from_json(meta["config"])
     if meta.get("sim_state_dim") is not None:
         raise UsageError(
@@ -305,7 +308,17 @@ def served_env(
             "values), which a real robot has not: serve a run trained with "
             "--collect.no-record-sim-state"
         )
-    env = LeRobotEnv(
+    for what, features, want in (
+        ("observation.state", robot.observation_features, int(meta["state_dim"])),
+        ("action", robot.action_features, int(meta["action_dim"])),
+    ):
+        keys = scalar_features(features)
+        if len(keys) != want:
+            raise UsageError(
+                f"its {what} has {len(keys)} values ({', '.join(keys)}) and the served run's "
+                f"{want}: serve a run trained on this robot's data"
+            )
+    return LeRobotEnv(
         robot,
         marks=marks,
         hz=hz or float(meta.get("fps") or 30.0),
@@ -313,18 +326,8 @@ def served_env(
         task=cfg.task,
         instruction=str(meta["instructions"][0]),
         cameras={c: (int(h), int(w)) for c, (h, w) in meta.get("cameras", {}).items()},
-        ranges=ranges,
+        units=ActionUnits.from_metadata(meta, int(meta["action_dim"])),
         c_fail=cfg.env.c_fail,
         timeout_is_failure=cfg.env.timeout_is_failure,
         ready=ready,
     )
-    for what, keys, want in (
-        ("observation.state", env.state_keys, int(meta["state_dim"])),
-        ("action", env.action_keys, int(meta["action_dim"])),
-    ):
-        if len(keys) != want:
-            raise UsageError(
-                f"its {what} has {len(keys)} values ({', '.join(keys)}) and the served run's "
-                f"{want}: serve a run trained on this robot's data"
-            )
-    return env

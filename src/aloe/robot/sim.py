@@ -30,6 +30,7 @@ from urllib.parse import urlparse
 
 from aloe.config import TrainConfig
 from aloe.data import episode_seed
+from aloe.envs import registry
 from aloe.envs.base import EpisodeEnv
 from aloe.envs.registry import make_env
 from aloe.errors import bad, require
@@ -184,6 +185,13 @@ def cmd_robot(args: RobotArgs) -> int:
             "its metadata); a plain openpi server has no episode recording",
         )
     cfg = TrainConfig.from_json(meta["config"])
+    require(
+        devices is not None or registry.simulated(cfg.task),
+        "--lerobot-robot",
+        None,
+        f"the served run (--task {cfg.task}) has no simulator to play: give the robot's "
+        "LeRobot config",
+    )
     client = RobotClient(
         conn, asynchronous=args.mode == "async", rtc=args.rtc, steps_ahead=args.steps_ahead or None
     )

@@ -252,6 +252,8 @@ class PolicyServer:
             "collected": {"episodes": done.episodes, "successes": done.successes},
             "config": cfg.to_json(),  # the run's config, for a simulated robot to mirror
             "fps": self.store.fps,  # the store's frame rate: a real robot's control rate
+            # the robot's units of aloe's -1 and +1 per action value (aloe.envs.robot_spec)
+            "action_units": cfg.env.robot.units(self.spec.action_dim).metadata(),
             "max_message_bytes": self.options.limits.max_message_bytes,
             "max_episode_bytes": self.options.max_episode_bytes,
             "deadline_s": self.options.deadline_s,
