@@ -34,6 +34,17 @@ def timed(policy: Any, obs: dict[str, Any]) -> float:
     return 1e3 * (time.perf_counter() - start)
 
 
+def built(preset_name: str, device: str) -> tuple[Any, dict[str, Any]]:
+    """An untrained learner of `preset_name` on one thread, and one observation of its task."""
+    torch.set_num_threads(1)
+    cfg = preset(preset_name)
+    cfg.device = device
+    cfg = cfg.resolved()
+    learner = build_learner(cfg)
+    obs, _ = make_env(cfg.env).reset(seed=0)
+    return learner, obs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="default")
@@ -41,13 +52,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    cfg = preset(args.preset)
-    cfg.device = args.device
-    cfg = cfg.resolved()
-    learner = build_learner(cfg)
-    env = make_env(cfg.env)
-    obs, _ = env.reset(seed=0)
+    learner, obs = built(args.preset, args.device)
     device = learner.device
 
     def plain() -> FlowChunkPolicy:

@@ -22,13 +22,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from best_of_n_cost import timed  # this folder's: one request's milliseconds
+from best_of_n_cost import built, timed  # this folder's: the setup, one request's ms
 
-from aloe.config import preset
-from aloe.envs.registry import make_env
 from aloe.policies.chunk_policy import FlowChunkPolicy
 from aloe.policies.indicator import POSITIVE, Guidance
-from aloe.run import build_learner
 
 
 def main() -> None:
@@ -38,14 +35,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    cfg = preset(args.preset)
-    cfg.device = args.device
-    cfg = cfg.resolved()
     torch.manual_seed(0)
-    actor = build_learner(cfg).actor  # the compact actor of an ALOE run: no indicator
-    env = make_env(cfg.env)
-    obs, _ = env.reset(seed=0)
+    learner, obs = built(args.preset, args.device)
+    actor = learner.actor  # the compact actor of an ALOE run: no indicator
     device = next(actor.parameters()).device
     actors = {"plain": actor}
     for name, beta in (("beta_1", 1.0), ("cfg", args.beta)):
