@@ -44,7 +44,7 @@ with its own steps.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -193,8 +193,13 @@ class AloeLearner:
         """Eq. 10: V^π(s, ℓ) (B,) of the batch's states from M chunks sampled from π_θ (or μ,
         `update_policy`), scored over `config.value_steps`; call it under
         `evaluating(self.critic)`."""
+        return self._sampled_values(estimate_value, b)
+
+    def _sampled_values(self, values: Callable[..., Tensor], b: ChunkBatch) -> Tensor:
+        """`values` (`estimate_value`, or `member_values` for each member's) over the M
+        chunks V^π samples for the batch's states, scored over `config.value_steps`."""
         cfg = self.config
-        return estimate_value(
+        return values(
             self.critic,
             self.update_policy,
             b.state,
@@ -206,10 +211,14 @@ class AloeLearner:
             time=b.time,
         )
 
+    def q_members(self, b: ChunkBatch) -> Tensor:
+        """Every member's Q (K, B) of the batch's data chunks, over their executed steps."""
+        with torch.no_grad(), evaluating(self.critic):
+            return self.critic(b.state, b.task_index, b.actions, b.valid, b.time)
+
     def q_data(self, b: ChunkBatch) -> Tensor:
         """Eq. 9: Q_pess (B,) of the batch's data chunks, over their executed steps."""
-        with torch.no_grad(), evaluating(self.critic):
-            return q_pess(self.critic(b.state, b.task_index, b.actions, b.valid, b.time))  # Eq. 9
+        return q_pess(self.q_members(b))  # Eq. 9
 
     def actor_weights(self, b: ChunkBatch) -> tuple[Tensor, dict[str, float]]:
         """Alg. 1 lines 11–13: the weight w (B,) of each data chunk, and its metrics."""
@@ -230,20 +239,9 @@ class AloeLearner:
         """`advantage lcb`: w (B,) from the confidence-gated advantage (`confidence_bound`)
         of the members' A_k = Q_k(s, a) − V_k^π(s), V_k^π over the M chunks V^π samples."""
         cfg = self.config
-        steps = b.valid if cfg.value_steps == "data" else None
+        q = self.q_members(b)
         with torch.no_grad(), evaluating(self.critic):
-            q = self.critic(b.state, b.task_index, b.actions, b.valid, b.time)
-            v = member_values(
-                self.critic,
-                self.update_policy,
-                b.state,
-                b.task_index,
-                cfg.num_value_samples,
-                self.generator,
-                images=b.images,
-                valid=steps,
-                time=b.time,
-            )
+            v = self._sampled_values(member_values, b)
         adv = confidence_bound(q - v, cfg.lcb_kappa)
         w, metrics = clipped_weights(adv, cfg.beta, cfg.eps_clip, cfg.normalize_advantage)
         metrics["actor/q_data_mean"] = float(q_pess(q).mean())  # Eq. 9
