@@ -105,7 +105,8 @@ def test_a_size_reports_steps_parts_and_inference(smoke):
         assert set(fig[step]) == {"ms", "gflop", "gflops", "peak_share"}
         assert fig[step]["gflop"] > 0
     parts = {k: v for k, v in fig["actor_parts"].items() if isinstance(v, dict)}
-    assert list(parts) == ["value_sampling", "q_data", "flow_forward", "flow_backward", "optimiser"]
+    names = ["value_sampling", "q_data", "flow_forward", "flow_backward", "optimiser"]
+    assert list(parts) == names + ["onestep_distil"]  # the smoke preset's sampler: one-step
     # the parts are the whole step: together they count exactly the step's FLOPs
     assert sum(p["gflop"] for p in parts.values()) == pytest.approx(fig["actor_step"]["gflop"])
     assert parts["optimiser"]["gflop"] == 0  # elementwise only

@@ -233,6 +233,7 @@ def test_a_config_json_of_the_old_layout_loads_as_the_same_run() -> None:
     then = preset("smoke")
     then.operator.profile, then.env.failures.action_level = "oracle", False
     then.recap = RecapConfig()  # RECAP came later: a config without its group reads defaults
+    then.aloe.update_sampler = "flow"  # as runs of its day sampled π (the field's default)
     assert cfg == then.resolved()
     saved = json.loads(cfg.to_json())
     for key, news in LEGACY_KEYS.items():

@@ -13,6 +13,7 @@ import torch
 
 from aloe import checkpoint
 from aloe.algos.aloe import AloeConfig, AloeLearner
+from aloe.algos.aloe_config import check_lerobot
 from aloe.algos.optimised import OptimConfig
 from aloe.cli_runs import read_train_args
 from aloe.config import preset
@@ -80,12 +81,23 @@ def test_distillation_brings_the_one_step_sampler_to_the_flow() -> None:
     assert first > 1 and last < 0.25
 
 
+def test_auto_is_one_step_for_the_compact_flow_actor() -> None:
+    """The default, auto: μ for the compact flow actor, the same learner as one-step's."""
+    auto = learner(dataclasses.replace(ONE_STEP, update_sampler="auto"))
+    one = learner(ONE_STEP)
+    assert auto.onestep is not None and auto.update_policy is auto.onestep
+    assert str(steps(auto, range(2))) == str(steps(one, range(2)))
+
+
 def test_flow_changes_nothing_and_reads_no_one_step_size() -> None:
-    """With update_sampler flow (the default), μ's size fields are never read: the same
-    steps give the same weights, metrics and generator, and no μ is built or saved."""
-    plain = learner(AloeConfig())
+    """With update_sampler flow, μ's size fields are never read: the same steps give the
+    same weights, metrics and generator, and no μ is built or saved."""
+    flow = AloeConfig(update_sampler="flow")
+    plain = learner(flow)
     sized = learner(
-        AloeConfig(onestep_hidden_dim=7, onestep_layers=5, onestep_bc_every=2, onestep_lr=1.0)
+        dataclasses.replace(
+            flow, onestep_hidden_dim=7, onestep_layers=5, onestep_bc_every=2, onestep_lr=1.0
+        )
     )
     assert plain.onestep is None and plain.update_policy is plain.actor
     assert str(steps(plain, range(2))) == str(steps(sized, range(2)))
@@ -114,7 +126,7 @@ def test_a_one_step_learner_resumes_exactly(tmp_path: Path) -> None:
         (
             "update_sampler",
             "two-step",
-            "aloe.update_sampler ('two-step'): must be flow or one-step",
+            "aloe.update_sampler ('two-step'): must be auto, flow or one-step",
         ),
         ("onestep_hidden_dim", 0, "aloe.onestep_hidden_dim (0): must be >= 1"),
         ("onestep_layers", 0, "aloe.onestep_layers (0): must be >= 1"),
@@ -138,7 +150,17 @@ def test_one_step_with_a_lerobot_actor_is_refused() -> None:
         cfg.validate()
 
 
-def test_the_flag_sets_it_and_flow_is_the_default() -> None:
+def test_auto_with_a_lerobot_actor_passes_the_check() -> None:
+    """auto means flow for a LeRobot VLA, so the default needs no flag there."""
+    cfg = preset("smoke").aloe
+    assert cfg.update_sampler == "auto"
+    check_lerobot(cfg)
+    check_lerobot(dataclasses.replace(cfg, update_sampler="flow"))
+
+
+def test_the_flag_sets_it_auto_is_the_default_and_the_paper_preset_samples_pi() -> None:
     argv = ["--preset", "smoke", "--aloe.update-sampler", "one-step"]
     assert read_train_args(argv, "aloe train").config.aloe.update_sampler == "one-step"
-    assert read_train_args(["--preset", "smoke"], "aloe train").config.aloe.update_sampler == "flow"
+    for name, want in (("smoke", "auto"), ("default", "auto"), ("paper", "flow")):
+        got = read_train_args(["--preset", name], "aloe train").config.aloe.update_sampler
+        assert got == want, name

@@ -13,7 +13,7 @@ from aloe.errors import require
 
 ValueSteps = Literal["full", "data"]
 AdvantageKind = Literal["pess", "lcb"]
-UpdateSampler = Literal["flow", "one-step"]
+UpdateSampler = Literal["auto", "flow", "one-step"]
 
 
 @dataclass
@@ -76,10 +76,13 @@ class AloeConfig:
     sampler)."""
     update_sampler: UpdateSampler = "flow"
     """What draws the update's a' (Eq. 7) and V^π's M chunks (Eq. 10) (open): flow = π_θ
-    with its own Euler steps; one-step = μ(s, ℓ, ε), an MLP distilled to the flow's chunk
-    from the same noise ε after every actor step and BC step (aloe.policies.onestep, as in
-    flow Q-learning; the compact flow actor only). The actor acts with its own steps either
-    way; flow stays the default until a learning check says one-step matches it."""
+    with its own Euler steps, as the paper samples π; one-step = μ(s, ℓ, ε), an MLP
+    distilled to the flow's chunk from the same noise ε after every actor step and every
+    `onestep_bc_every`-th BC step (aloe.policies.onestep, as in flow Q-learning; the compact
+    flow actor only); auto = one-step for the compact flow actor, flow for a LeRobot VLA.
+    The actor acts with its own steps either way. The smoke, default and mt10 presets use
+    auto since the 5-seed learning check (docs/speed.md: success 0.55 ± 0.15 against flow's
+    0.53 ± 0.08, each iteration 0.56× the time); the paper preset keeps flow."""
     onestep_hidden_dim: int = 256
     """Width of μ's hidden layers (update_sampler one-step)."""
     onestep_layers: int = 3
@@ -142,7 +145,7 @@ class AloeConfig:
             (
                 "update_sampler",
                 self.update_sampler in get_args(UpdateSampler),
-                "must be flow or one-step",
+                "must be auto, flow or one-step",
             ),
             ("onestep_hidden_dim", self.onestep_hidden_dim >= 1, "must be >= 1"),
             ("onestep_layers", self.onestep_layers >= 1, "must be >= 1"),
@@ -156,10 +159,14 @@ class AloeConfig:
 def preset(name: str) -> AloeConfig:
     """ALOE's update budget in preset `name` (smoke | default | paper | mt10)."""
     if name == "smoke":  # seconds on 2 cores: for tests and CI, not for results
-        return AloeConfig(critic_steps=20, actor_steps=10, num_value_samples=2)
+        return AloeConfig(
+            critic_steps=20, actor_steps=10, num_value_samples=2, update_sampler="auto"
+        )
     if name in ("default", "mt10"):  # default: ≤ 20 minutes on 2 CPU cores (README)
-        return AloeConfig(critic_steps=400, actor_steps=200, num_value_samples=2)
-    return AloeConfig()  # paper: Appendix C (polyak 0.005)
+        return AloeConfig(
+            critic_steps=400, actor_steps=200, num_value_samples=2, update_sampler="auto"
+        )
+    return AloeConfig()  # paper: Appendix C (polyak 0.005), π sampled by its own steps
 
 
 def check_sharding(config: AloeConfig) -> None:
@@ -178,8 +185,9 @@ def check_lerobot(config: AloeConfig) -> None:
     """What an update of a LeRobot VLA (`actor_kind lerobot`) needs of ALOE's settings: the
     one-step sampler distils the compact flow actor's Euler steps from given noise."""
     require(
-        config.update_sampler == "flow",
+        config.update_sampler != "one-step",
         "config field aloe.update_sampler",
         config.update_sampler,
-        "must be flow with actor_kind lerobot (one-step distils the compact flow actor)",
+        "must be flow or auto with actor_kind lerobot (one-step distils the compact flow "
+        "actor)",
     )

@@ -279,7 +279,7 @@ def build_learner(parts: LearnerParts[RecapConfig]) -> RecapLearner:
     if own.advantage == "value":
         base = awr.build_learner(with_settings(parts, AwrConfig(num_bins=own.num_bins)))
     else:
-        critic = AloeConfig(num_value_samples=own.num_value_samples)
+        critic = AloeConfig(num_value_samples=own.num_value_samples, update_sampler="flow")
         base = aloe.build_learner(with_settings(parts, critic))
     return RecapLearner(base, own)
 

@@ -11,6 +11,9 @@ learner's own call that the step makes, on one batch:
     flow_forward     the weighted flow-matching loss (`weighted_actor_loss`, Eq. 15)
     flow_backward    its gradients (`OptimisedModule.backward`)
     optimiser        gradient clipping, the guard, AdamW, the schedule (`.apply`)
+    onestep_distil   with the one-step sampler (`aloe.update_sampler`): μ's distillation
+                     step that ends the actor step (`distil_step`: the flow's chunks, μ's
+                     update); also every `onestep_bc_every`-th step of the warm start
 """
 
 from __future__ import annotations
@@ -190,6 +193,11 @@ def actor_parts(
         "q_data": count_flops(lambda: learner.q_data(b)),
         **_update_flops(forward, opt.backward, step),
     }
+    if learner.onestep is not None:
+        timings["onestep_distil"] = time_calls(
+            lambda: learner.distil_step(b), repeats, device=device
+        )
+        flops["onestep_distil"] = count_flops(lambda: learner.distil_step(b))
     return {k: work_figures(t.median, flops[k], peak_gflops) for k, t in timings.items()}
 
 

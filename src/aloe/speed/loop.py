@@ -278,6 +278,8 @@ def iteration_phases(
     }
     total = sum(phases.values())
     bc_ms = sum(parts[k]["ms"] for k in ("flow_forward", "flow_backward", "optimiser"))
+    if "onestep_distil" in parts:  # μ follows every onestep_bc_every-th BC step
+        bc_ms += parts["onestep_distil"]["ms"] / a.onestep_bc_every
     warm = (
         cfg.num_demos * loop["collect_demo"]["episode_s"]
         + cfg.bc_steps * (bc_ms + batch_ms) / 1e3
