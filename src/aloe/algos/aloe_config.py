@@ -188,6 +188,5 @@ def check_lerobot(config: AloeConfig) -> None:
         config.update_sampler != "one-step",
         "config field aloe.update_sampler",
         config.update_sampler,
-        "must be flow or auto with actor_kind lerobot (one-step distils the compact flow "
-        "actor)",
+        "must be flow or auto with actor_kind lerobot (one-step distils the compact flow actor)",
     )
