@@ -114,9 +114,9 @@ class AloeLearner:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(optim.seed)
         self.onestep: OneStepPolicy | None = None
-        compact = isinstance(actor, FlowPolicy)
-        if config.update_sampler == "one-step" or (config.update_sampler == "auto" and compact):
-            if not compact:
+        sampler = config.update_sampler
+        if sampler == "one-step" or (sampler == "auto" and isinstance(actor, FlowPolicy)):
+            if not isinstance(actor, FlowPolicy):
                 kind = type(actor).__name__
                 raise TypeError(f"update_sampler one-step distils a FlowPolicy, not a {kind}")
             self.flow = actor
