@@ -3,7 +3,6 @@ the runs' stores, each algorithm's final success, the table and the plot."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,16 +10,12 @@ import pytest
 
 from aloe.datasets.store import EpisodeStore
 from tests.datasets.test_store import STORE_KW, make_episode
-
-SWEEP = Path(__file__).parents[1] / "benchmarks" / "skill_sweep.py"
+from tests.scripts import ROOT, load_script
 
 
 @pytest.fixture(scope="module")
 def sweep():
-    spec = importlib.util.spec_from_file_location("skill_sweep", SWEEP)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / "skill_sweep.py")
 
 
 def fake_run(root: Path, name: str, seeds: list[int], finals: list[float], done: bool) -> Path:

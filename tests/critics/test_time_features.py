@@ -3,26 +3,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from aloe import data as D
 from aloe.datasets.sampler import ChunkSampler
 from aloe.rollout import EpisodeRecorder, Step, Takeover, play_episode
-
-ENGINE = Path(__file__).parents[1] / "test_rollout_engine.py"
+from tests.scripts import ROOT, load_script
 
 
 def engine() -> object:
     """tests/test_rollout_engine.py's line world, stuck policy and helper operator."""
-    spec = importlib.util.spec_from_file_location("rollout_engine", ENGINE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "tests" / "test_rollout_engine.py")
 
 
 def test_episode_clock_by_hand() -> None:

@@ -1,25 +1,19 @@
 """The critic benchmark's pure parts (benchmarks/critic_bench.py, its scores in action_ope)."""
 
-import importlib.util
 import math
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from aloe.evaluation.action_ope import load_truth, save_truth
 from aloe.evaluation.action_scores import best_of_n_regret, split_half_spearman
-
-BENCH = Path(__file__).parents[2] / "benchmarks" / "critic_bench.py"
+from tests.scripts import ROOT, load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("critic_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(ROOT / "benchmarks" / "critic_bench.py")
 
 
 def test_best_of_n_regret_is_the_mean_of_pis_chunks_minus_the_critics_pick():
