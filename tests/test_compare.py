@@ -17,10 +17,19 @@ from pathlib import Path
 import pytest
 
 from aloe.cli import main
-from aloe.compare import CompareArgs, _ready, matched_rollout_steps, parse_algos, train_command
+from aloe.compare import (
+    CompareArgs,
+    _ready,
+    matched_rollout_steps,
+    parse_algos,
+    train_command,
+    train_config,
+    validate,
+)
 from aloe.compare_dir import RunSpec, run_state
 from aloe.compare_summary import summarize, write_report
 from aloe.envs.tasks import DEFAULT_TASK
+from aloe.errors import UsageError
 
 ALGOS = "aloe,awr,dagger,bc,ppo-sbc"
 PNG = re.compile(r'<img[^>]*src="data:image/png;base64,[A-Za-z0-9+/=]{100,}"')
@@ -423,3 +432,23 @@ def test_each_run_gets_only_the_train_args_it_reads() -> None:
         "--optim.batch-size",
         "8",
     ]
+
+
+def test_more_seeds_are_refused_where_the_runs_there_got_other_defaults(tmp_path) -> None:
+    """A run saved by an older aloe (here: before the presets' update sampler became auto)
+    and a new seed of the same options would get different configs: refused before any
+    work, naming the field. Another algorithm's settings group does not count."""
+    args = CompareArgs(out=tmp_path, algos="aloe", seeds=2, preset="smoke")
+    run = RunSpec("aloe", 0, tmp_path).dir
+    run.mkdir(parents=True)
+    (tmp_path / "compare.json").write_text("{}")
+    cfg = train_config(args, RunSpec("aloe", 0, tmp_path)).resolved()
+    cfg.awr.beta = 123.0  # not ALOE's: ignored
+    (run / "config.json").write_text(cfg.to_json())
+    assert validate(args) == ["aloe"]
+    cfg.aloe.update_sampler = "flow"
+    (run / "config.json").write_text(cfg.to_json())
+    with pytest.raises(UsageError, match=r"aloe.update_sampler 'flow' -> 'auto'"):
+        validate(args)
+    args.seeds = 1  # nothing new to start: the run resumes with its own config
+    assert validate(args) == ["aloe"]

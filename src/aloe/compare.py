@@ -44,6 +44,7 @@ from aloe.compare_dir import (
     read_metrics,
     read_optional,
     run_state,
+    settings_changed,
 )
 from aloe.compare_summary import write_report
 from aloe.config import ALGOS, PRESETS, TrainConfig, preset
@@ -81,7 +82,9 @@ class CompareArgs:
     preset: str = "default"
     """Preset of every run (smoke | default | paper | mt10)."""
     out: Path = Path("runs/compare")
-    """Comparison directory (created, or resumed when it holds the same comparison)."""
+    """Comparison directory (created, or resumed when it holds the same comparison: the same
+    task, preset and train-args, and for new seeds the config its runs ran with, which a
+    change of aloe's defaults since would break: refused, naming the fields)."""
     jobs: int = field(default_factory=_cores)
     """Runs at a time (default: the cores this process may use); each uses one thread."""
     train_args: str = ""
@@ -136,8 +139,27 @@ def validate(args: CompareArgs) -> list[str]:
     _check_backend(args)
     _check_out(args.out)
     for algo in algos:  # the seed is the only other per-run option, and any seed >= 0 is valid
-        train_config(args, RunSpec(algo, 0, args.out))
+        _check_same_runs(args, algo, train_config(args, RunSpec(algo, 0, args.out)))
     return algos
+
+
+def _check_same_runs(args: CompareArgs, algo: str, fresh: TrainConfig) -> None:
+    """New runs of `algo` in an existing comparison must get the config its runs there ran
+    with: the same options with other defaults (a newer aloe) would mix two settings in one
+    row of the report."""
+    runs = [RunSpec(algo, s, args.out).dir for s in range(args.seeds)]
+    started = [r for r in runs if (r / "config.json").is_file()]
+    if not started or len(started) == len(runs):
+        return
+    changed = settings_changed(started[0], fresh)
+    shown = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in list(changed.items())[:4])
+    require(
+        not changed,
+        "--out",
+        args.out,
+        f"its {algo} runs ran with settings that a new run would not get ({shown}: aloe's "
+        "defaults changed since); more seeds there would mix the two. Choose another --out",
+    )
 
 
 def _check_backend(args: CompareArgs) -> None:
