@@ -109,9 +109,10 @@ def plot(rows: list[dict[str, Any]], algos: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    for algo in algos:
+    for i, algo in enumerate(algos):
+        shift = 0.006 * (i - (len(algos) - 1) / 2)  # side by side, so the error bars show
         pts = sorted(
-            (r["operator"], np.mean(r[algo]), np.std(r[algo]), r["profile"])
+            (r["operator"] + shift, np.mean(r[algo]), np.std(r[algo]), r["profile"])
             for r in rows
             if r[algo] and r["operator_episodes"]
         )
@@ -125,6 +126,7 @@ def plot(rows: list[dict[str, Any]], algos: list[str], path: Path) -> None:
     ax.set(
         xlabel="operator's own correction success (taken-over episodes that succeed)",
         ylabel="final success (mean ± std over seeds)",
+        xlim=(0.0, 1.02),
         ylim=(-0.02, 1.05),
     )
     ax.legend()
