@@ -382,3 +382,11 @@ def test_aloe_serve_makes_prints_and_removes_its_token(demo_run: Path):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 130
     assert not (demo_run / auth.TOKEN_FILE).exists()
+
+
+def test_a_new_token_never_starts_with_a_dash(monkeypatch):
+    """`aloe robot --token T` would read a T that starts with "-" as an option: such a draw
+    is drawn again."""
+    draws = iter(["-" + "a" * 42, "b" * 43])
+    monkeypatch.setattr(auth.secrets, "token_urlsafe", lambda n: next(draws))
+    assert auth.new_token() == "b" * 43

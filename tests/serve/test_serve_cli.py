@@ -58,6 +58,11 @@ TOKEN = "a-token-long-enough-1234"
             "aloe serve: error: --token ('***'): must be printable ASCII without spaces",
         ),
         (
+            "--run {run} --token=-abcdefghijklmnopq",
+            "aloe serve: error: --token ('***'): must not start with \"-\" (a command line "
+            "reads it as an option)",
+        ),
+        (
             "--run {run} --idle-timeout 0",
             "aloe serve: error: --idle-timeout (0.0): must be a finite number > 0",
         ),

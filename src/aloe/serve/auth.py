@@ -33,7 +33,11 @@ def is_loopback(host: str) -> bool:
 
 
 def new_token() -> str:
-    return secrets.token_urlsafe(32)
+    """A random token that does not start with "-": `aloe robot --token T` would read such
+    a T as an option (token_urlsafe draws one in 64 that way)."""
+    while (token := secrets.token_urlsafe(32)).startswith("-"):
+        pass
+    return token
 
 
 def token_problem(token: str) -> str | None:
@@ -42,6 +46,8 @@ def token_problem(token: str) -> str | None:
         return f"must be {MIN_TOKEN} to {MAX_TOKEN} characters"
     if not _TOKEN_CHARS.fullmatch(token):
         return "must be printable ASCII without spaces"
+    if token.startswith("-"):
+        return 'must not start with "-" (a command line reads it as an option)'
     return None
 
 
