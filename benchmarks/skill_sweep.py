@@ -60,10 +60,11 @@ def operator_success(runs: list[Path]) -> tuple[float, float, int]:
     return p, math.sqrt(p * (1 - p) / n), n
 
 
-def final_success(root: Path) -> dict[str, list[float]]:
-    """Each algorithm's final success (the last iteration's evaluation) per finished seed."""
+def final_success(found: dict[str, list[Path]]) -> dict[str, list[float]]:
+    """Each algorithm's final success (the last iteration's evaluation) per finished seed of
+    `found`'s runs (`discover`'s)."""
     out: dict[str, list[float]] = {}
-    for algo, runs in discover(root).items():
+    for algo, runs in found.items():
         for run in runs:
             if run_state(run).finished:
                 out.setdefault(algo, []).append(float(read_metrics(run)[-1]["success_rate"]))
@@ -80,9 +81,9 @@ def cell(values: list[float]) -> str:
 def sweep_rows(dirs: dict[str, Path], algos: list[str]) -> list[dict[str, Any]]:
     rows = []
     for profile, root in dirs.items():
-        runs = [r for rs in discover(root).values() for r in rs] if root.is_dir() else []
-        rate, se, n = operator_success(runs)
-        finals = final_success(root) if root.is_dir() else {}
+        found = discover(root) if root.is_dir() else {}
+        rate, se, n = operator_success([r for rs in found.values() for r in rs])
+        finals = final_success(found)
         rows.append(
             {"profile": profile, "operator": rate, "operator_se": se, "operator_episodes": n}
             | {a: finals.get(a, []) for a in algos}

@@ -11,6 +11,7 @@ from typing import Any
 
 from aloe.algos.table import ALGORITHMS
 from aloe.config import ALGOS, TrainConfig
+from aloe.config_json import flat_fields
 from aloe.errors import bad
 
 SUMMARY = "summary.json"
@@ -109,13 +110,6 @@ def is_comparison(root: Path) -> bool:
     return (root / SUMMARY).is_file() or (root / "runs").is_dir()
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
-    return out
-
-
 def settings_changed(run: Path, fresh: TrainConfig) -> dict[str, tuple[Any, Any]]:
     """Each config field (dotted) that `fresh`'s algorithm reads and in which `run`'s saved
     config differs from `fresh`, the config a new run of the same comparison gets now:
@@ -123,8 +117,8 @@ def settings_changed(run: Path, fresh: TrainConfig) -> dict[str, tuple[Any, Any]
     where aloe's defaults changed since `run` started (a field it did not have reads as
     that field's default, the behaviour of its day)."""
     others = {r.group for a, r in ALGORITHMS.items() if a != fresh.algo and r.group}
-    saved = _flat(json.loads(TrainConfig.load(run).to_json()))
-    now = _flat(json.loads(fresh.resolved().to_json()))
+    saved = flat_fields(json.loads(TrainConfig.load(run).to_json()))
+    now = flat_fields(json.loads(fresh.resolved().to_json()))
     keys = sorted(k for k in saved.keys() | now.keys() if k != "seed")
     keys = [k for k in keys if k.split(".")[0] not in others]
     return {k: (saved.get(k), now.get(k)) for k in keys if saved.get(k) != now.get(k)}

@@ -73,8 +73,8 @@ def parse(cls: Any, text: str) -> Any:
             value,
             f"must be {cfg.horizon!r}, the run's horizon",
         )
-    want = _flat(dataclasses.asdict(cfg.resolved()))
-    for name, value in _flat(dataclasses.asdict(cfg)).items():  # as `resolved` left them
+    want = flat_fields(dataclasses.asdict(cfg.resolved()))
+    for name, value in flat_fields(dataclasses.asdict(cfg)).items():  # as `resolved` left them
         require(
             value == want[name],
             f"{FIELD}{name}",
@@ -227,11 +227,12 @@ def _describe(hint: Any, inf_ok: bool = False, plural: bool = False) -> str:
     return names[hint][plural]
 
 
-def _flat(d: dict[str, Any], path: str = "") -> dict[str, Any]:
+def flat_fields(d: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """A nested config dict as {"group.field": value}."""
     out: dict[str, Any] = {}
     for key, value in d.items():
         if isinstance(value, dict):
-            out.update(_flat(value, f"{path}{key}."))
+            out.update(flat_fields(value, f"{path}{key}."))
         else:
             out[f"{path}{key}"] = value
     return out
